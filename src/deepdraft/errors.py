@@ -1,0 +1,76 @@
+"""The errors deepdraft raises, split by who has to act.
+
+    DeepdraftError
+     ├── UserError              the user must change something: a flag, a file, the config
+     │    ├── ConfigError       bad or unknown settings, no LLM configured
+     │    ├── KnowledgeBaseError missing, empty or unreadable corpus
+     │    └── RunNotFound       an unknown run id
+     ├── LLMError               the LLM endpoint failed us
+     │    ├── LLMUnreachable    connection refused, DNS, TLS
+     │    ├── LLMTimeout        no answer in time (after retries)
+     │    ├── LLMRefused        4xx: auth, unknown model, request rejected
+     │    ├── LLMServerError    5xx or 429 after every retry
+     │    └── LLMBadResponse    a reply that is not a chat completion
+     ├── StoreError             the run journal could not be read or written
+     └── RunFailed              the policy could not go on (e.g. no valid outline)
+
+The CLI turns every `DeepdraftError` into one line and an exit code; anything else is a bug
+and shows a traceback. A model reply that fails validation is *not* an exception: the policy
+feeds the reason back to the model (see `actions.py`).
+"""
+
+from __future__ import annotations
+
+
+class DeepdraftError(Exception):
+    """Base class of every error deepdraft raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(DeepdraftError):
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    pass
+
+
+class KnowledgeBaseError(UserError):
+    pass
+
+
+class RunNotFound(UserError):
+    pass
+
+
+class LLMError(DeepdraftError):
+    exit_code = 3
+
+
+class LLMUnreachable(LLMError):
+    pass
+
+
+class LLMTimeout(LLMError):
+    pass
+
+
+class LLMRefused(LLMError):
+    pass
+
+
+class LLMServerError(LLMError):
+    pass
+
+
+class LLMBadResponse(LLMError):
+    pass
+
+
+class StoreError(DeepdraftError):
+    exit_code = 4
+
+
+class RunFailed(DeepdraftError):
+    exit_code = 5

@@ -1,0 +1,1 @@
+"""Retrieval adapters: reading a corpus, chunking it, and searching it."""

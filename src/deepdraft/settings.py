@@ -1,0 +1,159 @@
+"""Settings: one validated tree, read from a TOML file, then the environment, then CLI flags.
+
+Each later source overrides the earlier ones key by key. Unknown keys are errors everywhere (a typo
+in `config.toml` must not be silently ignored). The environment variables are a short, fixed list —
+including the conventional `OPENAI_BASE_URL` / `OPENAI_API_KEY` — rather than a prefix scheme, so
+that a stray `DEEPDRAFT_*` variable (such as `DEEPDRAFT_HOME`) is never mistaken for a setting.
+
+Privacy rule: `llm.base_url` is the only way text leaves the machine. An API key on its own never
+selects a hosted service.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deepdraft.errors import ConfigError
+
+PolicyName = Literal["warp", "plan-write"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LLMSettings(_Section):
+    base_url: str | None = None
+    """OpenAI-compatible endpoint, e.g. http://localhost:8000/v1. None: no remote LLM."""
+    model: str | None = None
+    api_key: str | None = None
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.8, gt=0.0, le=1.0)
+    max_tokens: int = Field(2048, ge=16)
+    context_window: int = Field(32768, ge=2048)
+    """Tokens the model accepts; prompts are condensed to fit inside it."""
+    timeout_s: float = Field(300.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+    cache: bool = True
+    """Keep every reply in the run journal so a resumed or replayed run costs nothing."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {value!r})")
+        return value.rstrip("/")
+
+
+class ResearchSettings(_Section):
+    policy: PolicyName = "warp"
+    max_steps: int = Field(140, ge=1, le=10_000)
+    """Upper bound on LLM actions in one run."""
+    max_expansions: int = Field(12, ge=0, le=100)
+    """Upper bound on deepening decisions (each failed extend-plan counts too)."""
+    max_retries: int = Field(3, ge=0, le=10)
+    """How often an invalid action is re-asked with the reason before falling back."""
+    outline_evidence: int = Field(20, ge=1, le=200)
+    node_evidence: int = Field(10, ge=1, le=100)
+    hits_per_keyword: int = Field(20, ge=1, le=500)
+    draft_budget_tokens: int = Field(2500, ge=200)
+    """Size of the condensed draft shown in search and write prompts."""
+    report_budget_tokens: int = Field(6000, ge=200)
+    """Size of the condensed report shown to the extend-plan decision."""
+
+
+class RetrievalSettings(_Section):
+    chunk_tokens: int = Field(220, ge=32, le=4000)
+    chunk_overlap: int = Field(40, ge=0, le=1000)
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_smaller(cls, value: int, info: Any) -> int:
+        chunk = info.data.get("chunk_tokens", 220)
+        if value >= chunk:
+            raise ValueError(f"must be smaller than chunk_tokens ({chunk})")
+        return value
+
+
+class Settings(_Section):
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    research: ResearchSettings = Field(default_factory=ResearchSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as recorded in journals and manifests: secrets removed."""
+        data = self.model_dump()
+        data["llm"]["api_key"] = "***" if self.llm.api_key else None
+        return data
+
+
+# (environment variable, section, key) — the complete list, documented in the README.
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    ("OPENAI_BASE_URL", "llm", "base_url"),
+    ("DEEPDRAFT_BASE_URL", "llm", "base_url"),
+    ("DEEPDRAFT_MODEL", "llm", "model"),
+    ("OPENAI_API_KEY", "llm", "api_key"),
+    ("DEEPDRAFT_API_KEY", "llm", "api_key"),
+    ("DEEPDRAFT_POLICY", "research", "policy"),
+    ("DEEPDRAFT_MAX_STEPS", "research", "max_steps"),
+    ("DEEPDRAFT_MAX_EXPANSIONS", "research", "max_expansions"),
+)
+
+
+def home_dir() -> Path:
+    """The workspace: journals, indexes, config. `DEEPDRAFT_HOME` moves it (tests use a tmp dir)."""
+    return Path(os.environ.get("DEEPDRAFT_HOME") or Path.home() / ".deepdraft").expanduser()
+
+
+def load_settings(
+    config_file: Path | None = None,
+    flags: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge TOML < environment < flags and validate. `flags` values of None are ignored."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, dict[str, Any]] = {}
+
+    path = config_file if config_file is not None else home_dir() / "config.toml"
+    if config_file is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: `{section}` must be a table like [{section}]")
+            merged.setdefault(section, {}).update(values)
+
+    for variable, section, key in ENVIRONMENT:
+        if environ.get(variable):
+            merged.setdefault(section, {})[key] = environ[variable]
+
+    for section, values in (flags or {}).items():
+        for key, value in values.items():
+            if value is not None:
+                merged.setdefault(section, {})[key] = value
+
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{where}: {message}")
+    return "invalid settings: " + "; ".join(problems)
