@@ -1,0 +1,232 @@
+"""`LLM` over any OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, Ollama, SGLang, ...).
+
+Trade-offs:
+
+- The official `openai` SDK does the HTTP work: it already retries timeouts, connection errors, 429 and
+  5xx with jittered exponential backoff and honours `Retry-After`, so there is no retry loop here. The
+  price is that its exception types must not leak: every failure is turned into one `LLMError` whose
+  message is a single line naming the base URL, and the SDK error is kept as `__cause__` for --debug.
+- Privacy: the base URL is always passed explicitly, so the SDK never falls back to `OPENAI_BASE_URL`
+  or api.openai.com, and the key is never read from the environment here (settings decide that).
+- Constrained decoding is requested the portable way (`response_format` with a JSON schema). Servers
+  that reject it get the request once more without it, and it is not sent to them again: validation
+  downstream catches malformed actions anyway, so a schema is an optimisation, not a requirement.
+- Streaming is not used: the policy needs whole replies, and a non-streamed call is easier to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import httpx
+import openai
+
+from deepdraft.errors import (
+    ConfigError,
+    LLMBadResponse,
+    LLMError,
+    LLMRefused,
+    LLMServerError,
+    LLMTimeout,
+    LLMUnreachable,
+)
+from deepdraft.ports import ChatRequest, ChatResult, Usage
+from deepdraft.settings import LLMSettings
+
+log = logging.getLogger(__name__)
+
+_KEY_HINT = "check the API key (llm.api_key, DEEPDRAFT_API_KEY or OPENAI_API_KEY)"
+
+
+class OpenAICompatibleLLM:
+    """Chat completions from the server at `base_url`; thread-safe, one HTTP connection pool."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        *,
+        temperature: float = 0.7,
+        top_p: float = 0.8,
+        max_tokens: int = 2048,
+        timeout_s: float = 300.0,
+        max_retries: int = 3,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_tokens = max_tokens
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self._model = model
+        self._model_lock = threading.Lock()
+        self._send_schema = True  # cleared once the server has rejected `response_format`
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            # Local servers accept anything; the SDK insists on a non-empty key, and reading
+            # OPENAI_API_KEY itself would send a hosted key to whatever host was named.
+            api_key=api_key or "no-key",
+            # A short connect timeout: an unreachable host should fail in seconds, not in timeout_s
+            # times the number of attempts; slow generation only affects the read timeout.
+            timeout=openai.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            max_retries=max_retries,
+            # The SDK accepts both httpx and httpx2 clients but only annotates the latter.
+            http_client=http_client,  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def from_settings(cls, settings: LLMSettings) -> OpenAICompatibleLLM:
+        if not settings.base_url:
+            raise ConfigError("no LLM base URL configured: pass --base-url (e.g. http://localhost:8000/v1)")
+        return cls(
+            settings.base_url,
+            settings.model,
+            settings.api_key,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_tokens,
+            timeout_s=settings.timeout_s,
+            max_retries=settings.max_retries,
+        )
+
+    @property
+    def model_name(self) -> str:
+        """The configured model, or the only model the server lists (asked once, on first use)."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = self._discover_model()
+            return self._model
+
+    def _discover_model(self) -> str:
+        try:
+            served = sorted(m.id for m in self._client.models.list().data)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise self._translate(exc, "listing models") from exc
+        if len(served) == 1:
+            log.debug("using the only model served at %s: %s", self.base_url, served[0])
+            return served[0]
+        if not served:
+            raise ConfigError(f"the LLM at {self.base_url} lists no models; pass --model")
+        raise ConfigError(
+            f"the LLM at {self.base_url} serves several models ({', '.join(served)}); "
+            "pass --model to choose one"
+        )
+
+    def complete(self, request: ChatRequest) -> ChatResult:
+        model = self.model_name
+        params: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": self.temperature if request.temperature is None else request.temperature,
+            "top_p": self.top_p if request.top_p is None else request.top_p,
+            # `max_tokens`, not `max_completion_tokens`: the latter is unknown to several local servers.
+            "max_tokens": self.max_tokens if request.max_tokens is None else request.max_tokens,
+        }
+        if request.json_schema is not None and self._send_schema:
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "action", "schema": request.json_schema, "strict": False},
+            }
+        try:
+            try:
+                completion = self._client.chat.completions.create(**params)
+            except openai.BadRequestError as exc:
+                if "response_format" not in params or not _mentions_schema(exc):
+                    raise
+                log.debug("%s rejected response_format; sending no schema from now on", self.base_url)
+                self._send_schema = False
+                del params["response_format"]
+                completion = self._client.chat.completions.create(**params)
+        except (openai.OpenAIError, ValueError) as exc:  # ValueError: a 200 body that is broken JSON
+            raise self._translate(exc, f"model {model!r}") from exc
+        return self._result(completion, model)
+
+    def _result(self, completion: object, model: str) -> ChatResult:
+        # Servers behind proxies sometimes answer 200 with HTML or with JSON of another shape; the SDK
+        # then returns a str or a loosely built object instead of raising, so every field is checked.
+        choices = getattr(completion, "choices", None)
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        text = getattr(getattr(choice, "message", None), "content", None)
+        if not isinstance(text, str):
+            what = "a chat completion without message text" if choice else _one_line(str(completion), 200)
+            raise LLMBadResponse(f"the LLM at {self.base_url} sent {what}")
+        usage = getattr(completion, "usage", None)
+        served = getattr(completion, "model", None)
+        return ChatResult(
+            text=text,
+            usage=Usage(_count(usage, "prompt_tokens"), _count(usage, "completion_tokens")),
+            model=served if isinstance(served, str) and served else model,
+            finish_reason=str(getattr(choice, "finish_reason", None) or ""),
+        )
+
+    def _translate(self, exc: Exception, what: str) -> LLMError:
+        """One human line for an SDK error; the caller chains `exc` as the cause."""
+        where = f"the LLM at {self.base_url}"
+        tries = _attempts(exc)
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMTimeout(f"{where} did not answer within {self.timeout_s:g} s{tries}")
+        if isinstance(exc, openai.APIConnectionError):
+            reason, hint = _connection_problem(exc)
+            return LLMUnreachable(f"cannot reach {where}: {reason}. {hint}")
+        if isinstance(exc, openai.APIStatusError):
+            status, message = exc.status_code, _server_message(exc)
+            if status in (401, 403):
+                return LLMRefused(f"{where} refused the request (HTTP {status}: {message}); {_KEY_HINT}")
+            if status == 404:
+                return LLMRefused(
+                    f"{where} answered 404 for {what}: unknown model or wrong base URL "
+                    f"(OpenAI-compatible base URLs usually end in /v1): {message}"
+                )
+            if status == 429 or status >= 500:
+                return LLMServerError(f"{where} failed with HTTP {status}{tries}: {message}")
+            return LLMRefused(f"{where} rejected the request for {what} (HTTP {status}): {message}")
+        return LLMBadResponse(f"{where} sent an unusable answer: {_one_line(str(exc))}")
+
+
+def _count(usage: object, name: str) -> int:
+    value = getattr(usage, name, None)  # servers may omit usage entirely: count zero
+    return value if isinstance(value, int) else 0
+
+
+def _attempts(exc: Exception) -> str:
+    """A suffix like " after 4 attempts" when the SDK retried (it numbers each try in a header)."""
+    request = getattr(exc, "request", None)
+    try:
+        retries = int(request.headers.get("x-stainless-retry-count", 0)) if request is not None else 0
+    except ValueError:
+        retries = 0
+    return f" after {retries + 1} attempts" if retries else ""
+
+
+def _mentions_schema(exc: openai.APIStatusError) -> bool:
+    text = exc.response.text.lower()
+    return "response_format" in text or "json_schema" in text
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body  # the SDK has already unwrapped {"error": {...}}; servers differ in what is left
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        body = body["message"]
+    return _one_line(body if isinstance(body, str) else exc.response.text) or "no details"
+
+
+def _connection_problem(exc: openai.APIConnectionError) -> tuple[str, str]:
+    """(what went wrong, what to check), read from the httpx error the SDK wrapped."""
+    cause = exc.__cause__
+    detail = str(cause or exc).lower()
+    if "refused" in detail:
+        return "connection refused", "Is the server running?"
+    if any(s in detail for s in ("name or service", "nodename", "getaddrinfo", "name resolution")):
+        return "host name not found", "Check the base URL."
+    if any(s in detail for s in ("ssl", "certificate", "tls")):
+        return f"TLS error ({_one_line(str(cause))})", "Check the URL scheme and the certificate."
+    return _one_line(str(cause or exc)) or "connection failed", "Is the server running?"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

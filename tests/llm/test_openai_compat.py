@@ -1,0 +1,296 @@
+"""OpenAICompatibleLLM against a real HTTP server on 127.0.0.1 (tests/support/openai_server.py)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from deepdraft.errors import (
+    ConfigError,
+    LLMBadResponse,
+    LLMRefused,
+    LLMServerError,
+    LLMTimeout,
+    LLMUnreachable,
+)
+from deepdraft.llm.openai_compat import OpenAICompatibleLLM
+from deepdraft.ports import LLM, ChatRequest, Message
+from deepdraft.settings import LLMSettings
+from tests.support.openai_server import (
+    NO_CHOICES,
+    NOT_JSON,
+    ErrorReply,
+    FakeOpenAIServer,
+    RawReply,
+    Reply,
+    SlowReply,
+    fast_sdk_backoff,
+)
+
+SCHEMA: dict[str, Any] = {"type": "object", "properties": {"name": {"type": "string"}}}
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff() -> Iterator[None]:
+    # The SDK waits 0.5 s, 1 s, 2 s ... between retries; 10 ms keeps every retry test fast.
+    with fast_sdk_backoff(0.01):
+        yield
+
+
+def ask(prompt: str = "Hello there", **kwargs: Any) -> ChatRequest:
+    return ChatRequest.user(prompt, **kwargs)
+
+
+def test_completion_sends_defaults_and_returns_text_and_usage() -> None:
+    with FakeOpenAIServer.replaying(["General Kenobi."]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model")
+        request = ChatRequest(
+            messages=(Message("system", "Be brief."), Message("user", "Hello there")), tag="step-1"
+        )
+        result = llm.complete(request)
+
+    assert isinstance(llm, LLM)
+    assert result.text == "General Kenobi."
+    assert result.usage.completion_tokens == 2
+    assert result.usage.prompt_tokens > 0
+    assert result.model == "fake-model"
+    assert result.finish_reason == "stop"
+    assert result.cached is False
+    body = server.requests[0]
+    assert body == {
+        "model": "fake-model",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello there"},
+        ],
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "max_tokens": 2048,
+    }  # no tag, no response_format, nothing else
+
+
+def test_request_overrides_beat_instance_defaults() -> None:
+    with FakeOpenAIServer.replaying(["a", "b"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", temperature=0.2, top_p=0.5, max_tokens=64)
+        llm.complete(ask())
+        llm.complete(ask(temperature=0.0, top_p=1.0, max_tokens=16))
+
+    first, second = server.requests
+    assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.2, 0.5, 64)
+    assert (second["temperature"], second["top_p"], second["max_tokens"]) == (0.0, 1.0, 16)
+
+
+def test_missing_usage_gives_zeros_and_finish_reason_is_passed_on() -> None:
+    with FakeOpenAIServer.replaying([Reply("cut", finish_reason="length", usage=False)]) as server:
+        result = OpenAICompatibleLLM(server.base_url, "fake-model").complete(ask())
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (0, 0)
+    assert result.finish_reason == "length"
+
+
+def test_environment_never_redirects_or_authenticates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak")
+    with FakeOpenAIServer.replaying(["x", "y"]) as server:
+        OpenAICompatibleLLM(server.base_url, "fake-model").complete(ask())
+        OpenAICompatibleLLM(server.base_url, "fake-model", api_key="sk-mine").complete(ask())
+    assert server.headers[0]["authorization"] == "Bearer no-key"
+    assert server.headers[1]["authorization"] == "Bearer sk-mine"
+
+
+def test_from_settings() -> None:
+    with FakeOpenAIServer.replaying(["ok"], models=["served"]) as server:
+        settings = LLMSettings.model_validate(
+            {"base_url": server.base_url, "temperature": 0.1, "max_tokens": 100}
+        )
+        llm = OpenAICompatibleLLM.from_settings(settings)
+        assert llm.complete(ask()).text == "ok"
+    body = server.requests[0]
+    assert (body["model"], body["temperature"], body["top_p"], body["max_tokens"]) == (
+        "served",
+        0.1,
+        0.8,
+        100,
+    )
+    with pytest.raises(ConfigError, match="base URL"):
+        OpenAICompatibleLLM.from_settings(LLMSettings.model_validate({}))
+
+
+def test_single_served_model_is_discovered() -> None:
+    with FakeOpenAIServer.replaying(["ok"], models=["qwen2.5-7b-instruct"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url)
+        assert llm.model_name == "qwen2.5-7b-instruct"
+        llm.complete(ask())
+    assert server.requests[0]["model"] == "qwen2.5-7b-instruct"
+
+
+def test_several_or_no_served_models_need_explicit_model() -> None:
+    with FakeOpenAIServer.replaying([], models=["model-b", "model-a"]) as server:
+        with pytest.raises(ConfigError, match=r"model-a, model-b.*--model"):
+            OpenAICompatibleLLM(server.base_url).complete(ask())
+        server.models = []
+        with pytest.raises(ConfigError, match="no models"):
+            _ = OpenAICompatibleLLM(server.base_url).model_name
+        assert server.requests == []
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_transient_failure_is_retried(status: int) -> None:
+    with FakeOpenAIServer.replaying([ErrorReply(status, "busy"), "recovered"]) as server:
+        result = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=2).complete(ask())
+    assert result.text == "recovered"
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_persistent_failure_becomes_server_error(status: int) -> None:
+    with FakeOpenAIServer(lambda body, i: ErrorReply(status, "GPU on fire")) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=2)
+        with pytest.raises(LLMServerError) as caught:
+            llm.complete(ask())
+    message = str(caught.value)
+    assert server.base_url in message
+    assert f"HTTP {status}" in message and "after 3 attempts" in message and "GPU on fire" in message
+    assert "\n" not in message
+    assert isinstance(caught.value.__cause__, openai.APIStatusError)
+    assert len(server.requests) == 3  # one try and max_retries retries
+
+
+def test_no_answer_in_time_is_a_timeout() -> None:
+    with FakeOpenAIServer(lambda body, i: SlowReply(5.0, "too late")) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", timeout_s=0.3, max_retries=1)
+        started = time.monotonic()
+        with pytest.raises(LLMTimeout) as caught:
+            llm.complete(ask())
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.0
+    assert server.base_url in str(caught.value) and "0.3 s" in str(caught.value)
+    assert len(server.requests) == 2  # timeouts are retried too
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        NOT_JSON,
+        NO_CHOICES,
+        RawReply(b'{"object": "chat.completion", "choices": []}'),
+        RawReply(b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": null}}]}'),
+        RawReply(b"{truncated", content_type="application/json"),
+    ],
+    ids=["html", "no-choices", "empty-choices", "null-content", "broken-json"],
+)
+def test_malformed_body_is_a_bad_response(reply: RawReply) -> None:
+    with FakeOpenAIServer.replaying([reply]) as server, pytest.raises(LLMBadResponse) as caught:
+        OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=0).complete(ask())
+    assert str(caught.value).startswith(f"the LLM at {server.base_url} sent")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_rejected_key_is_refused_with_a_hint(status: int) -> None:
+    server = FakeOpenAIServer.replaying([ErrorReply(status, "invalid api key")])
+    with server, pytest.raises(LLMRefused) as caught:
+        OpenAICompatibleLLM(server.base_url, "fake-model", api_key="wrong").complete(ask())
+    assert "API key" in str(caught.value) and server.base_url in str(caught.value)
+    assert len(server.requests) == 1  # auth errors are not retried
+
+
+def test_unknown_model_is_refused_with_base_url_hint() -> None:
+    server = FakeOpenAIServer.replaying([ErrorReply(404, "The model `nope` does not exist")])
+    with server, pytest.raises(LLMRefused) as caught:
+        OpenAICompatibleLLM(server.base_url, "nope").complete(ask())
+    message = str(caught.value)
+    assert "'nope'" in message and "/v1" in message and "does not exist" in message
+
+
+def test_base_url_without_v1_is_refused() -> None:
+    with FakeOpenAIServer.replaying(["unused"]) as server:
+        root = server.base_url.removesuffix("/v1")
+        with pytest.raises(LLMRefused, match=r"404.*/v1"):
+            OpenAICompatibleLLM(root, "fake-model").complete(ask())
+
+
+def test_other_client_error_carries_the_server_message() -> None:
+    server = FakeOpenAIServer.replaying([ErrorReply(422, "max_tokens must be at least 1")])
+    with server, pytest.raises(LLMRefused, match=r"HTTP 422.*max_tokens must be at least 1"):
+        OpenAICompatibleLLM(server.base_url, "fake-model").complete(ask())
+    assert len(server.requests) == 1
+
+
+def test_nothing_listening_is_unreachable() -> None:
+    with socket.socket() as sock:  # find a port that is free, then leave it closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(LLMUnreachable) as caught:
+        OpenAICompatibleLLM(url, "fake-model", max_retries=1).complete(ask())
+    assert str(caught.value) == f"cannot reach the LLM at {url}: connection refused. Is the server running?"
+    assert isinstance(caught.value.__cause__, openai.APIConnectionError)
+    with pytest.raises(LLMUnreachable, match="connection refused"):
+        _ = OpenAICompatibleLLM(url, max_retries=0).model_name
+
+
+def test_json_schema_is_sent_as_response_format() -> None:
+    with FakeOpenAIServer.replaying(['{"name": "x"}']) as server:
+        OpenAICompatibleLLM(server.base_url, "fake-model").complete(ask(json_schema=SCHEMA))
+    assert server.requests[0]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "action", "schema": SCHEMA, "strict": False},
+    }
+
+
+def test_schema_rejected_by_server_falls_back_once_and_for_good() -> None:
+    rejection = ErrorReply(400, "Unrecognized request argument supplied: response_format")
+    with FakeOpenAIServer.replaying([rejection, "plain 1", "plain 2"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model")
+        assert llm.complete(ask(json_schema=SCHEMA)).text == "plain 1"
+        assert llm.complete(ask(json_schema=SCHEMA)).text == "plain 2"
+    sent = ["response_format" in body for body in server.requests]
+    assert sent == [True, False, False]
+
+
+def test_other_bad_request_is_not_mistaken_for_a_schema_problem() -> None:
+    with FakeOpenAIServer.replaying([ErrorReply(400, "prompt is too long"), "unused"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model")
+        with pytest.raises(LLMRefused, match="prompt is too long"):
+            llm.complete(ask(json_schema=SCHEMA))
+    assert len(server.requests) == 1
+
+
+def test_on_request_hook_sees_each_call() -> None:
+    seen: list[tuple[int, str]] = []
+    with FakeOpenAIServer.replaying(
+        ["one", "two"], on_request=lambda body, i: seen.append((i, body["messages"][0]["content"]))
+    ) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model")
+        llm.complete(ask("first"))
+        llm.complete(ask("second"))
+    assert seen == [(0, "first"), (1, "second")]
+
+
+def test_exhausted_script_fails_fast_and_says_why() -> None:
+    with FakeOpenAIServer.replaying(["only"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=3)
+        llm.complete(ask())
+        with pytest.raises(LLMServerError, match="no reply scripted for chat request #1"):
+            llm.complete(ask())
+    assert len(server.requests) == 2  # x-should-retry: false stops the SDK from retrying
+
+
+def test_plain_text_error_body_is_quoted() -> None:
+    server = FakeOpenAIServer.replaying([RawReply(b"bad\nthing", status=400, content_type="text/plain")])
+    with server, pytest.raises(LLMRefused, match=r"HTTP 400\): bad thing$"):
+        OpenAICompatibleLLM(server.base_url, "fake-model").complete(ask())
+
+
+def test_caller_supplied_httpx_client_is_used() -> None:
+    seen: list[str] = []
+    client = httpx.Client(event_hooks={"request": [lambda request: seen.append(str(request.url))]})
+    with FakeOpenAIServer.replaying(["via my client"]) as server, client:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", http_client=client)
+        assert llm.complete(ask()).text == "via my client"
+    assert seen == [f"{server.base_url}/chat/completions"]
