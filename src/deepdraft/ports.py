@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from deepdraft.evidence import Passage, Source
+
+__all__ = ["LLM", "ChatRequest", "ChatResult", "Message", "Passage", "Retriever", "Source", "Usage"]
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -78,25 +82,6 @@ class LLM(Protocol):
     def model_name(self) -> str: ...
 
     def complete(self, request: ChatRequest) -> ChatResult: ...
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a passage comes from; enough to cite it in a bibliography."""
-
-    doc_id: str
-    title: str
-    location: str  # a file path or a URL
-    page: int | None = None  # 1-based page, when the document has pages
-    start: int = 0  # character offsets of the passage in the document's text
-    end: int = 0
-
-
-@dataclass(frozen=True)
-class Passage:
-    text: str
-    source: Source
-    score: float = 0.0
 
 
 @runtime_checkable
