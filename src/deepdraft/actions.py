@@ -1,0 +1,375 @@
+"""The action dialect: turning a model's reply into a typed action, or into a reason it was refused.
+
+Every reply is `<thought>…</thought><action>…</action>`. The action is JSON for `search`,
+`init-plan`, `extend-plan` and `nop`, and raw Markdown for `write`, which cites evidence as
+`\\cite{textid3}` or `\\cite{textid1, textid4}`. This is the protocol the published AgentCPM-Report
+weights were trained on, so the key sets and names are kept exactly.
+
+Two steps, both total functions (they never raise on model output):
+- `parse` is tolerant of what models really send: `<think>` blocks, code fences, text around the
+  JSON, trailing commas, a missing closing tag, citation keys written in prose.
+- `validate_*` checks the rules of the method (counts, depth, positions, citations, language) and
+  returns a reason a model can act on when it is fed back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from deepdraft.evidence import KEY_PREFIX
+from deepdraft.outline import MAX_DEPTH, Outline, format_position, parse_position
+
+ActionName = Literal["search", "init-plan", "extend-plan", "nop", "write"]
+
+MAX_KEYWORDS = 5
+SECTIONS_RANGE = (3, 12)
+SUBSECTIONS_RANGE = (2, 7)
+CITATIONS_RANGE = (1, 12)
+MIN_WRITE_CHARS = 50
+CJK_THRESHOLD = 0.30
+
+
+@dataclass(frozen=True)
+class Search:
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    title: str
+    plan: str
+    children: tuple[PlannedNode, ...] = ()
+
+
+@dataclass(frozen=True)
+class InitPlan:
+    title: str
+    sections: tuple[PlannedNode, ...]
+
+
+@dataclass(frozen=True)
+class ExtendPlan:
+    position: str
+    subsections: tuple[PlannedNode, ...]
+
+
+@dataclass(frozen=True)
+class Nop:
+    pass
+
+
+@dataclass(frozen=True)
+class Write:
+    text: str
+
+
+Action = Search | InitPlan | ExtendPlan | Nop | Write
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A reply that cannot be used, and why (phrased for the model to read)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    thought: str
+    body: str | None  # what stood inside <action>…</action>; None when nothing usable was found
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
+_THOUGHT = re.compile(r"<thought>(.*?)(?:</thought>|(?=<action>)|$)", re.DOTALL | re.IGNORECASE)
+_ACTION = re.compile(r"<action>(.*?)(?:</action>|$)", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
+def split_reply(raw: str) -> Reply:
+    """Separate the thought from the action body, ignoring hidden reasoning blocks."""
+    text = _THINK.sub("", raw or "")
+    thought_match = _THOUGHT.search(text)
+    thought = thought_match.group(1).strip() if thought_match else ""
+    action_match = _ACTION.search(text)
+    if action_match:
+        body = action_match.group(1).strip()
+    else:
+        # No <action> tag: take whatever follows the thought. Small models often drop the tags.
+        rest = text[thought_match.end() :] if thought_match else text
+        body = re.sub(r"</?thought>", "", rest).strip()
+    return Reply(thought=thought, body=body or None)
+
+
+def parse_json_action(body: str) -> dict[str, Any] | Refused:
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1)
+    start, end = body.find("{"), body.rfind("}")
+    if start < 0 or end < start:
+        return Refused("the action must be a JSON object, e.g. {\"name\": \"search\", ...}")
+    candidate = body[start : end + 1]
+    for attempt in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
+        try:
+            value = json.loads(attempt, strict=False)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return Refused("the action is not valid JSON; write one JSON object with double-quoted keys")
+
+
+def parse(raw: str, expected: Collection[ActionName]) -> Action | Refused:
+    """Read a reply into an action of one of the `expected` kinds (structure only, no rules)."""
+    reply = split_reply(raw)
+    if reply.body is None:
+        return Refused("the reply has no <action>…</action> block")
+    if "write" in expected:
+        return Write(text=normalise_citations(reply.body))
+    data = parse_json_action(reply.body)
+    if isinstance(data, Refused):
+        return data
+    name = data.get("name")
+    if name not in expected:
+        allowed = " or ".join(f'"{n}"' for n in expected)
+        return Refused(f'the action name must be {allowed}, not {json.dumps(name, ensure_ascii=False)}')
+    return _typed(name, data)
+
+
+_KEYS: dict[str, set[str]] = {
+    "search": {"name", "keywords"},
+    "init-plan": {"name", "title", "sections"},
+    "extend-plan": {"name", "position", "subsections"},
+    "nop": {"name"},
+}
+
+
+def _typed(name: str, data: dict[str, Any]) -> Action | Refused:
+    if set(data) != _KEYS[name]:
+        expected = ", ".join(sorted(_KEYS[name]))
+        return Refused(f'"{name}" takes exactly the keys {expected} (got {", ".join(sorted(data))})')
+    if name == "nop":
+        return Nop()
+    if name == "search":
+        keywords = data["keywords"]
+        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+            return Refused('"keywords" must be a list of strings')
+        return Search(tuple(k.strip() for k in keywords))
+    nodes = _planned_nodes(data["sections" if name == "init-plan" else "subsections"], allow_children=False)
+    if isinstance(nodes, Refused):
+        return nodes
+    if name == "init-plan":
+        if not isinstance(data["title"], str):
+            return Refused('"title" must be a string')
+        return InitPlan(data["title"].strip(), nodes)
+    if not isinstance(data["position"], str):
+        return Refused('"position" must be a string such as "section-2"')
+    return ExtendPlan(data["position"].strip(), nodes)
+
+
+def _planned_nodes(value: Any, *, allow_children: bool) -> tuple[PlannedNode, ...] | Refused:
+    if not isinstance(value, list):
+        return Refused("sections must be a list of objects with a title and a plan")
+    nodes = []
+    for item in value:
+        keys = {"title", "plan", "subsections"} if allow_children else {"title", "plan"}
+        if not isinstance(item, dict) or not {"title", "plan"} <= set(item) or not set(item) <= keys:
+            shown = ", ".join(f'"{k}"' for k in sorted(keys))
+            return Refused(f"each section must be an object with exactly the keys {shown}")
+        if not isinstance(item["title"], str) or not isinstance(item["plan"], str):
+            return Refused("a section's title and plan must be strings")
+        children: tuple[PlannedNode, ...] = ()
+        if "subsections" in item:
+            parsed = _planned_nodes(item["subsections"], allow_children=True)
+            if isinstance(parsed, Refused):
+                return parsed
+            children = parsed
+        nodes.append(PlannedNode(item["title"].strip(), item["plan"].strip(), children))
+    return tuple(nodes)
+
+
+def parse_full_plan(raw: str) -> InitPlan | Refused:
+    """The plan-then-write baseline's outline: an init-plan whose sections may nest subsections."""
+    reply = split_reply(raw)
+    if reply.body is None:
+        return Refused("the reply has no <action>…</action> block")
+    data = parse_json_action(reply.body)
+    if isinstance(data, Refused):
+        return data
+    if data.get("name") != "init-plan" or set(data) != _KEYS["init-plan"]:
+        return Refused('the action must be {"name": "init-plan", "title": ..., "sections": [...]}')
+    nodes = _planned_nodes(data["sections"], allow_children=True)
+    if isinstance(nodes, Refused):
+        return nodes
+    if not isinstance(data["title"], str):
+        return Refused('"title" must be a string')
+    return InitPlan(data["title"].strip(), nodes)
+
+
+# ---- citations in written text ---------------------------------------------------------------
+
+_CITE = re.compile(r"\\cite\{([^{}]*)\}")
+_KEY = re.compile(rf"(?:bibkey\s*[:：]\s*)?({KEY_PREFIX}\d+)", re.IGNORECASE)
+# Keys mentioned outside \cite{...}: "[textid3]", "(textid3, textid4)", "bibkey:textid3", "textid3".
+_LOOSE_KEYS = re.compile(
+    rf"[\[(（【]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+(?:\s*[,，;；]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+)*\s*[\])）】]"
+    rf"|(?:bibkey\s*[:：]\s*)?\b{KEY_PREFIX}\d+\b",
+    re.IGNORECASE,
+)
+
+
+def cited_keys(text: str) -> list[list[str]]:
+    """The keys of every `\\cite{...}` in order, one list per citation command."""
+    return [[m.group(1).lower() for m in _KEY.finditer(group)] for group in _CITE.findall(text)]
+
+
+def normalise_citations(text: str) -> str:
+    """Rewrite citation keys written in prose as `\\cite{...}` so they count and render.
+
+    Text already inside `\\cite{...}` is only cleaned (a stray `bibkey:` prefix is dropped).
+    """
+    pieces = []
+    last = 0
+    for match in _CITE.finditer(text):
+        pieces.append(_cite_loose(text[last : match.start()]))
+        keys = [m.group(1).lower() for m in _KEY.finditer(match.group(1))]
+        pieces.append("\\cite{" + ", ".join(keys) + "}" if keys else match.group(0))
+        last = match.end()
+    pieces.append(_cite_loose(text[last:]))
+    return "".join(pieces)
+
+
+def _cite_loose(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        keys = [m.group(1).lower() for m in _KEY.finditer(match.group(0))]
+        return "\\cite{" + ", ".join(keys) + "}"
+
+    return _LOOSE_KEYS.sub(replace, text)
+
+
+# ---- language --------------------------------------------------------------------------------
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
+def cjk_share(text: str) -> float:
+    """Share of CJK characters among the letters of `text` (citations ignored)."""
+    letters = [ch for ch in _CITE.sub("", text) if ch.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(1 for ch in letters if _CJK.match(ch)) / len(letters)
+
+
+def is_chinese(question: str) -> bool:
+    return cjk_share(question) > CJK_THRESHOLD
+
+
+def language_problem(text: str, question: str) -> str | None:
+    """Reject only text clearly in the wrong script; quoted names in another script pass."""
+    share = cjk_share(text)
+    if is_chinese(question) and share < CJK_THRESHOLD:
+        return "the question is in Chinese, so write in Chinese"
+    if not is_chinese(question) and share > CJK_THRESHOLD:
+        return "write in the language of the question, not in Chinese"
+    return None
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+
+def validate_search(action: Search) -> Refused | None:
+    if not action.keywords or any(not k for k in action.keywords):
+        return Refused('"keywords" must hold 1 to 5 non-empty strings')
+    if len(action.keywords) > MAX_KEYWORDS:
+        return Refused(f'"keywords" holds {len(action.keywords)} entries; give at most {MAX_KEYWORDS}')
+    return None
+
+
+def _validate_nodes(
+    nodes: Sequence[PlannedNode], bounds: tuple[int, int], what: str, question: str
+) -> Refused | None:
+    low, high = bounds
+    if not low <= len(nodes) <= high:
+        return Refused(f"give between {low} and {high} {what} (got {len(nodes)})")
+    for node in nodes:
+        if not node.title or not node.plan:
+            return Refused(f"every one of the {what} needs a non-empty title and plan")
+        problem = language_problem(f"{node.title} {node.plan}", question)
+        if problem:
+            return Refused(f"{what} “{node.title}”: {problem}")
+    return None
+
+
+def validate_init_plan(action: InitPlan, question: str) -> Refused | None:
+    if not action.title:
+        return Refused('"title" must not be empty')
+    if problem := language_problem(action.title, question):
+        return Refused(f"title: {problem}")
+    return _validate_nodes(action.sections, SECTIONS_RANGE, "sections", question)
+
+
+def validate_full_plan(action: InitPlan, question: str) -> Refused | None:
+    """Baseline outline: 3–12 sections, nested at most three levels, 2–7 children per split."""
+    refused = validate_init_plan(action, question)
+    if refused:
+        return refused
+
+    def check(nodes: Sequence[PlannedNode], depth: int) -> Refused | None:
+        for node in nodes:
+            if not node.children:
+                continue
+            if depth >= MAX_DEPTH:
+                return Refused(f"the outline has at most {MAX_DEPTH} levels")
+            problem = _validate_nodes(node.children, SUBSECTIONS_RANGE, "subsections", question)
+            if problem or (problem := check(node.children, depth + 1)):
+                return problem
+        return None
+
+    return check(action.sections, 1)
+
+
+def validate_extend_plan(action: ExtendPlan, outline: Outline, question: str) -> Refused | None:
+    numbers = parse_position(action.position)
+    if numbers is None:
+        return Refused(f'"position" must look like "section-2" or "section-2.1" (got "{action.position}")')
+    if len(numbers) >= MAX_DEPTH:
+        return Refused(f"only level-1 and level-2 nodes can be split; {format_position(numbers)} is deeper")
+    target = outline.find(action.position)
+    if target is None:
+        return Refused(f"there is no {format_position(numbers)} in the outline")
+    if target.node.children:
+        return Refused(f"{target.position} already has subsections; choose a node without any")
+    return _validate_nodes(action.subsections, SUBSECTIONS_RANGE, "subsections", question)
+
+
+def validate_write(action: Write, question: str, evidence_keys: Collection[str]) -> Refused | None:
+    text = action.text.strip()
+    if len(text) <= MIN_WRITE_CHARS:
+        return Refused(f"the section text is too short ({len(text)} characters); write a full section")
+    citations = cited_keys(text)
+    low, high = CITATIONS_RANGE
+    if not low <= len(citations) <= high:
+        return Refused(
+            f"use between {low} and {high} \\cite{{...}} citations (found {len(citations)}); "
+            "cite the evidence keys shown, like \\cite{textid1}"
+        )
+    unknown = sorted({key for group in citations for key in group} - set(evidence_keys))
+    if unknown:
+        allowed = ", ".join(sorted(evidence_keys, key=_key_number)) or "none"
+        return Refused(f"cite only the evidence shown now ({allowed}); not {', '.join(unknown)}")
+    if any(not group for group in citations):
+        return Refused("a \\cite{} holds no evidence key")
+    if problem := language_problem(text, question):
+        return Refused(problem)
+    return None
+
+
+def _key_number(key: str) -> int:
+    digits = key[len(KEY_PREFIX) :]
+    return int(digits) if digits.isdigit() else 0
