@@ -1,0 +1,133 @@
+"""The typed event stream of a run.
+
+The policy emits events to one callback; the run journal, the CLI's live display and (later) the
+server's event stream all consume the same events. Every event serialises to a small JSON object
+(`to_dict`) — except the checkpointed state in `ActionFinished`, which only the journal stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    run_id: str
+    question: str
+    policy: str
+    resumed_at_step: int = 0
+
+
+@dataclass(frozen=True)
+class ActionStarted(Event):
+    kind: ClassVar[str] = "action_started"
+    step: int
+    action: str  # search | init-plan | write | extend-plan | full-plan
+    target: str  # "outline" or a position such as "section-2.1"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """Everything about one LLM action, as the journal keeps it."""
+
+    step: int
+    action: str
+    target: str
+    prompt: str
+    reply: str
+    parsed: dict[str, Any] | None
+    valid: bool
+    reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: float
+    finished_at: float
+    cached: bool
+
+
+@dataclass(frozen=True)
+class ActionFinished(Event):
+    """One action is complete and its effects are in `state` (the checkpoint to resume from)."""
+
+    kind: ClassVar[str] = "action_finished"
+    record: StepRecord
+    state: dict[str, Any] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "kind": self.kind,
+            "step": r.step,
+            "action": r.action,
+            "target": r.target,
+            "valid": r.valid,
+            "reason": r.reason,
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "seconds": round(r.finished_at - r.started_at, 3),
+            "cached": r.cached,
+        }
+
+
+@dataclass(frozen=True)
+class EvidenceAdded(Event):
+    kind: ClassVar[str] = "evidence_added"
+    target: str
+    keywords: list[str]
+    keys: list[str]  # the evidence now in view, by citation key
+    new_keys: list[str]  # those seen for the first time in this run
+    sources: list[str]  # titles of the documents the evidence comes from
+
+
+@dataclass(frozen=True)
+class OutlineChanged(Event):
+    kind: ClassVar[str] = "outline_changed"
+    outline: dict[str, Any]
+    added: list[str]  # positions of the new nodes
+
+
+@dataclass(frozen=True)
+class NodeWritten(Event):
+    kind: ClassVar[str] = "node_written"
+    position: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class NodeSkipped(Event):
+    kind: ClassVar[str] = "node_skipped"
+    position: str
+    title: str
+    note: str
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+    stop_reason: str
+    report_path: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    kind: ClassVar[str] = "run_failed"
+    error: str
+
+
+EventSink = Callable[[Event], None]
+
+
+def ignore(_: Event) -> None:
+    """The default sink: drop every event."""

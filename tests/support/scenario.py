@@ -1,0 +1,117 @@
+"""A deterministic stand-in for a model that follows the WARP protocol.
+
+`ScenarioModel` answers every prompt from what the prompt shows (which action is asked, for which
+node, which evidence keys are listed), never from a counter. So a run that is killed and resumed in
+another process gets exactly the replies an uninterrupted run gets, and the final reports match.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from deepdraft.evidence import Passage, Source
+from deepdraft.ports import ChatRequest
+
+_MARKERS = {
+    "search": "You are the Searcher",
+    "init-plan": "lay out the report's first outline",
+    "full-plan": "complete outline before anything is written",
+    "write": "You are the Writer",
+    "extend-plan": "deserves to be deepened",
+}
+
+
+def classify(prompt: str) -> tuple[str, str]:
+    """(action asked for, target) of a deepdraft prompt."""
+    kind = next((name for name, marker in _MARKERS.items() if marker in prompt), "unknown")
+    target = re.search(r"You need to update (\S+)", prompt)
+    return kind, target.group(1) if target else "outline"
+
+
+def evidence_keys(prompt: str) -> list[str]:
+    return re.findall(r"^bibkey:(textid\d+)$", prompt, flags=re.MULTILINE)
+
+
+def outline_positions(prompt: str) -> list[str]:
+    return re.findall(r"^\s*#+ Section-([\d.]+) \[", prompt, flags=re.MULTILINE)
+
+
+@dataclass
+class ScenarioModel:
+    """Valid replies: 3 sections, one citation per write, `expansions` splits, then nop."""
+
+    expansions: int = 2
+    topic: str = "tariffs"
+
+    def __call__(self, request: ChatRequest) -> str:
+        prompt = request.messages[-1].content
+        kind, target = classify(prompt)
+        if kind == "search":
+            words = [self.topic] if target == "outline" else [self.topic, f"history {target}"]
+            return _reply("search", {"name": "search", "keywords": words})
+        if kind == "init-plan":
+            sections = [
+                {"title": f"Part {name}", "plan": f"Cover the {name} side of {self.topic}."}
+                for name in ("early", "middle", "late")
+            ]
+            return _reply("plan", {"name": "init-plan", "title": f"A report on {self.topic}", "sections": sections})
+        if kind == "full-plan":
+            sub = [{"title": f"Aspect {i}", "plan": f"Aspect {i} of the part."} for i in (1, 2)]
+            sections = [
+                {"title": f"Part {name}", "plan": f"Cover {name}.", "subsections": sub}
+                for name in ("early", "middle", "late")
+            ]
+            return _reply("plan", {"name": "init-plan", "title": f"A report on {self.topic}", "sections": sections})
+        if kind == "write":
+            keys = evidence_keys(prompt)
+            cite = ", ".join(keys[:2])
+            return (
+                f"<thought>Use {cite}.</thought><action>This part ({target}) explains how {self.topic} "
+                f"were argued over, as the sources show \\cite{{{cite}}}. It adds context.</action>"
+            )
+        if kind == "extend-plan":
+            positions = outline_positions(prompt)
+            done = sum(1 for p in positions if p.count(".") >= 1) // 2
+            if done >= self.expansions:
+                return _reply("stop", {"name": "nop"})
+            top = [p for p in positions if "." not in p]
+            free = [p for p in top if not any(q.startswith(p + ".") for q in positions)]
+            subsections = [{"title": f"Detail {i} of {free[0]}", "plan": f"Go deeper, point {i}."} for i in (1, 2)]
+            return _reply(
+                "deepen", {"name": "extend-plan", "position": f"section-{free[0]}", "subsections": subsections}
+            )
+        raise AssertionError(f"unrecognised prompt: {prompt[:200]}")
+
+
+def _reply(thought: str, action: dict[str, object]) -> str:
+    return f"<thought>{thought}</thought><action>{json.dumps(action)}</action>"
+
+
+class WordOverlapRetriever:
+    """A tiny in-memory retriever for unit tests of the loop (the real index is tested apart)."""
+
+    def __init__(self, texts: Sequence[tuple[str, str]]) -> None:
+        self.passages = [
+            Passage(text, Source(doc_id=f"doc{i}", title=title, location=f"/corpus/{title}.txt", start=0, end=len(text)))
+            for i, (title, text) in enumerate(texts, start=1)
+        ]
+
+    def search(self, query: str, k: int) -> list[Passage]:
+        words = set(query.lower().split())
+        scored = [(len(words & set(p.text.lower().split())), i, p) for i, p in enumerate(self.passages)]
+        return [p for score, _, p in sorted(scored, key=lambda t: (-t[0], t[1])) if score > 0][:k]
+
+    def fingerprint(self) -> str:
+        return "memory"
+
+
+SOTU_LIKE = [
+    ("Address 1790", "The tariffs on imports protect our manufactures and raise revenue for the debt."),
+    ("Address 1832", "High tariffs burden the farmer; the history of tariffs shows reform is needed."),
+    ("Address 1890", "The tariffs act of this year brought history and protection to industry."),
+    ("Address 1930", "Tariffs and trade walls deepened the depression, a lesson of history."),
+    ("Address 1962", "Trade expansion lowers tariffs and opens markets; history favours openness."),
+]
