@@ -43,7 +43,6 @@ class StepRecord:
 
     step: int
     action: str
-    target: str
     prompt: str
     reply: str
     parsed: dict[str, Any] | None
@@ -54,6 +53,7 @@ class StepRecord:
     started_at: float
     finished_at: float
     cached: bool
+    target: str = ""  # "outline" or the position the action worked on
 
 
 @dataclass(frozen=True)
