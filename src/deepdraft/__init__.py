@@ -1,3 +1,49 @@
-"""deepdraft: local-first deep research that writes a cited report while its outline grows."""
+"""deepdraft: local-first deep research that writes a cited report while its outline grows.
 
-__version__ = "0.1.0"
+The public API is what `__all__` lists; everything else is internal and may change.
+"""
+
+from deepdraft._version import __version__
+from deepdraft.api import aresearch, aresume, research, resume
+from deepdraft.errors import (
+    ConfigError,
+    DeepdraftError,
+    KnowledgeBaseError,
+    LLMError,
+    RunFailed,
+    RunNotFound,
+    UserError,
+)
+from deepdraft.events import Event
+from deepdraft.llm.scripted import FunctionLLM, ScriptedLLM
+from deepdraft.ports import LLM, ChatRequest, ChatResult, Passage, Retriever, Source, Usage
+from deepdraft.runner import Report
+from deepdraft.settings import Settings, load_settings
+
+__all__ = [
+    "LLM",
+    "ChatRequest",
+    "ChatResult",
+    "ConfigError",
+    "DeepdraftError",
+    "Event",
+    "FunctionLLM",
+    "KnowledgeBaseError",
+    "LLMError",
+    "Passage",
+    "Report",
+    "Retriever",
+    "RunFailed",
+    "RunNotFound",
+    "ScriptedLLM",
+    "Settings",
+    "Source",
+    "Usage",
+    "UserError",
+    "__version__",
+    "aresearch",
+    "aresume",
+    "load_settings",
+    "research",
+    "resume",
+]

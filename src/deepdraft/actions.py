@@ -113,12 +113,12 @@ def parse_json_action(body: str) -> dict[str, Any] | Refused:
         body = fenced.group(1)
     start, end = body.find("{"), body.rfind("}")
     if start < 0 or end < start:
-        return Refused("the action must be a JSON object, e.g. {\"name\": \"search\", ...}")
+        return Refused('the action must be a JSON object, e.g. {"name": "search", ...}')
     candidate = body[start : end + 1]
     for attempt in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
         try:
             value = json.loads(attempt, strict=False)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also a 5000-digit number or absurdly deep nesting
             continue
         if isinstance(value, dict):
             return value
@@ -136,9 +136,9 @@ def parse(raw: str, expected: Collection[ActionName]) -> Action | Refused:
     if isinstance(data, Refused):
         return data
     name = data.get("name")
-    if name not in expected:
+    if not isinstance(name, str) or name not in expected:
         allowed = " or ".join(f'"{n}"' for n in expected)
-        return Refused(f'the action name must be {allowed}, not {json.dumps(name, ensure_ascii=False)}')
+        return Refused(f"the action name must be {allowed}, not {json.dumps(name, ensure_ascii=False)}")
     return _typed(name, data)
 
 

@@ -26,7 +26,8 @@ from deepdraft.tokens import count_tokens, head_tail
 
 MAX_DEPTH = 3
 POSITION_PREFIX = "section-"
-_POSITION = re.compile(r"^\s*(?:section[-\s_]*)?(\d+(?:\.\d+)*)\s*$", re.IGNORECASE)
+# Bounded digit runs: int() refuses strings of more than 4300 digits, and a position is never that.
+_POSITION = re.compile(r"^\s*(?:section[-\s_]*)?(\d{1,9}(?:\.\d{1,9})*)\s*$", re.IGNORECASE)
 
 
 class Node(BaseModel):
@@ -97,7 +98,9 @@ class Outline(BaseModel):
         if target is None:
             raise KeyError(f"no node at {position}")
         if target.level >= MAX_DEPTH:
-            raise ValueError(f"{target.position} is at level {target.level}; the outline has at most {MAX_DEPTH}")
+            raise ValueError(
+                f"{target.position} is at level {target.level}; the outline has at most {MAX_DEPTH}"
+            )
         if target.node.children:
             raise ValueError(f"{target.position} already has subsections")
         target.node.children = [self._new_node(t, p) for t, p in subsections]
@@ -166,15 +169,17 @@ class Outline(BaseModel):
 
         With a `focus` position, the nodes around it (its ancestors, its previous sibling and the
         node just before it in document order) keep their full text; every other written node is
-        cut to its first 100 and last 50 tokens. While the view is still over budget, nodes are
-        cut harder, farthest from the focus first, down to a one-word marker. Without a focus all
-        nodes are treated alike, longest first.
+        cut to its first 100 and last 50 tokens. While the view is still over budget, the other
+        nodes are cut harder, farthest from the focus first, down to a marker; only then are the
+        nodes around the focus cut. Without a focus all nodes are treated alike, longest first.
         """
         located = list(self.walk())
         near = _neighbourhood(located, focus)
         written = [item for item in located if item.node.written]
         levels = {item.position: (0 if item.position in near else 1) for item in written}
-        costs = {item.position: count_tokens(_condensed_body(item, levels[item.position])) for item in written}
+        costs = {
+            item.position: count_tokens(_condensed_body(item, levels[item.position])) for item in written
+        }
         skeleton = count_tokens(self.prompt_view(lambda item: "" if item.node.written else _full_body(item)))
         total = skeleton + sum(costs.values())
 
@@ -183,15 +188,29 @@ class Outline(BaseModel):
             order = sorted(written, key=lambda item: -abs(index[item.position] - index[focus]))
         else:
             order = sorted(written, key=lambda item: -costs[item.position])
-        for level in range(1, len(_CUTS) + 2):
-            for item in order:
-                if total <= budget_tokens:
-                    break
-                if levels[item.position] < level:
+        # Nodes away from the focus are cut down to the marker before any node near it is cut.
+        far = [item for item in order if item.position not in near]
+        close = [item for item in order if item.position in near]
+        for group in (far, close):
+            for level in range(1, len(_CUTS) + 2):
+                for item in group:
+                    if total <= budget_tokens:
+                        break
+                    if levels[item.position] < level:
+                        cost = count_tokens(_condensed_body(item, level))
+                        if cost < costs[item.position]:  # a short text can be smaller than its cut
+                            levels[item.position] = level
+                            total += cost - costs[item.position]
+                            costs[item.position] = cost
+        # Cutting one long node can free more room than was needed: give it back, nearest first.
+        for item in reversed(order):
+            for level in range(0 if item.position in near else 1, levels[item.position]):
+                cost = count_tokens(_condensed_body(item, level))
+                if total + cost - costs[item.position] <= budget_tokens:
                     levels[item.position] = level
-                    cost = count_tokens(_condensed_body(item, level))
                     total += cost - costs[item.position]
                     costs[item.position] = cost
+                    break
         return self.prompt_view(lambda item: _condensed_body(item, levels.get(item.position, 0)))
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepdraft.errors import ConfigError
 
@@ -64,9 +64,11 @@ class ResearchSettings(_Section):
     outline_evidence: int = Field(20, ge=1, le=200)
     node_evidence: int = Field(10, ge=1, le=100)
     hits_per_keyword: int = Field(20, ge=1, le=500)
+    search_budget_tokens: int = Field(1500, ge=200)
+    """Size of the condensed draft in search prompts: keywords need the gist, not the prose."""
     draft_budget_tokens: int = Field(2500, ge=200)
-    """Size of the condensed draft shown in search and write prompts."""
-    report_budget_tokens: int = Field(6000, ge=200)
+    """Size of the condensed draft in write prompts (full text near the node being written)."""
+    report_budget_tokens: int = Field(5000, ge=200)
     """Size of the condensed report shown to the extend-plan decision."""
 
 
@@ -74,13 +76,13 @@ class RetrievalSettings(_Section):
     chunk_tokens: int = Field(220, ge=32, le=4000)
     chunk_overlap: int = Field(40, ge=0, le=1000)
 
-    @field_validator("chunk_overlap")
-    @classmethod
-    def _overlap_smaller(cls, value: int, info: Any) -> int:
-        chunk = info.data.get("chunk_tokens", 220)
-        if value >= chunk:
-            raise ValueError(f"must be smaller than chunk_tokens ({chunk})")
-        return value
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> RetrievalSettings:
+        # After the fields, so a default overlap is checked against a chunk size set lower.
+        if self.chunk_overlap >= self.chunk_tokens:
+            overlap, chunk = self.chunk_overlap, self.chunk_tokens
+            raise ValueError(f"chunk_overlap ({overlap}) must be smaller than chunk_tokens ({chunk})")
+        return self
 
 
 class Settings(_Section):

@@ -63,6 +63,9 @@ from deepdraft.outline import Outline, empty_outline_view
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Retriever
 from deepdraft.settings import ResearchSettings
 from deepdraft.state import RunState
+from deepdraft.tokens import count_tokens
+
+MIN_DRAFT_BUDGET = 200
 
 
 @dataclass(frozen=True)
@@ -82,18 +85,27 @@ class WarpPolicy:
     plan_template: prompts.TemplateName = "init_plan"
 
     def __init__(
-        self, llm: LLM, retriever: Retriever, budgets: ResearchSettings, on_event: EventSink = ignore
+        self,
+        llm: LLM,
+        retriever: Retriever,
+        budgets: ResearchSettings,
+        on_event: EventSink = ignore,
+        prompt_limit: int | None = None,
     ) -> None:
         self.llm = llm
         self.retriever = retriever
         self.budgets = budgets
         self.emit: Callable[[Event], None] = on_event
+        self.prompt_limit = prompt_limit
+        """Most tokens a prompt may have (the model's context minus room for the reply)."""
 
     def run(self, state: RunState) -> RunState:
         while state.phase != "done":
             if state.step >= self.budgets.max_steps:
                 if state.outline is None:
-                    raise RunFailed(f"the step budget ({self.budgets.max_steps}) ran out before an outline existed")
+                    raise RunFailed(
+                        f"the step budget ({self.budgets.max_steps}) ran out before an outline existed"
+                    )
                 self._stop(state, f"step budget of {self.budgets.max_steps} actions reached")
                 break
             match state.phase:
@@ -110,12 +122,15 @@ class WarpPolicy:
     # ---- the four actions ----------------------------------------------------------------------
 
     def _search(self, state: RunState) -> None:
-        prompt = prompts.render(
-            "search",
-            question=state.question,
-            outline=self._draft_view(state, self.budgets.draft_budget_tokens, focus=state.target),
-            instruction=prompts.instruction(state.target),
-            feedback=state.feedback,
+        prompt = self._fit(
+            lambda draft, _: prompts.render(
+                "search",
+                question=state.question,
+                outline=self._draft_view(state, draft, focus=state.target),
+                instruction=prompts.instruction(state.target),
+                feedback=state.feedback,
+            ),
+            self.budgets.search_budget_tokens,
         )
         exchange = self._ask(state, "search", prompt, self._read_search)
         outcome = exchange.outcome
@@ -136,11 +151,15 @@ class WarpPolicy:
         self._checkpoint(state, exchange)
 
     def _plan(self, state: RunState) -> None:
-        prompt = prompts.render(
-            self.plan_template,
-            question=state.question,
-            evidence=render_evidence(state.registry, state.evidence),
-            feedback=state.feedback,
+        prompt = self._fit(
+            lambda _, passages: prompts.render(
+                self.plan_template,
+                question=state.question,
+                evidence=render_evidence(state.registry, state.evidence[:passages]),
+                feedback=state.feedback,
+            ),
+            None,
+            len(state.evidence),
         )
         exchange = self._ask(state, "init-plan", prompt, self._read_plan)
         outcome = exchange.outcome
@@ -158,13 +177,17 @@ class WarpPolicy:
 
     def _write(self, state: RunState) -> None:
         assert state.outline is not None
-        prompt = prompts.render(
-            "write",
-            question=state.question,
-            outline=self._draft_view(state, self.budgets.draft_budget_tokens, focus=state.target),
-            instruction=prompts.instruction(state.target),
-            evidence=render_evidence(state.registry, state.evidence),
-            feedback=state.feedback,
+        prompt = self._fit(
+            lambda draft, passages: prompts.render(
+                "write",
+                question=state.question,
+                outline=self._draft_view(state, draft, focus=state.target),
+                instruction=prompts.instruction(state.target),
+                evidence=render_evidence(state.registry, state.evidence[:passages]),
+                feedback=state.feedback,
+            ),
+            self.budgets.draft_budget_tokens,
+            len(state.evidence),
         )
         exchange = self._ask(state, "write", prompt, self._read_write)
         outcome = exchange.outcome
@@ -183,11 +206,14 @@ class WarpPolicy:
 
     def _extend(self, state: RunState) -> None:
         assert state.outline is not None
-        prompt = prompts.render(
-            "extend_plan",
-            question=state.question,
-            outline=self._draft_view(state, self.budgets.report_budget_tokens, focus=None),
-            feedback=state.feedback,
+        prompt = self._fit(
+            lambda draft, _: prompts.render(
+                "extend_plan",
+                question=state.question,
+                outline=self._draft_view(state, draft, focus=None),
+                feedback=state.feedback,
+            ),
+            self.budgets.report_budget_tokens,
         )
         exchange = self._ask(state, "extend-plan", prompt, self._read_extend)
         outcome = exchange.outcome
@@ -273,6 +299,28 @@ class WarpPolicy:
         node = state.outline.find(state.target)
         assert node is not None
         return [node.node.title, f"{node.node.title} {node.node.plan}"]
+
+    def _fit(self, render: Callable[[int, int], str], draft: int | None, passages: int = 0) -> str:
+        """Render a prompt with the given draft budget and evidence count, shrinking both if needed.
+
+        The budgets normally keep prompts small; this guard is for small context windows, where
+        the draft is condensed further first and, only if that is not enough, the last (lowest
+        ranked) evidence passages are left out.
+        """
+        draft_budget = draft or 0
+        prompt = render(draft_budget, passages)
+        while self.prompt_limit is not None:
+            excess = count_tokens(prompt) - self.prompt_limit
+            if excess <= 0:
+                break
+            if draft is not None and draft_budget > MIN_DRAFT_BUDGET:
+                draft_budget = max(MIN_DRAFT_BUDGET, draft_budget - excess)
+            elif passages > 1:
+                passages -= 1
+            else:
+                break  # nothing left to shrink; the server will say if it is too long
+            prompt = render(draft_budget, passages)
+        return prompt
 
     def _draft_view(self, state: RunState, budget: int, focus: str | None) -> str:
         if state.outline is None:

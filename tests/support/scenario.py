@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from deepdraft.evidence import Passage, Source
-from deepdraft.ports import ChatRequest
+from deepdraft.ports import ChatRequest, Message
 
 _MARKERS = {
     "search": "You are the Searcher",
@@ -57,14 +58,18 @@ class ScenarioModel:
                 {"title": f"Part {name}", "plan": f"Cover the {name} side of {self.topic}."}
                 for name in ("early", "middle", "late")
             ]
-            return _reply("plan", {"name": "init-plan", "title": f"A report on {self.topic}", "sections": sections})
+            return _reply(
+                "plan", {"name": "init-plan", "title": f"A report on {self.topic}", "sections": sections}
+            )
         if kind == "full-plan":
             sub = [{"title": f"Aspect {i}", "plan": f"Aspect {i} of the part."} for i in (1, 2)]
             sections = [
                 {"title": f"Part {name}", "plan": f"Cover {name}.", "subsections": sub}
                 for name in ("early", "middle", "late")
             ]
-            return _reply("plan", {"name": "init-plan", "title": f"A report on {self.topic}", "sections": sections})
+            return _reply(
+                "plan", {"name": "init-plan", "title": f"A report on {self.topic}", "sections": sections}
+            )
         if kind == "write":
             keys = evidence_keys(prompt)
             cite = ", ".join(keys[:2])
@@ -79,9 +84,12 @@ class ScenarioModel:
                 return _reply("stop", {"name": "nop"})
             top = [p for p in positions if "." not in p]
             free = [p for p in top if not any(q.startswith(p + ".") for q in positions)]
-            subsections = [{"title": f"Detail {i} of {free[0]}", "plan": f"Go deeper, point {i}."} for i in (1, 2)]
+            subsections = [
+                {"title": f"Detail {i} of {free[0]}", "plan": f"Go deeper, point {i}."} for i in (1, 2)
+            ]
             return _reply(
-                "deepen", {"name": "extend-plan", "position": f"section-{free[0]}", "subsections": subsections}
+                "deepen",
+                {"name": "extend-plan", "position": f"section-{free[0]}", "subsections": subsections},
             )
         raise AssertionError(f"unrecognised prompt: {prompt[:200]}")
 
@@ -95,7 +103,12 @@ class WordOverlapRetriever:
 
     def __init__(self, texts: Sequence[tuple[str, str]]) -> None:
         self.passages = [
-            Passage(text, Source(doc_id=f"doc{i}", title=title, location=f"/corpus/{title}.txt", start=0, end=len(text)))
+            Passage(
+                text,
+                Source(
+                    doc_id=f"doc{i}", title=title, location=f"/corpus/{title}.txt", start=0, end=len(text)
+                ),
+            )
             for i, (title, text) in enumerate(texts, start=1)
         ]
 
@@ -115,3 +128,13 @@ SOTU_LIKE = [
     ("Address 1930", "Tariffs and trade walls deepened the depression, a lesson of history."),
     ("Address 1962", "Trade expansion lowers tariffs and opens markets; history favours openness."),
 ]
+
+
+def as_responder(model: ScenarioModel) -> Callable[[dict[str, Any], int], str]:
+    """Adapt a ScenarioModel to FakeOpenAIServer's responder signature (body, index) -> text."""
+
+    def respond(body: dict[str, Any], index: int) -> str:
+        messages = tuple(Message(m["role"], m["content"]) for m in body["messages"])
+        return model(ChatRequest(messages=messages))
+
+    return respond

@@ -1,0 +1,3 @@
+from deepdraft.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""Test-wide isolation: a private workspace per test and no LLM endpoint from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deepdraft.settings import ENVIRONMENT
+
+
+@pytest.fixture(autouse=True)
+def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "deepdraft-home"
+    monkeypatch.setenv("DEEPDRAFT_HOME", str(home))
+    # A developer's own endpoint or key must never reach a test (or be reached by one).
+    for variable, _, _ in ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    return home
+
+
+SPEECHES = {
+    "address-1790.md": "# Address of 1790\n\nThe tariffs on imports protect our manufactures and raise "
+    "revenue to pay the public debt. Duties should be moderate.",
+    "address-1832.md": "# Address of 1832\n\nHigh tariffs burden the farmer of the South; the history "
+    "of the tariff of abominations shows that reform is needed.",
+    "address-1890.md": "# Address of 1890\n\nThe tariff act of this year raised duties to protect "
+    "industry and labor, and brought a surplus to the treasury.",
+    "address-1930.md": "# Address of 1930\n\nTariffs and trade walls deepened the depression abroad; "
+    "retaliation closed markets to our farmers.",
+    "address-1962.md": "# Address of 1962\n\nTrade expansion lowers tariffs by negotiation and opens "
+    "markets; the history of protection favours openness now.",
+}
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    """A tiny folder of Markdown speeches about tariffs, indexed for real by the tests that use it."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name, text in SPEECHES.items():
+        (folder / name).write_text(text + "\n", encoding="utf-8")
+    return folder

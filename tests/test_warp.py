@@ -1,0 +1,298 @@
+"""Whole WARP runs driven by scripted models: the order of actions, retries, budgets, events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepdraft.baseline import PlanThenWritePolicy
+from deepdraft.errors import RunFailed
+from deepdraft.events import (
+    ActionFinished,
+    ActionStarted,
+    Event,
+    EvidenceAdded,
+    NodeSkipped,
+    NodeWritten,
+    OutlineChanged,
+)
+from deepdraft.llm.scripted import FunctionLLM, ScriptedLLM
+from deepdraft.ports import ChatRequest
+from deepdraft.report import render_markdown
+from deepdraft.settings import ResearchSettings
+from deepdraft.state import RunState
+from deepdraft.warp import WarpPolicy
+from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify, evidence_keys
+
+QUESTION = "How did presidents argue about tariffs?"
+
+
+def run(llm: object, budgets: ResearchSettings | None = None, policy: type[WarpPolicy] = WarpPolicy):
+    events: list[Event] = []
+    state = policy(llm, WordOverlapRetriever(SOTU_LIKE), budgets or ResearchSettings(), events.append).run(  # type: ignore[arg-type]
+        RunState(question=QUESTION)
+    )
+    return state, events
+
+
+def actions_of(llm: FunctionLLM | ScriptedLLM) -> list[tuple[str, str]]:
+    return [classify(request.messages[-1].content) for request in llm.requests]
+
+
+def reply(action: dict[str, object], thought: str = "t") -> str:
+    return f"<thought>{thought}</thought><action>{json.dumps(action)}</action>"
+
+
+SEARCH = reply({"name": "search", "keywords": ["tariffs"]})
+THREE_SECTIONS = reply(
+    {
+        "name": "init-plan",
+        "title": "Tariffs in presidential speech",
+        "sections": [{"title": t, "plan": f"About {t}."} for t in ("Origins", "Protection", "Openness")],
+    }
+)
+GOOD_WRITE = "<thought>x</thought><action>Presidents defended tariffs as protection for manufactures \\cite{textid1}.</action>"
+NO_CITATION = "<thought>x</thought><action>Presidents defended tariffs as protection for manufactures, said many.</action>"
+NOP = reply({"name": "nop"})
+
+
+def test_full_run_follows_the_method_order() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=2))
+    state, events = run(llm)
+
+    expected = [("search", "outline"), ("init-plan", "outline")]
+    for position in ("section-1", "section-2", "section-3"):
+        expected += [("search", position), ("write", position)]
+    expected.append(("extend-plan", "outline"))
+    expected += [("search", "section-1.1"), ("write", "section-1.1"), ("search", "section-1.2"), ("write", "section-1.2")]
+    expected.append(("extend-plan", "outline"))
+    expected += [("search", "section-2.1"), ("write", "section-2.1"), ("search", "section-2.2"), ("write", "section-2.2")]
+    expected.append(("extend-plan", "outline"))
+    assert actions_of(llm) == expected
+
+    assert state.phase == "done"
+    assert state.stop_reason == "the model judged the report complete"
+    assert state.expansions == 2
+    assert state.step == len(expected)
+    assert state.outline is not None
+    positions = [located.position for located in state.outline.walk()]
+    assert positions == ["section-1", "section-1.1", "section-1.2", "section-2", "section-2.1", "section-2.2", "section-3"]
+    assert all(located.node.written for located in state.outline.walk())
+
+    finished = [e for e in events if isinstance(e, ActionFinished)]
+    assert [e.record.step for e in finished] == list(range(1, len(expected) + 1))
+    assert all(e.record.valid for e in finished)
+    assert [e.record.target for e in finished] == [target for _, target in expected]
+    assert len([e for e in events if isinstance(e, NodeWritten)]) == 7
+    changes = [e for e in events if isinstance(e, OutlineChanged)]
+    assert [c.added for c in changes] == [
+        ["section-1", "section-2", "section-3"],
+        ["section-1.1", "section-1.2"],
+        ["section-2.1", "section-2.2"],
+    ]
+    # Every action is bracketed: started, (effects), finished — and the checkpoint is the final state.
+    kinds = [type(e) for e in events]
+    assert kinds[0] is ActionStarted and kinds[-1] is ActionFinished
+    assert finished[-1].state == state.snapshot()
+
+
+def test_search_prompt_sees_the_draft_and_write_sees_the_evidence() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=0))
+    run(llm)
+    prompts = [r.messages[-1].content for r in llm.requests]
+    search_two = next(p for p in prompts if classify(p) == ("search", "section-2"))
+    assert "# Section-1 [Part early]: [OK] This part (section-1)" in search_two
+    assert "# Section-2 [Part middle]: [PLAN]" in search_two
+    write_one = next(p for p in prompts if classify(p) == ("write", "section-1"))
+    assert "You need to update section-1" in write_one
+    assert evidence_keys(write_one), "the write prompt lists evidence as bibkey:textidN lines"
+    first_search = prompts[0]
+    assert "There is no survey." in first_search
+
+
+def test_refused_reply_is_asked_again_with_the_reason() -> None:
+    two_sections = reply(
+        {"name": "init-plan", "title": "T", "sections": [{"title": "A", "plan": "a"}, {"title": "B", "plan": "b"}]}
+    )
+    llm = ScriptedLLM([SEARCH, two_sections, THREE_SECTIONS])
+    llm.enqueue(*[SEARCH, GOOD_WRITE] * 3, NOP)
+    state, events = run(llm)
+    assert state.outline is not None and state.outline.count() == 3
+    retry_prompt = llm.requests[2].messages[-1].content
+    assert "Your previous reply was rejected" in retry_prompt
+    assert "between 3 and 12 sections (got 2)" in retry_prompt
+    first_plan_prompt = llm.requests[1].messages[-1].content
+    assert "Your previous reply was rejected" not in first_plan_prompt
+    refused = [e.record for e in events if isinstance(e, ActionFinished) and not e.record.valid]
+    assert [(r.step, r.action) for r in refused] == [(2, "init-plan")]
+    assert refused[0].reason and "got 2" in refused[0].reason
+    assert llm.remaining == 0
+
+
+def test_a_node_that_keeps_failing_gets_one_fresh_search_then_a_visible_note() -> None:
+    llm = ScriptedLLM([SEARCH, THREE_SECTIONS])
+    llm.enqueue(SEARCH, *[NO_CITATION] * 4)  # first try + 3 re-asks
+    llm.enqueue(SEARCH, *[NO_CITATION] * 4)  # one fresh search, then 4 more tries
+    llm.enqueue(*[SEARCH, GOOD_WRITE] * 2, NOP)
+    state, events = run(llm)
+
+    assert actions_of(llm)[2:13] == [("search", "section-1")] + [("write", "section-1")] * 4 + [
+        ("search", "section-1")
+    ] + [("write", "section-1")] * 4 + [("search", "section-2")]
+    assert state.outline is not None
+    node = state.outline.sections[0]
+    assert node.content is None and node.note and "refused" in node.note
+    assert [e.position for e in events if isinstance(e, NodeSkipped)] == ["section-1"]
+    assert state.stop_reason == "the model judged the report complete"
+    markdown = render_markdown(state.outline, state.registry).markdown
+    assert "## 1 Origins\n\n*Not written — every draft was refused" in markdown
+    assert llm.remaining == 0
+
+
+def test_write_may_cite_only_the_current_evidence() -> None:
+    stale = "<thought>x</thought><action>Presidents defended tariffs as protection for manufactures \\cite{textid99}.</action>"
+    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, SEARCH, stale, GOOD_WRITE, *[SEARCH, GOOD_WRITE] * 2, NOP])
+    state, events = run(llm)
+    refused = [e.record for e in events if isinstance(e, ActionFinished) and not e.record.valid]
+    assert len(refused) == 1 and refused[0].reason and "textid99" in refused[0].reason
+    assert "cite only the evidence shown now" in llm.requests[4].messages[-1].content
+    assert state.outline is not None and all(n.node.written for n in state.outline.walk())
+
+
+def test_step_budget_still_yields_a_complete_report() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=2))
+    state, _ = run(llm, ResearchSettings(max_steps=7))
+    assert state.step == 7
+    assert state.stop_reason == "step budget of 7 actions reached"
+    assert state.outline is not None
+    markdown = render_markdown(state.outline, state.registry, stop_note=f"run stopped: {state.stop_reason}").markdown
+    # Sections 1 and 2 are written; section 3 had only its search: it is shown, with why it is empty.
+    assert "## 1 Part early\n\nThis part" in markdown
+    assert "## 3 Part late\n\n*Not written — run stopped: step budget of 7 actions reached" in markdown
+    assert "## References" in markdown
+
+
+def test_step_budget_before_any_outline_fails_clearly() -> None:
+    llm = FunctionLLM(ScenarioModel())
+    with pytest.raises(RunFailed, match="before an outline existed"):
+        run(llm, ResearchSettings(max_steps=1))
+
+
+def test_refused_extend_plans_spend_the_expansion_budget() -> None:
+    bad_extend = reply({"name": "extend-plan", "position": "section-9", "subsections": []})
+    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, *[SEARCH, GOOD_WRITE] * 3, bad_extend, bad_extend])
+    state, _ = run(llm, ResearchSettings(max_expansions=2))
+    assert state.expansions == 2
+    assert state.stop_reason == "expansion budget of 2 reached"
+    assert "there is no section-9" in llm.requests[-1].messages[-1].content
+    assert llm.remaining == 0
+
+
+def test_no_expansion_budget_means_no_extend_prompt() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=3))
+    state, _ = run(llm, ResearchSettings(max_expansions=0))
+    assert all(kind != "extend-plan" for kind, _ in actions_of(llm))
+    assert state.stop_reason == "expansion budget of 0 reached"
+
+
+def test_keywords_that_find_nothing_are_refused_then_the_node_title_is_searched() -> None:
+    nothing = reply({"name": "search", "keywords": ["zzzz qqqq"]})
+
+    def respond(request: ChatRequest) -> str:
+        if classify(request.messages[-1].content) == ("search", "section-1"):
+            return nothing
+        return ScenarioModel(expansions=0)(request)
+
+    llm = FunctionLLM(respond)
+    state, events = run(llm)
+    searches = [p for p in (r.messages[-1].content for r in llm.requests) if classify(p) == ("search", "section-1")]
+    assert len(searches) == 4  # the first try and three re-asks
+    assert "matched nothing in the documents" in searches[1]
+    fallback = [e for e in events if isinstance(e, EvidenceAdded) and e.target == "section-1"][-1]
+    assert fallback.keywords[0] == "Part early" and fallback.keys
+    assert state.outline is not None and state.outline.sections[0].written
+
+
+def test_chinese_question_requires_chinese_text() -> None:
+    question = "总统们如何讨论关税问题？"
+    plan = reply(
+        {
+            "name": "init-plan",
+            "title": "关税辩论",
+            "sections": [{"title": t, "plan": f"讨论{t}的论点"} for t in ("起源", "保护", "开放")],
+        }
+    )
+    chinese_write = (
+        "<thought>x</thought><action>历任总统把关税视为保护本国制造业、增加财政收入的重要手段 \\cite{textid1}，"
+        "也有总统认为高关税加重了南方农民的负担，主张通过谈判逐步降低关税。</action>"
+    )
+    llm = ScriptedLLM([SEARCH, plan, SEARCH, GOOD_WRITE, chinese_write, *[SEARCH, chinese_write] * 2, NOP])
+    events: list[Event] = []
+    WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings(), events.append).run(
+        RunState(question=question)
+    )
+    refused = [e.record for e in events if isinstance(e, ActionFinished) and not e.record.valid]
+    assert len(refused) == 1 and refused[0].reason == "the question is in Chinese, so write in Chinese"
+
+
+def test_plan_then_write_writes_a_full_outline_and_never_deepens() -> None:
+    llm = FunctionLLM(ScenarioModel())
+    state, _ = run(llm, policy=PlanThenWritePolicy)
+    assert state.outline is not None
+    positions = [located.position for located in state.outline.walk()]
+    assert positions == [
+        "section-1", "section-1.1", "section-1.2",
+        "section-2", "section-2.1", "section-2.2",
+        "section-3", "section-3.1", "section-3.2",
+    ]  # fmt: skip
+    assert all(located.node.written for located in state.outline.walk())
+    kinds = [kind for kind, _ in actions_of(llm)]
+    assert kinds[:2] == ["search", "full-plan"]
+    assert "extend-plan" not in kinds
+    assert kinds.count("write") == 9
+    assert state.stop_reason == "every planned node is written"
+
+
+def test_each_action_is_asked_with_a_fresh_single_message_prompt() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=1))
+    run(llm)
+    assert all(len(r.messages) == 1 and r.messages[0].role == "user" for r in llm.requests)
+    assert [r.tag for r in llm.requests] == [f"step-{i}" for i in range(1, len(llm.requests) + 1)]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_run_continued_from_any_checkpoint_ends_in_the_same_state() -> None:
+    reference, _ = run(FunctionLLM(ScenarioModel(expansions=1)))
+    for crash_at in range(1, reference.step + 1):
+        calls = 0
+
+        def flaky(request: ChatRequest) -> str:
+            nonlocal calls
+            calls += 1
+            if calls == crash_at:
+                raise Crash
+            return ScenarioModel(expansions=1)(request)
+
+        events: list[Event] = []
+        with pytest.raises(Crash):
+            WarpPolicy(FunctionLLM(flaky), WordOverlapRetriever(SOTU_LIKE), ResearchSettings(), events.append).run(
+                RunState(question=QUESTION)
+            )
+        checkpoints = [e.state for e in events if isinstance(e, ActionFinished)]
+        state = RunState.restore(json.loads(json.dumps(checkpoints[-1]))) if checkpoints else RunState(question=QUESTION)
+        final = WarpPolicy(
+            FunctionLLM(ScenarioModel(expansions=1)), WordOverlapRetriever(SOTU_LIKE), ResearchSettings()
+        ).run(state)
+        assert final.snapshot() == reference.snapshot(), crash_at
+
+
+def test_request_objects_carry_no_sampling_overrides() -> None:
+    """Sampling defaults (temperature 0.7, top_p 0.8) belong to the LLM adapter, not the policy."""
+    llm = FunctionLLM(ScenarioModel(expansions=0))
+    run(llm)
+    request: ChatRequest = llm.requests[0]
+    assert request.temperature is None and request.top_p is None and request.max_tokens is None
