@@ -65,9 +65,19 @@ def test_full_run_follows_the_method_order() -> None:
     for position in ("section-1", "section-2", "section-3"):
         expected += [("search", position), ("write", position)]
     expected.append(("extend-plan", "outline"))
-    expected += [("search", "section-1.1"), ("write", "section-1.1"), ("search", "section-1.2"), ("write", "section-1.2")]
+    expected += [
+        ("search", "section-1.1"),
+        ("write", "section-1.1"),
+        ("search", "section-1.2"),
+        ("write", "section-1.2"),
+    ]
     expected.append(("extend-plan", "outline"))
-    expected += [("search", "section-2.1"), ("write", "section-2.1"), ("search", "section-2.2"), ("write", "section-2.2")]
+    expected += [
+        ("search", "section-2.1"),
+        ("write", "section-2.1"),
+        ("search", "section-2.2"),
+        ("write", "section-2.2"),
+    ]
     expected.append(("extend-plan", "outline"))
     assert actions_of(llm) == expected
 
@@ -77,7 +87,15 @@ def test_full_run_follows_the_method_order() -> None:
     assert state.step == len(expected)
     assert state.outline is not None
     positions = [located.position for located in state.outline.walk()]
-    assert positions == ["section-1", "section-1.1", "section-1.2", "section-2", "section-2.1", "section-2.2", "section-3"]
+    assert positions == [
+        "section-1",
+        "section-1.1",
+        "section-1.2",
+        "section-2",
+        "section-2.1",
+        "section-2.2",
+        "section-3",
+    ]
     assert all(located.node.written for located in state.outline.walk())
 
     finished = [e for e in events if isinstance(e, ActionFinished)]
@@ -113,7 +131,11 @@ def test_search_prompt_sees_the_draft_and_write_sees_the_evidence() -> None:
 
 def test_refused_reply_is_asked_again_with_the_reason() -> None:
     two_sections = reply(
-        {"name": "init-plan", "title": "T", "sections": [{"title": "A", "plan": "a"}, {"title": "B", "plan": "b"}]}
+        {
+            "name": "init-plan",
+            "title": "T",
+            "sections": [{"title": "A", "plan": "a"}, {"title": "B", "plan": "b"}],
+        }
     )
     llm = ScriptedLLM([SEARCH, two_sections, THREE_SECTIONS])
     llm.enqueue(*[SEARCH, GOOD_WRITE] * 3, NOP)
@@ -166,7 +188,9 @@ def test_step_budget_still_yields_a_complete_report() -> None:
     assert state.step == 7
     assert state.stop_reason == "step budget of 7 actions reached"
     assert state.outline is not None
-    markdown = render_markdown(state.outline, state.registry, stop_note=f"run stopped: {state.stop_reason}").markdown
+    markdown = render_markdown(
+        state.outline, state.registry, stop_note=f"run stopped: {state.stop_reason}"
+    ).markdown
     # Sections 1 and 2 are written; section 3 had only its search: it is shown, with why it is empty.
     assert "## 1 Part early\n\nThis part" in markdown
     assert "## 3 Part late\n\n*Not written — run stopped: step budget of 7 actions reached" in markdown
@@ -206,7 +230,9 @@ def test_keywords_that_find_nothing_are_refused_then_the_node_title_is_searched(
 
     llm = FunctionLLM(respond)
     state, events = run(llm)
-    searches = [p for p in (r.messages[-1].content for r in llm.requests) if classify(p) == ("search", "section-1")]
+    searches = [
+        p for p in (r.messages[-1].content for r in llm.requests) if classify(p) == ("search", "section-1")
+    ]
     assert len(searches) == 4  # the first try and three re-asks
     assert "matched nothing in the documents" in searches[1]
     fallback = [e for e in events if isinstance(e, EvidenceAdded) and e.target == "section-1"][-1]
@@ -270,7 +296,7 @@ def test_a_run_continued_from_any_checkpoint_ends_in_the_same_state() -> None:
     for crash_at in range(1, reference.step + 1):
         calls = 0
 
-        def flaky(request: ChatRequest) -> str:
+        def flaky(request: ChatRequest, crash_at: int = crash_at) -> str:
             nonlocal calls
             calls += 1
             if calls == crash_at:
@@ -279,11 +305,15 @@ def test_a_run_continued_from_any_checkpoint_ends_in_the_same_state() -> None:
 
         events: list[Event] = []
         with pytest.raises(Crash):
-            WarpPolicy(FunctionLLM(flaky), WordOverlapRetriever(SOTU_LIKE), ResearchSettings(), events.append).run(
-                RunState(question=QUESTION)
-            )
+            WarpPolicy(
+                FunctionLLM(flaky), WordOverlapRetriever(SOTU_LIKE), ResearchSettings(), events.append
+            ).run(RunState(question=QUESTION))
         checkpoints = [e.state for e in events if isinstance(e, ActionFinished)]
-        state = RunState.restore(json.loads(json.dumps(checkpoints[-1]))) if checkpoints else RunState(question=QUESTION)
+        state = (
+            RunState.restore(json.loads(json.dumps(checkpoints[-1])))
+            if checkpoints
+            else RunState(question=QUESTION)
+        )
         final = WarpPolicy(
             FunctionLLM(ScenarioModel(expansions=1)), WordOverlapRetriever(SOTU_LIKE), ResearchSettings()
         ).run(state)
