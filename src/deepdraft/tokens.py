@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"  # CJK, kana, hangul
 _PIECE = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]"  # one CJK/kana/hangul char
-    r"|[^\W_]+"  # a run of letters/digits
+    rf"[{_CJK}]"  # one CJK/kana/hangul char
+    rf"|[^\W_{_CJK}]+"  # a run of other letters/digits (a CJK char never joins it: "用PyTorch训练")
     r"|[^\w\s]|_",  # one punctuation mark
 )
 
