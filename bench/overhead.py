@@ -1,0 +1,178 @@
+"""deepdraft's own overhead: a complete WARP run with a zero-latency LLM over a 100k-passage corpus.
+
+What is measured
+    A synthetic corpus of N passages (default 100,000, deterministic pseudo-text) is written as a
+    JSONL file and indexed with the real BM25 index. Then one complete research run goes through
+    the real runner — journal in SQLite, LLM cache, checkpoints, events, report — with a model
+    that answers instantly from the prompt (the paper's average report shape: 7 sections, 9
+    deepening steps, about 40 written nodes). Since the model costs nothing, the wall time is
+    deepdraft's own overhead per report, and the profile says where it goes.
+
+    The run is profiled with cProfile; the table groups cumulative time by component. Profiling
+    slows Python code down, so the unprofiled wall time is measured in a second run and printed
+    as the headline number.
+
+Usage: python bench/overhead.py [--passages 100000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import random
+import re
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from deepdraft import runner  # noqa: E402
+from deepdraft.llm.scripted import FunctionLLM  # noqa: E402
+from deepdraft.ports import ChatRequest  # noqa: E402
+from deepdraft.retrieval.bm25_index import BM25Index  # noqa: E402
+from deepdraft.retrieval.corpus import iter_documents  # noqa: E402
+from deepdraft.settings import Settings  # noqa: E402
+
+TOPICS = ["tariffs", "debt", "immigration", "war", "banking", "railroads", "labor", "currency"]
+WORDS = [f"w{i}" for i in range(5000)]
+
+
+def write_corpus(path: Path, passages: int) -> None:
+    rng = random.Random(7)
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(passages):
+            words = rng.choices(WORDS, k=110) + rng.choices(TOPICS, k=10)
+            rng.shuffle(words)
+            record = {"id": f"p{i}", "title": f"Passage {i}", "contents": " ".join(words)}
+            out.write(json.dumps(record) + "\n")
+
+
+class PaperShapedModel:
+    """Instant, valid replies: 7 sections, then 9 splits (level 1 first, then level 2), then nop."""
+
+    sections = 7
+    expansions = 9
+
+    def __call__(self, request: ChatRequest) -> str:
+        prompt = request.messages[-1].content
+        target = re.search(r"You need to update (\S+)", prompt)
+        if "You are the Searcher" in prompt:
+            topic = TOPICS[len(prompt) % len(TOPICS)]
+            return _act({"name": "search", "keywords": [topic, f"{topic} w{len(prompt) % 5000}"]})
+        if "first outline" in prompt:
+            sections = [{"title": f"Section {i}", "plan": f"Cover {TOPICS[i % 8]}."} for i in range(self.sections)]
+            return _act({"name": "init-plan", "title": "A synthetic report", "sections": sections})
+        if "You are the Writer" in prompt:
+            keys = re.findall(r"^bibkey:(textid\d+)$", prompt, flags=re.MULTILINE)
+            sentence = " ".join(random.Random(len(prompt)).choices(WORDS, k=30))
+            body = " ".join(f"{sentence} \\cite{{{key}}}." for key in keys[:6])
+            return f"<thought>{target.group(1) if target else ''}</thought><action>{body}</action>"
+        positions = re.findall(r"^\s*#+ Section-([\d.]+) \[", prompt, flags=re.MULTILINE)
+        done = sum(1 for p in positions if any(q.startswith(p + ".") for q in positions) and p.count(".") < 2)
+        if done >= self.expansions:
+            return _act({"name": "nop"})
+        splittable = [
+            p for p in positions if p.count(".") < 2 and not any(q.startswith(p + ".") for q in positions)
+        ]
+        # Split level-1 nodes first, then level-2 ones, so the outline reaches three levels.
+        splittable.sort(key=lambda p: (p.count(".") if done < self.sections else -p.count("."), p))
+        children = [{"title": f"Part {i}", "plan": "Go deeper."} for i in range(1, 5 if done % 2 else 4)]
+        return _act({"name": "extend-plan", "position": f"section-{splittable[0]}", "subsections": children})
+
+
+def _act(action: dict[str, Any]) -> str:
+    return f"<thought>next</thought><action>{json.dumps(action)}</action>"
+
+
+COMPONENTS = {
+    "retrieval (BM25 search)": ("bm25_index.py", "search"),
+    "journal writes (SQLite)": ("journal.py", "record_step"),
+    "journal events": ("journal.py", "append_event"),
+    "LLM cache lookups": ("cache.py", "complete"),
+    "prompt rendering": ("warp.py", "_fit"),
+    "  of which condensed drafts": ("outline.py", "condensed_view"),
+    "reply parsing + validation": ("warp.py", "_read_"),
+    "state snapshots": ("state.py", "snapshot"),
+    "report rendering": ("report.py", "render_markdown"),
+    "model replies (fake, instant)": ("overhead.py", "__call__"),
+}
+
+
+def profile_breakdown(stats: pstats.Stats) -> dict[str, float]:
+    totals = dict.fromkeys(COMPONENTS, 0.0)
+    for (filename, _, function), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        for name, (file_part, function_part) in COMPONENTS.items():
+            if filename.endswith(file_part) and function.startswith(function_part):
+                totals[name] += cumulative
+    return totals
+
+
+def one_run(index_path: Path, home: Path, question: str) -> tuple[runner.Report, float]:
+    os.environ["DEEPDRAFT_HOME"] = str(home)
+    retriever = BM25Index.open(index_path)
+    started = time.perf_counter()
+    report = runner.start(question, Settings(), llm=FunctionLLM(PaperShapedModel()), retriever=retriever)
+    return report, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--passages", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        corpus = root / "corpus.jsonl"
+        write_corpus(corpus, args.passages)
+        started = time.perf_counter()
+        BM25Index.build(iter_documents(corpus), root / "index", Settings().retrieval)
+        build_s = time.perf_counter() - started
+
+        question = "How did the arguments about tariffs and the public debt change?"
+        profiler = cProfile.Profile()
+        profiler.enable()
+        report, profiled_s = one_run(root / "index", root / "home-profiled", question)
+        profiler.disable()
+        breakdown = profile_breakdown(pstats.Stats(profiler))
+        report, wall_s = one_run(root / "index", root / "home", question)
+
+        summary = {
+            "passages": args.passages,
+            "index_build_s": round(build_s, 2),
+            "run_wall_s": round(wall_s, 3),
+            "steps": report.manifest["steps"],
+            "nodes": report.manifest["nodes"],
+            "expansions": report.manifest["expansions"],
+            "ms_per_step": round(1000 * wall_s / report.manifest["steps"], 2),
+            "journal_mb": round((root / "home" / "journal.sqlite").stat().st_size / 1e6, 2),
+            "report_words": len(report.markdown.split()),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "profiled_run_s": round(profiled_s, 3),
+            "profile_s": {name: round(seconds, 3) for name, seconds in breakdown.items()},
+        }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"corpus: {summary['passages']:,} passages; BM25 index built in {summary['index_build_s']} s")
+    print(
+        f"one complete WARP run with an instant model: {summary['run_wall_s']} s wall "
+        f"({summary['steps']} actions, {summary['nodes']} nodes, {summary['expansions']} expansions; "
+        f"{summary['ms_per_step']} ms per action)"
+    )
+    print(f"journal on disk: {summary['journal_mb']} MB; peak RSS {summary['max_rss_mb']} MB")
+    print(f"\nwhere the time goes (profiled run, {summary['profiled_run_s']} s with profiler overhead):")
+    for name, seconds in summary["profile_s"].items():
+        share = 100 * seconds / summary["profiled_run_s"]
+        print(f"  {name:32s} {seconds:8.3f} s  {share:5.1f} %")
+
+
+if __name__ == "__main__":
+    main()
