@@ -25,20 +25,17 @@ import pstats
 import random
 import re
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from deepdraft import runner  # noqa: E402
-from deepdraft.llm.scripted import FunctionLLM  # noqa: E402
-from deepdraft.ports import ChatRequest  # noqa: E402
-from deepdraft.retrieval.bm25_index import BM25Index  # noqa: E402
-from deepdraft.retrieval.corpus import iter_documents  # noqa: E402
-from deepdraft.settings import Settings  # noqa: E402
+from deepdraft import runner
+from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.ports import ChatRequest
+from deepdraft.retrieval.bm25_index import BM25Index
+from deepdraft.retrieval.corpus import iter_documents
+from deepdraft.settings import Settings
 
 TOPICS = ["tariffs", "debt", "immigration", "war", "banking", "railroads", "labor", "currency"]
 WORDS = [f"w{i}" for i in range(5000)]
@@ -67,7 +64,9 @@ class PaperShapedModel:
             topic = TOPICS[len(prompt) % len(TOPICS)]
             return _act({"name": "search", "keywords": [topic, f"{topic} w{len(prompt) % 5000}"]})
         if "first outline" in prompt:
-            sections = [{"title": f"Section {i}", "plan": f"Cover {TOPICS[i % 8]}."} for i in range(self.sections)]
+            sections = [
+                {"title": f"Section {i}", "plan": f"Cover {TOPICS[i % 8]}."} for i in range(self.sections)
+            ]
             return _act({"name": "init-plan", "title": "A synthetic report", "sections": sections})
         if "You are the Writer" in prompt:
             keys = re.findall(r"^bibkey:(textid\d+)$", prompt, flags=re.MULTILINE)
