@@ -44,7 +44,10 @@ def test_research_with_objects(tmp_path: Path) -> None:
 def test_research_over_http_and_a_folder(corpus_dir: Path) -> None:
     with FakeOpenAIServer(as_responder(ScenarioModel(expansions=0))) as server:
         report = deepdraft.research(
-            "How did presidents argue about tariffs?", kb=corpus_dir, base_url=server.base_url, api_key="sk-test"
+            "How did presidents argue about tariffs?",
+            kb=corpus_dir,
+            base_url=server.base_url,
+            api_key="sk-test",
         )
         assert all(h.get("authorization") == "Bearer sk-test" for h in server.headers)
     assert "## References" in report.markdown and "address-" in report.markdown
@@ -82,7 +85,9 @@ def test_resume_through_the_api_continues_a_crashed_run() -> None:
     with open_journal() as journal:
         (run,) = journal.list_runs()
     assert run.status == "interrupted" and run.steps == 4
-    report = deepdraft.resume(run.id, llm=deepdraft.FunctionLLM(ScenarioModel(expansions=0)), retriever=retriever)
+    report = deepdraft.resume(
+        run.id, llm=deepdraft.FunctionLLM(ScenarioModel(expansions=0)), retriever=retriever
+    )
     assert report.manifest["steps"] == 9
 
 

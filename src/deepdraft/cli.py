@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -207,9 +208,9 @@ def _status(run_id: str, recorded: str) -> str:
     return recorded
 
 
-def _interruptible(run_id: str, work: Any) -> runner.Report:
+def _interruptible(run_id: str, work: Callable[[], runner.Report]) -> runner.Report:
     try:
-        return work()  # type: ignore[no-any-return]
+        return work()
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted — continue with: deepdraft resume {run_id}", err=True)
         raise typer.Exit(130) from None

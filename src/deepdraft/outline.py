@@ -25,6 +25,8 @@ from pydantic import BaseModel, Field
 from deepdraft.tokens import count_tokens, head_tail
 
 MAX_DEPTH = 3
+NodeSpec = tuple[str, str, Sequence["NodeSpec"]]
+"""A node to add: title, plan and the specs of its children."""
 POSITION_PREFIX = "section-"
 # Bounded digit runs: int() refuses strings of more than 4300 digits, and a position is never that.
 _POSITION = re.compile(r"^\s*(?:section[-\s_]*)?(\d{1,9}(?:\.\d{1,9})*)\s*$", re.IGNORECASE)
@@ -104,15 +106,16 @@ class Outline(BaseModel):
         if target.node.children:
             raise ValueError(f"{target.position} already has subsections")
         target.node.children = [self._new_node(t, p) for t, p in subsections]
-        return [self.find_id(child.id) for child in target.node.children]  # type: ignore[misc]
+        prefix = target.position
+        return [Located(f"{prefix}.{i}", child) for i, child in enumerate(target.node.children, start=1)]
 
-    def add_tree(self, parent: Node | None, spec: Sequence[tuple[str, str, Sequence[object]]]) -> None:
-        """Append (title, plan, children-spec) triples under `parent` (None: top level)."""
+    def add_tree(self, parent: Node | None, spec: Sequence[NodeSpec]) -> None:
+        """Append (title, plan, children) triples under `parent` (None: top level), recursively."""
         siblings = self.sections if parent is None else parent.children
         for title, plan, children in spec:
             node = self._new_node(title, plan)
             siblings.append(node)
-            self.add_tree(node, children)  # type: ignore[arg-type]
+            self.add_tree(node, children)
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ drops it when a process dies, even by SIGKILL.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import os
@@ -184,12 +185,13 @@ def resume(
 
 
 def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]:
-    data = json.loads(json.dumps(stored))
+    """The recorded settings, with how to reach the LLM taken from now (keys are never stored)."""
+    data: dict[str, Any] = copy.deepcopy(stored)
     for key in ("base_url", "model", "api_key"):
         value = getattr(current.llm, key)
         if value or key == "api_key":
             data["llm"][key] = value
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def _drive(

@@ -59,7 +59,7 @@ from deepdraft.events import (
     ignore,
 )
 from deepdraft.evidence import render_evidence, select_passages
-from deepdraft.outline import Outline, empty_outline_view
+from deepdraft.outline import NodeSpec, Outline, empty_outline_view
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Retriever
 from deepdraft.settings import ResearchSettings
 from deepdraft.state import RunState
@@ -396,8 +396,8 @@ def _as_pairs(nodes: tuple[PlannedNode, ...]) -> list[tuple[str, str]]:
     return [(node.title, node.plan) for node in nodes]
 
 
-def _as_spec(nodes: tuple[PlannedNode, ...]) -> list[tuple[str, str, list[object]]]:
-    return [(node.title, node.plan, _as_spec(node.children)) for node in nodes]  # type: ignore[misc]
+def _as_spec(nodes: tuple[PlannedNode, ...]) -> list[NodeSpec]:
+    return [(node.title, node.plan, _as_spec(node.children)) for node in nodes]
 
 
 def _describe(action: Action) -> dict[str, object]:

@@ -1,0 +1,45 @@
+"""The live terminal display follows the event stream: outline, current action, counts."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.progress import Progress
+from deepdraft.settings import ResearchSettings
+from deepdraft.state import RunState
+from deepdraft.warp import WarpPolicy
+from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
+
+
+def drive(console: Console) -> Progress:
+    with Progress(console, max_steps=140) as progress:
+        WarpPolicy(
+            FunctionLLM(ScenarioModel(expansions=1)),
+            WordOverlapRetriever(SOTU_LIKE),
+            ResearchSettings(),
+            progress.update,
+        ).run(RunState(question="How did presidents argue about tariffs?"))
+    return progress
+
+
+def test_terminal_display_shows_the_grown_outline_and_counts() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=120, record=True)
+    progress = drive(console)
+    screen = console.export_text()
+    assert "A report on tariffs" in screen
+    assert "✓ 1.1 Detail 1 of 1" in screen and "✓ 3 Part late" in screen
+    assert "step 14/140" in screen
+    assert progress.written == 5 and len(progress.sources) >= 2
+
+
+def test_plain_output_prints_one_line_per_action() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200)
+    drive(console)
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "step 1/140 search outline: ok"
+    assert lines[-1] == "step 14/140 extend-plan outline: ok"
+    assert len(lines) == 14
