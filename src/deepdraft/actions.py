@@ -137,7 +137,7 @@ def parse(raw: str, expected: Collection[ActionName]) -> Action | Refused:
         return data
     name = data.get("name")
     if not isinstance(name, str) or name not in expected:
-        allowed = " or ".join(f'"{n}"' for n in expected)
+        allowed = " or ".join(f'"{n}"' for n in sorted(expected))  # stable text: prompts are cache keys
         return Refused(f"the action name must be {allowed}, not {json.dumps(name, ensure_ascii=False)}")
     return _typed(name, data)
 

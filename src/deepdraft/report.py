@@ -26,8 +26,9 @@ _CITE = re.compile(r"\\cite\{([^{}]*)\}")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 # Numbering models like to add to titles: "1.", "2.3", "Section 2:", "第一章", "一、", "(1)".
+# A bare number must be short and end the word, so "3D Printing", "5G" and "2024 Outlook" survive.
 _TITLE_NUMBERING = re.compile(
-    r"^\s*(?:(?:section|chapter)[\s-]*\d+(?:\.\d+)*[.:：]?|\d+(?:\.\d+)*[.:：、)]?|"
+    r"^\s*(?:(?:section|chapter)[\s-]*\d+(?:\.\d+)*[.:：]?|\d+(?:\.\d+)*[.:：、)](?!\d)|\d{1,2}(?:\.\d+)*(?=\s)|"
     r"第[一二三四五六七八九十百\d]+[章节部分]|[一二三四五六七八九十]+、|[(（]\d+[)）])\s*",
     re.IGNORECASE,
 )
