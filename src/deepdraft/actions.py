@@ -255,15 +255,22 @@ def _cite_loose(text: str) -> str:
 
 # ---- language --------------------------------------------------------------------------------
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+# A CJK character, or a whole run of other letters: one CJK character carries about as much as one
+# English word, so counting words (not letters) on the other side keeps Chinese text full of English
+# product names ("在 Kubernetes 上部署 TensorFlow Serving") recognisably Chinese.
+_SCRIPT_UNIT = re.compile(rf"[{_CJK_CHARS}]|[^\W\d_{_CJK_CHARS}]+")
 
 
 def cjk_share(text: str) -> float:
-    """Share of CJK characters among the letters of `text` (citations ignored)."""
-    letters = [ch for ch in _CITE.sub("", text) if ch.isalpha()]
-    if not letters:
+    """Share of CJK among the script units of `text`: CJK characters and words in other scripts.
+
+    Digits, punctuation and citations are ignored.
+    """
+    units = _SCRIPT_UNIT.findall(_CITE.sub("", text))
+    if not units:
         return 0.0
-    return sum(1 for ch in letters if _CJK.match(ch)) / len(letters)
+    return sum(1 for unit in units if re.match(rf"[{_CJK_CHARS}]", unit)) / len(units)
 
 
 def is_chinese(question: str) -> bool:
