@@ -12,7 +12,17 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from deepdraft.evidence import Passage, Source
 
-__all__ = ["LLM", "ChatRequest", "ChatResult", "Message", "Passage", "Retriever", "Source", "Usage"]
+__all__ = [
+    "LLM",
+    "ChatRequest",
+    "ChatResult",
+    "Message",
+    "Passage",
+    "ReplyShape",
+    "Retriever",
+    "Source",
+    "Usage",
+]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -21,6 +31,19 @@ Role = Literal["system", "user", "assistant"]
 class Message:
     role: Role
     content: str
+
+
+@dataclass(frozen=True)
+class ReplyShape:
+    """The form a reply must take, for backends that can constrain generation (see grammar.py).
+
+    Backends that cannot constrain ignore it; the reply is validated either way.
+    """
+
+    grammar: str
+    """GBNF of the whole reply, `<thought>…</thought><action>…</action>`."""
+    action_schema: dict[str, Any] | None
+    """JSON schema of the action alone; None when the action is free text (write)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,8 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     json_schema: dict[str, Any] | None = None
+    reply_shape: ReplyShape | None = None
+    seed: int | None = None
     tag: str = ""
 
     @staticmethod
@@ -50,6 +75,10 @@ class ChatRequest:
             "temperature": self.temperature,
             "top_p": self.top_p,
             "json_schema": self.json_schema,
+            "reply_shape": None
+            if self.reply_shape is None
+            else {"grammar": self.reply_shape.grammar, "action_schema": self.reply_shape.action_schema},
+            "seed": self.seed,
             "tag": self.tag,
         }
 

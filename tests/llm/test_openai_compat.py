@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -294,3 +295,87 @@ def test_caller_supplied_httpx_client_is_used() -> None:
         llm = OpenAICompatibleLLM(server.base_url, "fake-model", http_client=client)
         assert llm.complete(ask()).text == "via my client"
     assert seen == [f"{server.base_url}/chat/completions"]
+
+
+# ---- constrained decoding ----------------------------------------------------------------------
+
+
+def shaped(name: str = "search") -> ChatRequest:
+    from deepdraft.grammar import reply_shape
+
+    return ChatRequest.user("pick keywords", reply_shape=reply_shape(name), seed=7)  # type: ignore[arg-type]
+
+
+def test_grammar_is_sent_to_servers_that_accept_it() -> None:
+    from deepdraft.grammar import reply_shape
+
+    with FakeOpenAIServer.replaying(["<thought>t</thought><action>{}</action>"]) as server:
+        OpenAICompatibleLLM(server.base_url, "fake-model").complete(shaped())
+    body = server.requests[0]
+    assert body["grammar"] == reply_shape("search").grammar
+    assert body["seed"] == 7
+    assert "response_format" not in body
+
+
+def test_a_server_rejecting_the_grammar_is_asked_again_without_it_and_never_again() -> None:
+    replies = [ErrorReply(400, "unknown field: grammar"), "first", "second"]
+    with FakeOpenAIServer.replaying(replies) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model")
+        assert llm.complete(shaped()).text == "first"
+        assert llm.complete(shaped()).text == "second"
+    assert "grammar" in server.requests[0]
+    assert "grammar" not in server.requests[1] and "grammar" not in server.requests[2]
+
+
+def test_constrain_off_sends_nothing_extra() -> None:
+    with FakeOpenAIServer.replaying(["plain"]) as server:
+        OpenAICompatibleLLM(server.base_url, "fake-model", constrain="off").complete(shaped())
+    assert "grammar" not in server.requests[0] and "response_format" not in server.requests[0]
+
+
+def test_json_mode_sends_an_envelope_and_returns_the_tagged_form() -> None:
+    envelope = json.dumps({"thought": "why", "action": {"name": "search", "keywords": ["a", "b"]}})
+    with FakeOpenAIServer.replaying([envelope]) as server:
+        result = OpenAICompatibleLLM(server.base_url, "fake-model", constrain="json").complete(shaped())
+    schema = server.requests[0]["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["thought", "action"]
+    assert schema["properties"]["action"]["properties"]["keywords"]["maxItems"] == 5
+    assert "grammar" not in server.requests[0]
+    assert result.text == '<thought>why</thought><action>{"name": "search", "keywords": ["a", "b"]}</action>'
+
+    from deepdraft.actions import Search, parse
+
+    assert parse(result.text, {"search"}) == Search(("a", "b"))
+
+
+def test_json_mode_free_text_action_and_non_json_replies_pass_through() -> None:
+    write_envelope = json.dumps({"thought": "t", "action": "Text \\cite{textid1}."})
+    with FakeOpenAIServer.replaying([write_envelope, "not json at all"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", constrain="json")
+        assert (
+            llm.complete(shaped("write")).text == "<thought>t</thought><action>Text \\cite{textid1}.</action>"
+        )
+        assert llm.complete(shaped("write")).text == "not json at all"
+    assert (
+        server.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["action"]["type"]
+        == "string"
+    )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.",
+        "the request exceeds the available context size, try increasing it",
+        "Requested tokens (5000) exceed context window of 4096",
+        "context_length_exceeded",
+    ],
+)
+def test_context_overflow_is_its_own_error(message: str) -> None:
+    from deepdraft.errors import LLMContextOverflow
+
+    with (
+        FakeOpenAIServer.replaying([ErrorReply(400, message)]) as server,
+        pytest.raises(LLMContextOverflow, match="longer than the model's context"),
+    ):
+        OpenAICompatibleLLM(server.base_url, "fake-model").complete(ask())

@@ -16,9 +16,12 @@ Trade-offs:
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import httpx
 import openai
@@ -26,16 +29,26 @@ import openai
 from deepdraft.errors import (
     ConfigError,
     LLMBadResponse,
+    LLMContextOverflow,
     LLMError,
     LLMRefused,
     LLMServerError,
     LLMTimeout,
     LLMUnreachable,
 )
-from deepdraft.ports import ChatRequest, ChatResult, Usage
+from deepdraft.ports import ChatRequest, ChatResult, ReplyShape, Usage
 from deepdraft.settings import LLMSettings
 
 log = logging.getLogger(__name__)
+
+ConstrainMode = Literal["auto", "grammar", "json", "off"]
+
+# How vLLM, llama.cpp, llama-cpp-python, SGLang and hosted APIs word "the prompt is too long".
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[ _](length|window|size)|maximum context|exceeds? (the )?(available )?context|too many tokens"
+    r"|prompt is too long",
+    re.IGNORECASE,
+)
 
 _KEY_HINT = "check the API key (llm.api_key, DEEPDRAFT_API_KEY or OPENAI_API_KEY)"
 
@@ -54,6 +67,7 @@ class OpenAICompatibleLLM:
         max_tokens: int = 2048,
         timeout_s: float = 300.0,
         max_retries: int = 3,
+        constrain: ConstrainMode = "auto",
         http_client: httpx.Client | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -65,6 +79,8 @@ class OpenAICompatibleLLM:
         self._model = model
         self._model_lock = threading.Lock()
         self._send_schema = True  # cleared once the server has rejected `response_format`
+        self.constrain = constrain
+        self._send_grammar = constrain in ("auto", "grammar")  # cleared once a server rejects it
         self._client = openai.OpenAI(
             base_url=self.base_url,
             # Local servers accept anything; the SDK insists on a non-empty key, and reading
@@ -91,6 +107,7 @@ class OpenAICompatibleLLM:
             max_tokens=settings.max_tokens,
             timeout_s=settings.timeout_s,
             max_retries=settings.max_retries,
+            constrain=settings.constrain,
         )
 
     @property
@@ -126,24 +143,46 @@ class OpenAICompatibleLLM:
             # `max_tokens`, not `max_completion_tokens`: the latter is unknown to several local servers.
             "max_tokens": self.max_tokens if request.max_tokens is None else request.max_tokens,
         }
-        if request.json_schema is not None and self._send_schema:
+        shape = request.reply_shape
+        envelope = shape is not None and self.constrain == "json"
+        schema = _envelope_schema(shape) if envelope and shape is not None else request.json_schema
+        if schema is not None and self._send_schema:
             params["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "action", "schema": request.json_schema, "strict": False},
+                "json_schema": {"name": "action", "schema": schema, "strict": False},
             }
+        if shape is not None and self._send_grammar:
+            # llama.cpp's servers read a GBNF `grammar` beside the OpenAI fields; most other servers
+            # ignore unknown fields, and those that reject it are not sent one again.
+            params["extra_body"] = {"grammar": shape.grammar}
+        if request.seed is not None:
+            params["seed"] = request.seed
         try:
-            try:
-                completion = self._client.chat.completions.create(**params)
-            except openai.BadRequestError as exc:
-                if "response_format" not in params or not _mentions_schema(exc):
-                    raise
-                log.debug("%s rejected response_format; sending no schema from now on", self.base_url)
-                self._send_schema = False
-                del params["response_format"]
-                completion = self._client.chat.completions.create(**params)
+            completion = self._create(params)
         except (openai.OpenAIError, ValueError) as exc:  # ValueError: a 200 body that is broken JSON
             raise self._translate(exc, f"model {model!r}") from exc
-        return self._result(completion, model)
+        result = self._result(completion, model)
+        if envelope and "response_format" in params:
+            return replace(result, text=_from_envelope(result.text))
+        return result
+
+    def _create(self, params: dict[str, Any]) -> object:
+        """One chat completion; drops a constraint the server rejects (a 400 naming it) and retries."""
+        while True:
+            try:
+                return self._client.chat.completions.create(**params)
+            except openai.BadRequestError as exc:
+                body = exc.response.text.lower()
+                if "response_format" in params and ("response_format" in body or "json_schema" in body):
+                    log.debug("%s rejected response_format; sending no schema from now on", self.base_url)
+                    self._send_schema = False
+                    del params["response_format"]
+                elif "extra_body" in params and "grammar" in body:
+                    log.debug("%s rejected a grammar; sending none from now on", self.base_url)
+                    self._send_grammar = False
+                    del params["extra_body"]
+                else:
+                    raise
 
     def _result(self, completion: object, model: str) -> ChatResult:
         # Servers behind proxies sometimes answer 200 with HTML or with JSON of another shape; the SDK
@@ -181,6 +220,10 @@ class OpenAICompatibleLLM:
                     f"{where} answered 404 for {what}: unknown model or wrong base URL "
                     f"(OpenAI-compatible base URLs usually end in /v1): {message}"
                 )
+            if status in (400, 413, 422) and _CONTEXT_OVERFLOW.search(message):
+                return LLMContextOverflow(
+                    f"{where}: the prompt is longer than the model's context ({message})"
+                )
             if status == 429 or status >= 500:
                 return LLMServerError(f"{where} failed with HTTP {status}{tries}: {message}")
             return LLMRefused(f"{where} rejected the request for {what} (HTTP {status}): {message}")
@@ -202,9 +245,28 @@ def _attempts(exc: Exception) -> str:
     return f" after {retries + 1} attempts" if retries else ""
 
 
-def _mentions_schema(exc: openai.APIStatusError) -> bool:
-    text = exc.response.text.lower()
-    return "response_format" in text or "json_schema" in text
+def _envelope_schema(shape: ReplyShape) -> dict[str, Any]:
+    """JSON-mode backends answer `{"thought": ..., "action": ...}`; free-text actions are strings."""
+    action = shape.action_schema if shape.action_schema is not None else {"type": "string", "minLength": 1}
+    return {
+        "type": "object",
+        "properties": {"thought": {"type": "string"}, "action": action},
+        "required": ["thought", "action"],
+        "additionalProperties": False,
+    }
+
+
+def _from_envelope(text: str) -> str:
+    """Turn an envelope reply back into the tagged form the parser reads; anything else passes."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(data, dict) or "action" not in data:
+        return text
+    action = data["action"]
+    body = action if isinstance(action, str) else json.dumps(action, ensure_ascii=False)
+    return f"<thought>{data.get('thought', '')}</thought><action>{body}</action>"
 
 
 def _server_message(exc: openai.APIStatusError) -> str:
