@@ -327,8 +327,22 @@ def test_empty_outline_view() -> None:
     assert empty_outline_view() == "There is no survey."
 
 
+def _word(tag: str, i: int) -> str:
+    """A one-token word (no digits, which the estimate counts one by one): tag + i in letters."""
+    letters = ""
+    while True:
+        i, rest = divmod(i, 26)
+        letters = chr(ord("a") + rest) + letters
+        if i == 0:
+            return tag + letters
+
+
 def _long(tag: str, words: int) -> str:
-    return " ".join(f"{tag}{i}" for i in range(words))
+    return " ".join(_word(tag, i) for i in range(words))
+
+
+def _tag(node_id: str) -> str:
+    return _word("n", int(node_id[1:])) + "w"
 
 
 def _lines_by_position(view: str) -> dict[str, str]:
@@ -351,7 +365,7 @@ def test_condensed_view_keeps_the_focus_neighbourhood_in_full_and_cuts_the_rest(
     outline = Outline.create("T", [(f"S{i}", f"plan {i}") for i in range(1, 6)])
     outline.add_children("section-3", [("A", "a"), ("B", "b")])
     for loc in outline.walk():
-        loc.node.content = _long(loc.node.id + "w", 300)
+        loc.node.content = _long(_tag(loc.node.id), 300)
     outline.find("section-3.2").node.content = None  # type: ignore[union-attr]
     view = outline.condensed_view(100_000, focus="section-3.2")
     lines = _lines_by_position(view)
@@ -362,17 +376,17 @@ def test_condensed_view_keeps_the_focus_neighbourhood_in_full_and_cuts_the_rest(
     assert lines["section-3.2"].endswith("[PLAN] b")
     # Every other written node is cut to head … tail (100 + 50 tokens of the estimate).
     for position in ("section-1", "section-2", "section-4", "section-5"):
-        node_id = outline.find(position).node.id  # type: ignore[union-attr]
-        assert f" ... {node_id}w250 " in lines[position]
-        assert f"{node_id}w99 ... " in lines[position]
-        assert f"{node_id}w100 " not in lines[position]
+        tag = _tag(outline.find(position).node.id)  # type: ignore[union-attr]
+        assert f" ... {_word(tag, 250)} " in lines[position]
+        assert f"{_word(tag, 99)} ... " in lines[position]
+        assert f"{_word(tag, 100)} " not in lines[position]
 
 
 def test_condensed_view_previous_node_in_document_order_is_near() -> None:
     outline = Outline.create("T", [(f"S{i}", f"plan {i}") for i in range(1, 4)])
     outline.add_children("section-1", [("A", "a"), ("B", "b")])
     for loc in outline.walk():
-        loc.node.content = _long(loc.node.id + "w", 300)
+        loc.node.content = _long(_tag(loc.node.id), 300)
     outline.sections[1].content = None
     lines = _lines_by_position(outline.condensed_view(100_000, focus="section-2"))
     full = _lines_by_position(outline.prompt_view())

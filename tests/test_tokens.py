@@ -31,7 +31,7 @@ _ANY = st.text(max_size=200)
         ("abcdefg", 2),
         ("abcdefghijkl", 2),
         ("abcdefghijklm", 3),
-        ("2024", 1),
+        ("2024", 4),  # digits one by one, as Qwen- and Llama-3-style tokenizers split them
         ("a, b.", 4),  # every punctuation mark is one token
         ("a_b", 3),  # an underscore is punctuation, not part of a word
         ("...", 3),
@@ -89,7 +89,8 @@ def test_estimate_never_decreases_as_a_prefix_grows(text: str) -> None:
 
 
 def _words(n: int) -> str:
-    return " ".join(f"w{i}" for i in range(n))
+    """n one-token words: wa, wb, ... (letters only: a digit would be a token of its own)."""
+    return " ".join(f"w{chr(ord('a') + i)}" for i in range(n))
 
 
 def test_short_text_is_returned_unchanged() -> None:
@@ -99,12 +100,12 @@ def test_short_text_is_returned_unchanged() -> None:
 
 
 def test_long_text_keeps_head_and_tail_joined_by_an_ellipsis() -> None:
-    assert head_tail(_words(20), 3, 2) == "w0 w1 w2 ... w18 w19"
+    assert head_tail(_words(20), 3, 2) == "wa wb wc ... ws wt"
 
 
 def test_zero_head_or_zero_tail() -> None:
-    assert head_tail(_words(20), 0, 2) == "... w18 w19"
-    assert head_tail(_words(20), 2, 0) == "w0 w1 ..."
+    assert head_tail(_words(20), 0, 2) == "... ws wt"
+    assert head_tail(_words(20), 2, 0) == "wa wb ..."
 
 
 def test_cut_on_cjk_text_keeps_characters_whole() -> None:
@@ -113,14 +114,14 @@ def test_cut_on_cjk_text_keeps_characters_whole() -> None:
 
 
 @given(
-    st.lists(st.from_regex(r"[a-z]{1,9}", fullmatch=True), max_size=80),
+    st.lists(st.from_regex(r"[a-z]{1,6}", fullmatch=True), max_size=80),  # one token each
     st.integers(0, 20),
     st.integers(0, 20),
 )
 def test_head_tail_never_splits_a_word(words: list[str], head: int, tail: int) -> None:
     text = " ".join(words)
     result = head_tail(text, head, tail)
-    if len(words) <= head + tail:
+    if len(words) <= head + tail + 3:  # cutting would not save anything over the " ... " marker
         assert result == text
         return
     expected = [*words[:head], "...", *words[len(words) - tail :]] if tail else [*words[:head], "..."]
@@ -140,6 +141,6 @@ def test_head_tail_keeps_a_prefix_and_a_suffix_of_the_text(text: str, head: int,
     start, end = (part.strip() for part in result.split("..."))
     assert text.lstrip().startswith(start)
     assert text.rstrip().endswith(end)
-    assert count_tokens(start) >= head
-    assert count_tokens(end) >= tail
+    assert count_tokens(start) <= head
+    assert count_tokens(end) <= tail
     assert count_tokens(start) + count_tokens(end) < count_tokens(text)

@@ -2,9 +2,11 @@
 
 Real tokenizers differ between models and none ships with the core install, so prompt budgets are
 computed with an estimate that errs on the high side for BPE vocabularies: every CJK character
-counts as one token, every punctuation mark as one, and a word as one token per started six
-characters. For English prose this gives 1.3–1.5 tokens per word, slightly above GPT- and
-Qwen-style tokenizers, so a budget computed with it is a safe one.
+counts as one token, every punctuation mark and every digit as one (Qwen- and Llama-3-style
+vocabularies split numbers into single digits), and a word as one token per started six letters.
+For English prose this gives 1.3–1.5 tokens per word, slightly above GPT- and Qwen-style
+tokenizers, so a budget computed with it is a safe one; a test checks it against the embedded
+model's own tokenizer.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import re
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"  # CJK, kana, hangul
 _PIECE = re.compile(
     rf"[{_CJK}]"  # one CJK/kana/hangul char
-    rf"|[^\W_{_CJK}]+"  # a run of other letters/digits (a CJK char never joins it: "用PyTorch训练")
+    rf"|[^\W\d_{_CJK}]+"  # a run of other letters (a CJK char never joins it: "用PyTorch训练")
+    r"|\d"  # one digit
     r"|[^\w\s]|_",  # one punctuation mark
 )
+_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 
 
 def count_tokens(text: str) -> int:
@@ -28,13 +32,28 @@ def count_tokens(text: str) -> int:
 
 
 def head_tail(text: str, head: int, tail: int) -> str:
-    """Keep about `head` tokens from the start and `tail` from the end, joined by " ... ".
+    """Keep at most `head` tokens from the start and `tail` from the end, joined by " ... ".
 
-    Cuts fall on token boundaries of the estimate above, so the result never splits a word.
+    Cuts fall between words (a CJK character counts as a word), so no word is ever split.
     """
-    pieces = list(_PIECE.finditer(text))
-    if len(pieces) <= head + tail:
+    words = list(_WORD.finditer(text))
+    costs = [count_tokens(word.group()) for word in words]
+    if sum(costs) <= head + tail + 3:  # the " ... " marker costs tokens too: cut only if it saves some
         return text
-    start = text[: pieces[head - 1].end()] if head > 0 else ""
-    end = text[pieces[len(pieces) - tail].start() :] if tail > 0 else ""
+    first = _fill(costs, head)
+    last = len(words) - _fill(costs[::-1], tail)
+    if first >= last:
+        return text
+    start = text[: words[first - 1].end()] if first > 0 else ""
+    end = text[words[last].start() :] if last < len(words) else ""
     return f"{start.rstrip()} ... {end.lstrip()}".strip()
+
+
+def _fill(costs: list[int], budget: int) -> int:
+    """How many of the leading items fit in `budget`."""
+    used = 0
+    for taken, cost in enumerate(costs):
+        if used + cost > budget:
+            return taken
+        used += cost
+    return len(costs)
