@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from deepdraft.settings import ENVIRONMENT
 
+# The real model cache, kept for the tests marked `embedded` before the fixture below hides it.
+REAL_MODELS = Path(os.environ.get("DEEPDRAFT_MODELS") or Path.home() / ".cache" / "deepdraft" / "models")
+
 
 @pytest.fixture(autouse=True)
-def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Path:
     home = tmp_path / "deepdraft-home"
     monkeypatch.setenv("DEEPDRAFT_HOME", str(home))
+    # No test sees the real model cache (and so the embedded model) unless it asks for it.
+    if request.node.get_closest_marker("embedded") is None:
+        monkeypatch.setenv("DEEPDRAFT_MODELS", str(tmp_path / "models"))
+    else:
+        monkeypatch.setenv("DEEPDRAFT_MODELS", str(REAL_MODELS))
     # A developer's own endpoint or key must never reach a test (or be reached by one).
     for variable, _, _ in ENVIRONMENT:
         monkeypatch.delenv(variable, raising=False)

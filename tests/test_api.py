@@ -94,7 +94,9 @@ def test_resume_through_the_api_continues_a_crashed_run() -> None:
 def test_no_llm_and_no_kb_are_clear_errors(corpus_dir: Path) -> None:
     with pytest.raises(deepdraft.ConfigError, match="no LLM configured"):
         deepdraft.research("q?", kb=corpus_dir)
-    with pytest.raises(deepdraft.KnowledgeBaseError, match="no knowledge base"):
+    with pytest.raises(
+        deepdraft.KnowledgeBaseError, match="demo knowledge base is not set up yet; run: deepdraft setup"
+    ):
         deepdraft.research("q?", llm=deepdraft.ScriptedLLM())
     with pytest.raises(deepdraft.UserError, match="empty"):
         deepdraft.research("   ", kb=corpus_dir, llm=deepdraft.ScriptedLLM())

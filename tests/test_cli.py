@@ -198,9 +198,9 @@ def test_empty_and_missing_knowledge_bases(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}/v1"
     assert_one_line_error(cli("research", "q?", "--kb", str(empty), "--base-url", url), 2)
     assert_one_line_error(
-        cli("research", "q?", "--kb", str(tmp_path / "nope"), "--base-url", url), 2, "not found"
+        cli("research", "q?", "--kb", str(tmp_path / "nope"), "--base-url", url), 2, "no file or folder"
     )
-    assert_one_line_error(cli("research", "q?", "--base-url", url), 2, "--kb")
+    assert_one_line_error(cli("research", "q?", "--base-url", url), 2, "deepdraft setup")
 
 
 def test_unknown_run_id() -> None:

@@ -15,15 +15,32 @@ from deepdraft.prompts import TemplateName, instruction, render
 
 VARIABLES: dict[str, dict[str, str]] = {
     "search": {"question": "Q-TEXT", "outline": "OUTLINE-TEXT", "instruction": "INSTRUCTION-TEXT"},
-    "init_plan": {"question": "Q-TEXT", "evidence": "EVIDENCE-TEXT"},
+    "init_plan": {
+        "question": "Q-TEXT",
+        "evidence": "EVIDENCE-TEXT",
+        "min_sections": "31",
+        "max_sections": "39",
+    },
     "write": {
         "question": "Q-TEXT",
         "outline": "OUTLINE-TEXT",
         "instruction": "INSTRUCTION-TEXT",
         "evidence": "EVIDENCE-TEXT",
     },
-    "extend_plan": {"question": "Q-TEXT", "outline": "OUTLINE-TEXT"},
-    "full_plan": {"question": "Q-TEXT", "evidence": "EVIDENCE-TEXT"},
+    "extend_plan": {
+        "question": "Q-TEXT",
+        "outline": "OUTLINE-TEXT",
+        "min_subsections": "21",
+        "max_subsections": "29",
+    },
+    "full_plan": {
+        "question": "Q-TEXT",
+        "evidence": "EVIDENCE-TEXT",
+        "min_sections": "31",
+        "max_sections": "39",
+        "min_subsections": "21",
+        "max_subsections": "29",
+    },
 }
 NAMES = list(get_args(TemplateName))
 EXAMPLE_ACTION = re.compile(r"<action>(.*?)</action>", re.DOTALL)

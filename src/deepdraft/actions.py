@@ -85,7 +85,8 @@ class Reply:
 
 # ---- parsing ---------------------------------------------------------------------------------
 
-_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
+# Hidden reasoning some models emit before answering (an unclosed block runs to the end).
+_THINK = re.compile(r"<(think|thinking|reasoning)>.*?(?:</\1>|$)", re.DOTALL | re.IGNORECASE)
 _THOUGHT = re.compile(r"<thought>(.*?)(?:</thought>|(?=<action>)|$)", re.DOTALL | re.IGNORECASE)
 _ACTION = re.compile(r"<action>(.*?)(?:</action>|$)", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
@@ -260,6 +261,7 @@ _CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 # English word, so counting words (not letters) on the other side keeps Chinese text full of English
 # product names ("在 Kubernetes 上部署 TensorFlow Serving") recognisably Chinese.
 _SCRIPT_UNIT = re.compile(rf"[{_CJK_CHARS}]|[^\W\d_{_CJK_CHARS}]+")
+_CJK = re.compile(rf"[{_CJK_CHARS}]")
 
 
 def cjk_share(text: str) -> float:
@@ -270,7 +272,7 @@ def cjk_share(text: str) -> float:
     units = _SCRIPT_UNIT.findall(_CITE.sub("", text))
     if not units:
         return 0.0
-    return sum(1 for unit in units if re.match(rf"[{_CJK_CHARS}]", unit)) / len(units)
+    return sum(1 for unit in units if _CJK.match(unit)) / len(units)
 
 
 def is_chinese(question: str) -> bool:
@@ -313,17 +315,24 @@ def _validate_nodes(
     return None
 
 
-def validate_init_plan(action: InitPlan, question: str) -> Refused | None:
+def validate_init_plan(
+    action: InitPlan, question: str, sections: tuple[int, int] = SECTIONS_RANGE
+) -> Refused | None:
     if not action.title:
         return Refused('"title" must not be empty')
     if problem := language_problem(action.title, question):
         return Refused(f"title: {problem}")
-    return _validate_nodes(action.sections, SECTIONS_RANGE, "sections", question)
+    return _validate_nodes(action.sections, sections, "sections", question)
 
 
-def validate_full_plan(action: InitPlan, question: str) -> Refused | None:
+def validate_full_plan(
+    action: InitPlan,
+    question: str,
+    sections: tuple[int, int] = SECTIONS_RANGE,
+    subsections: tuple[int, int] = SUBSECTIONS_RANGE,
+) -> Refused | None:
     """Baseline outline: 3–12 sections, nested at most three levels, 2–7 children per split."""
-    refused = validate_init_plan(action, question)
+    refused = validate_init_plan(action, question, sections)
     if refused:
         return refused
 
@@ -333,7 +342,7 @@ def validate_full_plan(action: InitPlan, question: str) -> Refused | None:
                 continue
             if depth >= MAX_DEPTH:
                 return Refused(f"the outline has at most {MAX_DEPTH} levels")
-            problem = _validate_nodes(node.children, SUBSECTIONS_RANGE, "subsections", question)
+            problem = _validate_nodes(node.children, subsections, "subsections", question)
             if problem or (problem := check(node.children, depth + 1)):
                 return problem
         return None
@@ -341,7 +350,9 @@ def validate_full_plan(action: InitPlan, question: str) -> Refused | None:
     return check(action.sections, 1)
 
 
-def validate_extend_plan(action: ExtendPlan, outline: Outline, question: str) -> Refused | None:
+def validate_extend_plan(
+    action: ExtendPlan, outline: Outline, question: str, subsections: tuple[int, int] = SUBSECTIONS_RANGE
+) -> Refused | None:
     numbers = parse_position(action.position)
     if numbers is None:
         return Refused(f'"position" must look like "section-2" or "section-2.1" (got "{action.position}")')
@@ -352,7 +363,7 @@ def validate_extend_plan(action: ExtendPlan, outline: Outline, question: str) ->
         return Refused(f"there is no {format_position(numbers)} in the outline")
     if target.node.children:
         return Refused(f"{target.position} already has subsections; choose a node without any")
-    return _validate_nodes(action.subsections, SUBSECTIONS_RANGE, "subsections", question)
+    return _validate_nodes(action.subsections, subsections, "subsections", question)
 
 
 def validate_write(action: Write, question: str, evidence_keys: Collection[str]) -> Refused | None:
@@ -372,8 +383,35 @@ def validate_write(action: Write, question: str, evidence_keys: Collection[str])
         return Refused(f"cite only the evidence shown now ({allowed}); not {', '.join(unknown)}")
     if any(not group for group in citations):
         return Refused("a \\cite{} holds no evidence key")
+    if problem := repetition(text):
+        return Refused(problem)
     if problem := language_problem(text, question):
         return Refused(problem)
+    return None
+
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_LOOP_NGRAM = 6  # a run of this many words ...
+_LOOP_COUNT = 3  # ... seen this often means the model is looping
+
+
+def repetition(text: str) -> str | None:
+    """Why `text` looks degenerate (a model stuck in a loop), or None.
+
+    Small models at low temperature can repeat one phrase until the token limit. Two signs: the
+    same run of six words three times or more, or a long text made of very few distinct words.
+    CJK text has no spaces, so each character counts as a word there.
+    """
+    words = [w.lower() for w in _WORD.findall(_CITE.sub(" ", text))]
+    words = [piece for w in words for piece in (list(w) if _CJK.search(w) else [w])]
+    seen: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - _LOOP_NGRAM + 1):
+        gram = tuple(words[i : i + _LOOP_NGRAM])
+        seen[gram] = seen.get(gram, 0) + 1
+        if seen[gram] >= _LOOP_COUNT:
+            return f'the text repeats itself ("{" ".join(gram)}" again and again); make each point once'
+    if len(words) >= 60 and len(set(words)) / len(words) < 0.25:
+        return "the text uses very few distinct words over and over; write varied, informative prose"
     return None
 
 

@@ -23,7 +23,7 @@ from deepdraft.settings import load_settings
 
 def research(
     question: str,
-    kb: str | Path | Retriever | None = None,
+    kb: str | Path | Retriever | None = None,  # a KB name, a folder or .jsonl, or any Retriever
     llm: LLM | None = None,
     *,
     base_url: str | None = None,
@@ -45,11 +45,11 @@ def research(
         },
     )
     retriever = None if kb is None or isinstance(kb, str | Path) else kb
-    kb_path = Path(kb) if isinstance(kb, str | Path) else None
+    kb_ref = str(kb) if isinstance(kb, str | Path) else None
     return runner.start(
         question,
         settings,
-        kb=kb_path,
+        kb=kb_ref,
         llm=llm,
         retriever=retriever,
         output=Path(output) if output else None,

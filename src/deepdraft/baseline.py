@@ -16,11 +16,12 @@ from deepdraft.warp import WarpPolicy
 class PlanThenWritePolicy(WarpPolicy):
     name = "plan-write"
     plan_template = "full_plan"
+    plan_shape = "full-plan"
 
     def _read_plan(self, raw: str, state: RunState) -> Action | Refused:
         action = parse_full_plan(raw)
         if isinstance(action, InitPlan):
-            return validate_full_plan(action, state.question) or action
+            return validate_full_plan(action, state.question, *self._ranges()) or action
         return action
 
     def _draft_complete(self, state: RunState) -> None:

@@ -6,8 +6,10 @@ bug and shows a traceback. `--debug` shows the traceback for everything.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +17,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from deepdraft import runner
+from deepdraft import models, runner
 from deepdraft.errors import DeepdraftError, LLMError
 from deepdraft.progress import Progress
 from deepdraft.settings import PolicyName, Settings, load_settings
@@ -65,7 +68,8 @@ def _settings(config: Path | None, **flags: dict[str, Any]) -> Settings:
 def research(
     question: Annotated[str, typer.Argument(help="The research question.")],
     kb: Annotated[
-        Path | None, typer.Option("--kb", help="Folder of .txt/.md documents, or a .jsonl corpus.")
+        str | None,
+        typer.Option("--kb", help="A knowledge base name, or a folder of .txt/.md files or a .jsonl corpus."),
     ] = None,
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
@@ -199,6 +203,130 @@ def show(
         console.print(f"report: {record.report_path}")
     elif status in ("interrupted", "failed"):
         console.print(f"continue with: deepdraft resume {record.id}")
+
+
+@app.command()
+def setup(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help=f"Embedded model to install (default {models.DEFAULT_MODEL}); see: deepdraft models",
+        ),
+    ] = None,
+    skip_model: Annotated[bool, typer.Option("--skip-model", help="Leave the embedded model out.")] = False,
+    skip_demo: Annotated[
+        bool, typer.Option("--skip-demo", help="Leave the demo knowledge base out.")
+    ] = False,
+) -> None:
+    """Install the embedded model and the demo knowledge base — the one step that downloads."""
+    spec = models.get_spec(model or models.DEFAULT_MODEL)  # an unknown name fails before any download
+    failures: list[DeepdraftError] = []
+    if not skip_model:
+        ready = _setup_step(f"model {spec.name}", lambda say: _setup_model(spec, say), failures)
+        if ready and importlib.util.find_spec("llama_cpp") is None:
+            console.print(
+                "note: the model files are ready, but running the embedded model needs llama-cpp-python: "
+                'pip install -c constraints.txt -e ".[local]"',
+                markup=False,
+                soft_wrap=True,
+            )
+    if not skip_demo:
+        _setup_step("demo knowledge base", _setup_demo, failures)
+    if failures:
+        raise typer.Exit(failures[0].exit_code)
+    if not skip_demo:
+        console.print(
+            'next: deepdraft research "How did presidents argue about tariffs?" --kb demo', markup=False
+        )
+
+
+def _setup_step(
+    label: str, work: Callable[[Callable[[str], None]], str], failures: list[DeepdraftError]
+) -> bool:
+    """Run one part of `setup` with live progress; a failure is reported and the next part still runs."""
+    started = time.monotonic()
+    try:
+        if console.is_terminal:  # a spinner with the latest step; logs get every line instead
+            with console.status(f"{label}: starting") as status:
+                summary = work(lambda line: status.update(escape(f"{label}: {line}")))
+        else:
+            summary = work(
+                lambda line: console.print(f"{label}: {line}", markup=False, highlight=False, soft_wrap=True)
+            )
+    except DeepdraftError as exc:
+        if _debug:
+            raise
+        console.print(f"[red]failed[/red] {escape(label)}: {escape(str(exc))}", soft_wrap=True)
+        failures.append(exc)
+        return False
+    seconds = time.monotonic() - started
+    console.print(
+        f"[green]ready[/green] {escape(label)}: {escape(summary)} ({seconds:.1f} s)", soft_wrap=True
+    )
+    return True
+
+
+def _setup_model(spec: models.ModelSpec, say: Callable[[str], None]) -> str:
+    result = models.install_model(spec, say)
+    how = "downloaded and verified" if result.fetched else "already installed, verified"
+    return f"{how}, {_size(result.size)} at {result.path}"
+
+
+def _setup_demo(say: Callable[[str], None]) -> str:
+    from deepdraft import demo
+    from deepdraft.retrieval.bm25_index import BM25Index
+
+    index_dir = demo.ensure_demo_kb(None, say)
+    corpus = demo.demo_corpus_path()
+    with BM25Index.open(index_dir) as index:
+        manifest = index.manifest
+    size = _size(corpus.stat().st_size)
+    return (
+        f"{manifest['documents']} addresses, {manifest['chunks']} passages; corpus {size} at {corpus}, "
+        f"index at {index_dir}"
+    )
+
+
+@app.command("models")
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the embedded models deepdraft knows, and which are installed."""
+    active = models.DEFAULT_MODEL
+    rows = [
+        {
+            "name": status.spec.name,
+            "active": status.spec.name == active,
+            "state": status.state,
+            "size": status.size,
+            "path": str(status.path),
+            "title": status.spec.title,
+            "purpose": status.spec.purpose,
+            "license": status.spec.license,
+            "provenance": status.spec.provenance,
+        }
+        for status in map(models.model_status, models.MODELS)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        marker = "*" if row["active"] else " "
+        size = _size(row["size"]) if isinstance(row["size"], int) else "-"
+        console.print(
+            f"{marker} {row['name']:<20} {row['state']:<10} {size:>9}  {row['path']}\n"
+            f"    {row['title']}: {row['purpose']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print("* active (the default); install another with: deepdraft setup --model NAME")
+    console.print(f"cache: {models.models_dir()}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def _status(run_id: str, recorded: str) -> str:

@@ -9,6 +9,7 @@
      │    ├── LLMUnreachable    connection refused, DNS, TLS
      │    ├── LLMTimeout        no answer in time (after retries)
      │    ├── LLMRefused        4xx: auth, unknown model, request rejected
+     │    ├── LLMContextOverflow the prompt is longer than the model's context window
      │    ├── LLMServerError    5xx or 429 after every retry
      │    └── LLMBadResponse    a reply that is not a chat completion
      ├── StoreError             the run journal could not be read or written
@@ -58,6 +59,10 @@ class LLMTimeout(LLMError):
 
 class LLMRefused(LLMError):
     pass
+
+
+class LLMContextOverflow(LLMRefused):
+    """The prompt did not fit the model's context; the policy retries with smaller prompts."""
 
 
 class LLMServerError(LLMError):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from deepdraft.tokens import head_tail
+
 KEY_PREFIX = "textid"
 
 
@@ -110,8 +112,18 @@ def select_passages(hits_per_keyword: Sequence[Sequence[Passage]], budget: int) 
     return chosen
 
 
-def render_evidence(registry: EvidenceRegistry, keys: Sequence[str]) -> str:
-    """The evidence block of a prompt: `bibkey:textidN` on its own line, then the passage."""
+def render_evidence(
+    registry: EvidenceRegistry, keys: Sequence[str], passage_tokens: int | None = None
+) -> str:
+    """The evidence block of a prompt: `bibkey:textidN` on its own line, then the passage.
+
+    `passage_tokens` cuts long passages to their first tokens, for models with slow prefill.
+    """
     if not keys:
         return "No evidence was found."
-    return "\n\n".join(f"bibkey:{key}\n{registry[key].text}" for key in keys)
+
+    def text(key: str) -> str:
+        passage = registry[key].text
+        return passage if passage_tokens is None else head_tail(passage, passage_tokens, 0)
+
+    return "\n\n".join(f"bibkey:{key}\n{text(key)}" for key in keys)

@@ -56,9 +56,10 @@ from deepdraft.warp import WarpPolicy
 POLICIES: dict[str, type[WarpPolicy]] = {"warp": WarpPolicy, "plan-write": PlanThenWritePolicy}
 
 NO_LLM_MESSAGE = (
-    "no LLM configured: pass --base-url (an OpenAI-compatible server such as vLLM, llama.cpp, "
-    "Ollama or LM Studio, e.g. http://localhost:8000/v1) and --model, or set OPENAI_BASE_URL and "
-    "DEEPDRAFT_MODEL. deepdraft never sends your text to a service you did not name."
+    "no LLM configured and the embedded model is not ready ({why}). Run `deepdraft setup` for the "
+    "embedded model, or pass --base-url (an OpenAI-compatible server such as vLLM, llama.cpp, Ollama "
+    "or LM Studio, e.g. http://localhost:8000/v1) and --model. deepdraft never sends your text to a "
+    "service you did not name."
 )
 
 
@@ -85,11 +86,57 @@ class Report:
 
 
 def build_llm(settings: Settings) -> LLM:
-    if not settings.llm.base_url:
-        raise ConfigError(NO_LLM_MESSAGE)
-    from deepdraft.llm.openai_compat import OpenAICompatibleLLM
+    """The endpoint the user named, else the embedded model — never a service nobody named."""
+    if settings.llm.base_url:
+        from deepdraft.llm.openai_compat import OpenAICompatibleLLM
 
-    return OpenAICompatibleLLM.from_settings(settings.llm)
+        return OpenAICompatibleLLM.from_settings(settings.llm)
+    from deepdraft.llm.embedded import load_embedded
+
+    try:
+        return load_embedded(
+            settings.llm.model,
+            temperature=settings.llm.temperature,
+            top_p=settings.llm.top_p,
+            max_tokens=settings.llm.max_tokens,
+            seed=settings.research.seed or 0,
+        )
+    except ConfigError as exc:
+        raise ConfigError(NO_LLM_MESSAGE.format(why=str(exc).rstrip("."))) from exc
+
+
+def resolve_kb(kb: str | None, settings: Settings) -> tuple[Retriever, str]:
+    """The retriever for `--kb`, and how to find it again on resume.
+
+    `kb` is a knowledge-base name or a path (a name wins when both exist). Without one: the KB
+    `default` if it has documents, else the bundled `demo` corpus.
+    """
+    from deepdraft import kb as kbs
+
+    if kb is None:
+        name = kbs.DEFAULT_KB if kbs.kb_has_documents(kbs.DEFAULT_KB) else kbs.DEMO_KB
+        if name == kbs.DEMO_KB and not kbs.kb_exists(name):
+            _index_demo_if_present()
+        return kbs.open_kb(name), f"kb:{name}"
+    if kb.startswith("kb:"):
+        return kbs.open_kb(kb.removeprefix("kb:")), kb
+    if kbs.is_kb_name(kb) and kbs.kb_exists(kb):
+        return kbs.open_kb(kb), f"kb:{kb}"
+    path = Path(kb).expanduser()
+    if not path.exists():
+        raise KnowledgeBaseError(
+            f"no knowledge base named {kb!r} and no file or folder {path} "
+            "(give a KB name, a folder of .txt/.md files or a .jsonl corpus)"
+        )
+    return open_corpus(path, settings), str(path.resolve())
+
+
+def _index_demo_if_present() -> None:
+    """A new workspace indexes the demo corpus that `deepdraft setup` left in the shared cache."""
+    from deepdraft import demo
+
+    if demo.demo_corpus_path().is_file():
+        demo.ensure_demo_kb()
 
 
 def open_corpus(path: Path, settings: Settings) -> Retriever:
@@ -123,28 +170,25 @@ def start(
     question: str,
     settings: Settings,
     *,
-    kb: Path | None = None,
+    kb: str | None = None,
     llm: LLM | None = None,
     retriever: Retriever | None = None,
     output: Path | None = None,
     on_event: EventSink = ignore,
     run_id: str | None = None,
 ) -> Report:
-    """Start a new run and drive it to the end."""
+    """Start a new run and drive it to the end. `kb`: a KB name or a path (see `resolve_kb`)."""
     question = question.strip()
     if not question:
         raise UserError("the question is empty")
+    kb_ref = None
     if retriever is None:
-        if kb is None:
-            raise KnowledgeBaseError(
-                "no knowledge base given: pass --kb PATH (a folder of .txt/.md files or a .jsonl)"
-            )
-        retriever = open_corpus(kb, settings)
+        retriever, kb_ref = resolve_kb(kb, settings)
     llm = llm or build_llm(settings)
     run_id = run_id or new_run_id()
     recorded = {
         "settings": settings.public_dict(),
-        "kb": str(kb.expanduser().resolve()) if kb is not None else None,
+        "kb": kb_ref,
         "corpus_fingerprint": retriever.fingerprint(),
         "model": llm.model_name,
         "output": str(output) if output else None,
@@ -207,6 +251,10 @@ def _drive(
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with _exclusive(folder, run_id), open_journal() as journal:
+        # The model's own window and tokenizer when it has them (the embedded model does), before
+        # the cache wrapper hides them.
+        window = getattr(llm, "context_window", None) or settings.llm.context_window
+        counter = getattr(llm, "count_tokens", None)
         if settings.llm.cache:
             llm = CachingLLM(llm, journal, namespace=run_id)
         sink = _JournalSink(journal, run_id, on_event)
@@ -215,7 +263,8 @@ def _drive(
             retriever,
             settings.research,
             sink,
-            prompt_limit=settings.llm.context_window - settings.llm.max_tokens,
+            prompt_limit=window - settings.llm.max_tokens,
+            count_tokens=counter,
         )
         journal.update_run(run_id, status="running", error="")
         sink(RunStarted(run_id, state.question, policy.name, resumed_at_step=state.step))

@@ -22,6 +22,38 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from deepdraft.errors import ConfigError
 
 PolicyName = Literal["warp", "plan-write"]
+Depth = Literal["quick", "standard", "deep"]
+
+# What each depth changes, section by section. "quick" is sized for a small model on a laptop CPU
+# (about 35 prompt tokens/s): few, short prompts and one deepening step, about 15 actions.
+DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "research": {
+            "max_steps": 30,
+            "max_expansions": 1,
+            "max_sections": 4,
+            "max_subsections": 3,
+            "outline_evidence": 6,
+            "node_evidence": 4,
+            "hits_per_keyword": 8,
+            "passage_tokens": 110,
+            "search_budget_tokens": 300,
+            "draft_budget_tokens": 500,
+            "report_budget_tokens": 900,
+        },
+        "llm": {"max_tokens": 700},
+    },
+    "standard": {},
+    "deep": {
+        "research": {
+            "max_steps": 220,
+            "max_expansions": 12,
+            "node_evidence": 14,
+            "draft_budget_tokens": 4000,
+            "report_budget_tokens": 8000,
+        },
+    },
+}
 
 
 class _Section(BaseModel):
@@ -40,6 +72,9 @@ class LLMSettings(_Section):
     """Tokens the model accepts; prompts are condensed to fit inside it."""
     timeout_s: float = Field(300.0, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+    constrain: Literal["auto", "grammar", "json", "off"] = "auto"
+    """How replies are constrained: a GBNF grammar (llama.cpp servers; "auto" tries it and stops if
+    the server refuses), a JSON envelope (OpenAI structured outputs, Ollama), or not at all."""
     cache: bool = True
     """Keep every reply in the run journal so a resumed or replayed run costs nothing."""
 
@@ -54,6 +89,8 @@ class LLMSettings(_Section):
 
 
 class ResearchSettings(_Section):
+    depth: Depth = "standard"
+    """A preset for the budgets below (see DEPTH_PRESETS); explicit settings win over it."""
     policy: PolicyName = "warp"
     max_steps: int = Field(140, ge=1, le=10_000)
     """Upper bound on LLM actions in one run."""
@@ -70,6 +107,14 @@ class ResearchSettings(_Section):
     """Size of the condensed draft in write prompts (full text near the node being written)."""
     report_budget_tokens: int = Field(5000, ge=200)
     """Size of the condensed report shown to the extend-plan decision."""
+    passage_tokens: int | None = Field(None, ge=20)
+    """Cut each evidence passage in prompts to about this many tokens (None: whole passages)."""
+    max_sections: int = Field(12, ge=3, le=12)
+    """Most top-level sections an outline may have (the protocol allows 3–12)."""
+    max_subsections: int = Field(7, ge=2, le=7)
+    """Most subsections one deepening step may add (the protocol allows 2–7)."""
+    seed: int | None = None
+    """Base seed for sampling; each action asks with seed + step, so a retry is a new sample."""
 
 
 class RetrievalSettings(_Section):
@@ -105,6 +150,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("OPENAI_API_KEY", "llm", "api_key"),
     ("DEEPDRAFT_API_KEY", "llm", "api_key"),
     ("DEEPDRAFT_POLICY", "research", "policy"),
+    ("DEEPDRAFT_DEPTH", "research", "depth"),
     ("DEEPDRAFT_MAX_STEPS", "research", "max_steps"),
     ("DEEPDRAFT_MAX_EXPANSIONS", "research", "max_expansions"),
 )
@@ -145,6 +191,12 @@ def load_settings(
         for key, value in values.items():
             if value is not None:
                 merged.setdefault(section, {})[key] = value
+
+    # A depth preset fills in only what no source set explicitly.
+    depth = merged.get("research", {}).get("depth", "standard")
+    for section, values in DEPTH_PRESETS.get(depth, {}).items():
+        for key, value in values.items():
+            merged.setdefault(section, {}).setdefault(key, value)
 
     try:
         return Settings.model_validate(merged)

@@ -31,6 +31,8 @@ from dataclasses import dataclass, replace
 
 from deepdraft import prompts
 from deepdraft.actions import (
+    SECTIONS_RANGE,
+    SUBSECTIONS_RANGE,
     Action,
     ExtendPlan,
     InitPlan,
@@ -45,7 +47,7 @@ from deepdraft.actions import (
     validate_search,
     validate_write,
 )
-from deepdraft.errors import RunFailed
+from deepdraft.errors import LLMContextOverflow, RunFailed
 from deepdraft.events import (
     ActionFinished,
     ActionStarted,
@@ -59,13 +61,26 @@ from deepdraft.events import (
     ignore,
 )
 from deepdraft.evidence import render_evidence, select_passages
+from deepdraft.grammar import ShapeName, reply_shape
 from deepdraft.outline import NodeSpec, Outline, empty_outline_view
-from deepdraft.ports import LLM, ChatRequest, ChatResult, Retriever
+from deepdraft.ports import LLM, ChatRequest, ChatResult, ReplyShape, Retriever
 from deepdraft.settings import ResearchSettings
 from deepdraft.state import RunState
-from deepdraft.tokens import count_tokens
+from deepdraft.tokens import count_tokens as estimate_tokens
 
 MIN_DRAFT_BUDGET = 200
+MIN_PASSAGE_CUT = 60  # shorter passages stop being evidence worth citing
+MAX_PASSAGE_CUT = 400  # where cutting starts when passages are shown whole
+MIN_PROMPT_LIMIT = 600  # below this no useful prompt fits; a server refusing it is a real error
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How much of the draft and the evidence a prompt shows."""
+
+    draft: int  # token budget of the condensed draft
+    passages: int  # how many evidence passages, best first
+    passage_tokens: int | None  # each passage cut to about this many tokens (None: whole)
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,7 @@ class Exchange:
 class WarpPolicy:
     name = "warp"
     plan_template: prompts.TemplateName = "init_plan"
+    plan_shape: ShapeName = "init-plan"
 
     def __init__(
         self,
@@ -91,6 +107,7 @@ class WarpPolicy:
         budgets: ResearchSettings,
         on_event: EventSink = ignore,
         prompt_limit: int | None = None,
+        count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         self.llm = llm
         self.retriever = retriever
@@ -98,6 +115,10 @@ class WarpPolicy:
         self.emit: Callable[[Event], None] = on_event
         self.prompt_limit = prompt_limit
         """Most tokens a prompt may have (the model's context minus room for the reply)."""
+        self.count_tokens = count_tokens or estimate_tokens
+        """How prompts are measured: the model's own tokenizer when it has one, else an estimate."""
+        self._last_prompt_tokens = 0
+        self._refused_size = 1 << 62  # size of the last prompt refused as too long
 
     def run(self, state: RunState) -> RunState:
         while state.phase != "done":
@@ -108,31 +129,39 @@ class WarpPolicy:
                     )
                 self._stop(state, f"step budget of {self.budgets.max_steps} actions reached")
                 break
-            match state.phase:
-                case "search":
-                    self._search(state)
-                case "plan":
-                    self._plan(state)
-                case "write":
-                    self._write(state)
-                case "extend":
-                    self._extend(state)
+            try:
+                match state.phase:
+                    case "search":
+                        self._search(state)
+                    case "plan":
+                        self._plan(state)
+                    case "write":
+                        self._write(state)
+                    case "extend":
+                        self._extend(state)
+            except LLMContextOverflow:
+                # Shrink later prompts below the one refused; give up when they cannot shrink further.
+                refused_size, self._last_prompt_tokens = self._last_prompt_tokens, 0
+                if refused_size <= MIN_PROMPT_LIMIT or refused_size >= self._refused_size:
+                    raise
+                self._refused_size = refused_size
+                self.prompt_limit = max(MIN_PROMPT_LIMIT, refused_size * 3 // 4)
         return state
 
     # ---- the four actions ----------------------------------------------------------------------
 
     def _search(self, state: RunState) -> None:
         prompt = self._fit(
-            lambda draft, _: prompts.render(
+            lambda fit: prompts.render(
                 "search",
                 question=state.question,
-                outline=self._draft_view(state, draft, focus=state.target),
+                outline=self._draft_view(state, fit.draft, focus=state.target),
                 instruction=prompts.instruction(state.target),
                 feedback=state.feedback,
             ),
             self.budgets.search_budget_tokens,
         )
-        exchange = self._ask(state, "search", prompt, self._read_search)
+        exchange = self._ask(state, "search", prompt, self._read_search, reply_shape("search"))
         outcome = exchange.outcome
         if isinstance(outcome, Search):
             found = self._retrieve(state, list(outcome.keywords))
@@ -152,16 +181,19 @@ class WarpPolicy:
 
     def _plan(self, state: RunState) -> None:
         prompt = self._fit(
-            lambda _, passages: prompts.render(
+            lambda fit: prompts.render(
                 self.plan_template,
                 question=state.question,
-                evidence=render_evidence(state.registry, state.evidence[:passages]),
+                evidence=self._evidence(state, fit),
                 feedback=state.feedback,
+                **self._bounds(),
             ),
             None,
             len(state.evidence),
         )
-        exchange = self._ask(state, "init-plan", prompt, self._read_plan)
+        exchange = self._ask(
+            state, "init-plan", prompt, self._read_plan, reply_shape(self.plan_shape, *self._ranges())
+        )
         outcome = exchange.outcome
         if isinstance(outcome, InitPlan):
             state.outline = Outline(title=outcome.title)
@@ -178,18 +210,18 @@ class WarpPolicy:
     def _write(self, state: RunState) -> None:
         assert state.outline is not None
         prompt = self._fit(
-            lambda draft, passages: prompts.render(
+            lambda fit: prompts.render(
                 "write",
                 question=state.question,
-                outline=self._draft_view(state, draft, focus=state.target),
+                outline=self._draft_view(state, fit.draft, focus=state.target),
                 instruction=prompts.instruction(state.target),
-                evidence=render_evidence(state.registry, state.evidence[:passages]),
+                evidence=self._evidence(state, fit),
                 feedback=state.feedback,
             ),
             self.budgets.draft_budget_tokens,
             len(state.evidence),
         )
-        exchange = self._ask(state, "write", prompt, self._read_write)
+        exchange = self._ask(state, "write", prompt, self._read_write, reply_shape("write"))
         outcome = exchange.outcome
         if isinstance(outcome, Write):
             node = state.outline.find(state.target)
@@ -207,15 +239,18 @@ class WarpPolicy:
     def _extend(self, state: RunState) -> None:
         assert state.outline is not None
         prompt = self._fit(
-            lambda draft, _: prompts.render(
+            lambda fit: prompts.render(
                 "extend_plan",
                 question=state.question,
-                outline=self._draft_view(state, draft, focus=None),
+                outline=self._draft_view(state, fit.draft, focus=None),
                 feedback=state.feedback,
+                **self._bounds(),
             ),
             self.budgets.report_budget_tokens,
         )
-        exchange = self._ask(state, "extend-plan", prompt, self._read_extend)
+        exchange = self._ask(
+            state, "extend-plan", prompt, self._read_extend, reply_shape("extend-plan", *self._ranges())
+        )
         outcome = exchange.outcome
         if isinstance(outcome, Nop):
             self._stop(state, "the model judged the report complete")
@@ -300,27 +335,49 @@ class WarpPolicy:
         assert node is not None
         return [node.node.title, f"{node.node.title} {node.node.plan}"]
 
-    def _fit(self, render: Callable[[int, int], str], draft: int | None, passages: int = 0) -> str:
-        """Render a prompt with the given draft budget and evidence count, shrinking both if needed.
+    def _fit(self, render: Callable[[Fit], str], draft: int | None, passages: int = 0) -> str:
+        """Render a prompt within the budgets, shrinking them while it is over the prompt limit.
 
-        The budgets normally keep prompts small; this guard is for small context windows, where
-        the draft is condensed further first and, only if that is not enough, the last (lowest
-        ranked) evidence passages are left out.
+        The budgets normally keep prompts small; this guard is for small context windows. It
+        condenses the draft further first, then shortens the evidence passages, and only then
+        leaves out the last (lowest ranked) passages.
         """
-        draft_budget = draft or 0
-        prompt = render(draft_budget, passages)
+        fit = Fit(draft or 0, passages, self.budgets.passage_tokens)
+        prompt = render(fit)
         while self.prompt_limit is not None:
-            excess = count_tokens(prompt) - self.prompt_limit
+            excess = self.count_tokens(prompt) - self.prompt_limit
             if excess <= 0:
                 break
-            if draft is not None and draft_budget > MIN_DRAFT_BUDGET:
-                draft_budget = max(MIN_DRAFT_BUDGET, draft_budget - excess)
-            elif passages > 1:
-                passages -= 1
+            if draft is not None and fit.draft > MIN_DRAFT_BUDGET:
+                fit = replace(fit, draft=max(MIN_DRAFT_BUDGET, fit.draft - excess))
+            elif fit.passages and (fit.passage_tokens or MAX_PASSAGE_CUT) > MIN_PASSAGE_CUT:
+                per_passage = (fit.passage_tokens or MAX_PASSAGE_CUT) - excess // fit.passages - 1
+                fit = replace(fit, passage_tokens=max(MIN_PASSAGE_CUT, per_passage))
+            elif fit.passages > 1:
+                fit = replace(fit, passages=fit.passages - 1)
             else:
                 break  # nothing left to shrink; the server will say if it is too long
-            prompt = render(draft_budget, passages)
+            prompt = render(fit)
         return prompt
+
+    def _ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(sections, subsections) count bounds: the protocol's, narrowed by the settings."""
+        return (
+            (SECTIONS_RANGE[0], self.budgets.max_sections),
+            (SUBSECTIONS_RANGE[0], self.budgets.max_subsections),
+        )
+
+    def _bounds(self) -> dict[str, int]:
+        (min_sections, max_sections), (min_subsections, max_subsections) = self._ranges()
+        return {
+            "min_sections": min_sections,
+            "max_sections": max_sections,
+            "min_subsections": min_subsections,
+            "max_subsections": max_subsections,
+        }
+
+    def _evidence(self, state: RunState, fit: Fit) -> str:
+        return render_evidence(state.registry, state.evidence[: fit.passages], fit.passage_tokens)
 
     def _draft_view(self, state: RunState, budget: int, focus: str | None) -> str:
         if state.outline is None:
@@ -338,7 +395,7 @@ class WarpPolicy:
     def _read_plan(self, raw: str, state: RunState) -> Action | Refused:
         action = parse(raw, {"init-plan"})
         if isinstance(action, InitPlan):
-            return validate_init_plan(action, state.question) or action
+            return validate_init_plan(action, state.question, self._ranges()[0]) or action
         return action
 
     def _read_write(self, raw: str, state: RunState) -> Action | Refused:
@@ -351,7 +408,7 @@ class WarpPolicy:
         assert state.outline is not None
         action = parse(raw, {"extend-plan", "nop"})
         if isinstance(action, ExtendPlan):
-            return validate_extend_plan(action, state.outline, state.question) or action
+            return validate_extend_plan(action, state.outline, state.question, self._ranges()[1]) or action
         return action
 
     # ---- talking to the model and recording the step -------------------------------------------
@@ -362,12 +419,23 @@ class WarpPolicy:
         action: str,
         prompt: str,
         read: Callable[[str, RunState], Action | Refused],
+        shape: ReplyShape,
     ) -> Exchange:
-        state.step += 1
-        self.emit(ActionStarted(state.step, action, state.target))
+        step = state.step + 1
+        self.emit(ActionStarted(step, action, state.target))
         started = time.time()
+        seed = None if self.budgets.seed is None else self.budgets.seed + step
         # The tag makes the cache key unique per step, so a resumed run replays this very reply.
-        result = self.llm.complete(ChatRequest.user(prompt, tag=f"step-{state.step}"))
+        request = ChatRequest.user(prompt, reply_shape=shape, seed=seed, tag=f"step-{step}")
+        try:
+            result = self.llm.complete(request)
+        except LLMContextOverflow:
+            # Prompts are budgeted with an estimate; if the server still finds one too long, the
+            # run loop shrinks every later prompt and asks this action again.
+            self._last_prompt_tokens = self.count_tokens(prompt)
+            raise
+        self._refused_size = 1 << 62
+        state.step = step
         state.prompt_tokens += result.usage.prompt_tokens
         state.completion_tokens += result.usage.completion_tokens
         return Exchange(action, state.target, prompt, result, read(result.text, state), started)

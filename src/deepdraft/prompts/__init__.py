@@ -29,7 +29,7 @@ def _load(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.jinja").read_text(encoding="utf-8")
 
 
-def render(name: TemplateName, **variables: str) -> str:
+def render(name: TemplateName, **variables: str | int) -> str:
     """Render a template; `feedback` (why the last reply was refused) defaults to none."""
     variables.setdefault("feedback", "")
     return _environment().get_template(name).render(**variables).strip() + "\n"

@@ -1,0 +1,262 @@
+"""Robustness with small local models: constraints, hidden reasoning, loops, context overflow, presets."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deepdraft.actions import InitPlan, Refused, Search, Write, parse, repetition, validate_write
+from deepdraft.errors import LLMContextOverflow
+from deepdraft.events import ActionFinished, Event
+from deepdraft.evidence import EvidenceRegistry, Passage, Source, render_evidence
+from deepdraft.grammar import reply_shape
+from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.outline import Outline
+from deepdraft.ports import ChatRequest
+from deepdraft.settings import ResearchSettings, load_settings
+from deepdraft.state import RunState
+from deepdraft.tokens import count_tokens
+from deepdraft.warp import WarpPolicy
+from tests.support.openai_server import ErrorReply, FakeOpenAIServer
+from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
+
+QUESTION = "How did presidents argue about tariffs?"
+
+
+# ---- hidden reasoning -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["think", "thinking", "reasoning", "THINK"])
+def test_reasoning_blocks_are_stripped(tag: str) -> None:
+    raw = f'<{tag}>Let me think... <action>{{"name": "nop"}}</action> no wait</{tag}>\n<thought>ok</thought><action>{{"name": "search", "keywords": ["a"]}}</action>'
+    assert parse(raw, {"search"}) == Search(("a",))
+
+
+def test_an_unclosed_reasoning_block_hides_everything_after_it() -> None:
+    assert isinstance(parse('<think>{"name": "search", "keywords": ["a"]}', {"search"}), Refused)
+
+
+# ---- degenerate output ------------------------------------------------------------------------
+
+
+def test_a_looping_text_is_refused_with_a_reason() -> None:
+    loop = "Tariffs protect industry and raise revenue for the nation. " * 4 + "\\cite{textid1}"
+    refused = validate_write(Write(loop), QUESTION, {"textid1"})
+    assert isinstance(refused, Refused) and "repeats itself" in refused.reason
+
+
+def test_varied_prose_is_not_flagged() -> None:
+    text = (
+        "Early presidents treated duties on imports as the main source of federal revenue, while later "
+        "ones argued about protection for manufacturing, the burden on farmers and the effect on trade."
+    )
+    assert repetition(text) is None
+
+
+def test_chinese_loops_are_caught_too() -> None:
+    assert repetition("关税保护了本国工业。" * 4) is not None
+    assert (
+        repetition("早期总统把关税视为联邦收入的主要来源，后来的总统则争论保护主义对农民和贸易的影响。")
+        is None
+    )
+
+
+def test_a_tiny_vocabulary_is_flagged() -> None:
+    assert repetition(" ".join(["tariff", "trade", "duty", "tax"] * 20)) is not None
+
+
+# ---- constrained decoding shapes --------------------------------------------------------------
+
+
+def test_every_action_sends_its_shape_and_write_only_its_frame() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=1))
+    WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings()).run(RunState(question=QUESTION))
+    by_kind: dict[str, set[str]] = {}
+    for request in llm.requests:
+        kind, _ = classify(request.messages[-1].content)
+        assert request.reply_shape is not None
+        by_kind.setdefault(kind, set()).add(request.reply_shape.grammar)
+    assert by_kind["search"] == {reply_shape("search").grammar}
+    assert by_kind["write"] == {reply_shape("write").grammar}
+    assert reply_shape("write").action_schema is None
+    assert '"{" ws' not in reply_shape("write").grammar.split("action ::=")[1].split("\n")[0]
+    assert "{2,11}" in next(iter(by_kind["init-plan"]))  # 3–12 sections
+
+
+def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -> None:
+    settings_ = load_settings(flags={"research": {"depth": "quick"}})
+    research = settings_.research
+    assert (research.max_sections, research.max_subsections, research.max_expansions) == (4, 3, 1)
+    assert settings_.llm.max_tokens == 700
+    llm = FunctionLLM(ScenarioModel(expansions=1))
+    WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
+    plan_request = next(r for r in llm.requests if classify(r.messages[-1].content)[0] == "init-plan")
+    assert "between 3 and 4 top-level sections" in plan_request.messages[-1].content
+    assert plan_request.reply_shape is not None and "{2,3}" in plan_request.reply_shape.grammar
+    five = {
+        "name": "init-plan",
+        "title": "T",
+        "sections": [{"title": f"S{i}", "plan": "p"} for i in range(5)],
+    }
+    refusing = WarpPolicy(FunctionLLM(lambda r: ""), WordOverlapRetriever(SOTU_LIKE), research)
+    outcome = refusing._read_plan(
+        f"<thought/><action>{json.dumps(five)}</action>", RunState(question=QUESTION)
+    )
+    assert isinstance(outcome, Refused) and "between 3 and 4 sections" in outcome.reason
+    ok = {**five, "sections": five["sections"][:4]}
+    assert isinstance(
+        refusing._read_plan(f"<action>{json.dumps(ok)}</action>", RunState(question=QUESTION)), InitPlan
+    )
+
+
+def test_explicit_settings_win_over_the_depth_preset() -> None:
+    research = load_settings(flags={"research": {"depth": "quick", "max_steps": 99}}).research
+    assert research.max_steps == 99 and research.node_evidence == 4
+    deep = load_settings(flags={"research": {"depth": "deep"}}).research
+    assert deep.max_steps == 220 and deep.max_expansions == 12
+
+
+def test_seed_changes_with_every_step_so_a_retry_is_a_new_sample() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=0))
+    WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings(seed=1000)).run(
+        RunState(question=QUESTION)
+    )
+    assert [r.seed for r in llm.requests] == [1000 + i for i in range(1, len(llm.requests) + 1)]
+
+
+def test_passages_are_cut_for_slow_prefill() -> None:
+    registry = EvidenceRegistry()
+    key = registry.register(Passage("word " * 500, Source("d", "D", "/d.txt")))
+    assert count_tokens(render_evidence(registry, [key], passage_tokens=50)) < 70
+    assert count_tokens(render_evidence(registry, [key])) > 500
+
+
+# ---- context overflow -------------------------------------------------------------------------
+
+
+def test_a_server_context_overflow_shrinks_later_prompts_instead_of_failing() -> None:
+    limit = 700
+    events: list[Event] = []
+
+    def tight_server(request: ChatRequest) -> str:
+        if count_tokens(request.messages[-1].content) > limit:
+            raise LLMContextOverflow(f"prompt longer than {limit}")
+        return ScenarioModel(expansions=1)(request)
+
+    retriever = WordOverlapRetriever(
+        [(t, text + " More words about tariffs and trade. " * 30) for t, text in SOTU_LIKE]
+    )
+    policy = WarpPolicy(FunctionLLM(tight_server), retriever, ResearchSettings(), events.append)
+    state = policy.run(RunState(question=QUESTION))
+    assert state.stop_reason == "the model judged the report complete"
+    assert policy.prompt_limit is not None, "the policy learned a prompt limit from the refusals"
+    steps = [e.record.step for e in events if isinstance(e, ActionFinished)]
+    assert steps == list(range(1, len(steps) + 1)), "a refused-for-length call is not a step"
+
+
+def test_overflow_over_http_recovers_too() -> None:
+    limit = 700
+
+    def respond(body: dict[str, Any], index: int) -> str | ErrorReply:
+        prompt = body["messages"][-1]["content"]
+        if count_tokens(prompt) > limit:
+            return ErrorReply(400, f"This model's maximum context length is {limit} tokens.")
+        messages = tuple(
+            __import__("deepdraft.ports", fromlist=["Message"]).Message(m["role"], m["content"])
+            for m in body["messages"]
+        )
+        return ScenarioModel(expansions=0)(ChatRequest(messages=messages))
+
+    from deepdraft.llm.openai_compat import OpenAICompatibleLLM
+
+    retriever = WordOverlapRetriever(
+        [(t, text + " More words about tariffs and trade. " * 30) for t, text in SOTU_LIKE]
+    )
+    with FakeOpenAIServer(respond) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model")
+        state = WarpPolicy(llm, retriever, ResearchSettings()).run(RunState(question=QUESTION))
+        accepted = [b for b in server.requests if count_tokens(b["messages"][-1]["content"]) <= limit]
+    assert state.outline is not None and all(n.node.written for n in state.outline.walk())
+    assert len(accepted) == state.step
+
+
+# ---- prompt budgeting (property) ---------------------------------------------------------------
+
+
+def render_all_prompts(
+    node_words: list[int], passage_words: list[int], limit: int, count: Callable[[str], int] | None
+) -> list[str]:
+    """Every kind of prompt the policy sends, for a random draft and random evidence."""
+    outline = Outline.create("Tariffs", [(f"Section {i}", f"plan {i}") for i in range(3)])
+    for position in ("section-1", "section-2.1"[: 9 if len(node_words) > 6 else 0] or "section-2"):
+        outline.add_children(position, [("Part a", "plan a"), ("Part b", "plan b")])
+    for located, words in zip(outline.walk(), node_words, strict=False):
+        located.node.content = " ".join(f"claim{j} about tariffs" for j in range(words)) or None
+    state = RunState(question=QUESTION, outline=outline, target=outline.sections[-1].id and "section-3")
+    for i, words in enumerate(passage_words):
+        text = f"passage {i}: " + " ".join(f"evidence{j}" for j in range(words))
+        state.evidence.append(state.registry.register(Passage(text, Source(f"d{i}", "D", "/d"))))
+    prompts: list[str] = []
+
+    def capture(request: ChatRequest) -> str:
+        prompts.append(request.messages[-1].content)
+        raise LLMContextOverflow("stop here: only the prompt is wanted")
+
+    policy = WarpPolicy(
+        FunctionLLM(capture),
+        WordOverlapRetriever(SOTU_LIKE),
+        ResearchSettings(),
+        prompt_limit=limit,
+        count_tokens=count,
+    )
+    for handler in (policy._search, policy._plan, policy._write, policy._extend):
+        with contextlib.suppress(LLMContextOverflow):
+            handler(state.model_copy(deep=True))
+    assert len(prompts) == 4
+    return prompts
+
+
+RANDOM_DRAFTS = {
+    "node_words": st.lists(st.integers(min_value=0, max_value=700), min_size=3, max_size=9),
+    "passage_words": st.lists(st.integers(min_value=5, max_value=500), min_size=1, max_size=20),
+    "limit": st.integers(min_value=1600, max_value=6000),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(**RANDOM_DRAFTS)
+def test_no_prompt_exceeds_the_limit(node_words: list[int], passage_words: list[int], limit: int) -> None:
+    prompts = render_all_prompts(node_words, passage_words, limit, None)
+    assert all(count_tokens(prompt) <= limit for prompt in prompts)
+
+
+@pytest.mark.embedded
+def test_the_estimate_keeps_prompts_inside_the_real_tokenizers_count() -> None:
+    """Budgeted with the estimator, measured with the embedded model's own tokenizer."""
+    tokenizer = real_tokenizer()
+
+    @settings(max_examples=30, deadline=None)
+    @given(**RANDOM_DRAFTS)
+    def check(node_words: list[int], passage_words: list[int], limit: int) -> None:
+        for prompt in render_all_prompts(node_words, passage_words, limit, None):
+            assert tokenizer(prompt) <= limit
+
+    check()
+
+
+def real_tokenizer() -> Callable[[str], int]:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from deepdraft import models
+
+    try:
+        path = models.resolve_model(None)
+    except Exception as exc:  # the model is not set up on this machine
+        pytest.skip(f"embedded model not installed: {exc}")
+    vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
