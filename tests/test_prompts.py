@@ -26,6 +26,8 @@ VARIABLES: dict[str, dict[str, str]] = {
         "outline": "OUTLINE-TEXT",
         "instruction": "INSTRUCTION-TEXT",
         "evidence": "EVIDENCE-TEXT",
+        "title": "TITLE-TEXT",
+        "plan": "PLAN-TEXT",
     },
     "extend_plan": {
         "question": "Q-TEXT",

@@ -93,7 +93,7 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
     settings_ = load_settings(flags={"research": {"depth": "quick"}})
     research = settings_.research
     assert (research.max_sections, research.max_subsections, research.max_expansions) == (4, 3, 1)
-    assert settings_.llm.max_tokens == 700
+    assert settings_.llm.max_tokens == 480
     llm = FunctionLLM(ScenarioModel(expansions=1))
     WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
     plan_request = next(r for r in llm.requests if classify(r.messages[-1].content)[0] == "init-plan")
@@ -141,7 +141,7 @@ def test_passages_are_cut_for_slow_prefill() -> None:
 
 
 def test_a_server_context_overflow_shrinks_later_prompts_instead_of_failing() -> None:
-    limit = 700
+    limit = 900
     events: list[Event] = []
 
     def tight_server(request: ChatRequest) -> str:
@@ -161,7 +161,7 @@ def test_a_server_context_overflow_shrinks_later_prompts_instead_of_failing() ->
 
 
 def test_overflow_over_http_recovers_too() -> None:
-    limit = 700
+    limit = 900
 
     def respond(body: dict[str, Any], index: int) -> str | ErrorReply:
         prompt = body["messages"][-1]["content"]
@@ -260,3 +260,67 @@ def real_tokenizer() -> Callable[[str], int]:
         pytest.skip(f"embedded model not installed: {exc}")
     vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+# ---- citations attached for a model that will not cite ---------------------------------------
+
+
+def test_attach_citations_cites_supported_sentences_and_drops_the_rest() -> None:
+    from deepdraft.attach import attach_citations
+
+    evidence = {
+        "textid1": "The tariffs on imports protect our manufactures and raise revenue to pay the public debt.",
+        "textid2": "High tariffs burden the farmer of the South; the history shows reform is needed.",
+    }
+    text = (
+        "Tariffs on imports protected manufactures and raised revenue. "
+        "Farmers in the South felt the burden of high tariffs! Aliens landed on Mars in 1850."
+    )
+    assert attach_citations(text, evidence) == (
+        "Tariffs on imports protected manufactures and raised revenue \\cite{textid1}. "
+        "Farmers in the South felt the burden of high tariffs \\cite{textid2}!"
+    )
+    assert attach_citations("Nothing here matches at all.", evidence) is None
+    assert (
+        attach_citations("关税保护了本国的制造业。", {"textid1": "关税保护制造业"})
+        == "关税保护了本国的制造业 \\cite{textid1}。"
+    )
+
+
+def test_a_write_without_citations_is_cited_from_its_evidence_after_the_allowed_re_asks() -> None:
+    uncited = (
+        "<thought>x</thought><action>The tariffs on imports protect manufactures and raise revenue for "
+        "the debt, presidents said. Unicorns voted for free trade in every single election.</action>"
+    )
+
+    def respond(request: ChatRequest) -> str:
+        kind, _ = classify(request.messages[-1].content)
+        return uncited if kind == "write" else ScenarioModel(expansions=0)(request)
+
+    events: list[Event] = []
+    llm = FunctionLLM(respond)
+    state = WarpPolicy(
+        llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings(attach_citations_after=1), events.append
+    ).run(RunState(question=QUESTION))
+    writes = [e.record for e in events if isinstance(e, ActionFinished) and e.record.action == "write"]
+    # Each section: one refusal fed back to the model, then the second reply gets its citations placed.
+    assert [w.valid for w in writes] == [False, True] * 3
+    assert writes[0].reason and "found 0" in writes[0].reason
+    assert writes[1].parsed is not None and writes[1].parsed["citations_attached"] is True
+    assert state.outline is not None
+    for section in state.outline.sections:
+        assert section.content is not None and "\\cite{textid" in section.content
+        assert "Unicorns" not in section.content  # unsupported by any passage: dropped
+
+
+def test_attaching_can_be_turned_off() -> None:
+    uncited = "<thought>x</thought><action>The tariffs on imports protect manufactures and raise revenue, presidents said.</action>"
+
+    def respond(request: ChatRequest) -> str:
+        kind, _ = classify(request.messages[-1].content)
+        return uncited if kind == "write" else ScenarioModel(expansions=0)(request)
+
+    state = WarpPolicy(
+        FunctionLLM(respond), WordOverlapRetriever(SOTU_LIKE), ResearchSettings(attach_citations_after=None)
+    ).run(RunState(question=QUESTION))
+    assert state.outline is not None and all(s.note and "refused" in s.note for s in state.outline.sections)

@@ -65,6 +65,8 @@ class Nop:
 @dataclass(frozen=True)
 class Write:
     text: str
+    citations_attached: bool = False
+    """True when deepdraft placed the citations (see `attach_citations`), not the model."""
 
 
 Action = Search | InitPlan | ExtendPlan | Nop | Write
@@ -75,6 +77,11 @@ class Refused:
     """A reply that cannot be used, and why (phrased for the model to read)."""
 
     reason: str
+    code: str = ""
+    """A stable name for the reasons code acts on (e.g. NO_CITATIONS)."""
+
+
+NO_CITATIONS = "no-citations"
 
 
 @dataclass(frozen=True)
@@ -309,10 +316,17 @@ def _validate_nodes(
     for node in nodes:
         if not node.title or not node.plan:
             return Refused(f"every one of the {what} needs a non-empty title and plan")
+        if _PLACEHOLDER.search(node.title) or _PLACEHOLDER.search(node.plan):
+            return Refused(
+                f"replace the <…> placeholders of the example with real titles and plans for the {what}"
+            )
         problem = language_problem(f"{node.title} {node.plan}", question)
         if problem:
             return Refused(f"{what} “{node.title}”: {problem}")
     return None
+
+
+_PLACEHOLDER = re.compile(r"<[^<>]{1,60}>")  # the prompts' examples use <…> for what to fill in
 
 
 def validate_init_plan(
@@ -320,6 +334,8 @@ def validate_init_plan(
 ) -> Refused | None:
     if not action.title:
         return Refused('"title" must not be empty')
+    if _PLACEHOLDER.search(action.title):
+        return Refused("replace the <…> placeholder of the example with a real report title")
     if problem := language_problem(action.title, question):
         return Refused(f"title: {problem}")
     return _validate_nodes(action.sections, sections, "sections", question)
@@ -375,7 +391,8 @@ def validate_write(action: Write, question: str, evidence_keys: Collection[str])
     if not low <= len(citations) <= high:
         return Refused(
             f"use between {low} and {high} \\cite{{...}} citations (found {len(citations)}); "
-            "cite the evidence keys shown, like \\cite{textid1}"
+            "cite the evidence keys shown, like \\cite{textid1}",
+            NO_CITATIONS if not citations else "",
         )
     unknown = sorted({key for group in citations for key in group} - set(evidence_keys))
     if unknown:

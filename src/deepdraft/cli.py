@@ -22,7 +22,7 @@ from rich.markup import escape
 from deepdraft import models, runner
 from deepdraft.errors import DeepdraftError, LLMError
 from deepdraft.progress import Progress
-from deepdraft.settings import PolicyName, Settings, load_settings
+from deepdraft.settings import Depth, PolicyName, Settings, load_settings
 
 app = typer.Typer(
     name="deepdraft",
@@ -80,6 +80,20 @@ def research(
     policy: Annotated[
         PolicyName | None, typer.Option("--policy", help="warp (default) or plan-write.")
     ] = None,
+    depth: Annotated[
+        Depth | None,
+        typer.Option("--depth", help="quick (small model, ~15 actions), standard (default) or deep."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Base sampling seed, for reproducible runs.")
+    ] = None,
+    max_tokens_total: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens-total", help="Token cap for the run; when spent, the report is finished as is."
+        ),
+    ] = None,
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Most LLM requests per minute.")] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Most LLM actions in the run (default 140).")
     ] = None,
@@ -91,8 +105,20 @@ def research(
     """Research QUESTION in your documents and write a cited report."""
     settings = _settings(
         config,
-        llm={"base_url": base_url, "model": model, "api_key": api_key},
-        research={"policy": policy, "max_steps": max_steps, "max_expansions": max_expansions},
+        llm={
+            "base_url": base_url,
+            "model": model,
+            "api_key": api_key,
+            "max_tokens_total": max_tokens_total,
+            "requests_per_minute": rpm,
+        },
+        research={
+            "policy": policy,
+            "depth": depth,
+            "seed": seed,
+            "max_steps": max_steps,
+            "max_expansions": max_expansions,
+        },
     )
     run_id = runner.new_run_id()
     with Progress(console, settings.research.max_steps) as progress:
@@ -103,6 +129,24 @@ def research(
             ),
         )
     _print_outcome(report)
+
+
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[
+        str | None, typer.Option("--model", help="An embedded model (see `deepdraft models`).")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8766,
+    context: Annotated[int | None, typer.Option("--context", help="Context window in tokens.")] = None,
+) -> None:
+    """Serve the embedded model as an OpenAI-compatible endpoint (for other tools, and for tests)."""
+    from deepdraft.llm.embedded import serve
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host}: anyone who can reach it can use the model", err=True)
+    typer.echo(f"serving {model or 'the default embedded model'} at http://{host}:{port}/v1 (Ctrl-C stops)")
+    serve(model, host=host, port=port, context=context)
 
 
 @app.command()

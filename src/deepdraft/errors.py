@@ -11,6 +11,7 @@
      │    ├── LLMRefused        4xx: auth, unknown model, request rejected
      │    ├── LLMContextOverflow the prompt is longer than the model's context window
      │    ├── LLMServerError    5xx or 429 after every retry
+     │    ├── LLMBudgetExhausted the run's token cap is spent (the policy finishes the report)
      │    └── LLMBadResponse    a reply that is not a chat completion
      ├── StoreError             the run journal could not be read or written
      └── RunFailed              the policy could not go on (e.g. no valid outline)
@@ -67,6 +68,10 @@ class LLMContextOverflow(LLMRefused):
 
 class LLMServerError(LLMError):
     pass
+
+
+class LLMBudgetExhausted(LLMError):
+    """The configured token cap is spent; the policy stops and renders what it has."""
 
 
 class LLMBadResponse(LLMError):

@@ -46,6 +46,7 @@ from deepdraft.events import RunFailed as RunFailedEvent
 from deepdraft.events import RunFinished as RunFinishedEvent
 from deepdraft.journal import Journal, RunRecord
 from deepdraft.llm.cache import CachingLLM
+from deepdraft.llm.limits import LimitedLLM
 from deepdraft.outline import Outline
 from deepdraft.ports import LLM, Retriever
 from deepdraft.report import Reference, render_markdown
@@ -257,6 +258,12 @@ def _drive(
         counter = getattr(llm, "count_tokens", None)
         if settings.llm.cache:
             llm = CachingLLM(llm, journal, namespace=run_id)
+        if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
+            llm = LimitedLLM(
+                llm,
+                max_tokens_total=settings.llm.max_tokens_total,
+                requests_per_minute=settings.llm.requests_per_minute,
+            )
         sink = _JournalSink(journal, run_id, on_event)
         policy = POLICIES[settings.research.policy](
             llm,

@@ -37,11 +37,12 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "node_evidence": 4,
             "hits_per_keyword": 8,
             "passage_tokens": 110,
+            "attach_citations_after": 0,
             "search_budget_tokens": 300,
             "draft_budget_tokens": 500,
             "report_budget_tokens": 900,
         },
-        "llm": {"max_tokens": 700},
+        "llm": {"max_tokens": 480},
     },
     "standard": {},
     "deep": {
@@ -75,6 +76,12 @@ class LLMSettings(_Section):
     constrain: Literal["auto", "grammar", "json", "off"] = "auto"
     """How replies are constrained: a GBNF grammar (llama.cpp servers; "auto" tries it and stops if
     the server refuses), a JSON envelope (OpenAI structured outputs, Ollama), or not at all."""
+    max_tokens_total: int | None = Field(None, ge=1)
+    """Cap on prompt + output tokens per run; when spent the report is finished from what exists."""
+    requests_per_minute: float | None = Field(None, gt=0)
+    """Rate limit for paid endpoints: requests wait rather than fail."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Extra JSON fields for every request, e.g. {"chat_template_kwargs": {"enable_thinking": false}}."""
     cache: bool = True
     """Keep every reply in the run journal so a resumed or replayed run costs nothing."""
 
@@ -113,6 +120,9 @@ class ResearchSettings(_Section):
     """Most top-level sections an outline may have (the protocol allows 3–12)."""
     max_subsections: int = Field(7, ge=2, le=7)
     """Most subsections one deepening step may add (the protocol allows 2–7)."""
+    attach_citations_after: int | None = Field(1, ge=0, le=10)
+    """After this many re-asks of a write with no citations at all, cite it from the evidence by
+    word overlap (sentences with no support are dropped); None: never (the write is re-asked)."""
     seed: int | None = None
     """Base seed for sampling; each action asks with seed + step, so a retry is a new sample."""
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 from deepdraft import prompts
 from deepdraft.actions import (
+    NO_CITATIONS,
     SECTIONS_RANGE,
     SUBSECTIONS_RANGE,
     Action,
@@ -47,7 +48,8 @@ from deepdraft.actions import (
     validate_search,
     validate_write,
 )
-from deepdraft.errors import LLMContextOverflow, RunFailed
+from deepdraft.attach import attach_citations
+from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow, RunFailed
 from deepdraft.events import (
     ActionFinished,
     ActionStarted,
@@ -139,6 +141,10 @@ class WarpPolicy:
                         self._write(state)
                     case "extend":
                         self._extend(state)
+            except LLMBudgetExhausted as exc:
+                if state.outline is None:
+                    raise RunFailed(f"{exc} before an outline existed") from exc
+                self._stop(state, str(exc))
             except LLMContextOverflow:
                 # Shrink later prompts below the one refused; give up when they cannot shrink further.
                 refused_size, self._last_prompt_tokens = self._last_prompt_tokens, 0
@@ -209,12 +215,16 @@ class WarpPolicy:
 
     def _write(self, state: RunState) -> None:
         assert state.outline is not None
+        node = state.outline.find(state.target)
+        assert node is not None
         prompt = self._fit(
             lambda fit: prompts.render(
                 "write",
                 question=state.question,
                 outline=self._draft_view(state, fit.draft, focus=state.target),
                 instruction=prompts.instruction(state.target),
+                title=node.node.title,
+                plan=node.node.plan,
                 evidence=self._evidence(state, fit),
                 feedback=state.feedback,
             ),
@@ -224,8 +234,6 @@ class WarpPolicy:
         exchange = self._ask(state, "write", prompt, self._read_write, reply_shape("write"))
         outcome = exchange.outcome
         if isinstance(outcome, Write):
-            node = state.outline.find(state.target)
-            assert node is not None
             node.node.content = outcome.text.strip()
             self.emit(NodeWritten(node.position, node.node.title, node.node.content))
             self._next_node(state)
@@ -400,9 +408,23 @@ class WarpPolicy:
 
     def _read_write(self, raw: str, state: RunState) -> Action | Refused:
         action = parse(raw, {"write"})
-        if isinstance(action, Write):
-            return validate_write(action, state.question, state.evidence) or action
-        return action
+        if not isinstance(action, Write):
+            return action
+        refused = validate_write(action, state.question, state.evidence)
+        attach_after = self.budgets.attach_citations_after
+        if (
+            refused
+            and refused.code == NO_CITATIONS
+            and attach_after is not None
+            and state.retries >= attach_after
+        ):
+            # A small model that will not cite: place the citations from the evidence it was shown.
+            evidence = {key: state.registry[key].text for key in state.evidence}
+            attached = attach_citations(action.text, evidence)
+            if attached is not None:
+                repaired = Write(attached, citations_attached=True)
+                return validate_write(repaired, state.question, state.evidence) or repaired
+        return refused or action
 
     def _read_extend(self, raw: str, state: RunState) -> Action | Refused:
         assert state.outline is not None
@@ -478,6 +500,6 @@ def _describe(action: Action) -> dict[str, object]:
             return {"name": "extend-plan", "position": position, "subsections": _as_pairs(subsections)}
         case Nop():
             return {"name": "nop"}
-        case Write(text):
-            return {"name": "write", "text": text}
+        case Write(text, citations_attached):
+            return {"name": "write", "text": text, "citations_attached": citations_attached}
     raise AssertionError(action)

@@ -379,3 +379,14 @@ def test_context_overflow_is_its_own_error(message: str) -> None:
         pytest.raises(LLMContextOverflow, match="longer than the model's context"),
     ):
         OpenAICompatibleLLM(server.base_url, "fake-model").complete(ask())
+
+
+def test_extra_body_fields_are_sent_with_every_request() -> None:
+    with FakeOpenAIServer.replaying(["a", "b"]) as server:
+        llm = OpenAICompatibleLLM(
+            server.base_url, "fake-model", extra_body={"chat_template_kwargs": {"enable_thinking": False}}
+        )
+        llm.complete(ask())
+        llm.complete(shaped())
+    assert all(body["chat_template_kwargs"] == {"enable_thinking": False} for body in server.requests)
+    assert "grammar" in server.requests[1]

@@ -48,10 +48,14 @@ class EmbeddedLLM:
         top_p: float = 0.8,
         max_tokens: int = 2048,
         seed: int = 0,
+        repeat_penalty: float = 1.1,
     ) -> None:
         llama_cpp = _llama_module()
         self._name = name
         self.temperature, self.top_p, self.max_tokens, self.seed = temperature, top_p, max_tokens, seed
+        # Small models fall into loops ("to reduce tariffs and promote economic growth" again and
+        # again); a mild penalty on recent tokens prevents most of them at no cost in quality.
+        self.repeat_penalty = repeat_penalty
         self._lock = threading.Lock()
         self._llama = llama_cpp.Llama(
             model_path=str(model_path),
@@ -87,6 +91,7 @@ class EmbeddedLLM:
                     top_p=self.top_p if request.top_p is None else request.top_p,
                     max_tokens=max_tokens,
                     seed=self.seed if request.seed is None else request.seed,
+                    repeat_penalty=self.repeat_penalty,
                     grammar=None if shape is None else self._grammar(shape.grammar),
                 )
             except ValueError as exc:  # llama-cpp-python reports an over-long prompt as ValueError
@@ -111,3 +116,35 @@ def load_embedded(name: str | None, *, context: int | None = None, **sampling: A
     spec = models.get_spec(name or models.DEFAULT_MODEL)
     path = models.resolve_model(spec.name)
     return EmbeddedLLM(path, name=spec.name, context=context or spec.default_context, **sampling)
+
+
+def serve(name: str | None, *, host: str, port: int, context: int | None = None) -> None:
+    """Serve the embedded model over HTTP as an OpenAI-compatible endpoint, until interrupted.
+
+    llama-cpp-python's own server does the HTTP work (it accepts a GBNF `grammar` beside the
+    OpenAI fields, which deepdraft's client sends); this only points it at the cached model.
+    """
+    from deepdraft import models
+
+    _llama_module()
+    try:
+        import uvicorn
+        from llama_cpp.server.app import create_app
+        from llama_cpp.server.settings import ModelSettings, ServerSettings
+    except ImportError as exc:
+        raise ConfigError(LOCAL_EXTRA_HINT) from exc
+    spec = models.get_spec(name or models.DEFAULT_MODEL)
+    path = models.resolve_model(spec.name)
+    app = create_app(
+        server_settings=ServerSettings(host=host, port=port),
+        model_settings=[
+            ModelSettings(
+                model=str(path),
+                model_alias=spec.name,
+                n_ctx=context or spec.default_context,
+                n_threads=os.cpu_count() or 2,
+                verbose=False,
+            )
+        ],
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")

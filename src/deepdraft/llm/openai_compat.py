@@ -68,6 +68,7 @@ class OpenAICompatibleLLM:
         timeout_s: float = 300.0,
         max_retries: int = 3,
         constrain: ConstrainMode = "auto",
+        extra_body: dict[str, Any] | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -80,6 +81,7 @@ class OpenAICompatibleLLM:
         self._model_lock = threading.Lock()
         self._send_schema = True  # cleared once the server has rejected `response_format`
         self.constrain = constrain
+        self.extra_body = dict(extra_body or {})
         self._send_grammar = constrain in ("auto", "grammar")  # cleared once a server rejects it
         self._client = openai.OpenAI(
             base_url=self.base_url,
@@ -108,6 +110,7 @@ class OpenAICompatibleLLM:
             timeout_s=settings.timeout_s,
             max_retries=settings.max_retries,
             constrain=settings.constrain,
+            extra_body=settings.extra_body,
         )
 
     @property
@@ -151,10 +154,13 @@ class OpenAICompatibleLLM:
                 "type": "json_schema",
                 "json_schema": {"name": "action", "schema": schema, "strict": False},
             }
+        extra = dict(self.extra_body)
         if shape is not None and self._send_grammar:
             # llama.cpp's servers read a GBNF `grammar` beside the OpenAI fields; most other servers
             # ignore unknown fields, and those that reject it are not sent one again.
-            params["extra_body"] = {"grammar": shape.grammar}
+            extra["grammar"] = shape.grammar
+        if extra:
+            params["extra_body"] = extra
         if request.seed is not None:
             params["seed"] = request.seed
         try:
@@ -177,10 +183,10 @@ class OpenAICompatibleLLM:
                     log.debug("%s rejected response_format; sending no schema from now on", self.base_url)
                     self._send_schema = False
                     del params["response_format"]
-                elif "extra_body" in params and "grammar" in body:
+                elif "grammar" in params.get("extra_body", {}) and "grammar" in body:
                     log.debug("%s rejected a grammar; sending none from now on", self.base_url)
                     self._send_grammar = False
-                    del params["extra_body"]
+                    params["extra_body"] = {k: v for k, v in params["extra_body"].items() if k != "grammar"}
                 else:
                     raise
 
