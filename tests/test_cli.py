@@ -246,3 +246,27 @@ def test_config_file_flags_and_environment_precedence(corpus_dir: Path, tmp_path
             del os.environ["OPENAI_BASE_URL"]
         assert result.returncode == 0, result.stderr
         assert len(flag_server.requests) == 9
+
+
+def test_planner_and_writer_models_get_their_own_requests(corpus_dir: Path) -> None:
+    with FakeOpenAIServer(
+        as_responder(ScenarioModel(expansions=1)), models=("main", "plan-m", "write-m")
+    ) as server:
+        result = cli("research", "Tariffs?", "--kb", str(corpus_dir), "--base-url", server.base_url,
+                     "--model", "main", "--planner-model", "plan-m", "--writer-model", "write-m")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        by_model: dict[str, set[str]] = {}
+        for body in server.requests:
+            by_model.setdefault(body["model"], set()).add(classify(body["messages"][-1]["content"])[0])
+    assert by_model == {"main": {"search"}, "plan-m": {"init-plan", "extend-plan"}, "write-m": {"write"}}
+
+
+def test_language_length_and_spending_flags_reach_the_run(corpus_dir: Path) -> None:
+    with FakeOpenAIServer(as_responder(ScenarioModel(expansions=0))) as server:
+        result = cli("research", "Tariffs?", "--kb", str(corpus_dir), "--base-url", server.base_url,
+                     "--language", "English", "--length", "900", "--max-tokens-total", "2500", "--rpm", "600")  # fmt: skip
+        prompts = [body["messages"][-1]["content"] for body in server.requests]
+    assert result.returncode == 0, result.stderr
+    assert all("in English." in p for p in prompts)
+    assert any("the whole report: about 900 words" in p for p in prompts)
+    assert "token budget of 2,500" in result.stdout.replace("\n", " ")

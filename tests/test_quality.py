@@ -41,7 +41,20 @@ def test_mypy_strict_is_clean() -> None:
 def test_the_policy_never_touches_io_layers() -> None:
     """The model, protocol and policy layers import no HTTP, SQL or CLI code (DESIGN §3)."""
     forbidden = ("sqlite3", "httpx", "openai", "typer", "rich", "deepdraft.journal", "deepdraft.cli")
-    pure = ["outline", "evidence", "report", "state", "actions", "warp", "baseline", "events", "tokens"]
+    pure = [
+        "outline",
+        "evidence",
+        "report",
+        "state",
+        "actions",
+        "attach",
+        "grammar",
+        "fitting",
+        "warp",
+        "baseline",
+        "events",
+        "tokens",
+    ]
     for module in pure:
         source = (ROOT / "src" / "deepdraft" / f"{module}.py").read_text(encoding="utf-8")
         imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]

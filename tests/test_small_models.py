@@ -324,3 +324,52 @@ def test_attaching_can_be_turned_off() -> None:
         FunctionLLM(respond), WordOverlapRetriever(SOTU_LIKE), ResearchSettings(attach_citations_after=None)
     ).run(RunState(question=QUESTION))
     assert state.outline is not None and all(s.note and "refused" in s.note for s in state.outline.sections)
+
+
+# ---- language and length ----------------------------------------------------------------------
+
+
+def test_an_explicit_language_overrides_the_question_in_prompts_and_validation() -> None:
+    plan = {
+        "name": "init-plan",
+        "title": "关税辩论",
+        "sections": [{"title": t, "plan": f"讨论{t}的论点"} for t in ("起源", "保护", "开放")],
+    }
+    chinese_write = (
+        "<thought>x</thought><action>早期总统把关税视为联邦财政收入和保护本国制造业的重要手段 \\cite{textid1}，"
+        "批评者则强调高关税加重了农民的负担。</action>"
+    )
+    english_write = "<thought>x</thought><action>Presidents defended tariffs as protection for manufactures \\cite{textid1}.</action>"
+    writes = iter([english_write, chinese_write, chinese_write, chinese_write])
+
+    def respond(request: ChatRequest) -> str:
+        kind, _ = classify(request.messages[-1].content)
+        if kind == "init-plan":
+            return f"<thought>t</thought><action>{json.dumps(plan, ensure_ascii=False)}</action>"
+        if kind == "write":
+            return next(writes)
+        return ScenarioModel(expansions=0)(request)
+
+    llm = FunctionLLM(respond)
+    events: list[Event] = []
+    state = WarpPolicy(
+        llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings(language="zh"), events.append
+    ).run(
+        RunState(question=QUESTION)  # an English question, a Chinese report
+    )
+    assert all("in zh." in r.messages[-1].content for r in llm.requests)
+    refused = [e.record.reason for e in events if isinstance(e, ActionFinished) and not e.record.valid]
+    assert refused == ["write in Chinese"]
+    assert state.outline is not None and all(s.content for s in state.outline.sections)
+
+
+def test_a_target_length_guides_writes_and_the_deepening_decision() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=1))
+    WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings(length_words=1200)).run(
+        RunState(question=QUESTION)
+    )
+    prompts = [r.messages[-1].content for r in llm.requests]
+    writes = [p for p in prompts if classify(p)[0] == "write"]
+    assert "Aim for about 400 words in this part (the whole report: about 1200 words)." in writes[0]
+    extend = next(p for p in prompts if classify(p)[0] == "extend-plan")
+    assert "the user asked for about 1200" in extend

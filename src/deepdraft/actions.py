@@ -286,13 +286,36 @@ def is_chinese(question: str) -> bool:
     return cjk_share(question) > CJK_THRESHOLD
 
 
-def language_problem(text: str, question: str) -> str | None:
+_CHINESE_NAMES = {
+    "zh",
+    "zh-cn",
+    "zh-tw",
+    "zh-hans",
+    "zh-hant",
+    "chinese",
+    "mandarin",
+    "中文",
+    "汉语",
+    "简体中文",
+}
+
+
+def wants_chinese(question: str, language: str | None = None) -> bool:
+    """Whether the report must be Chinese: an explicit `language`, else the question's own."""
+    if language:
+        return language.strip().lower() in _CHINESE_NAMES
+    return is_chinese(question)
+
+
+def language_problem(text: str, question: str, language: str | None = None) -> str | None:
     """Reject only text clearly in the wrong script; quoted names in another script pass."""
     share = cjk_share(text)
-    if is_chinese(question) and share < CJK_THRESHOLD:
-        return "the question is in Chinese, so write in Chinese"
-    if not is_chinese(question) and share > CJK_THRESHOLD:
-        return "write in the language of the question, not in Chinese"
+    chinese = wants_chinese(question, language)
+    if chinese and share < CJK_THRESHOLD:
+        return "write in Chinese" if language else "the question is in Chinese, so write in Chinese"
+    if not chinese and share > CJK_THRESHOLD:
+        wanted = language or "the language of the question"
+        return f"write in {wanted}, not in Chinese"
     return None
 
 
@@ -308,7 +331,11 @@ def validate_search(action: Search) -> Refused | None:
 
 
 def _validate_nodes(
-    nodes: Sequence[PlannedNode], bounds: tuple[int, int], what: str, question: str
+    nodes: Sequence[PlannedNode],
+    bounds: tuple[int, int],
+    what: str,
+    question: str,
+    language: str | None = None,
 ) -> Refused | None:
     low, high = bounds
     if not low <= len(nodes) <= high:
@@ -320,7 +347,7 @@ def _validate_nodes(
             return Refused(
                 f"replace the <…> placeholders of the example with real titles and plans for the {what}"
             )
-        problem = language_problem(f"{node.title} {node.plan}", question)
+        problem = language_problem(f"{node.title} {node.plan}", question, language)
         if problem:
             return Refused(f"{what} “{node.title}”: {problem}")
     return None
@@ -330,15 +357,15 @@ _PLACEHOLDER = re.compile(r"<[^<>]{1,60}>")  # the prompts' examples use <…> f
 
 
 def validate_init_plan(
-    action: InitPlan, question: str, sections: tuple[int, int] = SECTIONS_RANGE
+    action: InitPlan, question: str, sections: tuple[int, int] = SECTIONS_RANGE, language: str | None = None
 ) -> Refused | None:
     if not action.title:
         return Refused('"title" must not be empty')
     if _PLACEHOLDER.search(action.title):
         return Refused("replace the <…> placeholder of the example with a real report title")
-    if problem := language_problem(action.title, question):
+    if problem := language_problem(action.title, question, language):
         return Refused(f"title: {problem}")
-    return _validate_nodes(action.sections, sections, "sections", question)
+    return _validate_nodes(action.sections, sections, "sections", question, language)
 
 
 def validate_full_plan(
@@ -346,9 +373,10 @@ def validate_full_plan(
     question: str,
     sections: tuple[int, int] = SECTIONS_RANGE,
     subsections: tuple[int, int] = SUBSECTIONS_RANGE,
+    language: str | None = None,
 ) -> Refused | None:
     """Baseline outline: 3–12 sections, nested at most three levels, 2–7 children per split."""
-    refused = validate_init_plan(action, question, sections)
+    refused = validate_init_plan(action, question, sections, language)
     if refused:
         return refused
 
@@ -358,7 +386,7 @@ def validate_full_plan(
                 continue
             if depth >= MAX_DEPTH:
                 return Refused(f"the outline has at most {MAX_DEPTH} levels")
-            problem = _validate_nodes(node.children, subsections, "subsections", question)
+            problem = _validate_nodes(node.children, subsections, "subsections", question, language)
             if problem or (problem := check(node.children, depth + 1)):
                 return problem
         return None
@@ -367,7 +395,11 @@ def validate_full_plan(
 
 
 def validate_extend_plan(
-    action: ExtendPlan, outline: Outline, question: str, subsections: tuple[int, int] = SUBSECTIONS_RANGE
+    action: ExtendPlan,
+    outline: Outline,
+    question: str,
+    subsections: tuple[int, int] = SUBSECTIONS_RANGE,
+    language: str | None = None,
 ) -> Refused | None:
     numbers = parse_position(action.position)
     if numbers is None:
@@ -379,10 +411,12 @@ def validate_extend_plan(
         return Refused(f"there is no {format_position(numbers)} in the outline")
     if target.node.children:
         return Refused(f"{target.position} already has subsections; choose a node without any")
-    return _validate_nodes(action.subsections, subsections, "subsections", question)
+    return _validate_nodes(action.subsections, subsections, "subsections", question, language)
 
 
-def validate_write(action: Write, question: str, evidence_keys: Collection[str]) -> Refused | None:
+def validate_write(
+    action: Write, question: str, evidence_keys: Collection[str], language: str | None = None
+) -> Refused | None:
     text = action.text.strip()
     if len(text) <= MIN_WRITE_CHARS:
         return Refused(f"the section text is too short ({len(text)} characters); write a full section")
@@ -402,7 +436,7 @@ def validate_write(action: Write, question: str, evidence_keys: Collection[str])
         return Refused("a \\cite{} holds no evidence key")
     if problem := repetition(text):
         return Refused(problem)
-    if problem := language_problem(text, question):
+    if problem := language_problem(text, question, language):
         return Refused(problem)
     return None
 

@@ -21,7 +21,9 @@ class PlanThenWritePolicy(WarpPolicy):
     def _read_plan(self, raw: str, state: RunState) -> Action | Refused:
         action = parse_full_plan(raw)
         if isinstance(action, InitPlan):
-            return validate_full_plan(action, state.question, *self._ranges()) or action
+            return (
+                validate_full_plan(action, state.question, *self._ranges(), self.budgets.language) or action
+            )
         return action
 
     def _draft_complete(self, state: RunState) -> None:

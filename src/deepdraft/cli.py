@@ -94,6 +94,19 @@ def research(
         ),
     ] = None,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Most LLM requests per minute.")] = None,
+    language: Annotated[
+        str | None,
+        typer.Option("--language", help="Report language (default: the question's), e.g. English, zh."),
+    ] = None,
+    length: Annotated[
+        int | None, typer.Option("--length", help="Target length of the report in words.")
+    ] = None,
+    planner_model: Annotated[
+        str | None, typer.Option("--planner-model", help="Model for outline decisions (default: --model).")
+    ] = None,
+    writer_model: Annotated[
+        str | None, typer.Option("--writer-model", help="Model for writing sections (default: --model).")
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Most LLM actions in the run (default 140).")
     ] = None,
@@ -111,11 +124,15 @@ def research(
             "api_key": api_key,
             "max_tokens_total": max_tokens_total,
             "requests_per_minute": rpm,
+            "planner_model": planner_model,
+            "writer_model": writer_model,
         },
         research={
             "policy": policy,
             "depth": depth,
             "seed": seed,
+            "language": language,
+            "length_words": length,
             "max_steps": max_steps,
             "max_expansions": max_expansions,
         },

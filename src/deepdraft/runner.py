@@ -106,6 +106,17 @@ def build_llm(settings: Settings) -> LLM:
         raise ConfigError(NO_LLM_MESSAGE.format(why=str(exc).rstrip("."))) from exc
 
 
+def build_role_llms(settings: Settings) -> dict[str, LLM]:
+    """Models chosen for single roles (`--planner-model`, `--writer-model`), on the same endpoint."""
+    roles: dict[str, LLM] = {}
+    for role, name in (("planner", settings.llm.planner_model), ("writer", settings.llm.writer_model)):
+        if name and name != settings.llm.model:
+            roles[role] = build_llm(
+                settings.model_copy(update={"llm": settings.llm.model_copy(update={"model": name})})
+            )
+    return roles
+
+
 def resolve_kb(kb: str | None, settings: Settings) -> tuple[Retriever, str]:
     """The retriever for `--kb`, and how to find it again on resume.
 
@@ -182,6 +193,10 @@ def start(
     question = question.strip()
     if not question:
         raise UserError("the question is empty")
+    if llm is None and not settings.llm.base_url:
+        # The small embedded model will write the report: only the quick preset finishes in
+        # minutes on a CPU, so it is the default there (an explicit --depth still wins).
+        settings = settings.with_default_depth("quick")
     kb_ref = None
     if retriever is None:
         retriever, kb_ref = resolve_kb(kb, settings)
@@ -256,8 +271,10 @@ def _drive(
         # the cache wrapper hides them.
         window = getattr(llm, "context_window", None) or settings.llm.context_window
         counter = getattr(llm, "count_tokens", None)
+        roles = build_role_llms(settings)
         if settings.llm.cache:
             llm = CachingLLM(llm, journal, namespace=run_id)
+            roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
         if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
             llm = LimitedLLM(
                 llm,
@@ -272,6 +289,7 @@ def _drive(
             sink,
             prompt_limit=window - settings.llm.max_tokens,
             count_tokens=counter,
+            roles=roles,
         )
         journal.update_run(run_id, status="running", error="")
         sink(RunStarted(run_id, state.question, policy.name, resumed_at_step=state.step))

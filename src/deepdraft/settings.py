@@ -66,6 +66,10 @@ class LLMSettings(_Section):
     """OpenAI-compatible endpoint, e.g. http://localhost:8000/v1. None: no remote LLM."""
     model: str | None = None
     api_key: str | None = None
+    planner_model: str | None = None
+    """Model for the outline decisions (init-plan, extend-plan), if not `model`."""
+    writer_model: str | None = None
+    """Model for writing sections, if not `model`."""
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.8, gt=0.0, le=1.0)
     max_tokens: int = Field(2048, ge=16)
@@ -120,6 +124,10 @@ class ResearchSettings(_Section):
     """Most top-level sections an outline may have (the protocol allows 3–12)."""
     max_subsections: int = Field(7, ge=2, le=7)
     """Most subsections one deepening step may add (the protocol allows 2–7)."""
+    language: str | None = None
+    """The report's language (e.g. "English", "zh"); None: the language of the question."""
+    length_words: int | None = Field(None, ge=100, le=200_000)
+    """A target length for the whole report, in words; None: as long as the research needs."""
     attach_citations_after: int | None = Field(1, ge=0, le=10)
     """After this many re-asks of a write with no citations at all, cite it from the evidence by
     word overlap (sentences with no support are dropped); None: never (the write is re-asked)."""
@@ -144,6 +152,15 @@ class Settings(_Section):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     research: ResearchSettings = Field(default_factory=ResearchSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+    def with_default_depth(self, depth: Depth) -> Settings:
+        """These settings with `depth`'s preset, unless a depth was chosen explicitly."""
+        if "depth" in self.research.model_fields_set:
+            return self
+        data = self.model_dump(exclude_unset=True)
+        data.setdefault("research", {})["depth"] = depth
+        _fill_preset(data, depth)
+        return Settings.model_validate(data)
 
     def public_dict(self) -> dict[str, Any]:
         """Settings as recorded in journals and manifests: secrets removed."""
@@ -202,16 +219,19 @@ def load_settings(
             if value is not None:
                 merged.setdefault(section, {})[key] = value
 
-    # A depth preset fills in only what no source set explicitly.
-    depth = merged.get("research", {}).get("depth", "standard")
-    for section, values in DEPTH_PRESETS.get(depth, {}).items():
-        for key, value in values.items():
-            merged.setdefault(section, {}).setdefault(key, value)
+    _fill_preset(merged, merged.get("research", {}).get("depth", "standard"))
 
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from exc
+
+
+def _fill_preset(data: dict[str, dict[str, Any]], depth: str) -> None:
+    """A depth preset fills in only what no source set explicitly."""
+    for section, values in DEPTH_PRESETS.get(depth, {}).items():
+        for key, value in values.items():
+            data.setdefault(section, {}).setdefault(key, value)
 
 
 def _describe(exc: ValidationError) -> str:

@@ -26,7 +26,7 @@ as an event; the runner journals the checkpoint each `ActionFinished` event carr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from deepdraft import prompts
@@ -63,6 +63,7 @@ from deepdraft.events import (
     ignore,
 )
 from deepdraft.evidence import render_evidence, select_passages
+from deepdraft.fitting import Fit, fit_prompt
 from deepdraft.grammar import ShapeName, reply_shape
 from deepdraft.outline import NodeSpec, Outline, empty_outline_view
 from deepdraft.ports import LLM, ChatRequest, ChatResult, ReplyShape, Retriever
@@ -70,19 +71,7 @@ from deepdraft.settings import ResearchSettings
 from deepdraft.state import RunState
 from deepdraft.tokens import count_tokens as estimate_tokens
 
-MIN_DRAFT_BUDGET = 200
-MIN_PASSAGE_CUT = 60  # shorter passages stop being evidence worth citing
-MAX_PASSAGE_CUT = 400  # where cutting starts when passages are shown whole
 MIN_PROMPT_LIMIT = 600  # below this no useful prompt fits; a server refusing it is a real error
-
-
-@dataclass(frozen=True)
-class Fit:
-    """How much of the draft and the evidence a prompt shows."""
-
-    draft: int  # token budget of the condensed draft
-    passages: int  # how many evidence passages, best first
-    passage_tokens: int | None  # each passage cut to about this many tokens (None: whole)
 
 
 @dataclass(frozen=True)
@@ -95,6 +84,9 @@ class Exchange:
     result: ChatResult
     outcome: Action | Refused
     started_at: float
+
+
+ROLES = {"init-plan": "planner", "extend-plan": "planner", "write": "writer"}
 
 
 class WarpPolicy:
@@ -110,8 +102,11 @@ class WarpPolicy:
         on_event: EventSink = ignore,
         prompt_limit: int | None = None,
         count_tokens: Callable[[str], int] | None = None,
+        roles: Mapping[str, LLM] | None = None,
     ) -> None:
         self.llm = llm
+        self.roles = dict(roles or {})
+        """Optional models per role: "planner" (init-plan, extend-plan) and "writer" (write)."""
         self.retriever = retriever
         self.budgets = budgets
         self.emit: Callable[[Event], None] = on_event
@@ -164,6 +159,7 @@ class WarpPolicy:
                 outline=self._draft_view(state, fit.draft, focus=state.target),
                 instruction=prompts.instruction(state.target),
                 feedback=state.feedback,
+                language=self.budgets.language or "",
             ),
             self.budgets.search_budget_tokens,
         )
@@ -192,6 +188,7 @@ class WarpPolicy:
                 question=state.question,
                 evidence=self._evidence(state, fit),
                 feedback=state.feedback,
+                language=self.budgets.language or "",
                 **self._bounds(),
             ),
             None,
@@ -225,8 +222,10 @@ class WarpPolicy:
                 instruction=prompts.instruction(state.target),
                 title=node.node.title,
                 plan=node.node.plan,
+                length=self._length_hint(state, for_node=True),
                 evidence=self._evidence(state, fit),
                 feedback=state.feedback,
+                language=self.budgets.language or "",
             ),
             self.budgets.draft_budget_tokens,
             len(state.evidence),
@@ -250,8 +249,10 @@ class WarpPolicy:
             lambda fit: prompts.render(
                 "extend_plan",
                 question=state.question,
+                length=self._length_hint(state, for_node=False),
                 outline=self._draft_view(state, fit.draft, focus=None),
                 feedback=state.feedback,
+                language=self.budgets.language or "",
                 **self._bounds(),
             ),
             self.budgets.report_budget_tokens,
@@ -344,29 +345,13 @@ class WarpPolicy:
         return [node.node.title, f"{node.node.title} {node.node.plan}"]
 
     def _fit(self, render: Callable[[Fit], str], draft: int | None, passages: int = 0) -> str:
-        """Render a prompt within the budgets, shrinking them while it is over the prompt limit.
-
-        The budgets normally keep prompts small; this guard is for small context windows. It
-        condenses the draft further first, then shortens the evidence passages, and only then
-        leaves out the last (lowest ranked) passages.
-        """
-        fit = Fit(draft or 0, passages, self.budgets.passage_tokens)
-        prompt = render(fit)
-        while self.prompt_limit is not None:
-            excess = self.count_tokens(prompt) - self.prompt_limit
-            if excess <= 0:
-                break
-            if draft is not None and fit.draft > MIN_DRAFT_BUDGET:
-                fit = replace(fit, draft=max(MIN_DRAFT_BUDGET, fit.draft - excess))
-            elif fit.passages and (fit.passage_tokens or MAX_PASSAGE_CUT) > MIN_PASSAGE_CUT:
-                per_passage = (fit.passage_tokens or MAX_PASSAGE_CUT) - excess // fit.passages - 1
-                fit = replace(fit, passage_tokens=max(MIN_PASSAGE_CUT, per_passage))
-            elif fit.passages > 1:
-                fit = replace(fit, passages=fit.passages - 1)
-            else:
-                break  # nothing left to shrink; the server will say if it is too long
-            prompt = render(fit)
-        return prompt
+        return fit_prompt(
+            render,
+            Fit(draft or 0, passages, self.budgets.passage_tokens),
+            limit=self.prompt_limit,
+            count=self.count_tokens,
+            shrink_draft=draft is not None,
+        )
 
     def _ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """(sections, subsections) count bounds: the protocol's, narrowed by the settings."""
@@ -383,6 +368,20 @@ class WarpPolicy:
             "min_subsections": min_subsections,
             "max_subsections": max_subsections,
         }
+
+    def _length_hint(self, state: RunState, *, for_node: bool) -> str:
+        """Guidance toward the requested report length, for write and deepening prompts."""
+        target = self.budgets.length_words
+        if not target or state.outline is None:
+            return ""
+        if for_node:
+            per_node = max(60, target // max(3, state.outline.count()))
+            return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
+        written = sum(len((n.node.content or "").split()) for n in state.outline.walk())
+        return (
+            f"The report has about {written} words; the user asked for about {target}. "
+            "Once it is that long, stop unless a part is clearly missing."
+        )
 
     def _evidence(self, state: RunState, fit: Fit) -> str:
         return render_evidence(state.registry, state.evidence[: fit.passages], fit.passage_tokens)
@@ -403,14 +402,16 @@ class WarpPolicy:
     def _read_plan(self, raw: str, state: RunState) -> Action | Refused:
         action = parse(raw, {"init-plan"})
         if isinstance(action, InitPlan):
-            return validate_init_plan(action, state.question, self._ranges()[0]) or action
+            return (
+                validate_init_plan(action, state.question, self._ranges()[0], self.budgets.language) or action
+            )
         return action
 
     def _read_write(self, raw: str, state: RunState) -> Action | Refused:
         action = parse(raw, {"write"})
         if not isinstance(action, Write):
             return action
-        refused = validate_write(action, state.question, state.evidence)
+        refused = validate_write(action, state.question, state.evidence, self.budgets.language)
         attach_after = self.budgets.attach_citations_after
         if (
             refused
@@ -423,14 +424,23 @@ class WarpPolicy:
             attached = attach_citations(action.text, evidence)
             if attached is not None:
                 repaired = Write(attached, citations_attached=True)
-                return validate_write(repaired, state.question, state.evidence) or repaired
+                return (
+                    validate_write(repaired, state.question, state.evidence, self.budgets.language)
+                    or repaired
+                )
         return refused or action
 
     def _read_extend(self, raw: str, state: RunState) -> Action | Refused:
         assert state.outline is not None
         action = parse(raw, {"extend-plan", "nop"})
         if isinstance(action, ExtendPlan):
-            return validate_extend_plan(action, state.outline, state.question, self._ranges()[1]) or action
+            subsections = self._ranges()[1]
+            return (
+                validate_extend_plan(
+                    action, state.outline, state.question, subsections, self.budgets.language
+                )
+                or action
+            )
         return action
 
     # ---- talking to the model and recording the step -------------------------------------------
@@ -450,7 +460,7 @@ class WarpPolicy:
         # The tag makes the cache key unique per step, so a resumed run replays this very reply.
         request = ChatRequest.user(prompt, reply_shape=shape, seed=seed, tag=f"step-{step}")
         try:
-            result = self.llm.complete(request)
+            result = self.roles.get(ROLES.get(action, ""), self.llm).complete(request)
         except LLMContextOverflow:
             # Prompts are budgeted with an estimate; if the server still finds one too long, the
             # run loop shrinks every later prompt and asks this action again.

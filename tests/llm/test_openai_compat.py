@@ -390,3 +390,19 @@ def test_extra_body_fields_are_sent_with_every_request() -> None:
         llm.complete(shaped())
     assert all(body["chat_template_kwargs"] == {"enable_thinking": False} for body in server.requests)
     assert "grammar" in server.requests[1]
+
+
+def test_the_served_context_window_is_read_from_model_metadata() -> None:
+    with FakeOpenAIServer.replaying([]) as server:
+        assert OpenAICompatibleLLM(server.base_url, "fake-model").context_window is None
+        server.model_fields = {"max_model_len": 4096}
+        assert OpenAICompatibleLLM(server.base_url, "fake-model").context_window == 4096
+        assert OpenAICompatibleLLM(server.base_url, "other-model").context_window is None
+    closed = f"http://127.0.0.1:{closed_port()}/v1"
+    assert OpenAICompatibleLLM(closed, "m", max_retries=0).context_window is None
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -125,6 +125,8 @@ class FakeOpenAIServer:
         self.responder = responder
         self.models: list[str] = list(models)
         """Model ids listed by GET /v1/models; may be changed at any time."""
+        self.model_fields: dict[str, Any] = {}
+        """Extra fields of every /v1/models entry, e.g. vLLM's {"max_model_len": 4096}."""
         self.on_request = on_request
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
@@ -263,7 +265,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
-            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.fake.models]
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "fake", **self.fake.model_fields}
+                for m in self.fake.models
+            ]
             self._send_json(200, {"object": "list", "data": data})
         else:
             self._send_error(ErrorReply(404, f"no route for GET {self.path}"))

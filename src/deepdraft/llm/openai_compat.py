@@ -79,6 +79,7 @@ class OpenAICompatibleLLM:
         self.max_retries = max_retries
         self._model = model
         self._model_lock = threading.Lock()
+        self._context_window: int | Literal[False] | None = False  # False: not asked yet
         self._send_schema = True  # cleared once the server has rejected `response_format`
         self.constrain = constrain
         self.extra_body = dict(extra_body or {})
@@ -120,6 +121,24 @@ class OpenAICompatibleLLM:
             if self._model is None:
                 self._model = self._discover_model()
             return self._model
+
+    @property
+    def context_window(self) -> int | None:
+        """The served context length when the server says (vLLM and SGLang list `max_model_len`)."""
+        if self._context_window is False:
+            self._context_window = self._served_context()
+        return self._context_window
+
+    def _served_context(self) -> int | None:
+        try:
+            entries = self._client.models.list().data
+        except (openai.OpenAIError, ValueError):
+            return None  # metadata is a nicety: the settings' context_window applies instead
+        for entry in entries:
+            if entry.id == self.model_name:
+                value = getattr(entry, "max_model_len", None)
+                return value if isinstance(value, int) and value > 0 else None
+        return None
 
     def _discover_model(self) -> str:
         try:

@@ -30,8 +30,11 @@ def _load(name: str) -> str:
 
 
 def render(name: TemplateName, **variables: str | int) -> str:
-    """Render a template; `feedback` (why the last reply was refused) defaults to none."""
+    """Render a template; `feedback` (why the last reply was refused) defaults to none, the output
+    language to the question's and the length guidance to none."""
     variables.setdefault("feedback", "")
+    variables["language"] = variables.get("language") or "the language of the user's request"
+    variables.setdefault("length", "")
     return _environment().get_template(name).render(**variables).strip() + "\n"
 
 
