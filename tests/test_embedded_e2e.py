@@ -80,6 +80,7 @@ def model_server() -> Iterator[str]:
         server.wait(timeout=30)
 
 
+@pytest.mark.timeout(900)
 def test_quick_research_with_the_embedded_model_over_http(model_server: str, tmp_path: Path) -> None:
     output = tmp_path / "report.md"
     started = time.monotonic()
@@ -94,6 +95,8 @@ def test_quick_research_with_the_embedded_model_over_http(model_server: str, tmp
             "quick",
             "--seed",
             "7",
+            "--max-steps",  # about 35 s an action on two cores: keeps the run within ten minutes
+            "13",
             "--base-url",
             model_server,
             "--output",
