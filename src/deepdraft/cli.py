@@ -253,9 +253,9 @@ def show(
         )
         return
     console.print(f"[bold]{record.id}[/bold]  {status}  ({record.steps} steps, policy {record.policy})")
-    console.print(f"question: {record.question}")
+    console.print(f"question: {record.question}", markup=False, highlight=False)
     if record.error:
-        console.print(f"error: {record.error}")
+        console.print(f"error: {record.error}", markup=False, highlight=False)
     if outline is not None:
         from deepdraft.progress import outline_tree
 
