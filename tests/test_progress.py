@@ -43,3 +43,16 @@ def test_plain_output_prints_one_line_per_action() -> None:
     assert lines[0] == "step 1/140 search outline: ok"
     assert lines[-1] == "step 14/140 extend-plan outline: ok"
     assert len(lines) == 14
+
+
+def test_the_step_budget_shown_is_the_runs_own() -> None:
+    """The CLI cannot know the budget a depth preset will give; the run says so when it starts."""
+    from deepdraft.events import ActionFinished, RunStarted, StepRecord
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200)
+    with Progress(console, max_steps=140) as progress:
+        progress.update(RunStarted("r1", "q", "warp", 0, max_steps=22))
+        record = StepRecord(1, "search", "p", "r", None, True, None, 1, 1, 0.0, 0.0, False, "outline")
+        progress.update(ActionFinished(record, {}))
+    assert buffer.getvalue().splitlines() == ["run r1", "step 1/22 search outline: ok"]

@@ -27,6 +27,7 @@ class RunStarted(Event):
     question: str
     policy: str
     resumed_at_step: int = 0
+    max_steps: int = 0
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,9 @@ class Progress:
 
     def update(self, event: Event) -> None:
         match event:
-            case RunStarted(run_id=run_id, resumed_at_step=step):
+            case RunStarted(run_id=run_id, resumed_at_step=step, max_steps=max_steps):
                 self.step = step or self.step
+                self.max_steps = max_steps or self.max_steps
                 verb = f"resuming run {run_id} at step {step}" if step else f"run {run_id}"
                 self.console.print(verb, markup=False, highlight=False)
             case ActionStarted(step=step, action=action, target=target):

@@ -292,7 +292,7 @@ def _drive(
             roles=roles,
         )
         journal.update_run(run_id, status="running", error="")
-        sink(RunStarted(run_id, state.question, policy.name, resumed_at_step=state.step))
+        sink(RunStarted(run_id, state.question, policy.name, state.step, settings.research.max_steps))
         try:
             state = policy.run(state)
         except KeyboardInterrupt:
