@@ -70,8 +70,8 @@ class PaperShapedModel:
             return _act({"name": "init-plan", "title": "A synthetic report", "sections": sections})
         if "You are the Writer" in prompt:
             keys = re.findall(r"^bibkey:(textid\d+)$", prompt, flags=re.MULTILINE)
-            sentence = " ".join(random.Random(len(prompt)).choices(WORDS, k=30))
-            body = " ".join(f"{sentence} \\cite{{{key}}}." for key in keys[:6])
+            rng = random.Random(len(prompt))
+            body = " ".join(f"{' '.join(rng.choices(WORDS, k=30))} \\cite{{{key}}}." for key in keys[:6])
             return f"<thought>{target.group(1) if target else ''}</thought><action>{body}</action>"
         positions = re.findall(r"^\s*#+ Section-([\d.]+) \[", prompt, flags=re.MULTILINE)
         done = sum(1 for p in positions if any(q.startswith(p + ".") for q in positions) and p.count(".") < 2)

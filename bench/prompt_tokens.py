@@ -229,18 +229,29 @@ def draft_for(step: Step, view: DraftView, settings: ResearchSettings) -> str | 
     return view(step.outline, step.target, settings.draft_budget_tokens)
 
 
+BOUNDS = {"min_sections": 3, "max_sections": 12, "min_subsections": 2, "max_subsections": 7}
+
+
 def render_prompt(step: Step, draft: str | None) -> str:
     """The prompt deepdraft's WARP policy sends for `step`, showing `draft` as the report so far."""
     if step.action == "init-plan":
-        return prompts.render("init_plan", question=QUESTION, evidence=step.evidence)
+        return prompts.render("init_plan", question=QUESTION, evidence=step.evidence, **BOUNDS)
     assert draft is not None
     if step.action == "extend":
-        return prompts.render("extend_plan", question=QUESTION, outline=draft)
+        return prompts.render("extend_plan", question=QUESTION, outline=draft, **BOUNDS)
     instruction = prompts.instruction(step.target)
     if step.action == "search":
         return prompts.render("search", question=QUESTION, outline=draft, instruction=instruction)
+    node = step.outline.find(step.target) if step.outline is not None else None
+    assert node is not None
     return prompts.render(
-        "write", question=QUESTION, outline=draft, instruction=instruction, evidence=step.evidence
+        "write",
+        question=QUESTION,
+        outline=draft,
+        instruction=instruction,
+        evidence=step.evidence,
+        title=node.node.title,
+        plan=node.node.plan,
     )
 
 
