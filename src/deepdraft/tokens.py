@@ -12,6 +12,7 @@ model's own tokenizer.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"  # CJK, kana, hangul
 _PIECE = re.compile(
@@ -34,26 +35,25 @@ def count_tokens(text: str) -> int:
 def head_tail(text: str, head: int, tail: int) -> str:
     """Keep at most `head` tokens from the start and `tail` from the end, joined by " ... ".
 
-    Cuts fall between words (a CJK character counts as a word), so no word is ever split.
+    Cuts fall between words (a CJK character counts as a word), so no word is ever split. Only
+    the words kept are measured, so cutting a long text costs little more than finding its words.
     """
     words = list(_WORD.finditer(text))
-    costs = [count_tokens(word.group()) for word in words]
-    if sum(costs) <= head + tail + 3:  # the " ... " marker costs tokens too: cut only if it saves some
-        return text
-    first = _fill(costs, head)
-    last = len(words) - _fill(costs[::-1], tail)
-    if first >= last:
+    first = _fill((word.group() for word in words), head)
+    last = len(words) - _fill((word.group() for word in reversed(words[first:])), tail)
+    if last - first <= 3:  # the " ... " marker costs tokens too: cut only if it saves some
         return text
     start = text[: words[first - 1].end()] if first > 0 else ""
     end = text[words[last].start() :] if last < len(words) else ""
     return f"{start.rstrip()} ... {end.lstrip()}".strip()
 
 
-def _fill(costs: list[int], budget: int) -> int:
-    """How many of the leading items fit in `budget`."""
-    used = 0
-    for taken, cost in enumerate(costs):
-        if used + cost > budget:
-            return taken
-        used += cost
-    return len(costs)
+def _fill(words: Iterable[str], budget: int) -> int:
+    """How many of the leading words fit in `budget` tokens."""
+    used = taken = 0
+    for word in words:
+        used += count_tokens(word)
+        if used > budget:
+            break
+        taken += 1
+    return taken
