@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from deepdraft.evidence import KEY_PREFIX
 from deepdraft.outline import MAX_DEPTH, Outline, format_position, parse_position
+from deepdraft.tokens import CJK_CHARS
 
 ActionName = Literal["search", "init-plan", "extend-plan", "nop", "write"]
 
@@ -222,7 +223,8 @@ def parse_full_plan(raw: str) -> InitPlan | Refused:
 
 # ---- citations in written text ---------------------------------------------------------------
 
-_CITE = re.compile(r"\\cite\{([^{}]*)\}")
+CITE = re.compile(r"\\cite\{([^{}]*)\}")
+"""One citation command; group 1 holds its keys."""
 _KEY = re.compile(rf"(?:bibkey\s*[:：]\s*)?({KEY_PREFIX}\d+)", re.IGNORECASE)
 # Keys mentioned outside \cite{...}: "[textid3]", "(textid3, textid4)", "bibkey:textid3", "textid3".
 _LOOSE_KEYS = re.compile(
@@ -234,7 +236,7 @@ _LOOSE_KEYS = re.compile(
 
 def cited_keys(text: str) -> list[list[str]]:
     """The keys of every `\\cite{...}` in order, one list per citation command."""
-    return [[m.group(1).lower() for m in _KEY.finditer(group)] for group in _CITE.findall(text)]
+    return [[m.group(1).lower() for m in _KEY.finditer(group)] for group in CITE.findall(text)]
 
 
 def normalise_citations(text: str) -> str:
@@ -244,7 +246,7 @@ def normalise_citations(text: str) -> str:
     """
     pieces = []
     last = 0
-    for match in _CITE.finditer(text):
+    for match in CITE.finditer(text):
         pieces.append(_cite_loose(text[last : match.start()]))
         keys = [m.group(1).lower() for m in _KEY.finditer(match.group(1))]
         pieces.append("\\cite{" + ", ".join(keys) + "}" if keys else match.group(0))
@@ -263,12 +265,11 @@ def _cite_loose(text: str) -> str:
 
 # ---- language --------------------------------------------------------------------------------
 
-_CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 # A CJK character, or a whole run of other letters: one CJK character carries about as much as one
 # English word, so counting words (not letters) on the other side keeps Chinese text full of English
 # product names ("在 Kubernetes 上部署 TensorFlow Serving") recognisably Chinese.
-_SCRIPT_UNIT = re.compile(rf"[{_CJK_CHARS}]|[^\W\d_{_CJK_CHARS}]+")
-_CJK = re.compile(rf"[{_CJK_CHARS}]")
+_SCRIPT_UNIT = re.compile(rf"[{CJK_CHARS}]|[^\W\d_{CJK_CHARS}]+")
+_CJK = re.compile(rf"[{CJK_CHARS}]")
 
 
 def cjk_share(text: str) -> float:
@@ -276,7 +277,7 @@ def cjk_share(text: str) -> float:
 
     Digits, punctuation and citations are ignored.
     """
-    units = _SCRIPT_UNIT.findall(_CITE.sub("", text))
+    units = _SCRIPT_UNIT.findall(CITE.sub("", text))
     if not units:
         return 0.0
     return sum(1 for unit in units if _CJK.match(unit)) / len(units)
@@ -453,7 +454,7 @@ def repetition(text: str) -> str | None:
     same run of six words three times or more, or a long text made of very few distinct words.
     CJK text has no spaces, so each character counts as a word there.
     """
-    words = [w.lower() for w in _WORD.findall(_CITE.sub(" ", text))]
+    words = [w.lower() for w in _WORD.findall(CITE.sub(" ", text))]
     words = [piece for w in words for piece in (list(w) if _CJK.search(w) else [w])]
     seen: dict[tuple[str, ...], int] = {}
     for i in range(len(words) - _LOOP_NGRAM + 1):

@@ -18,11 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from deepdraft.actions import cited_keys
+from deepdraft.actions import CITE, cited_keys
 from deepdraft.evidence import EvidenceRegistry, Source
 from deepdraft.outline import Located, Outline
 
-_CITE = re.compile(r"\\cite\{([^{}]*)\}")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 # Numbering models like to add to titles: "1.", "2.3", "Section 2:", "第一章", "一、", "(1)".
@@ -116,7 +115,7 @@ def _render_citations(
                     pages.setdefault(number, set()).add(source.page)
         return "".join(_citation_mark(number, sorted(cited[number])) for number in sorted(cited))
 
-    return _CITE.sub(replace, text)
+    return CITE.sub(replace, text)
 
 
 def _citation_mark(number: int, pages: list[int]) -> str:

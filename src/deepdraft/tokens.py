@@ -14,14 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"  # CJK, kana, hangul
+CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+"""Character ranges of CJK ideographs, kana and hangul (for regex classes)."""
 _PIECE = re.compile(
-    rf"[{_CJK}]"  # one CJK/kana/hangul char
-    rf"|[^\W\d_{_CJK}]+"  # a run of other letters (a CJK char never joins it: "用PyTorch训练")
+    rf"[{CJK_CHARS}]"  # one CJK/kana/hangul char
+    rf"|[^\W\d_{CJK_CHARS}]+"  # a run of other letters (a CJK char never joins it: "用PyTorch训练")
     r"|\d"  # one digit
     r"|[^\w\s]|_",  # one punctuation mark
 )
-_WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+_WORD = re.compile(rf"[{CJK_CHARS}]|[^\s{CJK_CHARS}]+")
 
 
 def count_tokens(text: str) -> int:
