@@ -28,23 +28,14 @@ QUESTION = "How did presidents argue about tariffs?"
 MODEL = ScenarioModel(expansions=2)
 
 
+def research_command(corpus: Path, base_url: str, output: Path) -> list[str]:
+    return [sys.executable, "-m", "deepdraft", "research", QUESTION, "--kb", str(corpus),
+            "--base-url", base_url, "--model", "fake-model", "--output", str(output)]  # fmt: skip
+
+
 def start_research(corpus: Path, base_url: str, output: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deepdraft",
-            "research",
-            QUESTION,
-            "--kb",
-            str(corpus),
-            "--base-url",
-            base_url,
-            "--model",
-            "fake-model",
-            "--output",
-            str(output),
-        ],
+        research_command(corpus, base_url, output),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -78,21 +69,7 @@ def reference_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int
     env = dict(os.environ, DEEPDRAFT_HOME=str(folder / "home"))
     with FakeOpenAIServer(as_responder(MODEL)) as server:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "deepdraft",
-                "research",
-                QUESTION,
-                "--kb",
-                str(corpus),
-                "--base-url",
-                server.base_url,
-                "--model",
-                "fake-model",
-                "--output",
-                str(folder / "report.md"),
-            ],
+            research_command(corpus, server.base_url, folder / "report.md"),
             env=env,
             capture_output=True,
             text=True,
