@@ -263,8 +263,33 @@ def test_public_dict_hides_the_api_key() -> None:
 def test_public_dict_without_a_key() -> None:
     public = Settings().public_dict()
     assert public["llm"]["api_key"] is None
-    assert set(public) == {"llm", "research", "retrieval"}
+    assert public["embedding"]["api_key"] is None
+    assert set(public) == {"llm", "research", "retrieval", "embedding", "web", "output"}
     json.dumps(public)  # serialisable as it is
+
+
+def test_public_dict_hides_the_embedding_key_and_serialises_the_template(tmp_path: Path) -> None:
+    settings = Settings.model_validate(
+        {"embedding": {"api_key": "sk-embed"}, "output": {"template": str(tmp_path / "t.md.j2")}}
+    )
+    public = settings.public_dict()
+    assert public["embedding"]["api_key"] == "***"
+    assert public["output"]["template"] == str(tmp_path / "t.md.j2")
+    assert "sk-embed" not in json.dumps(public)
+
+
+def test_new_sections_validate_urls_and_formats() -> None:
+    with pytest.raises(ConfigError, match="embedding.base_url"):
+        load_settings(flags={"embedding": {"base_url": "localhost:8080"}}, environ={})
+    with pytest.raises(ConfigError, match="web.searxng_url"):
+        load_settings(flags={"web": {"searxng_url": "ftp://x"}}, environ={})
+    with pytest.raises(ConfigError, match="output.formats"):
+        load_settings(flags={"output": {"formats": ["odt"]}}, environ={})
+    settings = load_settings(
+        flags={"web": {"searxng_url": "http://localhost:8888/"}}, environ={"DEEPDRAFT_EMBED_MODEL": "bge"}
+    )
+    assert settings.web.searxng_url == "http://localhost:8888"
+    assert settings.embedding.model == "bge"
 
 
 def test_home_dir_default_and_tilde(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from rich.markup import escape
 from deepdraft import models, runner
 from deepdraft.errors import DeepdraftError, LLMError
 from deepdraft.progress import Progress
-from deepdraft.settings import Depth, PolicyName, Settings, load_settings
+from deepdraft.settings import Depth, PolicyName, ReferencesStyle, Settings, load_settings
 
 app = typer.Typer(
     name="deepdraft",
@@ -113,6 +113,46 @@ def research(
     max_expansions: Annotated[
         int | None, typer.Option("--max-expansions", help="Most deepening decisions (default 12).")
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Search only documents matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Never search documents matching this glob (repeatable)."),
+    ] = None,
+    web: Annotated[
+        bool | None, typer.Option("--web/--no-web", help="Search the web too (off by default).")
+    ] = None,
+    web_only: Annotated[
+        bool | None, typer.Option("--web-only", help="Search the web and no knowledge base.")
+    ] = None,
+    embed_base_url: Annotated[
+        str | None,
+        typer.Option("--embed-base-url", help="OpenAI-compatible /embeddings endpoint for --kb PATH."),
+    ] = None,
+    embed_model: Annotated[
+        str | None, typer.Option("--embed-model", help="Embedding model name at --embed-base-url.")
+    ] = None,
+    verify: Annotated[
+        bool | None,
+        typer.Option("--verify/--no-verify", help="Check each cited sentence against its sources (on)."),
+    ] = None,
+    synthesis: Annotated[
+        bool | None,
+        typer.Option("--synthesis/--no-synthesis", help="Add a summary and a conclusion (on)."),
+    ] = None,
+    formats: Annotated[
+        list[str] | None,  # typer cannot take a list of Literals; settings validate the names
+        typer.Option("--format", "-f", help="Also export as md, html, pdf, docx, json, bibtex or csl."),
+    ] = None,
+    references_style: Annotated[
+        ReferencesStyle | None,
+        typer.Option("--references-style", help="numbered (default) or author-date."),
+    ] = None,
+    template: Annotated[
+        Path | None, typer.Option("--template", help="A Jinja2 template for the final Markdown.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Research QUESTION in your documents and write a cited report."""
@@ -135,6 +175,20 @@ def research(
             "length_words": length,
             "max_steps": max_steps,
             "max_expansions": max_expansions,
+        },
+        retrieval={"only": only or None, "exclude": exclude or None},
+        embedding={
+            "base_url": embed_base_url,
+            "model": embed_model,
+            "enabled": True if embed_base_url else None,
+        },
+        web={"enabled": True if web_only else web, "only": web_only},
+        output={
+            "verify": verify,
+            "synthesis": synthesis,
+            "formats": formats or None,
+            "references_style": references_style,
+            "template": template,
         },
     )
     run_id = runner.new_run_id()

@@ -23,6 +23,8 @@ from deepdraft.errors import ConfigError
 
 PolicyName = Literal["warp", "plan-write"]
 Depth = Literal["quick", "standard", "deep"]
+ExportFormat = Literal["md", "html", "pdf", "docx", "json", "bibtex", "csl"]
+ReferencesStyle = Literal["numbered", "author-date"]
 
 # What each depth changes, section by section. "quick" is sized for a small model on a laptop CPU
 # (about 35 prompt tokens/s): few, short prompts and one deepening step, about 15 actions.
@@ -56,6 +58,15 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+
+
+def http_url_or_none(value: str | None) -> str | None:
+    """An http(s) URL without its trailing slash; None for an empty value."""
+    if value is None or value == "":
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https:// (got {value!r})")
+    return value.rstrip("/")
 
 
 class _Section(BaseModel):
@@ -93,11 +104,7 @@ class LLMSettings(_Section):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https:// (got {value!r})")
-        return value.rstrip("/")
+        return http_url_or_none(value)
 
 
 class ResearchSettings(_Section):
@@ -139,6 +146,17 @@ class ResearchSettings(_Section):
 class RetrievalSettings(_Section):
     chunk_tokens: int = Field(220, ge=32, le=4000)
     chunk_overlap: int = Field(40, ge=0, le=1000)
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    """How a KB is searched. "hybrid" fuses BM25 and dense ranks when the KB has vectors, and is
+    plain BM25 when it has none."""
+    only: list[str] = Field(default_factory=list)
+    """Glob patterns: search only documents whose path, URL or id matches one of them."""
+    exclude: list[str] = Field(default_factory=list)
+    """Glob patterns: never search documents whose path, URL or id matches one of them."""
+    max_file_mb: float = Field(200.0, gt=0)
+    """Files larger than this are skipped at ingestion, with a message."""
+    ocr: bool = True
+    """OCR pages without a text layer with Tesseract, when it is installed."""
 
     @model_validator(mode="after")
     def _overlap_smaller(self) -> RetrievalSettings:
@@ -149,10 +167,67 @@ class RetrievalSettings(_Section):
         return self
 
 
+class EmbeddingSettings(_Section):
+    enabled: bool = False
+    """Build dense vectors when documents are added (BM25 is always built)."""
+    base_url: str | None = None
+    """An OpenAI-compatible /embeddings endpoint; None: the in-package MiniLM model."""
+    model: str | None = None
+    api_key: str | None = None
+    batch_size: int = Field(32, ge=1, le=4096)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return http_url_or_none(value)
+
+
+class WebSettings(_Section):
+    enabled: bool = False
+    """Search the web too. Off by default: nothing leaves the machine unless asked."""
+    only: bool = False
+    """Search the web and no knowledge base."""
+    provider: Literal["searxng", "tavily", "brave"] = "searxng"
+    searxng_url: str | None = None
+    """Base URL of a SearXNG instance with the JSON format enabled, e.g. http://localhost:8888."""
+
+    @field_validator("searxng_url")
+    @classmethod
+    def _searxng_url(cls, value: str | None) -> str | None:
+        return http_url_or_none(value)
+
+    # Tavily and Brave read their API keys from TAVILY_API_KEY / BRAVE_API_KEY only: never stored.
+    results_per_query: int = Field(5, ge=1, le=50)
+    fetch_pages: bool = True
+    """Fetch and extract each result's page (else only the search snippet is evidence)."""
+    allow_private: bool = False
+    """Allow fetching pages on loopback and private networks (off: such URLs are refused)."""
+    max_page_bytes: int = Field(3_000_000, ge=1_000)
+    timeout_s: float = Field(20.0, gt=0)
+
+
+class OutputSettings(_Section):
+    verify: bool = True
+    """Check every cited sentence against its passages after the run (claim-level verification)."""
+    verify_policy: Literal["repair", "recite", "remove"] = "repair"
+    """What happens to an unsupported sentence: re-written from its evidence (falling back to
+    re-citing, then removal), re-cited to a supporting passage (else removed), or removed."""
+    synthesis: bool = True
+    """Write an executive summary and a conclusion from the finished sections."""
+    formats: list[ExportFormat] = Field(default_factory=lambda: ["md"])
+    """Files written next to the report when a run finishes (Markdown is always written)."""
+    references_style: ReferencesStyle = "numbered"
+    template: Path | None = None
+    """A Jinja2 template for the final Markdown document (see docs/exports.md)."""
+
+
 class Settings(_Section):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     research: ResearchSettings = Field(default_factory=ResearchSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
 
     def with_default_depth(self, depth: Depth) -> Settings:
         """These settings with `depth`'s preset, unless a depth was chosen explicitly."""
@@ -167,6 +242,8 @@ class Settings(_Section):
         """Settings as recorded in journals and manifests: secrets removed."""
         data = self.model_dump()
         data["llm"]["api_key"] = "***" if self.llm.api_key else None
+        data["embedding"]["api_key"] = "***" if self.embedding.api_key else None
+        data["output"]["template"] = str(self.output.template) if self.output.template else None
         return data
 
 
@@ -181,6 +258,10 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("DEEPDRAFT_DEPTH", "research", "depth"),
     ("DEEPDRAFT_MAX_STEPS", "research", "max_steps"),
     ("DEEPDRAFT_MAX_EXPANSIONS", "research", "max_expansions"),
+    ("DEEPDRAFT_EMBED_BASE_URL", "embedding", "base_url"),
+    ("DEEPDRAFT_EMBED_MODEL", "embedding", "model"),
+    ("DEEPDRAFT_EMBED_API_KEY", "embedding", "api_key"),
+    ("SEARXNG_URL", "web", "searxng_url"),
 )
 
 
