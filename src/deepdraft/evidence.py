@@ -31,6 +31,7 @@ class Source:
     page: int | None = None  # 1-based page, when the document has pages
     start: int = 0  # character offsets of the passage in the document's text
     end: int = 0
+    headings: tuple[str, ...] = ()  # the section path the passage sits under, outermost first
 
 
 @dataclass(frozen=True)

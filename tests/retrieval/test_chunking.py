@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepdraft.retrieval.chunking import Chunk, chunk_document, first_heading, iter_blocks
-from deepdraft.retrieval.corpus import Document
+from deepdraft.retrieval.corpus import Document, Page
 from deepdraft.tokens import count_tokens
 
 
@@ -185,3 +185,75 @@ def test_endless_token_is_cut_at_token_boundaries() -> None:
 def test_empty_document_has_no_chunks() -> None:
     assert chunk_document(doc(""), 100, 10) == []
     assert chunk_document(doc(" \n\n\t"), 100, 10) == []
+
+
+# -- documents with pages ------------------------------------------------------------------------------
+
+
+def paged(*pages: str) -> Document:
+    """A document whose pages are joined the way `corpus` joins them (a blank line between)."""
+    text, spans = "", []
+    for number, page in enumerate(pages, start=1):
+        if text:
+            text += "\n\n"
+        spans.append(Page(number, len(text), len(text) + len(page)))
+        text += page
+    return Document("d", "Title", "/tmp/d.md", text, pages=tuple(spans), format="pdf")
+
+
+def test_chunks_never_cross_pages_and_name_their_page() -> None:
+    document = paged("Short first page.", "Second page, also short.", "Third.")
+    chunks = chunk_document(document, 200, 20)  # everything would fit in one chunk without pages
+    assert [(c.page, c.text) for c in chunks] == [
+        (1, "Short first page."),
+        (2, "Second page, also short."),
+        (3, "Third."),
+    ]
+
+
+def test_long_pages_are_cut_within_the_page_with_overlap() -> None:
+    body = " ".join(sentences(20))
+    document = paged(body, body)
+    chunks = chunk_document(document, 60, 20)
+    check_invariants(document, chunks, 60, 20)
+    second = document.pages[1].start
+    for chunk in chunks:
+        assert chunk.page == (1 if chunk.end <= document.pages[0].end else 2)
+        assert chunk.start >= second or chunk.end <= document.pages[0].end
+    assert chunks[0].page == 1 and chunks[-1].page == 2
+
+
+def test_each_page_starts_a_new_heading_path() -> None:
+    document = paged("# Slide one\n\nApples.\n\n## Detail\n\nPears.", "Untitled slide body.", "# Slide three")
+    chunks = chunk_document(document, 200, 20)
+    assert [(c.page, c.headings, c.text) for c in chunks] == [
+        (1, ("Slide one",), "# Slide one\n\nApples."),
+        (1, ("Slide one", "Detail"), "## Detail\n\nPears."),
+        (2, (), "Untitled slide body."),
+        (3, ("Slide three",), "# Slide three"),  # a lone heading stays on its page
+    ]
+
+
+def test_unclosed_code_fence_ends_with_its_page() -> None:
+    document = paged("Code:\n\n```\nprint(1)", "# Next page\n\nStill read as a page.")
+    chunks = chunk_document(document, 200, 20)
+    assert [(c.page, c.headings) for c in chunks] == [(1, ()), (2, ("Next page",))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pages=st.lists(st.lists(FRAGMENTS, min_size=1, max_size=40).map("".join), min_size=1, max_size=5),
+    budget=st.integers(min_value=1, max_value=40),
+    overlap=st.integers(min_value=0, max_value=20),
+)
+def test_paged_chunk_invariants(pages: list[str], budget: int, overlap: int) -> None:
+    document = paged(*pages)
+    chunks = chunk_document(document, budget, overlap)
+    for chunk in chunks:
+        assert chunk.text == document.text[chunk.start : chunk.end] and count_tokens(chunk.text) <= budget
+        assert chunk.page is not None and chunk.page == document.page_at(chunk.start)
+        page = document.pages[chunk.page - 1]
+        assert page.start <= chunk.start < chunk.end <= page.end
+    covered = {i for c in chunks for i in range(c.start, c.end)}
+    for page in document.pages:  # every visible character of every page is in some chunk
+        assert all(i in covered for i in range(page.start, page.end) if not document.text[i].isspace())

@@ -1,15 +1,29 @@
-"""Reading corpora: folders, single files, encodings, JSONL, and the errors a user can hit."""
+"""Reading corpora: which files paths name, documents per file, encodings, JSONL, and user errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.corpus import Document, corpus_stamp, decode_text, iter_documents
+from deepdraft.retrieval.corpus import (
+    Document,
+    Failure,
+    Page,
+    corpus_stamp,
+    decode_text,
+    discover,
+    iter_documents,
+    read_documents,
+)
+from tests.support.documents import EXPECTED_FAILURES, make_document_folder
+
+MB = 1024 * 1024
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -48,7 +62,14 @@ def test_title_ignores_headings_inside_code_fences_and_deeper_levels(tmp_path: P
 def test_single_text_file(tmp_path: Path) -> None:
     file = write(tmp_path / "only.md", "# Only\r\n\r\nWindows line ends.\r\n")
     (doc,) = iter_documents(file)
-    assert doc == Document("only.md", "Only", str(file.absolute()), "# Only\n\nWindows line ends.\n")
+    assert (doc.doc_id, doc.title, doc.location, doc.text) == (
+        "only.md",
+        "Only",
+        str(file.absolute()),
+        "# Only\n\nWindows line ends.\n",
+    )
+    assert (doc.format, doc.pages) == ("markdown", ())
+    assert doc.content_hash == hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -59,7 +80,15 @@ def test_single_text_file(tmp_path: Path) -> None:
         ("utf16 le ü".encode("utf-16"), "utf16 le ü"),
         (b"\xfe\xff" + "utf16 be ü".encode("utf-16-be"), "utf16 be ü"),
         ("smart “quotes” – cp1252".encode("cp1252"), "smart “quotes” – cp1252"),
-        (b"undefined in cp1252: \x81\x8d", "undefined in cp1252: \x81\x8d"),  # latin-1 takes anything
+        (b"undefined in cp1252: \x81", "undefined in cp1252: \x81"),  # latin-1 takes anything
+        ("Le café servait des crêpes à Noël.".encode("latin-1"), "Le café servait des crêpes à Noël."),
+        ("黄河流经九个省区，最后注入渤海。".encode("gb18030"), "黄河流经九个省区，最后注入渤海。"),
+        (
+            "こんにちは、世界。今日はいい天気ですね。".encode("shift_jis"),
+            "こんにちは、世界。今日はいい天気ですね。",
+        ),
+        ("utf16 without a BOM".encode("utf-16-le"), "utf16 without a BOM"),
+        (b"one\r\ntwo\rthree", "one\ntwo\nthree"),
     ],
 )
 def test_decoding_fallbacks(raw: bytes, expected: str) -> None:
@@ -91,15 +120,43 @@ def test_missing_path_raises_immediately(tmp_path: Path) -> None:
         iter_documents(tmp_path / "nope")
 
 
+def test_binary_control_characters_without_nul_are_binary() -> None:
+    assert decode_text(bytes(range(1, 32)) * 40) is None
+
+
 def test_empty_folder_names_supported_types(tmp_path: Path) -> None:
     write(tmp_path / "sheet.csv", "a,b")
-    with pytest.raises(KnowledgeBaseError, match=r"\.txt, \.md, \.markdown"):
+    with pytest.raises(
+        KnowledgeBaseError, match=r"no supported documents in this folder \(looked for .*\.pdf"
+    ):
         iter_documents(tmp_path)
 
 
 def test_unsupported_single_file(tmp_path: Path) -> None:
-    with pytest.raises(KnowledgeBaseError, match="supported types"):
-        iter_documents(write(tmp_path / "paper.pdf", b"%PDF-1.4"))
+    with pytest.raises(KnowledgeBaseError, match=r"unsupported format \.xyz"):
+        iter_documents(write(tmp_path / "paper.xyz", b"data"))
+    with pytest.raises(KnowledgeBaseError, match=r"unsupported format \.doc \(save it as \.docx\)"):
+        iter_documents(write(tmp_path / "memo.doc", b"data"))
+
+
+def test_on_the_fly_corpus_reads_every_format_and_reports_the_rest(tmp_path: Path) -> None:
+    files = make_document_folder(tmp_path / "docs")
+    skipped: list[str] = []
+
+    docs = list(iter_documents(tmp_path / "docs", skipped))
+
+    good = {key for key in files if key not in EXPECTED_FAILURES}
+    assert sorted(d.location for d in docs if d.format != "html") == sorted(
+        str(files[key]) for key in good if key != "html"
+    )
+    assert {d.format for d in docs} == {"pdf", "docx", "pptx", "xlsx", "epub", "html", "markdown", "text"}
+    assert "中文/长江.txt" in {d.doc_id for d in docs}  # ids relative to the corpus folder
+    assert len(skipped) == len(EXPECTED_FAILURES)
+    for key, reason in EXPECTED_FAILURES.items():
+        assert any(
+            note == f"{files[key]}: {reason}" or note.startswith(f"{files[key]}: {reason}")
+            for note in skipped
+        )
 
 
 def test_jsonl_fields(tmp_path: Path) -> None:
@@ -121,29 +178,220 @@ def test_jsonl_fields(tmp_path: Path) -> None:
     assert docs[2].location == str(file.absolute())
 
 
-def test_jsonl_is_streamed(tmp_path: Path) -> None:
-    file = write(tmp_path / "c.jsonl", '{"id": 1, "text": "first"}\nthis line is broken\n')
-    documents = iter_documents(file)
-    assert next(documents).text == "first"  # the bad line has not been read yet
-    with pytest.raises(KnowledgeBaseError, match=r"c\.jsonl:2"):
-        next(documents)
+def test_jsonl_is_streamed_not_loaded(tmp_path: Path) -> None:
+    """The second record is written only after the first one was read: a reader that loads the file
+    first would wait forever (the pipe's writer waits for the reader's go-ahead)."""
+    pipe = tmp_path / "live.jsonl"
+    os.mkfifo(pipe)
+    first_read = threading.Event()
+
+    def writer() -> None:
+        with pipe.open("w", encoding="utf-8") as handle:
+            handle.write('{"id": 1, "text": "first"}\n')
+            handle.flush()
+            first_read.wait(10)
+            handle.write('{"id": 2, "text": "second"}\n')
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    documents = read_documents(pipe, max_bytes=MB)
+    first = next(documents)
+    assert isinstance(first, Document) and first.text == "first"
+    first_read.set()
+    rest = list(documents)
+    thread.join(10)
+    assert [d.text for d in rest if isinstance(d, Document)] == ["second"]
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("[1, 2]", "expected a JSON object"),
-        ('{"id": "a"}', '"contents" or "text"'),
-        ('{"id": "a", "text": 5}', '"contents" or "text"'),
-        ('{"id": [1], "text": "t"}', '"id" must be'),
-        ('{"id": "a", "text": "t", "url": 3}', '"url" must be'),
+        ("this line is broken", "not a JSON line"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"id": "a"}', 'needs a string "contents" or "text" field'),
+        ('{"id": "a", "text": 5}', 'needs a string "contents" or "text" field'),
+        ('{"id": "a", "text": "  "}', 'empty "text"'),
+        ('{"id": [1], "text": "t"}', '"id" must be a string or a number'),
+        ('{"id": "a", "text": "t", "url": 3}', '"url" must be a string'),
+        ('{"id": "a", "text": "t", "title": 3}', '"title" must be a string'),
     ],
 )
-def test_jsonl_bad_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
-    file = write(tmp_path / "bad.jsonl", '{"id": "ok", "text": "fine"}\n\n' + line + "\n")
-    with pytest.raises(KnowledgeBaseError, match=r"bad\.jsonl:3") as raised:
-        list(iter_documents(file))
-    assert message in str(raised.value)
+def test_jsonl_bad_line_is_a_failure_and_reading_goes_on(tmp_path: Path, line: str, message: str) -> None:
+    file = write(
+        tmp_path / "bad.jsonl",
+        '{"id": "ok", "text": "fine"}\n\n' + line + '\n{"id": "after", "text": "more"}\n',
+    )
+
+    items = list(read_documents(file, max_bytes=MB))
+
+    assert [type(item) for item in items] == [Document, Failure, Document]
+    assert items[1] == Failure(f"{file}:3", items[1].reason)
+    assert items[1].reason.startswith(message)
+    assert [d.doc_id for d in items if isinstance(d, Document)] == ["ok", "after"]
+
+
+def test_jsonl_failures_become_skipped_notes_on_the_fly(tmp_path: Path) -> None:
+    file = write(tmp_path / "c.jsonl", '{"id": 1, "text": "first"}\nnot json\n')
+    skipped: list[str] = []
+    assert [d.text for d in iter_documents(file, skipped)] == ["first"]
+    assert skipped == [f"{file.absolute()}:2: not a JSON line (Expecting value at column 1)"]
+
+
+def test_jsonl_of_garbage_is_abandoned_early(tmp_path: Path) -> None:
+    file = write(tmp_path / "notes.jsonl", "plain prose, not JSON\n" * 1000)
+    items = list(read_documents(file, max_bytes=MB))
+    assert len(items) == 21  # 20 lines, then the verdict; not a thousand failures
+    assert items[-1] == Failure(str(file), "not a JSONL corpus: its first 20 records are unusable")
+
+
+def test_jsonl_hash_is_per_record_and_size_limit_does_not_apply(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": f"p{i}", "contents": f'"Title {i}"\n' + "word " * 50}) for i in range(50)]
+    file = write(tmp_path / "big.jsonl", "\n".join(lines) + "\n")
+    docs = [d for d in read_documents(file, max_bytes=1024) if isinstance(d, Document)]
+    assert len(docs) == 50 and file.stat().st_size > 1024
+    assert docs[3].content_hash == hashlib.sha256(lines[3].encode()).hexdigest()
+    assert (docs[3].title, docs[3].format, docs[3].pages) == ("Title 3", "jsonl", ())
+    assert len({d.content_hash for d in docs}) == 50
+
+
+def test_empty_jsonl_is_a_failure(tmp_path: Path) -> None:
+    file = write(tmp_path / "none.jsonl", "\n\n")
+    assert list(read_documents(file, max_bytes=MB)) == [Failure(str(file), "empty file")]
+
+
+# -- discover -------------------------------------------------------------------------------------------
+
+
+def test_discover_walks_folders_sorted_skipping_hidden_and_reporting_unsupported(tmp_path: Path) -> None:
+    write(tmp_path / "b.md", "b")
+    write(tmp_path / "a" / "deep" / "c.PDF", b"%PDF")
+    write(tmp_path / ".hidden" / "d.md", "d")
+    write(tmp_path / ".e.md", "e")
+    write(tmp_path / "photo.png", b"\x89PNG")
+    write(tmp_path / "README", "no suffix")
+
+    files, failures = discover([tmp_path])
+
+    assert files == [tmp_path / "a" / "deep" / "c.PDF", tmp_path / "b.md"]
+    assert failures == [
+        Failure(str(tmp_path / "README"), failures[0].reason),
+        Failure(str(tmp_path / "photo.png"), "unsupported format .png"),
+    ]
+    assert failures[0].reason.startswith("unsupported format (no file name extension; supported: .docx,")
+
+
+def test_discover_non_recursive_reads_only_the_top_folder(tmp_path: Path) -> None:
+    write(tmp_path / "top.md", "t")
+    write(tmp_path / "sub" / "inner.md", "i")
+    assert discover([tmp_path], recursive=False) == ([tmp_path / "top.md"], [])
+
+
+def test_discover_globs_home_and_deduplication(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    one = write(tmp_path / "papers" / "one.md", "1")
+    two = write(tmp_path / "papers" / "nested" / "two.md", "2")
+    write(tmp_path / "papers" / "three.txt", "3")
+    os.symlink(one, tmp_path / "papers" / "alias.md")  # a second name for one.md
+
+    files, failures = discover(
+        ["~/papers/*.md", "~/papers/**/*.md", str(one), tmp_path / "papers" / "alias.md"]
+    )
+
+    assert failures == []
+    assert files == [tmp_path / "papers" / "alias.md", two]  # one.md under the first name it was found
+
+
+def test_discover_reports_missing_paths_empty_globs_and_empty_folders(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "only-images" / "x.png", b"png")
+    os.symlink(tmp_path / "gone.md", tmp_path / "dangling.md")
+
+    files, failures = discover(
+        [
+            tmp_path / "nope.md",
+            str(tmp_path / "*.rst"),
+            tmp_path / "empty",
+            tmp_path / "only-images",
+            tmp_path / "dangling.md",
+        ]
+    )
+
+    assert files == []
+    reasons = {f.location: f.reason for f in failures}
+    assert reasons[str(tmp_path / "nope.md")] == "not found"
+    assert reasons[str(tmp_path / "*.rst")] == "no files match this pattern"
+    assert reasons[str(tmp_path / "empty")].startswith("no supported documents in this folder")
+    assert reasons[str(tmp_path / "only-images")].startswith("no supported documents in this folder")
+    assert reasons[str(tmp_path / "only-images" / "x.png")] == "unsupported format .png"
+    assert reasons[str(tmp_path / "dangling.md")] == "broken link: its target does not exist"
+
+
+def test_discover_survives_symlink_loops_and_follows_linked_folders(tmp_path: Path) -> None:
+    write(tmp_path / "corpus" / "a.md", "a")
+    write(tmp_path / "elsewhere" / "b.md", "b")
+    os.symlink(tmp_path / "corpus", tmp_path / "corpus" / "loop")  # corpus/loop/loop/loop/...
+    os.symlink(tmp_path / "elsewhere", tmp_path / "corpus" / "linked")
+
+    files, failures = discover([tmp_path / "corpus"])
+
+    assert files == [tmp_path / "corpus" / "a.md", tmp_path / "corpus" / "linked" / "b.md"]
+    assert failures == []
+
+
+def test_discover_explicit_hidden_file_is_taken(tmp_path: Path) -> None:
+    hidden = write(tmp_path / ".notes.md", "n")
+    assert discover([hidden]) == ([hidden], [])
+
+
+# -- read_documents -------------------------------------------------------------------------------------
+
+
+def test_doc_id_is_relative_to_root_else_absolute(tmp_path: Path) -> None:
+    file = write(tmp_path / "kb" / "sub" / "x.md", "# X\n\nbody")
+    (under,) = read_documents(file, max_bytes=MB, root=tmp_path / "kb")
+    (outside,) = read_documents(file, max_bytes=MB, root=tmp_path / "other")
+    (no_root,) = read_documents(file, max_bytes=MB)
+    assert isinstance(under, Document) and isinstance(outside, Document) and isinstance(no_root, Document)
+    assert (under.doc_id, outside.doc_id, no_root.doc_id) == ("sub/x.md", file.as_posix(), file.as_posix())
+    assert under.title == "X"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.txt", b"", "empty file"),
+        ("blank.md", b"  \n\t\n", "empty file"),
+        ("nul.txt", b"text\x00with\x00nuls\x00and\x00more", "binary file, not a document"),
+        ("data.xyz", b"whatever", "unsupported format .xyz"),
+    ],
+)
+def test_unusable_files_give_one_failure(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
+    file = write(tmp_path / name, content)
+    assert list(read_documents(file, max_bytes=MB)) == [Failure(str(file), reason)]
+
+
+def test_too_large_file_names_the_limit_and_the_setting(tmp_path: Path) -> None:
+    file = write(tmp_path / "huge.txt", "x" * (MB + 1))
+    assert list(read_documents(file, max_bytes=MB)) == [
+        Failure(str(file), "larger than the 1 MB limit (set retrieval.max_file_mb)")
+    ]
+    (document,) = read_documents(file, max_bytes=2 * MB)
+    assert isinstance(document, Document)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_is_a_failure(tmp_path: Path) -> None:
+    file = write(tmp_path / "locked.md", "secret")
+    file.chmod(0)
+    assert list(read_documents(file, max_bytes=MB)) == [
+        Failure(str(file), "cannot read it (Permission denied)")
+    ]
+
+
+def test_page_at_maps_offsets_to_pages() -> None:
+    doc = Document("d", "t", "/d.pdf", "one\n\ntwo", pages=(Page(1, 0, 3), Page(4, 5, 8)), format="pdf")
+    assert [doc.page_at(i) for i in range(9)] == [1, 1, 1, None, None, 4, 4, 4, None]
+    assert Document("d", "t", "/d.md", "text").page_at(0) is None
 
 
 def test_corpus_stamp_changes_with_content_but_not_without(tmp_path: Path) -> None:

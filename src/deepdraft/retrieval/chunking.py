@@ -20,6 +20,11 @@ How a document is cut:
 4. Consecutive chunks of one section overlap by about `overlap_tokens`: the next chunk starts with the
    tail of the previous one, from a sentence start when that gives at least half the overlap,
    otherwise from a word start. Sections never overlap each other.
+5. Documents with pages (PDF pages, slides, sheets) are cut page by page: a chunk never crosses a
+   page boundary, so it can cite one page, and records that page. Each page starts with an empty
+   heading path — slides and sheets bring their own titles, and a PDF's text layer has no Markdown
+   headings — and a heading left alone at the end of a page becomes a chunk of its own rather than
+   travel to the next page. Text outside the pages (the separators between them) is not chunked.
 
 The size bound is strict (`count_tokens(chunk.text) <= chunk_tokens`): the estimate is subadditive,
 so the sum of the parts' counts bounds the count of their span. Setext headings (underlined with
@@ -66,6 +71,7 @@ class Chunk:
     start: int
     end: int
     headings: tuple[str, ...] = ()
+    page: int | None = None  # the 1-based page it lies on, for documents with pages
 
 
 @dataclass(frozen=True)
@@ -129,22 +135,28 @@ def chunk_document(doc: Document, chunk_tokens: int, overlap_tokens: int) -> lis
     if chunk_tokens < 1:
         raise ValueError("chunk_tokens must be at least 1")
     overlap = max(0, min(overlap_tokens, chunk_tokens - 1))
+    text = doc.text
+    spans = [(p.start, p.end, p.number) for p in doc.pages] if doc.pages else [(0, len(text), None)]
     chunks: list[Chunk] = []
-    for headings, units in _sections(doc.text):
-        for start, end in _pack(doc.text, units, chunk_tokens, overlap):
-            chunks.append(
-                Chunk(doc.text[start:end], doc.doc_id, doc.title, doc.location, start, end, headings)
-            )
+    for span_start, span_end, page in spans:
+        for headings, units in _sections(text, span_start, span_end):
+            for start, end in _pack(text, units, chunk_tokens, overlap):
+                chunks.append(
+                    Chunk(text[start:end], doc.doc_id, doc.title, doc.location, start, end, headings, page)
+                )
     return chunks
 
 
-def _sections(text: str) -> Iterator[tuple[tuple[str, ...], list[tuple[int, int]]]]:
-    """(heading path, unit spans) per section; a section's units start with its heading lines."""
+def _sections(text: str, begin: int, stop: int) -> Iterator[tuple[tuple[str, ...], list[tuple[int, int]]]]:
+    """(heading path, unit spans) per section of ``text[begin:stop]``; units start with headings."""
     stack: list[tuple[int, str]] = []
     path: tuple[str, ...] = ()
     units: list[tuple[int, int]] = []
     has_body = False
-    for block in iter_blocks(text):
+    # Blocks of the span alone (a page), so an unclosed code fence cannot swallow the next page.
+    whole = begin == 0 and stop == len(text)
+    for local in iter_blocks(text if whole else text[begin:stop]):
+        block = local if whole else Block(local.start + begin, local.end + begin, local.level, local.heading)
         if block.level:
             if has_body:
                 yield path, units
