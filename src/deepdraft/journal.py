@@ -8,6 +8,8 @@ What it stores
     ``events``       the typed progress stream, numbered 1, 2, 3… per run, so a server can replay it
                      to a client that reconnects (``events(run_id, after=last_seen)``).
     ``llm_cache``    LLM replies keyed by request hash (see `deepdraft.llm.cache.CachingLLM`).
+    ``egress``       the run's requests off this machine (web searches, page fetches, remote LLM and
+                     embedding endpoints), numbered per run; see `deepdraft.egress`.
     ``migrations``   the names of the schema migrations applied to this file.
 
 Trade-offs, chosen on purpose
@@ -52,6 +54,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from deepdraft.egress import EgressRecord
 from deepdraft.errors import RunNotFound, StoreError
 from deepdraft.events import StepRecord
 
@@ -137,9 +140,26 @@ CREATE TABLE llm_cache (
 );
 """
 
+_EGRESS_SCHEMA = """
+CREATE TABLE egress (
+    run_id   TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq      INTEGER NOT NULL,
+    at       REAL NOT NULL,
+    kind     TEXT NOT NULL,                 -- web-search, page-fetch, llm, embeddings
+    endpoint TEXT NOT NULL,                 -- scheme://host:port/path, never a query string or key
+    detail   TEXT NOT NULL,                 -- the query or the URL
+    bytes    INTEGER NOT NULL,
+    requests INTEGER NOT NULL,              -- 1 for one request; a running count for an endpoint row
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
 # Append only: never edit, reorder or remove an entry once released — files in the wild record
 # these names, and a renamed migration would be reapplied or make the file look newer.
-MIGRATIONS: tuple[Migration, ...] = (Migration("0001_initial", _INITIAL_SCHEMA),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0001_initial", _INITIAL_SCHEMA),
+    Migration("0002_egress", _EGRESS_SCHEMA),
+)
 
 
 @dataclass(frozen=True)
@@ -627,6 +647,62 @@ class Journal:
                 kind=r["kind"],
                 payload=json.loads(r["payload"]),
                 created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    # -- egress audit ----------------------------------------------------------------------------
+
+    def record_egress(self, run_id: str, record: EgressRecord) -> int:
+        """Store one egress record (its `seq` is ignored); returns its number within the run (1, 2, 3…).
+
+        Written at once in its own transaction, not with a step: the request has already happened.
+        """
+        with self._write("record egress") as conn:
+            self._require_run(conn, run_id)
+            seq: int = conn.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM egress WHERE run_id = ?", (run_id,)
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO egress (run_id, seq, at, kind, endpoint, detail, bytes, requests)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    seq,
+                    record.at,
+                    record.kind,
+                    record.endpoint,
+                    record.detail,
+                    record.bytes,
+                    record.requests,
+                ),
+            )
+        return seq
+
+    def add_egress_traffic(self, run_id: str, seq: int, requests: int, bytes: int) -> None:
+        """Add requests and bytes to an endpoint's egress record (an LLM endpoint counts its calls)."""
+        with self._write("count egress") as conn:
+            cursor = conn.execute(
+                "UPDATE egress SET requests = requests + ?, bytes = bytes + ? WHERE run_id = ? AND seq = ?",
+                (requests, bytes, run_id, seq),
+            )
+            if cursor.rowcount == 0:
+                raise StoreError(f"run {run_id} has no egress record {seq}")
+
+    def egress(self, run_id: str) -> list[EgressRecord]:
+        """The run's egress records, in the order they were made."""
+        with self._read("read egress") as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute("SELECT * FROM egress WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        return [
+            EgressRecord(
+                kind=r["kind"],
+                endpoint=r["endpoint"],
+                detail=r["detail"],
+                at=r["at"],
+                bytes=r["bytes"],
+                requests=r["requests"],
+                seq=r["seq"],
             )
             for r in rows
         ]
