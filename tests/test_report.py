@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -29,7 +30,8 @@ def _body(markdown: str) -> str:
 def _references(markdown: str) -> list[str]:
     if "## References" not in markdown:
         return []
-    return [line for line in markdown.split("## References")[1].splitlines() if line.strip()]
+    tail = markdown.split("## References")[1].split("<details>")[0]
+    return [line for line in tail.splitlines() if line.strip()]
 
 
 # ---- headings ------------------------------------------------------------------------------------
@@ -163,8 +165,8 @@ def test_citations_are_numbered_by_source_in_order_of_first_appearance() -> None
     outline.sections[2].content = "No citation here."
     report = render_markdown(outline, registry)
     body = _body(report.markdown)
-    assert "First claim [1]. Second claim [2][3]." in body
-    assert "Again A [2] and B [1][2]." in body  # a passage of A shares A's number
+    assert "First claim [1]. Second claim [2, 3]." in body
+    assert "Again A [2] and B [1, 2]." in body  # a passage of A shares A's number
     assert "\\cite" not in report.markdown
     assert [(r.number, r.source.doc_id) for r in report.references] == [(1, "docB"), (2, "docA"), (3, "webC")]
     assert _references(report.markdown) == [
@@ -186,7 +188,7 @@ def test_a_passage_with_a_page_is_cited_with_it() -> None:
     outline.sections[2].content = "Three \\cite{textid2}."
     report = render_markdown(outline, registry)
     body = _body(report.markdown)
-    assert "One [1, p. 12]. Two [1, p. 12][2]." in body
+    assert "One [1, p. 12]. Two [1, p. 12; 2]." in body
     assert "Both pages [1, pp. 3, 12]." in body
     assert "Three [1, p. 3]." in body
     assert report.references[0].pages == (3, 12)
@@ -200,7 +202,7 @@ def test_unknown_keys_are_dropped_and_never_numbered() -> None:
         0
     ].content = "Ghost \\cite{textid9}. Mixed \\cite{textid9, textid1}. Prefixed \\cite{bibkey: textid1}."
     report = render_markdown(outline, registry)
-    assert "Ghost . Mixed [1]. Prefixed [1]." in report.markdown
+    assert "Ghost. Mixed [1]. Prefixed [1]." in report.markdown  # no blank left before the full stop
     assert len(report.references) == 1
 
 
@@ -244,53 +246,229 @@ def test_a_split_parent_keeps_its_text_before_its_children() -> None:
     assert markdown.index("Parent text.") < markdown.index("### 2.1 B1") < markdown.index("Child text.")
 
 
+# ---- merging, summary, conclusion, language ----------------------------------------------------
+
+
+def test_duplicates_in_one_citation_and_adjacent_citations_merge() -> None:
+    registry = _registry(("a1", "docA", None), ("a2", "docA", None), ("b", "docB", None))
+    outline = Outline.create("T", [("S1", "a"), ("S2", "b"), ("S3", "c")])
+    outline.sections[
+        0
+    ].content = "Same source twice \\cite{textid1, textid2}. Adjacent \\cite{textid1}\\cite{textid3}."
+    outline.sections[
+        1
+    ].content = "Spaced \\cite{textid3} \\cite{textid2}. Repeated key \\cite{textid3, textid3}."
+    body = _body(render_markdown(outline, registry).markdown)
+    assert "Same source twice [1]. Adjacent [1, 2]." in body
+    assert "Spaced [1, 2]. Repeated key [2]." in body  # numbers in a mark ascend
+
+
+def test_summary_comes_first_and_is_numbered_first_conclusion_comes_last() -> None:
+    registry = _registry(("a", "docA", None), ("b", "docB", None))
+    outline = Outline.create("Tariffs", [("S1", "a"), ("S2", "b"), ("S3", "c")])
+    for section in outline.sections:
+        section.content = "Body \\cite{textid1}."
+    report = render_markdown(
+        outline,
+        registry,
+        summary="In short \\cite{textid2}.",
+        conclusion="So \\cite{textid1, textid2}.",
+        question="How did presidents argue about tariffs?",
+    )
+    headings = [line for line in report.markdown.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "## Executive summary",
+        "## 1 S1",
+        "## 2 S2",
+        "## 3 S3",
+        "## Conclusion",
+        "## References",
+    ]
+    assert "## Executive summary\n\nIn short [1]." in report.markdown  # docB is cited first, in the summary
+    assert "## 1 S1\n\nBody [2]." in report.markdown
+    assert "## Conclusion\n\nSo [1, 2]." in report.markdown
+    assert report.summary == "In short [1]." and report.conclusion == "So [1, 2]."
+
+
+def test_a_chinese_report_has_chinese_headings() -> None:
+    registry = _registry(("甲", "docA", None))
+    outline = Outline.create("关税报告", [("背景", "a"), ("争论", "b"), ("结论部分", "c")])
+    for section in outline.sections:
+        section.content = "正文内容\\cite{textid1}。"
+    report = render_markdown(
+        outline,
+        registry,
+        summary="总之\\cite{textid1}。",
+        conclusion="综上。",
+        question="总统们如何讨论关税？",
+    )
+    headings = [line for line in report.markdown.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## 摘要" and headings[-2:] == ["## 结论", "## 参考文献"]
+    assert "正文内容[1]。" in report.markdown
+
+
+def test_the_manifest_closes_the_report_in_a_collapsed_block() -> None:
+    registry = _registry(("a", "docA", None))
+    outline = Outline.create("T", [("S1", "a"), ("S2", "b"), ("S3", "c")])
+    outline.sections[0].content = "Claim \\cite{textid1}."
+    manifest = {
+        "deepdraft": "9.9",
+        "run_id": "r1",
+        "model": "m",
+        "tokens": {"prompt": 1200, "completion": 30},
+    }
+    markdown = render_markdown(outline, registry, manifest=manifest).markdown
+    about = markdown[markdown.index("<details>") :]
+    assert about.startswith("<details>\n<summary>About this report</summary>")
+    assert "- **deepdraft:** 9.9" in about and "- **Tokens:** 1,200 in, 30 out" in about
+    assert markdown.rstrip().endswith("</details>")
+    assert _references(markdown) == ["[1] Document docA — `/corpus/docA.pdf`"]
+
+
+# ---- author-date style ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _DatedSource(Source):
+    """A source with the bibliographic metadata some retrievers provide (read by duck typing)."""
+
+    year: int | None = None
+    authors: tuple[str, ...] = ()
+
+
+def test_author_date_style_uses_short_titles_years_and_sorts_alphabetically() -> None:
+    registry = EvidenceRegistry()
+    registry.register(
+        Passage("p1", _DatedSource("d1", "Zebra migration across the great plains of Kenya", "/z.pdf"))
+    )
+    registry.register(Passage("p2", _DatedSource("d2", "Annual message", "/a.md", page=4, year=1790)))
+    registry.register(
+        Passage("p3", _DatedSource("d3", "Survey", "https://x.org/s", year=2001, authors=("Ada Lovelace",)))
+    )
+    outline = Outline.create("T", [("S1", "a"), ("S2", "b"), ("S3", "c")])
+    outline.sections[0].content = "First \\cite{textid1}. Then \\cite{textid2, textid3}."
+    report = render_markdown(outline, registry, style="author-date")
+    body = _body(report.markdown)
+    assert "First (Zebra migration across the great plains…, n.d.)." in body
+    assert "Then (Annual message, 1790, p. 4; Ada Lovelace, 2001)." in body
+    assert _references(report.markdown) == [
+        "- Ada Lovelace (2001). Survey. <https://x.org/s>",
+        "- Annual message (1790). `/a.md`, p. 4",
+        "- Zebra migration across the great plains… (n.d.). Zebra migration across the great plains of Kenya. "
+        "`/z.pdf`",
+    ]
+    assert [r.number for r in report.references] == [1, 2, 3]
+
+
+def test_author_date_labels_that_would_collide_get_letters() -> None:
+    registry = EvidenceRegistry()
+    registry.register(Passage("p1", _DatedSource("d1", "Report", "/one.md", year=1990)))
+    registry.register(Passage("p2", _DatedSource("d2", "Report", "/two.md", year=1990)))
+    registry.register(Passage("p3", _DatedSource("d3", "Notes", "/n1.md")))
+    registry.register(Passage("p4", _DatedSource("d4", "Notes", "/n2.md")))
+    outline = Outline.create("T", [("S1", "a"), ("S2", "b"), ("S3", "c")])
+    outline.sections[0].content = "A \\cite{textid1}. B \\cite{textid2}. C \\cite{textid3, textid4}."
+    body = _body(render_markdown(outline, registry, style="author-date").markdown)
+    assert "A (Report, 1990a). B (Report, 1990b). C (Notes, n.d.-a; Notes, n.d.-b)." in body
+
+
+def test_an_unknown_style_is_refused() -> None:
+    outline = Outline.create("T", [("S1", "a"), ("S2", "b"), ("S3", "c")])
+    with pytest.raises(ValueError, match="unknown references style"):
+        render_markdown(outline, EvidenceRegistry(), style="harvard")  # type: ignore[arg-type]
+
+
 # ---- property: numbers and References always agree -----------------------------------------------
 
 _DOCS = ["docA", "docB", "webC", "docD"]
+_NUMBERED_MARK = re.compile(r"\[(\d+(?:, pp?\. [\d, ]+)?(?:(?:; |, )\d+(?:, pp?\. [\d, ]+)?)*)\]")
 
 
 @st.composite
-def _reports(draw: st.DrawFn) -> tuple[Outline, EvidenceRegistry]:
+def _reports(draw: st.DrawFn) -> tuple[Outline, EvidenceRegistry, str, str]:
     registry = EvidenceRegistry()
     for i in range(draw(st.integers(1, 8))):
         doc = draw(st.sampled_from(_DOCS))
         page = draw(st.one_of(st.none(), st.integers(1, 40)))
-        registry.register(Passage(f"passage {i}", Source(doc, f"Title {doc}", f"/c/{doc}", page=page)))
+        year = draw(st.one_of(st.none(), st.integers(1700, 2030)))
+        title = draw(st.sampled_from(["Title", "Title", f"Title {doc}", "  "]))
+        source = _DatedSource(doc, title, f"/c/{doc}", page=page, year=year)
+        registry.register(Passage(f"passage {i}", source))
     keys = [*registry.items, "textid77"]  # an unknown key now and then
+
+    def text() -> str:
+        groups = draw(st.lists(st.lists(st.sampled_from(keys), min_size=1, max_size=3), max_size=4))
+        joiner = draw(st.sampled_from(["", " ", ". "]))  # adjacent citations, or separate sentences
+        cites = joiner.join("\\cite{" + ", ".join(g) + "}" for g in groups)
+        return f"Claim {cites}." if groups else "Plain."
+
     outline = Outline.create("T", [(f"S{i}", "p") for i in range(draw(st.integers(3, 5)))])
     if draw(st.booleans()):
         outline.add_children("section-2", [("X", "x"), ("Y", "y")])
     for loc in outline.walk():
         if draw(st.booleans()):
-            groups = draw(st.lists(st.lists(st.sampled_from(keys), min_size=1, max_size=3), max_size=4))
-            loc.node.content = (
-                " ".join(f"Claim {j} \\cite{{{', '.join(g)}}}." for j, g in enumerate(groups)) or "Plain."
-            )
-    return outline, registry
+            loc.node.content = text()
+    summary = text() if draw(st.booleans()) else ""
+    conclusion = text() if draw(st.booleans()) else ""
+    return outline, registry, summary, conclusion
+
+
+def _mark_numbers(mark: str) -> list[int]:
+    """The reference numbers in a numbered mark's inside: "1, 2" or "1, pp. 3, 7; 2"."""
+    if "p." in mark:  # with pages, references are separated by semicolons
+        return [int(piece.split(",")[0]) for piece in mark.split("; ")]
+    return [int(piece) for piece in mark.split(", ")]
+
+
+def _cited_docs(registry: EvidenceRegistry, *texts: str) -> set[str]:
+    return {
+        registry[key].source.doc_id
+        for text in texts
+        for key in re.findall(r"textid\d+", text)
+        if key in registry
+    }
 
 
 @settings(max_examples=80, deadline=None)
 @given(_reports())
 def test_every_number_has_exactly_one_reference_and_every_reference_is_cited(
-    case: tuple[Outline, EvidenceRegistry],
+    case: tuple[Outline, EvidenceRegistry, str, str],
 ) -> None:
-    outline, registry = case
-    report = render_markdown(outline, registry)
+    outline, registry, summary, conclusion = case
+    report = render_markdown(outline, registry, summary=summary, conclusion=conclusion)
     body = _body(report.markdown)
-    cited = [int(n) for n in re.findall(r"\[(\d+)(?:, pp?\. [\d, ]+)?\]", body)]
+    marks = _NUMBERED_MARK.findall(body)
+    cited = [number for mark in marks for number in _mark_numbers(mark)]
     numbers = [r.number for r in report.references]
     # Every number used has one entry; every entry is used; numbers run 1..k by first appearance.
     assert sorted(set(cited)) == numbers == list(range(1, len(numbers) + 1))
     assert list(dict.fromkeys(cited)) == numbers
     entries = _references(report.markdown)
-    assert len(entries) == len(numbers)
     assert [int(re.match(r"\[(\d+)\]", e).group(1)) for e in entries] == numbers  # type: ignore[union-attr]
     # One entry per cited source document.
-    docs = {
-        registry[k].source.doc_id
-        for loc in outline.walk()
-        for k in re.findall(r"textid\d+", loc.node.content or "")
-        if k in registry
-    }
-    assert sorted(r.source.doc_id for r in report.references) == sorted(docs)
+    texts = [summary, conclusion, *(loc.node.content or "" for loc in outline.walk())]
+    assert sorted(r.source.doc_id for r in report.references) == sorted(_cited_docs(registry, *texts))
     assert "\\cite" not in report.markdown
+    assert "][" not in body  # adjacent citations are always merged
+
+
+@settings(max_examples=50, deadline=None)
+@given(_reports())
+def test_author_date_labels_in_the_text_are_exactly_the_references(
+    case: tuple[Outline, EvidenceRegistry, str, str],
+) -> None:
+    outline, registry, summary, conclusion = case
+    report = render_markdown(outline, registry, summary=summary, conclusion=conclusion, style="author-date")
+    labels = {r.label for r in report.references}
+    assert len(labels) == len(report.references)  # labels are unique, so a reader can find the entry
+    body = _body(report.markdown)
+    cited = {
+        piece.split(", p.")[0].split(", pp.")[0]
+        for mark in re.findall(r"\(([^()]*)\)", body)
+        for piece in mark.split("; ")
+    }
+    assert cited == labels
+    order = [(r.name.casefold(), r.year) for r in report.references]
+    assert order == sorted(order)  # alphabetical, as author-date lists are
+    entries = _references(report.markdown)
+    assert [entry.split(" (")[0] for entry in entries] == [f"- {r.name}" for r in report.references]
