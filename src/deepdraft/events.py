@@ -99,6 +99,15 @@ class OutlineChanged(Event):
 
 
 @dataclass(frozen=True)
+class OutlineReviewed(Event):
+    """The user saw the first outline before any writing (plan review); `outline` is what goes on."""
+
+    kind: ClassVar[str] = "outline_reviewed"
+    outline: dict[str, Any]
+    edited: bool
+
+
+@dataclass(frozen=True)
 class NodeWritten(Event):
     kind: ClassVar[str] = "node_written"
     position: str
@@ -125,6 +134,41 @@ class RunFinished(Event):
 class RunFailed(Event):
     kind: ClassVar[str] = "run_failed"
     error: str
+
+
+@dataclass(frozen=True)
+class RunCancelled(Event):
+    """The run stopped between two actions because someone cancelled it; it can be resumed."""
+
+    kind: ClassVar[str] = "run_cancelled"
+    step: int
+
+
+@dataclass(frozen=True)
+class VerificationFinished(Event):
+    """Every cited sentence of the report was checked against its passages (see verify.py)."""
+
+    kind: ClassVar[str] = "verification_finished"
+    checked: int
+    supported: int
+    repaired: int
+    recited: int
+    removed: int
+    unverified: int
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class SynthesisFinished(Event):
+    """The summary and conclusion were written (or omitted) and the question's constraints checked."""
+
+    kind: ClassVar[str] = "synthesis_finished"
+    summary: bool
+    conclusion: bool
+    constraints_checked: int
+    unmet: list[str]  # requirements the report does not meet, in the user's words
 
 
 EventSink = Callable[[Event], None]

@@ -12,6 +12,12 @@ from pydantic import BaseModel, Field
 
 from deepdraft.evidence import EvidenceRegistry
 from deepdraft.outline import Outline
+from deepdraft.verification import (
+    ConstraintCheck,
+    SynthesisProgress,
+    Verification,
+    VerificationProgress,
+)
 
 Phase = Literal["search", "plan", "write", "extend", "done"]
 STATE_FORMAT = 1
@@ -38,6 +44,21 @@ class RunState(BaseModel):
     stop_reason: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # ---- the finishing passes after the policy stops (verify.py, synthesis.py) ----
+    finished_phases: list[str] = Field(default_factory=list)
+    """Finishing passes already complete ("verify", "synthesis"); a resume skips them."""
+    finishing_steps: int = 0
+    """Journal records made by the finishing passes. They are not policy actions, so they do not
+    count against `max_steps`; their journal step numbers continue after `step`."""
+    verification: Verification | None = None
+    verification_progress: VerificationProgress | None = None
+    summary: str = ""
+    """Executive summary (Markdown citing `\\cite{textidN}` like node contents); "" when none."""
+    conclusion: str = ""
+    constraints: list[ConstraintCheck] = Field(default_factory=list)
+    synthesis_progress: SynthesisProgress | None = None
+    synthesis_notes: list[str] = Field(default_factory=list)
+    """What the synthesis pass left out and why (e.g. a summary that failed validation)."""
 
     def snapshot(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -22,6 +22,13 @@ _MARKERS = {
     "full-plan": "complete outline before anything is written",
     "write": "You are the Writer",
     "extend-plan": "deserves to be deepened",
+    # The finishing passes (verify.py, synthesis.py):
+    "verify": "check whether each numbered claim is backed",
+    "repair": "says more than the passages it cites",
+    "summary": "write its executive summary",
+    "conclusion": "write its conclusion",
+    "constraints": "list what the user's request explicitly requires",
+    "constraint-check": "Check the finished report below against what the user asked for",
 }
 
 
@@ -91,6 +98,26 @@ class ScenarioModel:
                 "deepen",
                 {"name": "extend-plan", "position": f"section-{free[0]}", "subsections": subsections},
             )
+        if kind in ("verify", "constraint-check"):  # every claim holds
+            count = int(re.search(r"one verdict for each of the (\d+)", prompt).group(1))  # type: ignore[union-attr]
+            return json.dumps({"verdicts": [{"claim": n, "supported": "yes"} for n in range(1, count + 1)]})
+        if kind == "repair":  # restate the first passage's opening words
+            keys = evidence_keys(prompt)
+            passage = prompt.split(f"bibkey:{keys[0]}\n", 1)[1].split("\n")[0]
+            words = " ".join(passage.split()[:12]).rstrip(".,;")
+            return f"<thought>restate</thought><action>{words} \\cite{{{', '.join(keys)}}}.</action>"
+        if kind in ("summary", "conclusion"):
+            keys = re.search(r"using only these keys: ([^.]+)\.", prompt).group(1).split(", ")  # type: ignore[union-attr]
+            first, last = keys[0], keys[-1]
+            text = (
+                f"Across the record, {self.topic} were argued over as a matter of revenue and of protection "
+                f"\\cite{{{first}}}. Later addresses weighed the burden on farmers and the wish for open "
+                f"markets against the needs of industry \\cite{{{last}}}. This {kind} gathers what the "
+                "sections found, in the order of the report, without adding anything new to it."
+            )
+            return f"<thought>gather</thought><action>{text}</action>"
+        if kind == "constraints":
+            return json.dumps({"required_items": [], "audience": ""})
         raise AssertionError(f"unrecognised prompt: {prompt[:200]}")
 
 

@@ -13,6 +13,9 @@ from typing import Literal
 import jinja2
 
 TemplateName = Literal["search", "init_plan", "write", "extend_plan", "full_plan"]
+"""The policy's action prompts (the WARP protocol's answer format)."""
+FinishingTemplateName = Literal["verify", "repair", "synthesis", "constraints"]
+"""The finishing passes' prompts (verify.py, synthesis.py): JSON verdicts or free text."""
 
 
 @cache
@@ -29,7 +32,7 @@ def _load(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.jinja").read_text(encoding="utf-8")
 
 
-def render(name: TemplateName, **variables: str | int) -> str:
+def render(name: TemplateName | FinishingTemplateName, **variables: str | int) -> str:
     """Render a template; `feedback` (why the last reply was refused) defaults to none, the output
     language to the question's and the length guidance to none."""
     variables.setdefault("feedback", "")

@@ -1,0 +1,284 @@
+"""The final synthesis pass: summary and conclusion grounded in the sections, and the question's terms."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import pytest
+
+import deepdraft
+from deepdraft.actions import CITE, cited_keys
+from deepdraft.errors import LLMBudgetExhausted
+from deepdraft.events import ActionFinished, Event, SynthesisFinished
+from deepdraft.evidence import EvidenceRegistry, Passage, Source
+from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.outline import Outline
+from deepdraft.ports import ChatRequest
+from deepdraft.runner import load_run, open_journal
+from deepdraft.settings import ResearchSettings
+from deepdraft.state import RunState
+from deepdraft.synthesis import Synthesizer, find_terms, sections_keys
+from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
+
+QUESTION = "How did presidents argue about tariffs and the public debt?"
+SECTIONS = [
+    ("Revenue and debt", "Early tariffs raised revenue to pay the public debt \\cite{textid1}."),
+    ("Protection", "The act of 1890 raised duties to protect industry and labor \\cite{textid3}."),
+    ("Reform", "Farmers of the South called the high tariff a burden and asked for reform \\cite{textid2}."),
+]
+SUMMARY = (
+    "Presidents first defended tariffs as the revenue that paid the public debt \\cite{textid1}. Later "
+    "they argued about protection for industry and labor \\cite{textid3}, while farmers pressed for "
+    "reform of duties they saw as a burden \\cite{textid2}. The record shows the argument moving from "
+    "paying for the government to choosing whom trade policy should serve."
+)
+CONCLUSION = (
+    "Across the addresses the tariff was never only about money: revenue for the debt \\cite{textid1} "
+    "gave way to a fight over protection \\cite{textid3} and over the burden on farmers \\cite{textid2}. "
+    "What stays open is how far these arguments changed the duties actually levied, which the sources "
+    "shown here do not measure."
+)
+
+
+def make_state(question: str = QUESTION, sections: list[tuple[str, str]] = SECTIONS) -> RunState:
+    registry = EvidenceRegistry()
+    for i, title in enumerate(["1790", "1832", "1890", "1930"], start=1):
+        registry.register(
+            Passage(f"Passage {i} of the address of {title}.", Source(f"doc{i}", title, f"/{title}.txt"))
+        )
+    outline = Outline.create("Presidents on Tariffs", [(title, "plan") for title, _ in sections])
+    for node, (_, text) in zip(outline.sections, sections, strict=True):
+        node.content = text
+    return RunState(question=question, outline=outline, registry=registry, phase="done")
+
+
+def editor(summary: str = SUMMARY, conclusion: str = CONCLUSION) -> Callable[[ChatRequest], str]:
+    def respond(request: ChatRequest) -> str:
+        prompt = request.messages[-1].content
+        kind, _ = classify(prompt)
+        if kind in ("summary", "conclusion"):
+            return f"<thought>the findings</thought><action>{summary if kind == 'summary' else conclusion}</action>"
+        if kind == "constraints":
+            return '{"required_items": ["tariffs", "immigration", "debt", "climate change"], "audience": ""}'
+        if kind == "constraint-check":
+            statements = re.findall(r"^\d+\. (.*)$", prompt.split("## Statements to check", 1)[1], re.M)
+            verdicts = [{"claim": n, "supported": "no"} for n in range(1, len(statements) + 1)]
+            return json.dumps({"verdicts": verdicts})
+        raise AssertionError(f"unexpected prompt: {prompt[:120]}")
+
+    return respond
+
+
+def synthesize(
+    respond: Callable[[ChatRequest], str],
+    state: RunState | None = None,
+    research: ResearchSettings | None = None,
+) -> tuple[RunState, FunctionLLM, list[Event]]:
+    llm = FunctionLLM(respond)
+    events: list[Event] = []
+    state = Synthesizer(llm, research or ResearchSettings(), events.append).run(state or make_state())
+    return state, llm, events
+
+
+def kinds(llm: FunctionLLM) -> list[str]:
+    return [classify(r.messages[-1].content)[0] for r in llm.requests]
+
+
+def keys_of(text: str) -> set[str]:
+    return {key for group in cited_keys(text) for key in group}
+
+
+def prose_words(*texts: str) -> int:
+    """Words as a reader counts them: whitespace-separated runs holding a letter or digit."""
+    return sum(1 for text in texts for word in CITE.sub(" ", text).split() if any(c.isalnum() for c in word))
+
+
+# ---- summary and conclusion ---------------------------------------------------------------------
+
+
+def test_summary_and_conclusion_cite_only_what_the_sections_cite() -> None:
+    replies = iter([SUMMARY.replace("textid2", "textid4"), SUMMARY])  # textid4: seen, but cited by no section
+
+    def respond(request: ChatRequest) -> str:
+        if classify(request.messages[-1].content)[0] == "summary":
+            return f"<action>{next(replies)}</action>"
+        return editor()(request)
+
+    state, llm, events = synthesize(respond)
+    assert state.summary == SUMMARY and state.conclusion == CONCLUSION
+    assert kinds(llm) == ["summary", "summary", "conclusion"]  # no required items: no extraction
+    assert "cite only keys the report's sections cite; not textid4" in llm.requests[1].messages[-1].content
+    allowed = set(sections_keys(state))
+    assert allowed == {"textid1", "textid2", "textid3"}
+    assert keys_of(state.summary) <= allowed and keys_of(state.conclusion) <= allowed
+    finished = [e for e in events if isinstance(e, SynthesisFinished)]
+    assert len(finished) == 1 and finished[0].summary and finished[0].conclusion
+    assert state.finished_phases == ["synthesis"] and state.synthesis_progress is None
+
+
+def test_a_part_that_keeps_failing_validation_is_left_out_with_a_note() -> None:
+    chinese = "总结：关税的争论从财政收入转向保护工业与劳工，再转向农民对高关税负担的不满和改革要求" * 2
+    state, llm, _ = synthesize(editor(conclusion=chinese + " \\cite{textid1}"))
+    assert kinds(llm) == ["summary", "conclusion", "conclusion", "conclusion"]
+    assert state.summary == SUMMARY and state.conclusion == ""
+    assert len(state.synthesis_notes) == 1 and state.synthesis_notes[0].startswith(
+        "The conclusion was left out"
+    )
+    assert "not in Chinese" in state.synthesis_notes[0]
+
+
+def test_a_heading_the_model_adds_is_dropped_and_a_bare_reply_without_citations_refused() -> None:
+    replies = iter(
+        ["The report says tariffs mattered a great deal to everyone.", "## Executive summary\n" + SUMMARY]
+    )
+
+    def respond(request: ChatRequest) -> str:
+        if classify(request.messages[-1].content)[0] == "summary":
+            return f"<action>{next(replies)}</action>"
+        return editor()(request)
+
+    state, llm, _ = synthesize(respond)
+    assert state.summary == SUMMARY
+    assert "between 40 and 300 words" in llm.requests[1].messages[-1].content
+
+
+def test_out_of_budget_omits_the_parts_with_a_note_and_checks_what_needs_no_llm() -> None:
+    def exhausted(request: ChatRequest) -> str:
+        raise LLMBudgetExhausted("the token budget of 100 is spent")
+
+    question = "In about 500 words: how did presidents argue about tariffs? Cover immigration and debt too."
+    state, _, _ = synthesize(exhausted, make_state(question))
+    assert state.summary == "" and len(state.synthesis_notes) == 2
+    assert all("no LLM budget was left" in note for note in state.synthesis_notes)
+    checks = {check.requirement: check for check in state.constraints}
+    assert not checks["about 500 words"].satisfied
+    assert checks["debt"].satisfied  # found by its words, no call needed
+    assert not checks["immigration"].satisfied and "could not be judged" in checks["immigration"].detail
+    assert state.conclusion == "**Not covered:** immigration."
+
+
+# ---- the question's terms -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("Explain the tariff debates in about 500 words.", {"length": ("about", 500, "about 500 words")}),
+        (
+            "A 1,200-word brief on tariffs, no more than 1,200 words",
+            {"length": ("most", 1200, "no more than 1,200 words")},
+        ),
+        ("Write at least 800 words on the debt.", {"length": ("least", 800, "at least 800 words")}),
+        ("关税争论的历史，不少于3000字", {"length": ("least", 3000, "不少于3000字")}),
+        ("用中文介绍美国总统对关税的看法", {"language": ("Chinese", "用中文")}),
+        ("Summarise the debt debates and answer in French.", {"language": ("French", "answer in French")}),
+        (
+            "Compare tariff acts in a table, in five sections.",
+            {"table": "table", "sections": (5, "five sections")},
+        ),
+        (
+            "List the arguments as bullet points for policy makers.",
+            {"bullets": "bullet points", "audience": "policy makers"},
+        ),
+        (
+            "The report must cover tariffs, immigration and debt.",
+            {"items": ("tariffs", "immigration", "debt")},
+        ),
+        ("报告必须包括关税、移民和国债。", {"items": ("关税", "移民", "国债")}),
+        ("How did presidents argue about tariffs?", {}),
+    ],
+)
+def test_rule_based_terms(question: str, expected: dict[str, object]) -> None:
+    terms = find_terms(question)
+    found = {name: value for name, value in vars(terms).items() if value not in (None, "", ())}
+    assert found == expected
+
+
+def test_constraints_are_checked_and_a_missing_item_is_named_in_the_conclusion() -> None:
+    question = (
+        "In about 500 words, how did presidents argue? The report must cover tariffs, immigration and debt."
+    )
+    state, llm, events = synthesize(editor(), make_state(question))
+    assert kinds(llm) == ["summary", "conclusion", "constraints", "constraint-check"]
+    judge_prompt = llm.requests[-1].messages[-1].content
+    assert (
+        "1. The report covers immigration." in judge_prompt
+        and "2." not in judge_prompt.split("covers immigration")[1]
+    )
+    checks = {check.requirement: check for check in state.constraints}
+    assert set(checks) == {
+        "about 500 words",
+        "tariffs",
+        "immigration",
+        "debt",
+    }  # "climate change" was not asked
+    length = checks["about 500 words"]
+    words = prose_words(SUMMARY, *(text for _, text in SECTIONS), CONCLUSION)
+    assert not length.satisfied and f"the report has {words} words" in length.detail
+    assert checks["tariffs"].satisfied and checks["debt"].detail.startswith("a heading names it")
+    assert (
+        not checks["immigration"].satisfied
+        and "neither its words nor the judge" in checks["immigration"].detail
+    )
+    assert state.conclusion == CONCLUSION + "\n\n**Not covered:** immigration."
+    finished = next(e for e in events if isinstance(e, SynthesisFinished))
+    assert finished.unmet == ["about 500 words", "immigration"]
+
+
+def test_a_chinese_request_checks_language_and_length_in_characters_without_extra_calls() -> None:
+    sections = [
+        ("早期的关税", "早期的总统把关税看作偿还国债的收入来源 \\cite{textid1}。"),
+        ("保护主义", "一八九零年的关税法提高税率以保护工业和劳工 \\cite{textid3}。"),
+        ("改革", "南方农民认为高关税是沉重负担并要求改革 \\cite{textid2}。"),
+    ]
+    summary = (
+        "总统们最初把关税当作偿还国债的财政收入来源 \\cite{textid1}，后来争论的焦点转向保护工业与劳工 "
+        "\\cite{textid3}，而南方农民则把高关税视为负担并呼吁改革 \\cite{textid2}。整体来看，关税之争从如何"
+        "支付政府开支，逐渐变成贸易政策应当为谁服务的问题。"
+    )
+    question = "请用中文写一份关于美国总统如何讨论关税的报告，不少于3000字"  # "讨论" alone asks for nothing
+    state, llm, _ = synthesize(
+        editor(summary, summary.replace("整体来看", "总而言之")), make_state(question, sections)
+    )
+    assert kinds(llm) == ["summary", "conclusion"]
+    checks = {check.name: check for check in state.constraints}
+    assert checks["language"].satisfied and checks["language"].requirement == "用中文"
+    assert not checks["length"].satisfied and "characters" in checks["length"].detail
+
+
+# ---- in a real run -------------------------------------------------------------------------------
+
+
+def test_a_default_run_gets_a_summary_and_conclusion_whose_citations_resolve() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=1))
+    report = deepdraft.research(
+        "How did presidents argue about tariffs?", kb=WordOverlapRetriever(SOTU_LIKE), llm=llm
+    )
+    _, state = load_run(report.run_id)
+    assert state is not None and state.summary and state.conclusion
+    allowed = set(sections_keys(state))
+    for text in (state.summary, state.conclusion):
+        assert (
+            keys_of(text) and keys_of(text) <= allowed and all(key in state.registry for key in keys_of(text))
+        )
+    assert "\\cite" not in report.markdown
+
+
+def test_a_run_killed_during_synthesis_replays_the_paid_summary() -> None:
+    def crash_on_summary(event: Event) -> None:
+        if isinstance(event, ActionFinished) and event.record.action == "summary":
+            raise KeyboardInterrupt
+
+    retriever = WordOverlapRetriever(SOTU_LIKE)
+    first = FunctionLLM(ScenarioModel(expansions=0))
+    with pytest.raises(KeyboardInterrupt):
+        deepdraft.research("Tariffs?", kb=retriever, llm=first, on_event=crash_on_summary)
+    with open_journal() as journal:
+        (run,) = journal.list_runs()
+    second = FunctionLLM(ScenarioModel(expansions=0))
+    deepdraft.resume(run.id, llm=second, retriever=retriever)
+    assert kinds(first)[-1] == "summary" and kinds(second) == ["conclusion"]
+    _, state = load_run(run.id)
+    assert state is not None and state.summary and state.finished_phases == ["verify", "synthesis"]
