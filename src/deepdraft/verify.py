@@ -44,9 +44,7 @@ from typing import Any, Literal
 
 from deepdraft import prompts
 from deepdraft.actions import CITE, cited_keys, language_problem, normalise_citations, split_reply
-from deepdraft.attach import _SENTENCE
-from deepdraft.attach import _cite as cite_sentence
-from deepdraft.attach import _content_words as content_words
+from deepdraft.attach import SENTENCE, cite_sentence, content_words
 from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
 from deepdraft.events import ActionFinished, ActionStarted, EventSink, StepRecord, VerificationFinished
 from deepdraft.evidence import EvidenceRegistry
@@ -109,7 +107,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     initial or abbreviation ("U." + "S." + " tariffs", "e." + "g. …").
     """
     spans: list[tuple[int, int]] = []
-    for match in _SENTENCE.finditer(text):
+    for match in SENTENCE.finditer(text):
         start, end = match.span()
         if not match.group().strip():
             continue
