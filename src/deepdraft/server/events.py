@@ -1,0 +1,78 @@
+"""A run's events as Server-Sent Events: replayed from the journal, then followed live.
+
+Every event comes from the journal, live ones included: the stream reads the events after the
+last one it sent, sends them, and polls again a moment later. So a late subscriber and a client
+that reconnects with ``Last-Event-ID`` see every event exactly once and in order (each SSE ``id``
+is the event's per-run journal ``seq``), and runs driven by another process — the CLI, another
+server — stream just the same. Any event kind passes through unchanged: the stream knows none of
+them.
+
+Trade-offs: polling costs one small indexed SELECT per stream every `POLL_S` seconds, and events
+reach clients up to that late; the runner journals an action's events when the action ends, so
+that is the stream's granularity anyway. Two messages carry no ``id`` because they are not
+journal events: ``review_requested`` (the run waits for a plan review; sent again after a
+reconnect while it still waits) and ``end`` (the run is no longer driven; the stream closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import ServerSentEvent
+
+from deepdraft import runner
+from deepdraft.journal import EventRecord
+from deepdraft.server.runs import RunManager
+
+POLL_S = 0.2
+
+
+def _message(record: EventRecord) -> ServerSentEvent:
+    return ServerSentEvent(
+        data=json.dumps(record.payload, ensure_ascii=False), event=record.kind, id=str(record.seq)
+    )
+
+
+def _note(kind: str, payload: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps({"kind": kind, **payload}, ensure_ascii=False), event=kind)
+
+
+async def run_events(run_id: str, manager: RunManager, after: int = 0) -> AsyncIterator[ServerSentEvent]:
+    """The events of `run_id` with a seq above `after`, then live ones until the run stops."""
+    journal = await asyncio.to_thread(runner.open_journal)
+    offered = None  # the proposed outline last announced, so a review is announced once
+    try:
+        while True:
+            records = await asyncio.to_thread(journal.events, run_id, after)
+            for record in records:
+                yield _message(record)
+                after = record.seq
+            proposed = manager.pending_review(run_id)
+            if proposed is not None and proposed is not offered:
+                yield _note("review_requested", {"outline": proposed.model_dump()})
+            offered = proposed
+            if records:
+                continue
+            if not await asyncio.to_thread(manager.is_live, run_id):
+                # The owner journals its last events before it lets go of the run: read once more.
+                for record in await asyncio.to_thread(journal.events, run_id, after):
+                    yield _message(record)
+                record_now = await asyncio.to_thread(journal.get_run, run_id)
+                yield _note("end", {"status": manager.status(record_now)})
+                return
+            await asyncio.sleep(POLL_S)
+    finally:
+        await asyncio.to_thread(journal.close)
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """The `Last-Event-ID` a client sent (0 when none); `ValueError` for anything but a seq."""
+    if value is None or value.strip() == "":
+        return 0
+    seq = int(value.strip())
+    if seq < 0:
+        raise ValueError("negative")
+    return seq

@@ -1,0 +1,228 @@
+"""Knowledge bases over HTTP: list them, upload documents into one, follow the ingestion, search.
+
+Uploads are the one place a client writes files on the server, so they are fenced in:
+
+* a file's name must be a plain name — no folders, no leading dot, no control characters; a name
+  that tries to climb out (``../x``, ``/etc/x``, ``a\\b``) is refused, not "cleaned", so the user
+  learns that the file was not stored under the name they gave;
+* only document types deepdraft can read are accepted (an allow-list of suffixes);
+* each file and the whole request have size limits, counted while the bytes arrive;
+* files land in ``DEEPDRAFT_HOME/uploads/<kb>/`` only, written to a temporary name and renamed,
+  so a broken upload never leaves half a file that the next ingestion would index.
+
+Ingesting runs as a job in a background thread (one at a time per server: ingestion is CPU-bound
+and the KB store lets only one writer in anyway); clients poll the job for progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deepdraft import kb as kbs
+from deepdraft.errors import DeepdraftError, KnowledgeBaseError, UserError
+from deepdraft.evidence import Passage
+from deepdraft.settings import Settings, home_dir
+
+ALLOWED_SUFFIXES = frozenset(
+    {
+        ".txt",
+        ".md",
+        ".markdown",
+        ".rst",
+        ".jsonl",
+        ".pdf",
+        ".docx",
+        ".pptx",
+        ".xlsx",
+        ".html",
+        ".htm",
+        ".epub",
+    }
+)
+MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_REQUEST_BYTES = 200 * 1024 * 1024
+CHUNK = 1024 * 1024
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:]")
+
+
+class UploadRejected(UserError):
+    """An uploaded file was refused (name, type or size); the message says which and why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def uploads_dir(kb: str) -> Path:
+    return home_dir() / "uploads" / kbs.validate_kb_name(kb)
+
+
+def safe_filename(name: str | None) -> str:
+    """`name` if it is a plain file name of an allowed type; `UploadRejected` otherwise."""
+    if not name or name != name.strip() or len(name) > 200:
+        raise UploadRejected(f"file name {name!r}: give a plain name of at most 200 characters")
+    if _UNSAFE.search(name) or name.startswith(".") or name in ("..", "."):
+        raise UploadRejected(
+            f"file name {name!r} is not allowed: no folders, no leading dot, no control characters"
+        )
+    suffix = Path(name).suffix.lower()
+    if suffix not in ALLOWED_SUFFIXES:
+        allowed = " ".join(sorted(ALLOWED_SUFFIXES))
+        raise UploadRejected(f"{name}: file type {suffix or '(none)'} is not accepted (allowed: {allowed})")
+    return name
+
+
+def store_upload(
+    kb: str, filename: str | None, read: Callable[[int], bytes], max_bytes: int = MAX_FILE_BYTES
+) -> Path:
+    """Stream one uploaded file into the KB's upload folder; returns where it now is."""
+    name = safe_filename(filename)
+    folder = uploads_dir(kb)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = (folder / name).resolve()
+    if target.parent != folder.resolve():  # belt and braces: the name check already rules this out
+        raise UploadRejected(f"file name {name!r} is not allowed")
+    partial = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.part"
+    size = 0
+    try:
+        with partial.open("wb") as out:
+            while chunk := read(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadRejected(
+                        f"{name} is larger than the limit of {max_bytes // (1024 * 1024)} MB", status=413
+                    )
+                out.write(chunk)
+        if size == 0:
+            raise UploadRejected(f"{name} is empty")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def list_kbs() -> list[dict[str, Any]]:
+    """Every KB with what is known of it cheaply (its name and, when readable, its size)."""
+    result = []
+    for name in kbs.list_kbs():
+        entry: dict[str, Any] = {"name": name, "documents": None}
+        # A KB being rebuilt or damaged is still listed; searching it will say why.
+        with contextlib.suppress(DeepdraftError):
+            entry.update(_describe(name))
+        result.append(entry)
+    return result
+
+
+def search(kb: str, query: str, k: int) -> list[Passage]:
+    if not query.strip():
+        raise UserError("the search query is empty")
+    with kbs.open_kb(kbs.validate_kb_name(kb)) as store:
+        return store.search(query, k)
+
+
+def _describe(name: str) -> dict[str, Any]:
+    with kbs.open_kb(name) as store:
+        info = store.info()
+    return {"documents": info.documents, "passages": info.chunks}
+
+
+# ---- ingestion jobs ----------------------------------------------------------------------------
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+
+
+@dataclass
+class IngestJob:
+    id: str
+    kb: str
+    files: list[str]
+    status: JobStatus = "queued"
+    message: str = ""
+    progress: list[str] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kb": self.kb,
+            "files": self.files,
+            "status": self.status,
+            "message": self.message,
+            "progress": self.progress[-50:],
+            "summary": self.summary,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+
+
+class IngestQueue:
+    """Runs ingestion jobs one after the other in a background thread and remembers their outcome."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepdraft-ingest")
+        self._jobs: dict[str, IngestJob] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def submit(self, kb: str, files: list[Path]) -> IngestJob:
+        job = IngestJob(
+            id=f"ingest-{int(time.time())}-{next(self._ids)}", kb=kb, files=[f.name for f in files]
+        )
+        with self._lock:
+            self._jobs[job.id] = job
+        self._pool.submit(self._run, job, files)
+        return job
+
+    def get(self, job_id: str) -> IngestJob:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise KnowledgeBaseError(f"no ingestion job {job_id!r} (jobs are kept until the server stops)")
+        return job
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job: IngestJob, files: list[Path]) -> None:
+        job.status = "running"
+        try:
+            job.summary = ingest(job.kb, files, self.settings, job.progress.append)
+            job.status, job.message = "done", str(job.summary.get("message", "indexed"))
+        except DeepdraftError as exc:
+            job.status, job.message = "failed", str(exc)
+        except Exception as exc:  # a bug: report it on the job rather than lose it in a thread
+            job.status, job.message = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished_at = time.time()
+
+
+def ingest(kb: str, files: list[Path], settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
+    """Add the uploaded files to KB `kb` (created on first use); returns what the store reports.
+
+    The store refuses a second writer at once (`KnowledgeBaseError`) instead of waiting: the job
+    fails with that message and the files stay in the upload folder for the next try.
+    """
+    embedding = settings.embedding if settings.embedding.enabled else None
+    say(f"adding {len(files)} file(s) to {kb}")
+    with kbs.create_kb(kb, settings.retrieval) as store:
+        result = store.add(
+            files,
+            progress=lambda note: say(f"{note.kind}: {Path(note.location).name} {note.detail}".rstrip()),
+            embedding=embedding,
+            max_bytes=MAX_FILE_BYTES,
+            ocr=settings.retrieval.ocr,
+        )
+    return {"message": result.summary(), **result.to_dict()}

@@ -1,0 +1,296 @@
+"""The server's runs: a bounded pool of workers driving research runs, and what the API says about them.
+
+A run is recorded in the journal the moment it is requested (`runner.create`), then waits in the
+pool's queue; a worker drives it with `runner.resume`, which starts a run with no checkpoint from
+the beginning. So a queued run survives a restart like a running one does, and there is one code
+path for "start" and "continue".
+
+Trade-offs:
+
+* Threads, not processes. A run spends its time waiting on the LLM (I/O) and on short searches;
+  threads share the process's indexes and the event loop stays free. `workers` bounds the runs
+  driven at once; the rest wait in the executor's queue, in order.
+* The journal is the truth. Statuses shown to clients are the journal's, refined by what only this
+  process knows (queued here, waiting for a plan review) and by the run-folder lock: a run the
+  journal calls "running" that nobody drives — the server was killed — is "interrupted". At
+  start-up such runs are marked interrupted in the journal, and stay resumable.
+* Cancelling is cooperative: the run stops before its next action, never mid-call, so no paid
+  LLM reply is thrown away and the run can be resumed later.
+* Stopping the server (Ctrl-C) cancels every run the same way and records it as interrupted; it
+  returns once the LLM calls in flight have ended.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from deepdraft import kb as kbs
+from deepdraft import runner
+from deepdraft.errors import DeepdraftError, KnowledgeBaseError, RunCancelled, UserError
+from deepdraft.journal import RunRecord
+from deepdraft.outline import Outline
+from deepdraft.ports import LLM
+from deepdraft.settings import Settings
+
+LLMFactory = Callable[[Settings], LLM]
+"""Builds the LLM for a run from that run's settings (tests inject a scripted model here)."""
+
+Status = Literal["queued", "running", "awaiting_review", "finished", "failed", "cancelled", "interrupted"]
+RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
+"""Statuses (as `RunManager.status` reports them) of runs that nobody drives and that can go on."""
+STALE_AFTER_S = 30.0
+"""A run created this long ago that nobody started was orphaned by a dead server."""
+
+
+class RunConflict(UserError):
+    """The run is not in a state that allows this (e.g. resuming a run that is being driven)."""
+
+
+class ReviewGate:
+    """The plan-review handshake: a worker waits here with the proposed outline until a user answers.
+
+    The worker calls the gate (it is the policy's `review_outline` hook); an HTTP request calls
+    `submit`. Cancelling the run releases the waiting worker, which then stops like any cancelled run.
+    """
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self._cancel = cancel
+        self._changed = threading.Condition()
+        self.proposed: Outline | None = None
+        self._answer: Outline | None = None
+        self._answered = False
+
+    def __call__(self, outline: Outline) -> Outline | None:
+        with self._changed:
+            self.proposed, self._answered = outline, False
+            while not self._answered and not self._cancel.is_set():
+                self._changed.wait(timeout=0.5)  # wakes on submit; the timeout notices a cancel
+            self.proposed = None
+            if not self._answered:
+                raise RunCancelled("the run was cancelled during plan review")
+            return self._answer
+
+    def submit(self, outline: Outline | None) -> None:
+        with self._changed:
+            if self.proposed is None:
+                raise RunConflict("the run is not waiting for a plan review")
+            self._answer, self._answered = outline, True
+            self._changed.notify_all()
+
+
+@dataclass
+class LiveRun:
+    """A run this server has queued or is driving."""
+
+    run_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
+    gate: ReviewGate | None = None
+    future: Future[None] | None = None
+
+
+def settings_for_run(base: Settings, overrides: dict[str, dict[str, Any]]) -> Settings:
+    """`base` with a request's choices (None: keep); a chosen depth fills in what its preset sets."""
+    data = base.model_dump(exclude_unset=True)
+    depth = overrides.get("research", {}).get("depth")
+    for section, values in overrides.items():
+        for key, value in values.items():
+            if value is not None and (section, key) != ("research", "depth"):
+                data.setdefault(section, {})[key] = value
+    if depth is not None:
+        data.get("research", {}).pop("depth", None)
+    try:
+        settings = Settings.model_validate(data)
+    except ValueError as exc:
+        raise UserError(f"invalid run settings: {exc}") from exc
+    return settings.with_default_depth(depth) if depth is not None else settings
+
+
+class RunManager:
+    """Creates, queues, drives, cancels and resumes runs for the HTTP API (one per server)."""
+
+    def __init__(self, settings: Settings, *, workers: int, llm_factory: LLMFactory | None = None) -> None:
+        if workers < 1:
+            raise UserError("--workers must be at least 1")
+        self.settings = settings
+        self.llm_factory = llm_factory
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepdraft-run")
+        self._live: dict[str, LiveRun] = {}
+        self._lock = threading.Lock()
+        self._closing = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Mark runs a dead process left "running" (or queued) as interrupted; returns their ids."""
+        now = time.time()
+        orphaned: list[str] = []
+        with runner.open_journal() as journal:
+            for record in journal.list_runs():
+                stale = record.status == "running" or (
+                    record.status == "created" and now - record.updated_at > STALE_AFTER_S
+                )
+                if stale and record.id not in self._live and not runner.is_active(record.id):
+                    journal.update_run(record.id, status="interrupted")
+                    orphaned.append(record.id)
+        return orphaned
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking runs, stop the running ones before their next action, record them interrupted."""
+        with self._lock:
+            self._closing = True
+            live = list(self._live.values())
+        for run in live:
+            run.cancel.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for run in live:
+            if run.future is not None and not run.future.cancelled():
+                try:
+                    run.future.exception(timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    continue  # still in an LLM call; its status is fixed by the next start-up
+        with runner.open_journal() as journal:
+            for run in live:
+                if journal.get_run(run.run_id).status in ("running", "created", "cancelled"):
+                    journal.update_run(run.run_id, status="interrupted")
+
+    # ---- requests --------------------------------------------------------------------------------
+
+    def create(
+        self,
+        question: str,
+        *,
+        kb: str | None,
+        overrides: dict[str, dict[str, Any]],
+        review: bool = False,
+    ) -> str:
+        """Record a run and queue it; returns its id. Bad questions, KBs or settings fail here."""
+        settings = settings_for_run(self.settings, overrides)
+        if review and settings.research.policy != "warp":
+            raise UserError("plan review is available with the warp policy only")
+        if kb is not None:
+            # Over HTTP a KB is a name, never a server path: a client must not index what it likes.
+            if not kbs.kb_exists(kbs.validate_kb_name(kb)):
+                raise KnowledgeBaseError(f"no knowledge base named {kb!r} (see GET /api/kbs)")
+            kb = f"kb:{kb}"
+        run_id = runner.create(question, settings, kb=kb, model=settings.llm.model)
+        self._submit(run_id, review=review)
+        return run_id
+
+    def resume(self, run_id: str, *, review: bool = False) -> str:
+        """Queue a stopped run again; it continues from its last checkpoint."""
+        with runner.open_journal() as journal:
+            record = journal.get_run(run_id)
+        status = self.status(record)
+        if status not in RESUMABLE:
+            raise RunConflict(f"run {record.id} is {status.replace('_', ' ')}; only a stopped run can resume")
+        self._submit(record.id, review=review)
+        return record.id
+
+    def cancel(self, run_id: str) -> Literal["cancelled", "cancelling"]:
+        """Stop a queued run now ("cancelled"), or a running one before its next action ("cancelling")."""
+        with runner.open_journal() as journal:
+            record = journal.get_run(run_id)
+        with self._lock:
+            live = self._live.get(record.id)
+        if live is None:
+            raise RunConflict(f"run {record.id} is not queued or running here ({self.status(record)})")
+        live.cancel.set()
+        if live.future is not None and live.future.cancel():
+            # It never started: nothing will record the cancellation but us.
+            self._forget(record.id)
+            with runner.open_journal() as journal:
+                journal.update_run(record.id, status="cancelled")
+                journal.append_event(
+                    record.id, "run_cancelled", {"kind": "run_cancelled", "step": record.steps}
+                )
+            return "cancelled"
+        return "cancelling"
+
+    def submit_review(self, run_id: str, edited: Outline | None) -> None:
+        gate = self.review_gate(run_id)
+        if gate is None:
+            raise RunConflict(f"run {run_id} is not waiting for a plan review")
+        gate.submit(edited)
+
+    # ---- what clients see ------------------------------------------------------------------------
+
+    def review_gate(self, run_id: str) -> ReviewGate | None:
+        with self._lock:
+            live = self._live.get(run_id)
+        return live.gate if live is not None else None
+
+    def pending_review(self, run_id: str) -> Outline | None:
+        gate = self.review_gate(run_id)
+        return gate.proposed if gate is not None else None
+
+    def is_live(self, run_id: str) -> bool:
+        """Queued or driven by this server, or driven by another process (the CLI, another server)."""
+        with self._lock:
+            if run_id in self._live:
+                return True
+        return runner.is_active(run_id)
+
+    def status(self, record: RunRecord) -> Status:
+        with self._lock:
+            live = self._live.get(record.id)
+        if live is not None:
+            if not live.started:
+                return "queued"
+            return (
+                "awaiting_review" if live.gate is not None and live.gate.proposed is not None else "running"
+            )
+        if record.status in ("running", "created"):
+            return "running" if runner.is_active(record.id) else "interrupted"
+        if record.status in ("finished", "failed", "cancelled", "interrupted"):
+            return record.status  # type: ignore[return-value]  # checked just above
+        return "interrupted"
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    def _submit(self, run_id: str, *, review: bool) -> None:
+        with self._lock:
+            if self._closing:
+                raise RunConflict("the server is shutting down")
+            if run_id in self._live:
+                raise RunConflict(f"run {run_id} is already queued or running")
+            live = LiveRun(run_id)
+            if review:
+                live.gate = ReviewGate(live.cancel)
+            self._live[run_id] = live
+            live.future = self._pool.submit(self._drive, live)
+
+    def _drive(self, live: LiveRun) -> None:
+        with self._lock:
+            live.started = True
+        try:
+            llm = None
+            if self.llm_factory is not None:
+                record, _ = runner.load_run(live.run_id)
+                llm = self.llm_factory(Settings.model_validate(record.settings["settings"]))
+            runner.resume(live.run_id, self.settings, llm=llm, cancel=live.cancel, review_outline=live.gate)
+        except DeepdraftError as exc:
+            # Once driving, the runner records the status and the reason itself; an error before
+            # that (the KB was deleted, no LLM) is recorded here so the user sees why.
+            with runner.open_journal() as journal:
+                if journal.get_run(live.run_id).status == "created":
+                    journal.update_run(live.run_id, status="failed", error=str(exc))
+        except Exception as exc:
+            # A bug, not a user mistake; still never lose the run: record it and keep serving others.
+            with runner.open_journal() as journal:
+                if journal.get_run(live.run_id).status in ("created", "running"):
+                    journal.update_run(live.run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._forget(live.run_id)
+
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            self._live.pop(run_id, None)

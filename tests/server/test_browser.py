@@ -1,0 +1,134 @@
+"""The web page in a real browser: Playwright drives Debian's chromium against a live server whose LLM
+is the scripted research model, slowed a little so the live view can be watched growing.
+
+No browser is ever downloaded: the test uses /usr/bin/chromium and is skipped when it is missing.
+Screenshots of the live view and of the report, at laptop and phone sizes, land in
+tests/output/screenshots/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import QUESTION, LiveServer, make_app, scenario_llm, upload_kb
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt install chromium)"
+    ),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (the dev extra)")
+
+
+@pytest.fixture
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def no_horizontal_scroll(page: sync_api.Page) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+def test_the_page_shows_a_run_growing_and_its_report_with_working_citations(
+    browser: sync_api.Browser, corpus_dir: Path
+) -> None:
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    app = make_app(lambda _: scenario_llm(delay_s=0.3, expansions=1))
+    with LiveServer(app) as live:
+        with live.client() as client:
+            upload_kb(client, "speeches", corpus_dir)
+
+        laptop = browser.new_page(viewport=LAPTOP)
+        laptop.set_default_timeout(30_000)
+        laptop.goto(live.url)
+        laptop.get_by_label("Question").fill(QUESTION)
+        laptop.get_by_label("Knowledge base").select_option("speeches")
+        laptop.get_by_label("Depth").select_option("standard")
+        laptop.get_by_role("button", name="Start research").click()
+        laptop.wait_for_url("**/?view=run&id=*")
+        status = laptop.locator("#run-status")
+
+        # The outline appears while the run is live, then grows: an expansion adds subsections,
+        # shown highlighted as new.
+        laptop.locator('.outline li[data-position="section-1"]').wait_for()
+        assert status.inner_text() == "running"
+        top_level = laptop.locator('.outline li[data-level="1"]').count()
+        assert top_level == 3
+        subsection = laptop.locator('.outline li[data-level="2"].is-new').first
+        subsection.wait_for()
+        assert status.inner_text() == "running", "the subsections must appear while the run is live"
+        assert laptop.locator('.outline li[data-level="1"].is-new').count() == 0  # only the new ones
+        laptop.locator(".draft section").first.wait_for()  # section text as it is written
+        assert laptop.locator(".sources li").first.inner_text() != "None yet"
+        laptop.screenshot(path=str(SCREENSHOTS / "live-1280x800.png"), full_page=True)
+        assert no_horizontal_scroll(laptop)
+
+        # A phone opens the same run while it is still live: the replay brings it up to date.
+        run_url = laptop.url
+        phone = browser.new_page(viewport=PHONE)
+        phone.set_default_timeout(30_000)
+        phone.goto(run_url)
+        phone.locator('.outline li[data-level="2"]').first.wait_for()
+        phone.screenshot(path=str(SCREENSHOTS / "live-390x844.png"), full_page=True)
+        assert no_horizontal_scroll(phone)
+
+        # The finished report: clicking a citation lands on its entry in the References.
+        laptop.get_by_role("link", name="Read the report").click()
+        laptop.locator("article.report h1").wait_for()
+        laptop.screenshot(path=str(SCREENSHOTS / "report-1280x800.png"), full_page=True)
+        assert no_horizontal_scroll(laptop)
+        citation = laptop.locator("article.report a.cite").first
+        target = citation.get_attribute("href")
+        assert target is not None and target.startswith("#ref-")
+        citation.click()
+        laptop.wait_for_function(f"location.hash === '{target}'")
+        reference = laptop.locator(target)
+        assert reference.inner_text().startswith(f"[{target.removeprefix('#ref-')}]")
+        in_view = laptop.evaluate(
+            "(id) => { const r = document.getElementById(id).getBoundingClientRect();"
+            " return r.top >= 0 && r.bottom <= window.innerHeight; }",
+            target.removeprefix("#"),
+        )
+        assert in_view, "the reference must be scrolled into view"
+
+        phone.get_by_role("link", name="Read the report").click()
+        phone.locator("article.report h1").wait_for()
+        phone.screenshot(path=str(SCREENSHOTS / "report-390x844.png"), full_page=True)
+        assert no_horizontal_scroll(phone)
+
+        # Past runs are listed.
+        laptop.get_by_role("link", name="Runs", exact=True).click()
+        laptop.locator(".runs li").first.wait_for()
+        assert QUESTION in laptop.locator(".runs li").first.inner_text()
+    assert sorted(p.name for p in SCREENSHOTS.iterdir()) == [
+        "live-1280x800.png",
+        "live-390x844.png",
+        "report-1280x800.png",
+        "report-390x844.png",
+    ]

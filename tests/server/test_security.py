@@ -1,0 +1,147 @@
+"""Who may use the server: loopback or a token, uploads fenced into the workspace, no CORS unless asked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deepdraft.errors import ConfigError
+from deepdraft.server import kbs, security
+from deepdraft.settings import home_dir
+from tests.server.conftest import TOKEN, LiveServer, make_app
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.org"])
+def test_a_non_loopback_bind_without_a_token_is_refused(host: str) -> None:
+    with pytest.raises(ConfigError, match="without a token"):
+        security.check_bind(host, None)
+    security.check_bind(host, TOKEN)  # with one it is allowed
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_needs_no_token(host: str) -> None:
+    security.check_bind(host, None)
+
+
+def test_a_short_token_is_refused() -> None:
+    with pytest.raises(ConfigError, match="too short"):
+        security.check_bind("0.0.0.0", "secret")
+
+
+def test_the_serve_command_refuses_to_start_on_a_public_address_without_a_token() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "deepdraft", "serve", "--host", "0.0.0.0", "--port", "9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_requests_without_or_with_a_wrong_token_get_401() -> None:
+    with LiveServer(make_app(token=TOKEN)) as live:
+        with live.client() as anonymous:
+            denied = anonymous.get("/api/runs")
+            assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+            assert "Authorization: Bearer" in denied.json()["detail"]
+            assert anonymous.get("/api/kbs/x/search", params={"q": "x"}).status_code == 401
+            assert anonymous.post("/api/runs", json={"question": "q"}).status_code == 401
+            # The page itself holds no data; it asks for the token.
+            page = anonymous.get("/")
+            assert page.status_code == 200 and "deepdraft" in page.text
+        with live.client("wrong-token-0123456789") as wrong:
+            assert wrong.get("/api/runs").status_code == 401
+        with live.client(TOKEN) as allowed:
+            assert allowed.get("/api/runs").status_code == 200
+            assert allowed.get("/api/health").json()["token_required"] is True
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../escape.md", "..", "/etc/passwd.md", "a/b.md", "a\\b.md", ".hidden.md", "C:evil.md"],
+)
+def test_upload_names_that_could_leave_the_upload_folder_are_refused(name: str) -> None:
+    with LiveServer(make_app()) as live, live.client() as client:
+        answer = client.post(
+            "/api/kbs/notes/documents", files=[("files", (name, b"# text\n\nsome words", "text/plain"))]
+        )
+    assert answer.status_code == 400, answer.text
+    assert "not allowed" in answer.json()["detail"] or "file name" in answer.json()["detail"]
+    assert not any(home_dir().rglob("escape.md"))
+    uploads = home_dir() / "uploads"
+    assert not uploads.exists() or not any(p.is_file() for p in uploads.rglob("*"))
+
+
+@pytest.mark.parametrize("name", ["nul\x00.md", "line\nbreak.md", " padded.md", "", "x" * 201 + ".md"])
+def test_names_with_control_characters_or_odd_shapes_are_refused(name: str) -> None:
+    # HTTP clients percent-encode these before they reach the server; the check must hold anyway.
+    with pytest.raises(kbs.UploadRejected):
+        kbs.safe_filename(name)
+
+
+def test_uploads_of_unknown_types_and_bad_kb_names_are_refused() -> None:
+    with LiveServer(make_app()) as live, live.client() as client:
+        exe = client.post(
+            "/api/kbs/notes/documents", files=[("files", ("tool.exe", b"MZ...", "application/x"))]
+        )
+        assert exe.status_code == 400 and "not accepted" in exe.json()["detail"]
+        bad_kb = client.post(
+            "/api/kbs/..hidden/documents", files=[("files", ("a.md", b"words", "text/plain"))]
+        )
+        assert bad_kb.status_code == 400 and "invalid knowledge base name" in bad_kb.json()["detail"]
+        nothing = client.post("/api/kbs/notes/documents", data={"x": "y"})
+        assert nothing.status_code == 400 and "no files" in nothing.json()["detail"]
+
+
+def test_oversize_uploads_are_refused_and_nothing_is_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kbs, "MAX_FILE_BYTES", 1000)
+    with LiveServer(make_app()) as live, live.client() as client:
+        small = ("small.md", b"# Small\n\nA short note about tariffs.", "text/markdown")
+        big = ("big.md", b"x" * 1001, "text/markdown")
+        answer = client.post("/api/kbs/notes/documents", files=[("files", small), ("files", big)])
+        assert answer.status_code == 413 and "larger than the limit" in answer.json()["detail"]
+        # One refused file refuses the whole upload: not even the small one was stored.
+        assert not (home_dir() / "uploads" / "notes" / "small.md").exists()
+
+        monkeypatch.setattr(kbs, "MAX_REQUEST_BYTES", 500)
+        whole = client.post(
+            "/api/kbs/notes/documents", files=[("files", ("a.md", b"y" * 600, "text/markdown"))]
+        )
+        assert whole.status_code == 413
+
+
+def test_stored_uploads_stay_inside_the_upload_folder(corpus_dir: Path) -> None:
+    stored = kbs.store_upload("notes", "address-1790.md", (corpus_dir / "address-1790.md").open("rb").read)
+    assert stored.parent == (home_dir() / "uploads" / "notes").resolve()
+    assert not list(stored.parent.glob(".*.part"))  # the temporary file was renamed into place
+
+
+def test_cors_headers_are_absent_by_default_and_only_for_named_origins() -> None:
+    preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
+    with LiveServer(make_app()) as live, live.client() as client:
+        answer = client.get("/api/runs", headers={"Origin": "http://evil.example"})
+        assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+        assert "access-control-allow-origin" not in client.options("/api/runs", headers=preflight).headers
+    with LiveServer(make_app(cors_origins=("http://localhost:3000",))) as live, live.client() as client:
+        allowed = client.get("/api/runs", headers={"Origin": "http://localhost:3000"})
+        assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+        other = client.get("/api/runs", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    with pytest.raises(ConfigError, match="exact origin"):
+        security.check_origins(["*"])
+
+
+def test_the_page_forbids_scripts_from_elsewhere() -> None:
+    with LiveServer(make_app()) as live, live.client() as client:
+        page = client.get("/")
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "default-src 'self'" in policy
+        assert page.headers["x-content-type-options"] == "nosniff"
+        for asset in ("/static/app.js", "/static/app.css"):
+            assert client.get(asset).status_code == 200
+        assert "http" not in client.get("/static/app.css").text  # nothing loaded from a CDN
