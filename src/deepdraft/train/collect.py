@@ -1,0 +1,209 @@
+"""`train collect`: a teacher model runs WARP over a query set; the run journals are the trajectories.
+
+Each query becomes one ordinary deepdraft run (same policy, prompts, validation and journal as
+`deepdraft research`), so what the student later learns from is byte for byte what a policy sees.
+Two settings differ from research, both recorded in the run's settings:
+
+- forced deepening (spec §2.10): `force_expansions = N` refuses `nop` until N deepening steps were
+  taken, and `max_expansions = N + 1` leaves one free decision after them. So the run passes
+  through drafts D_0 … D_N, and *each* of them was followed by a deepening decision whose exact
+  prompt is in the journal — pruning can relabel any of them as "stop here";
+- the finishing passes (verification, synthesis) are off: they are not policy actions.
+
+The drafts are not stored a second time: `decision_points` reads them back from the checkpoints
+(the state after the write that completed each draft).
+
+Collection runs queries concurrently in a thread pool (the teacher is usually a server that
+batches requests) and is resumable: `collection.jsonl` in the output folder maps each query to its
+run id, written *before* the run starts, so a killed collection loses nothing. On the next call a
+finished run is skipped, an interrupted or failed one is resumed from its last checkpoint through
+`runner.resume` (the LLM cache replays any reply already paid for), and a new query is started.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepdraft import runner
+from deepdraft.errors import DeepdraftError, UserError
+from deepdraft.journal import Journal
+from deepdraft.ports import LLM, Retriever
+from deepdraft.report import assemble_markdown, render_markdown
+from deepdraft.settings import Settings
+from deepdraft.state import RunState
+from deepdraft.train.queries import Query, load_queries, write_queries
+
+__all__ = [
+    "CollectOutcome",
+    "DecisionPoint",
+    "collect",
+    "collection_settings",
+    "decision_points",
+    "draft_markdown",
+    "read_collection",
+]
+
+MANIFEST = "collection.jsonl"
+QUERIES = "queries.jsonl"
+DEFAULT_FORCED_EXPANSIONS = 12  # the paper's deepening cap (spec §2.1)
+
+
+@dataclass(frozen=True)
+class CollectOutcome:
+    query_id: str
+    run_id: str
+    status: str
+    """"finished" (now or earlier), "failed" (with `error`)."""
+    error: str = ""
+    skipped: bool = False
+    """True when the run had already finished before this call."""
+
+
+def collection_settings(base: Settings, force_expansions: int | None) -> Settings:
+    """`base` adjusted for trajectory collection (see the module docstring)."""
+    research: dict[str, Any] = {"force_expansions": force_expansions}
+    if force_expansions is not None:
+        research["max_expansions"] = force_expansions + 1
+    return base.model_copy(
+        update={
+            "research": base.research.model_copy(update=research),
+            "output": base.output.model_copy(update={"verify": False, "synthesis": False}),
+        }
+    )
+
+
+def read_collection(folder: Path) -> dict[str, str]:
+    """query id → run id, from a collection folder's manifest (the last line per query wins)."""
+    path = folder / MANIFEST
+    runs: dict[str, str] = {}
+    if not path.is_file():
+        return runs
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            runs[str(row["query_id"])] = str(row["run_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}:{number}: not a collection manifest line ({exc})") from exc
+    return runs
+
+
+def collection_queries(folder: Path) -> list[Query]:
+    """The query set a collection was made from (copied into its folder by `collect`)."""
+    path = folder / QUERIES
+    if not path.is_file():
+        raise UserError(f"{folder} is not a collection folder (no {QUERIES}); run `deepdraft train collect`")
+    return load_queries(path)
+
+
+def collect(
+    queries: Sequence[Query],
+    settings: Settings,
+    folder: Path,
+    *,
+    llm: LLM | None = None,
+    kb: str | None = None,
+    retriever: Retriever | None = None,
+    workers: int = 4,
+    on_done: Callable[[CollectOutcome], None] = lambda outcome: None,
+) -> list[CollectOutcome]:
+    """Run (or resume) one WARP run per query; `settings` should come from `collection_settings`.
+
+    `llm`: the teacher (default: the endpoint `settings` name); `kb` or `retriever`: what it
+    searches. A run that fails is reported, not fatal: the others go on.
+    """
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    folder.mkdir(parents=True, exist_ok=True)
+    known = read_collection(folder)
+    previous = {q.id: q for q in load_queries(folder / QUERIES)} if (folder / QUERIES).is_file() else {}
+    write_queries(folder / QUERIES, [*previous.values(), *(q for q in queries if q.id not in previous)])
+    teacher = llm or runner.build_llm(settings)
+    manifest_lock = threading.Lock()
+
+    def register(query: Query) -> str:
+        run_id = known.get(query.id)
+        if run_id is None:
+            run_id = f"train-{runner.new_run_id()}-{_safe(query.id)}"[:80]
+            with manifest_lock, (folder / MANIFEST).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"query_id": query.id, "run_id": run_id}, ensure_ascii=False) + "\n")
+        return run_id
+
+    def one(query: Query) -> CollectOutcome:
+        run_id = register(query)
+        try:
+            if runner.run_exists(run_id):
+                record, _ = runner.load_run(run_id)
+                if record.status == "finished":
+                    return CollectOutcome(query.id, run_id, "finished", skipped=True)
+                runner.resume(run_id, settings, llm=teacher, retriever=retriever)
+            else:
+                runner.start(query.prompt, settings, kb=kb, llm=teacher, retriever=retriever, run_id=run_id)
+        except DeepdraftError as exc:
+            return CollectOutcome(query.id, run_id, "failed", error=str(exc))
+        return CollectOutcome(query.id, run_id, "finished")
+
+    def tracked(query: Query) -> CollectOutcome:
+        outcome = one(query)
+        on_done(outcome)
+        return outcome
+
+    if workers == 1 or len(queries) <= 1:
+        return [tracked(q) for q in queries]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collect") as pool:
+        return list(pool.map(tracked, queries))
+
+
+# ---- reading the trajectories back ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionPoint:
+    """A complete draft and the deepening decision that followed it."""
+
+    index: int
+    """i of D_i: how many deepening steps the draft had already taken."""
+    step: int
+    """The journal step of the decision (its first attempt: the prompt carries no feedback)."""
+    state: RunState
+    """The run's state holding the draft (the checkpoint just before the decision)."""
+
+
+def decision_points(journal: Journal, run_id: str) -> list[DecisionPoint]:
+    """Every draft of a run at which the policy was asked to deepen or stop, in order.
+
+    A decision re-asked after a refused reply is the same decision point; only its first
+    attempt counts. A final draft that got no decision (the step or expansion budget ended the
+    run) is not a decision point: there is no prompt to label there.
+    """
+    steps = journal.steps(run_id)
+    points: list[DecisionPoint] = []
+    previous = ""
+    for record in steps:
+        if record.action == "extend-plan" and previous != "extend-plan" and record.step > 1:
+            state = RunState.restore(journal.checkpoint(run_id, record.step - 1))
+            if state.outline is not None:
+                points.append(DecisionPoint(len(points), record.step, state))
+        previous = record.action
+    return points
+
+
+def draft_markdown(state: RunState) -> str:
+    """A draft as the reader (and the report-level scorer) sees it: Markdown with references."""
+    if state.outline is None:
+        return ""
+    rendered = render_markdown(state.outline, state.registry, "", question=state.question)
+    return assemble_markdown(rendered)
+
+
+def _safe(text: str) -> str:
+    """A query id as it may appear in a run id (which names a folder)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "query"
