@@ -10,12 +10,10 @@ Layout of an index directory::
 
 Trade-offs:
 
-* Scoring is bm25s (Lucene's BM25 variant, k1=1.5, b=0.75) over our own analyzer: lowercase + NFKC,
-  accents folded (café = cafe), English stopwords, Snowball English stemming, and CJK runs split
-  into characters plus character bigrams, which makes Chinese/Japanese searchable without a word
-  segmenter (jieba can replace the CJK rule later; `ANALYZER` is recorded in the manifest, so an
-  old index is then rebuilt, not silently mis-searched). The same function analyses documents and
-  queries.
+* Scoring is bm25s (Lucene's BM25 variant, k1=1.5, b=0.75) over our own analyzer (`analysis`:
+  lowercase + NFKC, accents folded, English stopwords and stemming, Chinese segmented by jieba).
+  `ANALYZER` is recorded in the manifest, so an index built by another analyzer is rebuilt, not
+  silently mis-searched. The same function analyses documents and queries.
 * Each chunk is indexed together with its document title and heading path (contextual headers): a
   passage deep in a section about tariffs should match "tariffs" even if the word is only in the
   heading. The stored and returned text is the raw passage.
@@ -40,8 +38,6 @@ import re
 import shutil
 import sqlite3
 import tempfile
-import threading
-import unicodedata
 import uuid
 from array import array
 from collections.abc import Iterable, Sequence
@@ -53,58 +49,25 @@ from typing import Any
 import bm25s
 import numpy as np
 import numpy.typing as npt
-import Stemmer
-from bm25s.stopwords import STOPWORDS_EN
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.ports import Passage, Source
-from deepdraft.retrieval.chunking import CJK_RANGES, chunk_document
+from deepdraft.retrieval.analysis import ANALYZER_VERSION, analyze
+from deepdraft.retrieval.chunking import chunk_document
 from deepdraft.retrieval.corpus import Document, corpus_stamp, iter_documents
 from deepdraft.settings import RetrievalSettings
 
 FORMAT = "deepdraft-bm25"
 FORMAT_VERSION = 1
-ANALYZER = "nfkc-lower-fold/stop-en/snowball-en/cjk-uni-bi/v1"
+ANALYZER = ANALYZER_VERSION
 MANIFEST = "manifest.json"
 CHUNKS_DB = "chunks.sqlite"
 BM25_DIR = "bm25"
 
-MAX_TERM_CHARS = 40
-"""Longer letter runs (hashes, base64) are not indexed: nobody searches them; they bloat the vocabulary."""
-
-_CJK_RUN = re.compile(f"[{CJK_RANGES}]+")
-_WORD = re.compile(rf"[^\W_{CJK_RANGES}]+")  # letters and digits, CJK excluded
-_COMBINING = re.compile("[\u0300-\u036f]")  # the diacritics of Latin, Greek and Cyrillic letters
-_STOPWORDS = frozenset(STOPWORDS_EN)
-_local = threading.local()  # PyStemmer objects must not be shared between threads
 _INSERT_BATCH = 2000
 _SELECT_BATCH = 500  # stays below SQLite's limit on bound parameters in every version
 
-
-def analyze(text: str) -> list[str]:
-    """The index terms of `text` (for documents and queries alike). Order is irrelevant to BM25."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    # Two findall passes instead of one loop over matches: the scanning stays in C (3x faster).
-    words = [w for w in _WORD.findall(text) if len(w) <= MAX_TERM_CHARS and w not in _STOPWORDS]
-    if not text.isascii():
-        words = [w if w.isascii() else _fold_accents(w) for w in words]
-    terms: list[str] = _stemmer().stemWords(words)
-    for run in _CJK_RUN.findall(text):
-        terms.extend(run)
-        terms.extend(run[i : i + 2] for i in range(len(run) - 1))
-    return terms
-
-
-def _fold_accents(word: str) -> str:
-    # Per word, not per text: NFKD would also decompose Hangul syllables and kana.
-    return _COMBINING.sub("", unicodedata.normalize("NFKD", word))
-
-
-def _stemmer() -> Any:
-    stemmer = getattr(_local, "stemmer", None)
-    if stemmer is None:
-        stemmer = _local.stemmer = Stemmer.Stemmer("english")
-    return stemmer
+__all__ = ["ANALYZER", "BM25Index", "analyze", "cache_key", "open_or_build"]
 
 
 class BM25Index:
@@ -185,20 +148,32 @@ class BM25Index:
 
     def search(self, query: str, k: int) -> list[Passage]:
         """The `k` best passages for `query`, best first; [] if no query term is in the corpus."""
+        ranked = self.rank(query, k)
+        rows = self._fetch([row for row, _ in ranked])
+        return [Passage(text=rows[row][0], source=rows[row][1], score=score) for row, score in ranked]
+
+    def rank(
+        self, query: str, k: int, allowed: npt.NDArray[np.bool_] | None = None
+    ) -> list[tuple[int, float]]:
+        """The `k` best (chunk row, BM25 score) pairs for `query`, best first, reading no chunk text.
+
+        `allowed` (one bool per chunk row) restricts the search to the rows that are True.
+        """
         if k <= 0:
             return []
         ids = [self._vocab[term] for term in analyze(query) if term in self._vocab]
         if not ids:
             return []
         scores: npt.NDArray[np.float32] = self._bm25.get_scores_from_ids(ids)
+        if allowed is not None:
+            if allowed.shape != scores.shape:
+                raise ValueError(f"allowed has {allowed.shape[0]} rows, the index {scores.shape[0]}")
+            scores = np.where(allowed, scores, np.float32(0))
         count = int(scores.shape[0])
         top = np.arange(count) if k >= count else np.argpartition(-scores, k - 1)[:k]
         top = top[scores[top] > 0]  # Lucene IDF is positive: zero means no query term occurs
         top = top[np.lexsort((top, -scores[top]))]  # best first; ties by chunk number, deterministic
-        rows = self._fetch([int(row) for row in top])
-        return [
-            Passage(text=rows[row][0], source=rows[row][1], score=float(scores[row])) for row in top.tolist()
-        ]
+        return [(row, float(scores[row])) for row in top.tolist()]
 
     def fingerprint(self) -> str:
         """Hash of the indexed documents, chunk settings and analyzer (from the manifest)."""

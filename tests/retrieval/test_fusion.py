@@ -1,0 +1,57 @@
+"""Reciprocal rank fusion: the formula, agreement between lists, ties, limits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deepdraft.retrieval.fusion import reciprocal_rank_fusion
+
+
+def test_one_ranking_keeps_its_order_with_the_standard_scores() -> None:
+    fused = reciprocal_rank_fusion([[7, 3, 9]], k=60)
+    assert [item for item, _ in fused] == [7, 3, 9]
+    assert [score for _, score in fused] == pytest.approx([1 / 61, 1 / 62, 1 / 63])
+
+
+def test_agreement_between_lists_beats_one_first_place() -> None:
+    # 5 is second in both lists; 1 and 2 are first in one list and absent from the other.
+    fused = reciprocal_rank_fusion([[1, 5, 3], [2, 5, 4]], k=60)
+    assert fused[0] == (5, pytest.approx(2 / 62))
+    assert {item for item, _ in fused} == {1, 2, 3, 4, 5}
+
+
+def test_ties_are_broken_by_best_rank_then_by_id() -> None:
+    # 8 and 4 tie exactly (first in one list each); 4 wins on its id. 6 ties 9 on score, ranks equal.
+    fused = reciprocal_rank_fusion([[8, 6], [4, 9]])
+    assert [item for item, _ in fused] == [4, 8, 6, 9]
+    assert reciprocal_rank_fusion([[4, 9], [8, 6]]) == fused
+
+
+def test_limit_duplicates_and_empty_input() -> None:
+    assert (
+        reciprocal_rank_fusion([[1, 2, 3], [3, 2, 1]], limit=2)
+        == reciprocal_rank_fusion([[1, 2, 3], [3, 2, 1]])[:2]
+    )
+    # A repeat counts once, at its first place; the items after it keep their positions.
+    assert reciprocal_rank_fusion([[1, 1, 2]], k=0) == [(1, 1.0), (2, pytest.approx(1 / 3))]
+    assert reciprocal_rank_fusion([]) == [] == reciprocal_rank_fusion([[], []])
+    assert reciprocal_rank_fusion([[1]], limit=0) == []
+    with pytest.raises(ValueError, match="negative"):
+        reciprocal_rank_fusion([[1]], k=-1)
+
+
+rankings = st.lists(st.lists(st.integers(0, 30), max_size=15, unique=True), max_size=4)
+
+
+@given(rankings, st.integers(0, 100))
+def test_fused_scores_follow_the_formula_and_are_sorted(lists: list[list[int]], k: int) -> None:
+    fused = reciprocal_rank_fusion(lists, k=k)
+    items = [item for item, _ in fused]
+    assert sorted(items) == sorted({item for ranking in lists for item in ranking})
+    for item, score in fused:
+        expected = sum(1 / (k + ranking.index(item) + 1) for ranking in lists if item in ranking)
+        assert score == pytest.approx(expected)
+    scores = [score for _, score in fused]
+    assert scores == sorted(scores, reverse=True)
