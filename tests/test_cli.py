@@ -39,6 +39,9 @@ def plans(*titles: str) -> list[dict[str, str]]:
     return [{"title": t, "plan": f"What to say about {t.lower()}."} for t in titles]
 
 
+# Tests of the method's own request sequence leave out the passes that follow it (verification and
+# synthesis, tested in test_verify.py and test_synthesis.py).
+NO_FINISHING = ("--no-verify", "--no-synthesis")
 SEARCH = reply({"name": "search", "keywords": ["tariffs", "tariff history"]})
 # A fixed sequence of valid replies: the method's whole trajectory with two deepening steps, the
 # second one splitting a level-2 node. Every keyword matches all five speeches, so every write's
@@ -105,7 +108,8 @@ def test_research_issues_exactly_the_requests_the_method_prescribes(corpus_dir: 
     output = tmp_path / "report.md"
     with FakeOpenAIServer.replaying(REPLIES) as server:
         result = cli("research", "How did presidents argue about tariffs?", "--kb", str(corpus_dir),
-                     "--base-url", server.base_url, "--model", "fake-model", "--output", str(output))  # fmt: skip
+                     "--base-url", server.base_url, "--model", "fake-model", "--output", str(output),
+                     *NO_FINISHING)  # fmt: skip
         requests = server.requests
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("run ")
@@ -137,10 +141,9 @@ def test_research_issues_exactly_the_requests_the_method_prescribes(corpus_dir: 
 @pytest.mark.slow
 def test_runs_and_show_list_the_run(corpus_dir: Path) -> None:
     with FakeOpenAIServer(as_responder(ScenarioModel(expansions=0))) as server:
-        assert (
-            cli("research", "Tariffs?", "--kb", str(corpus_dir), "--base-url", server.base_url).returncode
-            == 0
-        )
+        result = cli("research", "Tariffs?", "--kb", str(corpus_dir), "--base-url", server.base_url,
+                     *NO_FINISHING)  # fmt: skip
+        assert result.returncode == 0, result.stderr
     listed = cli("runs", "--json")
     runs = json.loads(listed.stdout)
     assert len(runs) == 1 and runs[0]["status"] == "finished" and runs[0]["steps"] == 9
@@ -241,7 +244,7 @@ def test_config_file_flags_and_environment_precedence(corpus_dir: Path, tmp_path
         os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{closed_port()}/v1"
         try:
             result = cli("research", "q?", "--kb", str(corpus_dir), "--config", str(config),
-                         "--base-url", flag_server.base_url)  # fmt: skip
+                         "--base-url", flag_server.base_url, *NO_FINISHING)  # fmt: skip
         finally:
             del os.environ["OPENAI_BASE_URL"]
         assert result.returncode == 0, result.stderr
@@ -253,7 +256,8 @@ def test_planner_and_writer_models_get_their_own_requests(corpus_dir: Path) -> N
         as_responder(ScenarioModel(expansions=1)), models=("main", "plan-m", "write-m")
     ) as server:
         result = cli("research", "Tariffs?", "--kb", str(corpus_dir), "--base-url", server.base_url,
-                     "--model", "main", "--planner-model", "plan-m", "--writer-model", "write-m")  # fmt: skip
+                     "--model", "main", "--planner-model", "plan-m", "--writer-model", "write-m",
+                     *NO_FINISHING)  # fmt: skip
         assert result.returncode == 0, result.stderr
         by_model: dict[str, set[str]] = {}
         for body in server.requests:
@@ -264,7 +268,8 @@ def test_planner_and_writer_models_get_their_own_requests(corpus_dir: Path) -> N
 def test_language_length_and_spending_flags_reach_the_run(corpus_dir: Path) -> None:
     with FakeOpenAIServer(as_responder(ScenarioModel(expansions=0))) as server:
         result = cli("research", "Tariffs?", "--kb", str(corpus_dir), "--base-url", server.base_url,
-                     "--language", "English", "--length", "900", "--max-tokens-total", "2500", "--rpm", "600")  # fmt: skip
+                     "--language", "English", "--length", "900", "--max-tokens-total", "2500", "--rpm", "600",
+                     *NO_FINISHING)  # fmt: skip
         prompts = [body["messages"][-1]["content"] for body in server.requests]
     assert result.returncode == 0, result.stderr
     assert all("in English." in p for p in prompts)

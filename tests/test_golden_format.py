@@ -94,7 +94,7 @@ def test_english_transcript_in_the_published_format() -> None:
     assert all(e.record.valid for e in events if isinstance(e, ActionFinished))
     assert state.outline is not None and state.outline.count() == 5
     markdown = render_markdown(state.outline, state.registry).markdown
-    assert "### 1.1 Revenue" in markdown and "[1][2]" in markdown and "## References" in markdown
+    assert "### 1.1 Revenue" in markdown and "[1, 2]" in markdown and "## References" in markdown
 
 
 def test_chinese_transcript_in_the_published_format() -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
-from tests.test_cli import cli
+from tests.test_cli import NO_FINISHING, cli
 
 QUESTION = "How did presidents argue about tariffs?"
 MODEL = ScenarioModel(expansions=2)
@@ -30,7 +30,7 @@ MODEL = ScenarioModel(expansions=2)
 
 def research_command(corpus: Path, base_url: str, output: Path) -> list[str]:
     return [sys.executable, "-m", "deepdraft", "research", QUESTION, "--kb", str(corpus),
-            "--base-url", base_url, "--model", "fake-model", "--output", str(output)]  # fmt: skip
+            "--base-url", base_url, "--model", "fake-model", "--output", str(output), *NO_FINISHING]  # fmt: skip
 
 
 def start_research(corpus: Path, base_url: str, output: Path) -> subprocess.Popen[str]:
@@ -77,10 +77,19 @@ def reference_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int
         )
         assert result.returncode == 0, result.stderr
         count = len(server.requests)
-    # The corpus path is part of the References, so each test must use an identical path layout.
-    return (folder / "report.md").read_text(encoding="utf-8").replace(
-        str(corpus.resolve()), "<corpus>"
-    ), count
+    return comparable(folder / "report.md", corpus), count
+
+
+def comparable(report: Path, corpus: Path) -> str:
+    """The report as two runs of the same actions must agree on it.
+
+    The corpus path is part of the References, so it is replaced; the About block at the end holds
+    the run id and wall time, which differ between runs (it must still be there).
+    """
+    text = report.read_text(encoding="utf-8").replace(str(corpus.resolve()), "<corpus>")
+    body, about, _ = text.partition("<details>")
+    assert about, "the report has no About block"
+    return body
 
 
 @pytest.mark.slow
@@ -110,7 +119,7 @@ def test_sigkill_during_every_llm_call_then_resume_gives_the_same_report(
             # Only the request in flight at the kill is asked again; no finished action is redone.
             assert len(server.requests) == requests_per_run + 1
 
-        assert output.read_text(encoding="utf-8").replace(str(corpus_dir.resolve()), "<corpus>") == expected
+        assert comparable(output, corpus_dir) == expected
         assert journal_steps(isolated_workspace, run["id"]) == list(range(1, requests_per_run + 1))
         assert only_run()["status"] == "finished"
         cleanup_runs(isolated_workspace)
@@ -144,7 +153,7 @@ def test_sigkill_at_random_moments_then_resume(
                 interrupted += 1
                 resumed = cli("resume", run["id"], "--base-url", server.base_url)
                 assert resumed.returncode == 0, resumed.stderr
-        assert output.read_text(encoding="utf-8").replace(str(corpus_dir.resolve()), "<corpus>") == expected
+        assert comparable(output, corpus_dir) == expected
         cleanup_runs(isolated_workspace)
     assert interrupted >= 2, "the kills should mostly land inside the run"
 
@@ -170,7 +179,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(
         run = only_run()
         assert run["status"] == "interrupted"
         assert cli("resume", run["id"], "--base-url", server.base_url).returncode == 0
-    assert output.read_text(encoding="utf-8").replace(str(corpus_dir.resolve()), "<corpus>") == expected
+    assert comparable(output, corpus_dir) == expected
 
 
 def test_resume_of_a_finished_run_only_rewrites_the_report(corpus_dir: Path, tmp_path: Path) -> None:
@@ -178,9 +187,9 @@ def test_resume_of_a_finished_run_only_rewrites_the_report(corpus_dir: Path, tmp
     with FakeOpenAIServer(as_responder(ScenarioModel(expansions=0))) as server:
         assert cli("research", QUESTION, "--kb", str(corpus_dir), "--base-url", server.base_url,
                    "--output", str(output)).returncode == 0  # fmt: skip
-        first = output.read_text(encoding="utf-8")
+        first = comparable(output, corpus_dir)
         output.unlink()
         count = len(server.requests)
         assert cli("resume", only_run()["id"], "--base-url", server.base_url).returncode == 0
         assert len(server.requests) == count
-    assert output.read_text(encoding="utf-8") == first
+    assert comparable(output, corpus_dir) == first

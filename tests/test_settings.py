@@ -279,11 +279,11 @@ def test_public_dict_hides_the_embedding_key_and_serialises_the_template(tmp_pat
 
 
 def test_new_sections_validate_urls_and_formats() -> None:
-    with pytest.raises(ConfigError, match="embedding.base_url"):
+    with pytest.raises(ConfigError, match=r"embedding\.base_url"):
         load_settings(flags={"embedding": {"base_url": "localhost:8080"}}, environ={})
-    with pytest.raises(ConfigError, match="web.searxng_url"):
+    with pytest.raises(ConfigError, match=r"web\.searxng_url"):
         load_settings(flags={"web": {"searxng_url": "ftp://x"}}, environ={})
-    with pytest.raises(ConfigError, match="output.formats"):
+    with pytest.raises(ConfigError, match=r"output\.formats"):
         load_settings(flags={"output": {"formats": ["odt"]}}, environ={})
     settings = load_settings(
         flags={"web": {"searxng_url": "http://localhost:8888/"}}, environ={"DEEPDRAFT_EMBED_MODEL": "bge"}

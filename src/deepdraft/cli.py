@@ -19,7 +19,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from deepdraft import models, runner
+from deepdraft import cli_review, cli_serve, models, runner
+from deepdraft.cli_eval import eval_app
+from deepdraft.cli_export import export_command
+from deepdraft.cli_kb import kb_app
+from deepdraft.cli_train import train_app
 from deepdraft.errors import DeepdraftError, LLMError
 from deepdraft.progress import Progress
 from deepdraft.settings import Depth, PolicyName, ReferencesStyle, Settings, load_settings
@@ -78,7 +82,7 @@ def research(
         Path | None, typer.Option("--output", "-o", help="Where to write the Markdown report.")
     ] = None,
     policy: Annotated[
-        PolicyName | None, typer.Option("--policy", help="warp (default) or plan-write.")
+        PolicyName | None, typer.Option("--policy", help="warp (default), plan-write or single-pass.")
     ] = None,
     depth: Annotated[
         Depth | None,
@@ -153,6 +157,9 @@ def research(
     template: Annotated[
         Path | None, typer.Option("--template", help="A Jinja2 template for the final Markdown.")
     ] = None,
+    review_outline: Annotated[
+        bool, typer.Option("--review-outline", help="Show the first outline and let me edit it first.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Research QUESTION in your documents and write a cited report."""
@@ -191,12 +198,21 @@ def research(
             "template": template,
         },
     )
+    if kb is None and not settings.web.only:
+        console.print(runner.default_kb()[1], markup=False, highlight=False, soft_wrap=True)
     run_id = runner.new_run_id()
     with Progress(console, settings.research.max_steps) as progress:
+        review = cli_review.terminal_review(console, question, progress) if review_outline else None
         report = _interruptible(
             run_id,
             lambda: runner.start(
-                question, settings, kb=kb, output=output, on_event=progress.update, run_id=run_id
+                question,
+                settings,
+                kb=kb,
+                output=output,
+                on_event=progress.update,
+                run_id=run_id,
+                review_outline=review,
             ),
         )
     _print_outcome(report)
@@ -282,8 +298,15 @@ def runs(
 def show(
     run_id: Annotated[str, typer.Argument(help="An id or a unique prefix.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    egress: Annotated[
+        bool,
+        typer.Option("--egress", help="List what the run sent off this machine: queries, URLs, endpoints."),
+    ] = False,
 ) -> None:
     """Show a run: status, outline and where its report is."""
+    if egress:
+        _show_egress(run_id, as_json)
+        return
     record, state = runner.load_run(run_id)
     status = _status(record.id, record.status)
     outline = state.outline if state else None
@@ -318,6 +341,49 @@ def show(
         console.print(f"report: {record.report_path}")
     elif status in ("interrupted", "failed"):
         console.print(f"continue with: deepdraft resume {record.id}")
+
+
+def _show_egress(run_id: str, as_json: bool) -> None:
+    """The run's egress audit: one line per web query, page fetch and remote endpoint."""
+    with runner.open_journal() as journal:
+        record = journal.get_run(run_id)
+        records = journal.egress(record.id)
+    rows = [
+        {
+            "seq": r.seq,
+            "at": datetime.fromtimestamp(r.at).isoformat(timespec="seconds"),
+            "kind": r.kind,
+            "endpoint": r.endpoint,
+            "detail": r.detail,
+            "requests": r.requests,
+            "bytes": r.bytes,
+        }
+        for r in records
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        console.print(
+            f"run {record.id} recorded no requests off this machine (no web search; the LLM and any "
+            "embedding endpoint were in-process or on loopback)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    columns = ("seq", "at", "kind", "requests", "bytes", "endpoint", "detail")
+    if not console.is_terminal:  # pipes and logs get whole values, one record per line
+        for row in rows:
+            typer.echo("\t".join(str(row[column]) for column in columns))
+        return
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in columns:
+        table.add_column(column, no_wrap=column not in ("detail", "endpoint"), overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(str(row[column])) for column in columns))
+    console.print(table)
 
 
 @app.command()
@@ -390,16 +456,16 @@ def _setup_model(spec: models.ModelSpec, say: Callable[[str], None]) -> str:
 
 def _setup_demo(say: Callable[[str], None]) -> str:
     from deepdraft import demo
-    from deepdraft.retrieval.bm25_index import BM25Index
+    from deepdraft.kb import DEMO_KB, open_kb
 
-    index_dir = demo.ensure_demo_kb(None, say)
+    folder = demo.ensure_demo_kb(None, say)
     corpus = demo.demo_corpus_path()
-    with BM25Index.open(index_dir) as index:
-        manifest = index.manifest
+    with open_kb(DEMO_KB) as kb:
+        info = kb.info()
     size = _size(corpus.stat().st_size)
     return (
-        f"{manifest['documents']} addresses, {manifest['chunks']} passages; corpus {size} at {corpus}, "
-        f"index at {index_dir}"
+        f"{info.documents} addresses, {info.chunks} passages; corpus {size} at {corpus}, "
+        f"knowledge base at {folder}"
     )
 
 
@@ -469,6 +535,16 @@ def _print_outcome(report: runner.Report) -> None:
         console.print(
             f"[yellow]{len(report.unwritten)} part(s) left unwritten:[/yellow] {', '.join(report.unwritten)}"
         )
+    for problem in report.problems:  # formats that could not be written; the run itself is done
+        console.print(f"[yellow]not exported[/yellow] {escape(problem)}", soft_wrap=True)
+
+
+app.command("serve")(cli_serve.serve)
+app.command("mcp")(cli_serve.mcp)
+app.command("export")(export_command)
+app.add_typer(eval_app, name="eval")
+app.add_typer(kb_app, name="kb")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

@@ -14,7 +14,8 @@
      │    ├── LLMBudgetExhausted the run's token cap is spent (the policy finishes the report)
      │    └── LLMBadResponse    a reply that is not a chat completion
      ├── StoreError             the run journal could not be read or written
-     └── RunFailed              the policy could not go on (e.g. no valid outline)
+     ├── RunFailed              the policy could not go on (e.g. no valid outline)
+     └── RunCancelled           someone asked the run to stop (it stays resumable)
 
 The CLI turns every `DeepdraftError` into one line and an exit code; anything else is a bug
 and shows a traceback. A model reply that fails validation is *not* an exception: the policy
@@ -84,3 +85,9 @@ class StoreError(DeepdraftError):
 
 class RunFailed(DeepdraftError):
     exit_code = 5
+
+
+class RunCancelled(DeepdraftError):
+    """The run was cancelled between two actions; `deepdraft resume` continues it."""
+
+    exit_code = 130

@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,23 +26,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from deepdraft._version import __version__
 from deepdraft.baseline import PlanThenWritePolicy
+from deepdraft.egress import EgressLog, audit_endpoints
 from deepdraft.errors import (
     ConfigError,
     DeepdraftError,
     KnowledgeBaseError,
+    RunCancelled,
     RunFailed,
     RunNotFound,
     UserError,
 )
 from deepdraft.events import (
     ActionFinished,
+    ActionStarted,
     Event,
     EventSink,
     RunStarted,
     ignore,
 )
+from deepdraft.events import RunCancelled as RunCancelledEvent
 from deepdraft.events import RunFailed as RunFailedEvent
 from deepdraft.events import RunFinished as RunFinishedEvent
 from deepdraft.journal import Journal, RunRecord
@@ -49,12 +53,19 @@ from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.limits import LimitedLLM
 from deepdraft.outline import Outline
 from deepdraft.ports import LLM, Retriever
-from deepdraft.report import Reference, render_markdown
+from deepdraft.report import Reference
 from deepdraft.settings import Settings, home_dir
+from deepdraft.single_pass import SinglePassPolicy
 from deepdraft.state import RunState
-from deepdraft.warp import WarpPolicy
+from deepdraft.synthesis import Synthesizer
+from deepdraft.verify import Verifier
+from deepdraft.warp import ReviewOutline, WarpPolicy
 
-POLICIES: dict[str, type[WarpPolicy]] = {"warp": WarpPolicy, "plan-write": PlanThenWritePolicy}
+POLICIES: dict[str, type[WarpPolicy]] = {
+    "warp": WarpPolicy,
+    "plan-write": PlanThenWritePolicy,
+    "single-pass": SinglePassPolicy,
+}
 
 NO_LLM_MESSAGE = (
     "no LLM configured and the embedded model is not ready ({why}). Run `deepdraft setup` for the "
@@ -78,6 +89,10 @@ class Report:
     references: list[Reference] = field(default_factory=list)
     unwritten: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    exports: dict[str, Path] = field(default_factory=dict)
+    """Every file written for the report, by format ("md", "html", …)."""
+    problems: list[str] = field(default_factory=list)
+    """Formats that could not be written, and why (the run itself is finished)."""
 
     def __str__(self) -> str:
         return self.markdown
@@ -117,30 +132,57 @@ def build_role_llms(settings: Settings) -> dict[str, LLM]:
     return roles
 
 
+def default_kb() -> tuple[str, str]:
+    """The KB a run without `--kb` uses, and one line telling the user which and why."""
+    from deepdraft import kb as kbs
+
+    if kbs.kb_has_documents(kbs.DEFAULT_KB):
+        return kbs.DEFAULT_KB, f"using knowledge base {kbs.DEFAULT_KB!r}"
+    return kbs.DEMO_KB, (
+        f"using knowledge base {kbs.DEMO_KB!r} (no documents in {kbs.DEFAULT_KB!r} yet; "
+        "add some with: deepdraft kb add PATH)"
+    )
+
+
 def resolve_kb(kb: str | None, settings: Settings) -> tuple[Retriever, str]:
     """The retriever for `--kb`, and how to find it again on resume.
 
     `kb` is a knowledge-base name or a path (a name wins when both exist). Without one: the KB
-    `default` if it has documents, else the bundled `demo` corpus.
+    `default` if it has documents, else the bundled `demo` corpus (see `default_kb`). The document
+    filters and search mode of `settings.retrieval` apply; they are part of the recorded settings,
+    so a resumed run searches exactly as before.
     """
     from deepdraft import kb as kbs
 
     if kb is None:
-        name = kbs.DEFAULT_KB if kbs.kb_has_documents(kbs.DEFAULT_KB) else kbs.DEMO_KB
-        if name == kbs.DEMO_KB and not kbs.kb_exists(name):
+        name, _ = default_kb()
+        if name == kbs.DEMO_KB and not kbs.kb_has_documents(name):
             _index_demo_if_present()
-        return kbs.open_kb(name), f"kb:{name}"
+        return _open_named_kb(name, settings), f"kb:{name}"
     if kb.startswith("kb:"):
-        return kbs.open_kb(kb.removeprefix("kb:")), kb
+        return _open_named_kb(kb.removeprefix("kb:"), settings), kb
     if kbs.is_kb_name(kb) and kbs.kb_exists(kb):
-        return kbs.open_kb(kb), f"kb:{kb}"
+        return _open_named_kb(kb, settings), f"kb:{kb}"
     path = Path(kb).expanduser()
     if not path.exists():
         raise KnowledgeBaseError(
             f"no knowledge base named {kb!r} and no file or folder {path} "
-            "(give a KB name, a folder of .txt/.md files or a .jsonl corpus)"
+            "(give a KB name from `deepdraft kb list`, a folder of documents or a .jsonl corpus)"
         )
     return open_corpus(path, settings), str(path.resolve())
+
+
+def _open_named_kb(name: str, settings: Settings) -> Retriever:
+    from deepdraft import kb as kbs
+
+    retrieval = settings.retrieval
+    return kbs.open_kb(
+        name,
+        only=retrieval.only,
+        exclude=retrieval.exclude,
+        mode=retrieval.mode,
+        embedding=settings.embedding,
+    )
 
 
 def _index_demo_if_present() -> None:
@@ -152,15 +194,38 @@ def _index_demo_if_present() -> None:
 
 
 def open_corpus(path: Path, settings: Settings) -> Retriever:
-    """Index a folder or file of documents on the fly (cached under the workspace)."""
-    from deepdraft.retrieval.bm25_index import open_or_build
+    """A folder or file of documents as a KB built on the fly, kept under ``DEEPDRAFT_HOME/indexes``.
+
+    The KB is brought up to date on every call (unchanged files cost a hash; deleted files are
+    pruned) and rebuilt when the chunking settings changed. With `settings.embedding` enabled it
+    also holds dense vectors; each embedder gets its own cached KB.
+    """
+    from deepdraft.retrieval.kb_store import open_folder_kb
 
     path = path.expanduser()
     if not path.exists():
-        raise KnowledgeBaseError(
-            f"knowledge base not found: {path} (give a folder of .txt/.md files or a .jsonl)"
-        )
-    return open_or_build(path.resolve(), home_dir() / "indexes", settings.retrieval)
+        raise KnowledgeBaseError(f"knowledge base not found: {path} (give a folder of documents or a .jsonl)")
+    return open_folder_kb(path.resolve(), home_dir() / "indexes", settings)
+
+
+def with_web(retriever: Retriever | None, settings: Settings, egress: EgressLog) -> Retriever:
+    """`retriever` with web search added when `settings.web` asks for it; `web.only`: the web alone.
+
+    The web modules are imported only when the web is on: a run without it never loads them.
+    """
+    web = settings.web
+    if not (web.enabled or web.only):
+        if retriever is None:  # pragma: no cover - callers open a KB whenever the web is off
+            raise KnowledgeBaseError("no knowledge base to search")
+        return retriever
+    from deepdraft.retrieval.web import web_retriever
+
+    searcher = web_retriever(settings, egress=egress)
+    if web.only or retriever is None:
+        return searcher
+    from deepdraft.retrieval.combined import CombinedRetriever
+
+    return CombinedRetriever(retriever, searcher)
 
 
 def open_journal() -> Journal:
@@ -188,30 +253,96 @@ def start(
     output: Path | None = None,
     on_event: EventSink = ignore,
     run_id: str | None = None,
+    cancel: threading.Event | None = None,
+    review_outline: ReviewOutline | None = None,
 ) -> Report:
-    """Start a new run and drive it to the end. `kb`: a KB name or a path (see `resolve_kb`)."""
+    """Start a new run and drive it to the end. `kb`: a KB name or a path (see `resolve_kb`).
+
+    `cancel`, once set, stops the run before its next action (`RunCancelled`; it stays resumable);
+    `review_outline` lets the user edit the first outline (see `WarpPolicy`).
+    """
+    question = _checked_question(question)
+    settings = _default_depth(settings, llm)
+    kb_ref = None
+    if settings.web.only and (kb is not None or retriever is not None):
+        raise UserError("--web-only searches no knowledge base: drop --kb, or use --web to search both")
+    egress = EgressLog()
+    if retriever is None and not settings.web.only:
+        retriever, kb_ref = resolve_kb(kb, settings)
+    retriever = with_web(retriever, settings, egress)
+    llm = llm or build_llm(settings)
+    run_id = run_id or new_run_id()
+    _record_run(run_id, question, settings, kb_ref, retriever, llm.model_name, output)
+    return _drive(
+        run_id,
+        RunState(question=question),
+        settings,
+        llm,
+        retriever,
+        output,
+        on_event,
+        cancel,
+        review_outline,
+        egress=egress,
+    )
+
+
+def create(
+    question: str,
+    settings: Settings,
+    *,
+    kb: str | None = None,
+    model: str | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Record a new run without driving it, and return its id; `resume` drives it later.
+
+    For callers that queue runs (the server): the KB is checked now, so a bad request fails at
+    once, and a queued run is in the journal — a server restart cannot lose it. `model` names the
+    LLM that will be used (None: the one `settings` configure).
+    """
+    question = _checked_question(question)
+    settings = _default_depth(settings, None)
+    retriever, kb_ref = (None, None) if settings.web.only else resolve_kb(kb, settings)
+    retriever = with_web(retriever, settings, EgressLog())
+    run_id = run_id or new_run_id()
+    _record_run(run_id, question, settings, kb_ref, retriever, model or settings.llm.model or "", None)
+    return run_id
+
+
+def _checked_question(question: str) -> str:
     question = question.strip()
     if not question:
         raise UserError("the question is empty")
+    return question
+
+
+def _default_depth(settings: Settings, llm: LLM | None) -> Settings:
     if llm is None and not settings.llm.base_url:
         # The small embedded model will write the report: only the quick preset finishes in
         # minutes on a CPU, so it is the default there (an explicit --depth still wins).
-        settings = settings.with_default_depth("quick")
-    kb_ref = None
-    if retriever is None:
-        retriever, kb_ref = resolve_kb(kb, settings)
-    llm = llm or build_llm(settings)
-    run_id = run_id or new_run_id()
+        return settings.with_default_depth("quick")
+    return settings
+
+
+def _record_run(
+    run_id: str,
+    question: str,
+    settings: Settings,
+    kb_ref: str | None,
+    retriever: Retriever,
+    model: str,
+    output: Path | None,
+) -> None:
     recorded = {
         "settings": settings.public_dict(),
         "kb": kb_ref,
         "corpus_fingerprint": retriever.fingerprint(),
-        "model": llm.model_name,
+        "model": model,
         "output": str(output) if output else None,
     }
     with open_journal() as journal:
         journal.create_run(run_id, question, settings.research.policy, recorded)
-    return _drive(run_id, RunState(question=question), settings, llm, retriever, output, on_event)
 
 
 def resume(
@@ -221,6 +352,8 @@ def resume(
     llm: LLM | None = None,
     retriever: Retriever | None = None,
     on_event: EventSink = ignore,
+    cancel: threading.Event | None = None,
+    review_outline: ReviewOutline | None = None,
 ) -> Report:
     """Continue a run from its last checkpoint, with the settings it was started with.
 
@@ -231,17 +364,30 @@ def resume(
         record = journal.get_run(run_id)
         checkpoint = journal.latest_checkpoint(record.id)
     stored = Settings.model_validate(_restore_secret(record.settings["settings"], settings))
-    if retriever is None:
+    egress = EgressLog()
+    if retriever is None and not stored.web.only:
         kb = record.settings.get("kb")
         if kb is None:
             raise KnowledgeBaseError(
                 f"run {record.id} was started with a retriever object; pass it to resume"
             )
-        retriever = open_corpus(Path(kb), stored)
+        retriever, _ = resolve_kb(kb, stored)  # "kb:NAME" or the path recorded at the start
+    retriever = with_web(retriever, stored, egress)  # the same web search, answered from its cache
     llm = llm or build_llm(stored)
     state = RunState(question=record.question) if checkpoint is None else RunState.restore(checkpoint[1])
     output = record.settings.get("output")
-    return _drive(record.id, state, stored, llm, retriever, Path(output) if output else None, on_event)
+    return _drive(
+        record.id,
+        state,
+        stored,
+        llm,
+        retriever,
+        Path(output) if output else None,
+        on_event,
+        cancel,
+        review_outline,
+        egress=egress,
+    )
 
 
 def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]:
@@ -251,6 +397,9 @@ def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]
         value = getattr(current.llm, key)
         if value or key == "api_key":
             data["llm"][key] = value
+    # Older runs recorded no embedding section; their KB was opened without an embedding key.
+    if "embedding" in data:
+        data["embedding"]["api_key"] = current.embedding.api_key
     return data
 
 
@@ -262,16 +411,24 @@ def _drive(
     retriever: Retriever,
     output: Path | None,
     on_event: EventSink,
+    cancel: threading.Event | None = None,
+    review_outline: ReviewOutline | None = None,
+    *,
+    egress: EgressLog | None = None,
 ) -> Report:
     folder = run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with _exclusive(folder, run_id), open_journal() as journal:
+    # Every request off this machine is written to the journal as it happens (see `egress`).
+    egress = egress or EgressLog()
+    with _exclusive(folder, run_id), open_journal() as journal, egress.attached(journal, run_id):
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
         window = getattr(llm, "context_window", None) or settings.llm.context_window
         counter = getattr(llm, "count_tokens", None)
         roles = build_role_llms(settings)
+        # Metered inside the cache: only requests that really reach the endpoint are counted.
+        llm, roles = audit_endpoints(egress, settings, llm, roles)
         if settings.llm.cache:
             llm = CachingLLM(llm, journal, namespace=run_id)
             roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
@@ -281,7 +438,7 @@ def _drive(
                 max_tokens_total=settings.llm.max_tokens_total,
                 requests_per_minute=settings.llm.requests_per_minute,
             )
-        sink = _JournalSink(journal, run_id, on_event)
+        sink = _JournalSink(journal, run_id, on_event, cancel)
         policy = POLICIES[settings.research.policy](
             llm,
             retriever,
@@ -290,13 +447,25 @@ def _drive(
             prompt_limit=window - settings.llm.max_tokens,
             count_tokens=counter,
             roles=roles,
+            review_outline=review_outline,
         )
         journal.update_run(run_id, status="running", error="")
         sink(RunStarted(run_id, state.question, policy.name, state.step, settings.research.max_steps))
         try:
             state = policy.run(state)
+            # The finishing passes resume like the policy does; they are not policy actions, so
+            # the step budget never refuses them (the token budget does, see verify/synthesis).
+            limit = window - settings.llm.max_tokens
+            if settings.output.verify:
+                state = Verifier(llm, settings.research, settings.output, sink, limit, counter).run(state)
+            if settings.output.synthesis:
+                state = Synthesizer(llm, settings.research, sink, limit, counter).run(state)
         except KeyboardInterrupt:
             journal.update_run(run_id, status="interrupted")
+            raise
+        except RunCancelled:
+            journal.update_run(run_id, status="cancelled")
+            sink(RunCancelledEvent(state.step))
             raise
         except DeepdraftError as exc:
             journal.update_run(run_id, status="failed", error=str(exc))
@@ -319,15 +488,25 @@ class _JournalSink:
     Events raised while an action is under way are held back and written in the same transaction
     as that action's step and checkpoint, so after a crash the journal never shows events of a step
     that the resumed run will do again.
+
+    It is also where cancellation takes effect: once `cancel` is set, the next action is refused
+    before it starts (a finished action is never thrown away, and the run can be resumed).
     """
 
-    def __init__(self, journal: Journal, run_id: str, forward: EventSink) -> None:
+    def __init__(
+        self, journal: Journal, run_id: str, forward: EventSink, cancel: threading.Event | None = None
+    ) -> None:
         self.journal, self.run_id, self.forward = journal, run_id, forward
+        self.cancel = cancel
         self.pending: list[tuple[str, dict[str, Any]]] = []
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, ActionStarted) and self.cancel is not None and self.cancel.is_set():
+            raise RunCancelled(
+                f"run {self.run_id} was cancelled; continue it with: deepdraft resume {self.run_id}"
+            )
         self.forward(event)
-        if isinstance(event, RunStarted | RunFinishedEvent | RunFailedEvent):
+        if isinstance(event, RunStarted | RunFinishedEvent | RunFailedEvent | RunCancelledEvent):
             self.pending = []  # events of an action that never finished are not kept
             self.journal.append_event(self.run_id, event.kind, event.to_dict())
             return
@@ -381,49 +560,75 @@ def _write_report(
     folder: Path,
     seconds: float,
 ) -> Report:
+    """Write report.md, manifest.json and every format in `settings.output.formats` to the run folder.
+
+    A format that cannot be produced (a missing optional package, a broken template) does not
+    fail the finished run: the default Markdown is always written, and the problem is returned in
+    `Report.problems` so the caller can say how to export again (`deepdraft export`).
+    """
     assert state.outline is not None
-    rendered = render_markdown(state.outline, state.registry, stop_note=f"run stopped: {state.stop_reason}")
-    manifest = {
-        "deepdraft": __version__,
-        "run_id": run_id,
-        "policy": settings.research.policy,
-        "settings": settings.public_dict(),
-        "model": llm.model_name,
-        "corpus_fingerprint": retriever.fingerprint(),
-        "steps": state.step,
-        "expansions": state.expansions,
-        "nodes": state.outline.count(),
-        "unwritten": rendered.unwritten,
-        "sources_cited": len(rendered.references),
-        "passages_seen": len(state.registry.items),
-        "prompt_tokens": state.prompt_tokens,
-        "completion_tokens": state.completion_tokens,
-        "stop_reason": state.stop_reason,
-        "seconds_this_session": round(seconds, 2),
-    }
+    from dataclasses import replace
+
+    from deepdraft.document import build_document
+    from deepdraft.export import default_name, export, render, write_atomically
+    from deepdraft.manifest import build_manifest
+
+    with open_journal() as journal:
+        record = journal.get_run(run_id)
+        steps, events = journal.steps(run_id), journal.events(run_id)
+    style = settings.output.references_style
+    document = build_document(state, run_id=run_id, style=style, language=settings.research.language)
+    manifest = build_manifest(
+        run_id=run_id,
+        question=state.question,
+        settings=settings.public_dict(),
+        model=llm.model_name,
+        state=state,
+        steps=steps,
+        events=events,
+        retriever=retriever,
+        kb=record.settings.get("kb"),
+        fingerprint=retriever.fingerprint(),
+        created_at=record.created_at,
+        finished_at=time.time(),
+        unwritten=document.unwritten,
+        sources_cited=len(document.references),
+        references_style=style,
+    )
+    document = replace(document, manifest=manifest)
+    problems: list[str] = []
+    try:
+        markdown = render(document, "md", template=settings.output.template).decode("utf-8")
+    except UserError as exc:
+        problems.append(f"md: {exc} (the default layout was written instead)")
+        markdown = document.markdown
     path = output or folder / "report.md"
-    _atomic_write(path, rendered.markdown)
-    _atomic_write(folder / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    for target in dict.fromkeys((folder / "report.md", path)):
+        write_atomically(target, markdown.encode("utf-8"))
+    manifest_json = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    write_atomically(folder / "manifest.json", manifest_json.encode("utf-8"))
+    exports: dict[str, Path] = {"md": path}
+    for fmt in dict.fromkeys(settings.output.formats):
+        if fmt == "md":
+            continue
+        try:
+            exports[fmt] = export(document, fmt, folder / default_name(fmt))
+        except UserError as exc:
+            problems.append(f"{fmt}: {exc} (retry with: deepdraft export {run_id} --format {fmt})")
     return Report(
         run_id=run_id,
         question=state.question,
         title=state.outline.title,
-        markdown=rendered.markdown,
+        markdown=markdown,
         path=path,
         stop_reason=state.stop_reason,
         outline=state.outline,
-        references=rendered.references,
-        unwritten=rendered.unwritten,
+        references=document.rendered.references,
+        unwritten=document.unwritten,
         manifest=manifest,
+        exports=exports,
+        problems=problems,
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def run_exists(run_id: str) -> bool:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from deepdraft.errors import ConfigError
 
-PolicyName = Literal["warp", "plan-write"]
+PolicyName = Literal["warp", "plan-write", "single-pass"]
 Depth = Literal["quick", "standard", "deep"]
 ExportFormat = Literal["md", "html", "pdf", "docx", "json", "bibtex", "csl"]
 ReferencesStyle = Literal["numbered", "author-date"]
@@ -141,6 +141,9 @@ class ResearchSettings(_Section):
     word overlap (sentences with no support are dropped); None: never (the write is re-asked)."""
     seed: int | None = None
     """Base seed for sampling; each action asks with seed + step, so a retry is a new sample."""
+    force_expansions: int | None = Field(None, ge=1, le=100)
+    """Training-data collection (spec §2.10): refuse `nop` until this many deepening steps were
+    taken, so a teacher's trajectory passes through ever finer drafts; None: the model decides."""
 
 
 class RetrievalSettings(_Section):
@@ -206,6 +209,9 @@ class WebSettings(_Section):
     timeout_s: float = Field(20.0, gt=0)
 
 
+_MARKDOWN_ONLY: list[ExportFormat] = ["md"]
+
+
 class OutputSettings(_Section):
     verify: bool = True
     """Check every cited sentence against its passages after the run (claim-level verification)."""
@@ -214,7 +220,7 @@ class OutputSettings(_Section):
     re-citing, then removal), re-cited to a supporting passage (else removed), or removed."""
     synthesis: bool = True
     """Write an executive summary and a conclusion from the finished sections."""
-    formats: list[ExportFormat] = Field(default_factory=lambda: ["md"])
+    formats: list[ExportFormat] = Field(default_factory=lambda: _MARKDOWN_ONLY.copy())
     """Files written next to the report when a run finishes (Markdown is always written)."""
     references_style: ReferencesStyle = "numbered"
     template: Path | None = None

@@ -59,6 +59,7 @@ from deepdraft.events import (
     NodeSkipped,
     NodeWritten,
     OutlineChanged,
+    OutlineReviewed,
     StepRecord,
     ignore,
 )
@@ -72,6 +73,7 @@ from deepdraft.state import RunState
 from deepdraft.tokens import count_tokens as estimate_tokens
 
 MIN_PROMPT_LIMIT = 600  # below this no useful prompt fits; a server refusing it is a real error
+MUST_DEEPEN = "must-deepen"  # a stop refused because the run collects training data (force_expansions)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ class Exchange:
 
 ROLES = {"init-plan": "planner", "extend-plan": "planner", "write": "writer"}
 
+ReviewOutline = Callable[[Outline], Outline | None]
+"""Plan review: shown the first outline, returns the user's edited outline, or None to keep it."""
+
 
 class WarpPolicy:
     name = "warp"
@@ -103,6 +108,7 @@ class WarpPolicy:
         prompt_limit: int | None = None,
         count_tokens: Callable[[str], int] | None = None,
         roles: Mapping[str, LLM] | None = None,
+        review_outline: ReviewOutline | None = None,
     ) -> None:
         self.llm = llm
         self.roles = dict(roles or {})
@@ -116,6 +122,7 @@ class WarpPolicy:
         """How prompts are measured: the model's own tokenizer when it has one, else an estimate."""
         self._last_prompt_tokens = 0
         self._refused_size = 1 << 62  # size of the last prompt refused as too long
+        self.review_outline = review_outline
 
     def run(self, state: RunState) -> RunState:
         while state.phase != "done":
@@ -201,6 +208,7 @@ class WarpPolicy:
         if isinstance(outcome, InitPlan):
             state.outline = Outline(title=outcome.title)
             state.outline.add_tree(None, _as_spec(outcome.sections))
+            self._offer_for_review(state)
             self.emit(OutlineChanged(state.outline.model_dump(), [n.position for n in state.outline.walk()]))
             self._next_node(state)
         elif isinstance(outcome, Refused) and not self._may_retry(state, outcome):
@@ -265,8 +273,10 @@ class WarpPolicy:
             self._stop(state, "the model judged the report complete")
         else:
             # Every deepening decision spends the budget, a refused one included: a model that
-            # keeps failing at this step must not be able to loop here forever.
-            state.expansions += 1
+            # keeps failing at this step must not be able to loop here forever. A stop refused by
+            # forced deepening is no decision of the model's (its retries are bounded anyway).
+            if not (isinstance(outcome, Refused) and outcome.code == MUST_DEEPEN):
+                state.expansions += 1
             if isinstance(outcome, ExtendPlan):
                 added = state.outline.add_children(outcome.position, _as_pairs(outcome.subsections))
                 self.emit(OutlineChanged(state.outline.model_dump(), [n.position for n in added]))
@@ -278,6 +288,19 @@ class WarpPolicy:
         self._checkpoint(state, exchange)
 
     # ---- what happens between actions ----------------------------------------------------------
+
+    def _offer_for_review(self, state: RunState) -> None:
+        """Plan review: the user may edit the first outline before anything is written.
+
+        It happens inside the init-plan step, so the step's checkpoint holds the reviewed outline
+        and a resumed run never asks again.
+        """
+        if self.review_outline is None or state.outline is None:
+            return
+        edited = self.review_outline(state.outline.model_copy(deep=True))
+        if edited is not None:
+            state.outline = edited
+        self.emit(OutlineReviewed(state.outline.model_dump(), edited=edited is not None))
 
     def _next_node(self, state: RunState) -> None:
         """Move to the first node without text, or, when the draft is complete, to deepening."""
@@ -433,6 +456,13 @@ class WarpPolicy:
     def _read_extend(self, raw: str, state: RunState) -> Action | Refused:
         assert state.outline is not None
         action = parse(raw, {"extend-plan", "nop"})
+        forced = self.budgets.force_expansions
+        if isinstance(action, Nop) and forced is not None and state.expansions < forced:
+            # Training-data collection (spec §2.10): the teacher may not stop yet, so that every
+            # finer draft exists and pruning can later choose where stopping would have been best.
+            return Refused(
+                f"do not stop yet: choose one node to split ({forced} deepening steps required)", MUST_DEEPEN
+            )
         if isinstance(action, ExtendPlan):
             subsections = self._ranges()[1]
             return (
