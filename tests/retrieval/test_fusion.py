@@ -55,3 +55,23 @@ def test_fused_scores_follow_the_formula_and_are_sorted(lists: list[list[int]], 
         assert score == pytest.approx(expected)
     scores = [score for _, score in fused]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_keep_first_puts_each_rankings_top_item_ahead_of_the_fused_rest() -> None:
+    # 7 is ranked first by BM25 only; 3 and 4 are ranked well by both, so plain RRF puts them ahead.
+    lexical = [7, 3, 4, 5]
+    semantic = [3, 4, 8, 9]
+    plain = [item for item, _ in reciprocal_rank_fusion([lexical, semantic])]
+    assert plain.index(7) > plain.index(4)
+    kept = reciprocal_rank_fusion([lexical, semantic], keep_first=1)
+    assert [item for item, _ in kept][:3] == [7, 3, 4]
+    scores = [score for _, score in kept]
+    assert scores == sorted(scores, reverse=True)  # still best first
+    assert sorted(item for item, _ in kept) == sorted(item for item, _ in reciprocal_rank_fusion([lexical, semantic]))
+
+
+def test_keep_first_with_a_shared_head_and_a_limit() -> None:
+    fused = reciprocal_rank_fusion([[1, 2], [1, 3]], keep_first=1, limit=2)
+    assert [item for item, _ in fused] == [1, 2]
+    with pytest.raises(ValueError, match="keep_first"):
+        reciprocal_rank_fusion([[1]], keep_first=-1)

@@ -1660,10 +1660,13 @@ def write_lock(folder: Path, label: str, *, wait: bool = False) -> Iterator[None
 
 
 def _fuse(rankings: list[list[tuple[int, float]]], limit: int) -> list[tuple[int, float]]:
-    from deepdraft.retrieval.fusion import reciprocal_rank_fusion
+    from deepdraft.retrieval.fusion import DEFAULT_KEEP_FIRST, reciprocal_rank_fusion
 
     fused = reciprocal_rank_fusion(
-        [[row for row, _ in ranking] for ranking in rankings], k=RRF_K, limit=limit
+        [[row for row, _ in ranking] for ranking in rankings],
+        k=RRF_K,
+        limit=limit,
+        keep_first=DEFAULT_KEEP_FIRST,
     )
     return [(int(row), float(score)) for row, score in fused]
 

@@ -13,11 +13,12 @@ Trade-offs:
 * `vectors.npy` is opened memory-mapped: opening costs nothing, the operating system pages rows in as
   searches touch them and can drop them again under memory pressure, and several processes searching
   one index share the pages.
-* Up to `HNSW_THRESHOLD` rows (~200k) the search is exact brute force (one matrix-vector product:
-  about 1.5 ms at 10k rows and 25 ms at 200k rows on 2 cores). Beyond that a faiss HNSW graph answers in
-  well under a millisecond at the price of approximate results (recall ≈ 0.95–0.99 at the default
-  `ef_search`), a build of minutes per million rows, and a second copy of the vectors inside the graph
-  file. faiss (`deepdraft[dense]`) is optional: without it large indexes fall back to brute force.
+* Up to `HNSW_THRESHOLD` rows (200k) the search is exact brute force (one matrix-vector product of
+  384-d rows: about 5 ms at 100k rows on 2 cores, growing linearly to ~45 ms at 1M). Beyond that a
+  faiss HNSW graph answers in under a millisecond (0.4 ms at 1M rows) at the price of approximate
+  results (recall@10 ≈ 0.95–0.97 against exact search at the default `ef_search`, measured by
+  `bench/retrieval.py`), a build of ~4 minutes per million rows, and a second copy of the vectors inside
+  the graph file. faiss (`deepdraft[dense]`) is optional: without it large indexes use brute force.
 * A row filter (`allowed`) is exact: brute force when few rows are allowed (the graph walk would wander
   through excluded rows), otherwise faiss's ID selector, with a brute-force retry if the filtered walk
   finds fewer than `k` rows.
@@ -53,7 +54,7 @@ HNSW_FILE = "hnsw.faiss"
 MANIFEST_FILE = "vectors.json"
 
 HNSW_THRESHOLD = 200_000
-"""From this many rows on, an HNSW graph is built: brute force would take over ~25 ms a query."""
+"""From this many rows on, an HNSW graph is built: brute force would take over ~10 ms a query."""
 HNSW_NEIGHBOURS = 32  # faiss's M: graph degree; 32 is the usual balance of recall, memory and build time
 HNSW_EF_CONSTRUCTION = 64
 DEFAULT_EF_SEARCH = 128
