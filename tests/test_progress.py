@@ -56,3 +56,20 @@ def test_the_step_budget_shown_is_the_runs_own() -> None:
         record = StepRecord(1, "search", "p", "r", None, True, None, 1, 1, 0.0, 0.0, False, "outline")
         progress.update(ActionFinished(record, {}))
     assert buffer.getvalue().splitlines() == ["run r1", "step 1/22 search outline: ok"]
+
+
+def test_finishing_passes_are_not_counted_against_the_step_budget() -> None:
+    from deepdraft.events import ActionFinished, RunStarted, StepRecord
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200)
+    with Progress(console, max_steps=140) as progress:
+        progress.update(RunStarted("r1", "q", "warp", 0, max_steps=22))
+        write = StepRecord(22, "write", "p", "r", None, True, None, 1, 1, 0.0, 0.0, False, "section-3")
+        summary = StepRecord(23, "summary", "p", "r", None, False, "no citations", 1, 1, 0.0, 0.0, False, "report")
+        progress.update(ActionFinished(write, {}))
+        progress.update(ActionFinished(summary, {}))
+    assert buffer.getvalue().splitlines()[1:] == [
+        "step 22/22 write section-3: ok",
+        "finishing: summary report: refused: no citations",
+    ]

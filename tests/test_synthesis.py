@@ -282,3 +282,45 @@ def test_a_run_killed_during_synthesis_replays_the_paid_summary() -> None:
     assert kinds(first)[-1] == "summary" and kinds(second) == ["conclusion"]
     _, state = load_run(run.id)
     assert state is not None and state.summary and state.finished_phases == ["verify", "synthesis"]
+
+
+def test_a_summary_without_citations_is_cited_from_the_sections_passages() -> None:
+    # A small model that will not cite (as writes get, see attach.py): each sentence is cited from
+    # the sections' passage it overlaps most, and a sentence that matches none is dropped.
+    state = make_state()
+    texts = {
+        "textid1": "Early tariffs raised revenue to pay the public debt of the new republic.",
+        "textid2": "Farmers of the South called the high tariff a burden and asked for its reform.",
+        "textid3": "The act of 1890 raised duties to protect American industry and labor.",
+    }
+    for key, text in texts.items():
+        state.registry.items[key] = state.registry.items[key].model_copy(update={"text": text})
+    uncited = (
+        "Early tariffs raised revenue to pay the public debt of the republic. "
+        "Farmers of the South called the high tariff a burden and asked for reform. "
+        "The act of 1890 raised duties to protect industry and labor at home. "
+        "Meanwhile the weather over the oceans was mild and pleasant for sailors everywhere."
+    )
+
+    def respond(request: ChatRequest) -> str:
+        if classify(request.messages[-1].content)[0] == "summary":
+            return f"<action>{uncited}</action>"
+        return editor()(request)
+
+    state, llm, _ = synthesize(respond, state, ResearchSettings(attach_citations_after=0))
+    assert kinds(llm) == ["summary", "conclusion"]  # accepted at the first draft
+    assert keys_of(state.summary) == {"textid1", "textid2", "textid3"}
+    assert "public debt of the republic \\cite{textid1}." in state.summary
+    assert "weather" not in state.summary
+
+
+def test_the_summary_gets_as_many_drafts_as_an_action_then_is_left_out() -> None:
+    def respond(request: ChatRequest) -> str:
+        if classify(request.messages[-1].content)[0] == "summary":
+            return "<action>A findings paragraph with no citations at all, long enough to pass the length check easily. " * 3 + "</action>"
+        return editor()(request)
+
+    state, llm, _ = synthesize(respond, research=ResearchSettings(max_retries=1, attach_citations_after=None))
+    assert kinds(llm) == ["summary", "summary", "conclusion"]
+    assert state.summary == "" and state.conclusion == CONCLUSION
+    assert any("2 drafts were refused" in note for note in state.synthesis_notes)

@@ -27,6 +27,9 @@ from deepdraft.events import (
 from deepdraft.outline import Outline
 from deepdraft.report import clean_title
 
+POLICY_ACTIONS = frozenset({"search", "init-plan", "write", "extend-plan", "full-plan"})
+"""The actions a policy takes (and `max_steps` counts); the rest are finishing passes."""
+
 
 def outline_tree(outline: Outline, highlight: frozenset[str] = frozenset()) -> Tree:
     """The outline as a rich tree: ✓ written, · pending, ✗ given up; new nodes highlighted."""
@@ -105,8 +108,11 @@ class Progress:
     def _print_line(self, record: Any) -> None:
         status = "ok" if record.valid else f"refused: {record.reason}"
         cached = " (cached)" if record.cached else ""
+        # Verification and synthesis come after the policy's budgeted actions and are not counted
+        # against it: "step 23/22" would read as a broken budget.
+        counter = f"step {record.step}/{self.max_steps}" if record.action in POLICY_ACTIONS else "finishing:"
         self.console.print(
-            f"step {record.step}/{self.max_steps} {record.action} {record.target}: {status}{cached}",
+            f"{counter} {record.action} {record.target}: {status}{cached}",
             markup=False,
             highlight=False,
         )

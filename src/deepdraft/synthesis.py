@@ -30,7 +30,7 @@ judge are recorded as not checked.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deepdraft import prompts
@@ -46,7 +46,7 @@ from deepdraft.actions import (
     split_reply,
     wants_chinese,
 )
-from deepdraft.attach import content_words
+from deepdraft.attach import attach_citations, content_words
 from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
 from deepdraft.events import EventSink, SynthesisFinished
 from deepdraft.fitting import Fit, fit_prompt
@@ -97,9 +97,19 @@ def sections_keys(state: RunState) -> list[str]:
 
 
 def read_part(
-    raw: str, part: str, allowed: Sequence[str], question: str, language: str | None
+    raw: str,
+    part: str,
+    allowed: Sequence[str],
+    question: str,
+    language: str | None,
+    attach_from: Mapping[str, str] | None = None,
 ) -> str | tuple[None, str]:
-    """The summary or conclusion in the model's reply, validated; or (None, why it was refused)."""
+    """The summary or conclusion in the model's reply, validated; or (None, why it was refused).
+
+    `attach_from` (key → passage text): when the text cites nothing, cite each sentence from the
+    passage it overlaps most, dropping sentences that match none (see `attach.py`) — what a write
+    gets from a small model that will not cite.
+    """
     body = split_reply(raw).body
     if body is None:
         return None, "the reply has no <action>…</action> block"
@@ -115,6 +125,9 @@ def read_part(
     if not low <= words <= high:
         return None, f"write between {low} and {high} {unit} (this has {words})"
     cited = [key for group in cited_keys(text) for key in group]
+    if not cited and attach_from:
+        text = attach_citations(text, attach_from) or text
+        cited = [key for group in cited_keys(text) for key in group]
     if not cited:
         return None, "back the findings with the sections' citations, like \\cite{" + allowed[0] + "}"
     unknown = sorted(set(cited) - set(allowed))
@@ -427,7 +440,13 @@ class Synthesizer:
         except LLMContextOverflow:
             self._give_up_part(state, progress, "the report does not fit in the model's context")
             return
-        text = read_part(result.text, part, allowed, state.question, self.research.language)
+        attach_after = self.research.attach_citations_after
+        attach_from = (
+            {key: state.registry[key].text for key in allowed}
+            if attach_after is not None and progress.tries >= attach_after
+            else None
+        )
+        text = read_part(result.text, part, allowed, state.question, self.research.language, attach_from)
         reason = text[1] if isinstance(text, tuple) else None
         if isinstance(text, str):
             setattr(state, part, text)
@@ -435,9 +454,12 @@ class Synthesizer:
         else:
             progress.tries += 1
             progress.feedback = text[1]
-            if progress.tries >= PART_TRIES:
+            # As many drafts as an action gets (quick: 2), at most PART_TRIES: the summary is a
+            # nicety, and on a CPU each refused draft costs half a minute.
+            tries = min(PART_TRIES, self.research.max_retries + 1)
+            if progress.tries >= tries:
                 self._give_up_part(
-                    state, progress, f"{PART_TRIES} drafts were refused, the last because: {text[1]}"
+                    state, progress, f"{tries} drafts were refused, the last because: {text[1]}"
                 )
         self.calls.record(
             state,
