@@ -95,8 +95,8 @@ def test_quick_research_with_the_embedded_model_over_http(model_server: str, tmp
             "quick",
             "--seed",
             "7",
-            "--max-steps",  # about 35 s an action on two cores: keeps the run within ten minutes
-            "13",
+            "--max-steps",  # about 35 s an action on two cores, plus verification and synthesis
+            "11",  # (4-6 calls): keeps the run within ten minutes
             "--base-url",
             model_server,
             "--output",
@@ -148,7 +148,19 @@ def test_quick_research_with_the_embedded_model_over_http(model_server: str, tmp
     report = output.read_text(encoding="utf-8")
     assert report.startswith("# ")
     body, references = report.split("\n## References\n")
-    cited = {int(n) for n in re.findall(r"\[(\d+)(?:, pp?\. [\d, ]+)?\]", body)}
+    cited = {
+        int(number)
+        for group in re.findall(r"\[(\d[^\]]*)\]", body)  # [1], [1, 2], [1, p. 3; 2]
+        for number in re.findall(r"\d+", re.sub(r"pp?\. [\d, –-]+", "", group))
+    }
     listed = {int(n) for n in re.findall(r"^\[(\d+)\] ", references, flags=re.MULTILINE)}
     assert cited and cited == listed
     assert "State of the Union" in references
+
+    # The finishing passes ran for real: the manifest counts the checked sentences.
+    manifest = json.loads((home / "runs" / run_id / "manifest.json").read_text(encoding="utf-8"))
+    verification = manifest["verification"]
+    assert verification["checked"] >= 1, verification
+    assert verification["checked"] == sum(
+        verification[verdict] for verdict in ("supported", "repaired", "recited", "removed", "unverified")
+    )

@@ -440,3 +440,18 @@ def test_a_run_killed_mid_verification_resumes_without_paying_twice() -> None:
     assert expected is not None and resumed is not None
     assert resumed.verification == expected.verification
     assert resumed.outline == expected.outline and resumed.summary == expected.summary
+
+
+def test_a_rewrite_that_copies_a_passage_heading_stays_a_sentence() -> None:
+    from deepdraft.verify import Rewrite, read_rewrite
+
+    passage = "# Address of 1832\n\nThe tariff of 1832 lowered duties on many goods to calm the South."
+    rewrite = read_rewrite(
+        "<action># Address of 1832 The tariff of 1832 lowered duties on many goods \\cite{textid1}.</action>",
+        ["textid1"],
+        [passage],
+        "How did presidents argue about tariffs?",
+        None,
+    )
+    assert isinstance(rewrite, Rewrite)
+    assert rewrite.text.startswith("Address of 1832 The tariff") and "#" not in rewrite.text

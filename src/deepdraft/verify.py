@@ -752,6 +752,9 @@ def read_rewrite(
     fenced = _FENCE.search(body)
     text = " ".join((fenced.group(1) if fenced else body).split())
     text = normalise_citations(text).strip().strip('"“”')
+    # A sentence replaces a sentence: heading or list markers the model copied from a passage
+    # ("# Address of 1832 …") would turn the repaired sentence into a heading or a list.
+    text = re.sub(r"^(?:#{1,6}\s+|[-*+]\s+|>\s*)+", "", text)
     if not content_words(claim_text(text)) or claim_text(text).strip(".").upper() in {"NONE", "NO SUPPORT"}:
         return "the rewrite is empty: the passages support nothing of it"
     cited = {key for group in cited_keys(text) for key in group}
