@@ -406,3 +406,25 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_grammar_goes_alone_even_when_the_request_also_has_a_schema() -> None:
+    # The verification judge asks with both; llama-cpp-python's server fails on a json_schema
+    # response_format, and the grammar already fixes the JSON.
+    from deepdraft.grammar import reply_shape
+
+    request = ChatRequest.user("judge", json_schema=SCHEMA, reply_shape=reply_shape("search"))
+    with FakeOpenAIServer.replaying(["<action>{}</action>", "{}"]) as server:
+        OpenAICompatibleLLM(server.base_url, "fake-model").complete(request)
+        OpenAICompatibleLLM(server.base_url, "fake-model", constrain="off").complete(request)
+    assert "grammar" in server.requests[0] and "response_format" not in server.requests[0]
+    assert "grammar" not in server.requests[1] and "response_format" in server.requests[1]
+
+
+def test_a_schema_rejected_with_http_500_is_dropped_too() -> None:
+    # llama-cpp-python answers an unknown response_format type with a 500 naming the field.
+    rejection = ErrorReply(500, "validation error: body.response_format.type: Input should be 'text'")
+    with FakeOpenAIServer.replaying([rejection, "plain"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=0)
+        assert llm.complete(ask(json_schema=SCHEMA)).text == "plain"
+    assert ["response_format" in body for body in server.requests] == [True, False]

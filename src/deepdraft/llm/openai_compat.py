@@ -5,7 +5,8 @@ Trade-offs:
 - The official `openai` SDK does the HTTP work: it already retries timeouts, connection errors, 429 and
   5xx with jittered exponential backoff and honours `Retry-After`, so there is no retry loop here. The
   price is that its exception types must not leak: every failure is turned into one `LLMError` whose
-  message is a single line naming the base URL, and the SDK error is kept as `__cause__` for --debug.
+  message is a single line naming the base URL (`llm.errors.map_openai_error`, shared with the
+  embeddings client), and the SDK error is kept as `__cause__` for --debug.
 - Privacy: the base URL is always passed explicitly, so the SDK never falls back to `OPENAI_BASE_URL`
   or api.openai.com, and the key is never read from the environment here (settings decide that).
 - Constrained decoding is requested the portable way (`response_format` with a JSON schema). Servers
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from dataclasses import replace
 from typing import Any, Literal
@@ -26,29 +26,14 @@ from typing import Any, Literal
 import httpx
 import openai
 
-from deepdraft.errors import (
-    ConfigError,
-    LLMBadResponse,
-    LLMContextOverflow,
-    LLMError,
-    LLMRefused,
-    LLMServerError,
-    LLMTimeout,
-    LLMUnreachable,
-)
+from deepdraft.errors import ConfigError, LLMBadResponse, LLMError
+from deepdraft.llm.errors import map_openai_error, one_line
 from deepdraft.ports import ChatRequest, ChatResult, ReplyShape, Usage
 from deepdraft.settings import LLMSettings
 
 log = logging.getLogger(__name__)
 
 ConstrainMode = Literal["auto", "grammar", "json", "off"]
-
-# How vLLM, llama.cpp, llama-cpp-python, SGLang and hosted APIs word "the prompt is too long".
-_CONTEXT_OVERFLOW = re.compile(
-    r"context[ _](length|window|size)|maximum context|exceeds? (the )?(available )?context|too many tokens"
-    r"|prompt is too long",
-    re.IGNORECASE,
-)
 
 _KEY_HINT = "check the API key (llm.api_key, DEEPDRAFT_API_KEY or OPENAI_API_KEY)"
 
@@ -168,13 +153,16 @@ class OpenAICompatibleLLM:
         shape = request.reply_shape
         envelope = shape is not None and self.constrain == "json"
         schema = _envelope_schema(shape) if envelope and shape is not None else request.json_schema
-        if schema is not None and self._send_schema:
+        # A GBNF grammar already fixes the whole reply, JSON included; llama-cpp-python's server
+        # even fails (HTTP 500) on a `json_schema` response_format, so the grammar goes alone.
+        grammar = shape is not None and self._send_grammar
+        if schema is not None and self._send_schema and not grammar:
             params["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "action", "schema": schema, "strict": False},
             }
         extra = dict(self.extra_body)
-        if shape is not None and self._send_grammar:
+        if grammar and shape is not None:
             # llama.cpp's servers read a GBNF `grammar` beside the OpenAI fields; most other servers
             # ignore unknown fields, and those that reject it are not sent one again.
             extra["grammar"] = shape.grammar
@@ -196,7 +184,12 @@ class OpenAICompatibleLLM:
         while True:
             try:
                 return self._client.chat.completions.create(**params)
-            except openai.BadRequestError as exc:
+            # Servers report an unsupported field as 400 or 422, and some (llama-cpp-python) as 500.
+            except (
+                openai.BadRequestError,
+                openai.UnprocessableEntityError,
+                openai.InternalServerError,
+            ) as exc:
                 body = exc.response.text.lower()
                 if "response_format" in params and ("response_format" in body or "json_schema" in body):
                     log.debug("%s rejected response_format; sending no schema from now on", self.base_url)
@@ -216,7 +209,7 @@ class OpenAICompatibleLLM:
         choice = choices[0] if isinstance(choices, list) and choices else None
         text = getattr(getattr(choice, "message", None), "content", None)
         if not isinstance(text, str):
-            what = "a chat completion without message text" if choice else _one_line(str(completion), 200)
+            what = "a chat completion without message text" if choice else one_line(str(completion), 200)
             raise LLMBadResponse(f"the LLM at {self.base_url} sent {what}")
         usage = getattr(completion, "usage", None)
         served = getattr(completion, "model", None)
@@ -229,45 +222,19 @@ class OpenAICompatibleLLM:
 
     def _translate(self, exc: Exception, what: str) -> LLMError:
         """One human line for an SDK error; the caller chains `exc` as the cause."""
-        where = f"the LLM at {self.base_url}"
-        tries = _attempts(exc)
-        if isinstance(exc, openai.APITimeoutError):
-            return LLMTimeout(f"{where} did not answer within {self.timeout_s:g} s{tries}")
-        if isinstance(exc, openai.APIConnectionError):
-            reason, hint = _connection_problem(exc)
-            return LLMUnreachable(f"cannot reach {where}: {reason}. {hint}")
-        if isinstance(exc, openai.APIStatusError):
-            status, message = exc.status_code, _server_message(exc)
-            if status in (401, 403):
-                return LLMRefused(f"{where} refused the request (HTTP {status}: {message}); {_KEY_HINT}")
-            if status == 404:
-                return LLMRefused(
-                    f"{where} answered 404 for {what}: unknown model or wrong base URL "
-                    f"(OpenAI-compatible base URLs usually end in /v1): {message}"
-                )
-            if status in (400, 413, 422) and _CONTEXT_OVERFLOW.search(message):
-                return LLMContextOverflow(
-                    f"{where}: the prompt is longer than the model's context ({message})"
-                )
-            if status == 429 or status >= 500:
-                return LLMServerError(f"{where} failed with HTTP {status}{tries}: {message}")
-            return LLMRefused(f"{where} rejected the request for {what} (HTTP {status}): {message}")
-        return LLMBadResponse(f"{where} sent an unusable answer: {_one_line(str(exc))}")
+        return map_openai_error(
+            exc,
+            where=f"the LLM at {self.base_url}",
+            what=what,
+            timeout_s=self.timeout_s,
+            key_hint=_KEY_HINT,
+            detect_overflow=True,
+        )
 
 
 def _count(usage: object, name: str) -> int:
     value = getattr(usage, name, None)  # servers may omit usage entirely: count zero
     return value if isinstance(value, int) else 0
-
-
-def _attempts(exc: Exception) -> str:
-    """A suffix like " after 4 attempts" when the SDK retried (it numbers each try in a header)."""
-    request = getattr(exc, "request", None)
-    try:
-        retries = int(request.headers.get("x-stainless-retry-count", 0)) if request is not None else 0
-    except ValueError:
-        retries = 0
-    return f" after {retries + 1} attempts" if retries else ""
 
 
 def _envelope_schema(shape: ReplyShape) -> dict[str, Any]:
@@ -292,28 +259,3 @@ def _from_envelope(text: str) -> str:
     action = data["action"]
     body = action if isinstance(action, str) else json.dumps(action, ensure_ascii=False)
     return f"<thought>{data.get('thought', '')}</thought><action>{body}</action>"
-
-
-def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body  # the SDK has already unwrapped {"error": {...}}; servers differ in what is left
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        body = body["message"]
-    return _one_line(body if isinstance(body, str) else exc.response.text) or "no details"
-
-
-def _connection_problem(exc: openai.APIConnectionError) -> tuple[str, str]:
-    """(what went wrong, what to check), read from the httpx error the SDK wrapped."""
-    cause = exc.__cause__
-    detail = str(cause or exc).lower()
-    if "refused" in detail:
-        return "connection refused", "Is the server running?"
-    if any(s in detail for s in ("name or service", "nodename", "getaddrinfo", "name resolution")):
-        return "host name not found", "Check the base URL."
-    if any(s in detail for s in ("ssl", "certificate", "tls")):
-        return f"TLS error ({_one_line(str(cause))})", "Check the URL scheme and the certificate."
-    return _one_line(str(cause or exc)) or "connection failed", "Is the server running?"
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
