@@ -2,11 +2,12 @@
 
 What is measured
     A synthetic corpus of N passages (default 100,000, deterministic pseudo-text) is written as a
-    JSONL file and indexed with the real BM25 index. Then one complete research run goes through
-    the real runner — journal in SQLite, LLM cache, checkpoints, events, report — with a model
-    that answers instantly from the prompt (the paper's average report shape: 7 sections, 9
-    deepening steps, about 40 written nodes). Since the model costs nothing, the wall time is
-    deepdraft's own overhead per report, and the profile says where it goes.
+    JSONL file and added to a real knowledge base (`kb_store`, BM25 only, as `kb add` builds it).
+    Then one complete research run goes through the real runner — journal in SQLite, LLM cache,
+    checkpoints, events, report — with a model that answers instantly from the prompt (the paper's
+    average report shape: 7 sections, 9 deepening steps, about 40 written nodes). Since the model
+    costs nothing, the wall time is deepdraft's own overhead per report, and the profile says where
+    it goes.
 
     The run is profiled with cProfile; the table groups cumulative time by component. Profiling
     slows Python code down, so the unprofiled wall time is measured in a second run and printed
@@ -33,8 +34,7 @@ from typing import Any
 from deepdraft import runner
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
-from deepdraft.retrieval.bm25_index import BM25Index
-from deepdraft.retrieval.corpus import iter_documents
+from deepdraft.retrieval.kb_store import KnowledgeBase
 from deepdraft.settings import Settings
 
 TOPICS = ["tariffs", "debt", "immigration", "war", "banking", "railroads", "labor", "currency"]
@@ -68,6 +68,17 @@ class PaperShapedModel:
                 {"title": f"Section {i}", "plan": f"Cover {TOPICS[i % 8]}."} for i in range(self.sections)
             ]
             return _act({"name": "init-plan", "title": "A synthetic report", "sections": sections})
+        if "You are the Fact-checker" in prompt and "## Claims" in prompt:  # verification: all backed
+            count = int(re.search(r"each of the (\d+) claims", prompt).group(1))  # type: ignore[union-attr]
+            return json.dumps({"verdicts": [{"claim": n, "supported": "yes"} for n in range(1, count + 1)]})
+        if "You are the Fact-checker" in prompt:  # a sentence to repair: drop it (random words back nothing)
+            return "<thought>the passages do not say this</thought><action></action>"
+        if "You are the Editor" in prompt:  # synthesis: summary and conclusion from the cited keys
+            keys = re.findall(r"textid\d+", prompt.split("using only these keys:")[-1].split("\n")[0])
+            words = int(re.search(r"in (\d+) to \d+ words", prompt).group(1))  # type: ignore[union-attr]
+            rng = random.Random(len(prompt))
+            body = f"{' '.join(rng.choices(WORDS, k=words))} \\cite{{{keys[0]}}}."
+            return f"<thought>summing up</thought><action>{body}</action>"
         if "You are the Writer" in prompt:
             keys = re.findall(r"^bibkey:(textid\d+)$", prompt, flags=re.MULTILINE)
             rng = random.Random(len(prompt))
@@ -91,7 +102,7 @@ def _act(action: dict[str, Any]) -> str:
 
 
 COMPONENTS = {
-    "retrieval (BM25 search)": ("bm25_index.py", "search"),
+    "retrieval (BM25 search)": ("kb_store.py", "search"),
     "journal writes (SQLite)": ("journal.py", "record_step"),
     "journal events": ("journal.py", "append_event"),
     "LLM cache lookups": ("cache.py", "complete"),
@@ -113,12 +124,12 @@ def profile_breakdown(stats: pstats.Stats) -> dict[str, float]:
     return totals
 
 
-def one_run(index_path: Path, home: Path, question: str) -> tuple[runner.Report, float]:
+def one_run(kb_path: Path, home: Path, question: str) -> tuple[runner.Report, float]:
     os.environ["DEEPDRAFT_HOME"] = str(home)
-    retriever = BM25Index.open(index_path)
-    started = time.perf_counter()
-    report = runner.start(question, Settings(), llm=FunctionLLM(PaperShapedModel()), retriever=retriever)
-    return report, time.perf_counter() - started
+    with KnowledgeBase.open(kb_path) as retriever:
+        started = time.perf_counter()
+        report = runner.start(question, Settings(), llm=FunctionLLM(PaperShapedModel()), retriever=retriever)
+        return report, time.perf_counter() - started
 
 
 def main() -> None:
@@ -132,23 +143,24 @@ def main() -> None:
         corpus = root / "corpus.jsonl"
         write_corpus(corpus, args.passages)
         started = time.perf_counter()
-        BM25Index.build(iter_documents(corpus), root / "index", Settings().retrieval)
+        with KnowledgeBase.create(root / "kb", Settings().retrieval) as kb:
+            kb.add([corpus])
         build_s = time.perf_counter() - started
 
         question = "How did the arguments about tariffs and the public debt change?"
         profiler = cProfile.Profile()
         profiler.enable()
-        report, profiled_s = one_run(root / "index", root / "home-profiled", question)
+        report, profiled_s = one_run(root / "kb", root / "home-profiled", question)
         profiler.disable()
         breakdown = profile_breakdown(pstats.Stats(profiler))
-        report, wall_s = one_run(root / "index", root / "home", question)
+        report, wall_s = one_run(root / "kb", root / "home", question)
 
         summary = {
             "passages": args.passages,
             "index_build_s": round(build_s, 2),
             "run_wall_s": round(wall_s, 3),
             "steps": report.manifest["steps"],
-            "nodes": report.manifest["nodes"],
+            "nodes": report.manifest["report"]["nodes"],
             "expansions": report.manifest["expansions"],
             "ms_per_step": round(1000 * wall_s / report.manifest["steps"], 2),
             "journal_mb": round((root / "home" / "journal.sqlite").stat().st_size / 1e6, 2),
@@ -160,7 +172,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    print(f"corpus: {summary['passages']:,} passages; BM25 index built in {summary['index_build_s']} s")
+    print(f"corpus: {summary['passages']:,} passages; knowledge base built in {summary['index_build_s']} s")
     print(
         f"one complete WARP run with an instant model: {summary['run_wall_s']} s wall "
         f"({summary['steps']} actions, {summary['nodes']} nodes, {summary['expansions']} expansions; "

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from deepdraft import kb as kbs
 from deepdraft import runner
 from deepdraft.cli import app
 from deepdraft.egress import EgressLog, EgressRecord, audit_endpoints, is_loopback_url, public_endpoint
@@ -22,7 +23,7 @@ from deepdraft.errors import ConfigError, RunNotFound, UserError
 from deepdraft.journal import Journal
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
-from deepdraft.settings import Settings, load_settings
+from deepdraft.settings import EmbeddingSettings, Settings, load_settings
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, as_responder
 from tests.support.web_server import FakeWeb, PageRoute, html_page
@@ -171,6 +172,30 @@ def test_role_models_share_their_endpoint_record_and_embeddings_are_recorded() -
     ]
 
 
+def test_a_kb_built_by_an_embedding_endpoint_has_its_query_embeddings_audited(
+    corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeOpenAIServer.for_embeddings(dimension=32) as server:
+        embedding = EmbeddingSettings(enabled=True, base_url=server.base_url, model="hashed")
+        with kbs.create_kb("speeches") as kb:
+            kb.add([corpus_dir], embedding=embedding)
+        indexing = len(server.embedding_requests)
+        # The server is on loopback, which a run's audit leaves out unless asked to list it.
+        monkeypatch.setattr(runner, "EgressLog", lambda: EgressLog(include_loopback=True))
+        settings = load_settings(flags={"output": QUIET})  # no embedding flags: the KB names its endpoint
+        runner.start(
+            QUESTION, settings, kb="speeches", llm=FunctionLLM(ScenarioModel(expansions=0)), run_id="e1"
+        )
+        queries = server.embedding_requests[indexing:]
+    assert queries, "hybrid search embeds the run's queries"
+    with runner.open_journal() as journal:
+        records = journal.egress("e1")
+    assert [(r.kind, r.endpoint, r.requests, r.detail) for r in records] == [
+        ("embeddings", public_endpoint(server.base_url), len(queries), "embeddings, model hashed")
+    ]
+    assert records[0].bytes == sum(len(text.encode()) for request in queries for text in request["input"])
+
+
 # ---- the privacy guarantee -----------------------------------------------------------------------
 
 
@@ -293,6 +318,9 @@ def test_a_web_run_cites_urls_and_its_audit_lists_every_query_and_url(web: FakeW
         r["endpoint"] == f"http://127.0.0.1:{web.port}/search" for r in rows if r["kind"] == "web-search"
     )
 
+    assert f"{corpus_dir.resolve()} (fingerprint " in report.markdown
+    assert f"), with web search via searxng at {web.base_url}" in report.markdown
+
     table = CliRunner().invoke(app, ["show", "w1", "--egress"])
     assert table.exit_code == 0 and "tariffs" in table.output and web.url("/moved") in table.output
 
@@ -326,6 +354,9 @@ def test_a_web_only_run_needs_no_knowledge_base(web: FakeWeb) -> None:
     assert all(ref.source.location.startswith(web.base_url) for ref in report.references)
     record, _ = runner.load_run("w3")
     assert record.settings["kb"] is None and record.settings["settings"]["web"]["only"] is True
+    # The report's "About" footer names what was searched: the provider, not a nameless retriever.
+    assert f"- **Web search:** searxng at {web.base_url}" in report.markdown
+    assert "custom retriever" not in report.markdown
     assert (
         not (Path(runner.home_dir()) / "kbs").exists() and not (Path(runner.home_dir()) / "indexes").exists()
     )

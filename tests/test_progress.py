@@ -66,7 +66,9 @@ def test_finishing_passes_are_not_counted_against_the_step_budget() -> None:
     with Progress(console, max_steps=140) as progress:
         progress.update(RunStarted("r1", "q", "warp", 0, max_steps=22))
         write = StepRecord(22, "write", "p", "r", None, True, None, 1, 1, 0.0, 0.0, False, "section-3")
-        summary = StepRecord(23, "summary", "p", "r", None, False, "no citations", 1, 1, 0.0, 0.0, False, "report")
+        summary = StepRecord(
+            23, "summary", "p", "r", None, False, "no citations", 1, 1, 0.0, 0.0, False, "report"
+        )
         progress.update(ActionFinished(write, {}))
         progress.update(ActionFinished(summary, {}))
     assert buffer.getvalue().splitlines()[1:] == [

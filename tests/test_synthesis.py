@@ -317,7 +317,11 @@ def test_a_summary_without_citations_is_cited_from_the_sections_passages() -> No
 def test_the_summary_gets_as_many_drafts_as_an_action_then_is_left_out() -> None:
     def respond(request: ChatRequest) -> str:
         if classify(request.messages[-1].content)[0] == "summary":
-            return "<action>A findings paragraph with no citations at all, long enough to pass the length check easily. " * 3 + "</action>"
+            return (
+                "<action>A findings paragraph with no citations at all, long enough to pass the length check easily. "
+                * 3
+                + "</action>"
+            )
         return editor()(request)
 
     state, llm, _ = synthesize(respond, research=ResearchSettings(max_retries=1, attach_citations_after=None))

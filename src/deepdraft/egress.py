@@ -10,7 +10,9 @@ What is recorded, and when
     ``llm``          the chat endpoint, once per session, with a running count of the requests sent
     ``embeddings``   and of their payload bytes — only when the endpoint is *not* on loopback (a
                      server on this machine is not egress). `EgressLog(include_loopback=True)` records
-                     those too, for tests and for users who want to see them.
+                     those too, for tests and for users who want to see them. The embeddings record
+                     is the configured endpoint or the one the run's knowledge base was built with
+                     (its queries are embedded there); requests are counted by `meter_embedder`.
 
 A record carries the endpoint as ``scheme://host:port/path`` — never user info, query string or
 fragment, where API keys and tokens tend to hide — a `detail` (the query text or the URL fetched)
@@ -55,6 +57,7 @@ __all__ = [
     "MeteredLLM",
     "audit_endpoints",
     "is_loopback_url",
+    "meter_embedder",
     "public_endpoint",
 ]
 
@@ -134,6 +137,7 @@ class EgressLog:
         self._clock = clock
         self._lock = threading.Lock()
         self._records: list[EgressRecord] = []
+        self._endpoints: dict[tuple[str, str], int] = {}  # (kind, endpoint) → index of its record
         self._store: EgressStore | None = None
         self._run_id = ""
 
@@ -175,11 +179,18 @@ class EgressLog:
     def endpoint(self, kind: EgressKind, url: str, detail: str) -> EndpointMeter | None:
         """Record that this session talks to `url`, and return a meter for its traffic.
 
-        None when the endpoint is not recorded (loopback): there is nothing to count then.
+        An endpoint is recorded once per kind: asking again returns a meter of the same record. None
+        when the endpoint is not recorded (loopback): there is nothing to count then.
         """
         if not self.wants(kind, url):
             return None
-        index = self._append(EgressRecord(kind, public_endpoint(url), detail, self._clock(), 0, requests=0))
+        key = (kind, public_endpoint(url))
+        with self._lock:
+            index = self._endpoints.get(key)
+        if index is None:
+            index = self._append(EgressRecord(kind, key[1], detail, self._clock(), 0, requests=0))
+            with self._lock:
+                index = self._endpoints.setdefault(key, index)
         return EndpointMeter(self, index)
 
     def _append(self, record: EgressRecord) -> int:
@@ -227,6 +238,19 @@ class MeteredLLM:
             self.meter.add(1, sent + received)
 
 
+class MeterableEmbedder(Protocol):
+    """An embedder that sends texts to an OpenAI-compatible endpoint (`OpenAIEmbedder`)."""
+
+    base_url: str
+    model: str
+    meter: EndpointMeter | None
+
+
+def meter_embedder(log: EgressLog, embedder: MeterableEmbedder) -> None:
+    """Record `embedder`'s endpoint in `log` and have it count every request it sends from now on."""
+    embedder.meter = log.endpoint("embeddings", embedder.base_url, f"embeddings, model {embedder.model}")
+
+
 def audit_endpoints(
     log: EgressLog, settings: Settings, llm: LLM, roles: Mapping[str, LLM]
 ) -> tuple[LLM, dict[str, LLM]]:
@@ -234,7 +258,8 @@ def audit_endpoints(
 
     An LLM object without a `base_url` (the embedded model, a scripted one) sends nothing anywhere.
     Models for single roles on the same endpoint share its record. The embedding endpoint is
-    recorded as configured; its requests are counted only by an embedder given the meter.
+    recorded as configured; its requests are counted by an embedder given the meter
+    (`meter_embedder`, which shares this record when the endpoint is the same).
     """
     meters: dict[str, EndpointMeter | None] = {}
 

@@ -4,6 +4,7 @@
      ├── UserError              the user must change something: a flag, a file, the config
      │    ├── ConfigError       bad or unknown settings, no LLM configured
      │    ├── KnowledgeBaseError missing, empty or unreadable corpus
+     │    ├── WebSearchError    the web search provider is unreachable, refuses the key or misreplies
      │    └── RunNotFound       an unknown run id
      ├── LLMError               the LLM endpoint failed us
      │    ├── LLMUnreachable    connection refused, DNS, TLS
@@ -41,6 +42,10 @@ class ConfigError(UserError):
 
 class KnowledgeBaseError(UserError):
     pass
+
+
+class WebSearchError(UserError):
+    """The web search provider could not be used; the message says what to check."""
 
 
 class RunNotFound(UserError):

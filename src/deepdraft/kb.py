@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.kb_store import DB_NAME, KnowledgeBase, SearchMode, write_lock
+from deepdraft.retrieval.hybrid import SearchMode
+from deepdraft.retrieval.kb_store import DB_NAME, KnowledgeBase, write_lock
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings, home_dir
 
 DEMO_KB = "demo"

@@ -212,13 +212,13 @@ def readable_facts(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
     kb = manifest.get("kb") or {}
     if kb.get("ref") or kb.get("fingerprint"):
         count = kb.get("document_count")
-        documents = "" if count is None else f", {count} documents"
-        facts.append(
-            (
-                "Knowledge base",
-                f"{kb.get('ref') or 'custom retriever'} (fingerprint {kb.get('fingerprint')}{documents})",
-            )
-        )
+        pinned = f"(fingerprint {kb.get('fingerprint')}{'' if count is None else f', {count} documents'})"
+        web = _web_search(manifest.get("settings") or {})
+        if web is not None and not kb.get("ref"):  # --web-only: the web was all the run searched
+            facts.append(("Web search", f"{web} {pinned}"))
+        else:
+            also = f", with web search via {web}" if web is not None else ""
+            facts.append(("Knowledge base", f"{kb.get('ref') or 'custom retriever'} {pinned}{also}"))
     actions = manifest.get("actions") or {}
     if actions:
         listed = ", ".join(f"{count} {name}" for name, count in actions.items())
@@ -316,6 +316,16 @@ def _constraints(state: Any) -> dict[str, Any] | None:
         return None
     satisfied = sum(1 for check in checks if getattr(check, "satisfied", False))
     return {"total": len(checks), "satisfied": satisfied}
+
+
+def _web_search(settings: Mapping[str, Any]) -> str | None:
+    """The web search provider a run used, e.g. "searxng at http://localhost:8888/"; None without one."""
+    web = settings.get("web") or {}
+    if not isinstance(web, Mapping) or not (web.get("enabled") or web.get("only")):
+        return None
+    provider = str(web.get("provider") or "searxng")
+    url = web.get("searxng_url")
+    return f"{provider} at {url}" if provider == "searxng" and url else provider
 
 
 def _iso(timestamp: float | None) -> str | None:

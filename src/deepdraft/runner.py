@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from deepdraft.baseline import PlanThenWritePolicy
-from deepdraft.egress import EgressLog, audit_endpoints
+from deepdraft.egress import EgressLog, audit_endpoints, meter_embedder
 from deepdraft.errors import (
     ConfigError,
     DeepdraftError,
@@ -206,6 +206,15 @@ def open_corpus(path: Path, settings: Settings) -> Retriever:
     if not path.exists():
         raise KnowledgeBaseError(f"knowledge base not found: {path} (give a folder of documents or a .jsonl)")
     return open_folder_kb(path.resolve(), home_dir() / "indexes", settings)
+
+
+def _meter_kb_embedders(retriever: Retriever, egress: EgressLog) -> None:
+    """Audit the embedding endpoint of every searched KB whose queries are embedded by a server."""
+    for part in getattr(retriever, "parts", (retriever,)):  # a `CombinedRetriever` holds the KB and the web
+        endpoint_embedder = getattr(part, "endpoint_embedder", None)
+        embedder = endpoint_embedder() if callable(endpoint_embedder) else None
+        if embedder is not None:
+            meter_embedder(egress, embedder)
 
 
 def with_web(retriever: Retriever | None, settings: Settings, egress: EgressLog) -> Retriever:
@@ -429,6 +438,7 @@ def _drive(
         roles = build_role_llms(settings)
         # Metered inside the cache: only requests that really reach the endpoint are counted.
         llm, roles = audit_endpoints(egress, settings, llm, roles)
+        _meter_kb_embedders(retriever, egress)
         if settings.llm.cache:
             llm = CachingLLM(llm, journal, namespace=run_id)
             roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
@@ -439,12 +449,13 @@ def _drive(
                 requests_per_minute=settings.llm.requests_per_minute,
             )
         sink = _JournalSink(journal, run_id, on_event, cancel)
+        prompt_limit = window - settings.llm.max_tokens
         policy = POLICIES[settings.research.policy](
             llm,
             retriever,
             settings.research,
             sink,
-            prompt_limit=window - settings.llm.max_tokens,
+            prompt_limit=prompt_limit,
             count_tokens=counter,
             roles=roles,
             review_outline=review_outline,
@@ -455,11 +466,11 @@ def _drive(
             state = policy.run(state)
             # The finishing passes resume like the policy does; they are not policy actions, so
             # the step budget never refuses them (the token budget does, see verify/synthesis).
-            limit = window - settings.llm.max_tokens
             if settings.output.verify:
-                state = Verifier(llm, settings.research, settings.output, sink, limit, counter).run(state)
+                verifier = Verifier(llm, settings.research, settings.output, sink, prompt_limit, counter)
+                state = verifier.run(state)
             if settings.output.synthesis:
-                state = Synthesizer(llm, settings.research, sink, limit, counter).run(state)
+                state = Synthesizer(llm, settings.research, sink, prompt_limit, counter).run(state)
         except KeyboardInterrupt:
             journal.update_run(run_id, status="interrupted")
             raise

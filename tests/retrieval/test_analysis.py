@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 from deepdraft.retrieval.analysis import ANALYZER_VERSION, MAX_TERM_CHARS, analyze
-from deepdraft.retrieval.bm25_index import BM25Index
-from deepdraft.retrieval.corpus import Document
-from deepdraft.settings import RetrievalSettings
+from deepdraft.retrieval.kb_store import KnowledgeBase
 
 
 def test_latin_text_is_lowercased_folded_stemmed_and_stopped() -> None:
@@ -52,17 +51,20 @@ def test_the_version_names_the_chinese_segmenter() -> None:
 
 
 def test_chinese_queries_find_parts_of_compounds(tmp_path: Path) -> None:
-    documents = [
-        Document("a", "国务院", "a.txt", "中华人民共和国国务院发布了新的关税政策。"),
-        Document("b", "移民", "b.txt", "新移民带来了劳动力，国会辩论移民政策。"),
-        Document("c", "Debt", "c.txt", "The national debt grew during the war."),
+    records = [
+        {"id": "a", "title": "国务院", "contents": "中华人民共和国国务院发布了新的关税政策。"},
+        {"id": "b", "title": "移民", "contents": "新移民带来了劳动力，国会辩论移民政策。"},
+        {"id": "c", "title": "Debt", "contents": "The national debt grew during the war."},
     ]
-    with BM25Index.build(documents, tmp_path / "index", RetrievalSettings()) as index:
-        assert [hit.source.doc_id for hit in index.search("国务院", 3)] == ["a"]
-        assert index.search("关税", 3)[0].source.doc_id == "a"
-        assert [hit.source.doc_id for hit in index.search("劳动力", 3)] == ["b"]
-        assert [hit.source.doc_id for hit in index.search("national debt", 3)] == ["c"]
-        assert index.manifest["analyzer"] == ANALYZER_VERSION
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    with KnowledgeBase.create(tmp_path / "kb") as kb:
+        kb.add([corpus])
+        assert [hit.source.doc_id for hit in kb.search("国务院", 3)] == ["a"]
+        assert kb.search("关税", 3)[0].source.doc_id == "a"
+        assert [hit.source.doc_id for hit in kb.search("劳动力", 3)] == ["b"]
+        assert [hit.source.doc_id for hit in kb.search("national debt", 3)] == ["c"]
+        assert kb.info().analyzer == ANALYZER_VERSION
 
 
 def test_jieba_loads_lazily_quietly_and_once_across_threads() -> None:

@@ -11,17 +11,23 @@ import pytest
 from deepdraft.errors import ConfigError, LLMBadResponse, LLMRefused, LLMServerError, LLMUnreachable
 from deepdraft.retrieval.embedders import MiniLMEmbedder, OpenAIEmbedder, build_embedder
 from deepdraft.settings import EmbeddingSettings
-from tests.support.embedding_server import EmbeddingServer, hashed_embedding
-from tests.support.openai_server import NOT_JSON, ErrorReply, RawReply, fast_sdk_backoff
+from tests.support.openai_server import (
+    NOT_JSON,
+    ErrorReply,
+    FakeOpenAIServer,
+    RawReply,
+    fast_sdk_backoff,
+    hashed_embedding,
+)
 
 TEXTS = [f"passage number {i} about tariffs and trade" for i in range(7)]
 
 
 def test_batches_keep_order_and_rows_are_unit_length() -> None:
-    with EmbeddingServer(dimension=48, shuffle=True) as server:
+    with FakeOpenAIServer.for_embeddings(dimension=48, shuffle=True) as server:
         embedder = OpenAIEmbedder(server.base_url, "embed-model", batch_size=3)
         vectors = embedder.embed(TEXTS)
-        requests = server.requests
+        requests = server.embedding_requests
     assert [len(r["input"]) for r in requests] == [3, 3, 1]
     assert all(r["model"] == "embed-model" for r in requests)
     assert vectors.dtype == np.float32 and vectors.shape == (7, 48)
@@ -34,19 +40,19 @@ def test_batches_keep_order_and_rows_are_unit_length() -> None:
 
 
 def test_dimension_is_learned_with_one_small_request_when_nothing_was_embedded() -> None:
-    with EmbeddingServer(dimension=24) as server:
+    with FakeOpenAIServer.for_embeddings(dimension=24) as server:
         embedder = OpenAIEmbedder(server.base_url + "/", "m")
         assert embedder.dimension == 24
         assert embedder.dimension == 24
-        assert len(server.requests) == 1
+        assert len(server.embedding_requests) == 1
         assert embedder.embed([]).shape == (0, 24)
 
 
 def test_the_api_key_is_sent_only_when_configured_and_empty_texts_are_accepted() -> None:
-    with EmbeddingServer() as server:
+    with FakeOpenAIServer.for_embeddings() as server:
         OpenAIEmbedder(server.base_url, "m", api_key="sk-secret").embed(["a", ""])
         OpenAIEmbedder(server.base_url, "m").embed(["b"])
-        headers, requests = server.headers, server.requests
+        headers, requests = server.embedding_headers, server.embedding_requests
     assert headers[0]["authorization"] == "Bearer sk-secret"
     assert "sk-secret" not in headers[1].get("authorization", "")
     assert requests[0]["input"] == ["a", " "]
@@ -69,7 +75,7 @@ def test_the_api_key_is_sent_only_when_configured_and_empty_texts_are_accepted()
     ],
 )
 def test_endpoint_failures_become_one_line_errors(fault: object, error: type[Exception], words: str) -> None:
-    with fast_sdk_backoff(), EmbeddingServer(script=[fault]) as server:  # type: ignore[list-item]
+    with fast_sdk_backoff(), FakeOpenAIServer.for_embeddings(script=[fault]) as server:  # type: ignore[list-item]
         embedder = OpenAIEmbedder(server.base_url, "m", max_retries=0)
         with pytest.raises(error) as caught:
             embedder.embed(["one", "two"])
@@ -78,17 +84,20 @@ def test_endpoint_failures_become_one_line_errors(fault: object, error: type[Exc
 
 
 def test_server_errors_are_retried_before_failing() -> None:
-    with fast_sdk_backoff(), EmbeddingServer(script=[ErrorReply(503), ErrorReply(503)]) as server:
+    with (
+        fast_sdk_backoff(),
+        FakeOpenAIServer.for_embeddings(script=[ErrorReply(503), ErrorReply(503)]) as server,
+    ):
         vectors = OpenAIEmbedder(server.base_url, "m", max_retries=2).embed(["x"])
-        assert len(server.requests) == 3
+        assert len(server.embedding_requests) == 3
     assert vectors.shape[0] == 1
 
 
 def test_an_endpoint_that_changes_its_dimension_is_refused() -> None:
-    with EmbeddingServer(dimension=16) as server:
+    with FakeOpenAIServer.for_embeddings(dimension=16) as server:
         embedder = OpenAIEmbedder(server.base_url, "m")
         embedder.embed(["first"])
-        server.dimension = 32
+        server.embedding_dimension = 32
         with pytest.raises(LLMBadResponse, match="from 16 to 32"):
             embedder.embed(["second"])
 

@@ -67,7 +67,9 @@ def test_keep_first_puts_each_rankings_top_item_ahead_of_the_fused_rest() -> Non
     assert [item for item, _ in kept][:3] == [7, 3, 4]
     scores = [score for _, score in kept]
     assert scores == sorted(scores, reverse=True)  # still best first
-    assert sorted(item for item, _ in kept) == sorted(item for item, _ in reciprocal_rank_fusion([lexical, semantic]))
+    assert sorted(item for item, _ in kept) == sorted(
+        item for item, _ in reciprocal_rank_fusion([lexical, semantic])
+    )
 
 
 def test_keep_first_with_a_shared_head_and_a_limit() -> None:

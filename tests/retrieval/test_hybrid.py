@@ -1,7 +1,8 @@
-"""Hybrid search over a real BM25 index and real vectors on disk, with a small concept embedder."""
+"""Hybrid search through a real knowledge base (BM25 and vectors on disk), with a small concept embedder."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,12 +12,10 @@ import numpy.typing as npt
 import pytest
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.bm25_index import BM25Index
-from deepdraft.retrieval.corpus import Document
-from deepdraft.retrieval.fusion import reciprocal_rank_fusion
-from deepdraft.retrieval.hybrid import HybridSearcher
+from deepdraft.retrieval.fusion import DEFAULT_KEEP_FIRST, reciprocal_rank_fusion
+from deepdraft.retrieval.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
+from deepdraft.retrieval.kb_store import KnowledgeBase
 from deepdraft.retrieval.vectors import VectorIndex
-from deepdraft.settings import RetrievalSettings
 
 # Words that mean the same thing share a dimension: the embedder "understands" paraphrases that
 # share no word, which is what dense retrieval adds to BM25.
@@ -65,65 +64,65 @@ class ConceptEmbedder:
 
 
 @pytest.fixture
-def bm25(tmp_path: Path) -> Iterator[BM25Index]:
-    documents = [Document(f"d{i}", f"Passage {i}", f"p{i}.txt", text) for i, text in enumerate(TEXTS)]
-    with BM25Index.build(documents, tmp_path / "bm25", RetrievalSettings()) as index:
-        assert len(index) == len(TEXTS)  # one chunk each: row i is TEXTS[i]
-        yield index
-
-
-@pytest.fixture
-def searcher(bm25: BM25Index, tmp_path: Path) -> HybridSearcher:
+def kb(tmp_path: Path) -> Iterator[KnowledgeBase]:
+    """A KB of one passage per text (document ``d<i>`` is TEXTS[i]) with concept vectors."""
+    corpus = tmp_path / "passages.jsonl"
+    records = [{"id": f"d{i}", "title": f"Passage {i}", "contents": text} for i, text in enumerate(TEXTS)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     embedder = ConceptEmbedder()
-    vectors = VectorIndex.write(tmp_path / "vectors", [embedder.embed(TEXTS)], embedder.dimension)
-    return HybridSearcher(bm25.rank, vectors, embedder)
+    with KnowledgeBase.create(tmp_path / "kb", embedder=embedder) as opened:
+        opened.add([corpus], embedder=embedder)
+        assert opened.info().chunks == len(TEXTS)
+        yield opened
 
 
-def rows(hits: list[tuple[int, float]]) -> list[int]:
-    return [row for row, _ in hits]
+def found(kb: KnowledgeBase, query: str, k: int, mode: SearchMode, **filters: list[str]) -> list[int]:
+    """The text numbers (i of TEXTS[i]) the KB finds, best first."""
+    return [int(p.source.doc_id[1:]) for p in kb.search(query, k, mode=mode, **filters)]  # type: ignore[arg-type]
 
 
-def test_bm25_mode_is_the_lexical_ranking(searcher: HybridSearcher, bm25: BM25Index) -> None:
-    assert searcher.search("tariff", 5, mode="bm25") == bm25.rank("tariff", 5)
-    assert 1 not in rows(searcher.search("tariff", 5, mode="bm25"))  # the paraphrase has no such word
+def no_lexical_hits(query: str, k: int, allowed: npt.NDArray[np.bool_] | None) -> list[tuple[int, float]]:
+    return []
 
 
-def test_dense_mode_finds_paraphrases(searcher: HybridSearcher) -> None:
-    found = rows(searcher.search("tariff", 3, mode="dense"))
-    assert {0, 1} <= set(found)
+def test_bm25_mode_is_lexical(kb: KnowledgeBase) -> None:
+    lexical = found(kb, "tariff", 5, "bm25")
+    assert {0, 6} <= set(lexical) and 1 not in lexical  # the paraphrase has no such word
 
 
-def test_hybrid_fuses_both_rankings(searcher: HybridSearcher, bm25: BM25Index) -> None:
-    hits = searcher.search("tariff farmers", 4)
-    assert rows(hits)[0] == 6  # the one passage about both wins on both sides
-    assert {0, 1} & set(rows(hits))
-    lexical = rows(bm25.rank("tariff farmers", searcher.depth))
-    dense = rows(searcher.search("tariff farmers", searcher.depth, mode="dense"))
-    assert hits == reciprocal_rank_fusion([lexical, dense], k=searcher.rrf_k, limit=4)
+def test_dense_mode_finds_paraphrases(kb: KnowledgeBase) -> None:
+    assert {0, 1} <= set(found(kb, "tariff", 3, "dense"))
 
 
-def test_every_mode_honours_the_row_filter(searcher: HybridSearcher) -> None:
-    allowed = np.zeros(len(TEXTS), dtype=bool)
-    allowed[[1, 3, 5]] = True
+def test_hybrid_fuses_both_rankings(kb: KnowledgeBase) -> None:
+    hits = found(kb, "tariff farmers", 4, "hybrid")
+    assert hits[0] == 6  # the one passage about both wins on both sides
+    assert {0, 1} & set(hits)
+    lexical = found(kb, "tariff farmers", DEFAULT_DEPTH, "bm25")
+    dense = found(kb, "tariff farmers", DEFAULT_DEPTH, "dense")
+    fused = reciprocal_rank_fusion([lexical, dense], limit=4, keep_first=DEFAULT_KEEP_FIRST)
+    assert hits == [row for row, _ in fused]
+
+
+def test_every_mode_honours_the_document_filter(kb: KnowledgeBase) -> None:
     for mode in ("bm25", "dense", "hybrid"):
-        hits = searcher.search("tariff debt harvest", 10, mode=mode, allowed=allowed)  # type: ignore[arg-type]
-        assert hits and set(rows(hits)) <= {1, 3, 5}
+        hits = found(kb, "tariff debt harvest", 10, mode, only=["d1", "d3", "d5"])  # type: ignore[arg-type]
+        assert hits and set(hits) <= {1, 3, 5}
 
 
-def test_without_vectors_hybrid_is_bm25_and_dense_is_an_error(bm25: BM25Index) -> None:
-    lexical_only = HybridSearcher(bm25.rank)
-    assert not lexical_only.has_dense
-    assert lexical_only.search("deficit", 3) == bm25.rank("deficit", 3) != []
+def test_without_vectors_hybrid_is_bm25_and_dense_is_an_error() -> None:
+    lexical_only = HybridSearcher(no_lexical_hits)
+    assert not lexical_only.has_dense and lexical_only.search("debt", 3) == []
     with pytest.raises(KnowledgeBaseError, match="no dense vectors"):
         lexical_only.search("debt", 3, mode="dense")
     with pytest.raises(ValueError, match="both"):
-        HybridSearcher(bm25.rank, embedder=ConceptEmbedder())
+        HybridSearcher(no_lexical_hits, embedder=ConceptEmbedder())
 
 
-def test_query_vectors_are_cached(bm25: BM25Index, tmp_path: Path) -> None:
+def test_query_vectors_are_cached(tmp_path: Path) -> None:
     embedder = ConceptEmbedder()
     vectors = VectorIndex.write(tmp_path / "v", [embedder.embed(TEXTS)], embedder.dimension)
-    searcher = HybridSearcher(bm25.rank, vectors, embedder, cache_size=2)
+    searcher = HybridSearcher(no_lexical_hits, vectors, embedder, cache_size=2)
     calls = embedder.calls
     for query in ["debt", "moon", "debt", "debt"]:
         searcher.search(query, 3)
@@ -133,14 +132,24 @@ def test_query_vectors_are_cached(bm25: BM25Index, tmp_path: Path) -> None:
     assert embedder.calls == calls + 4
 
 
-def test_an_embedder_of_another_dimension_is_refused(bm25: BM25Index, tmp_path: Path) -> None:
+def test_a_kb_caches_its_query_vectors_too(kb: KnowledgeBase) -> None:
+    embedder = ConceptEmbedder()
+    with KnowledgeBase.open(kb.folder, embedder=embedder) as reader:
+        for _ in range(3):
+            reader.search("debt", 3)
+        reader.search("debt", 3, mode="dense")
+        assert embedder.calls == 1
+        reader.search("debt", 3, mode="bm25")
+        assert embedder.calls == 1
+
+
+def test_an_embedder_of_another_dimension_is_refused(tmp_path: Path) -> None:
     vectors = VectorIndex.write(tmp_path / "v", [ConceptEmbedder().embed(TEXTS)], ConceptEmbedder().dimension)
-    searcher = HybridSearcher(bm25.rank, vectors, ConceptEmbedder(dimension=3))
+    searcher = HybridSearcher(no_lexical_hits, vectors, ConceptEmbedder(dimension=3))
     with pytest.raises(KnowledgeBaseError, match="dimensions"):
         searcher.search("debt", 3)
-    assert rows(searcher.search("deficit", 3, mode="bm25")) == [3]  # lexical search still works
 
 
-def test_empty_queries_and_k_find_nothing(searcher: HybridSearcher) -> None:
-    assert searcher.search("   ", 5) == [] == searcher.search("debt", 0)
-    assert searcher.search("zzzz qqqq", 5, mode="bm25") == []
+def test_empty_queries_and_k_find_nothing(kb: KnowledgeBase) -> None:
+    assert kb.search("   ", 5) == [] == kb.search("debt", 0)
+    assert kb.search("zzzz qqqq", 5, mode="bm25") == []

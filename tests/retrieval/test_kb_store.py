@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval import kb_store
 from deepdraft.retrieval.corpus import Document, Failure
 from deepdraft.retrieval.kb_store import DocumentMatcher, IngestNote, KnowledgeBase, glob_regex, write_lock
-from deepdraft.settings import EmbeddingSettings
+from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 from tests.support.documents import (
     CHINESE_MD_FACT,
     EXPECTED_FAILURES,
@@ -30,7 +30,7 @@ from tests.support.documents import (
     TEXT_LATIN1_FACT,
     make_document_folder,
 )
-from tests.support.embedding_server import EmbeddingServer, hashed_embedding
+from tests.support.openai_server import FakeOpenAIServer, hashed_embedding
 
 
 class HashedEmbedder:
@@ -350,6 +350,92 @@ def test_a_jsonl_corpus_is_diffed_record_by_record(tmp_path: Path) -> None:
         assert kb.search("glaciers", 1)[0].source.doc_id == "p7"
 
 
+# -- ranking ---------------------------------------------------------------------------------------------
+
+RANKING_CORPUS = {
+    "tariffs.md": (
+        "# Tariffs\n\nThe Tariff Act of 1930 raised import duties on thousands of goods. Protective "
+        "tariffs shielded domestic manufacturers from foreign competition.\n\n## Retaliation\n\n"
+        "Trading partners answered with duties of their own, and exports collapsed."
+    ),
+    "immigration.md": (
+        "# Immigration\n\nMillions of immigrants arrived through Ellis Island. Congress debated quotas "
+        "and the naturalization of newcomers for decades."
+    ),
+    "debt.txt": (
+        "The national debt grew during every war. Interest payments on the debt became a large share "
+        "of federal spending, and the Treasury issued bonds to refinance it."
+    ),
+    "space/apollo.md": (
+        "# Moon landing\n\nThe Apollo program landed astronauts on the Moon in 1969. Rockets, capsules "
+        "and guidance computers were built for the mission."
+    ),
+    "zh/guozhai.txt": "国债规模在战争期间迅速扩大。财政部发行债券以支付利息。",
+    "zh/yimin.txt": "移民政策一直是国会辩论的焦点。新移民带来了劳动力。",
+}
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KnowledgeBase, Path]]:
+    """A BM25-only KB over `RANKING_CORPUS` with small chunks (built once; tests only search it)."""
+    root = tmp_path_factory.mktemp("ranking")
+    corpus = root / "corpus"
+    for name, text in RANKING_CORPUS.items():
+        (corpus / name).parent.mkdir(parents=True, exist_ok=True)
+        (corpus / name).write_text(text, encoding="utf-8")
+    settings = RetrievalSettings(chunk_tokens=64, chunk_overlap=12)
+    with KnowledgeBase.create(root / "kb", settings) as kb:
+        kb.add([corpus])
+        yield kb, corpus
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("protective tariffs on imports", "tariffs.md"),
+        ("immigrating newcomers and quotas", "immigration.md"),  # stemming: immigrating ~ immigrants
+        ("interest on the national debt", "debt.txt"),
+        ("astronauts landing on the moon", "space/apollo.md"),
+        ("retaliation", "tariffs.md"),  # only in a heading: indexed with the chunk
+        ("国债利息", "zh/guozhai.txt"),
+        ("新移民", "zh/yimin.txt"),
+    ],
+)
+def test_the_right_document_comes_first(
+    ranked: tuple[KnowledgeBase, Path], query: str, expected: str
+) -> None:
+    kb, _ = ranked
+    assert kb.search(query, 3)[0].source.doc_id == expected
+
+
+def test_passages_point_back_into_their_documents(ranked: tuple[KnowledgeBase, Path]) -> None:
+    kb, corpus = ranked
+    hits = kb.search("duties exports", 10)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    for hit in hits:
+        source = hit.source
+        text = (corpus / source.doc_id).read_text(encoding="utf-8")
+        assert text[source.start : source.end] == hit.text
+        assert source.location == str((corpus / source.doc_id).absolute())
+        assert source.page is None and hit.score > 0
+    assert hits[0].source.title == "Tariffs"
+
+
+def test_queries_without_known_terms_find_nothing(ranked: tuple[KnowledgeBase, Path]) -> None:
+    kb, _ = ranked
+    assert kb.search("", 5) == []
+    assert kb.search("the and of to", 5) == []  # stopwords only
+    assert kb.search("zyxwvut", 5) == []
+    assert kb.search("tariffs", 0) == []
+
+
+def test_k_larger_than_the_kb(ranked: tuple[KnowledgeBase, Path]) -> None:
+    kb, _ = ranked
+    hits = kb.search("war debt tariffs moon", 1000)
+    assert 0 < len(hits) <= kb.info().chunks
+    assert len({(h.source.doc_id, h.source.start) for h in hits}) == len(hits)
+
+
 # -- dense vectors ------------------------------------------------------------------------------------------
 
 
@@ -384,15 +470,15 @@ def test_a_kb_without_vectors_refuses_dense_search_and_hybrid_is_bm25(small: Pat
 
 
 def test_an_embedding_endpoint_builds_the_vectors_and_is_rebuilt_on_open(small: Path, tmp_path: Path) -> None:
-    with EmbeddingServer(dimension=32) as server:
+    with FakeOpenAIServer.for_embeddings(dimension=32) as server:
         settings = EmbeddingSettings(enabled=True, base_url=server.base_url, model="hashed")
         with KnowledgeBase.create(tmp_path / "kb") as kb:
             kb.add([small], embedding=settings)
             assert kb.info().dimension == 32 and server.base_url in str(kb.info().embedder)
-        requests = len(server.requests)
+        requests = len(server.embedding_requests)
         with KnowledgeBase.open(tmp_path / "kb", mode="dense") as kb:  # the embedder comes from the KB
             assert kb.search("public debt surplus", 1)[0].source.doc_id == "debt.md"
-        assert len(server.requests) == requests + 1  # just the query
+        assert len(server.embedding_requests) == requests + 1  # just the query
 
 
 # -- filters and removal ---------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1, for tests.
 
-It speaks just enough of the chat-completions protocol for any OpenAI client (the official SDK,
-deepdraft's `OpenAICompatibleLLM`, curl in a subprocess) to talk to it over a real socket:
+It speaks just enough of the OpenAI protocol for any OpenAI client (the official SDK, deepdraft's
+`OpenAICompatibleLLM` and `OpenAIEmbedder`, curl in a subprocess) to talk to it over a real socket:
 
     POST /v1/chat/completions   answered by a *responder* you supply
+    POST /v1/embeddings         vectors from `hashed_embedding` (see "Embeddings" below)
     GET  /v1/models             lists `server.models`
 
 Everything else gets an OpenAI-style 404. Streaming is not implemented.
@@ -31,13 +32,24 @@ and before the responder is asked. Tests use it to observe or interfere with the
 to SIGKILL a client subprocess while it waits for its answer. If the hook raises, that request is
 answered with HTTP 500 (and the client will not retry it).
 
+Embeddings: a text's vector is a deterministic bag-of-words hash (`hashed_embedding`), so texts
+sharing words get similar vectors and retrieval over them behaves like retrieval, not like noise.
+``FakeOpenAIServer.for_embeddings(dimension)`` is a server for embedding tests (chat requests fail).
+``embedding_script`` replaces the answers to the first embedding requests (an `ErrorReply` or
+`RawReply`, or None for a normal answer); ``shuffle_embeddings=True`` returns the items in reverse
+order (clients must sort by ``index``). Embedding requests are recorded apart from chat ones
+(`embedding_requests`, `embedding_headers`) and counted from 0 on their own.
+
 The server binds a random free port, serves from a daemon thread, and stops (interrupting any pending
 `SlowReply`) when the ``with`` block ends or `close()` is called.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -57,6 +69,7 @@ __all__ = [
     "Responder",
     "SlowReply",
     "fast_sdk_backoff",
+    "hashed_embedding",
 ]
 
 
@@ -107,13 +120,23 @@ NO_CHOICES = RawReply(b'{"id": "chatcmpl-x", "object": "chat.completion", "creat
 """A 200 JSON answer without `choices`."""
 
 
+def hashed_embedding(text: str, dimension: int) -> list[float]:
+    """A unit vector: each lower-cased word adds 1 to the coordinate its hash picks."""
+    vector = [0.0] * dimension
+    for word in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
+        vector[int.from_bytes(digest, "little") % dimension] += 1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
 def _rough_tokens(text: str) -> int:
     # Words are close enough to tokens for tests that only check that usage is plausible and summed.
     return len(text.split())
 
 
 class FakeOpenAIServer:
-    """An OpenAI chat-completions server on 127.0.0.1; use it as a context manager."""
+    """An OpenAI chat-completions and embeddings server on 127.0.0.1; use it as a context manager."""
 
     def __init__(
         self,
@@ -121,6 +144,9 @@ class FakeOpenAIServer:
         *,
         models: Sequence[str] = ("fake-model",),
         on_request: RequestHook | None = None,
+        embedding_dimension: int = 64,
+        embedding_script: Sequence[ErrorReply | RawReply | None] = (),
+        shuffle_embeddings: bool = False,
     ) -> None:
         self.responder = responder
         self.models: list[str] = list(models)
@@ -128,9 +154,14 @@ class FakeOpenAIServer:
         self.model_fields: dict[str, Any] = {}
         """Extra fields of every /v1/models entry, e.g. vLLM's {"max_model_len": 4096}."""
         self.on_request = on_request
+        self.embedding_dimension = embedding_dimension
+        self.embedding_script = list(embedding_script)
+        self.shuffle_embeddings = shuffle_embeddings
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._headers: list[dict[str, str]] = []
+        self._embedding_requests: list[dict[str, Any]] = []
+        self._embedding_headers: list[dict[str, str]] = []
         self._closing = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -161,6 +192,21 @@ class FakeOpenAIServer:
             )
 
         return cls(respond, models=models, on_request=on_request)
+
+    @classmethod
+    def for_embeddings(
+        cls,
+        dimension: int = 64,
+        *,
+        script: Sequence[ErrorReply | RawReply | None] = (),
+        shuffle: bool = False,
+    ) -> FakeOpenAIServer:
+        """A server for embedding tests: `dimension`-d hashed vectors; chat requests get HTTP 500."""
+        server = cls.replaying([])
+        server.embedding_dimension = dimension
+        server.embedding_script = list(script)
+        server.shuffle_embeddings = shuffle
+        return server
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -214,6 +260,18 @@ class FakeOpenAIServer:
         with self._lock:
             return list(self._headers)
 
+    @property
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        """A snapshot of the /v1/embeddings request bodies received so far, in arrival order."""
+        with self._lock:
+            return list(self._embedding_requests)
+
+    @property
+    def embedding_headers(self) -> list[dict[str, str]]:
+        """The HTTP headers (names lower-cased) of those requests, parallel to `embedding_requests`."""
+        with self._lock:
+            return list(self._embedding_headers)
+
     # -- request handling (called from handler threads) --------------------------------------
 
     def _record(self, body: dict[str, Any], headers: dict[str, str]) -> int:
@@ -221,6 +279,23 @@ class FakeOpenAIServer:
             self._requests.append(body)
             self._headers.append(headers)
             return len(self._requests) - 1
+
+    def _record_embedding(self, body: dict[str, Any], headers: dict[str, str]) -> int:
+        with self._lock:
+            self._embedding_requests.append(body)
+            self._embedding_headers.append(headers)
+            return len(self._embedding_requests) - 1
+
+    def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": hashed_embedding(text, self.embedding_dimension)}
+            for i, text in enumerate(texts)
+        ]
+        if self.shuffle_embeddings:
+            data.reverse()
+        usage = {"prompt_tokens": sum(_rough_tokens(t) for t in texts), "total_tokens": 0}
+        return {"object": "list", "data": data, "model": body.get("model"), "usage": usage}
 
     def _completion(self, body: dict[str, Any], index: int, reply: Reply) -> dict[str, Any]:
         messages = body.get("messages") or []
@@ -275,7 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        route = self.path.rstrip("/")
+        if route not in ("/v1/chat/completions", "/v1/embeddings"):
             self._send_error(ErrorReply(404, f"no route for POST {self.path}"))
             return
         try:
@@ -283,7 +359,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send_error(ErrorReply(400, "request body is not JSON"))
             return
-        index = self.fake._record(body, {k.lower(): v for k, v in self.headers.items()})
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if route == "/v1/embeddings":
+            self._answer_embeddings(body, self.fake._record_embedding(body, headers))
+            return
+        index = self.fake._record(body, headers)
         try:
             if self.fake.on_request is not None:
                 self.fake.on_request(body, index)
@@ -307,6 +387,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(answer)
         else:
             self._send(answer.status, answer.body, answer.content_type)
+
+    def _answer_embeddings(self, body: dict[str, Any], index: int) -> None:
+        script = self.fake.embedding_script
+        fault = script[index] if index < len(script) else None
+        if isinstance(fault, ErrorReply):
+            self._send_error(fault)
+        elif isinstance(fault, RawReply):
+            self._send(fault.status, fault.body, fault.content_type)
+        else:
+            self._send_json(200, self.fake._embeddings(body))
 
     def _send_error(self, error: ErrorReply) -> None:
         kind = "server_error" if error.status >= 500 else "invalid_request_error"

@@ -65,10 +65,10 @@ def benchmarks_dir(option: Path | None = None) -> Path:
     return chosen
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every object of a JSON Lines file; a bad line is an error naming the file and line."""
+def read_jsonl(path: Path, *, error: type[UserError] = DataError) -> list[dict[str, Any]]:
+    """Every object of a JSON Lines file; a bad line is an `error` naming the file and line."""
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise error(f"file not found: {path}")
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -77,9 +77,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except ValueError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc})") from exc
+                raise error(f"{path}:{number}: not valid JSON ({exc})") from exc
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: each line must be a JSON object")
+                raise error(f"{path}:{number}: each line must be a JSON object")
             rows.append(row)
     return rows
 

@@ -13,13 +13,12 @@ imported only when their format is asked for.
 from __future__ import annotations
 
 import json as _json  # aliased: `json` here names this package's JSON exporter
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, cast
 
 from deepdraft.document import ReportDocument, build_document
 from deepdraft.errors import ConfigError, StoreError, UserError
+from deepdraft.fsutil import atomic_write_bytes
 from deepdraft.report import STYLES, CitationStyle
 
 FORMATS: dict[str, str] = {
@@ -78,18 +77,14 @@ def default_name(fmt: str) -> str:
 
 
 def write_atomically(path: Path, content: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: readers see the old or the new file."""
+    """Write `content` to `path` (creating its folder) so readers see the old or the new file.
+
+    `deepdraft.fsutil.atomic_write_bytes` does the work; this adds the user-facing errors.
+    """
     path = path.expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(content)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, content)
     except IsADirectoryError as exc:
         raise UserError(f"cannot write {path}: it is a folder; give a file name") from exc
     except OSError as exc:

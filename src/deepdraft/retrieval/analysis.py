@@ -31,6 +31,7 @@ import logging
 import re
 import threading
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 import Stemmer
@@ -68,6 +69,20 @@ _HAN_STOPWORDS = frozenset("的了是在和与及或也都而之其这那着把�
 _local = threading.local()  # PyStemmer objects must not be shared between threads
 _jieba_lock = threading.Lock()
 _jieba: Any = None
+
+
+def context_header(title: str, headings: Sequence[str]) -> str:
+    """A passage's document title and heading path (each once), indexed and embedded with it.
+
+    Contextual headers: a passage deep in a section about tariffs should match "tariffs" even if
+    only the heading says it. The stored passage text stays the passage alone.
+    """
+    return " \n ".join(dict.fromkeys((title, *headings)))
+
+
+def passage_terms(title: str, headings: Sequence[str], text: str) -> list[str]:
+    """The index terms of one passage: those of its context header, then those of its text."""
+    return analyze(context_header(title, headings)) + analyze(text)
 
 
 def analyze(text: str) -> list[str]:

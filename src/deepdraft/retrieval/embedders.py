@@ -13,9 +13,10 @@ Trade-offs:
   are loaded on the first `embed`, never at import or construction, and need `deepdraft[dense]`.
 * `OpenAIEmbedder` sends batches to ``POST {base_url}/embeddings`` with the official `openai` SDK,
   which retries timeouts, connection errors, 429 and 5xx. Its failures become the one-line
-  `LLMError`s of deepdraft.errors (naming the endpoint), like the chat client's. Text leaves the
-  machine only to the base URL the user configured; a key is never read from the environment here.
-  Rows are normalised here because not every server normalises them.
+  `LLMError`s of deepdraft.errors (naming the endpoint), read the way the chat client reads them
+  (`llm.errors.map_openai_error`). Text leaves the machine only to the base URL the user
+  configured; a key is never read from the environment here. Rows are normalised here because not
+  every server normalises them.
 * Neither embeds a query differently from a passage: all-MiniLM-L6-v2 has no query prefix, and an
   endpoint's model is unknown (a model that needs an instruction prefix can be served with it).
 """
@@ -28,26 +29,19 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 import openai
 
-from deepdraft.errors import (
-    ConfigError,
-    LLMBadResponse,
-    LLMError,
-    LLMRefused,
-    LLMServerError,
-    LLMTimeout,
-    LLMUnreachable,
-)
-
-# The chat client's readers of SDK errors: one wording for every endpoint deepdraft talks to.
-from deepdraft.llm.openai_compat import _attempts, _connection_problem, _one_line, _server_message
+from deepdraft.errors import ConfigError, LLMBadResponse, LLMError
+from deepdraft.llm.errors import map_openai_error, one_line
 from deepdraft.settings import EmbeddingSettings
+
+if TYPE_CHECKING:
+    from deepdraft.egress import EndpointMeter
 
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -139,6 +133,8 @@ class OpenAIEmbedder:
         self.model = model
         self.batch_size = batch_size
         self.timeout_s = timeout_s
+        self.meter: EndpointMeter | None = None
+        """Counts requests and text bytes for a run's egress audit (`egress.meter_embedder`)."""
         self._dimension: int | None = None
         self._client = openai.OpenAI(
             base_url=self.base_url,
@@ -181,6 +177,9 @@ class OpenAIEmbedder:
             reply = self._client.embeddings.create(model=self.model, input=inputs, encoding_format="float")
         except (openai.OpenAIError, ValueError) as exc:  # ValueError: a 200 body that is broken JSON
             raise self._translate(exc) from exc
+        finally:  # a failed request reached the endpoint too
+            if self.meter is not None:
+                self.meter.add(1, sum(len(text.encode("utf-8", "surrogatepass")) for text in inputs))
         matrix = self._matrix(reply, len(inputs))
         if self._dimension is None:
             self._dimension = int(matrix.shape[1])
@@ -196,7 +195,7 @@ class OpenAIEmbedder:
         where = f"the embedding endpoint at {self.base_url}"
         data = getattr(reply, "data", None)
         if not isinstance(data, list) or len(data) != expected:
-            got = f"{len(data)} vectors" if isinstance(data, list) else _one_line(str(reply), 200)
+            got = f"{len(data)} vectors" if isinstance(data, list) else one_line(str(reply), 200)
             raise LLMBadResponse(f"{where} sent {got} for {expected} texts")
         rows = sorted(data, key=lambda item: getattr(item, "index", 0))
         vectors = [getattr(item, "embedding", None) for item in rows]
@@ -213,28 +212,14 @@ class OpenAIEmbedder:
 
     def _translate(self, exc: Exception) -> LLMError:
         """One human line for an SDK error; the caller chains `exc` as the cause."""
-        where = f"the embedding endpoint at {self.base_url}"
-        if isinstance(exc, openai.APITimeoutError):
-            return LLMTimeout(f"{where} did not answer within {self.timeout_s:g} s{_attempts(exc)}")
-        if isinstance(exc, openai.APIConnectionError):
-            reason, hint = _connection_problem(exc)
-            return LLMUnreachable(f"cannot reach {where}: {reason}. {hint}")
-        if isinstance(exc, openai.APIStatusError):
-            status, message = exc.status_code, _server_message(exc)
-            if status in (401, 403):
-                return LLMRefused(f"{where} refused the request (HTTP {status}: {message}); {_KEY_HINT}")
-            if status == 404:
-                return LLMRefused(
-                    f"{where} answered 404 for model {self.model!r}: unknown model or wrong base URL "
-                    f"(OpenAI-compatible base URLs usually end in /v1): {message}"
-                )
-            if status == 429 or status >= 500:
-                return LLMServerError(f"{where} failed with HTTP {status}{_attempts(exc)}: {message}")
-            return LLMRefused(
-                f"{where} rejected the request (HTTP {status}): {message}; if a passage is too long "
-                "for the model, lower retrieval.chunk_tokens"
-            )
-        return LLMBadResponse(f"{where} sent an unusable answer: {_one_line(str(exc))}")
+        return map_openai_error(
+            exc,
+            where=f"the embedding endpoint at {self.base_url}",
+            what=f"model {self.model!r}",
+            timeout_s=self.timeout_s,
+            key_hint=_KEY_HINT,
+            rejected_hint="if a passage is too long for the model, lower retrieval.chunk_tokens",
+        )
 
 
 def build_embedder(settings: EmbeddingSettings) -> Embedder:

@@ -1,8 +1,8 @@
 """Hybrid search over the chunk rows of one knowledge base: BM25, dense vectors, or both fused.
 
-The searcher knows rows only — the KB store turns rows into passages — and gets its two halves
-from outside: a BM25 ranking function (e.g. `BM25Index.rank`) and, when the KB has them, a
-`VectorIndex` plus the `Embedder` that made it.
+The searcher knows rows only — the KB store (`kb_store.KnowledgeBase.search`) turns rows into
+passages — and gets its two halves from outside: a BM25 ranking function over the generation's
+bm25s index and, when the KB has them, a `VectorIndex` plus the `Embedder` that made it.
 
 Modes:
 
@@ -32,15 +32,17 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.embedders import Embedder, FloatMatrix
 from deepdraft.retrieval.fusion import DEFAULT_K, DEFAULT_KEEP_FIRST, reciprocal_rank_fusion
-from deepdraft.retrieval.vectors import VectorIndex
+
+if TYPE_CHECKING:  # annotations only: the KB store imports this module, and must stay quick to import
+    from deepdraft.retrieval.embedders import Embedder, FloatMatrix
+    from deepdraft.retrieval.vectors import VectorIndex
 
 SearchMode = Literal["hybrid", "bm25", "dense"]
 RowMask = npt.NDArray[np.bool_]

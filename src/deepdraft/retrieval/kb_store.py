@@ -22,10 +22,12 @@ committed revision is already complete on disk, else it is rebuilt from the data
 
 Trade-offs:
 
-* Readers open the generation the pointer names and read passage text from SQLite (WAL mode) by
-  chunk id, so they never wait for a writer and a long ingestion never blocks searching. A reader
-  stays on the generation it opened (a research run sees one consistent index); when a later change
-  deletes a chunk it still ranks, that hit is dropped. `refresh()` moves to the newest generation.
+* Search is `HybridSearcher` (BM25, dense or both fused) over the generation's rows; the rows are
+  then turned into passages. Readers open the generation the pointer names and read passage text
+  from SQLite (WAL mode) by chunk id, so they never wait for a writer and a long ingestion never
+  blocks searching. A reader stays on the generation it opened (a research run sees one consistent
+  index); when a later change deletes a chunk it still ranks, that hit is dropped. `refresh()`
+  moves to the newest generation.
 * Each generation is complete: BM25 is rebuilt over all chunks for every change. bm25s has no
   incremental update, and rebuilding from the stored index terms (no re-tokenising) is a few seconds
   per million passages — cheaper than the bookkeeping of segment merging. Building holds the term ids
@@ -65,6 +67,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
@@ -74,9 +77,12 @@ import numpy.typing as npt
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.evidence import Passage, Source
-from deepdraft.retrieval.analysis import ANALYZER_VERSION, analyze
+from deepdraft.fsutil import atomic_write_text, fsync_dir, fsync_tree
+from deepdraft.retrieval.analysis import ANALYZER_VERSION, analyze, context_header, passage_terms
 from deepdraft.retrieval.chunking import chunk_document
 from deepdraft.retrieval.corpus import Document, Failure, discover, read_documents
+from deepdraft.retrieval.fusion import DEFAULT_K
+from deepdraft.retrieval.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -92,13 +98,7 @@ GEN_PREFIX = "gen-"
 _BUILDING_PREFIX = ".building-"
 _GEN_MANIFEST = "manifest.json"
 
-SearchMode = Literal["hybrid", "bm25", "dense"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "dense")
-
-RRF_K = 60
-"""The reciprocal-rank-fusion constant of Cormack et al. (2009)."""
-HYBRID_POOL = 50
-"""Each ranking fused by hybrid search contributes at least this many candidates."""
 _STREAM_BATCH = 5000
 _SELECT_BATCH = 500  # below SQLite's bound-parameter limit in every version
 _EMBED_BATCH = 256
@@ -323,6 +323,8 @@ class KnowledgeBase:
         mode: SearchMode = "hybrid",
         embedder: Any = None,
         embedding: EmbeddingSettings | None = None,
+        depth: int = DEFAULT_DEPTH,
+        rrf_k: int = DEFAULT_K,
     ) -> None:
         self.folder = folder
         self.label = label
@@ -335,6 +337,11 @@ class KnowledgeBase:
         self._db = _connect(folder / DB_NAME, readonly=True)
         self._meta = _read_meta(self._db, label)
         self._masks: dict[tuple[tuple[str, ...], tuple[str, ...]], npt.NDArray[np.bool_] | None] = {}
+        self._depth = depth
+        self._rrf_k = rrf_k
+        # Per generation: one searcher without the dense half, one with it (built on first need, so a
+        # BM25-only search never loads the embedder). Each keeps its own cache of query vectors.
+        self._searchers: dict[bool, HybridSearcher] = {}
         self._generation: _Generation | None = None
         self._load_generation()
 
@@ -370,8 +377,13 @@ class KnowledgeBase:
         mode: SearchMode = "hybrid",
         embedder: Any = None,
         embedding: EmbeddingSettings | None = None,
+        depth: int = DEFAULT_DEPTH,
+        rrf_k: int = DEFAULT_K,
     ) -> KnowledgeBase:
-        """Open an existing KB; `KnowledgeBaseError` if there is none or it cannot be read."""
+        """Open an existing KB; `KnowledgeBaseError` if there is none or it cannot be read.
+
+        `depth` and `rrf_k` tune hybrid search (see `HybridSearcher`; `bench/retrieval.py` sweeps them).
+        """
         folder = Path(folder)
         label = label or str(folder)
         if not (folder / DB_NAME).is_file():
@@ -386,6 +398,8 @@ class KnowledgeBase:
             mode=mode,
             embedder=embedder,
             embedding=embedding,
+            depth=depth,
+            rrf_k=rrf_k,
         )
         try:
             if embedder is not None:
@@ -420,20 +434,13 @@ class KnowledgeBase:
                 strict=False,
             )
             mode = self._effective_mode(mode or self.mode)
-            pool = max(k, HYBRID_POOL) if mode == "hybrid" else k
-            ranked: list[tuple[int, float]]
-            if mode == "bm25":
-                ranked = self._bm25_ranking(generation, query, pool, mask)
-            elif mode == "dense":
-                ranked = self._dense_ranking(generation, query, pool, mask)
-            else:
-                ranked = _fuse(
-                    [
-                        self._bm25_ranking(generation, query, pool, mask),
-                        self._dense_ranking(generation, query, pool, mask),
-                    ],
-                    limit=pool,
-                )
+            dense = mode != "bm25" and generation.vectors is not None
+            if mode == "dense" and not dense:
+                return []  # a generation from before the KB had an embedder
+            # Hybrid ranks `depth` candidates (not just k) so that hits dropped by `_passages` (chunks
+            # a later change deleted) leave the fused top k intact.
+            pool = max(k, self._depth) if mode == "hybrid" else k
+            ranked = self._searcher(generation, dense=dense).search(query, pool, mode=mode, allowed=mask)
             return self._passages(generation, ranked, k)
 
     def fingerprint(self) -> str:
@@ -599,6 +606,22 @@ class KnowledgeBase:
             (count,) = self._db.execute("SELECT count(*) FROM documents").fetchone()
         return int(count)
 
+    def endpoint_embedder(self) -> Any:
+        """The embedder queries go to when the KB's vectors come from an OpenAI-compatible endpoint.
+
+        None for a KB without vectors or with a local model (which is then not loaded here). The
+        runner uses it to audit and count the requests a run sends there.
+        """
+        with self._lock:
+            if self._meta.get("embedder") is None:
+                return None
+            if self._embedder is None:
+                spec = json.loads(str(self._meta.get("embedder_spec") or "{}"))
+                if not spec.get("base_url"):
+                    return None
+            embedder = self._embedder_for(self._meta)
+        return embedder if getattr(embedder, "base_url", None) else None
+
     @property
     def embedder_name(self) -> str | None:
         value = self._meta.get("embedder")
@@ -652,6 +675,7 @@ class KnowledgeBase:
                         )
                     self._generation = None
                     self._masks.clear()
+                    self._searchers.clear()
                     return
             if self._generation is not None and self._generation.name == name:
                 return
@@ -660,6 +684,7 @@ class KnowledgeBase:
             except FileNotFoundError:
                 continue
             self._masks.clear()
+            self._searchers.clear()
             return
         raise KnowledgeBaseError(f"knowledge base {self.label!r} changes too fast to open; try again")
 
@@ -882,33 +907,30 @@ class KnowledgeBase:
         self._masks[key] = mask
         return mask
 
-    def _bm25_ranking(
-        self, generation: _Generation, query: str, k: int, mask: npt.NDArray[np.bool_] | None
-    ) -> list[tuple[int, float]]:
-        if generation.bm25 is None:
-            return []
-        vocabulary: dict[str, int] = generation.bm25.vocab_dict
-        ids = [vocabulary[term] for term in analyze(query) if term in vocabulary]
-        if not ids:
-            return []
-        scores: npt.NDArray[np.float32] = generation.bm25.get_scores_from_ids(ids)
-        if mask is not None:
-            scores = np.where(mask, scores, 0).astype(np.float32)
-        count = int(scores.shape[0])
-        top = np.arange(count) if k >= count else np.argpartition(-scores, k - 1)[:k]
-        top = top[scores[top] > 0]  # Lucene idf is positive: zero means no query term occurs
-        top = top[np.lexsort((top, -scores[top]))]  # best first; ties by row, deterministic
-        return [(int(row), float(scores[row])) for row in top]
+    def _searcher(self, generation: _Generation, *, dense: bool) -> HybridSearcher:
+        """The generation's searcher, with its dense half (and so the embedder) only when asked for."""
+        searcher = self._searchers.get(dense)
+        if searcher is None:
+            vectors = generation.vectors if dense else None
+            embedder = self._embedder_for(self._meta) if dense else None
+            searcher = HybridSearcher(
+                partial(_bm25_ranking, generation.bm25),
+                vectors,
+                embedder,
+                depth=self._depth,
+                rrf_k=self._rrf_k,
+            )
+            self._searchers[dense] = searcher
+        return searcher
 
-    def _dense_ranking(
-        self, generation: _Generation, query: str, k: int, mask: npt.NDArray[np.bool_] | None
-    ) -> list[tuple[int, float]]:
-        if generation.vectors is None:
-            return []
-        embedder = self._embedder_for(self._meta)
-        vector = np.asarray(embedder.embed([query]), dtype=np.float32)[0]
-        hits = generation.vectors.search(vector, k, mask)
-        return [(int(row), float(score)) for row, score in hits]
+    @property
+    def vectors(self) -> Any:
+        """The `VectorIndex` of the generation this reader is on (None without an embedder).
+
+        For tuning and measuring (`ef_search`, recall against exact search); searches go through `search`.
+        """
+        generation = self._generation
+        return generation.vectors if generation is not None else None
 
     def _passages(self, generation: _Generation, ranked: list[tuple[int, float]], k: int) -> list[Passage]:
         chunk_ids = [int(generation.rows[row]) for row, _ in ranked]
@@ -1052,11 +1074,9 @@ def _store_document(
     ).lastrowid
     pending = []
     for chunk in chunks:
-        context = " \n ".join(dict.fromkeys((doc.title, *chunk.headings)))
-        # Title and heading path are indexed and embedded with the chunk (contextual headers): a
-        # passage deep in a section about tariffs should match "tariffs" even if only the heading
-        # says it. The stored text is the passage alone.
-        terms = " ".join(term for term in analyze(context) + analyze(chunk.text) if " " not in term)
+        # Title and heading path are indexed and embedded with the chunk; the stored text is the chunk.
+        context = context_header(doc.title, chunk.headings)
+        terms = _stored_terms(passage_terms(doc.title, chunk.headings, chunk.text))
         embed_key = hashlib.sha256(f"{context}\n{chunk.text}".encode("utf-8", "surrogatepass")).digest()
         pending.append(
             (
@@ -1210,8 +1230,7 @@ def _migrate_terms(db: sqlite3.Connection, meta: dict[str, Any], say: ProgressSi
             break
         updates = []
         for chunk_id, text, headings, title in rows:
-            context = " \n ".join(dict.fromkeys((title, *json.loads(headings))))
-            updates.append((" ".join(t for t in analyze(context) + analyze(text) if " " not in t), chunk_id))
+            updates.append((_stored_terms(passage_terms(title, json.loads(headings), text)), chunk_id))
         db.executemany("UPDATE chunks SET terms = ? WHERE id = ?", updates)
         last = rows[-1][0]
     db.execute("INSERT OR REPLACE INTO meta VALUES ('analyzer', ?)", (ANALYZER_VERSION,))
@@ -1302,12 +1321,12 @@ def _build_generation(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (building / _GEN_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _fsync_tree(building)
+        fsync_tree(building)
         target = folder / _gen_name(revision)
         if target.exists():  # the orphan of a writer that died before its commit
             shutil.rmtree(target)
         os.rename(building, target)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return target
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
@@ -1361,8 +1380,7 @@ def _embed_batch(
     missing = [(key, text, headings, title) for key, text, headings, title in batch if key not in known]
     if missing:
         texts = [
-            " \n ".join(dict.fromkeys((title, *json.loads(headings)))) + "\n" + text
-            for _, text, headings, title in missing
+            context_header(title, json.loads(headings)) + "\n" + text for _, text, headings, title in missing
         ]
         fresh = np.asarray(embedder.embed(texts), dtype=np.float32)
         if fresh.shape != (len(texts), dimension):
@@ -1473,14 +1491,11 @@ def _read_pointer(folder: Path) -> str | None:
 
 
 def _flip_pointer(folder: Path, revision: int) -> None:
-    """Make ``gen-<revision>`` current: write a temporary pointer, flush it, rename it over the old one."""
-    temporary = folder / f".{POINTER}.{uuid.uuid4().hex[:8]}"
-    with temporary.open("w", encoding="utf-8") as handle:
-        handle.write(_gen_name(revision) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, folder / POINTER)
-    _fsync_dir(folder)
+    """Make ``gen-<revision>`` current: the pointer file is replaced atomically and durably.
+
+    A crash leaves at worst a ``.CURRENT.…`` temporary file, which `_remove_stale_generations` deletes.
+    """
+    atomic_write_text(folder / POINTER, _gen_name(revision) + "\n")
 
 
 def _remove_stale_generations(folder: Path, keep: str) -> None:
@@ -1589,7 +1604,7 @@ def _initialise(folder: Path, settings: RetrievalSettings) -> None:
         finally:
             db.close()
         os.replace(temporary, folder / DB_NAME)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     finally:
         for leftover in folder.glob(f"{temporary.name}*"):
             leftover.unlink(missing_ok=True)
@@ -1659,36 +1674,33 @@ def write_lock(folder: Path, label: str, *, wait: bool = False) -> Iterator[None
 # ---- small helpers --------------------------------------------------------------------------------------
 
 
-def _fuse(rankings: list[list[tuple[int, float]]], limit: int) -> list[tuple[int, float]]:
-    from deepdraft.retrieval.fusion import DEFAULT_KEEP_FIRST, reciprocal_rank_fusion
+def _bm25_ranking(
+    bm25: Any, query: str, k: int, allowed: npt.NDArray[np.bool_] | None
+) -> list[tuple[int, float]]:
+    """The `k` best (row, BM25 score) pairs of a generation's bm25s index, best first.
 
-    fused = reciprocal_rank_fusion(
-        [[row for row, _ in ranking] for ranking in rankings],
-        k=RRF_K,
-        limit=limit,
-        keep_first=DEFAULT_KEEP_FIRST,
-    )
-    return [(int(row), float(score)) for row, score in fused]
+    `bm25` may be None (no chunk has a term); `allowed` (one bool per row) restricts the rows. The
+    query is analysed exactly as the chunks were; rows without any query term are never returned.
+    """
+    if bm25 is None or k <= 0:
+        return []
+    vocabulary: dict[str, int] = bm25.vocab_dict
+    ids = [vocabulary[term] for term in analyze(query) if term in vocabulary]
+    if not ids:
+        return []
+    scores: npt.NDArray[np.float32] = bm25.get_scores_from_ids(ids)
+    if allowed is not None:
+        scores = np.where(allowed, scores, 0).astype(np.float32)
+    count = int(scores.shape[0])
+    top = np.arange(count) if k >= count else np.argpartition(-scores, k - 1)[:k]
+    top = top[scores[top] > 0]  # Lucene idf is positive: zero means no query term occurs
+    top = top[np.lexsort((top, -scores[top]))]  # best first; ties by row, deterministic
+    return [(int(row), float(scores[row])) for row in top]
 
 
-def _fsync_tree(folder: Path) -> None:
-    """Flush every file so that, once renamed into place, the generation survives a power loss."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _stored_terms(terms: list[str]) -> str:
+    """Index terms as the chunks table keeps them: space-separated (a term holding a space is left out)."""
+    return " ".join(term for term in terms if " " not in term)
 
 
 def _tree_size(folder: Path) -> int:

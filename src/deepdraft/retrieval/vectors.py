@@ -23,7 +23,7 @@ Trade-offs:
   through excluded rows), otherwise faiss's ID selector, with a brute-force retry if the filtered walk
   finds fewer than `k` rows.
 * Writes stream batches straight to disk (the .npy header is patched with the final row count), so an
-  index larger than memory can be written, and are atomic like the BM25 index: everything goes to a
+  index larger than memory can be written, and are atomic (`deepdraft.fsutil`): everything goes to a
   temporary sibling folder, is fsync-ed, and renamed into place.
 """
 
@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.bm25_index import _fsync_tree, _swap_into_place
+from deepdraft.fsutil import fsync_tree, swap_into_place
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,13 @@ class VectorIndex:
                 "metadata": dict(metadata or {}),
             }
             (building / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            _fsync_tree(building)
-            _swap_into_place(building, folder)
+            fsync_tree(building)
+            swap_into_place(building, folder)
+        except FileExistsError as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            raise KnowledgeBaseError(
+                f"another process wrote dense vectors to {folder} at the same time"
+            ) from exc
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise

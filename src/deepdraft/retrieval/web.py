@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,9 +55,10 @@ import httpx
 import numpy as np
 
 from deepdraft.egress import EgressLog, public_endpoint
-from deepdraft.errors import ConfigError, UserError
+from deepdraft.errors import ConfigError, WebSearchError
+from deepdraft.fsutil import atomic_write_text
 from deepdraft.ports import Passage, Source
-from deepdraft.retrieval.analysis import analyze
+from deepdraft.retrieval.analysis import analyze, passage_terms
 from deepdraft.retrieval.chunking import Chunk, chunk_document
 from deepdraft.retrieval.corpus import Document
 from deepdraft.retrieval.fetch import USER_AGENT, Page, PageFetcher, PageRefused
@@ -83,10 +83,6 @@ log = logging.getLogger(__name__)
 CACHE_MAX_AGE_S = 7 * 24 * 3600
 PAGE_WORKERS = 4
 _TAG = re.compile(r"<[^>]+>")
-
-
-class WebSearchError(UserError):
-    """The web search provider could not be used; the message says what to check."""
 
 
 @dataclass(frozen=True)
@@ -329,10 +325,9 @@ class WebCache:
         path = self._path(kind, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump({"key": key, "stored_at": self._clock(), "value": value}, out, ensure_ascii=False)
-            os.replace(temporary, path)
+            entry = {"key": key, "stored_at": self._clock(), "value": value}
+            # Atomic but not flushed: an entry lost to a power cut is simply fetched again.
+            atomic_write_text(path, json.dumps(entry, ensure_ascii=False), durable=False)
         except OSError as exc:
             log.warning("cannot write the web cache at %s: %s", path, exc)
 
@@ -496,7 +491,7 @@ def _bm25_scores(query: str, chunks: Sequence[Chunk]) -> list[float]:
     vocabulary: dict[str, int] = {}
     token_ids: list[list[int]] = []
     for chunk in chunks:
-        terms = analyze(" \n ".join(dict.fromkeys((chunk.title, *chunk.headings)))) + analyze(chunk.text)
+        terms = passage_terms(chunk.title, chunk.headings, chunk.text)
         token_ids.append([vocabulary.setdefault(term, len(vocabulary)) for term in terms])
     wanted = [vocabulary[term] for term in analyze(query) if term in vocabulary]
     if not wanted:

@@ -28,7 +28,7 @@ from typing import Any
 
 from deepdraft.actions import is_chinese
 from deepdraft.errors import UserError
-from deepdraft.eval.data import DIMENSIONS
+from deepdraft.eval.data import DIMENSIONS, read_jsonl
 from deepdraft.eval.judge import Judge, JudgmentError, read_number, require_dict
 
 __all__ = [
@@ -108,7 +108,7 @@ def load_queries(path: Path, *, require_checklist: bool = False) -> list[Query]:
         lines = path.read_text(encoding="utf-8").splitlines()
         rows: list[dict[str, Any]] = [{"prompt": line.strip()} for line in lines if line.strip()]
     else:
-        rows = _read_rows(path)
+        rows = read_jsonl(path, error=QuerySetError)
     queries = [_query_from_row(row, f"{path}:{number}") for number, row in enumerate(rows, 1)]
     if not queries:
         raise QuerySetError(f"{path} holds no queries")
@@ -123,21 +123,6 @@ def load_queries(path: Path, *, require_checklist: bool = False) -> list[Query]:
                 "`deepdraft train make-queries --checklists` first"
             )
     return queries
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise QuerySetError(f"{path}:{number}: not valid JSON ({exc})") from exc
-        if not isinstance(row, dict):
-            raise QuerySetError(f"{path}:{number}: each line must be a JSON object")
-        rows.append(row)
-    return rows
 
 
 def _query_from_row(row: dict[str, Any], where: str) -> Query:
