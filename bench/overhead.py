@@ -2,7 +2,7 @@
 
 What is measured
     A synthetic corpus of N passages (default 100,000, deterministic pseudo-text) is written as a
-    JSONL file and added to a real knowledge base (`kb_store`, BM25 only, as `kb add` builds it).
+    JSONL file and added to a real knowledge base (`retrieval.kb`, BM25 only, as `kb add` builds it).
     Then one complete research run goes through the real runner — journal in SQLite, LLM cache,
     checkpoints, events, report — with a model that answers instantly from the prompt (the paper's
     average report shape: 7 sections, 9 deepening steps, about 40 written nodes). Since the model
@@ -34,7 +34,7 @@ from typing import Any
 from deepdraft import runner
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
-from deepdraft.retrieval.kb_store import KnowledgeBase
+from deepdraft.retrieval.kb.store import KnowledgeBase
 from deepdraft.settings import Settings
 
 TOPICS = ["tariffs", "debt", "immigration", "war", "banking", "railroads", "labor", "currency"]
@@ -102,7 +102,7 @@ def _act(action: dict[str, Any]) -> str:
 
 
 COMPONENTS = {
-    "retrieval (BM25 search)": ("kb_store.py", "search"),
+    "retrieval (BM25 search)": ("kb/store.py", "search"),
     "journal writes (SQLite)": ("journal.py", "record_step"),
     "journal events": ("journal.py", "append_event"),
     "LLM cache lookups": ("cache.py", "complete"),

@@ -3,7 +3,7 @@
 Prints, in order:
 
 1. **Ingestion** of the demo corpus (233 State of the Union addresses, `deepdraft setup`) into a real
-   KB through `deepdraft.retrieval.kb_store` (BM25 only, as `kb add` does by default): documents,
+   KB through `deepdraft.retrieval.kb` (BM25 only, as `kb add` does by default): documents,
    chunks, pages per second, size on disk, peak RSS. The speeches are JSONL records without pages, so
    pages are counted as 500-word page equivalents (said in the output).
 2. **Embedding throughput** of the configured embedder (MiniLM unless ``--embed-base-url``) on a
@@ -67,7 +67,9 @@ from deepdraft.retrieval.corpus import iter_documents
 from deepdraft.retrieval.embedders import Embedder, build_embedder
 from deepdraft.retrieval.fusion import DEFAULT_K
 from deepdraft.retrieval.hybrid import DEFAULT_DEPTH, SearchMode
-from deepdraft.retrieval.kb_store import DB_NAME, IngestNote, KnowledgeBase
+from deepdraft.retrieval.kb.schema import DB_NAME
+from deepdraft.retrieval.kb.store import KnowledgeBase
+from deepdraft.retrieval.kb.values import IngestNote
 from deepdraft.retrieval.vectors import DEFAULT_EF_SEARCH, HNSW_THRESHOLD
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 
@@ -132,7 +134,7 @@ def passage_texts(kb: KnowledgeBase) -> list[tuple[str, str]]:
 
 
 def bench_ingestion(corpus: Path) -> dict[str, Any]:
-    say("\n== 1. Ingestion (kb_store, BM25 only) ==")
+    say("\n== 1. Ingestion (retrieval.kb, BM25 only) ==")
     words = sum(len(doc.text.split()) for doc in iter_documents(corpus))
     with tempfile.TemporaryDirectory(prefix="deepdraft-bench-kb-") as tmp:
         rss_before = rss_mib()

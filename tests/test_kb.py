@@ -18,7 +18,7 @@ from deepdraft.kb import (
     remove_kb,
     validate_kb_name,
 )
-from deepdraft.retrieval.kb_store import write_lock
+from deepdraft.retrieval.kb.lock import write_lock
 
 
 def build_kb(name: str, corpus: Path, home: Path | None = None) -> Path:

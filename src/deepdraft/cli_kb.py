@@ -20,7 +20,8 @@ from rich.markup import escape
 from deepdraft import kb as kbs
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.hybrid import SearchMode
-from deepdraft.retrieval.kb_store import SEARCH_MODES, IngestNote
+from deepdraft.retrieval.kb.store import SEARCH_MODES
+from deepdraft.retrieval.kb.values import IngestNote
 from deepdraft.settings import Settings, load_settings
 
 kb_app = typer.Typer(

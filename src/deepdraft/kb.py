@@ -1,6 +1,6 @@
 """Named knowledge bases: a name maps to a KB folder under ``DEEPDRAFT_HOME/kbs/<name>/``.
 
-What a KB folder holds and how it changes is `retrieval.kb_store`'s business; this module only knows
+What a KB folder holds and how it changes is `retrieval.kb`'s business; this module only knows
 names, where they live, and what to tell a user who names a KB that is not there.
 
 Trade-offs:
@@ -30,7 +30,9 @@ from typing import Any
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.hybrid import SearchMode
-from deepdraft.retrieval.kb_store import DB_NAME, KnowledgeBase, write_lock
+from deepdraft.retrieval.kb.lock import write_lock
+from deepdraft.retrieval.kb.schema import DB_NAME
+from deepdraft.retrieval.kb.store import KnowledgeBase
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings, home_dir
 
 DEMO_KB = "demo"
@@ -40,7 +42,7 @@ DEFAULT_KB = "default"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _LEGACY_MANIFEST = Path("index") / "manifest.json"
-"""Where KBs of deepdraft before the kb_store format kept their index: only ever rebuilt, not read."""
+"""Where KBs of deepdraft before the `retrieval.kb` format kept their index: only ever rebuilt, not read."""
 
 
 def validate_kb_name(name: str) -> str:

@@ -200,7 +200,7 @@ def open_corpus(path: Path, settings: Settings) -> Retriever:
     pruned) and rebuilt when the chunking settings changed. With `settings.embedding` enabled it
     also holds dense vectors; each embedder gets its own cached KB.
     """
-    from deepdraft.retrieval.kb_store import open_folder_kb
+    from deepdraft.retrieval.kb.folder import open_folder_kb
 
     path = path.expanduser()
     if not path.exists():

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from deepdraft.retrieval.analysis import ANALYZER_VERSION, MAX_TERM_CHARS, analyze
-from deepdraft.retrieval.kb_store import KnowledgeBase
+from deepdraft.retrieval.kb.store import KnowledgeBase
 
 
 def test_latin_text_is_lowercased_folded_stemmed_and_stopped() -> None:

@@ -14,7 +14,7 @@ import pytest
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.fusion import DEFAULT_KEEP_FIRST, reciprocal_rank_fusion
 from deepdraft.retrieval.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
-from deepdraft.retrieval.kb_store import KnowledgeBase
+from deepdraft.retrieval.kb.store import KnowledgeBase
 from deepdraft.retrieval.vectors import VectorIndex
 
 # Words that mean the same thing share a dimension: the embedder "understands" paraphrases that

@@ -16,9 +16,12 @@ import numpy.typing as npt
 import pytest
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval import kb_store
 from deepdraft.retrieval.corpus import Document, Failure
-from deepdraft.retrieval.kb_store import DocumentMatcher, IngestNote, KnowledgeBase, glob_regex, write_lock
+from deepdraft.retrieval.kb import schema, store
+from deepdraft.retrieval.kb.filters import DocumentMatcher, glob_regex
+from deepdraft.retrieval.kb.lock import write_lock
+from deepdraft.retrieval.kb.store import KnowledgeBase
+from deepdraft.retrieval.kb.values import IngestNote
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 from tests.support.documents import (
     CHINESE_MD_FACT,
@@ -70,7 +73,7 @@ def state(kb: KnowledgeBase) -> tuple[object, ...]:
 
 
 def chunk_ids(folder: Path) -> dict[str, list[int]]:
-    db = sqlite3.connect(folder / kb_store.DB_NAME)
+    db = sqlite3.connect(folder / schema.DB_NAME)
     try:
         rows = db.execute(
             "SELECT d.doc_id, c.id FROM chunks c JOIN documents d ON d.id = c.document"
@@ -173,7 +176,7 @@ def test_a_failure_mid_ingest_leaves_the_kb_exactly_as_before(
     with KnowledgeBase.create(tmp_path / "kb") as kb:
         kb.add([small / "debt.md"])
         before = state(kb)
-        real = kb_store.read_documents
+        real = store.read_documents
         calls = 0
 
         def failing(file: Path, **options: object) -> object:
@@ -183,12 +186,12 @@ def test_a_failure_mid_ingest_leaves_the_kb_exactly_as_before(
                 raise RuntimeError("extractor crashed")
             return real(file, **options)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(kb_store, "read_documents", failing)
+        monkeypatch.setattr(store, "read_documents", failing)
         (small / "debt.md").write_text("# Debt\n\nA changed text that must not become visible.\n")
         with pytest.raises(RuntimeError, match="extractor crashed"):
             kb.add([small])
         assert state(kb) == before
-        monkeypatch.setattr(kb_store, "read_documents", real)
+        monkeypatch.setattr(store, "read_documents", real)
         with KnowledgeBase.open(tmp_path / "kb") as fresh:
             assert state(fresh) == before
         assert not [p for p in (tmp_path / "kb").iterdir() if p.name.startswith(".building")]
@@ -206,9 +209,9 @@ def test_a_killed_process_mid_ingest_leaves_the_kb_exactly_as_before(small: Path
         f"""
         import os
         from pathlib import Path
-        from deepdraft.retrieval import kb_store
+        from deepdraft.retrieval.kb import store
 
-        real = kb_store.read_documents
+        real = store.read_documents
         seen = []
 
         def dying(file, **options):
@@ -217,8 +220,8 @@ def test_a_killed_process_mid_ingest_leaves_the_kb_exactly_as_before(small: Path
                 os._exit(9)  # no cleanup, no rollback: as if the power went
             return real(file, **options)
 
-        kb_store.read_documents = dying
-        kb_store.KnowledgeBase.create(Path({str(folder)!r})).add([{str(small)!r}])
+        store.read_documents = dying
+        store.KnowledgeBase.create(Path({str(folder)!r})).add([{str(small)!r}])
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -239,15 +242,15 @@ def test_a_crash_between_commit_and_pointer_flip_is_repaired_on_next_open(
     folder = tmp_path / "kb"
     with KnowledgeBase.create(folder) as kb:
         kb.add([small / "debt.md"])
-        real_flip = kb_store._flip_pointer
+        real_flip = store._flip_pointer
 
         def crash(*args: object) -> None:
             raise KeyboardInterrupt  # interrupted right after the commit
 
-        monkeypatch.setattr(kb_store, "_flip_pointer", crash)
+        monkeypatch.setattr(store, "_flip_pointer", crash)
         with pytest.raises(KeyboardInterrupt):
             kb.add([small])
-        monkeypatch.setattr(kb_store, "_flip_pointer", real_flip)
+        monkeypatch.setattr(store, "_flip_pointer", real_flip)
     assert (folder / "CURRENT").read_text().strip() == "gen-1"  # the commit happened, the flip did not
     shutil_generation = folder / "gen-2"
     assert shutil_generation.is_dir()
@@ -312,7 +315,7 @@ def test_a_newer_format_is_refused_and_an_old_analyzer_is_migrated(small: Path, 
     with KnowledgeBase.create(folder, label="work") as kb:
         kb.add([small])
         expected = [p.source.doc_id for p in kb.search("tariff reform", 3)]
-    db = sqlite3.connect(folder / kb_store.DB_NAME)
+    db = sqlite3.connect(folder / schema.DB_NAME)
     db.execute("UPDATE meta SET value = 'an-old-analyzer' WHERE key = 'analyzer'")
     db.execute("UPDATE chunks SET terms = ''")  # what an older analyzer left: useless terms
     db.commit()
@@ -558,7 +561,7 @@ def test_documents_the_reader_yields_as_failures_are_reported(
         yield Failure(f"{file}:2", "not a JSON object")
         yield Document(doc_id=file.name, title="T", location=str(file), text="Some rivers and lakes.")
 
-    monkeypatch.setattr(kb_store, "read_documents", partly)
+    monkeypatch.setattr(store, "read_documents", partly)
     with KnowledgeBase.create(tmp_path / "kb") as kb:
         result = kb.add([small / "debt.md"])
         assert result.documents_added == 1 and [f.reason for f in result.failures] == ["not a JSON object"]

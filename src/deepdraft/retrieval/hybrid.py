@@ -1,6 +1,6 @@
 """Hybrid search over the chunk rows of one knowledge base: BM25, dense vectors, or both fused.
 
-The searcher knows rows only — the KB store (`kb_store.KnowledgeBase.search`) turns rows into
+The searcher knows rows only — the KB store (`kb.store.KnowledgeBase.search`) turns rows into
 passages — and gets its two halves from outside: a BM25 ranking function over the generation's
 bm25s index and, when the KB has them, a `VectorIndex` plus the `Embedder` that made it.
 
