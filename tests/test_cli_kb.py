@@ -56,6 +56,9 @@ def test_add_search_info_list_and_remove(tmp_path: Path) -> None:
     assert len(info["failures"]) == len(EXPECTED_FAILURES) and len(info["document_list"]) == good
     listed = json.loads(cli("kb", "list", "--json").stdout)
     assert [(row["name"], row["documents"]) for row in listed] == [("work", good)]
+    table = cli("kb", "list").stdout.splitlines()
+    assert table[0].split() == ["knowledge", "base", "documents", "passages", "size", "search"]
+    assert table[1].split()[:2] == ["work", str(good)] and table[1].rstrip().endswith("BM25")
 
     removed = cli("kb", "remove", "work", "*.pdf", "--json")
     assert json.loads(removed.stdout)["removed"] == ["glacier-survey.pdf", "restricted.pdf"]

@@ -143,13 +143,18 @@ def list_(as_json: JsonOption = False) -> None:
     if not rows:
         console.print("no knowledge bases yet — create one with: deepdraft kb add PATH... [--kb NAME]")
         return
+    console.print(
+        f"{'knowledge base':<20} {'documents':>9} {'passages':>9} {'size':>9}  search",
+        markup=False,
+        highlight=False,
+    )
     for row in rows:
         if row["error"]:
             console.print(f"{row['name']:<20} [red]unreadable[/red]: {escape(row['error'])}", highlight=False)
             continue
-        embedder = row["embedder"] or "BM25 only"
+        embedder = f"hybrid ({row['embedder']})" if row["embedder"] else "BM25"
         console.print(
-            f"{row['name']:<20} {row['documents']:>7} documents {row['chunks']:>9} chunks "
+            f"{row['name']:<20} {row['documents']:>9} {row['chunks']:>9} "
             f"{_size(row['size_bytes']):>9}  {embedder}",
             markup=False,
             highlight=False,
