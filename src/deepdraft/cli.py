@@ -23,6 +23,14 @@ from deepdraft import cli_review, cli_serve, models, runner
 from deepdraft.cli_eval import eval_app
 from deepdraft.cli_export import export_command
 from deepdraft.cli_kb import kb_app
+from deepdraft.cli_options import (
+    ApiKeyOption,
+    BaseUrlOption,
+    ConfigOption,
+    ExcludeOption,
+    ModelOption,
+    OnlyOption,
+)
 from deepdraft.cli_train import train_app
 from deepdraft.errors import DeepdraftError, LLMError
 from deepdraft.progress import Progress
@@ -38,22 +46,6 @@ app = typer.Typer(
 console = Console()
 
 _debug = False
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML settings file (default: DEEPDRAFT_HOME/config.toml).")
-]
-BaseUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 [env: OPENAI_BASE_URL]"
-    ),
-]
-ModelOption = Annotated[
-    str | None, typer.Option("--model", help="Model name on that endpoint [env: DEEPDRAFT_MODEL]")
-]
-ApiKeyOption = Annotated[
-    str | None, typer.Option("--api-key", help="API key, if the endpoint needs one [env: OPENAI_API_KEY]")
-]
 
 
 @app.callback()
@@ -117,14 +109,8 @@ def research(
     max_expansions: Annotated[
         int | None, typer.Option("--max-expansions", help="Most deepening decisions (default 12).")
     ] = None,
-    only: Annotated[
-        list[str] | None,
-        typer.Option("--only", help="Search only documents matching this glob (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Never search documents matching this glob (repeatable)."),
-    ] = None,
+    only: OnlyOption = None,
+    exclude: ExcludeOption = None,
     web: Annotated[
         bool | None, typer.Option("--web/--no-web", help="Search the web too (off by default).")
     ] = None,

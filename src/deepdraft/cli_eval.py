@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deepdraft.cli_options import JudgeKeyOption, JudgeModelOption, JudgeUrlOption
 from deepdraft.errors import UserError
 from deepdraft.eval.data import DrbTask
 from deepdraft.eval.judge import Judge, open_eval_cache, open_judge
@@ -33,14 +34,6 @@ eval_app = typer.Typer(
 )
 console = Console()
 
-JudgeUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--judge-base-url", help="OpenAI-compatible endpoint of the judge (default: embedded model)."
-    ),
-]
-JudgeModel = Annotated[str | None, typer.Option("--judge-model", help="Judge model name at that endpoint.")]
-JudgeKey = Annotated[str | None, typer.Option("--judge-api-key", help="API key of the judge endpoint.")]
 JudgeConcurrency = Annotated[
     int | None, typer.Option("--judge-concurrency", help="Parallel judge calls (default 4; embedded: 1).")
 ]
@@ -151,9 +144,9 @@ def race(
         typer.Option("--from-raw", help="Only aggregate per-task scores from a raw_results.jsonl file."),
     ] = None,
     data_dir: DataDir = None,
-    judge_base_url: JudgeUrl = None,
-    judge_model: JudgeModel = None,
-    judge_api_key: JudgeKey = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_api_key: JudgeKeyOption = None,
     judge_concurrency: JudgeConcurrency = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
@@ -228,9 +221,9 @@ def fact(
             "--sources", help='For a Markdown report: JSON {"1": "cited text", …} or JSONL {number, text}.'
         ),
     ] = None,
-    judge_base_url: JudgeUrl = None,
-    judge_model: JudgeModel = None,
-    judge_api_key: JudgeKey = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_api_key: JudgeKeyOption = None,
     judge_concurrency: JudgeConcurrency = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
@@ -296,9 +289,9 @@ def pairwise(
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Trials per query, each in both orders.")] = 3,
     limit: Annotated[int | None, typer.Option("--limit", help="Compare at most this many queries.")] = None,
-    judge_base_url: JudgeUrl = None,
-    judge_model: JudgeModel = None,
-    judge_api_key: JudgeKey = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_api_key: JudgeKeyOption = None,
     judge_concurrency: JudgeConcurrency = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
@@ -361,9 +354,9 @@ def gym(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Score at most this many reports.")] = None,
     data_dir: DataDir = None,
-    judge_base_url: JudgeUrl = None,
-    judge_model: JudgeModel = None,
-    judge_api_key: JudgeKey = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_api_key: JudgeKeyOption = None,
     judge_concurrency: JudgeConcurrency = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,
@@ -507,9 +500,9 @@ def run_suite_command(
     ] = Path("eval-results"),
     data_dir: DataDir = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
-    judge_base_url: JudgeUrl = None,
-    judge_model: JudgeModel = None,
-    judge_api_key: JudgeKey = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_api_key: JudgeKeyOption = None,
     judge_concurrency: JudgeConcurrency = None,
     price_in: PriceIn = None,
     price_out: PriceOut = None,

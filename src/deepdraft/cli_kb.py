@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from deepdraft import kb as kbs
+from deepdraft.cli_options import ConfigOption, ExcludeOption, JsonOption, OnlyOption
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.hybrid import SearchMode
 from deepdraft.retrieval.kb.store import SEARCH_MODES
@@ -34,12 +35,8 @@ console = Console()
 errors = Console(stderr=True)
 
 NameOption = Annotated[str, typer.Option("--kb", help="The knowledge base to add to.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 WaitOption = Annotated[
     bool, typer.Option("--wait", help="Wait for another process writing the KB instead of failing.")
-]
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML settings file (default: DEEPDRAFT_HOME/config.toml).")
 ]
 
 
@@ -255,14 +252,8 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="How many passages.")] = 5,
     mode: Annotated[str | None, typer.Option("--mode", help="hybrid (default), bm25 or dense.")] = None,
-    only: Annotated[
-        list[str] | None,
-        typer.Option("--only", help="Search only documents matching this glob (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Never search documents matching this glob (repeatable)."),
-    ] = None,
+    only: OnlyOption = None,
+    exclude: ExcludeOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:

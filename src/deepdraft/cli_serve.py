@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from deepdraft.cli_options import ApiKeyOption, BaseUrlOption, ConfigOption, ModelOption
 from deepdraft.errors import ConfigError
 from deepdraft.settings import Settings, load_settings
 
@@ -53,16 +54,10 @@ def serve(
         list[str] | None,
         typer.Option("--cors-origin", help="Allow this web origin to call the API (repeatable)."),
     ] = None,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint [env: OPENAI_BASE_URL]")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model name on that endpoint [env: DEEPDRAFT_MODEL]")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", help="API key, if the endpoint needs one [env: OPENAI_API_KEY]")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Serve the REST API and the web page (http://127.0.0.1:8765 by default)."""
     _need_server_extra()
@@ -98,16 +93,10 @@ def mcp(
         str, typer.Option("--host", help="Address for --transport http (loopback only).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port for --transport http.")] = 8767,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint [env: OPENAI_BASE_URL]")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model name on that endpoint [env: DEEPDRAFT_MODEL]")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", help="API key, if the endpoint needs one [env: OPENAI_API_KEY]")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Serve deepdraft as an MCP server: other agents call deep research as a tool."""
     _need_server_extra()

@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from deepdraft.cli_options import JudgeKeyOption, JudgeModelOption, JudgeUrlOption
 from deepdraft.errors import UserError
 from deepdraft.eval.judge import Judge, open_eval_cache, open_judge
 from deepdraft.settings import load_settings
@@ -36,11 +37,6 @@ BaseUrl = Annotated[
 ]
 Model = Annotated[str | None, typer.Option("--model", help="Model name at that endpoint.")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key of that endpoint.")]
-JudgeUrl = Annotated[
-    str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint of the judge.")
-]
-JudgeModel = Annotated[str | None, typer.Option("--judge-model", help="Judge model name at that endpoint.")]
-JudgeKey = Annotated[str | None, typer.Option("--judge-api-key", help="API key of the judge endpoint.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
 ProfileName = Annotated[
     str, typer.Option("--profile", help="gpu-paper (spec §5.6) or cpu-smoke (a few CPU steps).")
@@ -147,9 +143,9 @@ def collect(
 @train_app.command()
 def prune(
     folder: Annotated[Path, typer.Argument(help="Collection folder.")],
-    judge_base_url: JudgeUrl = None,
-    judge_model: JudgeModel = None,
-    judge_api_key: JudgeKey = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_api_key: JudgeKeyOption = None,
 ) -> None:
     """Score every draft with the checklist judge and cut each trajectory at its best draft."""
     from deepdraft.train.prune import PruneResult
@@ -231,9 +227,9 @@ def rl(
     ] = None,
     kb: KbOption = None,
     profile: ProfileName = "gpu-paper",
-    judge_base_url: JudgeUrl = None,
-    judge_model: JudgeModel = None,
-    judge_api_key: JudgeKey = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_api_key: JudgeKeyOption = None,
     no_judge: Annotated[bool, typer.Option("--no-judge", help="atomic: rule-based rewards only.")] = False,
     max_steps: MaxSteps = None,
     config: ConfigFile = None,
