@@ -260,7 +260,7 @@ def test_a_node_whose_every_claim_fails_keeps_a_visible_note() -> None:
 
 
 def test_recite_policy_finds_other_passages_by_overlap_then_by_the_judge() -> None:
-    state, llm, _ = verify("recite")
+    state, llm, events = verify("recite")
     assert figures(state) == {
         "checked": 6,
         "supported": 2,
@@ -279,6 +279,15 @@ def test_recite_policy_finds_other_passages_by_overlap_then_by_the_judge() -> No
     assert recited[JUDGED_NO].method == "judge"  # how the sentence as written was found unsupported
     assert recited[WRONG_YEAR].final_text == "Tariffs deepened the depression of 1929 abroad \\cite{textid6}."
     assert state.outline is not None and "\\cite{textid6}" in (state.outline.sections[0].content or "")
+    # The journal records what the judge was asked: every candidate passage was weighed against
+    # the one sentence being re-cited (not against other sentences of the report).
+    judged = [
+        e.record.parsed
+        for e in events
+        if isinstance(e, ActionFinished) and e.record.action == "verify" and e.record.target != "report"
+    ]
+    assert len(judged) == 2 and judged[1] is not None
+    assert judged[1]["claims"] == [WRONG_YEAR] and judged[1]["keys"] == [["textid6"]]
 
 
 def test_repair_policy_rewrites_from_the_cited_passages_and_falls_back_to_removal() -> None:

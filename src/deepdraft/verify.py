@@ -653,7 +653,8 @@ class Verifier:
         if not candidates:
             check.reason += "; no other passage of the run shares its words"
             return False
-        claims = [_Claim(i, claim, (key,)) for i, key in enumerate(candidates)]
+        # One claim per candidate passage, all about this sentence (`index` names the sentence).
+        claims = [_Claim(index, claim, (key,)) for key in candidates]
         prompt = self._judge_prompt(state, claims, progress.feedback)
         verdicts = self._ask_judge(state, verification, progress, claims, prompt, index)
         if verdicts is None:
