@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepdraft import runner
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
 from deepdraft.retrieval.kb.store import KnowledgeBase
+from deepdraft.run import runner
 from deepdraft.settings import Settings
 
 TOPICS = ["tariffs", "debt", "immigration", "war", "banking", "railroads", "labor", "currency"]

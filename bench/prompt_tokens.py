@@ -3,8 +3,8 @@
 What is measured
     Every prompt of one fixed, synthetic WARP trajectory is rendered twice and its tokens counted:
 
-    * deepdraft: the real `deepdraft.prompts` templates, filled the way `deepdraft.warp` fills them —
-      search shows `Outline.condensed_view(search_budget_tokens, focus=target)`, write the same with
+    * deepdraft: the real `deepdraft.protocol.prompts` templates, filled the way
+      `deepdraft.policy.warp` fills them — search shows `Outline.condensed_view(search_budget_tokens, focus=target)`, write the same with
       `draft_budget_tokens`, extend shows
       `Outline.condensed_view(report_budget_tokens, focus=None)`, with the default `ResearchSettings`;
     * baseline: the same templates, but the draft is inlined WHOLE — every written node's full text
@@ -14,7 +14,7 @@ What is measured
 
     Only the draft rendering differs; the surrounding template text, the question, the instruction
     line and the evidence blocks are identical in both. Tokens are deepdraft's own estimate
-    (`deepdraft.tokens.count_tokens`, which errs on the high side of BPE tokenizers); no tokenizer is
+    (`deepdraft.core.tokens.count_tokens`, which errs on the high side of BPE tokenizers); no tokenizer is
     loaded or downloaded.
 
 Why
@@ -49,11 +49,11 @@ from itertools import pairwise
 from statistics import mean
 from typing import Any
 
-from deepdraft import prompts
-from deepdraft.evidence import EvidenceRegistry, Passage, Source, render_evidence
-from deepdraft.outline import Outline, empty_outline_view
+from deepdraft.core.evidence import EvidenceRegistry, Passage, Source, render_evidence
+from deepdraft.core.outline import Outline, empty_outline_view
+from deepdraft.core.tokens import count_tokens
+from deepdraft.protocol import prompts
 from deepdraft.settings import ResearchSettings
-from deepdraft.tokens import count_tokens
 
 SEED = 20260206
 NODE_TOKENS = 500
@@ -342,7 +342,7 @@ def summary(main: Measurement, scales: list[Measurement], settings: ResearchSett
     ]
     total = main.total.as_dict()
     return {
-        "token_counter": "deepdraft.tokens.count_tokens (estimate; no tokenizer loaded)",
+        "token_counter": "deepdraft.core.tokens.count_tokens (estimate; no tokenizer loaded)",
         "settings": {
             "search_budget_tokens": settings.search_budget_tokens,
             "draft_budget_tokens": settings.draft_budget_tokens,
@@ -368,7 +368,7 @@ def _growth(rows: list[dict[str, int]], key: str) -> dict[str, float]:
 
 
 def print_table(data: dict[str, Any]) -> None:
-    print("Prompt tokens of one synthetic WARP report (deepdraft.tokens.count_tokens estimate)")
+    print("Prompt tokens of one synthetic WARP report (deepdraft.core.tokens.count_tokens estimate)")
     print(
         f"shape: {data['shape']}; nodes of ~{data['mean_node_tokens']} tokens, passages of "
         f"~{data['mean_passage_tokens']}; deepdraft budgets: {data['settings']}"

@@ -61,16 +61,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from deepdraft.demo import demo_corpus_path
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.corpus import iter_documents
-from deepdraft.retrieval.embedders import Embedder, build_embedder
-from deepdraft.retrieval.fusion import DEFAULT_K
-from deepdraft.retrieval.hybrid import DEFAULT_DEPTH, SearchMode
+from deepdraft.retrieval.documents.corpus import iter_documents
+from deepdraft.retrieval.index.embedders import Embedder, build_embedder
+from deepdraft.retrieval.index.fusion import DEFAULT_K
+from deepdraft.retrieval.index.hybrid import DEFAULT_DEPTH, SearchMode
+from deepdraft.retrieval.index.vectors import DEFAULT_EF_SEARCH, HNSW_THRESHOLD
 from deepdraft.retrieval.kb.schema import DB_NAME
 from deepdraft.retrieval.kb.store import KnowledgeBase
 from deepdraft.retrieval.kb.values import IngestNote
-from deepdraft.retrieval.vectors import DEFAULT_EF_SEARCH, HNSW_THRESHOLD
+from deepdraft.run.demo import demo_corpus_path
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 
 MODES: tuple[SearchMode, ...] = ("bm25", "dense", "hybrid")

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepdraft.actions import (
+from deepdraft.core.outline import Outline
+from deepdraft.protocol.actions import (
     ExtendPlan,
     InitPlan,
     Nop,
@@ -31,7 +32,6 @@ from deepdraft.actions import (
     validate_search,
     validate_write,
 )
-from deepdraft.outline import Outline
 
 EN = "How do solid-state batteries compare with lithium-ion batteries?"
 ZH = "固态电池与锂离子电池相比有哪些优势和挑战？"

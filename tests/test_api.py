@@ -80,7 +80,7 @@ def test_resume_through_the_api_continues_a_crashed_run() -> None:
     retriever = WordOverlapRetriever(SOTU_LIKE)
     with pytest.raises(KeyboardInterrupt):
         deepdraft.research("Tariffs?", kb=retriever, llm=deepdraft.FunctionLLM(crash_on_fifth))
-    from deepdraft.runner import open_journal
+    from deepdraft.run.runner import open_journal
 
     with open_journal() as journal:
         (run,) = journal.list_runs()

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deepdraft.kb import kb_dir, kb_has_documents
 from deepdraft.retrieval.kb.lock import write_lock
+from deepdraft.retrieval.kb.names import kb_dir, kb_has_documents
 from tests.support.documents import EXPECTED_FAILURES, PDF_PAGES, make_document_folder
 
 

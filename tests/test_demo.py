@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft import demo
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.kb import kb_dir, kb_has_documents, open_kb
-from deepdraft.retrieval.corpus import iter_documents
+from deepdraft.retrieval.documents.corpus import iter_documents
+from deepdraft.retrieval.kb.names import kb_dir, kb_has_documents, open_kb
+from deepdraft.run import demo
 
 ADDRESSES = [
     ("1790_george_washington_n", 1790, "George Washington", "none",

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from deepdraft import kb as kbs
-from deepdraft import runner
-from deepdraft.cli import app
+from deepdraft.cli.app import app
 from deepdraft.egress import EgressLog, EgressRecord, audit_endpoints, is_loopback_url, public_endpoint
 from deepdraft.errors import ConfigError, RunNotFound, UserError
-from deepdraft.journal import Journal
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
+from deepdraft.retrieval.kb import names as kbs
+from deepdraft.run import runner
 from deepdraft.settings import EmbeddingSettings, Settings, load_settings
+from deepdraft.store.journal import Journal
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, as_responder
 from tests.support.web_server import FakeWeb, PageRoute, html_page
@@ -105,7 +105,7 @@ def test_records_go_to_the_journal_at_once_and_meters_count_into_them(tmp_path: 
 def test_the_journal_migrates_an_old_file_to_hold_the_audit(tmp_path: Path) -> None:
     import sqlite3
 
-    from deepdraft.journal import _INITIAL_SCHEMA
+    from deepdraft.store.journal import _INITIAL_SCHEMA
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:  # a journal written before the egress table existed

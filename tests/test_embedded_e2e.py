@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft.actions import cited_keys
+from deepdraft.protocol.actions import cited_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
 
@@ -31,7 +31,8 @@ QUESTION = "How did presidents argue about tariffs?"
 
 def require_embedded_setup() -> None:
     """In CI the model must be there (`.ci/run` runs `deepdraft setup`); elsewhere, say what is missing."""
-    from deepdraft import demo, models
+    from deepdraft.llm import embedded_models as models
+    from deepdraft.run import demo
 
     try:
         import llama_cpp  # noqa: F401

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deepdraft.evidence import EvidenceRegistry, Passage, Source, render_evidence, select_passages
+from deepdraft.core.evidence import EvidenceRegistry, Passage, Source, render_evidence, select_passages
 
 
 def _p(text: str, doc: str = "d1", page: int | None = None) -> Passage:

@@ -27,19 +27,19 @@ import jsonschema
 import pypdf
 import pytest
 
-from deepdraft import runner
-from deepdraft.document import ReportDocument, build_document, split_sentences
+from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
+from deepdraft.core.outline import Outline
+from deepdraft.core.state import RunState
 from deepdraft.errors import ConfigError, UserError
-from deepdraft.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.export import FORMATS, export, load_run_document, render
 from deepdraft.export import bibtex as bibtex_export
 from deepdraft.export import html as html_export
 from deepdraft.export import pdf as pdf_export
+from deepdraft.export.document import ReportDocument, build_document, split_sentences
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.manifest import public_endpoint, scrub_settings, wall_time
-from deepdraft.outline import Outline
+from deepdraft.run import runner
+from deepdraft.run.manifest import public_endpoint, scrub_settings, wall_time
 from deepdraft.settings import ENVIRONMENT, load_settings
-from deepdraft.state import RunState
 from tests.conftest import SPEECHES
 from tests.support.scenario import ScenarioModel
 
@@ -120,7 +120,7 @@ def test_the_run_writes_every_requested_format_and_the_manifest(finished: Finish
 
 
 def _journal(home: Path) -> Any:
-    from deepdraft.journal import Journal
+    from deepdraft.store.journal import Journal
 
     return Journal(home / "journal.sqlite")
 
@@ -344,7 +344,7 @@ def _invoke(*args: str) -> Any:
     """The CLI in this process (fast); errors surface as `result.exception`."""
     from typer.testing import CliRunner
 
-    from deepdraft.cli import app
+    from deepdraft.cli.app import app
 
     return CliRunner().invoke(app, list(args))
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 
+from deepdraft.core.state import RunState
 from deepdraft.events import ActionFinished, Event
+from deepdraft.export.report import render_markdown
 from deepdraft.llm.scripted import ScriptedLLM
-from deepdraft.report import render_markdown
+from deepdraft.policy.warp import WarpPolicy
 from deepdraft.settings import ResearchSettings
-from deepdraft.state import RunState
-from deepdraft.warp import WarpPolicy
 from tests.support.scenario import SOTU_LIKE, WordOverlapRetriever
 
 

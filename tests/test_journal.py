@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 import deepdraft
-from deepdraft import journal as journal_mod
 from deepdraft.errors import RunNotFound, StoreError
-from deepdraft.journal import Journal, Migration, StepRecord
+from deepdraft.store import journal as journal_mod
+from deepdraft.store.journal import Journal, Migration, StepRecord
 
 
 def _step(n: int, **overrides: Any) -> StepRecord:
@@ -370,7 +370,7 @@ _WORKER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from deepdraft.journal import Journal, StepRecord
+    from deepdraft.store.journal import Journal, StepRecord
 
     path, name, count, ready, go = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     with Journal(path) as j:
@@ -505,7 +505,7 @@ _OPENER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from deepdraft.journal import Journal
+    from deepdraft.store.journal import Journal
 
     path, name, ready, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
     ready.touch()

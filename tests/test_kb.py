@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.kb import (
+from deepdraft.retrieval.kb.lock import write_lock
+from deepdraft.retrieval.kb.names import (
     create_kb,
     kb_dir,
     kb_exists,
@@ -18,7 +19,6 @@ from deepdraft.kb import (
     remove_kb,
     validate_kb_name,
 )
-from deepdraft.retrieval.kb.lock import write_lock
 
 
 def build_kb(name: str, corpus: Path, home: Path | None = None) -> Path:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft import runner
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.kb import create_kb
+from deepdraft.retrieval.kb.names import create_kb
+from deepdraft.run import runner
 from deepdraft.settings import load_settings
 from tests.support.documents import PDF_TITLE, make_document_folder
 from tests.support.openai_server import FakeOpenAIServer

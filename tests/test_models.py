@@ -19,9 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft import models
 from deepdraft.errors import ConfigError
-from deepdraft.models import ModelPart, ModelSpec, install_model, model_status, resolve_model, verify
+from deepdraft.llm import embedded_models as models
+from deepdraft.llm.embedded_models import (
+    ModelPart,
+    ModelSpec,
+    install_model,
+    model_status,
+    resolve_model,
+    verify,
+)
 
 PARTS = [b"GGUF" + bytes(range(256)) * 40, b"middle part " * 500, b"the tail"]
 VERSION = "1.0.0"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepdraft.outline import (
+from deepdraft.core.outline import (
     MAX_DEPTH,
     Located,
     Node,
@@ -17,7 +17,7 @@ from deepdraft.outline import (
     format_position,
     parse_position,
 )
-from deepdraft.tokens import count_tokens
+from deepdraft.core.tokens import count_tokens
 
 MARKER = "[OK] (written)"
 

@@ -6,11 +6,11 @@ import io
 
 from rich.console import Console
 
+from deepdraft.cli.progress import Progress
+from deepdraft.core.state import RunState
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.progress import Progress
+from deepdraft.policy.warp import WarpPolicy
 from deepdraft.settings import ResearchSettings
-from deepdraft.state import RunState
-from deepdraft.warp import WarpPolicy
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
 
 

@@ -9,9 +9,9 @@ from typing import get_args
 import jinja2
 import pytest
 
-from deepdraft import prompts
-from deepdraft.actions import ExtendPlan, InitPlan, Nop, Search, Write, parse, parse_full_plan
-from deepdraft.prompts import TemplateName, instruction, render
+from deepdraft.protocol import prompts
+from deepdraft.protocol.actions import ExtendPlan, InitPlan, Nop, Search, Write, parse, parse_full_plan
+from deepdraft.protocol.prompts import TemplateName, instruction, render
 
 VARIABLES: dict[str, dict[str, str]] = {
     "search": {"question": "Q-TEXT", "outline": "OUTLINE-TEXT", "instruction": "INSTRUCTION-TEXT"},

@@ -40,7 +40,15 @@ def test_mypy_strict_is_clean() -> None:
 
 def test_the_policy_never_touches_io_layers() -> None:
     """The model, protocol and policy layers import no HTTP, SQL or CLI code (DESIGN §3)."""
-    forbidden = ("sqlite3", "httpx", "openai", "typer", "rich", "deepdraft.journal", "deepdraft.cli")
+    forbidden = (
+        "sqlite3",
+        "httpx",
+        "openai",
+        "typer",
+        "rich",
+        "deepdraft.store.journal",
+        "deepdraft.cli.app",
+    )
     pure = [
         "outline",
         "evidence",

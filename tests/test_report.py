@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdraft.evidence import EvidenceRegistry, Passage, Source
-from deepdraft.outline import Outline
-from deepdraft.report import clean_title, render_markdown
+from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
+from deepdraft.core.outline import Outline
+from deepdraft.export.report import clean_title, render_markdown
 
 
 def _registry(*passages: tuple[str, str, int | None]) -> EvidenceRegistry:

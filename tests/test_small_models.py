@@ -11,18 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdraft.actions import InitPlan, Refused, Search, Write, parse, repetition, validate_write
+from deepdraft.core.evidence import EvidenceRegistry, Passage, Source, render_evidence
+from deepdraft.core.outline import Outline
+from deepdraft.core.state import RunState
+from deepdraft.core.tokens import count_tokens
 from deepdraft.errors import LLMContextOverflow
 from deepdraft.events import ActionFinished, Event
-from deepdraft.evidence import EvidenceRegistry, Passage, Source, render_evidence
-from deepdraft.grammar import reply_shape
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.outline import Outline
+from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest
+from deepdraft.protocol.actions import InitPlan, Refused, Search, Write, parse, repetition, validate_write
+from deepdraft.protocol.grammar import reply_shape
 from deepdraft.settings import ResearchSettings, load_settings
-from deepdraft.state import RunState
-from deepdraft.tokens import count_tokens
-from deepdraft.warp import WarpPolicy
 from tests.support.openai_server import ErrorReply, FakeOpenAIServer
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
 
@@ -252,7 +252,7 @@ def test_the_estimate_keeps_prompts_inside_the_real_tokenizers_count() -> None:
 
 def real_tokenizer() -> Callable[[str], int]:
     llama_cpp = pytest.importorskip("llama_cpp")
-    from deepdraft import models
+    from deepdraft.llm import embedded_models as models
 
     try:
         path = models.resolve_model(None)
@@ -266,7 +266,7 @@ def real_tokenizer() -> Callable[[str], int]:
 
 
 def test_attach_citations_cites_supported_sentences_and_drops_the_rest() -> None:
-    from deepdraft.attach import attach_citations
+    from deepdraft.protocol.attach import attach_citations
 
     evidence = {
         "textid1": "The tariffs on imports protect our manufactures and raise revenue to pay the public debt.",

@@ -9,17 +9,17 @@ from collections.abc import Callable
 import pytest
 
 import deepdraft
-from deepdraft.actions import CITE, cited_keys
+from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
+from deepdraft.core.outline import Outline
+from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
 from deepdraft.events import ActionFinished, Event, SynthesisFinished
-from deepdraft.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.outline import Outline
+from deepdraft.policy.finishing.synthesis import Synthesizer, find_terms, sections_keys
 from deepdraft.ports import ChatRequest
-from deepdraft.runner import load_run, open_journal
+from deepdraft.protocol.actions import CITE, cited_keys
+from deepdraft.run.runner import load_run, open_journal
 from deepdraft.settings import ResearchSettings
-from deepdraft.state import RunState
-from deepdraft.synthesis import Synthesizer, find_terms, sections_keys
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
 
 QUESTION = "How did presidents argue about tariffs and the public debt?"

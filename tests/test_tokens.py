@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deepdraft.tokens import count_tokens, head_tail
+from deepdraft.core.tokens import count_tokens, head_tail
 
 # Text mixing the scripts the estimate treats differently: Latin words, digits, CJK, punctuation.
 _MIXED = st.text(

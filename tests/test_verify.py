@@ -9,17 +9,13 @@ import jinja2
 import pytest
 
 import deepdraft
-from deepdraft import prompts
+from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
+from deepdraft.core.outline import Outline
+from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
 from deepdraft.events import ActionFinished, Event, VerificationFinished
-from deepdraft.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.outline import Outline
-from deepdraft.ports import ChatRequest
-from deepdraft.runner import load_run, open_journal
-from deepdraft.settings import OutputSettings, ResearchSettings
-from deepdraft.state import RunState
-from deepdraft.verify import (
+from deepdraft.policy.finishing.verify import (
     EMPTIED_NOTE,
     Verifier,
     lexical_support,
@@ -27,6 +23,10 @@ from deepdraft.verify import (
     rewrite_node,
     sentence_spans,
 )
+from deepdraft.ports import ChatRequest
+from deepdraft.protocol import prompts
+from deepdraft.run.runner import load_run, open_journal
+from deepdraft.settings import OutputSettings, ResearchSettings
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
 
 PASSAGES = [
@@ -179,7 +179,7 @@ def test_an_incomplete_judge_answer_is_refused_with_a_reason() -> None:
 
 
 def test_removing_sentences_keeps_the_structure_around_them() -> None:
-    from deepdraft.verification import SentenceCheck
+    from deepdraft.core.verification import SentenceCheck
 
     content = (
         "- First claim \\cite{textid1}.\n- Second claim \\cite{textid2}. Kept claim \\cite{textid2}.\n\nTail."
@@ -452,7 +452,7 @@ def test_a_run_killed_mid_verification_resumes_without_paying_twice() -> None:
 
 
 def test_a_rewrite_that_copies_a_passage_heading_stays_a_sentence() -> None:
-    from deepdraft.verify import Rewrite, read_rewrite
+    from deepdraft.policy.finishing.verify import Rewrite, read_rewrite
 
     passage = "# Address of 1832\n\nThe tariff of 1832 lowered duties on many goods to calm the South."
     rewrite = read_rewrite(

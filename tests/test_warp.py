@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deepdraft.baseline import PlanThenWritePolicy
+from deepdraft.core.state import RunState
 from deepdraft.errors import RunFailed
 from deepdraft.events import (
     ActionFinished,
@@ -17,12 +17,12 @@ from deepdraft.events import (
     NodeWritten,
     OutlineChanged,
 )
+from deepdraft.export.report import render_markdown
 from deepdraft.llm.scripted import FunctionLLM, ScriptedLLM
+from deepdraft.policy.plan_write import PlanThenWritePolicy
+from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest
-from deepdraft.report import render_markdown
 from deepdraft.settings import ResearchSettings
-from deepdraft.state import RunState
-from deepdraft.warp import WarpPolicy
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify, evidence_keys
 
 QUESTION = "How did presidents argue about tariffs?"

@@ -17,7 +17,7 @@ from deepdraft.errors import (
 from deepdraft.events import Event
 from deepdraft.llm.scripted import FunctionLLM, ScriptedLLM
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Passage, Retriever, Source, Usage
-from deepdraft.runner import Report
+from deepdraft.run.runner import Report
 from deepdraft.settings import Settings, load_settings
 
 __all__ = [

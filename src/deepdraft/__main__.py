@@ -1,3 +1,3 @@
-from deepdraft.cli import main
+from deepdraft.cli.app import main
 
 main()

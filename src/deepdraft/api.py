@@ -15,9 +15,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from deepdraft import runner
 from deepdraft.events import EventSink, ignore
 from deepdraft.ports import LLM, Retriever
+from deepdraft.run import runner
 from deepdraft.settings import load_settings
 
 

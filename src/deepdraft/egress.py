@@ -82,7 +82,7 @@ class EgressRecord:
 
 
 class EgressStore(Protocol):
-    """Where records are kept for good; `deepdraft.journal.Journal` is one."""
+    """Where records are kept for good; `deepdraft.store.journal.Journal` is one."""
 
     def record_egress(self, run_id: str, record: EgressRecord) -> int: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from deepdraft.evidence import Passage, Source
+from deepdraft.core.evidence import Passage, Source
 
 __all__ = [
     "LLM",

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft import runner
 from deepdraft.eval.fact import (
     CitedStatement,
     FactReport,
@@ -20,6 +19,7 @@ from deepdraft.eval.fact import (
 )
 from deepdraft.eval.judge import Judge
 from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.run import runner
 from deepdraft.settings import load_settings
 from tests.eval.judges import respond, supported
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever

@@ -17,9 +17,9 @@ from deepdraft.eval.race import (
     score_race,
     task_score,
 )
-from deepdraft.journal import Journal
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.store.journal import Journal
 from tests.eval.judges import DATA, race_scores, respond
 
 SAMPLES = DATA / "deepresearch_bench" / "sample_outputs"

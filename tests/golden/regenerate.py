@@ -30,7 +30,7 @@ def _workspace(home: Path) -> None:
 
 def build_fixtures() -> None:
     """The KB (chunked small, so the corpus gives more than one passage a speech) and the journal."""
-    from deepdraft import kb as kbs
+    from deepdraft.retrieval.kb import names as kbs
 
     shutil.rmtree(scenarios.GENERATED_AT, ignore_errors=True)
     documents = scenarios.GENERATED_AT / "documents"

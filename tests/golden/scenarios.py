@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deepdraft import runner
 from deepdraft.events import Event
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
+from deepdraft.run import runner
 from deepdraft.settings import load_settings
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
@@ -171,7 +171,7 @@ def run_cli(commands: list[tuple[str, list[str]]], home: Path, out: Path) -> dic
 
 def search_hits() -> str:
     """The config fixture as loaded, and what the KB fixture returns for `SEARCHES` under it."""
-    from deepdraft import kb as kbs
+    from deepdraft.retrieval.kb import names as kbs
 
     settings = load_settings(CONFIG)
     retrieval = settings.retrieval

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from deepdraft.errors import LLMServerError
-from deepdraft.journal import Journal
 from deepdraft.llm.cache import CachingLLM, cache_key
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Message, Usage
+from deepdraft.store.journal import Journal
 
 
 class CountingLLM:

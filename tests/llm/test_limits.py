@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
+from deepdraft.export.report import render_markdown
 from deepdraft.llm.limits import LimitedLLM
 from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest, ChatResult, Usage
-from deepdraft.report import render_markdown
 from deepdraft.settings import ResearchSettings
-from deepdraft.state import RunState
-from deepdraft.warp import WarpPolicy
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
 
 

@@ -301,13 +301,13 @@ def test_caller_supplied_httpx_client_is_used() -> None:
 
 
 def shaped(name: str = "search") -> ChatRequest:
-    from deepdraft.grammar import reply_shape
+    from deepdraft.protocol.grammar import reply_shape
 
     return ChatRequest.user("pick keywords", reply_shape=reply_shape(name), seed=7)  # type: ignore[arg-type]
 
 
 def test_grammar_is_sent_to_servers_that_accept_it() -> None:
-    from deepdraft.grammar import reply_shape
+    from deepdraft.protocol.grammar import reply_shape
 
     with FakeOpenAIServer.replaying(["<thought>t</thought><action>{}</action>"]) as server:
         OpenAICompatibleLLM(server.base_url, "fake-model").complete(shaped())
@@ -343,7 +343,7 @@ def test_json_mode_sends_an_envelope_and_returns_the_tagged_form() -> None:
     assert "grammar" not in server.requests[0]
     assert result.text == '<thought>why</thought><action>{"name": "search", "keywords": ["a", "b"]}</action>'
 
-    from deepdraft.actions import Search, parse
+    from deepdraft.protocol.actions import Search, parse
 
     assert parse(result.text, {"search"}) == Search(("a", "b"))
 
@@ -411,7 +411,7 @@ def closed_port() -> int:
 def test_a_grammar_goes_alone_even_when_the_request_also_has_a_schema() -> None:
     # The verification judge asks with both; llama-cpp-python's server fails on a json_schema
     # response_format, and the grammar already fixes the JSON.
-    from deepdraft.grammar import reply_shape
+    from deepdraft.protocol.grammar import reply_shape
 
     request = ChatRequest.user("judge", json_schema=SCHEMA, reply_shape=reply_shape("search"))
     with FakeOpenAIServer.replaying(["<action>{}</action>", "{}"]) as server:

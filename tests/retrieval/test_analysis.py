@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deepdraft.retrieval.analysis import ANALYZER_VERSION, MAX_TERM_CHARS, analyze
+from deepdraft.retrieval.index.analysis import ANALYZER_VERSION, MAX_TERM_CHARS, analyze
 from deepdraft.retrieval.kb.store import KnowledgeBase
 
 
@@ -70,7 +70,7 @@ def test_chinese_queries_find_parts_of_compounds(tmp_path: Path) -> None:
 def test_jieba_loads_lazily_quietly_and_once_across_threads() -> None:
     script = """
 import sys, threading
-from deepdraft.retrieval.analysis import analyze
+from deepdraft.retrieval.index.analysis import analyze
 analyze("English only, with café")
 print("jieba" in sys.modules)
 results = []

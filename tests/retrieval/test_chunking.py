@@ -7,9 +7,9 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepdraft.retrieval.chunking import Chunk, chunk_document, first_heading, iter_blocks
-from deepdraft.retrieval.corpus import Document, Page
-from deepdraft.tokens import count_tokens
+from deepdraft.core.tokens import count_tokens
+from deepdraft.retrieval.documents.chunking import Chunk, chunk_document, first_heading, iter_blocks
+from deepdraft.retrieval.documents.corpus import Document, Page
 
 
 def doc(text: str) -> Document:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.corpus import (
+from deepdraft.retrieval.documents.corpus import (
     Document,
     Failure,
     Page,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deepdraft.errors import ConfigError, LLMBadResponse, LLMRefused, LLMServerError, LLMUnreachable
-from deepdraft.retrieval.embedders import MiniLMEmbedder, OpenAIEmbedder, build_embedder
+from deepdraft.retrieval.index.embedders import MiniLMEmbedder, OpenAIEmbedder, build_embedder
 from deepdraft.settings import EmbeddingSettings
 from tests.support.openai_server import (
     NOT_JSON,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft.retrieval import extract
-from deepdraft.retrieval.chunking import Chunk, chunk_document
-from deepdraft.retrieval.corpus import Document, Failure, read_documents
+from deepdraft.retrieval.documents import extract
+from deepdraft.retrieval.documents.chunking import Chunk, chunk_document
+from deepdraft.retrieval.documents.corpus import Document, Failure, read_documents
 from tests.support import documents as sample
 from tests.support.documents import EXPECTED_FAILURES, make_document_folder, write_bytes, write_pdf
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deepdraft.retrieval.fusion import reciprocal_rank_fusion
+from deepdraft.retrieval.index.fusion import reciprocal_rank_fusion
 
 
 def test_one_ranking_keeps_its_order_with_the_standard_scores() -> None:

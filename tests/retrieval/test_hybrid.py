@@ -12,10 +12,10 @@ import numpy.typing as npt
 import pytest
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.fusion import DEFAULT_KEEP_FIRST, reciprocal_rank_fusion
-from deepdraft.retrieval.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
+from deepdraft.retrieval.index.fusion import DEFAULT_KEEP_FIRST, reciprocal_rank_fusion
+from deepdraft.retrieval.index.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
+from deepdraft.retrieval.index.vectors import VectorIndex
 from deepdraft.retrieval.kb.store import KnowledgeBase
-from deepdraft.retrieval.vectors import VectorIndex
 
 # Words that mean the same thing share a dimension: the embedder "understands" paraphrases that
 # share no word, which is what dense retrieval adds to BM25.

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.vectors import HNSW_FILE, MANIFEST_FILE, VECTORS_FILE, VectorIndex
+from deepdraft.retrieval.index.vectors import HNSW_FILE, MANIFEST_FILE, VECTORS_FILE, VectorIndex
 
 
 def clustered(rows: int, dimension: int, seed: int) -> npt.NDArray[np.float32]:

@@ -17,10 +17,10 @@ import pytest
 from deepdraft.egress import EgressLog
 from deepdraft.errors import ConfigError
 from deepdraft.ports import Passage, Retriever, Source
-from deepdraft.retrieval import fetch
 from deepdraft.retrieval.combined import CombinedRetriever
-from deepdraft.retrieval.fetch import BlockedAddress, PageFetcher, PageRefused, address_problem, vet_host
-from deepdraft.retrieval.web import (
+from deepdraft.retrieval.web import fetch
+from deepdraft.retrieval.web.fetch import BlockedAddress, PageFetcher, PageRefused, address_problem, vet_host
+from deepdraft.retrieval.web.search import (
     BraveSearch,
     SearxngSearch,
     TavilySearch,

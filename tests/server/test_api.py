@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepdraft import runner
+from deepdraft.run import runner
 from tests.server.conftest import (
     QUESTION,
     LiveServer,

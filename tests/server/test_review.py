@@ -7,12 +7,12 @@ import threading
 
 import pytest
 
-from deepdraft import runner
+from deepdraft.core.outline import Outline
 from deepdraft.errors import RunCancelled, UserError
 from deepdraft.events import Event, NodeWritten
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.outline import Outline
-from deepdraft.review import edit_in_form, outline_form, parse_outline_form, reviewed_outline
+from deepdraft.policy.review import edit_in_form, outline_form, parse_outline_form, reviewed_outline
+from deepdraft.run import runner
 from deepdraft.settings import load_settings
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
 

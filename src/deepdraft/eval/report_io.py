@@ -88,7 +88,7 @@ def _from_folder(folder: Path) -> list[ReportText]:
 
 
 def _from_run(spec: str) -> ReportText:
-    from deepdraft.runner import load_run
+    from deepdraft.run.runner import load_run
 
     try:
         record, _ = load_run(spec)

@@ -16,10 +16,10 @@ import json as _json  # aliased: `json` here names this package's JSON exporter
 from pathlib import Path
 from typing import Any, cast
 
-from deepdraft.document import ReportDocument, build_document
 from deepdraft.errors import ConfigError, StoreError, UserError
+from deepdraft.export.document import ReportDocument, build_document
+from deepdraft.export.report import STYLES, CitationStyle
 from deepdraft.fsutil import atomic_write_bytes
-from deepdraft.report import STYLES, CitationStyle
 
 FORMATS: dict[str, str] = {
     "md": ".md",
@@ -98,9 +98,9 @@ def load_run_document(run_id: str, *, style: CitationStyle | None = None) -> Rep
     is there; otherwise one is rebuilt from the journal, without the KB's document list (that
     needs the knowledge base itself). `style` overrides the references style the run used.
     """
-    from deepdraft import runner
-    from deepdraft.manifest import build_manifest
-    from deepdraft.state import RunState
+    from deepdraft.core.state import RunState
+    from deepdraft.run import runner
+    from deepdraft.run.manifest import build_manifest
 
     with runner.open_journal() as journal:
         record = journal.get_run(run_id)
@@ -150,7 +150,7 @@ def load_run_document(run_id: str, *, style: CitationStyle | None = None) -> Rep
 
 def runner_status(run_id: str, recorded: str) -> str:
     """A run recorded as running whose process is gone is really interrupted."""
-    from deepdraft import runner
+    from deepdraft.run import runner
 
     return "interrupted" if recorded == "running" and not runner.is_active(run_id) else recorded
 

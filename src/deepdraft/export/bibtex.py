@@ -18,7 +18,7 @@ import hashlib
 import re
 import unicodedata
 
-from deepdraft.document import ReferenceEntry, ReportDocument
+from deepdraft.export.document import ReferenceEntry, ReportDocument
 
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from deepdraft.document import ReportDocument
 from deepdraft.export.bibtex import citation_keys
+from deepdraft.export.document import ReportDocument
 
 
 def render(document: ReportDocument) -> str:

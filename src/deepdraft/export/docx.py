@@ -26,8 +26,8 @@ from docx.text.paragraph import Paragraph
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from deepdraft.document import ReportDocument, Section
-from deepdraft.manifest import readable_facts
+from deepdraft.export.document import ReportDocument, Section
+from deepdraft.run.manifest import readable_facts
 
 TOC_INSTRUCTION = ' TOC \\o "1-3" \\h \\z \\u '
 _MONOSPACE = "Courier New"

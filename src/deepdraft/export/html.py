@@ -26,9 +26,9 @@ import re
 
 from markdown_it import MarkdownIt
 
-from deepdraft.document import ReportDocument, Section
-from deepdraft.manifest import readable_facts
-from deepdraft.report import Citation
+from deepdraft.export.document import ReportDocument, Section
+from deepdraft.export.report import Citation
+from deepdraft.run.manifest import readable_facts
 
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 

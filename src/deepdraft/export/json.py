@@ -27,8 +27,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from deepdraft.document import DOCUMENT_FORMAT, DOCUMENT_VERSION, Block, ReportDocument, Section, Sentence
 from deepdraft.export.bibtex import citation_keys
+from deepdraft.export.document import (
+    DOCUMENT_FORMAT,
+    DOCUMENT_VERSION,
+    Block,
+    ReportDocument,
+    Section,
+    Sentence,
+)
 
 
 def render(document: ReportDocument) -> str:

@@ -24,9 +24,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from deepdraft.document import ReportDocument
 from deepdraft.errors import ConfigError
-from deepdraft.report import about_markdown
+from deepdraft.export.document import ReportDocument
+from deepdraft.export.report import about_markdown
 
 
 def render(document: ReportDocument, template: Path | None = None) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepdraft.document import ReportDocument
 from deepdraft.errors import UserError
 from deepdraft.export import html
+from deepdraft.export.document import ReportDocument
 
 MISSING_PACKAGE = 'PDF export needs WeasyPrint: pip install "deepdraft[export]" (or: pip install weasyprint)'
 MISSING_LIBRARIES = (

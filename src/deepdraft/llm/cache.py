@@ -28,7 +28,7 @@ _VALUE_VERSION = 1
 
 
 class CacheStore(Protocol):
-    """Where cached replies live; `deepdraft.journal.Journal` is one."""
+    """Where cached replies live; `deepdraft.store.journal.Journal` is one."""
 
     def cache_get(self, key: str) -> dict[str, Any] | None: ...
 

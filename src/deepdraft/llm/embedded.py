@@ -110,7 +110,7 @@ class EmbeddedLLM:
 
 def load_embedded(name: str | None, *, context: int | None = None, **sampling: Any) -> EmbeddedLLM:
     """The embedded model `name` (default: the registry's default), from the model cache."""
-    from deepdraft import models
+    from deepdraft.llm import embedded_models as models
 
     _llama_module()  # fail with the install hint before touching the (large) model file
     spec = models.get_spec(name or models.DEFAULT_MODEL)
@@ -124,7 +124,7 @@ def serve(name: str | None, *, host: str, port: int, context: int | None = None)
     llama-cpp-python's own server does the HTTP work (it accepts a GBNF `grammar` beside the
     OpenAI fields, which deepdraft's client sends); this only points it at the cached model.
     """
-    from deepdraft import models
+    from deepdraft.llm import embedded_models as models
 
     _llama_module()
     try:

@@ -27,7 +27,7 @@ import httpx
 import openai
 
 from deepdraft.errors import ConfigError, LLMBadResponse, LLMError
-from deepdraft.llm.errors import map_openai_error, one_line
+from deepdraft.errors.openai_sdk import map_openai_error, one_line
 from deepdraft.ports import ChatRequest, ChatResult, ReplyShape, Usage
 from deepdraft.settings import LLMSettings
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from deepdraft.core.tokens import count_tokens
 from deepdraft.errors import LLMBadResponse
 from deepdraft.ports import ChatRequest, ChatResult, Usage
-from deepdraft.tokens import count_tokens
 
 
 def _result(text: str, request: ChatRequest, model: str) -> ChatResult:

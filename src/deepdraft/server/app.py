@@ -21,14 +21,14 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
-from deepdraft import runner
 from deepdraft._version import __version__
 from deepdraft.errors import DeepdraftError, RunNotFound, StoreError, UserError
-from deepdraft.journal import RunRecord
-from deepdraft.review import reviewed_outline
+from deepdraft.policy.review import reviewed_outline
+from deepdraft.run import runner
 from deepdraft.server import events, kbs, reports, security
 from deepdraft.server.runs import LLMFactory, RunConflict, RunManager, Status
 from deepdraft.settings import Depth, PolicyName, Settings
+from deepdraft.store.journal import RunRecord
 
 STATIC = Path(__file__).parent / "static"
 # The page loads only its own files: no inline script, nothing from elsewhere. Model text shown on

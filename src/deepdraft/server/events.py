@@ -23,9 +23,9 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from deepdraft import runner
-from deepdraft.journal import EventRecord
+from deepdraft.run import runner
 from deepdraft.server.runs import RunManager
+from deepdraft.store.journal import EventRecord
 
 POLL_S = 0.2
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from deepdraft import kb as kbs
+from deepdraft.core.evidence import Passage
 from deepdraft.errors import DeepdraftError, KnowledgeBaseError, UserError
-from deepdraft.evidence import Passage
+from deepdraft.retrieval.kb import names as kbs
 from deepdraft.settings import Settings, home_dir
 
 ALLOWED_SUFFIXES = frozenset(

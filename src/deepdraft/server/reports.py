@@ -12,8 +12,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepdraft import export, runner
+from deepdraft import export
 from deepdraft.errors import UserError
+from deepdraft.run import runner
 
 MEDIA_TYPES = {
     "md": "text/markdown; charset=utf-8",

@@ -29,13 +29,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deepdraft import kb as kbs
-from deepdraft import runner
+from deepdraft.core.outline import Outline
 from deepdraft.errors import DeepdraftError, KnowledgeBaseError, RunCancelled, UserError
-from deepdraft.journal import RunRecord
-from deepdraft.outline import Outline
 from deepdraft.ports import LLM
+from deepdraft.retrieval.kb import names as kbs
+from deepdraft.run import runner
 from deepdraft.settings import Settings
+from deepdraft.store.journal import RunRecord
 
 LLMFactory = Callable[[Settings], LLM]
 """Builds the LLM for a run from that run's settings (tests inject a scripted model here)."""

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepdraft import runner
+from deepdraft.core.state import RunState
 from deepdraft.errors import DeepdraftError, UserError
-from deepdraft.journal import Journal
+from deepdraft.export.report import assemble_markdown, render_markdown
 from deepdraft.ports import LLM, Retriever
-from deepdraft.report import assemble_markdown, render_markdown
+from deepdraft.run import runner
 from deepdraft.settings import Settings
-from deepdraft.state import RunState
+from deepdraft.store.journal import Journal
 from deepdraft.train.queries import Query, load_queries, write_queries
 
 __all__ = [

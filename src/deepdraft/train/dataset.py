@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepdraft import runner
-from deepdraft.actions import cited_keys
+from deepdraft.core.state import RunState
 from deepdraft.errors import UserError
-from deepdraft.journal import Journal
-from deepdraft.state import RunState
+from deepdraft.protocol.actions import cited_keys
+from deepdraft.run import runner
+from deepdraft.store.journal import Journal
 from deepdraft.train.collect import collection_queries
 from deepdraft.train.prune import PruneResult, read_pruned
 from deepdraft.train.rewards import passage_id

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deepdraft import runner
 from deepdraft.errors import UserError
+from deepdraft.run import runner
 from deepdraft.train.collect import collection_queries, decision_points, draft_markdown, read_collection
 from deepdraft.train.rewards import ReportScorer
 

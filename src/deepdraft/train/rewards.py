@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, Literal, Protocol
 
-from deepdraft.actions import (
+from deepdraft.core.evidence import select_passages
+from deepdraft.core.tokens import count_tokens
+from deepdraft.eval.data import DIMENSIONS
+from deepdraft.eval.judge import Judge, JudgmentError, read_number, require_dict
+from deepdraft.ports import Retriever
+from deepdraft.protocol.actions import (
     SECTIONS_RANGE,
     SUBSECTIONS_RANGE,
     ExtendPlan,
@@ -43,11 +48,6 @@ from deepdraft.actions import (
     language_problem,
     parse,
 )
-from deepdraft.eval.data import DIMENSIONS
-from deepdraft.eval.judge import Judge, JudgmentError, read_number, require_dict
-from deepdraft.evidence import select_passages
-from deepdraft.ports import Retriever
-from deepdraft.tokens import count_tokens
 from deepdraft.train.queries import Query
 
 __all__ = [

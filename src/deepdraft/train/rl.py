@@ -37,10 +37,10 @@ from pathlib import Path
 from statistics import fmean, pstdev
 from typing import Any
 
-from deepdraft import runner
 from deepdraft.errors import DeepdraftError, UserError
 from deepdraft.eval.judge import Judge
 from deepdraft.ports import Retriever
+from deepdraft.run import runner
 from deepdraft.settings import Settings
 from deepdraft.train.collect import draft_markdown
 from deepdraft.train.dataset import load_samples

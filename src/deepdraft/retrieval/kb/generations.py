@@ -45,7 +45,7 @@ import numpy.typing as npt
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.fsutil import atomic_write_text, fsync_dir, fsync_tree
-from deepdraft.retrieval.analysis import context_header
+from deepdraft.retrieval.index.analysis import context_header
 from deepdraft.retrieval.kb.lock import _WriteLock
 from deepdraft.retrieval.kb.schema import DB_NAME, FORMAT_VERSION, _connect, _read_meta, _stream
 from deepdraft.retrieval.kb.values import IngestNote, ProgressSink, _count, _ignore
@@ -100,7 +100,7 @@ def _build_generation(
     say: ProgressSink,
 ) -> Path:
     """Write ``gen-<revision>`` from what `db` (possibly mid-transaction) holds; returns its path."""
-    from deepdraft.retrieval.vectors import VectorIndex
+    from deepdraft.retrieval.index.vectors import VectorIndex
 
     building = Path(tempfile.mkdtemp(prefix=f"{_BUILDING_PREFIX}{revision}-", dir=folder))
     try:
@@ -270,7 +270,7 @@ def _open_generation(path: Path, meta: dict[str, Any]) -> _Generation:
             bm25 = bm25s.BM25.load(str(path / "bm25"), mmap=True, show_progress=False)
         vectors = None
         if manifest["vectors"]:
-            from deepdraft.retrieval.vectors import VectorIndex
+            from deepdraft.retrieval.index.vectors import VectorIndex
 
             vectors = VectorIndex.open(path / "vectors")
     except FileNotFoundError:

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.analysis import ANALYZER_VERSION, context_header, passage_terms
-from deepdraft.retrieval.chunking import chunk_document
-from deepdraft.retrieval.corpus import Document, Failure
+from deepdraft.retrieval.documents.chunking import chunk_document
+from deepdraft.retrieval.documents.corpus import Document, Failure
+from deepdraft.retrieval.index.analysis import ANALYZER_VERSION, context_header, passage_terms
 from deepdraft.retrieval.kb.filters import DocumentMatcher
 from deepdraft.retrieval.kb.schema import _STREAM_BATCH
 from deepdraft.retrieval.kb.values import AddResult, IngestNote, ProgressSink

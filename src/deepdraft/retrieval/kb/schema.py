@@ -30,7 +30,7 @@ from typing import Any
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.fsutil import fsync_dir
-from deepdraft.retrieval.analysis import ANALYZER_VERSION
+from deepdraft.retrieval.index.analysis import ANALYZER_VERSION
 from deepdraft.settings import RetrievalSettings
 
 FORMAT_VERSION = 1

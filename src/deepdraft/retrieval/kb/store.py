@@ -40,12 +40,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from deepdraft.core.evidence import Passage, Source
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.evidence import Passage, Source
-from deepdraft.retrieval.analysis import analyze
-from deepdraft.retrieval.corpus import Failure, discover, read_documents
-from deepdraft.retrieval.fusion import DEFAULT_K
-from deepdraft.retrieval.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
+from deepdraft.retrieval.documents.corpus import Failure, discover, read_documents
+from deepdraft.retrieval.index.analysis import analyze
+from deepdraft.retrieval.index.fusion import DEFAULT_K
+from deepdraft.retrieval.index.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
 from deepdraft.retrieval.kb.filters import DocumentMatcher
 from deepdraft.retrieval.kb.generations import (
     EMBEDDING_CACHE,
@@ -605,7 +605,7 @@ class KnowledgeBase:
     ) -> Any:
         """The embedder this add brings (None: none asked for); refuses one the KB was not built with."""
         if embedder is None and embedding is not None and embedding.enabled:
-            from deepdraft.retrieval.embedders import build_embedder
+            from deepdraft.retrieval.index.embedders import build_embedder
 
             embedder = build_embedder(embedding)
         if embedder is None:
@@ -624,7 +624,7 @@ class KnowledgeBase:
         if meta.get("embedder") is None:
             return None
         if self._embedder is None:
-            from deepdraft.retrieval.embedders import build_embedder
+            from deepdraft.retrieval.index.embedders import build_embedder
 
             spec = json.loads(str(meta.get("embedder_spec") or "{}"))
             settings = self._embedding.model_copy(

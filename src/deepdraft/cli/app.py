@@ -1,0 +1,546 @@
+"""The `deepdraft` command line.
+
+Errors meant for the user (`DeepdraftError`) print as one line with an exit code; anything else is a
+bug and shows a traceback. `--debug` shows the traceback for everything.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from deepdraft.cli import review as cli_review
+from deepdraft.cli import serve as cli_serve
+from deepdraft.cli.eval import eval_app
+from deepdraft.cli.export import export_command
+from deepdraft.cli.kb import kb_app
+from deepdraft.cli.options import (
+    ApiKeyOption,
+    BaseUrlOption,
+    ConfigOption,
+    ExcludeOption,
+    ModelOption,
+    OnlyOption,
+)
+from deepdraft.cli.progress import Progress
+from deepdraft.cli.train import train_app
+from deepdraft.errors import DeepdraftError, LLMError
+from deepdraft.llm import embedded_models as models
+from deepdraft.run import runner
+from deepdraft.settings import Depth, PolicyName, ReferencesStyle, Settings, load_settings
+
+app = typer.Typer(
+    name="deepdraft",
+    help="Local-first deep research: a cited report whose outline grows while it is written.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+_debug = False
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def _settings(config: Path | None, **flags: dict[str, Any]) -> Settings:
+    return load_settings(config, flags=flags)
+
+
+@app.command()
+def research(
+    question: Annotated[str, typer.Argument(help="The research question.")],
+    kb: Annotated[
+        str | None,
+        typer.Option("--kb", help="A knowledge base name, or a folder of .txt/.md files or a .jsonl corpus."),
+    ] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the Markdown report.")
+    ] = None,
+    policy: Annotated[
+        PolicyName | None, typer.Option("--policy", help="warp (default), plan-write or single-pass.")
+    ] = None,
+    depth: Annotated[
+        Depth | None,
+        typer.Option("--depth", help="quick (small model, ~15 actions), standard (default) or deep."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Base sampling seed, for reproducible runs.")
+    ] = None,
+    max_tokens_total: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens-total", help="Token cap for the run; when spent, the report is finished as is."
+        ),
+    ] = None,
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Most LLM requests per minute.")] = None,
+    language: Annotated[
+        str | None,
+        typer.Option("--language", help="Report language (default: the question's), e.g. English, zh."),
+    ] = None,
+    length: Annotated[
+        int | None, typer.Option("--length", help="Target length of the report in words.")
+    ] = None,
+    planner_model: Annotated[
+        str | None, typer.Option("--planner-model", help="Model for outline decisions (default: --model).")
+    ] = None,
+    writer_model: Annotated[
+        str | None, typer.Option("--writer-model", help="Model for writing sections (default: --model).")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Most LLM actions in the run (default 140).")
+    ] = None,
+    max_expansions: Annotated[
+        int | None, typer.Option("--max-expansions", help="Most deepening decisions (default 12).")
+    ] = None,
+    only: OnlyOption = None,
+    exclude: ExcludeOption = None,
+    web: Annotated[
+        bool | None, typer.Option("--web/--no-web", help="Search the web too (off by default).")
+    ] = None,
+    web_only: Annotated[
+        bool | None, typer.Option("--web-only", help="Search the web and no knowledge base.")
+    ] = None,
+    embed_base_url: Annotated[
+        str | None,
+        typer.Option("--embed-base-url", help="OpenAI-compatible /embeddings endpoint for --kb PATH."),
+    ] = None,
+    embed_model: Annotated[
+        str | None, typer.Option("--embed-model", help="Embedding model name at --embed-base-url.")
+    ] = None,
+    verify: Annotated[
+        bool | None,
+        typer.Option("--verify/--no-verify", help="Check each cited sentence against its sources (on)."),
+    ] = None,
+    synthesis: Annotated[
+        bool | None,
+        typer.Option("--synthesis/--no-synthesis", help="Add a summary and a conclusion (on)."),
+    ] = None,
+    formats: Annotated[
+        list[str] | None,  # typer cannot take a list of Literals; settings validate the names
+        typer.Option("--format", "-f", help="Also export as md, html, pdf, docx, json, bibtex or csl."),
+    ] = None,
+    references_style: Annotated[
+        ReferencesStyle | None,
+        typer.Option("--references-style", help="numbered (default) or author-date."),
+    ] = None,
+    template: Annotated[
+        Path | None, typer.Option("--template", help="A Jinja2 template for the final Markdown.")
+    ] = None,
+    review_outline: Annotated[
+        bool, typer.Option("--review-outline", help="Show the first outline and let me edit it first.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Research QUESTION in your documents and write a cited report."""
+    settings = _settings(
+        config,
+        llm={
+            "base_url": base_url,
+            "model": model,
+            "api_key": api_key,
+            "max_tokens_total": max_tokens_total,
+            "requests_per_minute": rpm,
+            "planner_model": planner_model,
+            "writer_model": writer_model,
+        },
+        research={
+            "policy": policy,
+            "depth": depth,
+            "seed": seed,
+            "language": language,
+            "length_words": length,
+            "max_steps": max_steps,
+            "max_expansions": max_expansions,
+        },
+        retrieval={"only": only or None, "exclude": exclude or None},
+        embedding={
+            "base_url": embed_base_url,
+            "model": embed_model,
+            "enabled": True if embed_base_url else None,
+        },
+        web={"enabled": True if web_only else web, "only": web_only},
+        output={
+            "verify": verify,
+            "synthesis": synthesis,
+            "formats": formats or None,
+            "references_style": references_style,
+            "template": template,
+        },
+    )
+    if kb is None and not settings.web.only:
+        console.print(runner.default_kb()[1], markup=False, highlight=False, soft_wrap=True)
+    run_id = runner.new_run_id()
+    with Progress(console, settings.research.max_steps) as progress:
+        review = cli_review.terminal_review(console, question, progress) if review_outline else None
+        report = _interruptible(
+            run_id,
+            lambda: runner.start(
+                question,
+                settings,
+                kb=kb,
+                output=output,
+                on_event=progress.update,
+                run_id=run_id,
+                review_outline=review,
+            ),
+        )
+    _print_outcome(report)
+
+
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[
+        str | None, typer.Option("--model", help="An embedded model (see `deepdraft models`).")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8766,
+    context: Annotated[int | None, typer.Option("--context", help="Context window in tokens.")] = None,
+) -> None:
+    """Serve the embedded model as an OpenAI-compatible endpoint (for other tools, and for tests)."""
+    from deepdraft.llm.embedded import serve
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host}: anyone who can reach it can use the model", err=True)
+    typer.echo(f"serving {model or 'the default embedded model'} at http://{host}:{port}/v1 (Ctrl-C stops)")
+    serve(model, host=host, port=port, context=context)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (an id or a unique prefix).")],
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Continue a run exactly where it stopped."""
+    settings = _settings(config, llm={"base_url": base_url, "model": model, "api_key": api_key})
+    record, state = runner.load_run(run_id)
+    stored_steps = Settings.model_validate(record.settings["settings"]).research.max_steps
+    outline = state.outline if state else None
+    with Progress(console, stored_steps, start_step=record.steps, outline=outline) as progress:
+        report = _interruptible(
+            record.id, lambda: runner.resume(record.id, settings, on_event=progress.update)
+        )
+    _print_outcome(report)
+
+
+@app.command()
+def runs(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List research runs, newest first."""
+    with runner.open_journal() as journal:
+        records = journal.list_runs()
+    rows = [
+        {
+            "id": r.id,
+            "status": _status(r.id, r.status),
+            "question": r.question,
+            "started": datetime.fromtimestamp(r.created_at).isoformat(timespec="seconds"),
+            "steps": r.steps,
+        }
+        for r in records
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        console.print('no runs yet — start one with: deepdraft research "your question" --kb PATH')
+        return
+    columns = ("id", "status", "steps", "started", "question")
+    if not console.is_terminal:  # pipes and logs get whole values, one run per line
+        for row in rows:
+            typer.echo("\t".join(str(row[column]) for column in columns))
+        return
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in columns:
+        table.add_column(column, no_wrap=column != "question", overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(str(row[column]) for column in columns))
+    console.print(table)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="An id or a unique prefix.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    egress: Annotated[
+        bool,
+        typer.Option("--egress", help="List what the run sent off this machine: queries, URLs, endpoints."),
+    ] = False,
+) -> None:
+    """Show a run: status, outline and where its report is."""
+    if egress:
+        _show_egress(run_id, as_json)
+        return
+    record, state = runner.load_run(run_id)
+    status = _status(record.id, record.status)
+    outline = state.outline if state else None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "id": record.id,
+                    "status": status,
+                    "question": record.question,
+                    "policy": record.policy,
+                    "steps": record.steps,
+                    "error": record.error or None,
+                    "report_path": record.report_path,
+                    "stop_reason": state.stop_reason if state else "",
+                    "outline": outline.model_dump() if outline else None,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    console.print(f"[bold]{record.id}[/bold]  {status}  ({record.steps} steps, policy {record.policy})")
+    console.print(f"question: {record.question}", markup=False, highlight=False)
+    if record.error:
+        console.print(f"error: {record.error}", markup=False, highlight=False)
+    if outline is not None:
+        from deepdraft.cli.progress import outline_tree
+
+        console.print(outline_tree(outline))
+    if record.report_path:
+        console.print(f"report: {record.report_path}")
+    elif status in ("interrupted", "failed"):
+        console.print(f"continue with: deepdraft resume {record.id}")
+
+
+def _show_egress(run_id: str, as_json: bool) -> None:
+    """The run's egress audit: one line per web query, page fetch and remote endpoint."""
+    with runner.open_journal() as journal:
+        record = journal.get_run(run_id)
+        records = journal.egress(record.id)
+    rows = [
+        {
+            "seq": r.seq,
+            "at": datetime.fromtimestamp(r.at).isoformat(timespec="seconds"),
+            "kind": r.kind,
+            "endpoint": r.endpoint,
+            "detail": r.detail,
+            "requests": r.requests,
+            "bytes": r.bytes,
+        }
+        for r in records
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        console.print(
+            f"run {record.id} recorded no requests off this machine (no web search; the LLM and any "
+            "embedding endpoint were in-process or on loopback)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    columns = ("seq", "at", "kind", "requests", "bytes", "endpoint", "detail")
+    if not console.is_terminal:  # pipes and logs get whole values, one record per line
+        for row in rows:
+            typer.echo("\t".join(str(row[column]) for column in columns))
+        return
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in columns:
+        table.add_column(column, no_wrap=column not in ("detail", "endpoint"), overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(str(row[column])) for column in columns))
+    console.print(table)
+
+
+@app.command()
+def setup(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help=f"Embedded model to install (default {models.DEFAULT_MODEL}); see: deepdraft models",
+        ),
+    ] = None,
+    skip_model: Annotated[bool, typer.Option("--skip-model", help="Leave the embedded model out.")] = False,
+    skip_demo: Annotated[
+        bool, typer.Option("--skip-demo", help="Leave the demo knowledge base out.")
+    ] = False,
+) -> None:
+    """Install the embedded model and the demo knowledge base — the one step that downloads."""
+    spec = models.get_spec(model or models.DEFAULT_MODEL)  # an unknown name fails before any download
+    failures: list[DeepdraftError] = []
+    if not skip_model:
+        ready = _setup_step(f"model {spec.name}", lambda say: _setup_model(spec, say), failures)
+        if ready and importlib.util.find_spec("llama_cpp") is None:
+            console.print(
+                "note: the model files are ready, but running the embedded model needs llama-cpp-python: "
+                'pip install -c constraints.txt -e ".[local]"',
+                markup=False,
+                soft_wrap=True,
+            )
+    if not skip_demo:
+        _setup_step("demo knowledge base", _setup_demo, failures)
+    if failures:
+        raise typer.Exit(failures[0].exit_code)
+    if not skip_demo:
+        console.print(
+            'next: deepdraft research "How did presidents argue about tariffs?" --kb demo', markup=False
+        )
+
+
+def _setup_step(
+    label: str, work: Callable[[Callable[[str], None]], str], failures: list[DeepdraftError]
+) -> bool:
+    """Run one part of `setup` with live progress; a failure is reported and the next part still runs."""
+    started = time.monotonic()
+    try:
+        if console.is_terminal:  # a spinner with the latest step; logs get every line instead
+            with console.status(f"{label}: starting") as status:
+                summary = work(lambda line: status.update(escape(f"{label}: {line}")))
+        else:
+            summary = work(
+                lambda line: console.print(f"{label}: {line}", markup=False, highlight=False, soft_wrap=True)
+            )
+    except DeepdraftError as exc:
+        if _debug:
+            raise
+        console.print(f"[red]failed[/red] {escape(label)}: {escape(str(exc))}", soft_wrap=True)
+        failures.append(exc)
+        return False
+    seconds = time.monotonic() - started
+    console.print(
+        f"[green]ready[/green] {escape(label)}: {escape(summary)} ({seconds:.1f} s)", soft_wrap=True
+    )
+    return True
+
+
+def _setup_model(spec: models.ModelSpec, say: Callable[[str], None]) -> str:
+    result = models.install_model(spec, say)
+    how = "downloaded and verified" if result.fetched else "already installed, verified"
+    return f"{how}, {_size(result.size)} at {result.path}"
+
+
+def _setup_demo(say: Callable[[str], None]) -> str:
+    from deepdraft.retrieval.kb.names import DEMO_KB, open_kb
+    from deepdraft.run import demo
+
+    folder = demo.ensure_demo_kb(None, say)
+    corpus = demo.demo_corpus_path()
+    with open_kb(DEMO_KB) as kb:
+        info = kb.info()
+    size = _size(corpus.stat().st_size)
+    return (
+        f"{info.documents} addresses, {info.chunks} passages; corpus {size} at {corpus}, "
+        f"knowledge base at {folder}"
+    )
+
+
+@app.command("models")
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the embedded models deepdraft knows, and which are installed."""
+    active = models.DEFAULT_MODEL
+    rows = [
+        {
+            "name": status.spec.name,
+            "active": status.spec.name == active,
+            "state": status.state,
+            "size": status.size,
+            "path": str(status.path),
+            "title": status.spec.title,
+            "purpose": status.spec.purpose,
+            "license": status.spec.license,
+            "provenance": status.spec.provenance,
+        }
+        for status in map(models.model_status, models.MODELS)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        marker = "*" if row["active"] else " "
+        size = _size(row["size"]) if isinstance(row["size"], int) else "-"
+        console.print(
+            f"{marker} {row['name']:<20} {row['state']:<10} {size:>9}  {row['path']}\n"
+            f"    {row['title']}: {row['purpose']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print("* active (the default); install another with: deepdraft setup --model NAME")
+    console.print(f"cache: {models.models_dir()}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
+def _status(run_id: str, recorded: str) -> str:
+    # A run recorded as running whose process is gone (killed, machine off) can be resumed.
+    if recorded == "running" and not runner.is_active(run_id):
+        return "interrupted"
+    return recorded
+
+
+def _interruptible(run_id: str, work: Callable[[], runner.Report]) -> runner.Report:
+    try:
+        return work()
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted — continue with: deepdraft resume {run_id}", err=True)
+        raise typer.Exit(130) from None
+    except LLMError as exc:
+        if runner.run_exists(run_id):
+            raise LLMError(f"{exc} (the run is saved: deepdraft resume {run_id})") from exc
+        raise
+
+
+def _print_outcome(report: runner.Report) -> None:
+    console.print(f"[green]report written[/green] ({report.stop_reason}): {report.path}")
+    if report.unwritten:
+        console.print(
+            f"[yellow]{len(report.unwritten)} part(s) left unwritten:[/yellow] {', '.join(report.unwritten)}"
+        )
+    for problem in report.problems:  # formats that could not be written; the run itself is done
+        console.print(f"[yellow]not exported[/yellow] {escape(problem)}", soft_wrap=True)
+
+
+app.command("serve")(cli_serve.serve)
+app.command("mcp")(cli_serve.mcp)
+app.command("export")(export_command)
+app.add_typer(eval_app, name="eval")
+app.add_typer(kb_app, name="kb")
+app.add_typer(train_app, name="train")
+
+
+def main() -> None:
+    try:
+        app()
+    except DeepdraftError as exc:
+        if _debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,113 @@
+"""The `deepdraft serve` and `deepdraft mcp` commands (the server extra's entry points).
+
+Both read settings the way `research` does (config file < environment < flags), so the LLM they
+use is the one the user named, or the embedded model. The heavy imports (FastAPI, uvicorn, the MCP
+SDK) happen inside the commands: the rest of the CLI starts without them installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from deepdraft.cli.options import ApiKeyOption, BaseUrlOption, ConfigOption, ModelOption
+from deepdraft.errors import ConfigError
+from deepdraft.settings import Settings, load_settings
+
+TOKEN_ENV = "DEEPDRAFT_TOKEN"
+
+
+def _need_server_extra() -> None:
+    missing = [
+        name
+        for name in ("fastapi", "uvicorn", "sse_starlette", "mcp")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise ConfigError(
+            f'the server needs {", ".join(missing)}: pip install -c constraints.txt -e ".[server]"'
+        )
+
+
+def _load(config: Path | None, base_url: str | None, model: str | None, api_key: str | None) -> Settings:
+    return load_settings(config, flags={"llm": {"base_url": base_url, "model": model, "api_key": api_key}})
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (only loopback without a token).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help=f"Bearer token every API request must carry [env: {TOKEN_ENV}]"),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Runs driven at once (default: 2 with --base-url, else 1)."),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Allow this web origin to call the API (repeatable)."),
+    ] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the REST API and the web page (http://127.0.0.1:8765 by default)."""
+    _need_server_extra()
+    from deepdraft.server import security
+
+    token = token or os.environ.get(TOKEN_ENV) or None
+    security.check_bind(host, token)
+    origins = security.check_origins(cors_origin or [])
+    settings = _load(config, base_url, model, api_key)
+    if workers is None:
+        workers = 2 if settings.llm.base_url else 1  # one embedded model in memory is enough
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+
+    import uvicorn
+
+    from deepdraft.server.app import create_app
+
+    app = create_app(settings, token=token, workers=workers, cors_origins=tuple(origins))
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(
+        f"deepdraft serving at http://{shown}:{port} with {workers} worker(s); "
+        "Ctrl-C stops after the actions under way"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def mcp(
+    transport: Annotated[
+        str, typer.Option("--transport", help="stdio (for a local client) or http (streamable HTTP).")
+    ] = "stdio",
+    host: Annotated[
+        str, typer.Option("--host", help="Address for --transport http (loopback only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port for --transport http.")] = 8767,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve deepdraft as an MCP server: other agents call deep research as a tool."""
+    _need_server_extra()
+    if transport not in ("stdio", "http"):
+        raise ConfigError(f"--transport {transport!r}: use stdio or http")
+    from deepdraft.mcp import server as mcp_server
+    from deepdraft.server import security
+
+    if transport == "http" and not security.is_loopback(host):
+        # The MCP endpoint has no token of its own: it stays on this machine.
+        raise ConfigError(f"refusing to serve MCP on {host}: --transport http listens on loopback only")
+    settings = _load(config, base_url, model, api_key)
+    chosen: Literal["stdio", "http"] = "stdio" if transport == "stdio" else "http"
+    mcp_server.run(settings, transport=chosen, host=host, port=port)

@@ -1,0 +1,3 @@
+"""Pure data of a run: the outline, evidence and its citation keys, the run state, verification
+verdicts, token counts. No I/O.
+"""

@@ -1,0 +1,130 @@
+"""Evidence: passages, where they come from, and the per-run registry of citation keys.
+
+A passage gets a key (`textid1`, `textid2`, ...) the first time the run sees it, and keeps it for the
+whole run: the same text found again by a later search gets the same key, so a citation means the
+same thing wherever it appears. Keys are what the model cites (`\\cite{textid3}`); the reader sees
+numbered references to *sources* instead (see `report.py`).
+
+Pure data and pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+from deepdraft.core.tokens import head_tail
+
+KEY_PREFIX = "textid"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a passage comes from; enough to cite it in a bibliography."""
+
+    doc_id: str
+    title: str
+    location: str  # a file path or a URL
+    page: int | None = None  # 1-based page, when the document has pages
+    start: int = 0  # character offsets of the passage in the document's text
+    end: int = 0
+    headings: tuple[str, ...] = ()  # the section path the passage sits under, outermost first
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    source: Source
+    score: float = 0.0
+
+
+class EvidenceItem(BaseModel):
+    key: str
+    text: str
+    source: Source
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha1(text.strip().encode("utf-8")).hexdigest()
+
+
+class EvidenceRegistry(BaseModel):
+    """Every passage the run has shown the model, by key, in order of first appearance."""
+
+    items: dict[str, EvidenceItem] = Field(default_factory=dict)
+    by_fingerprint: dict[str, str] = Field(default_factory=dict)
+
+    def register(self, passage: Passage) -> str:
+        """Return the passage's key, assigning the next one if its text is new."""
+        fingerprint = _fingerprint(passage.text)
+        if fingerprint in self.by_fingerprint:
+            return self.by_fingerprint[fingerprint]
+        key = f"{KEY_PREFIX}{len(self.items) + 1}"
+        self.items[key] = EvidenceItem(key=key, text=passage.text.strip(), source=passage.source)
+        self.by_fingerprint[fingerprint] = key
+        return key
+
+    def __getitem__(self, key: str) -> EvidenceItem:
+        return self.items[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.items
+
+
+def select_passages(hits_per_keyword: Sequence[Sequence[Passage]], budget: int) -> list[Passage]:
+    """Choose up to `budget` distinct passages from ranked per-keyword result lists.
+
+    Every keyword first gets an equal quota of its best results (so one broad keyword cannot crowd
+    out the others); leftover slots are then filled from the remaining results, keyword by keyword.
+    Passages with identical text are taken once.
+    """
+    if not hits_per_keyword or budget <= 0:
+        return []
+    quota = max(1, budget // len(hits_per_keyword))
+    chosen: list[Passage] = []
+    seen: set[str] = set()
+    leftovers: list[list[Passage]] = []
+
+    def take(passage: Passage) -> bool:
+        fingerprint = _fingerprint(passage.text)
+        if fingerprint in seen or not passage.text.strip():
+            return False
+        seen.add(fingerprint)
+        chosen.append(passage)
+        return True
+
+    for hits in hits_per_keyword:
+        taken = 0
+        rest: list[Passage] = []
+        for passage in hits:
+            if taken < quota and len(chosen) < budget:
+                taken += take(passage)
+            else:
+                rest.append(passage)
+        leftovers.append(rest)
+    for rest in leftovers:
+        for passage in rest:
+            if len(chosen) >= budget:
+                return chosen
+            take(passage)
+    return chosen
+
+
+def render_evidence(
+    registry: EvidenceRegistry, keys: Sequence[str], passage_tokens: int | None = None
+) -> str:
+    """The evidence block of a prompt: `bibkey:textidN` on its own line, then the passage.
+
+    `passage_tokens` cuts long passages to their first tokens, for models with slow prefill.
+    """
+    if not keys:
+        return "No evidence was found."
+
+    def text(key: str) -> str:
+        passage = registry[key].text
+        return passage if passage_tokens is None else head_tail(passage, passage_tokens, 0)
+
+    return "\n\n".join(f"bibkey:{key}\n{text(key)}" for key in keys)

@@ -1,0 +1,360 @@
+"""`eval run`: research a suite's questions with several policies, then score and compare them.
+
+Every policy runs on the same model, corpus and settings (through `deepdraft.run.runner`, so output
+verification and synthesis apply as configured); only `research.policy` differs. Then the reports
+are scored with what needs no reference: the six DRGym quality criteria and FACT-local citation
+support (from each run's stored evidence); KPR/KPC too on the `gym` suite, whose questions ship key
+points; RACE on `drb` when reference reports are given. The result is one table, policy × metric,
+printed and written to ``comparison.csv`` with ``per_question.csv``, ``summary.json`` and a bar chart
+``comparison.png`` in the output folder.
+
+Resumable: ``runs.jsonl`` in the output folder records each (question, policy) → run id *before*
+the run starts. A rerun reuses finished runs, resumes interrupted ones from their last checkpoint,
+and the judge's cache answers every judgment already made; nothing is lost to an interruption.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepdraft.errors import RunFailed, RunNotFound, UserError
+from deepdraft.eval.data import KeyPoint, benchmarks_dir, load_deepconsult, load_drb, load_gym
+from deepdraft.eval.fact import FactReport, judge_statements, pairs_from_run_state, summarize
+from deepdraft.eval.gym import (
+    QUALITY_CRITERIA,
+    KeyPointResult,
+    QualityResult,
+    judge_key_points,
+    judge_quality,
+)
+from deepdraft.eval.judge import Judge
+from deepdraft.eval.race import score_race
+from deepdraft.eval.report_io import match_key
+from deepdraft.ports import LLM, Retriever
+from deepdraft.settings import Settings
+
+__all__ = ["DEMO_QUESTIONS", "SUITES", "SuiteQuestion", "SuiteResult", "run_suite", "suite_questions"]
+
+SUITES = ("demo", "drb", "deepconsult", "gym")
+
+# Questions the bundled State of the Union corpus can answer (the `demo` knowledge base).
+DEMO_QUESTIONS = (
+    "How did presidents argue about tariffs and free trade in their State of the Union addresses?",
+    "How has the way presidents talk about immigration changed from the nineteenth century to today?",
+    "What reasons did presidents give for paying down or for increasing the national debt?",
+    "How did presidents justify going to war in their State of the Union addresses?",
+    "How did presidents describe the role of the federal government in the economy during depressions?",
+    "How have presidents spoken about civil rights and equality before the law?",
+)
+
+
+@dataclass(frozen=True)
+class SuiteQuestion:
+    id: str
+    question: str
+    key_points: tuple[KeyPoint, ...] = ()
+
+
+def suite_questions(suite: str, data_dir: Path | None, limit: int | None) -> list[SuiteQuestion]:
+    """The first `limit` questions of a suite (all when None)."""
+    questions: list[SuiteQuestion]
+    if suite == "demo":
+        questions = [SuiteQuestion(f"demo-{i}", q) for i, q in enumerate(DEMO_QUESTIONS, 1)]
+    elif suite == "drb":
+        questions = [SuiteQuestion(f"drb-{t.id}", t.prompt) for t in load_drb(benchmarks_dir(data_dir))]
+    elif suite == "deepconsult":
+        queries = load_deepconsult(benchmarks_dir(data_dir))
+        questions = [SuiteQuestion(f"deepconsult-{i}", q) for i, q in enumerate(queries, 1)]
+    elif suite == "gym":
+        questions = [
+            SuiteQuestion(f"gym-{q.id}", q.query, q.key_points) for q in load_gym(benchmarks_dir(data_dir))
+        ]
+    else:
+        raise UserError(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
+    return questions[:limit] if limit is not None else questions
+
+
+@dataclass
+class RunOutcome:
+    question: SuiteQuestion
+    policy: str
+    run_id: str
+    report: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class SuiteResult:
+    policies: list[str]
+    outcomes: list[RunOutcome]
+    table: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """policy → metric → value."""
+    per_question: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+ProgressFn = Callable[[str], None]
+
+
+def _policy_settings(settings: Settings, policy: str) -> Settings:
+    research = settings.research.model_copy(update={"policy": policy})
+    return settings.model_copy(update={"research": research})
+
+
+class _RunLedger:
+    """``runs.jsonl``: which run answers which (question, policy); appended before each run starts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[tuple[str, str], str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.entries[(row["question_id"], row["policy"])] = row["run_id"]
+
+    def record(self, question_id: str, policy: str, run_id: str) -> None:
+        self.entries[(question_id, policy)] = run_id
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"question_id": question_id, "policy": policy, "run_id": run_id}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _research(
+    question: SuiteQuestion,
+    policy: str,
+    settings: Settings,
+    ledger: _RunLedger,
+    *,
+    kb: str | None,
+    llm: LLM | None,
+    retriever: Retriever | None,
+) -> RunOutcome:
+    from deepdraft.run import runner
+
+    run_id = ledger.entries.get((question.id, policy))
+    try:
+        if run_id is not None:
+            try:
+                record, _ = runner.load_run(run_id)
+            except RunNotFound:
+                record = None
+            if record is not None and record.status == "finished" and record.report_path:
+                path = Path(record.report_path)
+                if path.is_file():
+                    return RunOutcome(question, policy, run_id, path.read_text(encoding="utf-8"))
+            if record is not None:
+                report = runner.resume(run_id, settings, llm=llm, retriever=retriever)
+                return RunOutcome(question, policy, run_id, report.markdown)
+        run_id = run_id or runner.new_run_id()
+        ledger.record(question.id, policy, run_id)
+        report = runner.start(question.question, settings, kb=kb, llm=llm, retriever=retriever, run_id=run_id)
+        return RunOutcome(question, policy, run_id, report.markdown)
+    except RunFailed as exc:  # the model could not produce a report; other policies still run
+        return RunOutcome(question, policy, run_id or "", error=str(exc))
+
+
+def run_suite(
+    questions: Sequence[SuiteQuestion],
+    policies: Sequence[str],
+    settings: Settings,
+    judge: Judge,
+    output_dir: Path,
+    *,
+    kb: str | None = None,
+    llm: LLM | None = None,
+    retriever: Retriever | None = None,
+    references: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+    on_run: ProgressFn = lambda label: None,
+) -> SuiteResult:
+    """Research every question with every policy, score the reports, write the comparison files."""
+    from deepdraft.run.runner import POLICIES, load_run
+
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise UserError(f"unknown policy {', '.join(unknown)}: choose from {', '.join(POLICIES)}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ledger = _RunLedger(output_dir / "runs.jsonl")
+    outcomes = []
+    for question in questions:
+        for policy in policies:
+            on_run(f"{policy}: {question.id}")
+            outcomes.append(
+                _research(
+                    question,
+                    policy,
+                    _policy_settings(settings, policy),
+                    ledger,
+                    kb=kb,
+                    llm=llm,
+                    retriever=retriever,
+                )
+            )
+    result = SuiteResult(list(policies), outcomes)
+    result.failures += [f"{o.policy} {o.question.id}: run failed: {o.error}" for o in outcomes if o.error]
+    done = [o for o in outcomes if o.report is not None]
+
+    def name(outcome: RunOutcome) -> str:
+        return f"{outcome.question.id}/{outcome.policy}"
+
+    quality = judge_quality(judge, {name(o): (o.question.question, o.report or "") for o in done})
+    fact_reports = judge_statements(
+        judge, {name(o): pairs_from_run_state(_final_state(load_run, o.run_id)) for o in done if o.run_id}
+    )
+    facts = {r.name: r for r in fact_reports}
+    gym = [o for o in done if o.question.key_points]
+    kpr = judge_key_points(
+        judge, [(name(o), o.question.question, o.question.key_points, o.report or "") for o in gym]
+    )
+    race_scores: dict[str, float] = {}
+    if references:
+        race_scores = _race(judge, done, references, data_dir, result)
+
+    for name_, failed in quality.failed.items():
+        result.failures.append(f"{name_}: quality judgment FAILED for {', '.join(failed)}")
+    for report in fact_reports:
+        result.failures += [f"{report.name}: citation judgment FAILED: {f}" for f in report.failures]
+    for qid, count in kpr.failed.items():
+        result.failures.append(f"{qid}: {count} key-point judgment(s) FAILED")
+
+    for policy in policies:
+        mine = [o for o in done if o.policy == policy]
+        names = {name(o) for o in mine}
+        row: dict[str, float | None] = {"reports": float(len(mine))}
+        q = QualityResult(ratings={k: v for k, v in quality.ratings.items() if k in names}).summary()
+        row["quality"] = q.get("overall")
+        for criterion in QUALITY_CRITERIA:
+            row[criterion] = q.get(criterion)
+        f = summarize([facts[n] for n in names if n in facts])
+        row["citation_accuracy"] = None if f.citation_accuracy is None else 100 * f.citation_accuracy
+        row["effective_citations"] = f.effective_citations
+        if gym:
+            k = KeyPointResult(rates={n: r for n, r in kpr.rates.items() if n in names}).summary()
+            row["kpr"], row["kpc"] = k.get("kpr"), k.get("kpc")
+        if references:
+            values = [race_scores[n] for n in names if n in race_scores]
+            row["race"] = 100 * sum(values) / len(values) if values else None
+        result.table[policy] = row
+
+    for outcome in outcomes:
+        key = name(outcome)
+        ratings = quality.ratings.get(key, {})
+        fact = facts.get(key, FactReport(key))
+        result.per_question.append(
+            {
+                "question_id": outcome.question.id,
+                "policy": outcome.policy,
+                "run_id": outcome.run_id,
+                "error": outcome.error or "",
+                "words": len((outcome.report or "").split()),
+                **{c: ratings.get(c) for c in QUALITY_CRITERIA},
+                "supported": fact.labels["supported"],
+                "unsupported": fact.labels["unsupported"],
+                "unknown": fact.labels["unknown"],
+                "kpr": kpr.rates.get(key, {}).get("support_rate"),
+                "race": race_scores.get(key),
+            }
+        )
+    write_outputs(result, judge, output_dir)
+    return result
+
+
+def _final_state(load: Callable[[str], Any], run_id: str) -> Any:
+    from deepdraft.core.state import RunState
+
+    _, state = load(run_id)
+    return state if state is not None else RunState(question="")
+
+
+def _race(
+    judge: Judge,
+    done: Sequence[RunOutcome],
+    references: dict[str, str],
+    data_dir: Path | None,
+    result: SuiteResult,
+) -> dict[str, float]:
+    tasks = {match_key(t.prompt): t for t in load_drb(benchmarks_dir(data_dir))}
+    refs = {match_key(q): text for q, text in references.items()}
+    scores: dict[str, float] = {}
+    for outcome in done:
+        task = tasks.get(match_key(outcome.question.question))
+        if task is None or match_key(task.prompt) not in refs:
+            continue
+        race = score_race(
+            judge, [task], {task.prompt: outcome.report or ""}, {task.prompt: refs[match_key(task.prompt)]}
+        )
+        key = f"{outcome.question.id}/{outcome.policy}"
+        if race.scores:
+            scores[key] = race.scores[0].overall
+        result.failures += [f"{key}: RACE judgment FAILED: {why}" for why in race.failed.values()]
+    return scores
+
+
+# ---- outputs -----------------------------------------------------------------------------------------
+
+CAVEAT = (
+    "Judge-based numbers move with the judge: compare policies under one judge; a small local judge's "
+    "absolute numbers mean little."
+)
+
+
+def metric_names(result: SuiteResult) -> list[str]:
+    return list(next(iter(result.table.values()))) if result.table else []
+
+
+def write_outputs(result: SuiteResult, judge: Judge, folder: Path) -> None:
+    metrics = metric_names(result)
+    with (folder / "comparison.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["policy", *metrics])
+        for policy, row in result.table.items():
+            writer.writerow([policy, *("" if row[m] is None else f"{row[m]:.4f}" for m in metrics)])
+    if result.per_question:
+        with (folder / "per_question.csv").open("w", encoding="utf-8", newline="") as handle:
+            dict_writer = csv.DictWriter(handle, fieldnames=list(result.per_question[0]))
+            dict_writer.writeheader()
+            dict_writer.writerows(result.per_question)
+    summary = {
+        "judge": judge.model_name,
+        "judge_usage": judge.tally.as_dict(),
+        "table": result.table,
+        "failures": result.failures,
+        "note": CAVEAT,
+    }
+    (folder / "summary.json").write_text(
+        json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    plot_comparison(result, folder / "comparison.png")
+
+
+def plot_comparison(result: SuiteResult, path: Path) -> None:
+    """Grouped bars of the 0–100 metrics, one colour per policy (matplotlib, Agg: no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in metric_names(result) if m not in ("reports", "effective_citations")]
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(metrics) + 2), 4.2))
+    width = 0.8 / max(1, len(result.table))
+    for index, (policy, row) in enumerate(result.table.items()):
+        values = [0.0 if row[m] is None else float(row[m] or 0.0) for m in metrics]
+        positions = [m + index * width for m in range(len(metrics))]
+        axes.bar(positions, values, width, label=policy)
+    axes.set_xticks([m + width * (len(result.table) - 1) / 2 for m in range(len(metrics))])
+    axes.set_xticklabels([m.replace("_", " ") for m in metrics], rotation=30, ha="right")
+    axes.set_ylim(0, 100)
+    axes.set_ylabel("score (0–100)")
+    axes.set_title("Policies compared (missing values drawn as 0)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,295 @@
+"""One report, as every exporter sees it: `ReportDocument`, built from a run's state and manifest.
+
+Every format (Markdown, HTML, PDF, DOCX, JSON, BibTeX, CSL-JSON) renders from this one object, so
+they agree by construction: the same numbering, the same References, the same manifest. It holds
+
+* the title, the question, the language and the references style;
+* the executive summary and the conclusion (when the run wrote them);
+* the sections as a tree: position, number, title, plan, the Markdown body with citations
+  resolved to references, the raw body with its `\\cite{key}`s (for renderers that draw their own
+  citation marks, such as HTML links), and the citation keys of each sentence;
+* the references: each cited source with the pages and the passages cited (text and offsets);
+* every passage the run saw (the evidence registry), the verification results and constraint
+  checks when the run produced them, and the manifest.
+
+The state is all it needs, so the document of any finished run can be rebuilt from the journal's
+last checkpoint. Sentence splitting here is for the JSON export's per-sentence citation keys: a
+simple split after sentence punctuation (Latin and CJK), good enough to attribute citations; the
+verification pass records its own sentences, which the JSON export carries as well.
+
+Pure data and pure functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepdraft.core.evidence import EvidenceRegistry
+from deepdraft.core.outline import Node
+from deepdraft.core.state import RunState
+from deepdraft.export.report import (
+    CitationStyle,
+    RenderedReport,
+    RenderedSection,
+    assemble_markdown,
+    render_markdown,
+)
+from deepdraft.protocol.actions import cited_keys, wants_chinese
+from deepdraft.run.manifest import for_readers
+
+DOCUMENT_FORMAT = "deepdraft-report"
+DOCUMENT_VERSION = 1
+
+# A sentence ends at . ! ? (followed by a blank) or at a CJK full stop, ! or ? (followed by anything).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str
+    """The sentence as written, citations still as `\\cite{key}`."""
+    keys: tuple[str, ...]
+    references: tuple[int, ...]
+    """The References numbers its citations resolve to (unknown keys resolve to nothing)."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """A piece of prose outside the outline: the executive summary or the conclusion."""
+
+    markdown: str
+    source: str
+    sentences: tuple[Sentence, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    position: str
+    number: str
+    level: int
+    title: str
+    plan: str
+    written: bool
+    note: str | None
+    heading: str
+    markdown: str
+    """The body with citations resolved (for an unwritten node: the italic note)."""
+    source: str
+    """The cleaned body with `\\cite{key}`s; empty for an unwritten node."""
+    sentences: tuple[Sentence, ...]
+    children: tuple[Section, ...] = ()
+
+
+@dataclass(frozen=True)
+class CitedPassage:
+    key: str
+    text: str
+    page: int | None
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class ReferenceEntry:
+    number: int
+    label: str
+    """The in-text label in author-date style; the number in brackets in numbered style."""
+    line: str
+    """The entry as the Markdown References list shows it."""
+    doc_id: str
+    title: str
+    location: str
+    year: str | None
+    pages: tuple[int, ...]
+    passages: tuple[CitedPassage, ...]
+
+    @property
+    def url(self) -> str | None:
+        return self.location if self.location.startswith(("http://", "https://")) else None
+
+
+@dataclass(frozen=True)
+class ReportDocument:
+    run_id: str
+    title: str
+    question: str
+    language: str
+    """"zh" for a Chinese report, else "en" (the fixed headings follow it)."""
+    style: CitationStyle
+    summary: Block | None
+    conclusion: Block | None
+    sections: tuple[Section, ...]
+    references: tuple[ReferenceEntry, ...]
+    rendered: RenderedReport
+    """The Markdown rendering and the bibliography behind it (for renderers with their own marks)."""
+    registry: EvidenceRegistry
+    manifest: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None
+    constraints: tuple[dict[str, Any], ...] = ()
+    stop_reason: str = ""
+
+    @property
+    def markdown(self) -> str:
+        """The default Markdown document, with the readers' manifest at its end."""
+        return assemble_markdown(self.rendered, self.readers_manifest() or None)
+
+    def walk(self) -> Iterator[Section]:
+        """Every section in document order."""
+
+        def visit(sections: tuple[Section, ...]) -> Iterator[Section]:
+            for section in sections:
+                yield section
+                yield from visit(section.children)
+
+        return visit(self.sections)
+
+    def readers_manifest(self) -> dict[str, Any]:
+        """The manifest with KB documents cut to the cited ones (see `manifest.for_readers`)."""
+        if not self.manifest:
+            return {}
+        return for_readers(self.manifest, (entry.doc_id for entry in self.references))
+
+    @property
+    def unwritten(self) -> list[str]:
+        return list(self.rendered.unwritten)
+
+
+def build_document(
+    state: RunState,
+    *,
+    run_id: str = "",
+    manifest: Mapping[str, Any] | None = None,
+    style: CitationStyle = "numbered",
+    language: str | None = None,
+    stop_note: str | None = None,
+) -> ReportDocument:
+    """The document of a run whose state has an outline (any finished, or stopped, run)."""
+    if state.outline is None:
+        raise ValueError("a report needs an outline; this run has none yet")
+    summary_text = str(getattr(state, "summary", "") or "")
+    conclusion_text = str(getattr(state, "conclusion", "") or "")
+    if stop_note is None:
+        stop_note = f"run stopped: {state.stop_reason}" if state.stop_reason else ""
+    rendered = render_markdown(
+        state.outline,
+        state.registry,
+        stop_note,
+        style=style,
+        summary=summary_text,
+        conclusion=conclusion_text,
+        question=state.question,
+        language=language,
+    )
+    bibliography = rendered.bibliography
+    assert bibliography is not None  # render_markdown always sets it
+    numbers = {reference.source.doc_id: reference.number for reference in rendered.references}
+
+    def sentences(text: str) -> tuple[Sentence, ...]:
+        found = []
+        for sentence in split_sentences(text):
+            keys = tuple(key for group in cited_keys(sentence) for key in group)
+            refs = tuple(
+                dict.fromkeys(
+                    numbers[state.registry[key].source.doc_id] for key in keys if key in state.registry
+                )
+            )
+            found.append(Sentence(sentence, keys, refs))
+        return tuple(found)
+
+    def block(markdown: str, source: str) -> Block | None:
+        return Block(markdown, source, sentences(source)) if source else None
+
+    by_position = {section.position: section for section in rendered.sections}
+
+    def section(node: Node, position: str) -> Section:
+        part: RenderedSection = by_position[position]
+        children = tuple(
+            section(child, f"{position}.{index}") for index, child in enumerate(node.children, start=1)
+        )
+        return Section(
+            id=node.id,
+            position=position,
+            number=part.number,
+            level=part.level,
+            title=part.title,
+            plan=node.plan,
+            written=part.written,
+            note=node.note,
+            heading=part.heading,
+            markdown=part.body,
+            source=part.source if part.written else "",
+            sentences=sentences(part.source) if part.written else (),
+            children=children,
+        )
+
+    tree = tuple(
+        section(node, f"section-{index}") for index, node in enumerate(state.outline.sections, start=1)
+    )
+    references = tuple(
+        ReferenceEntry(
+            number=reference.number,
+            label=reference.label if style == "author-date" else f"[{reference.number}]",
+            line=bibliography.reference_line(reference),
+            doc_id=reference.source.doc_id,
+            title=reference.source.title,
+            location=reference.source.location,
+            year=None
+            if reference.year == rendered.labels.no_date or not reference.year[:1].isdigit()
+            else reference.year,
+            pages=reference.pages,
+            passages=tuple(
+                CitedPassage(
+                    key=key,
+                    text=state.registry[key].text,
+                    page=state.registry[key].source.page,
+                    start=state.registry[key].source.start,
+                    end=state.registry[key].source.end,
+                )
+                for key in reference.keys
+            ),
+        )
+        for reference in rendered.references
+    )
+    verification = getattr(state, "verification", None)
+    constraints = getattr(state, "constraints", None) or ()
+    return ReportDocument(
+        run_id=run_id,
+        title=rendered.title,
+        question=state.question,
+        language="zh" if wants_chinese(state.question or rendered.title, language) else "en",
+        style=style,
+        summary=block(rendered.summary, rendered.summary_source),
+        conclusion=block(rendered.conclusion, rendered.conclusion_source),
+        sections=tree,
+        references=references,
+        rendered=rendered,
+        registry=state.registry,
+        manifest=dict(manifest or {}),
+        verification=_as_dict(verification),
+        constraints=tuple(item for item in (_as_dict(check) for check in constraints) if item is not None),
+        stop_reason=state.stop_reason,
+    )
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of Markdown prose: each non-blank line block split after sentence punctuation."""
+    out: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        joined = " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
+        out += [piece.strip() for piece in _SENTENCE_END.split(joined) if piece.strip()]
+    return out
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if hasattr(value, "model_dump"):
+        dumped: dict[str, Any] = value.model_dump(mode="json")
+        return dumped
+    if isinstance(value, Mapping):
+        return dict(value)
+    return None

@@ -1,0 +1,1 @@
+"""The MCP server: deepdraft as tools for MCP clients."""

@@ -1,0 +1,199 @@
+"""deepdraft as an MCP server: other agents (Claude Desktop, IDE agents) call deep research as a tool.
+
+Tools: `deep_research` (question, kb, depth → the report's Markdown and its run id, with progress
+notifications while it runs), `search_kb`, `list_runs`, `get_report`. Resources: each finished
+run's report at ``deepdraft://runs/{run_id}/report``. Transports: stdio (the client starts
+``deepdraft mcp``) and streamable HTTP on loopback (``deepdraft mcp --transport http``).
+
+Trade-offs: a research run takes minutes, and MCP tool calls are plain request/response, so
+`deep_research` holds the call open and reports progress (one notification per finished action,
+`progress`/`total` in actions) rather than returning a handle to poll. The run is journaled like
+any other: if the client gives up, the run is cancelled before its next action and can be resumed
+with `deepdraft resume`. Runs are driven in a worker thread so the event loop keeps answering
+other requests. Unlike the REST server, `kb` may also be a folder path: an MCP client runs on the
+user's own machine, with the user's rights, exactly like the CLI.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from pydantic import BaseModel
+
+from deepdraft._version import __version__
+from deepdraft.errors import DeepdraftError
+from deepdraft.events import ActionFinished, Event, RunStarted
+from deepdraft.run import runner
+from deepdraft.server import reports
+from deepdraft.server.kbs import search as search_passages
+from deepdraft.server.runs import LLMFactory, settings_for_run
+from deepdraft.settings import Depth, Settings
+
+INSTRUCTIONS = (
+    "deepdraft writes long, cited research reports from the user's own documents. Use deep_research "
+    "for a question that needs a structured report (it takes minutes and reports progress); "
+    "search_kb for a quick look-up of passages; list_runs and get_report for earlier reports."
+)
+
+
+class ResearchResult(BaseModel):
+    run_id: str
+    title: str
+    stop_reason: str
+    report_path: str | None
+    markdown: str
+
+
+class PassageHit(BaseModel):
+    text: str
+    title: str
+    location: str
+    page: int | None
+    score: float
+
+
+class RunEntry(BaseModel):
+    id: str
+    status: str
+    question: str
+    steps: int
+    created_at: float
+    has_report: bool
+
+
+def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPServer:
+    """The MCP server over these settings; `llm_factory` replaces the configured LLM (tests)."""
+    server: MCPServer = MCPServer("deepdraft", instructions=INSTRUCTIONS, version=__version__)
+
+    @server.tool()
+    async def deep_research(
+        question: str, ctx: Context, kb: str | None = None, depth: Depth | None = None
+    ) -> ResearchResult:
+        """Research a question in a knowledge base and write a cited report (Markdown).
+
+        kb: a knowledge base name or a folder of documents (default: the `default` KB, else `demo`).
+        depth: quick, standard or deep (default: quick on the embedded model, else standard).
+        """
+        run_settings = settings_for_run(settings, {"research": {"depth": depth}})
+        llm = llm_factory(run_settings) if llm_factory is not None else None
+        cancel = threading.Event()
+        total = run_settings.research.max_steps
+
+        def progress(event: Event) -> None:
+            nonlocal total
+            if isinstance(event, RunStarted):
+                total = event.max_steps or total
+            if isinstance(event, ActionFinished):
+                record = event.record
+                verdict = "" if record.valid else " (refused, asking again)"
+                message = f"step {record.step}: {record.action} {record.target}{verdict}"
+                try:
+                    anyio.from_thread.run(ctx.report_progress, record.step, total, message)
+                except Exception:  # the client is gone: stop before the next action (resumable)
+                    cancel.set()
+
+        def work() -> runner.Report:
+            return runner.start(question, run_settings, kb=kb, llm=llm, on_event=progress, cancel=cancel)
+
+        try:
+            report = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except DeepdraftError as exc:
+            raise ToolError(str(exc)) from exc
+        except anyio.get_cancelled_exc_class():
+            cancel.set()  # the client gave up: stop before the next action; the run stays resumable
+            raise
+        return ResearchResult(
+            run_id=report.run_id,
+            title=report.title,
+            stop_reason=report.stop_reason,
+            report_path=str(report.path) if report.path else None,
+            markdown=report.markdown,
+        )
+
+    @server.tool()
+    async def search_kb(kb: str, query: str, k: int = 5) -> list[PassageHit]:
+        """The k best passages for a query in a knowledge base (by name), best first."""
+        try:
+            passages = await anyio.to_thread.run_sync(search_passages, kb, query, max(1, min(k, 50)))
+        except DeepdraftError as exc:
+            raise ToolError(str(exc)) from exc
+        return [
+            PassageHit(
+                text=p.text,
+                title=p.source.title,
+                location=p.source.location,
+                page=p.source.page,
+                score=p.score,
+            )
+            for p in passages
+        ]
+
+    @server.tool()
+    async def list_runs(limit: int = 20) -> list[RunEntry]:
+        """Research runs, newest first, with their status and whether a report exists."""
+
+        def read() -> list[RunEntry]:
+            with runner.open_journal() as journal:
+                records = journal.list_runs(max(1, min(limit, 500)))
+            return [
+                RunEntry(
+                    id=r.id,
+                    status=_status(r.id, r.status),
+                    question=r.question,
+                    steps=r.steps,
+                    created_at=r.created_at,
+                    has_report=bool(r.report_path),
+                )
+                for r in records
+            ]
+
+        return await anyio.to_thread.run_sync(read)
+
+    @server.tool()
+    async def get_report(run_id: str, format: Literal["md", "html", "json", "bibtex", "csl"] = "md") -> str:
+        """A finished run's report as text: md (default), html, json, bibtex or csl."""
+        try:
+            found = await anyio.to_thread.run_sync(reports.report, run_id, format)
+        except DeepdraftError as exc:
+            raise ToolError(str(exc)) from exc
+        return found.content.decode("utf-8")
+
+    @server.resource("deepdraft://runs/{run_id}/report", mime_type="text/markdown")
+    async def report_resource(run_id: str) -> str:
+        """The Markdown report of a finished run."""
+        try:
+            found = await anyio.to_thread.run_sync(reports.report, run_id, "md")
+        except DeepdraftError as exc:
+            raise ResourceError(str(exc)) from exc
+        return found.content.decode("utf-8")
+
+    return server
+
+
+def _status(run_id: str, recorded: str) -> str:
+    # The same rule as `deepdraft runs`: "running" with nobody driving it means interrupted.
+    if recorded in ("running", "created") and not runner.is_active(run_id):
+        return "interrupted"
+    return recorded
+
+
+def run(
+    settings: Settings,
+    *,
+    transport: Literal["stdio", "http"] = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8767,
+    llm_factory: LLMFactory | None = None,
+) -> None:
+    """Serve until the client hangs up (stdio) or Ctrl-C (http)."""
+    server = build(settings, llm_factory=llm_factory)
+    if transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=host, port=port)

@@ -1,0 +1,741 @@
+"""The final synthesis pass: an executive summary, a conclusion, and a check of the question's terms.
+
+Runs after the policy has stopped (and after verification, so it builds on checked text):
+
+1. **Summary and conclusion.** The model sees the question and the condensed report — the same
+   view the deepening decision reads, with each node's `\\cite{textidN}` keys — and writes Markdown
+   that may cite only keys the sections cite (no new evidence can enter this way). A reply is
+   validated: citations present and all among those keys, the language rule of `actions.py`,
+   length bounds, no looping text. A refused reply is asked again with the reason, a bounded number
+   of times; a part that still fails is left out with a note — never written by deepdraft itself.
+2. **Constraints.** Explicit requirements in the question are found by rules (English and Chinese
+   regular expressions for length, language, format and section counts) and, only when the
+   question has words that announce them ("must cover", "include", "包括" …), by one LLM extraction
+   with a JSON schema for required items and the audience. Each is checked: lengths by counting
+   words (Chinese: characters), language by script, format by Markdown structure, required items by
+   their words in the headings and text and, when that fails, by an LLM judge (which also judges the
+   audience). Every result is a `ConstraintCheck` with the evidence for it.
+
+   What is fixed: only what is cheap and honest to fix. A required item the report misses is named
+   in a "Not covered" line at the end of the conclusion; a report that is too short or too long is
+   left as it is, and the check says so. Padding a report or cutting it after the fact would
+   trade a visible failure for a hidden one.
+
+Every LLM exchange is journaled as a step with its checkpoint (see `verify.FinishingCalls`), so an
+interrupted pass resumes where it stopped and replays paid replies from the cache. When the LLM
+budget runs out, the parts not yet written are omitted with a note and the checks that need the
+judge are recorded as not checked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from deepdraft.core.state import RunState
+from deepdraft.core.tokens import CJK_CHARS
+from deepdraft.core.tokens import count_tokens as estimate_tokens
+from deepdraft.core.verification import ConstraintCheck, SynthesisProgress
+from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
+from deepdraft.events import EventSink, SynthesisFinished
+from deepdraft.policy.finishing.verify import (
+    JUDGE_TRIES,
+    FinishingCalls,
+    parse_verdicts,
+    verdict_schema,
+    verdict_shape,
+)
+from deepdraft.ports import LLM
+from deepdraft.protocol import prompts
+from deepdraft.protocol.actions import (
+    CITE,
+    cited_keys,
+    cjk_share,
+    is_chinese,
+    language_problem,
+    normalise_citations,
+    parse_json_action,
+    repetition,
+    split_reply,
+    wants_chinese,
+)
+from deepdraft.protocol.attach import attach_citations, content_words
+from deepdraft.protocol.fitting import Fit, fit_prompt
+from deepdraft.protocol.grammar import reply_shape
+from deepdraft.settings import ResearchSettings
+
+PHASE = "synthesis"
+PART_TRIES = 3
+"""Drafts of the summary (and of the conclusion) before it is left out."""
+LENGTH_BOUNDS = {"summary": (40, 300), "conclusion": (40, 350)}
+"""Words for an English text; Chinese texts count characters, twice these bounds."""
+PART_NAMES = {"summary": "executive summary", "conclusion": "conclusion"}
+ABOUT_TOLERANCE = 0.25
+""""About N words" is met within ±25%."""
+MAX_ITEMS = 12
+
+_CJK = re.compile(f"[{CJK_CHARS}]")
+_LATIN_WORD = re.compile(rf"[^\W_{CJK_CHARS}]+(?:['’-][^\W_{CJK_CHARS}]+)*")
+_HEADING_LINE = re.compile(
+    r"^\s*(?:#{1,6}\s+.*|\*\*[^*\n]{1,40}\*\*:?|[^\n]{0,30}(?:summary|conclusion|摘要|结论|总结)[:：]?)\s*$",
+    re.I,
+)
+
+
+# ---- counting and reading text (pure) -------------------------------------------------------------
+
+
+def count_words(text: str) -> int:
+    """Words of `text` without its citations; each CJK character counts as one (a Chinese 字)."""
+    plain = CITE.sub(" ", text)
+    return len(_CJK.findall(plain)) + len(_LATIN_WORD.findall(_CJK.sub(" ", plain)))
+
+
+def sections_keys(state: RunState) -> list[str]:
+    """Keys the written sections cite, in order of first citation (the only ones a summary may cite)."""
+    assert state.outline is not None
+    keys: dict[str, None] = {}
+    for located in state.outline.walk():
+        for group in cited_keys(located.node.content or ""):
+            keys.update((key, None) for key in group if key in state.registry)
+    return list(keys)
+
+
+def read_part(
+    raw: str,
+    part: str,
+    allowed: Sequence[str],
+    question: str,
+    language: str | None,
+    attach_from: Mapping[str, str] | None = None,
+) -> str | tuple[None, str]:
+    """The summary or conclusion in the model's reply, validated; or (None, why it was refused).
+
+    `attach_from` (key → passage text): when the text cites nothing, cite each sentence from the
+    passage it overlaps most, dropping sentences that match none (see `attach.py`) — what a write
+    gets from a small model that will not cite.
+    """
+    body = split_reply(raw).body
+    if body is None:
+        return None, "the reply has no <action>…</action> block"
+    text = normalise_citations(body.strip().strip("`").strip())
+    lines = text.splitlines()
+    if lines and _HEADING_LINE.match(lines[0]) and len(lines) > 1:
+        text = "\n".join(lines[1:]).strip()  # the heading is the renderer's job
+    chinese = wants_chinese(question, language)
+    low, high = LENGTH_BOUNDS[part]
+    low, high = (low * 2, high * 2) if chinese else (low, high)
+    words = count_words(text)
+    unit = "characters" if chinese else "words"
+    if not low <= words <= high:
+        return None, f"write between {low} and {high} {unit} (this has {words})"
+    cited = [key for group in cited_keys(text) for key in group]
+    if not cited and attach_from:
+        text = attach_citations(text, attach_from) or text
+        cited = [key for group in cited_keys(text) for key in group]
+    if not cited:
+        return None, "back the findings with the sections' citations, like \\cite{" + allowed[0] + "}"
+    unknown = sorted(set(cited) - set(allowed))
+    if unknown:
+        return None, f"cite only keys the report's sections cite; not {', '.join(unknown)}"
+    if any(not group for group in cited_keys(text)):
+        return None, "a \\cite{} holds no key"
+    if problem := repetition(text) or language_problem(text, question, language):
+        return None, problem
+    return text
+
+
+# ---- the question's explicit terms (pure) ---------------------------------------------------------
+
+_NUMBER_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
+    "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10,
+    "十一": 11, "十二": 12,
+}  # fmt: skip
+_AT_MOST = (
+    r"at most|no more than|not more than|not exceeding|under|below|less than|fewer than|up to"
+    r"|max(?:imum)?(?: of)?|within"
+)
+_AT_LEAST = r"at least|no less than|not less than|no fewer than|more than|over|min(?:imum)?(?: of)?"
+_ABOUT = r"about|around|approximately|roughly|some|~|circa"
+_LENGTH_EN = re.compile(
+    rf"(?:(?P<mode>{_AT_MOST}|{_AT_LEAST}|{_ABOUT})\s+)?(?P<n>\d{{1,3}}(?:,\d{{3}})+|\d+)\s*(?:-\s*)?words?\b",
+    re.I,
+)
+_LENGTH_ZH = re.compile(
+    r"(?P<pre>不少于|至少|不低于|不超过|不多于|最多|少于|约|大约|大概)?\s*(?P<n>\d+)\s*(?:个)?(?:字|词)(?P<post>左右|以内|以下|以上)?"
+)
+_LANGUAGES = {
+    "english": "English", "chinese": "Chinese", "mandarin": "Chinese", "french": "French",
+    "german": "German", "spanish": "Spanish", "portuguese": "Portuguese", "italian": "Italian",
+    "japanese": "Japanese", "korean": "Korean", "russian": "Russian",
+    "中文": "Chinese", "汉语": "Chinese", "英文": "English", "英语": "English", "日文": "Japanese",
+    "日语": "Japanese", "法语": "French", "德语": "German", "韩语": "Korean", "俄语": "Russian",
+    "zh": "Chinese", "en": "English", "fr": "French", "de": "German", "es": "Spanish",
+}  # fmt: skip
+_LANGUAGE_NAMES = "|".join(name for name in _LANGUAGES if name.isascii() and len(name) > 2)
+_LANGUAGE_EN = re.compile(
+    rf"\b(?:write|written|answer|respond|reply|report|draft|produce|explain)\b[^.?!]{{0,60}}?\bin\s+({_LANGUAGE_NAMES})\b"
+    rf"|\bin\s+({_LANGUAGE_NAMES})\s*[.?!]?\s*$",
+    re.I,
+)
+_LANGUAGE_ZH = re.compile(
+    r"(?:用|以|使用)(中文|汉语|英文|英语|日文|日语|法语|德语|韩语|俄语)|(中文|英文)(?:回答|撰写|写作|写)"
+)
+_TABLE_ASKED = re.compile(r"\btables?\b|\btabular\b|表格", re.I)
+_BULLETS_ASKED = re.compile(r"\bbullet[- ]points?\b|\bbullet(?:ed|s)?\b|要点|分点|列表", re.I)
+_SECTIONS_ASKED = re.compile(
+    r"\b(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\s+"
+    r"(?:main\s+|top-level\s+|major\s+)?(?:sections|parts|chapters)\b"
+    r"|(\d{1,2}|十[一二]?|[一二两三四五六七八九])\s*个?\s*(?:部分|章节|章)",
+    re.I,
+)
+_AUDIENCE_EN = re.compile(
+    r"\b(?:for|aimed at|targeted at|written for)\s+(?:an?\s+|the\s+)?((?:[\w-]+\s+){0,3}?"
+    r"(?:audience|readers|readership|beginners|novices|executives|experts|specialists|students|"
+    r"children|policy\s?makers|investors|engineers|managers|practitioners|laypeople|lay people|"
+    r"non-experts|newcomers))\b",
+    re.I,
+)
+_AUDIENCE_ZH = re.compile(
+    r"(?:面向|针对|适合|写给|给)([\u4e00-\u9fff]{1,8}?)(?:的?(?:读者|受众|阅读|看|人士))"
+)
+_EXTRACTION_TRIGGER = re.compile(
+    r"\b(?:must|should|need to|needs to|have to|has to|required?|include|including|cover|covering|"
+    r"address|mention|compare|comparing|both|as well as)\b"
+    r"|必须|需要|应该|应当|包括|包含|涵盖|覆盖|涉及|比较|对比",
+    re.I,
+)
+_ITEMS_EN = re.compile(
+    r"(?:\b(?:must|should|needs? to|has to|have to|be sure to|make sure to)\s+"
+    r"(?:cover|include|address|discuss|mention|explain|compare|treat)|\bcovering|\bincluding"
+    r"|(?:^|[.?!:]\s+)(?:please\s+)?(?:also\s+)?(?:cover|include|address|mention))\s+"
+    r"(?:both\s+)?(?P<items>[^.?!;:]+)",
+    re.I,
+)
+_ITEM_TAIL = re.compile(r"\s+(?:too|as well|also)$", re.I)
+_ITEMS_ZH = re.compile(
+    r"(?:(?:必须|需要|应该|应当|要)(?:讨论|涉及|包括|包含|涵盖|覆盖)|包括|包含|涵盖|覆盖)(?P<items>[^。？！；，?!;：:,]+)"
+)
+_ITEM_SPLIT = re.compile(
+    r"\s*(?:,\s*(?:and|or)\s+|,|;|\s+and\s+|\s+or\s+|\s+as well as\s+|、|和|与|及|以及)\s*", re.I
+)
+_ARTICLE = re.compile(r"^(?:the|a|an|its|their)\s+", re.I)
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$", re.M)
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*$", re.M)
+_BULLET = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+\S", re.M)
+_STOPWORDS = {
+    "French": {"le", "la", "les", "des", "et", "est", "une", "du", "que", "dans", "pour", "pas"},
+    "German": {"der", "die", "das", "und", "ist", "nicht", "ein", "eine", "mit", "den", "von", "zu"},
+    "Spanish": {"el", "la", "los", "las", "y", "es", "una", "del", "que", "en", "por", "para"},
+    "Portuguese": {"o", "os", "as", "e", "uma", "do", "da", "que", "em", "para", "não", "com"},
+    "Italian": {"il", "la", "gli", "le", "e", "una", "del", "che", "di", "per", "non", "con"},
+    "English": {"the", "and", "is", "of", "to", "in", "that", "for", "with", "are", "was", "on"},
+}  # fmt: skip
+_SCRIPTS = {"Japanese": "[\u3040-\u30ff]", "Korean": "[\uac00-\ud7af]", "Russian": "[\u0400-\u04ff]"}
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The question's explicit requirements found by rules."""
+
+    length: tuple[str, int, str] | None = None  # (mode: about | most | least, words, as asked)
+    language: tuple[str, str] | None = None  # (language, as asked)
+    table: str | None = None
+    bullets: str | None = None
+    sections: tuple[int, str] | None = None
+    audience: str = ""
+    items: tuple[str, ...] = ()
+
+
+def find_terms(question: str, research: ResearchSettings | None = None) -> Terms:
+    """Rule-based reading of the question (and of --length / --language, which are explicit too)."""
+    length = _length_term(question)
+    if length is None and research is not None and research.length_words:
+        length = ("about", research.length_words, f"about {research.length_words} words (--length)")
+    language = _language_term(question)
+    if language is None and research is not None and research.language:
+        named = _LANGUAGES.get(research.language.strip().lower(), research.language.strip())
+        language = (named, f"{research.language} (--language)")
+    table = _TABLE_ASKED.search(question)
+    bullets = _BULLETS_ASKED.search(question)
+    sections = _SECTIONS_ASKED.search(question)
+    audience = _AUDIENCE_EN.search(question) or _AUDIENCE_ZH.search(question)
+    return Terms(
+        length=length,
+        language=language,
+        table=table.group() if table else None,
+        bullets=bullets.group() if bullets else None,
+        sections=(_number(sections.group(1) or sections.group(2)), sections.group()) if sections else None,
+        audience=" ".join(audience.group(1).split()) if audience else "",
+        items=tuple(rule_items(question)),
+    )
+
+
+def _length_term(question: str) -> tuple[str, int, str] | None:
+    if match := _LENGTH_ZH.search(question):
+        hint = (match.group("pre") or "") + (match.group("post") or "")
+        mode = "least" if re.search("不少于|至少|不低于|以上", hint) else "about"
+        mode = "most" if re.search("不超过|不多于|最多|(?<!不)少于|以内|以下", hint) else mode
+        return mode, int(match.group("n")), match.group().strip()
+    found = list(_LENGTH_EN.finditer(question))
+    if found:
+        # "A 1,200-word brief, no more than 1,200 words": the mention that says how strict wins.
+        match = next((m for m in found if m.group("mode")), found[0])
+        said = (match.group("mode") or "").lower()
+        mode = "about"
+        if said and re.fullmatch(_AT_MOST, said, re.I):
+            mode = "most"
+        elif said and re.fullmatch(_AT_LEAST, said, re.I):
+            mode = "least"
+        return mode, int(match.group("n").replace(",", "")), match.group().strip()
+    return None
+
+
+def _language_term(question: str) -> tuple[str, str] | None:
+    match = _LANGUAGE_ZH.search(question) or _LANGUAGE_EN.search(question)
+    if match is None:
+        return None
+    said = next(group for group in match.groups() if group)
+    return _LANGUAGES[said.lower()], match.group().strip()
+
+
+def _number(word: str) -> int:
+    return int(word) if word.isdigit() else _NUMBER_WORDS.get(word.lower(), 0)
+
+
+def rule_items(question: str) -> list[str]:
+    """Items a "must cover A, B and C" clause names (the fallback when no LLM extraction is had)."""
+    match = _ITEMS_EN.search(question) or _ITEMS_ZH.search(question)
+    if match is None:
+        return []
+    parts = _ITEM_SPLIT.split(match.group("items"))
+    items = [_ITEM_TAIL.sub("", _ARTICLE.sub("", part.strip(" \"'“”"))) for part in parts]
+    return [item for item in items if item][:MAX_ITEMS]
+
+
+def needs_extraction(question: str) -> bool:
+    """Whether the question has words that announce required items or an audience."""
+    return _EXTRACTION_TRIGGER.search(question) is not None or _AUDIENCE_EN.search(question) is not None
+
+
+def grounded_items(items: object, question: str) -> list[str]:
+    """The extracted items that the question really names (an extraction must not invent topics)."""
+    if not isinstance(items, list):
+        return []
+    asked = content_words(question)
+    kept: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip() or len(item) > 80:
+            continue
+        item = " ".join(item.split())
+        words = content_words(item)
+        if (words & asked or item in question) and item not in kept:
+            kept.append(item)
+    return kept[:MAX_ITEMS]
+
+
+def _stems(words: set[str]) -> set[str]:
+    """Crude English plural folding, so "tariff" finds "tariffs"; bigrams of CJK pass unchanged."""
+    return {
+        w[:-2] if w.endswith("es") and len(w) > 5 else w[:-1] if w.endswith("s") and len(w) > 4 else w
+        for w in words
+    }
+
+
+def item_found(item: str, headings: Sequence[str], text: str) -> str | None:
+    """Where the report names `item` (every content word of it present), or None."""
+    wanted = _stems(content_words(item))
+    if not wanted:
+        return None
+    for heading in headings:
+        if wanted <= _stems(content_words(heading)):
+            return f"a heading names it: “{heading}”"
+    if wanted <= _stems(content_words(text)):
+        return "the text discusses it (all its words occur)"
+    return None
+
+
+def language_of(text: str, language: str) -> tuple[bool, str]:
+    """Whether `text` is written in `language`, by script or by its commonest words."""
+    share = cjk_share(text)
+    if language == "Chinese":
+        return share > 0.3, f"{share:.0%} of the text is Chinese script"
+    if language in _SCRIPTS:
+        letters = len(re.findall(r"[^\W\d_]", text)) or 1
+        found = len(re.findall(_SCRIPTS[language], text)) / letters
+        return found > 0.3, f"{found:.0%} of its letters are in {language} script"
+    if share > 0.3:
+        return False, f"{share:.0%} of the text is Chinese script"
+    words = [w.lower() for w in _LATIN_WORD.findall(CITE.sub(" ", text))]
+    if language not in _STOPWORDS or not words:
+        return True, "written in a Latin script (not checked further)"
+    scores = {name: sum(w in stop for w in words) / len(words) for name, stop in _STOPWORDS.items()}
+    best = max(scores, key=lambda name: scores[name])
+    return best == language, f"its commonest words look {best}"
+
+
+# ---- the pass -------------------------------------------------------------------------------------
+
+
+class Synthesizer:
+    def __init__(
+        self,
+        llm: LLM,
+        research: ResearchSettings,
+        on_event: EventSink,
+        prompt_limit: int | None = None,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
+        self.research = research
+        self.calls = FinishingCalls(llm, on_event, research.seed)
+        self.emit = on_event
+        self.prompt_limit = prompt_limit
+        self.count_tokens = count_tokens or estimate_tokens
+
+    def run(self, state: RunState) -> RunState:
+        if PHASE in state.finished_phases or state.outline is None:
+            return state
+        progress = state.synthesis_progress = state.synthesis_progress or SynthesisProgress()
+        allowed = sections_keys(state)
+        terms = find_terms(state.question, self.research)
+        try:
+            while progress.part in ("summary", "conclusion"):
+                self._write_part(state, progress, allowed)
+            while progress.part == "extract":
+                self._extract(state, progress)
+            while progress.part == "judge":
+                self._judge(state, progress, terms)
+        except LLMBudgetExhausted as exc:
+            self._out_of_budget(state, progress, str(exc))
+        self._finish(state, progress, terms)
+        return state
+
+    # ---- summary and conclusion -----------------------------------------------------------------
+
+    def _write_part(self, state: RunState, progress: SynthesisProgress, allowed: list[str]) -> None:
+        assert state.outline is not None
+        outline = state.outline
+        part = progress.part
+        if not allowed:
+            self._give_up_part(state, progress, "the report's sections cite nothing to build it on")
+            return
+        low, high = LENGTH_BOUNDS[part]
+        chinese = wants_chinese(state.question, self.research.language)
+        prompt = fit_prompt(
+            lambda fit: prompts.render(
+                "synthesis",
+                part=part,
+                part_name=PART_NAMES[part],
+                question=state.question,
+                report=outline.condensed_view(fit.draft),
+                min_words=low * 2 if chinese else low,
+                max_words=high * 2 if chinese else high,
+                keys=", ".join(allowed),
+                feedback=progress.feedback,
+                language=self.research.language or "",
+            ),
+            Fit(self.research.report_budget_tokens, 0, None),
+            limit=self.prompt_limit,
+            count=self.count_tokens,
+        )
+        try:
+            result, started = self.calls.ask(state, part, "report", prompt, shape=reply_shape("write"))
+        except LLMContextOverflow:
+            self._give_up_part(state, progress, "the report does not fit in the model's context")
+            return
+        attach_after = self.research.attach_citations_after
+        attach_from = (
+            {key: state.registry[key].text for key in allowed}
+            if attach_after is not None and progress.tries >= attach_after
+            else None
+        )
+        text = read_part(result.text, part, allowed, state.question, self.research.language, attach_from)
+        reason = text[1] if isinstance(text, tuple) else None
+        if isinstance(text, str):
+            setattr(state, part, text)
+            self._next_part(progress)
+        else:
+            progress.tries += 1
+            progress.feedback = text[1]
+            # As many drafts as an action gets (quick: 2), at most PART_TRIES: the summary is a
+            # nicety, and on a CPU each refused draft costs half a minute.
+            tries = min(PART_TRIES, self.research.max_retries + 1)
+            if progress.tries >= tries:
+                self._give_up_part(
+                    state, progress, f"{tries} drafts were refused, the last because: {text[1]}"
+                )
+        self.calls.record(
+            state,
+            part,
+            "report",
+            prompt=prompt,
+            result=result,
+            parsed={"text": text} if isinstance(text, str) else None,
+            reason=reason,
+            started=started,
+        )
+
+    def _give_up_part(self, state: RunState, progress: SynthesisProgress, why: str) -> None:
+        name = PART_NAMES.get(progress.part, progress.part)
+        state.synthesis_notes.append(f"The {name} was left out: {why}.")
+        self._next_part(progress)
+
+    def _next_part(self, progress: SynthesisProgress) -> None:
+        progress.tries, progress.feedback = 0, ""
+        progress.part = "conclusion" if progress.part == "summary" else "extract"
+
+    # ---- constraints ----------------------------------------------------------------------------
+
+    def _extract(self, state: RunState, progress: SynthesisProgress) -> None:
+        """Required items and audience: one LLM extraction when the question announces them."""
+        if not needs_extraction(state.question):
+            progress.part, progress.required_items = "judge", []
+            return
+        prompt = prompts.render(
+            "constraints", task="extract", question=state.question, feedback=progress.feedback
+        )
+        schema = {
+            "type": "object",
+            "properties": {
+                "required_items": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ITEMS},
+                "audience": {"type": "string"},
+            },
+            "required": ["required_items", "audience"],
+            "additionalProperties": False,
+        }
+        result, started = self.calls.ask(
+            state, "constraints", "question", prompt, schema=schema, max_tokens=300, temperature=0.0
+        )
+        data = parse_json_action(split_reply(result.text).body or "")
+        reason = None
+        if isinstance(data, dict) and isinstance(data.get("required_items"), list):
+            progress.required_items = grounded_items(data["required_items"], state.question)
+            audience = data.get("audience")
+            if isinstance(audience, str) and content_words(audience) & content_words(state.question):
+                progress.audience = " ".join(audience.split())
+            progress.part, progress.tries, progress.feedback = "judge", 0, ""
+        else:
+            reason = 'answer with only the JSON object {"required_items": [...], "audience": "..."}'
+            progress.tries, progress.feedback = progress.tries + 1, reason
+            if progress.tries >= JUDGE_TRIES:
+                progress.part, progress.tries, progress.feedback = "judge", 0, ""
+        self.calls.record(
+            state,
+            "constraints",
+            "question",
+            prompt=prompt,
+            result=result,
+            parsed=None
+            if reason
+            else {"required_items": progress.required_items, "audience": progress.audience},
+            reason=reason,
+            started=started,
+        )
+
+    def _judge(self, state: RunState, progress: SynthesisProgress, terms: Terms) -> None:
+        """Ask the judge about what words alone could not settle (missing items, the audience)."""
+        assert state.outline is not None
+        outline = state.outline
+        statements = self._statements(state, progress, terms)
+        if not statements:
+            progress.part = "done"
+            return
+        claims = "\n".join(f"{n}. {text}" for n, text in enumerate(statements, start=1))
+        prompt = fit_prompt(
+            lambda fit: prompts.render(
+                "constraints",
+                task="judge",
+                question=state.question,
+                report=_with_summary(state, outline.condensed_view(fit.draft)),
+                claims=claims,
+                count=len(statements),
+                feedback=progress.feedback,
+            ),
+            Fit(self.research.report_budget_tokens, 0, None),
+            limit=self.prompt_limit,
+            count=self.count_tokens,
+        )
+        try:
+            result, started = self.calls.ask(
+                state,
+                "constraints",
+                "report",
+                prompt,
+                shape=verdict_shape(len(statements)),
+                schema=verdict_schema(len(statements)),
+                max_tokens=48 + 24 * len(statements),
+                temperature=0.0,
+            )
+        except LLMContextOverflow:
+            progress.part, progress.unjudged = "done", "the report does not fit in the model's context"
+            return
+        verdicts = parse_verdicts(result.text, len(statements))
+        if isinstance(verdicts, dict):
+            progress.part, progress.verdicts = "done", [verdicts[n] for n in range(1, len(statements) + 1)]
+        else:
+            progress.tries, progress.feedback = progress.tries + 1, verdicts
+            if progress.tries >= JUDGE_TRIES:
+                progress.part, progress.unjudged = "done", f"the judge's answer was unreadable ({verdicts})"
+        self.calls.record(
+            state,
+            "constraints",
+            "report",
+            prompt=prompt,
+            result=result,
+            parsed={"statements": statements, "verdicts": progress.verdicts}
+            if isinstance(verdicts, dict)
+            else None,
+            reason=None if isinstance(verdicts, dict) else verdicts,
+            started=started,
+        )
+
+    def _statements(self, state: RunState, progress: SynthesisProgress, terms: Terms) -> list[str]:
+        """What the judge is asked, in order: missing items, then the audience."""
+        statements = [f"The report covers {item}." for item in self._missing_items(state, progress, terms)]
+        if audience := self._audience(progress, terms):
+            statements.append(f"The report is written so that {audience} can follow and use it.")
+        return statements
+
+    def _items(self, progress: SynthesisProgress, terms: Terms) -> list[str]:
+        return progress.required_items if progress.required_items else list(terms.items)
+
+    def _audience(self, progress: SynthesisProgress, terms: Terms) -> str:
+        return terms.audience or progress.audience
+
+    def _missing_items(self, state: RunState, progress: SynthesisProgress, terms: Terms) -> list[str]:
+        headings, text = _report_text(state)
+        return [item for item in self._items(progress, terms) if item_found(item, headings, text) is None]
+
+    def _out_of_budget(self, state: RunState, progress: SynthesisProgress, why: str) -> None:
+        while progress.part in ("summary", "conclusion"):
+            self._give_up_part(state, progress, f"no LLM budget was left ({why})")
+        progress.part, progress.unjudged = "done", f"no LLM budget was left ({why})"
+
+    # ---- results ----------------------------------------------------------------------------------
+
+    def _finish(self, state: RunState, progress: SynthesisProgress, terms: Terms) -> None:
+        checks = self._rule_checks(state, terms)
+        headings, text = _report_text(state)
+        asked = self._missing_items(state, progress, terms)  # what the judge was asked about, in order
+        verdicts = progress.verdicts or []
+        unjudged = progress.unjudged or "the judge was not asked"
+        uncovered: list[str] = []
+        for item in self._items(progress, terms):
+            where = item_found(item, headings, text)
+            detail = where or ""
+            if where is None and item in asked and asked.index(item) < len(verdicts):
+                if verdicts[asked.index(item)]:
+                    where = detail = "its words are not all in the report, but the judge found it covered"
+                else:
+                    detail = "neither its words nor the judge found it in the report"
+            elif where is None:
+                detail = f"its words are not all in the report, and it could not be judged: {unjudged}"
+            if where is None:
+                uncovered.append(item)
+                detail += "; named in the conclusion's “Not covered” line"
+            checks.append(
+                ConstraintCheck(
+                    name="required item", requirement=item, satisfied=where is not None, detail=detail
+                )
+            )
+        if audience := self._audience(progress, terms):
+            if len(asked) < len(verdicts):
+                ok, detail = verdicts[len(asked)], "judged by the LLM on the condensed report"
+            else:
+                ok, detail = False, f"could not be checked: {unjudged}"
+            checks.append(ConstraintCheck(name="audience", requirement=audience, satisfied=ok, detail=detail))
+        if uncovered:
+            chinese = wants_chinese(state.question, self.research.language)
+            line = (
+                ("**未涵盖：**" + "；".join(uncovered) + "。")
+                if chinese
+                else "**Not covered:** " + "; ".join(uncovered) + "."
+            )
+            state.conclusion = f"{state.conclusion.rstrip()}\n\n{line}".strip()
+        state.constraints = checks
+        state.synthesis_progress = None
+        state.finished_phases.append(PHASE)
+        unmet = [check.requirement for check in checks if not check.satisfied]
+        self.emit(SynthesisFinished(bool(state.summary), bool(state.conclusion), len(checks), unmet))
+        self.calls.record(
+            state,
+            "synthesis",
+            "report",
+            parsed={
+                "summary": bool(state.summary),
+                "conclusion": bool(state.conclusion),
+                "constraints": [check.model_dump() for check in checks],
+                "notes": list(state.synthesis_notes),
+            },
+        )
+
+    def _rule_checks(self, state: RunState, terms: Terms) -> list[ConstraintCheck]:
+        """Length, language, format and section count: settled by counting, no LLM."""
+        assert state.outline is not None
+        text = _report_text(state)[1]
+        checks: list[ConstraintCheck] = []
+        if terms.length is not None:
+            mode, wanted, asked = terms.length
+            words = count_words(text)
+            unit = "characters" if is_chinese(state.question) and re.search("字", asked) else "words"
+            if mode == "most":
+                ok = words <= wanted
+            elif mode == "least":
+                ok = words >= wanted
+            else:
+                ok = abs(words - wanted) <= ABOUT_TOLERANCE * wanted
+            detail = f"the report has {words} {unit}"
+            if not ok:
+                detail += "; left as it is (deepdraft does not pad or cut a finished report)"
+            checks.append(ConstraintCheck(name="length", requirement=asked, satisfied=ok, detail=detail))
+        if terms.language is not None:
+            language, asked = terms.language
+            ok, detail = language_of(text, language)
+            checks.append(ConstraintCheck(name="language", requirement=asked, satisfied=ok, detail=detail))
+        if terms.table is not None:
+            ok = bool(_TABLE_ROW.search(text) and _TABLE_RULE.search(text))
+            detail = "the report has a Markdown table" if ok else "the report has no table"
+            checks.append(
+                ConstraintCheck(name="format", requirement=terms.table, satisfied=ok, detail=detail)
+            )
+        if terms.bullets is not None:
+            count = len(_BULLET.findall(text))
+            checks.append(
+                ConstraintCheck(
+                    name="format",
+                    requirement=terms.bullets,
+                    satisfied=count > 0,
+                    detail=f"{count} list items",
+                )
+            )
+        if terms.sections is not None:
+            wanted, asked = terms.sections
+            have = len(state.outline.sections)
+            checks.append(
+                ConstraintCheck(
+                    name="sections",
+                    requirement=asked,
+                    satisfied=have == wanted,
+                    detail=f"the report has {have} top-level sections",
+                )
+            )
+        return checks
+
+
+def _report_text(state: RunState) -> tuple[list[str], str]:
+    """The report's headings, and its prose: summary, sections and conclusion (what a length counts)."""
+    assert state.outline is not None
+    headings = [state.outline.title] + [located.node.title for located in state.outline.walk()]
+    parts = [
+        state.summary,
+        *(located.node.content or "" for located in state.outline.walk()),
+        state.conclusion,
+    ]
+    return headings, "\n\n".join(part for part in parts if part)
+
+
+def _with_summary(state: RunState, view: str) -> str:
+    return f"Executive summary: {' '.join(state.summary.split())}\n{view}" if state.summary else view

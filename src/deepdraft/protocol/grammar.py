@@ -1,0 +1,137 @@
+"""What a reply must look like, written for backends that can constrain generation.
+
+Small models drift from the protocol (two sections where 3–12 were asked, prose around the JSON,
+a missing tag). Backends that accept a grammar can rule that out: the *whole* reply is constrained,
+the `<thought>…</thought><action>…</action>` frame as well as the action's JSON with its count
+bounds. Measured on a 1.5B model, this fixed its outlines at no extra cost.
+
+Each `ReplyShape` carries two descriptions of the same thing:
+- `grammar`: GBNF (llama.cpp, in-process or as a server) for the whole reply;
+- `action_schema`: a JSON schema of the action alone, for backends that only have a JSON mode
+  (OpenAI structured outputs, Ollama); they get an envelope `{"thought", "action"}` instead.
+
+`write` is deliberately constrained only to its frame: forcing citations through a grammar made a
+small model's prose degenerate (DESIGN §5), so its citations are checked by validation instead.
+The JSON grammars fix the key order the prompts show, which every model follows anyway.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, Literal
+
+from deepdraft.ports import ReplyShape
+from deepdraft.protocol.actions import MAX_KEYWORDS, SECTIONS_RANGE, SUBSECTIONS_RANGE
+
+ShapeName = Literal["search", "init-plan", "full-plan", "extend-plan", "write"]
+
+_COMMON = r"""
+ws ::= [ \t\n]{0,12}
+thought ::= [^<]*
+string ::= "\"" char+ "\""
+char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
+node ::= "{" ws "\"title\"" ws ":" ws string ws "," ws "\"plan\"" ws ":" ws string ws "}"
+"""
+
+_FRAME = 'root ::= ws "<thought>" thought "</thought>" ws "<action>" ws action ws "</action>" ws\n'
+
+
+def _list(item: str, low: int, high: int) -> str:
+    """A JSON array of `low`..`high` items."""
+    return f'"[" ws {item} ( ws "," ws {item} ){{{low - 1},{high - 1}}} ws "]"'
+
+
+def _key(name: str) -> str:
+    return f'"\\"{name}\\"" ws ":" ws'
+
+
+def _name(value: str) -> str:
+    return f'"{{" ws {_key("name")} "\\"{value}\\""'
+
+
+_SEARCH = (
+    f'action ::= {_name("search")} ws "," ws {_key("keywords")} {_list("string", 1, MAX_KEYWORDS)} ws "}}"\n'
+)
+_POSITION = r'"\"section-" [1-9] [0-9]{0,2} ( "." [1-9] [0-9]{0,2} )? "\""'
+
+
+def _init(sections: tuple[int, int]) -> str:
+    return (
+        f'action ::= {_name("init-plan")} ws "," ws {_key("title")} string ws "," ws {_key("sections")} '
+        f'{_list("node", *sections)} ws "}}"\n'
+    )
+
+
+def _extend(subsections: tuple[int, int]) -> str:
+    return (
+        "action ::= extend | nop\n"
+        f'nop ::= {_name("nop")} ws "}}"\n'
+        f'extend ::= {_name("extend-plan")} ws "," ws {_key("position")} {_POSITION} ws "," ws '
+        f'{_key("subsections")} {_list("node", *subsections)} ws "}}"\n'
+    )
+
+
+def _full(sections: tuple[int, int], subsections: tuple[int, int]) -> str:
+    """The baseline's complete outline: sections may nest subsections, which may nest once more."""
+    return (
+        f'action ::= {_name("init-plan")} ws "," ws {_key("title")} string ws "," ws {_key("sections")} '
+        f'{_list("outer", *sections)} ws "}}"\n'
+        f'outer ::= "{{" ws {_key("title")} string ws "," ws {_key("plan")} string '
+        f'( ws "," ws {_key("subsections")} {_list("middle", *subsections)} )? ws "}}"\n'
+        f'middle ::= "{{" ws {_key("title")} string ws "," ws {_key("plan")} string '
+        f'( ws "," ws {_key("subsections")} {_list("node", *subsections)} )? ws "}}"\n'
+    )
+
+
+# Free Markdown that cannot close the action early: no "</" inside.
+_WRITE = 'action ::= ( [^<] | "<" [^/] )+\n'
+
+
+def _string_schema() -> dict[str, Any]:
+    return {"type": "string", "minLength": 1}
+
+
+def _nodes_schema(low: int, high: int) -> dict[str, Any]:
+    node = {
+        "type": "object",
+        "properties": {"title": _string_schema(), "plan": _string_schema()},
+        "required": ["title", "plan"],
+        "additionalProperties": False,
+    }
+    return {"type": "array", "items": node, "minItems": low, "maxItems": high}
+
+
+def _action_schema(name: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"name": {"const": name}, **properties},
+        "required": ["name", *properties],
+        "additionalProperties": False,
+    }
+
+
+@cache
+def reply_shape(
+    name: ShapeName,
+    sections: tuple[int, int] = SECTIONS_RANGE,
+    subsections: tuple[int, int] = SUBSECTIONS_RANGE,
+) -> ReplyShape:
+    """The constraint for a reply to the prompt of action `name`, with the run's count bounds."""
+    if name == "search":
+        keywords = {"type": "array", "items": _string_schema(), "minItems": 1, "maxItems": MAX_KEYWORDS}
+        return ReplyShape(_FRAME + _SEARCH + _COMMON, _action_schema("search", keywords=keywords))
+    if name == "init-plan":
+        schema = _action_schema("init-plan", title=_string_schema(), sections=_nodes_schema(*sections))
+        return ReplyShape(_FRAME + _init(sections) + _COMMON, schema)
+    if name == "full-plan":
+        # JSON-only backends get the init-plan schema with open-ended nesting; validation still
+        # enforces the three levels and the counts.
+        nested = _nodes_schema(*sections)
+        nested["items"]["properties"]["subsections"] = {"type": "array", "items": {"type": "object"}}
+        schema = _action_schema("init-plan", title=_string_schema(), sections=nested)
+        return ReplyShape(_FRAME + _full(sections, subsections) + _COMMON, schema)
+    if name == "extend-plan":
+        position = {"type": "string", "pattern": r"^section-[1-9][0-9]*(\.[1-9][0-9]*)?$"}
+        extend = _action_schema("extend-plan", position=position, subsections=_nodes_schema(*subsections))
+        return ReplyShape(_FRAME + _extend(subsections) + _COMMON, {"anyOf": [extend, _action_schema("nop")]})
+    return ReplyShape(_FRAME + _WRITE + _COMMON, None)

@@ -1,0 +1,169 @@
+"""Named knowledge bases: a name maps to a KB folder under ``DEEPDRAFT_HOME/kbs/<name>/``.
+
+What a KB folder holds and how it changes is `retrieval.kb`'s business; this module only knows
+names, where they live, and what to tell a user who names a KB that is not there.
+
+Trade-offs:
+
+* A knowledge base *exists* when its ``kb.sqlite`` exists. The store creates that file whole (written
+  under a temporary name and renamed), so a half-created KB is never mistaken for one, and no
+  separate registry can drift out of step with the folders.
+* Names are restricted to ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}``: they become folder names, so no path
+  separators, no leading dot (hidden folders, ``..``) and a length every filesystem accepts. A name
+  is checked before any path is built from it.
+* Deleting a KB first takes its write lock (so an ingestion in progress is not cut off), then renames
+  the folder to a hidden name and deletes that: a crash midway never leaves half a KB under its name,
+  and processes still searching the old files keep their open files.
+* Every function takes an optional `home` so that callers holding a workspace path (tests, setup) do
+  not have to go through the environment; by default it is `settings.home_dir()`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from deepdraft.errors import KnowledgeBaseError
+from deepdraft.retrieval.index.hybrid import SearchMode
+from deepdraft.retrieval.kb.lock import write_lock
+from deepdraft.retrieval.kb.schema import DB_NAME
+from deepdraft.retrieval.kb.store import KnowledgeBase
+from deepdraft.settings import EmbeddingSettings, RetrievalSettings, home_dir
+
+DEMO_KB = "demo"
+"""The bundled State of the Union corpus, created by ``deepdraft setup``."""
+DEFAULT_KB = "default"
+"""The KB used when none is named, if it has documents."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_LEGACY_MANIFEST = Path("index") / "manifest.json"
+"""Where KBs of deepdraft before the `retrieval.kb` format kept their index: only ever rebuilt, not read."""
+
+
+def validate_kb_name(name: str) -> str:
+    """Return `name` if it is a valid KB name, else raise `KnowledgeBaseError` saying what is allowed."""
+    if not _NAME.fullmatch(name):
+        raise KnowledgeBaseError(
+            f"invalid knowledge base name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def is_kb_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None
+
+
+def kb_root(home: Path | None = None) -> Path:
+    """The folder that holds every KB of the workspace."""
+    return (home if home is not None else home_dir()) / "kbs"
+
+
+def kb_dir(name: str, home: Path | None = None) -> Path:
+    """The folder of KB `name` (whether or not it exists)."""
+    return kb_root(home) / validate_kb_name(name)
+
+
+def kb_exists(name: str, home: Path | None = None) -> bool:
+    """True when KB `name` has been created (it may still hold no documents)."""
+    return (kb_dir(name, home) / DB_NAME).is_file()
+
+
+def kb_has_documents(name: str, home: Path | None = None) -> bool:
+    """True when KB `name` holds at least one document (a damaged or missing KB holds none)."""
+    database = kb_dir(name, home) / DB_NAME
+    if not database.is_file():
+        return False
+    try:
+        db = sqlite3.connect(f"{database.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
+def list_kbs(home: Path | None = None) -> list[str]:
+    """The names of the KBs of the workspace, sorted."""
+    root = kb_root(home)
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry.name for entry in root.iterdir() if _NAME.fullmatch(entry.name) and (entry / DB_NAME).is_file()
+    )
+
+
+def open_kb(
+    name: str,
+    home: Path | None = None,
+    *,
+    only: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    mode: SearchMode = "hybrid",
+    embedder: Any = None,
+    embedding: EmbeddingSettings | None = None,
+) -> KnowledgeBase:
+    """Open KB `name` for searching; `KnowledgeBaseError` with what to do when it is not there."""
+    folder = kb_dir(name, home)
+    if not (folder / DB_NAME).is_file():
+        raise KnowledgeBaseError(_missing_message(name, home))
+    return KnowledgeBase.open(
+        folder,
+        label=name,
+        only=only,
+        exclude=exclude,
+        mode=mode,
+        embedder=embedder,
+        embedding=embedding,
+    )
+
+
+def create_kb(
+    name: str,
+    settings: RetrievalSettings | None = None,
+    home: Path | None = None,
+    **options: Any,
+) -> KnowledgeBase:
+    """Open KB `name`, creating it empty (with `settings`' chunking) if it does not exist yet.
+
+    A folder left by an older deepdraft (an ``index/`` folder, no database) is replaced: those indexes
+    kept no record of their sources, so there is nothing to migrate, only to add again.
+    """
+    folder = kb_dir(name, home)
+    if (folder / _LEGACY_MANIFEST).is_file() and not (folder / DB_NAME).is_file():
+        shutil.rmtree(folder / "index", ignore_errors=True)
+    return KnowledgeBase.create(folder, settings, label=name, **options)
+
+
+def remove_kb(name: str, home: Path | None = None, *, wait: bool = False) -> None:
+    """Delete KB `name` and everything in its folder."""
+    folder = kb_dir(name, home)
+    if not folder.is_dir():
+        raise KnowledgeBaseError(_missing_message(name, home))
+    with write_lock(folder, name, wait=wait):
+        trash = folder.with_name(f".deleting-{name}-{uuid.uuid4().hex[:8]}")
+        folder.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _missing_message(name: str, home: Path | None) -> str:
+    folder = kb_dir(name, home)
+    if name == DEMO_KB:
+        return "the demo knowledge base is not set up yet; run: deepdraft setup"
+    if (folder / _LEGACY_MANIFEST).is_file():
+        return (
+            f"knowledge base {name!r} was built by an older deepdraft and must be built again: "
+            f"deepdraft kb add PATH... --kb {name}"
+        )
+    known = list_kbs(home)
+    have = f"existing: {', '.join(known)}" if known else "none exist yet"
+    return (
+        f"no knowledge base named {name!r} in {kb_root(home)} ({have}); "
+        f"create it with: deepdraft kb add PATH... --kb {name}"
+    )

@@ -1,0 +1,3 @@
+"""Web search: providers, fetching and extracting result pages (opt-in; every request is recorded as
+egress).
+"""

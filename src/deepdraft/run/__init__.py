@@ -1,0 +1,3 @@
+"""Running research: settings wired to components, starting and resuming runs, the manifest, the demo
+setup.
+"""

@@ -1,0 +1,659 @@
+"""The composition root: settings → LLM, retriever, journal → policy → report.
+
+This is the only place objects are wired together. A run gets an id and a folder under
+`DEEPDRAFT_HOME/runs/`, its settings and corpus are recorded in the journal, and every action's
+checkpoint is written as the policy reports it. `resume` rebuilds the same policy from what was
+recorded and continues from the last checkpoint: finished actions are never redone, and the LLM
+cache hands back any reply that arrived after the last checkpoint, so an interrupted run ends with
+the report it would have had.
+
+A file lock on the run folder keeps two processes from driving the same run at once; the kernel
+drops it when a process dies, even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from deepdraft.core.outline import Outline
+from deepdraft.core.state import RunState
+from deepdraft.egress import EgressLog, audit_endpoints, meter_embedder
+from deepdraft.errors import (
+    ConfigError,
+    DeepdraftError,
+    KnowledgeBaseError,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    UserError,
+)
+from deepdraft.events import (
+    ActionFinished,
+    ActionStarted,
+    Event,
+    EventSink,
+    RunStarted,
+    ignore,
+)
+from deepdraft.events import RunCancelled as RunCancelledEvent
+from deepdraft.events import RunFailed as RunFailedEvent
+from deepdraft.events import RunFinished as RunFinishedEvent
+from deepdraft.export.report import Reference
+from deepdraft.llm.cache import CachingLLM
+from deepdraft.llm.limits import LimitedLLM
+from deepdraft.policy.finishing.synthesis import Synthesizer
+from deepdraft.policy.finishing.verify import Verifier
+from deepdraft.policy.plan_write import PlanThenWritePolicy
+from deepdraft.policy.single_pass import SinglePassPolicy
+from deepdraft.policy.warp import ReviewOutline, WarpPolicy
+from deepdraft.ports import LLM, Retriever
+from deepdraft.settings import Settings, home_dir
+from deepdraft.store.journal import Journal, RunRecord
+
+POLICIES: dict[str, type[WarpPolicy]] = {
+    "warp": WarpPolicy,
+    "plan-write": PlanThenWritePolicy,
+    "single-pass": SinglePassPolicy,
+}
+
+NO_LLM_MESSAGE = (
+    "no LLM configured and the embedded model is not ready ({why}). Run `deepdraft setup` for the "
+    "embedded model, or pass --base-url (an OpenAI-compatible server such as vLLM, llama.cpp, Ollama "
+    "or LM Studio, e.g. http://localhost:8000/v1) and --model. deepdraft never sends your text to a "
+    "service you did not name."
+)
+
+
+@dataclass
+class Report:
+    """A finished (or budget-stopped) research report."""
+
+    run_id: str
+    question: str
+    title: str
+    markdown: str
+    path: Path | None
+    stop_reason: str
+    outline: Outline
+    references: list[Reference] = field(default_factory=list)
+    unwritten: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    exports: dict[str, Path] = field(default_factory=dict)
+    """Every file written for the report, by format ("md", "html", …)."""
+    problems: list[str] = field(default_factory=list)
+    """Formats that could not be written, and why (the run itself is finished)."""
+
+    def __str__(self) -> str:
+        return self.markdown
+
+
+# ---- building the parts ------------------------------------------------------------------------
+
+
+def build_llm(settings: Settings) -> LLM:
+    """The endpoint the user named, else the embedded model — never a service nobody named."""
+    if settings.llm.base_url:
+        from deepdraft.llm.openai_compat import OpenAICompatibleLLM
+
+        return OpenAICompatibleLLM.from_settings(settings.llm)
+    from deepdraft.llm.embedded import load_embedded
+
+    try:
+        return load_embedded(
+            settings.llm.model,
+            temperature=settings.llm.temperature,
+            top_p=settings.llm.top_p,
+            max_tokens=settings.llm.max_tokens,
+            seed=settings.research.seed or 0,
+        )
+    except ConfigError as exc:
+        raise ConfigError(NO_LLM_MESSAGE.format(why=str(exc).rstrip("."))) from exc
+
+
+def build_role_llms(settings: Settings) -> dict[str, LLM]:
+    """Models chosen for single roles (`--planner-model`, `--writer-model`), on the same endpoint."""
+    roles: dict[str, LLM] = {}
+    for role, name in (("planner", settings.llm.planner_model), ("writer", settings.llm.writer_model)):
+        if name and name != settings.llm.model:
+            roles[role] = build_llm(
+                settings.model_copy(update={"llm": settings.llm.model_copy(update={"model": name})})
+            )
+    return roles
+
+
+def default_kb() -> tuple[str, str]:
+    """The KB a run without `--kb` uses, and one line telling the user which and why."""
+    from deepdraft.retrieval.kb import names as kbs
+
+    if kbs.kb_has_documents(kbs.DEFAULT_KB):
+        return kbs.DEFAULT_KB, f"using knowledge base {kbs.DEFAULT_KB!r}"
+    return kbs.DEMO_KB, (
+        f"using knowledge base {kbs.DEMO_KB!r} (no documents in {kbs.DEFAULT_KB!r} yet; "
+        "add some with: deepdraft kb add PATH)"
+    )
+
+
+def resolve_kb(kb: str | None, settings: Settings) -> tuple[Retriever, str]:
+    """The retriever for `--kb`, and how to find it again on resume.
+
+    `kb` is a knowledge-base name or a path (a name wins when both exist). Without one: the KB
+    `default` if it has documents, else the bundled `demo` corpus (see `default_kb`). The document
+    filters and search mode of `settings.retrieval` apply; they are part of the recorded settings,
+    so a resumed run searches exactly as before.
+    """
+    from deepdraft.retrieval.kb import names as kbs
+
+    if kb is None:
+        name, _ = default_kb()
+        if name == kbs.DEMO_KB and not kbs.kb_has_documents(name):
+            _index_demo_if_present()
+        return _open_named_kb(name, settings), f"kb:{name}"
+    if kb.startswith("kb:"):
+        return _open_named_kb(kb.removeprefix("kb:"), settings), kb
+    if kbs.is_kb_name(kb) and kbs.kb_exists(kb):
+        return _open_named_kb(kb, settings), f"kb:{kb}"
+    path = Path(kb).expanduser()
+    if not path.exists():
+        raise KnowledgeBaseError(
+            f"no knowledge base named {kb!r} and no file or folder {path} "
+            "(give a KB name from `deepdraft kb list`, a folder of documents or a .jsonl corpus)"
+        )
+    return open_corpus(path, settings), str(path.resolve())
+
+
+def _open_named_kb(name: str, settings: Settings) -> Retriever:
+    from deepdraft.retrieval.kb import names as kbs
+
+    retrieval = settings.retrieval
+    return kbs.open_kb(
+        name,
+        only=retrieval.only,
+        exclude=retrieval.exclude,
+        mode=retrieval.mode,
+        embedding=settings.embedding,
+    )
+
+
+def _index_demo_if_present() -> None:
+    """A new workspace indexes the demo corpus that `deepdraft setup` left in the shared cache."""
+    from deepdraft.run import demo
+
+    if demo.demo_corpus_path().is_file():
+        demo.ensure_demo_kb()
+
+
+def open_corpus(path: Path, settings: Settings) -> Retriever:
+    """A folder or file of documents as a KB built on the fly, kept under ``DEEPDRAFT_HOME/indexes``.
+
+    The KB is brought up to date on every call (unchanged files cost a hash; deleted files are
+    pruned) and rebuilt when the chunking settings changed. With `settings.embedding` enabled it
+    also holds dense vectors; each embedder gets its own cached KB.
+    """
+    from deepdraft.retrieval.kb.folder import open_folder_kb
+
+    path = path.expanduser()
+    if not path.exists():
+        raise KnowledgeBaseError(f"knowledge base not found: {path} (give a folder of documents or a .jsonl)")
+    return open_folder_kb(path.resolve(), home_dir() / "indexes", settings)
+
+
+def _meter_kb_embedders(retriever: Retriever, egress: EgressLog) -> None:
+    """Audit the embedding endpoint of every searched KB whose queries are embedded by a server."""
+    for part in getattr(retriever, "parts", (retriever,)):  # a `CombinedRetriever` holds the KB and the web
+        endpoint_embedder = getattr(part, "endpoint_embedder", None)
+        embedder = endpoint_embedder() if callable(endpoint_embedder) else None
+        if embedder is not None:
+            meter_embedder(egress, embedder)
+
+
+def with_web(retriever: Retriever | None, settings: Settings, egress: EgressLog) -> Retriever:
+    """`retriever` with web search added when `settings.web` asks for it; `web.only`: the web alone.
+
+    The web modules are imported only when the web is on: a run without it never loads them.
+    """
+    web = settings.web
+    if not (web.enabled or web.only):
+        if retriever is None:  # pragma: no cover - callers open a KB whenever the web is off
+            raise KnowledgeBaseError("no knowledge base to search")
+        return retriever
+    from deepdraft.retrieval.web.search import web_retriever
+
+    searcher = web_retriever(settings, egress=egress)
+    if web.only or retriever is None:
+        return searcher
+    from deepdraft.retrieval.combined import CombinedRetriever
+
+    return CombinedRetriever(retriever, searcher)
+
+
+def open_journal() -> Journal:
+    return Journal(home_dir() / "journal.sqlite")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def run_dir(run_id: str) -> Path:
+    return home_dir() / "runs" / run_id
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+
+def start(
+    question: str,
+    settings: Settings,
+    *,
+    kb: str | None = None,
+    llm: LLM | None = None,
+    retriever: Retriever | None = None,
+    output: Path | None = None,
+    on_event: EventSink = ignore,
+    run_id: str | None = None,
+    cancel: threading.Event | None = None,
+    review_outline: ReviewOutline | None = None,
+) -> Report:
+    """Start a new run and drive it to the end. `kb`: a KB name or a path (see `resolve_kb`).
+
+    `cancel`, once set, stops the run before its next action (`RunCancelled`; it stays resumable);
+    `review_outline` lets the user edit the first outline (see `WarpPolicy`).
+    """
+    question = _checked_question(question)
+    settings = _default_depth(settings, llm)
+    kb_ref = None
+    if settings.web.only and (kb is not None or retriever is not None):
+        raise UserError("--web-only searches no knowledge base: drop --kb, or use --web to search both")
+    egress = EgressLog()
+    if retriever is None and not settings.web.only:
+        retriever, kb_ref = resolve_kb(kb, settings)
+    retriever = with_web(retriever, settings, egress)
+    llm = llm or build_llm(settings)
+    run_id = run_id or new_run_id()
+    _record_run(run_id, question, settings, kb_ref, retriever, llm.model_name, output)
+    return _drive(
+        run_id,
+        RunState(question=question),
+        settings,
+        llm,
+        retriever,
+        output,
+        on_event,
+        cancel,
+        review_outline,
+        egress=egress,
+    )
+
+
+def create(
+    question: str,
+    settings: Settings,
+    *,
+    kb: str | None = None,
+    model: str | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Record a new run without driving it, and return its id; `resume` drives it later.
+
+    For callers that queue runs (the server): the KB is checked now, so a bad request fails at
+    once, and a queued run is in the journal — a server restart cannot lose it. `model` names the
+    LLM that will be used (None: the one `settings` configure).
+    """
+    question = _checked_question(question)
+    settings = _default_depth(settings, None)
+    retriever, kb_ref = (None, None) if settings.web.only else resolve_kb(kb, settings)
+    retriever = with_web(retriever, settings, EgressLog())
+    run_id = run_id or new_run_id()
+    _record_run(run_id, question, settings, kb_ref, retriever, model or settings.llm.model or "", None)
+    return run_id
+
+
+def _checked_question(question: str) -> str:
+    question = question.strip()
+    if not question:
+        raise UserError("the question is empty")
+    return question
+
+
+def _default_depth(settings: Settings, llm: LLM | None) -> Settings:
+    if llm is None and not settings.llm.base_url:
+        # The small embedded model will write the report: only the quick preset finishes in
+        # minutes on a CPU, so it is the default there (an explicit --depth still wins).
+        return settings.with_default_depth("quick")
+    return settings
+
+
+def _record_run(
+    run_id: str,
+    question: str,
+    settings: Settings,
+    kb_ref: str | None,
+    retriever: Retriever,
+    model: str,
+    output: Path | None,
+) -> None:
+    recorded = {
+        "settings": settings.public_dict(),
+        "kb": kb_ref,
+        "corpus_fingerprint": retriever.fingerprint(),
+        "model": model,
+        "output": str(output) if output else None,
+    }
+    with open_journal() as journal:
+        journal.create_run(run_id, question, settings.research.policy, recorded)
+
+
+def resume(
+    run_id: str,
+    settings: Settings,
+    *,
+    llm: LLM | None = None,
+    retriever: Retriever | None = None,
+    on_event: EventSink = ignore,
+    cancel: threading.Event | None = None,
+    review_outline: ReviewOutline | None = None,
+) -> Report:
+    """Continue a run from its last checkpoint, with the settings it was started with.
+
+    Only how to reach the LLM (`settings.llm` connection fields) is taken from the current
+    settings, since keys are never stored.
+    """
+    with open_journal() as journal:
+        record = journal.get_run(run_id)
+        checkpoint = journal.latest_checkpoint(record.id)
+    stored = Settings.model_validate(_restore_secret(record.settings["settings"], settings))
+    egress = EgressLog()
+    if retriever is None and not stored.web.only:
+        kb = record.settings.get("kb")
+        if kb is None:
+            raise KnowledgeBaseError(
+                f"run {record.id} was started with a retriever object; pass it to resume"
+            )
+        retriever, _ = resolve_kb(kb, stored)  # "kb:NAME" or the path recorded at the start
+    retriever = with_web(retriever, stored, egress)  # the same web search, answered from its cache
+    llm = llm or build_llm(stored)
+    state = RunState(question=record.question) if checkpoint is None else RunState.restore(checkpoint[1])
+    output = record.settings.get("output")
+    return _drive(
+        record.id,
+        state,
+        stored,
+        llm,
+        retriever,
+        Path(output) if output else None,
+        on_event,
+        cancel,
+        review_outline,
+        egress=egress,
+    )
+
+
+def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]:
+    """The recorded settings, with how to reach the LLM taken from now (keys are never stored)."""
+    data: dict[str, Any] = copy.deepcopy(stored)
+    for key in ("base_url", "model", "api_key"):
+        value = getattr(current.llm, key)
+        if value or key == "api_key":
+            data["llm"][key] = value
+    # Older runs recorded no embedding section; their KB was opened without an embedding key.
+    if "embedding" in data:
+        data["embedding"]["api_key"] = current.embedding.api_key
+    return data
+
+
+def _drive(
+    run_id: str,
+    state: RunState,
+    settings: Settings,
+    llm: LLM,
+    retriever: Retriever,
+    output: Path | None,
+    on_event: EventSink,
+    cancel: threading.Event | None = None,
+    review_outline: ReviewOutline | None = None,
+    *,
+    egress: EgressLog | None = None,
+) -> Report:
+    folder = run_dir(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    # Every request off this machine is written to the journal as it happens (see `egress`).
+    egress = egress or EgressLog()
+    with _exclusive(folder, run_id), open_journal() as journal, egress.attached(journal, run_id):
+        # The model's own window and tokenizer when it has them (the embedded model does), before
+        # the cache wrapper hides them.
+        window = getattr(llm, "context_window", None) or settings.llm.context_window
+        counter = getattr(llm, "count_tokens", None)
+        roles = build_role_llms(settings)
+        # Metered inside the cache: only requests that really reach the endpoint are counted.
+        llm, roles = audit_endpoints(egress, settings, llm, roles)
+        _meter_kb_embedders(retriever, egress)
+        if settings.llm.cache:
+            llm = CachingLLM(llm, journal, namespace=run_id)
+            roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
+        if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
+            llm = LimitedLLM(
+                llm,
+                max_tokens_total=settings.llm.max_tokens_total,
+                requests_per_minute=settings.llm.requests_per_minute,
+            )
+        sink = _JournalSink(journal, run_id, on_event, cancel)
+        prompt_limit = window - settings.llm.max_tokens
+        policy = POLICIES[settings.research.policy](
+            llm,
+            retriever,
+            settings.research,
+            sink,
+            prompt_limit=prompt_limit,
+            count_tokens=counter,
+            roles=roles,
+            review_outline=review_outline,
+        )
+        journal.update_run(run_id, status="running", error="")
+        sink(RunStarted(run_id, state.question, policy.name, state.step, settings.research.max_steps))
+        try:
+            state = policy.run(state)
+            # The finishing passes resume like the policy does; they are not policy actions, so
+            # the step budget never refuses them (the token budget does, see verify/synthesis).
+            if settings.output.verify:
+                verifier = Verifier(llm, settings.research, settings.output, sink, prompt_limit, counter)
+                state = verifier.run(state)
+            if settings.output.synthesis:
+                state = Synthesizer(llm, settings.research, sink, prompt_limit, counter).run(state)
+        except KeyboardInterrupt:
+            journal.update_run(run_id, status="interrupted")
+            raise
+        except RunCancelled:
+            journal.update_run(run_id, status="cancelled")
+            sink(RunCancelledEvent(state.step))
+            raise
+        except DeepdraftError as exc:
+            journal.update_run(run_id, status="failed", error=str(exc))
+            sink(RunFailedEvent(str(exc)))
+            raise
+        except BaseException as exc:
+            journal.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        if state.outline is None:  # pragma: no cover - the policy raises before this can happen
+            raise RunFailed("the run ended without an outline")
+        report = _write_report(run_id, state, settings, llm, retriever, output, folder, time.time() - started)
+        journal.update_run(run_id, status="finished", report_path=str(report.path))
+        sink(RunFinishedEvent(state.stop_reason, str(report.path)))
+        return report
+
+
+class _JournalSink:
+    """Forwards every event at once and journals it.
+
+    Events raised while an action is under way are held back and written in the same transaction
+    as that action's step and checkpoint, so after a crash the journal never shows events of a step
+    that the resumed run will do again.
+
+    It is also where cancellation takes effect: once `cancel` is set, the next action is refused
+    before it starts (a finished action is never thrown away, and the run can be resumed).
+    """
+
+    def __init__(
+        self, journal: Journal, run_id: str, forward: EventSink, cancel: threading.Event | None = None
+    ) -> None:
+        self.journal, self.run_id, self.forward = journal, run_id, forward
+        self.cancel = cancel
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ActionStarted) and self.cancel is not None and self.cancel.is_set():
+            raise RunCancelled(
+                f"run {self.run_id} was cancelled; continue it with: deepdraft resume {self.run_id}"
+            )
+        self.forward(event)
+        if isinstance(event, RunStarted | RunFinishedEvent | RunFailedEvent | RunCancelledEvent):
+            self.pending = []  # events of an action that never finished are not kept
+            self.journal.append_event(self.run_id, event.kind, event.to_dict())
+            return
+        self.pending.append((event.kind, event.to_dict()))
+        if isinstance(event, ActionFinished):
+            self.journal.record_step(self.run_id, event.record, event.state, self.pending)
+            self.pending = []
+
+
+@contextmanager
+def _exclusive(folder: Path, run_id: str) -> Iterator[None]:
+    lock_path = folder / "lock"
+    handle: TextIO = lock_path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise UserError(f"run {run_id} is being driven by {owner} right now") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def is_active(run_id: str) -> bool:
+    """True while some process holds the run's lock (i.e. the run is really running)."""
+    lock_path = run_dir(run_id) / "lock"
+    if not lock_path.exists():
+        return False
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def _write_report(
+    run_id: str,
+    state: RunState,
+    settings: Settings,
+    llm: LLM,
+    retriever: Retriever,
+    output: Path | None,
+    folder: Path,
+    seconds: float,
+) -> Report:
+    """Write report.md, manifest.json and every format in `settings.output.formats` to the run folder.
+
+    A format that cannot be produced (a missing optional package, a broken template) does not
+    fail the finished run: the default Markdown is always written, and the problem is returned in
+    `Report.problems` so the caller can say how to export again (`deepdraft export`).
+    """
+    assert state.outline is not None
+    from dataclasses import replace
+
+    from deepdraft.export import default_name, export, render, write_atomically
+    from deepdraft.export.document import build_document
+    from deepdraft.run.manifest import build_manifest
+
+    with open_journal() as journal:
+        record = journal.get_run(run_id)
+        steps, events = journal.steps(run_id), journal.events(run_id)
+    style = settings.output.references_style
+    document = build_document(state, run_id=run_id, style=style, language=settings.research.language)
+    manifest = build_manifest(
+        run_id=run_id,
+        question=state.question,
+        settings=settings.public_dict(),
+        model=llm.model_name,
+        state=state,
+        steps=steps,
+        events=events,
+        retriever=retriever,
+        kb=record.settings.get("kb"),
+        fingerprint=retriever.fingerprint(),
+        created_at=record.created_at,
+        finished_at=time.time(),
+        unwritten=document.unwritten,
+        sources_cited=len(document.references),
+        references_style=style,
+    )
+    document = replace(document, manifest=manifest)
+    problems: list[str] = []
+    try:
+        markdown = render(document, "md", template=settings.output.template).decode("utf-8")
+    except UserError as exc:
+        problems.append(f"md: {exc} (the default layout was written instead)")
+        markdown = document.markdown
+    path = output or folder / "report.md"
+    for target in dict.fromkeys((folder / "report.md", path)):
+        write_atomically(target, markdown.encode("utf-8"))
+    manifest_json = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    write_atomically(folder / "manifest.json", manifest_json.encode("utf-8"))
+    exports: dict[str, Path] = {"md": path}
+    for fmt in dict.fromkeys(settings.output.formats):
+        if fmt == "md":
+            continue
+        try:
+            exports[fmt] = export(document, fmt, folder / default_name(fmt))
+        except UserError as exc:
+            problems.append(f"{fmt}: {exc} (retry with: deepdraft export {run_id} --format {fmt})")
+    return Report(
+        run_id=run_id,
+        question=state.question,
+        title=state.outline.title,
+        markdown=markdown,
+        path=path,
+        stop_reason=state.stop_reason,
+        outline=state.outline,
+        references=document.rendered.references,
+        unwritten=document.unwritten,
+        manifest=manifest,
+        exports=exports,
+        problems=problems,
+    )
+
+
+def run_exists(run_id: str) -> bool:
+    with open_journal() as journal:
+        try:
+            journal.get_run(run_id)
+        except RunNotFound:
+            return False
+    return True
+
+
+def load_run(run_id: str) -> tuple[RunRecord, RunState | None]:
+    """A run's record and its latest state (None before the first checkpoint)."""
+    with open_journal() as journal:
+        record = journal.get_run(run_id)
+        checkpoint = journal.latest_checkpoint(record.id)
+    return record, None if checkpoint is None else RunState.restore(checkpoint[1])

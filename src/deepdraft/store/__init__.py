@@ -1,0 +1,1 @@
+"""Persistence of runs: the journal (runs, steps, checkpoints, events, LLM cache, egress records)."""
