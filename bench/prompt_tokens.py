@@ -4,7 +4,8 @@ What is measured
     Every prompt of one fixed, synthetic WARP trajectory is rendered twice and its tokens counted:
 
     * deepdraft: the real `deepdraft.protocol.prompts` templates, filled the way
-      `deepdraft.policy.warp` fills them — search shows `Outline.condensed_view(search_budget_tokens, focus=target)`, write the same with
+      `deepdraft.policy.warp` fills them — search shows
+      `Outline.condensed_view(search_budget_tokens, focus=target)`, write the same with
       `draft_budget_tokens`, extend shows
       `Outline.condensed_view(report_budget_tokens, focus=None)`, with the default `ResearchSettings`;
     * baseline: the same templates, but the draft is inlined WHOLE — every written node's full text
