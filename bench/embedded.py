@@ -20,10 +20,10 @@ import tempfile
 import time
 from typing import Any
 
+from deepdraft.config import load_settings
 from deepdraft.llm.embedded import load_embedded
 from deepdraft.ports import ChatRequest
 from deepdraft.run import runner
-from deepdraft.settings import load_settings
 
 QUESTION = "How did presidents argue about tariffs?"
 FILLER = (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft.settings import ENVIRONMENT
+from deepdraft.config import ENVIRONMENT
 
 # The real model cache, kept for the tests marked `embedded` before the fixture below hides it.
 REAL_MODELS = Path(os.environ.get("DEEPDRAFT_MODELS") or Path.home() / ".cache" / "deepdraft" / "models")

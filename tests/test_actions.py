@@ -9,6 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deepdraft.core.citations import cited_keys, normalise_citations
+from deepdraft.core.language import cjk_share, is_chinese
 from deepdraft.core.outline import Outline
 from deepdraft.protocol.actions import (
     ExtendPlan,
@@ -18,11 +20,7 @@ from deepdraft.protocol.actions import (
     Refused,
     Search,
     Write,
-    cited_keys,
-    cjk_share,
-    is_chinese,
     language_problem,
-    normalise_citations,
     parse,
     parse_full_plan,
     split_reply,

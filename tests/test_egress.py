@@ -16,13 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 from deepdraft.cli.app import app
-from deepdraft.egress import EgressLog, EgressRecord, audit_endpoints, is_loopback_url, public_endpoint
+from deepdraft.config import load_settings
+from deepdraft.egress import EgressLog, EgressRecord, is_loopback_url, public_endpoint
 from deepdraft.errors import ConfigError, RunNotFound, UserError
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
-from deepdraft.settings import EmbeddingSettings, Settings, load_settings
+from deepdraft.run.wiring import audit_endpoints
+from deepdraft.settings import EmbeddingSettings, Settings
 from deepdraft.store.journal import Journal
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, as_responder

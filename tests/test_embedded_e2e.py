@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from deepdraft.protocol.actions import cited_keys
+from deepdraft.core.citations import cited_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
 

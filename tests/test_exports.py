@@ -27,19 +27,20 @@ import jsonschema
 import pypdf
 import pytest
 
+from deepdraft.config import ENVIRONMENT, load_settings
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
 from deepdraft.errors import ConfigError, UserError
-from deepdraft.export import FORMATS, export, load_run_document, render
+from deepdraft.export import FORMATS, export, render
 from deepdraft.export import bibtex as bibtex_export
 from deepdraft.export import html as html_export
 from deepdraft.export import pdf as pdf_export
 from deepdraft.export.document import ReportDocument, build_document, split_sentences
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.run import runner
+from deepdraft.run.documents import load_run_document
 from deepdraft.run.manifest import public_endpoint, scrub_settings, wall_time
-from deepdraft.settings import ENVIRONMENT, load_settings
 from tests.conftest import SPEECHES
 from tests.support.scenario import ScenarioModel
 

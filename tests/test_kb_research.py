@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from deepdraft.config import load_settings
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.kb.names import create_kb
-from deepdraft.run import runner
-from deepdraft.settings import load_settings
+from deepdraft.run import wiring
 from tests.support.documents import PDF_TITLE, make_document_folder
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
@@ -71,35 +71,35 @@ def test_filters_and_search_mode_come_from_the_settings_and_survive_resume(docum
     with create_kb("work") as kb:
         kb.add([documents])
     settings = load_settings(flags={"retrieval": {"only": ["*.pdf", "*.docx"], "mode": "bm25"}})
-    retriever, ref = runner.resolve_kb("work", settings)
+    retriever, ref = wiring.resolve_kb("work", settings)
     hits = retriever.search("glaciers harbour container traffic quay", 20)
     assert ref == "kb:work" and {Path(p.source.doc_id).suffix for p in hits} == {".pdf", ".docx"}
     # What resume does: the recorded reference and the recorded settings give the same view.
-    again, _ = runner.resolve_kb(ref, settings)
+    again, _ = wiring.resolve_kb(ref, settings)
     assert again.fingerprint() == retriever.fingerprint()
-    unfiltered, _ = runner.resolve_kb(ref, load_settings())
+    unfiltered, _ = wiring.resolve_kb(ref, load_settings())
     assert unfiltered.fingerprint() != retriever.fingerprint()
     nothing = load_settings(flags={"retrieval": {"exclude": ["**"]}})
     with pytest.raises(KnowledgeBaseError, match="no document of knowledge base 'work' is left by --exclude"):
-        runner.resolve_kb("work", nothing)
+        wiring.resolve_kb("work", nothing)
 
 
 def test_a_folder_is_indexed_on_the_fly_and_a_name_wins_over_a_path(
     documents: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = load_settings()
-    retriever, ref = runner.resolve_kb(str(documents), settings)
+    retriever, ref = wiring.resolve_kb(str(documents), settings)
     assert ref == str(documents.resolve())
     top = retriever.search("Vatnajokull outlet glaciers", 1)[0]
     assert top.source.doc_id == "glacier-survey.pdf" and top.source.page == 2
     (documents / "glacier-survey.pdf").unlink()  # the on-the-fly KB follows the folder
-    retriever, _ = runner.resolve_kb(str(documents), settings)
+    retriever, _ = wiring.resolve_kb(str(documents), settings)
     assert all(p.source.doc_id != "glacier-survey.pdf" for p in retriever.search("glaciers", 10))
 
     monkeypatch.chdir(documents.parent)
     with create_kb("docs") as kb:  # a KB named like the folder in the current directory
         kb.add([documents / "beekeeping.md"])
-    retriever, ref = runner.resolve_kb("docs", settings)
+    retriever, ref = wiring.resolve_kb("docs", settings)
     assert ref == "kb:docs" and {p.source.doc_id for p in retriever.search("varroa mites glaciers", 50)} == {
         "beekeeping.md"
     }

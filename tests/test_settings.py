@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from deepdraft.config import ENVIRONMENT, home_dir, load_settings
 from deepdraft.errors import ConfigError, UserError
-from deepdraft.settings import ENVIRONMENT, Settings, home_dir, load_settings
+from deepdraft.settings import Settings
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deepdraft.config import load_settings
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source, render_evidence
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
@@ -22,7 +23,7 @@ from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest
 from deepdraft.protocol.actions import InitPlan, Refused, Search, Write, parse, repetition, validate_write
 from deepdraft.protocol.grammar import reply_shape
-from deepdraft.settings import ResearchSettings, load_settings
+from deepdraft.settings import ResearchSettings
 from tests.support.openai_server import ErrorReply, FakeOpenAIServer
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
 

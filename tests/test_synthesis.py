@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 import deepdraft
+from deepdraft.core.citations import CITE, cited_keys
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
@@ -17,7 +18,6 @@ from deepdraft.events import ActionFinished, Event, SynthesisFinished
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.finishing.synthesis import Synthesizer, find_terms, sections_keys
 from deepdraft.ports import ChatRequest
-from deepdraft.protocol.actions import CITE, cited_keys
 from deepdraft.run.runner import load_run, open_journal
 from deepdraft.settings import ResearchSettings
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify

@@ -5,6 +5,7 @@ The public API is what `__all__` lists; everything else is internal and may chan
 
 from deepdraft._version import __version__
 from deepdraft.api import aresearch, aresume, research, resume
+from deepdraft.config import load_settings
 from deepdraft.errors import (
     ConfigError,
     DeepdraftError,
@@ -18,7 +19,7 @@ from deepdraft.events import Event
 from deepdraft.llm.scripted import FunctionLLM, ScriptedLLM
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Passage, Retriever, Source, Usage
 from deepdraft.run.runner import Report
-from deepdraft.settings import Settings, load_settings
+from deepdraft.settings import Settings
 
 __all__ = [
     "LLM",

@@ -15,10 +15,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from deepdraft.config import load_settings
 from deepdraft.events import EventSink, ignore
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run import runner
-from deepdraft.settings import load_settings
 
 
 def research(

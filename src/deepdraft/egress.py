@@ -31,6 +31,10 @@ Trade-offs
     * Loopback is decided from the URL alone (``localhost``, ``127.0.0.0/8``, ``::1``), without a DNS
       lookup: resolving a name just to decide whether to log it would itself be a network request.
       Any other name counts as remote, so an audit can over-report but never hide a request.
+
+Where the pieces are: this module is the recording side every adapter reports into (records, the
+log, meters); `deepdraft.llm.metered.MeteredLLM` counts a chat endpoint's traffic, and
+`deepdraft.run.wiring.audit_endpoints` decides, from the settings, which endpoints a run audits.
 """
 
 from __future__ import annotations
@@ -38,14 +42,11 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
-
-from deepdraft.ports import LLM, ChatRequest, ChatResult
-from deepdraft.settings import Settings
 
 __all__ = [
     "ALWAYS_RECORDED",
@@ -54,8 +55,6 @@ __all__ = [
     "EgressRecord",
     "EgressStore",
     "EndpointMeter",
-    "MeteredLLM",
-    "audit_endpoints",
     "is_loopback_url",
     "meter_embedder",
     "public_endpoint",
@@ -213,31 +212,6 @@ class EgressLog:
                 self._store.add_egress_traffic(self._run_id, record.seq, requests, bytes)
 
 
-class MeteredLLM:
-    """An `LLM` that counts every request it passes on (failed ones too: they reached the endpoint).
-
-    It must sit *inside* any cache, so that replies replayed from the journal are not counted.
-    """
-
-    def __init__(self, inner: LLM, meter: EndpointMeter) -> None:
-        self.inner = inner
-        self.meter = meter
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    def complete(self, request: ChatRequest) -> ChatResult:
-        sent = sum(len(message.content.encode("utf-8")) for message in request.messages)
-        received = 0
-        try:
-            result = self.inner.complete(request)
-            received = len(result.text.encode("utf-8"))
-            return result
-        finally:
-            self.meter.add(1, sent + received)
-
-
 class MeterableEmbedder(Protocol):
     """An embedder that sends texts to an OpenAI-compatible endpoint (`OpenAIEmbedder`)."""
 
@@ -249,30 +223,3 @@ class MeterableEmbedder(Protocol):
 def meter_embedder(log: EgressLog, embedder: MeterableEmbedder) -> None:
     """Record `embedder`'s endpoint in `log` and have it count every request it sends from now on."""
     embedder.meter = log.endpoint("embeddings", embedder.base_url, f"embeddings, model {embedder.model}")
-
-
-def audit_endpoints(
-    log: EgressLog, settings: Settings, llm: LLM, roles: Mapping[str, LLM]
-) -> tuple[LLM, dict[str, LLM]]:
-    """Record the session's remote LLM and embedding endpoints; the LLMs, metered where remote.
-
-    An LLM object without a `base_url` (the embedded model, a scripted one) sends nothing anywhere.
-    Models for single roles on the same endpoint share its record. The embedding endpoint is
-    recorded as configured; its requests are counted by an embedder given the meter
-    (`meter_embedder`, which shares this record when the endpoint is the same).
-    """
-    meters: dict[str, EndpointMeter | None] = {}
-
-    def metered(model: LLM) -> LLM:
-        base_url = getattr(model, "base_url", None)
-        if not isinstance(base_url, str) or not base_url:
-            return model
-        if base_url not in meters:
-            meters[base_url] = log.endpoint("llm", base_url, f"chat completions, model {model.model_name}")
-        meter = meters[base_url]
-        return model if meter is None else MeteredLLM(model, meter)
-
-    if settings.embedding.base_url:
-        detail = f"embeddings, model {settings.embedding.model or '(default)'}"
-        log.endpoint("embeddings", settings.embedding.base_url, detail)
-    return metered(llm), {role: metered(model) for role, model in roles.items()}

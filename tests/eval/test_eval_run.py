@@ -6,12 +6,12 @@ import csv
 import json
 from pathlib import Path
 
+from deepdraft.config import load_settings
 from deepdraft.eval.judge import Judge
 from deepdraft.eval.suite import DEMO_QUESTIONS, run_suite, suite_questions
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.run import runner
-from deepdraft.settings import load_settings
 from deepdraft.store.journal import Journal
 from tests.eval.judges import DATA, respond
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever

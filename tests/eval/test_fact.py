@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from deepdraft.config import load_settings
 from deepdraft.eval.fact import (
     CitedStatement,
     FactReport,
@@ -20,7 +21,6 @@ from deepdraft.eval.fact import (
 from deepdraft.eval.judge import Judge
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.run import runner
-from deepdraft.settings import load_settings
 from tests.eval.judges import respond, supported
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
 

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deepdraft.settings import ENVIRONMENT, RetrievalSettings
+from deepdraft.config import ENVIRONMENT
+from deepdraft.settings import RetrievalSettings
 from tests.conftest import SPEECHES
 from tests.golden import scenarios
 

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deepdraft.config import load_settings
 from deepdraft.events import Event
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
 from deepdraft.run import runner
-from deepdraft.settings import load_settings
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from deepdraft.core.tokens import count_tokens
 from deepdraft.retrieval.documents.chunking import Chunk, chunk_document, first_heading, iter_blocks
-from deepdraft.retrieval.documents.corpus import Document, Page
+from deepdraft.retrieval.documents.values import Document, Page
 
 
 def doc(text: str) -> Document:

@@ -12,15 +12,13 @@ import pytest
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.documents.corpus import (
-    Document,
-    Failure,
-    Page,
     corpus_stamp,
     decode_text,
     discover,
     iter_documents,
     read_documents,
 )
+from deepdraft.retrieval.documents.values import Document, Failure, Page
 from tests.support.documents import EXPECTED_FAILURES, make_document_folder
 
 MB = 1024 * 1024

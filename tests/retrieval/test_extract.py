@@ -19,7 +19,8 @@ import pytest
 
 from deepdraft.retrieval.documents import extract
 from deepdraft.retrieval.documents.chunking import Chunk, chunk_document
-from deepdraft.retrieval.documents.corpus import Document, Failure, read_documents
+from deepdraft.retrieval.documents.corpus import read_documents
+from deepdraft.retrieval.documents.values import Document, Failure
 from tests.support import documents as sample
 from tests.support.documents import EXPECTED_FAILURES, make_document_folder, write_bytes, write_pdf
 

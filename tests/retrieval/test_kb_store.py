@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.documents.corpus import Document, Failure
+from deepdraft.retrieval.documents.values import Document, Failure
 from deepdraft.retrieval.kb import schema, store
 from deepdraft.retrieval.kb.filters import DocumentMatcher, glob_regex
 from deepdraft.retrieval.kb.lock import write_lock

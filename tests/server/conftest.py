@@ -16,10 +16,11 @@ import httpx
 import pytest
 import uvicorn
 
+from deepdraft.config import load_settings
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import LLM, ChatRequest
 from deepdraft.server.app import create_app
-from deepdraft.settings import Settings, load_settings
+from deepdraft.settings import Settings
 from tests.support.scenario import ScenarioModel
 
 QUESTION = "How did presidents argue about tariffs?"

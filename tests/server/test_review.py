@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
+from deepdraft.config import load_settings
 from deepdraft.core.outline import Outline
 from deepdraft.errors import RunCancelled, UserError
 from deepdraft.events import Event, NodeWritten
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.review import edit_in_form, outline_form, parse_outline_form, reviewed_outline
 from deepdraft.run import runner
-from deepdraft.settings import load_settings
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
 
 QUESTION = "How did presidents argue about tariffs?"

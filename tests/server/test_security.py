@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from deepdraft.config import home_dir
 from deepdraft.errors import ConfigError
 from deepdraft.server import kbs, security
-from deepdraft.settings import home_dir
 from tests.server.conftest import TOKEN, LiveServer, make_app
 
 

@@ -16,7 +16,7 @@ from deepdraft.eval.judge import Judge
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
 from deepdraft.protocol.actions import Refused, parse
-from deepdraft.run import runner
+from deepdraft.run import runner, wiring
 from deepdraft.settings import Settings
 from deepdraft.train.collect import collect, collection_settings
 from deepdraft.train.dataset import export, load_samples
@@ -90,7 +90,7 @@ def test_every_stage_runs_resumes_and_the_result_does_research(tmp_path: Path) -
     assert after < 0.85 * before, (before, after)
 
     # Atomic-skill GRPO with the real reward functions (judge and retriever included), resumed.
-    retriever = runner.resolve_kb(str(kb), Settings())[0]
+    retriever = wiring.resolve_kb(str(kb), Settings())[0]
     run_atomic(data, sft_model, tmp_path / "atomic", profile, judge=judge, retriever=retriever, max_steps=1)
     atomic_model = run_atomic(
         data, sft_model, tmp_path / "atomic", profile, judge=judge, retriever=retriever, max_steps=2

@@ -34,10 +34,11 @@ from deepdraft.cli.options import (
 )
 from deepdraft.cli.progress import Progress
 from deepdraft.cli.train import train_app
+from deepdraft.config import load_settings
 from deepdraft.errors import DeepdraftError, LLMError
 from deepdraft.llm import embedded_models as models
-from deepdraft.run import runner
-from deepdraft.settings import Depth, PolicyName, ReferencesStyle, Settings, load_settings
+from deepdraft.run import runner, wiring
+from deepdraft.settings import Depth, PolicyName, ReferencesStyle, Settings
 
 app = typer.Typer(
     name="deepdraft",
@@ -188,7 +189,7 @@ def research(
         },
     )
     if kb is None and not settings.web.only:
-        console.print(runner.default_kb()[1], markup=False, highlight=False, soft_wrap=True)
+        console.print(wiring.default_kb()[1], markup=False, highlight=False, soft_wrap=True)
     run_id = runner.new_run_id()
     with Progress(console, settings.research.max_steps) as progress:
         review = cli_review.terminal_review(console, question, progress) if review_outline else None
@@ -217,7 +218,7 @@ def serve_model(
     context: Annotated[int | None, typer.Option("--context", help="Context window in tokens.")] = None,
 ) -> None:
     """Serve the embedded model as an OpenAI-compatible endpoint (for other tools, and for tests)."""
-    from deepdraft.llm.embedded import serve
+    from deepdraft.server.embedded_model import serve
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: anyone who can reach it can use the model", err=True)

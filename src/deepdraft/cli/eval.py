@@ -508,9 +508,9 @@ def run_suite_command(
     price_out: PriceOut = None,
 ) -> None:
     """Research a suite's questions with each policy on the same model and corpus, then compare them."""
+    from deepdraft.config import load_settings
     from deepdraft.eval import suite as suite_runner
-    from deepdraft.run.runner import build_llm
-    from deepdraft.settings import load_settings
+    from deepdraft.run.wiring import build_llm
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names:

@@ -35,8 +35,9 @@ def export_command(
     ] = None,
 ) -> None:
     """Export a finished run's report as md, html, pdf, docx, json, bibtex or csl."""
-    from deepdraft.export import default_name, export, load_run_document
+    from deepdraft.export import default_name, export
     from deepdraft.run import runner
+    from deepdraft.run.documents import load_run_document
 
     if template is not None and fmt != "md":
         raise UserError("--template shapes the Markdown report only; use it with --format md")

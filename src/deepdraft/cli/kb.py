@@ -18,12 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from deepdraft.cli.options import ConfigOption, ExcludeOption, JsonOption, OnlyOption
+from deepdraft.config import load_settings
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.index.hybrid import SearchMode
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.retrieval.kb.store import SEARCH_MODES
 from deepdraft.retrieval.kb.values import IngestNote
-from deepdraft.settings import Settings, load_settings
+from deepdraft.settings import Settings
 
 kb_app = typer.Typer(
     name="kb",

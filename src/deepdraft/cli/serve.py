@@ -15,8 +15,9 @@ from typing import Annotated, Literal
 import typer
 
 from deepdraft.cli.options import ApiKeyOption, BaseUrlOption, ConfigOption, ModelOption
+from deepdraft.config import load_settings
 from deepdraft.errors import ConfigError
-from deepdraft.settings import Settings, load_settings
+from deepdraft.settings import Settings
 
 TOKEN_ENV = "DEEPDRAFT_TOKEN"
 

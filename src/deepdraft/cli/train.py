@@ -22,9 +22,9 @@ import typer
 from rich.console import Console
 
 from deepdraft.cli.options import JudgeKeyOption, JudgeModelOption, JudgeUrlOption
+from deepdraft.config import load_settings
 from deepdraft.errors import UserError
 from deepdraft.eval.judge import Judge, open_eval_cache, open_judge
-from deepdraft.settings import load_settings
 
 train_app = typer.Typer(
     help="Train a WARP policy model from run journals: collect, prune, export, SFT, RL.",
@@ -235,7 +235,7 @@ def rl(
     config: ConfigFile = None,
 ) -> None:
     """GRPO over single actions (atomic) or group-relative RL over whole WARP runs (pipeline)."""
-    from deepdraft.run import runner
+    from deepdraft.run import wiring
     from deepdraft.train.profiles import get_profile
     from deepdraft.train.queries import load_queries
     from deepdraft.train.rewards import ChecklistScorer
@@ -246,7 +246,7 @@ def rl(
     if stage == "atomic":
         if data is None:
             raise UserError("--stage atomic needs --data (a dataset folder from `deepdraft train export`)")
-        retriever = runner.resolve_kb(kb, settings)[0] if kb else None
+        retriever = wiring.resolve_kb(kb, settings)[0] if kb else None
         if no_judge:
             final = run_atomic(data, model, out, chosen, retriever=retriever, max_steps=max_steps)
         else:

@@ -33,11 +33,11 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from deepdraft.core.citations import cited_keys
 from deepdraft.core.state import RunState
 from deepdraft.errors import UserError
 from deepdraft.eval.data import read_jsonl
 from deepdraft.eval.judge import Judge, JudgmentError, read_choice, require_dict
-from deepdraft.protocol.actions import cited_keys
 
 __all__ = [
     "CitedStatement",

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from deepdraft.config import home_dir
 from deepdraft.errors import ConfigError
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Message
-from deepdraft.settings import LLMSettings, Settings, home_dir
+from deepdraft.settings import LLMSettings, Settings
 from deepdraft.store.journal import Journal
 
 __all__ = [
@@ -244,7 +245,7 @@ def open_judge(
     owns it and closes it. `llm`: an already built model to judge with (e.g. the embedded model
     that also writes, so it is loaded once).
     """
-    from deepdraft.run.runner import build_llm
+    from deepdraft.run.wiring import build_llm
 
     settings = Settings(
         llm=LLMSettings(

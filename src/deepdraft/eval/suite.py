@@ -176,7 +176,8 @@ def run_suite(
     on_run: ProgressFn = lambda label: None,
 ) -> SuiteResult:
     """Research every question with every policy, score the reports, write the comparison files."""
-    from deepdraft.run.runner import POLICIES, load_run
+    from deepdraft.run.runner import load_run
+    from deepdraft.run.wiring import POLICIES
 
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:

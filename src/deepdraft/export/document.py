@@ -27,9 +27,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepdraft.core.citations import cited_keys
 from deepdraft.core.evidence import EvidenceRegistry
+from deepdraft.core.language import wants_chinese
 from deepdraft.core.outline import Node
 from deepdraft.core.state import RunState
+from deepdraft.export.facts import for_readers
 from deepdraft.export.report import (
     CitationStyle,
     RenderedReport,
@@ -37,8 +40,6 @@ from deepdraft.export.report import (
     assemble_markdown,
     render_markdown,
 )
-from deepdraft.protocol.actions import cited_keys, wants_chinese
-from deepdraft.run.manifest import for_readers
 
 DOCUMENT_FORMAT = "deepdraft-report"
 DOCUMENT_VERSION = 1
@@ -148,7 +149,7 @@ class ReportDocument:
         return visit(self.sections)
 
     def readers_manifest(self) -> dict[str, Any]:
-        """The manifest with KB documents cut to the cited ones (see `manifest.for_readers`)."""
+        """The manifest with KB documents cut to the cited ones (see `export.facts.for_readers`)."""
         if not self.manifest:
             return {}
         return for_readers(self.manifest, (entry.doc_id for entry in self.references))

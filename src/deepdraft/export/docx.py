@@ -27,7 +27,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from deepdraft.export.document import ReportDocument, Section
-from deepdraft.run.manifest import readable_facts
+from deepdraft.export.facts import readable_facts
 
 TOC_INSTRUCTION = ' TOC \\o "1-3" \\h \\z \\u '
 _MONOSPACE = "Courier New"

@@ -27,8 +27,8 @@ import re
 from markdown_it import MarkdownIt
 
 from deepdraft.export.document import ReportDocument, Section
+from deepdraft.export.facts import readable_facts
 from deepdraft.export.report import Citation
-from deepdraft.run.manifest import readable_facts
 
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 

@@ -35,10 +35,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
+from deepdraft.core.citations import cited_keys
 from deepdraft.core.evidence import EvidenceRegistry, Source
+from deepdraft.core.language import wants_chinese
 from deepdraft.core.outline import Located, Outline
-from deepdraft.protocol.actions import cited_keys, wants_chinese
-from deepdraft.run.manifest import readable_facts
+from deepdraft.export.facts import readable_facts
 
 CitationStyle = Literal["numbered", "author-date"]
 STYLES: tuple[CitationStyle, ...] = ("numbered", "author-date")

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LOCAL_EXTRA_HINT = 'the embedded model needs the "local" extra: pip install -c constraints.txt -e ".[local]"'
 
 
-def _llama_module() -> Any:
+def llama_module() -> Any:
     try:
         import llama_cpp
     except ImportError as exc:
@@ -50,7 +50,7 @@ class EmbeddedLLM:
         seed: int = 0,
         repeat_penalty: float = 1.1,
     ) -> None:
-        llama_cpp = _llama_module()
+        llama_cpp = llama_module()
         self._name = name
         self.temperature, self.top_p, self.max_tokens, self.seed = temperature, top_p, max_tokens, seed
         # Small models fall into loops ("to reduce tariffs and promote economic growth" again and
@@ -112,39 +112,7 @@ def load_embedded(name: str | None, *, context: int | None = None, **sampling: A
     """The embedded model `name` (default: the registry's default), from the model cache."""
     from deepdraft.llm import embedded_models as models
 
-    _llama_module()  # fail with the install hint before touching the (large) model file
+    llama_module()  # fail with the install hint before touching the (large) model file
     spec = models.get_spec(name or models.DEFAULT_MODEL)
     path = models.resolve_model(spec.name)
     return EmbeddedLLM(path, name=spec.name, context=context or spec.default_context, **sampling)
-
-
-def serve(name: str | None, *, host: str, port: int, context: int | None = None) -> None:
-    """Serve the embedded model over HTTP as an OpenAI-compatible endpoint, until interrupted.
-
-    llama-cpp-python's own server does the HTTP work (it accepts a GBNF `grammar` beside the
-    OpenAI fields, which deepdraft's client sends); this only points it at the cached model.
-    """
-    from deepdraft.llm import embedded_models as models
-
-    _llama_module()
-    try:
-        import uvicorn
-        from llama_cpp.server.app import create_app
-        from llama_cpp.server.settings import ModelSettings, ServerSettings
-    except ImportError as exc:
-        raise ConfigError(LOCAL_EXTRA_HINT) from exc
-    spec = models.get_spec(name or models.DEFAULT_MODEL)
-    path = models.resolve_model(spec.name)
-    app = create_app(
-        server_settings=ServerSettings(host=host, port=port),
-        model_settings=[
-            ModelSettings(
-                model=str(path),
-                model_alias=spec.name,
-                n_ctx=context or spec.default_context,
-                n_threads=os.cpu_count() or 2,
-                verbose=False,
-            )
-        ],
-    )
-    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -20,7 +20,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from deepdraft.core.citations import CITE, cited_keys, normalise_citations
 from deepdraft.core.evidence import KEY_PREFIX
+from deepdraft.core.language import CJK_THRESHOLD, cjk_share, wants_chinese
 from deepdraft.core.outline import MAX_DEPTH, Outline, format_position, parse_position
 from deepdraft.core.tokens import CJK_CHARS
 
@@ -31,7 +33,6 @@ SECTIONS_RANGE = (3, 12)
 SUBSECTIONS_RANGE = (2, 7)
 CITATIONS_RANGE = (1, 12)
 MIN_WRITE_CHARS = 50
-CJK_THRESHOLD = 0.30
 
 
 @dataclass(frozen=True)
@@ -221,93 +222,6 @@ def parse_full_plan(raw: str) -> InitPlan | Refused:
     return InitPlan(data["title"].strip(), nodes)
 
 
-# ---- citations in written text ---------------------------------------------------------------
-
-CITE = re.compile(r"\\cite\{([^{}]*)\}")
-"""One citation command; group 1 holds its keys."""
-_KEY = re.compile(rf"(?:bibkey\s*[:：]\s*)?({KEY_PREFIX}\d+)", re.IGNORECASE)
-# Keys mentioned outside \cite{...}: "[textid3]", "(textid3, textid4)", "bibkey:textid3", "textid3".
-_LOOSE_KEYS = re.compile(
-    rf"[\[(（【]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+(?:\s*[,，;；]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+)*\s*[\])）】]"
-    rf"|(?:bibkey\s*[:：]\s*)?\b{KEY_PREFIX}\d+\b",
-    re.IGNORECASE,
-)
-
-
-def cited_keys(text: str) -> list[list[str]]:
-    """The keys of every `\\cite{...}` in order, one list per citation command."""
-    return [[m.group(1).lower() for m in _KEY.finditer(group)] for group in CITE.findall(text)]
-
-
-def normalise_citations(text: str) -> str:
-    """Rewrite citation keys written in prose as `\\cite{...}` so they count and render.
-
-    Text already inside `\\cite{...}` is only cleaned (a stray `bibkey:` prefix is dropped).
-    """
-    pieces = []
-    last = 0
-    for match in CITE.finditer(text):
-        pieces.append(_cite_loose(text[last : match.start()]))
-        keys = [m.group(1).lower() for m in _KEY.finditer(match.group(1))]
-        pieces.append("\\cite{" + ", ".join(keys) + "}" if keys else match.group(0))
-        last = match.end()
-    pieces.append(_cite_loose(text[last:]))
-    return "".join(pieces)
-
-
-def _cite_loose(text: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        keys = [m.group(1).lower() for m in _KEY.finditer(match.group(0))]
-        return "\\cite{" + ", ".join(keys) + "}"
-
-    return _LOOSE_KEYS.sub(replace, text)
-
-
-# ---- language --------------------------------------------------------------------------------
-
-# A CJK character, or a whole run of other letters: one CJK character carries about as much as one
-# English word, so counting words (not letters) on the other side keeps Chinese text full of English
-# product names ("在 Kubernetes 上部署 TensorFlow Serving") recognisably Chinese.
-_SCRIPT_UNIT = re.compile(rf"[{CJK_CHARS}]|[^\W\d_{CJK_CHARS}]+")
-_CJK = re.compile(rf"[{CJK_CHARS}]")
-
-
-def cjk_share(text: str) -> float:
-    """Share of CJK among the script units of `text`: CJK characters and words in other scripts.
-
-    Digits, punctuation and citations are ignored.
-    """
-    units = _SCRIPT_UNIT.findall(CITE.sub("", text))
-    if not units:
-        return 0.0
-    return sum(1 for unit in units if _CJK.match(unit)) / len(units)
-
-
-def is_chinese(question: str) -> bool:
-    return cjk_share(question) > CJK_THRESHOLD
-
-
-_CHINESE_NAMES = {
-    "zh",
-    "zh-cn",
-    "zh-tw",
-    "zh-hans",
-    "zh-hant",
-    "chinese",
-    "mandarin",
-    "中文",
-    "汉语",
-    "简体中文",
-}
-
-
-def wants_chinese(question: str, language: str | None = None) -> bool:
-    """Whether the report must be Chinese: an explicit `language`, else the question's own."""
-    if language:
-        return language.strip().lower() in _CHINESE_NAMES
-    return is_chinese(question)
-
-
 def language_problem(text: str, question: str, language: str | None = None) -> str | None:
     """Reject only text clearly in the wrong script; quoted names in another script pass."""
     share = cjk_share(text)
@@ -443,6 +357,7 @@ def validate_write(
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_CJK = re.compile(rf"[{CJK_CHARS}]")
 _LOOP_NGRAM = 6  # a run of this many words ...
 _LOOP_COUNT = 3  # ... seen this often means the model is looping
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -124,23 +124,6 @@ def build_manifest(
     }
 
 
-def for_readers(manifest: Mapping[str, Any], cited_doc_ids: Iterable[str]) -> dict[str, Any]:
-    """The manifest as the human-facing formats embed it: KB documents cut to the cited ones.
-
-    A knowledge base may hold tens of thousands of documents; listing each in an HTML or DOCX
-    report would bury it. The fingerprint still pins the whole KB, the hashes of the documents
-    the report actually cites stay (they show which version of each source was read), and the
-    full list remains in `manifest.json` and the JSON export.
-    """
-    trimmed = copy.deepcopy(dict(manifest))
-    kb = trimmed.get("kb")
-    if isinstance(kb, dict) and isinstance(kb.get("documents"), list):
-        cited = set(cited_doc_ids)
-        kb["documents"] = [doc for doc in kb["documents"] if doc.get("doc_id") in cited]
-        kb["documents_listed"] = "cited only"
-    return trimmed
-
-
 def scrub_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy with secrets masked and credentials stripped from endpoint URLs."""
     cleaned: dict[str, Any] = _mask(copy.deepcopy(dict(settings)))
@@ -181,80 +164,6 @@ def wall_time(events: Sequence[EventRecord], finished_at: float | None = None) -
     if spans and finished_at is not None:
         spans[-1][1] = max(spans[-1][1], finished_at)
     return sum(end - start for start, end in spans), len(spans)
-
-
-def readable_facts(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Short (name, value) lines for readers; missing parts are left out, not shown as blanks."""
-    facts: list[tuple[str, str]] = [("deepdraft", str(manifest.get("deepdraft", "?")))]
-    if manifest.get("run_id"):
-        facts.append(("Run", str(manifest["run_id"])))
-    models = manifest.get("models") or {}
-    llm = models.get("llm") or {}
-    if llm:
-        facts.append(("Model", f"{llm.get('model', '?')} ({llm.get('endpoint', '?')})"))
-        for role in ("planner", "writer"):
-            if models.get(role) and models[role] != llm.get("model"):
-                facts.append((f"{role.capitalize()} model", str(models[role])))
-    elif manifest.get("model"):
-        facts.append(("Model", str(manifest["model"])))
-    embedder = manifest.get("embedder")
-    if isinstance(embedder, dict) and embedder.get("name"):
-        facts.append(("Embedder", str(embedder["name"])))
-    policy = manifest.get("policy")
-    if policy:
-        research = manifest.get("policy_settings") or {}
-        detail = ", ".join(
-            f"{name} {research[name]}"
-            for name in ("depth", "max_steps", "max_expansions")
-            if name in research
-        )
-        facts.append(("Policy", f"{policy}" + (f" ({detail})" if detail else "")))
-    kb = manifest.get("kb") or {}
-    if kb.get("ref") or kb.get("fingerprint"):
-        count = kb.get("document_count")
-        pinned = f"(fingerprint {kb.get('fingerprint')}{'' if count is None else f', {count} documents'})"
-        web = _web_search(manifest.get("settings") or {})
-        if web is not None and not kb.get("ref"):  # --web-only: the web was all the run searched
-            facts.append(("Web search", f"{web} {pinned}"))
-        else:
-            also = f", with web search via {web}" if web is not None else ""
-            facts.append(("Knowledge base", f"{kb.get('ref') or 'custom retriever'} {pinned}{also}"))
-    actions = manifest.get("actions") or {}
-    if actions:
-        listed = ", ".join(f"{count} {name}" for name, count in actions.items())
-        refused = manifest.get("refused_actions") or 0
-        facts.append(("Actions", listed + (f"; {refused} refused and re-asked" if refused else "")))
-    tokens = manifest.get("tokens") or {}
-    if tokens:
-        facts.append(("Tokens", f"{tokens.get('prompt', 0):,} in, {tokens.get('completion', 0):,} out"))
-    if manifest.get("wall_seconds") is not None:
-        sessions = manifest.get("sessions") or 1
-        over = f" over {sessions} sessions" if sessions > 1 else ""
-        facts.append(("Wall time", _duration(float(manifest["wall_seconds"])) + over))
-    verification = manifest.get("verification")
-    if isinstance(verification, dict):
-        counts = ", ".join(
-            f"{verification[name]} {name}"
-            for name in ("supported", "repaired", "recited", "removed", "unverified")
-            if verification.get(name)
-        )
-        facts.append(
-            (
-                "Verification",
-                f"{verification.get('checked', 0)} cited sentences checked"
-                + (f": {counts}" if counts else ""),
-            )
-        )
-    constraints = manifest.get("constraints")
-    if isinstance(constraints, dict) and constraints.get("total"):
-        facts.append(
-            ("Constraints", f"{constraints.get('satisfied', 0)} of {constraints['total']} satisfied")
-        )
-    report = manifest.get("report") or {}
-    if report.get("stop_reason"):
-        facts.append(("Stopped", str(report["stop_reason"])))
-    facts.append(("Full manifest", "manifest.json in the run folder, and the JSON export"))
-    return facts
 
 
 def _mask(value: Any) -> Any:
@@ -318,25 +227,7 @@ def _constraints(state: Any) -> dict[str, Any] | None:
     return {"total": len(checks), "satisfied": satisfied}
 
 
-def _web_search(settings: Mapping[str, Any]) -> str | None:
-    """The web search provider a run used, e.g. "searxng at http://localhost:8888/"; None without one."""
-    web = settings.get("web") or {}
-    if not isinstance(web, Mapping) or not (web.get("enabled") or web.get("only")):
-        return None
-    provider = str(web.get("provider") or "searxng")
-    url = web.get("searxng_url")
-    return f"{provider} at {url}" if provider == "searxng" and url else provider
-
-
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).isoformat(timespec="seconds")
-
-
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"

@@ -1,6 +1,7 @@
-"""The composition root: settings → LLM, retriever, journal → policy → report.
+"""Starting and resuming runs: settings → LLM, retriever, journal → policy → report.
 
-This is the only place objects are wired together. A run gets an id and a folder under
+Together with `wiring` (which builds each part from the settings) this is the composition root:
+the only place objects are wired together. A run gets an id and a folder under
 `DEEPDRAFT_HOME/runs/`, its settings and corpus are recorded in the journal, and every action's
 checkpoint is written as the policy reports it. `resume` rebuilds the same policy from what was
 recorded and continues from the last checkpoint: finished actions are never redone, and the LLM
@@ -26,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from deepdraft.config import home_dir
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
-from deepdraft.egress import EgressLog, audit_endpoints, meter_embedder
+from deepdraft.egress import EgressLog
 from deepdraft.errors import (
-    ConfigError,
     DeepdraftError,
     KnowledgeBaseError,
     RunCancelled,
@@ -54,25 +55,19 @@ from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.limits import LimitedLLM
 from deepdraft.policy.finishing.synthesis import Synthesizer
 from deepdraft.policy.finishing.verify import Verifier
-from deepdraft.policy.plan_write import PlanThenWritePolicy
-from deepdraft.policy.single_pass import SinglePassPolicy
-from deepdraft.policy.warp import ReviewOutline, WarpPolicy
+from deepdraft.policy.warp import ReviewOutline
 from deepdraft.ports import LLM, Retriever
-from deepdraft.settings import Settings, home_dir
-from deepdraft.store.journal import Journal, RunRecord
-
-POLICIES: dict[str, type[WarpPolicy]] = {
-    "warp": WarpPolicy,
-    "plan-write": PlanThenWritePolicy,
-    "single-pass": SinglePassPolicy,
-}
-
-NO_LLM_MESSAGE = (
-    "no LLM configured and the embedded model is not ready ({why}). Run `deepdraft setup` for the "
-    "embedded model, or pass --base-url (an OpenAI-compatible server such as vLLM, llama.cpp, Ollama "
-    "or LM Studio, e.g. http://localhost:8000/v1) and --model. deepdraft never sends your text to a "
-    "service you did not name."
+from deepdraft.run.wiring import (
+    POLICIES,
+    audit_endpoints,
+    build_llm,
+    build_role_llms,
+    meter_kb_embedders,
+    resolve_kb,
+    with_web,
 )
+from deepdraft.settings import Settings
+from deepdraft.store.journal import Journal, RunRecord
 
 
 @dataclass
@@ -96,145 +91,6 @@ class Report:
 
     def __str__(self) -> str:
         return self.markdown
-
-
-# ---- building the parts ------------------------------------------------------------------------
-
-
-def build_llm(settings: Settings) -> LLM:
-    """The endpoint the user named, else the embedded model — never a service nobody named."""
-    if settings.llm.base_url:
-        from deepdraft.llm.openai_compat import OpenAICompatibleLLM
-
-        return OpenAICompatibleLLM.from_settings(settings.llm)
-    from deepdraft.llm.embedded import load_embedded
-
-    try:
-        return load_embedded(
-            settings.llm.model,
-            temperature=settings.llm.temperature,
-            top_p=settings.llm.top_p,
-            max_tokens=settings.llm.max_tokens,
-            seed=settings.research.seed or 0,
-        )
-    except ConfigError as exc:
-        raise ConfigError(NO_LLM_MESSAGE.format(why=str(exc).rstrip("."))) from exc
-
-
-def build_role_llms(settings: Settings) -> dict[str, LLM]:
-    """Models chosen for single roles (`--planner-model`, `--writer-model`), on the same endpoint."""
-    roles: dict[str, LLM] = {}
-    for role, name in (("planner", settings.llm.planner_model), ("writer", settings.llm.writer_model)):
-        if name and name != settings.llm.model:
-            roles[role] = build_llm(
-                settings.model_copy(update={"llm": settings.llm.model_copy(update={"model": name})})
-            )
-    return roles
-
-
-def default_kb() -> tuple[str, str]:
-    """The KB a run without `--kb` uses, and one line telling the user which and why."""
-    from deepdraft.retrieval.kb import names as kbs
-
-    if kbs.kb_has_documents(kbs.DEFAULT_KB):
-        return kbs.DEFAULT_KB, f"using knowledge base {kbs.DEFAULT_KB!r}"
-    return kbs.DEMO_KB, (
-        f"using knowledge base {kbs.DEMO_KB!r} (no documents in {kbs.DEFAULT_KB!r} yet; "
-        "add some with: deepdraft kb add PATH)"
-    )
-
-
-def resolve_kb(kb: str | None, settings: Settings) -> tuple[Retriever, str]:
-    """The retriever for `--kb`, and how to find it again on resume.
-
-    `kb` is a knowledge-base name or a path (a name wins when both exist). Without one: the KB
-    `default` if it has documents, else the bundled `demo` corpus (see `default_kb`). The document
-    filters and search mode of `settings.retrieval` apply; they are part of the recorded settings,
-    so a resumed run searches exactly as before.
-    """
-    from deepdraft.retrieval.kb import names as kbs
-
-    if kb is None:
-        name, _ = default_kb()
-        if name == kbs.DEMO_KB and not kbs.kb_has_documents(name):
-            _index_demo_if_present()
-        return _open_named_kb(name, settings), f"kb:{name}"
-    if kb.startswith("kb:"):
-        return _open_named_kb(kb.removeprefix("kb:"), settings), kb
-    if kbs.is_kb_name(kb) and kbs.kb_exists(kb):
-        return _open_named_kb(kb, settings), f"kb:{kb}"
-    path = Path(kb).expanduser()
-    if not path.exists():
-        raise KnowledgeBaseError(
-            f"no knowledge base named {kb!r} and no file or folder {path} "
-            "(give a KB name from `deepdraft kb list`, a folder of documents or a .jsonl corpus)"
-        )
-    return open_corpus(path, settings), str(path.resolve())
-
-
-def _open_named_kb(name: str, settings: Settings) -> Retriever:
-    from deepdraft.retrieval.kb import names as kbs
-
-    retrieval = settings.retrieval
-    return kbs.open_kb(
-        name,
-        only=retrieval.only,
-        exclude=retrieval.exclude,
-        mode=retrieval.mode,
-        embedding=settings.embedding,
-    )
-
-
-def _index_demo_if_present() -> None:
-    """A new workspace indexes the demo corpus that `deepdraft setup` left in the shared cache."""
-    from deepdraft.run import demo
-
-    if demo.demo_corpus_path().is_file():
-        demo.ensure_demo_kb()
-
-
-def open_corpus(path: Path, settings: Settings) -> Retriever:
-    """A folder or file of documents as a KB built on the fly, kept under ``DEEPDRAFT_HOME/indexes``.
-
-    The KB is brought up to date on every call (unchanged files cost a hash; deleted files are
-    pruned) and rebuilt when the chunking settings changed. With `settings.embedding` enabled it
-    also holds dense vectors; each embedder gets its own cached KB.
-    """
-    from deepdraft.retrieval.kb.folder import open_folder_kb
-
-    path = path.expanduser()
-    if not path.exists():
-        raise KnowledgeBaseError(f"knowledge base not found: {path} (give a folder of documents or a .jsonl)")
-    return open_folder_kb(path.resolve(), home_dir() / "indexes", settings)
-
-
-def _meter_kb_embedders(retriever: Retriever, egress: EgressLog) -> None:
-    """Audit the embedding endpoint of every searched KB whose queries are embedded by a server."""
-    for part in getattr(retriever, "parts", (retriever,)):  # a `CombinedRetriever` holds the KB and the web
-        endpoint_embedder = getattr(part, "endpoint_embedder", None)
-        embedder = endpoint_embedder() if callable(endpoint_embedder) else None
-        if embedder is not None:
-            meter_embedder(egress, embedder)
-
-
-def with_web(retriever: Retriever | None, settings: Settings, egress: EgressLog) -> Retriever:
-    """`retriever` with web search added when `settings.web` asks for it; `web.only`: the web alone.
-
-    The web modules are imported only when the web is on: a run without it never loads them.
-    """
-    web = settings.web
-    if not (web.enabled or web.only):
-        if retriever is None:  # pragma: no cover - callers open a KB whenever the web is off
-            raise KnowledgeBaseError("no knowledge base to search")
-        return retriever
-    from deepdraft.retrieval.web.search import web_retriever
-
-    searcher = web_retriever(settings, egress=egress)
-    if web.only or retriever is None:
-        return searcher
-    from deepdraft.retrieval.combined import CombinedRetriever
-
-    return CombinedRetriever(retriever, searcher)
 
 
 def open_journal() -> Journal:
@@ -438,7 +294,7 @@ def _drive(
         roles = build_role_llms(settings)
         # Metered inside the cache: only requests that really reach the endpoint are counted.
         llm, roles = audit_endpoints(egress, settings, llm, roles)
-        _meter_kb_embedders(retriever, egress)
+        meter_kb_embedders(retriever, egress)
         if settings.llm.cache:
             llm = CachingLLM(llm, journal, namespace=run_id)
             roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}

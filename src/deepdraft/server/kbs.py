@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from deepdraft.config import home_dir
 from deepdraft.core.evidence import Passage
 from deepdraft.errors import DeepdraftError, KnowledgeBaseError, UserError
 from deepdraft.retrieval.kb import names as kbs
-from deepdraft.settings import Settings, home_dir
+from deepdraft.settings import Settings
 
 ALLOWED_SUFFIXES = frozenset(
     {

@@ -15,6 +15,7 @@ from pathlib import Path
 from deepdraft import export
 from deepdraft.errors import UserError
 from deepdraft.run import runner
+from deepdraft.run.documents import load_run_document
 
 MEDIA_TYPES = {
     "md": "text/markdown; charset=utf-8",
@@ -59,5 +60,5 @@ def report(run_id: str, fmt: str) -> ReportFile:
     if fmt == "md":
         content = Path(record.report_path).read_bytes()
     else:
-        content = export.render(export.load_run_document(record.id), fmt)
+        content = export.render(load_run_document(record.id), fmt)
     return ReportFile(content, MEDIA_TYPES[fmt], name)

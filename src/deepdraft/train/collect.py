@@ -35,7 +35,7 @@ from deepdraft.core.state import RunState
 from deepdraft.errors import DeepdraftError, UserError
 from deepdraft.export.report import assemble_markdown, render_markdown
 from deepdraft.ports import LLM, Retriever
-from deepdraft.run import runner
+from deepdraft.run import runner, wiring
 from deepdraft.settings import Settings
 from deepdraft.store.journal import Journal
 from deepdraft.train.queries import Query, load_queries, write_queries
@@ -126,7 +126,7 @@ def collect(
     known = read_collection(folder)
     previous = {q.id: q for q in load_queries(folder / QUERIES)} if (folder / QUERIES).is_file() else {}
     write_queries(folder / QUERIES, [*previous.values(), *(q for q in queries if q.id not in previous)])
-    teacher = llm or runner.build_llm(settings)
+    teacher = llm or wiring.build_llm(settings)
     manifest_lock = threading.Lock()
 
     def register(query: Query) -> str:

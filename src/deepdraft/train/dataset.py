@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepdraft.core.citations import cited_keys
 from deepdraft.core.state import RunState
 from deepdraft.errors import UserError
-from deepdraft.protocol.actions import cited_keys
 from deepdraft.run import runner
 from deepdraft.store.journal import Journal
 from deepdraft.train.collect import collection_queries

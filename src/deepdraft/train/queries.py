@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepdraft.core.language import is_chinese
 from deepdraft.errors import UserError
 from deepdraft.eval.data import DIMENSIONS, read_jsonl
 from deepdraft.eval.judge import Judge, JudgmentError, read_number, require_dict
-from deepdraft.protocol.actions import is_chinese
 
 __all__ = [
     "Criterion",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, Literal, Protocol
 
+from deepdraft.core.citations import cited_keys
 from deepdraft.core.evidence import select_passages
 from deepdraft.core.tokens import count_tokens
 from deepdraft.eval.data import DIMENSIONS
@@ -44,7 +45,6 @@ from deepdraft.protocol.actions import (
     PlannedNode,
     Search,
     Write,
-    cited_keys,
     language_problem,
     parse,
 )

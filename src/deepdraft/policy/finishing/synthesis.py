@@ -33,6 +33,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from deepdraft.core.citations import CITE, cited_keys, normalise_citations
+from deepdraft.core.language import cjk_share, is_chinese, wants_chinese
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import CJK_CHARS
 from deepdraft.core.tokens import count_tokens as estimate_tokens
@@ -48,18 +50,7 @@ from deepdraft.policy.finishing.verify import (
 )
 from deepdraft.ports import LLM
 from deepdraft.protocol import prompts
-from deepdraft.protocol.actions import (
-    CITE,
-    cited_keys,
-    cjk_share,
-    is_chinese,
-    language_problem,
-    normalise_citations,
-    parse_json_action,
-    repetition,
-    split_reply,
-    wants_chinese,
-)
+from deepdraft.protocol.actions import language_problem, parse_json_action, repetition, split_reply
 from deepdraft.protocol.attach import attach_citations, content_words
 from deepdraft.protocol.fitting import Fit, fit_prompt
 from deepdraft.protocol.grammar import reply_shape

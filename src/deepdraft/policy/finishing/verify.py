@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from deepdraft.core.citations import CITE, cited_keys, normalise_citations
 from deepdraft.core.evidence import EvidenceRegistry
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
@@ -51,7 +52,7 @@ from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
 from deepdraft.events import ActionFinished, ActionStarted, EventSink, StepRecord, VerificationFinished
 from deepdraft.ports import LLM, ChatRequest, ChatResult, ReplyShape
 from deepdraft.protocol import prompts
-from deepdraft.protocol.actions import CITE, cited_keys, language_problem, normalise_citations, split_reply
+from deepdraft.protocol.actions import language_problem, split_reply
 from deepdraft.protocol.attach import SENTENCE, cite_sentence, content_words
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.settings import OutputSettings, ResearchSettings

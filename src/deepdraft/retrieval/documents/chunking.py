@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 from deepdraft.core.tokens import count_tokens
 
 if TYPE_CHECKING:
-    from deepdraft.retrieval.documents.corpus import Document
+    from deepdraft.retrieval.documents.values import Document
 
 # The scripts written without spaces between words (same ranges as `deepdraft.core.tokens`).
 CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"

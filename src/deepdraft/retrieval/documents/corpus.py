@@ -30,14 +30,12 @@ Trade-offs:
 
 from __future__ import annotations
 
-import bisect
 import glob
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ from deepdraft.retrieval.documents.extract import (
     decode_text,
     normalise_newlines,
 )
+from deepdraft.retrieval.documents.values import Document, Failure, Page
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -85,51 +84,6 @@ STAMP_HASH_LIMIT = 32 * 1024 * 1024
 
 PAGE_SEPARATOR = "\n\n"
 """Between the pages of a paged document: a paragraph break, so no paragraph spans two pages."""
-
-
-@dataclass(frozen=True)
-class Page:
-    """Where one page lies in `Document.text`: ``text[start:end]`` is its text."""
-
-    number: int  # 1-based: PDF page, PPTX slide, XLSX sheet index
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class Document:
-    """One source document, as text. `location` is an absolute path or a URL (what a citation shows).
-
-    `pages` lists the pages that have text, in order (a blank page has no entry); it is empty for
-    formats without pages. `content_hash` is the sha256 of the file's bytes (JSONL: of the line).
-    """
-
-    doc_id: str
-    title: str
-    location: str
-    text: str
-    pages: tuple[Page, ...] = ()
-    format: str = "text"
-    content_hash: str = ""
-
-    def page_at(self, offset: int) -> int | None:
-        """The number of the page holding character `offset`; None between pages or without pages."""
-        index = bisect.bisect_right(self.pages, offset, key=lambda page: page.start) - 1
-        if index < 0:
-            return None
-        page = self.pages[index]
-        return page.number if offset < page.end else None
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A path (or ``path:line`` of a JSONL file) that gave no document, and why, in one line."""
-
-    location: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.reason}"
 
 
 # -- which files ------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.documents.chunking import chunk_document
-from deepdraft.retrieval.documents.corpus import Document, Failure
+from deepdraft.retrieval.documents.values import Document, Failure
 from deepdraft.retrieval.index.analysis import ANALYZER_VERSION, context_header, passage_terms
 from deepdraft.retrieval.kb.filters import DocumentMatcher
 from deepdraft.retrieval.kb.schema import _STREAM_BATCH

@@ -15,7 +15,7 @@ Trade-offs:
   the folder to a hidden name and deletes that: a crash midway never leaves half a KB under its name,
   and processes still searching the old files keep their open files.
 * Every function takes an optional `home` so that callers holding a workspace path (tests, setup) do
-  not have to go through the environment; by default it is `settings.home_dir()`.
+  not have to go through the environment; by default it is `config.home_dir()`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from deepdraft.config import home_dir
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.index.hybrid import SearchMode
 from deepdraft.retrieval.kb.lock import write_lock
 from deepdraft.retrieval.kb.schema import DB_NAME
 from deepdraft.retrieval.kb.store import KnowledgeBase
-from deepdraft.settings import EmbeddingSettings, RetrievalSettings, home_dir
+from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 
 DEMO_KB = "demo"
 """The bundled State of the Union corpus, created by ``deepdraft setup``."""

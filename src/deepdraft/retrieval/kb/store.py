@@ -42,7 +42,8 @@ import numpy.typing as npt
 
 from deepdraft.core.evidence import Passage, Source
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.documents.corpus import Failure, discover, read_documents
+from deepdraft.retrieval.documents.corpus import discover, read_documents
+from deepdraft.retrieval.documents.values import Failure
 from deepdraft.retrieval.index.analysis import analyze
 from deepdraft.retrieval.index.fusion import DEFAULT_K
 from deepdraft.retrieval.index.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deepdraft.retrieval.documents.corpus import Failure
+from deepdraft.retrieval.documents.values import Failure
 
 
 @dataclass(frozen=True)

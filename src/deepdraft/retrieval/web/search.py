@@ -59,10 +59,10 @@ from deepdraft.errors import ConfigError, WebSearchError
 from deepdraft.fsutil import atomic_write_text
 from deepdraft.ports import Passage, Source
 from deepdraft.retrieval.documents.chunking import Chunk, chunk_document
-from deepdraft.retrieval.documents.corpus import Document
+from deepdraft.retrieval.documents.values import Document
 from deepdraft.retrieval.index.analysis import analyze, passage_terms
 from deepdraft.retrieval.web.fetch import USER_AGENT, Page, PageFetcher, PageRefused
-from deepdraft.settings import Settings, home_dir
+from deepdraft.settings import Settings
 
 __all__ = [
     "CACHE_MAX_AGE_S",
@@ -510,11 +510,11 @@ def _passage(chunk: Chunk, score: float) -> Passage:
 def web_retriever(
     settings: Settings,
     *,
+    cache_dir: Path,
     egress: EgressLog | None = None,
-    cache_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> WebRetriever:
-    """The web retriever `settings` describe, caching under `cache_dir` (default: the workspace's)."""
+    """The web retriever `settings` describe, caching pages and results under `cache_dir`."""
     web = settings.web
     if web.fetch_pages and importlib.util.find_spec("trafilatura") is None:
         raise ConfigError(
@@ -533,7 +533,7 @@ def web_retriever(
     return WebRetriever(
         provider,
         fetcher,
-        WebCache(cache_dir if cache_dir is not None else home_dir() / "web-cache"),
+        WebCache(cache_dir),
         results_per_query=web.results_per_query,
         chunk_tokens=settings.retrieval.chunk_tokens,
         chunk_overlap=settings.retrieval.chunk_overlap,
