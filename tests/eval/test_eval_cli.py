@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from deepdraft.cli import app as cli
 from deepdraft.cli.app import app
-from deepdraft.cli.app import app as cli
 from tests.eval.judges import DATA, server_responder
 from tests.support.openai_server import FakeOpenAIServer
 
