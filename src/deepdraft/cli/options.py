@@ -1,6 +1,6 @@
 """Command-line options that several commands share, declared once so their names and help agree.
 
-Each command module (`cli`, `cli_kb`, `cli_serve`, `cli_eval`, `cli_train`) imports what it needs
+Each command module (`app`, `kb`, `serve`, `eval`, `train`) imports what it needs
 from here; options that belong to one command stay with that command.
 """
 

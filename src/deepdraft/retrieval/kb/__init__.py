@@ -12,11 +12,12 @@ Layout of a KB folder::
                        has an embedder, and a manifest with the content fingerprint
     write.lock         `flock`-ed by the one process writing; readers never take it
 
-One job per module; `store` (and `folder`, above it) import the helpers, never the reverse:
+One job per module; `store` (and `folder` and `names`, above it) import the helpers, never the reverse:
 
 * `store`: `KnowledgeBase`, open for searching and (under the write lock) for changing; how a
   change is made, step by step.
 * `folder`: `open_folder_kb`, a folder of documents as a KB built on the fly and cached.
+* `names`: named KBs of the workspace (``DEEPDRAFT_HOME/kbs/<name>/``): open, create, list, remove.
 * `values`: what the KB reports (`IngestNote`, `AddResult`, `KBInfo`).
 * `ingest`: storing a changed file's documents and chunks, hashing, pruning, choosing documents to
   remove, recording failures.

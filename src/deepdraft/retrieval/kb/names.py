@@ -1,6 +1,7 @@
 """Named knowledge bases: a name maps to a KB folder under ``DEEPDRAFT_HOME/kbs/<name>/``.
 
-What a KB folder holds and how it changes is `retrieval.kb`'s business; this module only knows
+What a KB folder holds and how it changes is the business of the other modules of this package
+(`store` above all); this module only knows
 names, where they live, and what to tell a user who names a KB that is not there.
 
 Trade-offs:
