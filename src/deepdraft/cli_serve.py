@@ -76,7 +76,7 @@ def serve(
 
     from deepdraft.server.app import create_app
 
-    app = create_app(settings, token=token, workers=workers, cors_origins=tuple(origins))
+    app = create_app(settings, token=token, workers=workers, cors_origins=tuple(origins), host=host)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(
         f"deepdraft serving at http://{shown}:{port} with {workers} worker(s); "
