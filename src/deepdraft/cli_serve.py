@@ -111,8 +111,10 @@ def mcp(
     from deepdraft.server import security
 
     if transport == "http" and not security.is_loopback(host):
-        # The MCP endpoint has no token of its own: it stays on this machine.
-        raise ConfigError(f"refusing to serve MCP on {host}: --transport http listens on loopback only")
+        raise ConfigError(
+            f"refusing to serve MCP on {host}: the MCP endpoint has no token, so --transport http listens "
+            "on loopback only (reach it from elsewhere through an SSH tunnel)"
+        )
     settings = _load(config, base_url, model, api_key)
     chosen: Literal["stdio", "http"] = "stdio" if transport == "stdio" else "http"
     mcp_server.run(settings, transport=chosen, host=host, port=port)

@@ -31,15 +31,26 @@ def test_a_short_token_is_refused() -> None:
         security.check_bind("0.0.0.0", "secret")
 
 
-def test_the_serve_command_refuses_to_start_on_a_public_address_without_a_token() -> None:
+@pytest.mark.parametrize(
+    ("command", "refusal"),
+    [
+        (["serve"], "refusing to listen on 0.0.0.0 without a token"),
+        # Refused before the model is looked for: this needs no model.
+        (["serve-model"], "refusing to listen on 0.0.0.0 without a token"),
+        (["mcp", "--transport", "http"], "the MCP endpoint has no token"),
+    ],
+)
+def test_the_commands_refuse_to_start_on_a_public_address_without_a_token(
+    command: list[str], refusal: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "deepdraft", "serve", "--host", "0.0.0.0", "--port", "9"],
+        [sys.executable, "-m", "deepdraft", *command, "--host", "0.0.0.0", "--port", "9"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
-    assert "refusing to listen on 0.0.0.0 without a token" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert refusal in result.stderr
     assert "Traceback" not in result.stderr
 
 
