@@ -278,3 +278,19 @@ def test_with_a_token_any_host_name_is_answered() -> None:
     # rebinds a name to it still cannot send the token.
     with LiveServer(make_app(token=TOKEN)) as live, live.client(TOKEN) as client:
         assert client.get("/api/runs", headers={"Host": "research.example.org"}).status_code == 200
+
+
+def test_a_token_guards_every_path_of_a_server_without_a_page() -> None:
+    # serve-model's arrangement (the default token_paths "/"), on a bare app: no model needed.
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    app = Starlette(routes=[Route("/v1/models", lambda _: PlainTextResponse("models"))])
+    security.protect(app, bind_host="127.0.0.1", token=TOKEN)
+    with LiveServer(app) as live:
+        with live.client() as anonymous:
+            assert anonymous.get("/v1/models").status_code == 401
+            assert anonymous.get("/v1/models", headers={"Host": "model.example.org"}).status_code == 401
+        with live.client(TOKEN) as allowed:
+            assert allowed.get("/v1/models", headers={"Host": "model.example.org"}).text == "models"
