@@ -500,3 +500,21 @@ def _small_document(
     outline = Outline.create("Small", [("One", "a"), ("Two", "b"), ("Three", "c")])
     outline.sections[0].content = content
     return build_document(RunState(question="Small?", outline=outline, registry=registry), run_id="small")
+
+
+def test_the_readers_manifest_lists_only_cited_documents_and_leaves_the_manifest_alone() -> None:
+    from deepdraft.export.facts import for_readers
+
+    documents = [{"doc_id": f"d{i}", "location": f"/kb/{i}.txt", "hash": f"h{i}"} for i in range(1000)]
+    manifest = {"run_id": "r", "kb": {"ref": "kb", "documents": documents}, "settings": {"llm": {"x": [1]}}}
+    trimmed = for_readers(manifest, ["d7", "d3", "missing"])
+    assert trimmed["kb"] == {
+        "ref": "kb",
+        "documents": [documents[3], documents[7]],
+        "documents_listed": "cited only",
+    }
+    trimmed["kb"]["documents"][0]["hash"] = "changed"
+    trimmed["settings"]["llm"]["x"].append(2)
+    assert documents[3]["hash"] == "h3" and manifest["settings"] == {"llm": {"x": [1]}}
+    assert len(manifest["kb"]["documents"]) == 1000 and "documents_listed" not in manifest["kb"]
+    assert for_readers({"run_id": "r", "kb": None}, []) == {"run_id": "r", "kb": None}

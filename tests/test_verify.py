@@ -464,3 +464,26 @@ def test_a_rewrite_that_copies_a_passage_heading_stays_a_sentence() -> None:
     )
     assert isinstance(rewrite, Rewrite)
     assert rewrite.text.startswith("Address of 1832 The tariff") and "#" not in rewrite.text
+
+
+def test_each_passage_is_read_for_word_overlap_once_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-citing weighs sentences against every passage of the run: their words and figures are
+    derived once, not once per pair (that made verification quadratic in the run's evidence)."""
+    from deepdraft.policy.finishing.verify import TextFeatures
+    from tests.test_verify_golden import FactChecker
+    from tests.test_verify_golden import make_state as make_large_state
+
+    derived: list[str] = []
+    original = TextFeatures.of
+
+    def counting(cls: type[TextFeatures], text: str) -> TextFeatures:
+        derived.append(text)
+        return original(text)
+
+    monkeypatch.setattr(TextFeatures, "of", classmethod(counting))
+    state = make_large_state()
+    passages = [item.text for item in state.registry.items.values()]
+    state, _, _ = verify("recite", FactChecker(), state)
+    assert state.verification is not None and state.verification.recited > 3
+    assert max(derived.count(text) for text in passages) == 1
+    assert len(derived) <= len(passages) + 2 * len(state.verification.sentences)

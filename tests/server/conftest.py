@@ -28,12 +28,13 @@ TOKEN = "test-token-0123456789abcdef"
 
 
 class LiveServer:
-    """A FastAPI app served by uvicorn on 127.0.0.1 in a thread, with its lifespan."""
+    """An ASGI app served by uvicorn on a loopback address (127.0.0.1 unless told) in a thread,
+    with its lifespan."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        self.app, self.host = app, host
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+            uvicorn.Config(app, host=host, port=free_port(host), log_level="warning", lifespan="on")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -55,16 +56,16 @@ class LiveServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.config.port}"
+        return f"http://{self.host}:{self.server.config.port}"
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 

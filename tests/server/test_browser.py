@@ -26,6 +26,8 @@ LAUNCH_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # A name under an attacker's control that resolves to this machine: DNS rebinding, without DNS.
+    "--host-resolver-rules=MAP attacker.example 127.0.0.1",
 ]
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -132,3 +134,39 @@ def test_the_page_shows_a_run_growing_and_its_report_with_working_citations(
         "report-1280x800.png",
         "report-390x844.png",
     ]
+
+
+def test_a_page_from_elsewhere_can_neither_plant_documents_nor_read_the_api(
+    browser: sync_api.Browser, corpus_dir: Path
+) -> None:
+    with LiveServer(make_app()) as live:
+        with live.client() as client:
+            upload_kb(client, "default", corpus_dir)
+        port = live.server.config.port
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        # A hostile page (the browser believes it comes from http://evil.example) with a plain form:
+        # browsers send its multipart POST to any site without asking that site first.
+        form = (
+            f'<form id="plant" method="post" enctype="multipart/form-data" '
+            f'action="{live.url}/api/kbs/default/documents"><input type="file" name="files"></form>'
+        )
+        page.route("http://evil.example/", lambda route: route.fulfill(content_type="text/html", body=form))
+        page.goto("http://evil.example/")
+        page.set_input_files(
+            "input[name=files]",
+            files=[{"name": "planted.txt", "mimeType": "text/plain", "buffer": b"The tariff was abolished."}],
+        )
+        with page.expect_navigation() as navigation:
+            page.eval_on_selector("#plant", "form => form.submit()")
+        answer = navigation.value
+        assert answer is not None and answer.status == 403, answer and answer.text()
+        assert "cross-site" in answer.json()["detail"]
+
+        # The same page rebinding its own name to 127.0.0.1 reads nothing: the name is not this server's.
+        rebound = page.goto(f"http://attacker.example:{port}/api/kbs/default/search?q=tariff")
+        assert rebound is not None and rebound.status == 400
+        assert "tariff" not in rebound.text()
+        with live.client() as client:
+            assert client.get("/api/kbs").json()[0]["documents"] == len(list(corpus_dir.iterdir()))
+            assert client.get("/api/kbs/default/search", params={"q": "abolished"}).json() == []

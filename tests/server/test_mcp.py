@@ -12,7 +12,9 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+from deepdraft.mcp import server as mcp_server
 from deepdraft.run import runner
+from tests.server.conftest import LiveServer, scenario_llm, server_settings
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
 
@@ -81,3 +83,30 @@ def test_deep_research_over_stdio_reports_progress_and_returns_the_report(corpus
     assert [value for value, _, _ in progress] == list(range(1, record.steps + 1))
     assert all(total and total >= record.steps for _, total, _ in progress)
     assert progress[0][2] == "step 1: search outline"
+
+
+def test_the_http_transport_serves_sdk_clients_and_refuses_pages_and_foreign_names() -> None:
+    # The SDK's own check covers 127.0.0.1 but not another loopback address, and lets a page on any
+    # localhost port post to it; deepdraft's rules apply in front of it, wherever it is bound.
+    for host in ("127.0.0.1", "127.0.0.2"):
+        app = mcp_server.http_app(server_settings(), host=host, llm_factory=lambda _: scenario_llm())
+        with LiveServer(app, host=host) as live:
+
+            async def session(url: str) -> None:
+                async with Client(url) as client:
+                    tools = {tool.name for tool in (await client.list_tools()).tools}
+                    assert "deep_research" in tools
+
+            anyio.run(session, f"{live.url}/mcp")
+            port = live.server.config.port
+            initialize = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+            accept = {"Accept": "application/json, text/event-stream"}
+            with live.client() as client:
+                for origin in ("http://localhost:3000", "http://evil.example"):
+                    refused = client.post("/mcp", json=initialize, headers={**accept, "Origin": origin})
+                    assert refused.status_code == 403, (host, origin, refused.text)
+                    assert "cross-site" in refused.json()["detail"]
+                foreign = client.post(
+                    "/mcp", json=initialize, headers={**accept, "Host": f"attacker.example:{port}"}
+                )
+                assert foreign.status_code == 400, (host, foreign.text)

@@ -11,7 +11,7 @@ import pytest
 from deepdraft.config import home_dir
 from deepdraft.errors import ConfigError
 from deepdraft.server import kbs, security
-from tests.server.conftest import TOKEN, LiveServer, make_app
+from tests.server.conftest import TOKEN, LiveServer, make_app, upload_kb
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.org"])
@@ -31,15 +31,26 @@ def test_a_short_token_is_refused() -> None:
         security.check_bind("0.0.0.0", "secret")
 
 
-def test_the_serve_command_refuses_to_start_on_a_public_address_without_a_token() -> None:
+@pytest.mark.parametrize(
+    ("command", "refusal"),
+    [
+        (["serve"], "refusing to listen on 0.0.0.0 without a token"),
+        # Refused before the model is looked for: this needs no model.
+        (["serve-model"], "refusing to listen on 0.0.0.0 without a token"),
+        (["mcp", "--transport", "http"], "the MCP endpoint has no token"),
+    ],
+)
+def test_the_commands_refuse_to_start_on_a_public_address_without_a_token(
+    command: list[str], refusal: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "deepdraft", "serve", "--host", "0.0.0.0", "--port", "9"],
+        [sys.executable, "-m", "deepdraft", *command, "--host", "0.0.0.0", "--port", "9"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
-    assert "refusing to listen on 0.0.0.0 without a token" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert refusal in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -145,3 +156,141 @@ def test_the_page_forbids_scripts_from_elsewhere() -> None:
         for asset in ("/static/app.js", "/static/app.css"):
             assert client.get(asset).status_code == 200
         assert "http" not in client.get("/static/app.css").text  # nothing loaded from a CDN
+
+
+# ---- cross-site requests and DNS rebinding (issue 12) ------------------------------------------------
+
+EVIL = "http://evil.example"
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def test_a_cross_site_form_upload_is_refused_and_nothing_reaches_the_kb(tmp_path: Path) -> None:
+    # The issue's reproduction: curl -H "Origin: http://evil.example" -H "Sec-Fetch-Site: cross-site"
+    #   -F "files=@u.txt;filename=planted.txt" http://127.0.0.1:PORT/api/kbs/default/documents
+    # A multipart form POST is what any web page can send cross-site without a preflight.
+    with LiveServer(make_app()) as live, live.client() as client:
+        answer = client.post(
+            "/api/kbs/default/documents",
+            headers={"Origin": EVIL, "Sec-Fetch-Site": "cross-site"},
+            files=[("files", ("planted.txt", b"Planted: the tariff was abolished in 1999.", "text/plain"))],
+        )
+        assert answer.status_code == 403, answer.text
+        detail = answer.json()["detail"]
+        assert "cross-site" in detail and "\n" not in detail
+        assert client.get("/api/kbs").json() == []
+    assert not (home_dir() / "uploads").exists()
+
+
+def test_every_state_changing_route_refuses_a_foreign_origin() -> None:
+    app = make_app()
+    # Every path the app answers (a new route is covered without touching this test), plus one it does
+    # not: the refusal comes before routing, whatever the method.
+    paths = {route.path.replace("{", "").replace("}", "") for route in app.routes} | {"/nowhere"}
+    assert "/api/kbs/kb/documents" in paths and "/api/runs/run_id/cancel" in paths
+    with LiveServer(app) as live, live.client() as client:
+        for path in sorted(paths):
+            for method in UNSAFE_METHODS:
+                for headers in ({"Origin": EVIL}, {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"}):
+                    answer = client.request(method, path, headers=headers, json={"question": "q"})
+                    assert answer.status_code == 403, (method, path, headers, answer.text)
+                    assert EVIL in answer.json()["detail"]
+        assert client.get("/api/runs").json() == []  # no run was started
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:3000"},  # another port is another origin
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "null"},  # a sandboxed frame, or a page opened from a file
+        {"Origin": "https://127.0.0.1"},
+    ],
+)
+def test_fetch_metadata_or_an_origin_that_is_not_the_servers_own_is_refused(headers: dict[str, str]) -> None:
+    with LiveServer(make_app()) as live, live.client() as client:
+        answer = client.post("/api/runs", headers=headers, json={"question": "q"})
+        assert answer.status_code == 403, answer.text
+        assert client.get("/api/runs").json() == []
+
+
+def test_same_origin_and_non_browser_requests_still_change_things(corpus_dir: Path) -> None:
+    with LiveServer(make_app()) as live, live.client() as client:
+        upload_kb(client, "notes", corpus_dir)
+        note = [
+            ("files", ("address-1790.md", (corpus_dir / "address-1790.md").read_bytes(), "text/markdown"))
+        ]
+        browsers = [
+            {"Origin": live.url, "Sec-Fetch-Site": "same-origin"},  # the page itself
+            {"Origin": live.url},  # a browser without fetch metadata
+            {"Sec-Fetch-Site": "none"},  # typed by the user
+            {},  # curl, the Python client, the MCP SDK
+        ]
+        for headers in browsers:
+            answer = client.post("/api/kbs/notes/documents", headers=headers, files=note)
+            assert answer.status_code == 202, (headers, answer.text)
+        created = client.post("/api/runs", headers=browsers[0], json={"question": "q", "kb": "notes"})
+        assert created.status_code == 201, created.text
+
+
+def test_an_origin_named_with_cors_origin_may_change_things(corpus_dir: Path) -> None:
+    app = make_app(cors_origins=("http://localhost:3000",))
+    with LiveServer(app) as live, live.client() as client:
+        upload_kb(client, "notes", corpus_dir)
+        headers = {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "same-site"}
+        allowed = client.post("/api/runs", headers=headers, json={"question": "q", "kb": "notes"})
+        assert allowed.status_code == 201, allowed.text
+        assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+        refused = client.post("/api/runs", headers={"Origin": EVIL}, json={"question": "q"})
+        assert refused.status_code == 403
+
+
+def test_a_token_does_not_let_a_cross_site_request_through() -> None:
+    with LiveServer(make_app(token=TOKEN)) as live, live.client(TOKEN) as client:
+        answer = client.post("/api/runs", headers={"Origin": EVIL}, json={"question": "q"})
+        assert answer.status_code == 403, answer.text
+
+
+def test_a_foreign_host_name_is_refused_without_a_token(corpus_dir: Path) -> None:
+    # The issue's reproduction of DNS rebinding:
+    #   curl -H "Host: attacker.example:PORT" "http://127.0.0.1:PORT/api/kbs/default/search?q=coral"
+    with LiveServer(make_app()) as live, live.client() as client:
+        upload_kb(client, "default", corpus_dir)
+        port = live.server.config.port
+        search = "/api/kbs/default/search?q=tariff"
+        assert client.get(search).status_code == 200
+        for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.nip.io:{port}"):
+            for path in (search, "/api/runs", "/", "/static/app.js"):
+                answer = client.get(path, headers={"Host": host})
+                assert answer.status_code in (400, 421), (host, path, answer.text)
+                assert "tariff" not in answer.text
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+            assert client.get(search, headers={"Host": host}).status_code == 200, host
+
+
+def test_a_server_bound_to_another_loopback_address_answers_to_it() -> None:
+    assert "127.0.0.2" in security.allowed_hosts("127.0.0.2", None)
+    assert "[::1]" in security.allowed_hosts("::1", None)
+    assert "attacker.example" not in security.allowed_hosts("127.0.0.1", None)
+
+
+def test_with_a_token_any_host_name_is_answered() -> None:
+    # Behind a reverse proxy or on a LAN name the token is what protects the server: a page that
+    # rebinds a name to it still cannot send the token.
+    with LiveServer(make_app(token=TOKEN)) as live, live.client(TOKEN) as client:
+        assert client.get("/api/runs", headers={"Host": "research.example.org"}).status_code == 200
+
+
+def test_a_token_guards_every_path_of_a_server_without_a_page() -> None:
+    # serve-model's arrangement (the default token_paths "/"), on a bare app: no model needed.
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    app = Starlette(routes=[Route("/v1/models", lambda _: PlainTextResponse("models"))])
+    security.protect(app, bind_host="127.0.0.1", token=TOKEN)
+    with LiveServer(app) as live:
+        with live.client() as anonymous:
+            assert anonymous.get("/v1/models").status_code == 401
+            assert anonymous.get("/v1/models", headers={"Host": "model.example.org"}).status_code == 401
+        with live.client(TOKEN) as allowed:
+            assert allowed.get("/v1/models", headers={"Host": "model.example.org"}).text == "models"

@@ -208,24 +208,6 @@ def research(
     _print_outcome(report)
 
 
-@app.command("serve-model")
-def serve_model(
-    model: Annotated[
-        str | None, typer.Option("--model", help="An embedded model (see `deepdraft models`).")
-    ] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8766,
-    context: Annotated[int | None, typer.Option("--context", help="Context window in tokens.")] = None,
-) -> None:
-    """Serve the embedded model as an OpenAI-compatible endpoint (for other tools, and for tests)."""
-    from deepdraft.server.embedded_model import serve
-
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        typer.echo(f"warning: listening on {host}: anyone who can reach it can use the model", err=True)
-    typer.echo(f"serving {model or 'the default embedded model'} at http://{host}:{port}/v1 (Ctrl-C stops)")
-    serve(model, host=host, port=port, context=context)
-
-
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run to continue (an id or a unique prefix).")],
@@ -530,6 +512,7 @@ def _print_outcome(report: runner.Report) -> None:
 
 
 app.command("serve")(cli_serve.serve)
+app.command("serve-model")(cli_serve.serve_model)
 app.command("mcp")(cli_serve.mcp)
 app.command("export")(export_command)
 app.add_typer(eval_app, name="eval")

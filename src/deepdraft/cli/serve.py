@@ -1,8 +1,10 @@
-"""The `deepdraft serve` and `deepdraft mcp` commands (the server extra's entry points).
+"""The commands that listen on a port: `deepdraft serve`, `deepdraft mcp` and `deepdraft serve-model`.
 
-Both read settings the way `research` does (config file < environment < flags), so the LLM they
-use is the one the user named, or the embedded model. The heavy imports (FastAPI, uvicorn, the MCP
-SDK) happen inside the commands: the rest of the CLI starts without them installed.
+`serve` and `mcp` (the server extra's entry points) read settings the way `research` does (config
+file < environment < flags), so the LLM they use is the one the user named, or the embedded model;
+`serve-model` serves the embedded model itself (the local extra). All three follow the same access
+rules (`deepdraft.server.security`). The heavy imports (FastAPI, uvicorn, the MCP SDK, llama.cpp)
+happen inside the commands: the rest of the CLI starts without them installed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from deepdraft.errors import ConfigError
 from deepdraft.settings import Settings
 
 TOKEN_ENV = "DEEPDRAFT_TOKEN"
+
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", help=f"Bearer token every request must carry (or set {TOKEN_ENV})."),
+]
+CorsOriginOption = Annotated[
+    list[str] | None,
+    typer.Option("--cors-origin", help="Allow this web origin to call the server (repeatable)."),
+]
 
 
 def _need_server_extra() -> None:
@@ -43,18 +54,12 @@ def serve(
         str, typer.Option("--host", help="Address to listen on (only loopback without a token).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8765,
-    token: Annotated[
-        str | None,
-        typer.Option("--token", help=f"Bearer token every API request must carry [env: {TOKEN_ENV}]"),
-    ] = None,
+    token: TokenOption = None,
     workers: Annotated[
         int | None,
         typer.Option("--workers", help="Runs driven at once (default: 2 with --base-url, else 1)."),
     ] = None,
-    cors_origin: Annotated[
-        list[str] | None,
-        typer.Option("--cors-origin", help="Allow this web origin to call the API (repeatable)."),
-    ] = None,
+    cors_origin: CorsOriginOption = None,
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
     api_key: ApiKeyOption = None,
@@ -77,7 +82,7 @@ def serve(
 
     from deepdraft.server.app import create_app
 
-    app = create_app(settings, token=token, workers=workers, cors_origins=tuple(origins))
+    app = create_app(settings, token=token, workers=workers, cors_origins=tuple(origins), host=host)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(
         f"deepdraft serving at http://{shown}:{port} with {workers} worker(s); "
@@ -107,8 +112,36 @@ def mcp(
     from deepdraft.server import security
 
     if transport == "http" and not security.is_loopback(host):
-        # The MCP endpoint has no token of its own: it stays on this machine.
-        raise ConfigError(f"refusing to serve MCP on {host}: --transport http listens on loopback only")
+        raise ConfigError(
+            f"refusing to serve MCP on {host}: the MCP endpoint has no token, so --transport http listens "
+            "on loopback only (reach it from elsewhere through an SSH tunnel)"
+        )
     settings = _load(config, base_url, model, api_key)
     chosen: Literal["stdio", "http"] = "stdio" if transport == "stdio" else "http"
     mcp_server.run(settings, transport=chosen, host=host, port=port)
+
+
+def serve_model(
+    model: Annotated[
+        str | None, typer.Option("--model", help="An embedded model (see `deepdraft models`).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (only loopback without a token).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8766,
+    context: Annotated[int | None, typer.Option("--context", help="Context window in tokens.")] = None,
+    token: TokenOption = None,
+    cors_origin: CorsOriginOption = None,
+) -> None:
+    """Serve the embedded model as an OpenAI-compatible endpoint (for other tools, and for tests)."""
+    from deepdraft.server.embedded_model import model_server_app
+
+    token = token or os.environ.get(TOKEN_ENV) or None
+    # Refuses a public address without a token before it loads the model.
+    app = model_server_app(model, host=host, context=context, token=token, cors_origins=cors_origin or [])
+
+    import uvicorn  # there whenever llama-cpp-python's server is
+
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving {model or 'the default embedded model'} at http://{shown}:{port}/v1 (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -3,7 +3,8 @@
 Tools: `deep_research` (question, kb, depth → the report's Markdown and its run id, with progress
 notifications while it runs), `search_kb`, `list_runs`, `get_report`. Resources: each finished
 run's report at ``deepdraft://runs/{run_id}/report``. Transports: stdio (the client starts
-``deepdraft mcp``) and streamable HTTP on loopback (``deepdraft mcp --transport http``).
+``deepdraft mcp``) and streamable HTTP on loopback (``deepdraft mcp --transport http``), under the
+same access rules as the REST server (`deepdraft.server.security`).
 
 Trade-offs: a research run takes minutes, and MCP tool calls are plain request/response, so
 `deep_research` holds the call open and reports progress (one notification per finished action,
@@ -25,12 +26,13 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import BaseModel
+from starlette.applications import Starlette
 
 from deepdraft._version import __version__
 from deepdraft.errors import DeepdraftError
 from deepdraft.events import ActionFinished, Event, RunStarted
 from deepdraft.run import runner
-from deepdraft.server import reports
+from deepdraft.server import reports, security
 from deepdraft.server.kbs import search as search_passages
 from deepdraft.server.runs import LLMFactory, settings_for_run
 from deepdraft.settings import Depth, Settings
@@ -183,6 +185,21 @@ def _status(run_id: str, recorded: str) -> str:
     return recorded
 
 
+def http_app(
+    settings: Settings, *, host: str = "127.0.0.1", llm_factory: LLMFactory | None = None
+) -> Starlette:
+    """The streamable HTTP endpoint (``/mcp``) under the access rules of `deepdraft serve`.
+
+    The SDK checks Host and Origin itself only when bound to 127.0.0.1, localhost or ::1, and then
+    lets a page from any localhost port send requests; `security.protect` in front of it applies
+    the same loopback names and cross-site refusal as the REST server, whatever loopback address
+    is bound. The endpoint has no token, so it never listens beyond loopback (the CLI refuses).
+    """
+    app = build(settings, llm_factory=llm_factory).streamable_http_app(host=host)
+    security.protect(app, bind_host=host, token=None, how_to_allow="")
+    return app
+
+
 def run(
     settings: Settings,
     *,
@@ -192,8 +209,11 @@ def run(
     llm_factory: LLMFactory | None = None,
 ) -> None:
     """Serve until the client hangs up (stdio) or Ctrl-C (http)."""
-    server = build(settings, llm_factory=llm_factory)
     if transport == "stdio":
-        server.run("stdio")
+        build(settings, llm_factory=llm_factory).run("stdio")
     else:
-        server.run("streamable-http", host=host, port=port)
+        import uvicorn
+
+        uvicorn.run(
+            http_app(settings, host=host, llm_factory=llm_factory), host=host, port=port, log_level="warning"
+        )

@@ -146,8 +146,10 @@ def create_app(
     workers: int = 2,
     llm_factory: LLMFactory | None = None,
     cors_origins: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> FastAPI:
-    """The deepdraft server. `llm_factory` builds each run's LLM (default: from the settings)."""
+    """The deepdraft server. `llm_factory` builds each run's LLM (default: from the settings);
+    `host` is the address it will listen on (a token-less server answers only to loopback names)."""
     manager = RunManager(settings, workers=workers, llm_factory=llm_factory)
     ingest = kbs.IngestQueue(settings)
 
@@ -166,7 +168,7 @@ def create_app(
     )
     app.state.manager, app.state.ingest = manager, ingest
     _errors(app)
-    security.install(app, token=token, cors_origins=cors_origins)
+    security.protect(app, bind_host=host, token=token, cors_origins=cors_origins, token_paths="/api")
 
     @app.middleware("http")
     async def page_headers(request: Request, call_next: Any) -> Response:

@@ -38,8 +38,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Literal
 
 from deepdraft.core.citations import CITE, cited_keys, normalise_citations
@@ -136,13 +137,31 @@ def claim_text(sentence: str) -> str:
     return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(text.split()))
 
 
-def _figures(text: str) -> set[str]:
+def _figures(text: str) -> frozenset[str]:
     found = set()
     for match in _NUMBER.finditer(text):
         number = match.group().replace(",", "").rstrip(".")
         if len(number.replace(".", "")) >= 2 or "." in number:
             found.add(number)
-    return found
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """What word overlap compares in a text: its content words, its figures, whether it negates.
+
+    A passage's features are derived once per pass (`Verifier` keeps them by text): re-citing weighs
+    a sentence against every passage of the run, and re-deriving them per pair dominated the pass.
+    """
+
+    words: frozenset[str]
+    figures: frozenset[str]
+    negated: bool
+
+    @classmethod
+    def of(cls, text: str) -> TextFeatures:
+        negated = _NEGATION.search(text) is not None
+        return cls(frozenset(content_words(text)), _figures(text), negated)
 
 
 @dataclass(frozen=True)
@@ -154,29 +173,80 @@ class Lexical:
     reason: str
 
 
-def lexical_support(claim: str, passages: Sequence[str]) -> Lexical:
-    """Judge `claim` against `passages` by word overlap (see the module docstring)."""
-    words = content_words(claim)
+def lexical_support(
+    claim: str, passages: Sequence[str], features: Callable[[str], TextFeatures] = TextFeatures.of
+) -> Lexical:
+    """Judge `claim` against `passages` by word overlap (see the module docstring).
+
+    `features` derives a passage's features; a caller judging many claims passes a cached one.
+    """
+    return lexical_verdict(TextFeatures.of(claim), [features(text) for text in passages])
+
+
+def lexical_verdict(claim: TextFeatures, passages: Sequence[TextFeatures]) -> Lexical:
+    """`lexical_support` from features. The passages count as one text: a word, figure or negation
+    found in any of them is found (none of the three can span two passages)."""
+    words = claim.words
     if not words:
         return Lexical("unclear", 0.0, "the sentence has no content words to compare")
     if not passages:
         return Lexical("unsupported", 0.0, "it cites no passage the run has seen")
-    joined = "\n".join(passages)
-    passage_words = content_words(joined)
-    shared = len(words & passage_words)
+    if len(passages) == 1:
+        shared = len(words & passages[0].words)
+    else:
+        shared = sum(1 for word in words if any(word in passage.words for passage in passages))
     share = shared / len(words)
-    numbers_seen = _figures(joined)
-    missing = sorted(n for n in _figures(claim) if n not in numbers_seen)
+    missing = sorted(n for n in claim.figures if not any(n in passage.figures for passage in passages))
     if missing:
         return Lexical(
             "unsupported", share, f"the figure(s) {', '.join(missing)} appear in none of its passages"
         )
     if shared <= 1 and share < UNSUPPORTED_SHARE:
         return Lexical("unsupported", share, f"it shares almost no words with its passages ({share:.0%})")
-    negated = _NEGATION.search(claim) is not None and _NEGATION.search(joined) is None
+    negated = claim.negated and not any(passage.negated for passage in passages)
     if share >= SUPPORTED_SHARE and shared >= SUPPORTED_MIN_SHARED and not negated:
         return Lexical("supported", share, f"{share:.0%} of its content words are in its passages")
     return Lexical("unclear", share, f"{share:.0%} of its content words are in its passages")
+
+
+class PassageIndex:
+    """The run's passages with their features, and which passages hold each content word.
+
+    Built once per pass, when the first sentence is re-cited (the evidence no longer changes then).
+    """
+
+    def __init__(self, registry: EvidenceRegistry, features: Callable[[str], TextFeatures]) -> None:
+        self.registry, self.size = registry, len(registry.items)
+        self.keys = list(registry.items)
+        self.features = [features(item.text) for item in registry.items.values()]
+        self.holding: dict[str, list[int]] = {}
+        for position, passage in enumerate(self.features):
+            for word in passage.words:
+                self.holding.setdefault(word, []).append(position)
+
+    def describes(self, registry: EvidenceRegistry) -> bool:
+        return registry is self.registry and len(registry.items) == self.size
+
+    def best(self, claim: TextFeatures, exclude: Sequence[str], count: int) -> list[tuple[Lexical, str]]:
+        """The `count` passages, other than `exclude`, holding the largest share of the claim's
+        content words (ties in the run's order), each with what word overlap says of it.
+
+        Only passages sharing a content word with the claim are weighed: any other shares none, so
+        it ranks below every passage that does, and word overlap finds it unsupported — re-citing
+        could never choose it. (A claim without content words shares nothing with any passage:
+        then all rank alike, in the run's order.)
+        """
+        shared: dict[int, int] = {}
+        for word in claim.words:
+            for position in self.holding.get(word, ()):
+                shared[position] = shared.get(position, 0) + 1
+        order: Iterable[int] = (
+            sorted(shared, key=lambda position: (-shared[position], position))
+            if claim.words
+            else range(len(self.keys))
+        )
+        chosen = islice((p for p in order if self.keys[p] not in exclude), count)
+        return [(lexical_verdict(claim, [self.features[p]]), self.keys[p]) for p in chosen]
 
 
 # ---- the judge's answer (pure) -------------------------------------------------------------------
@@ -408,6 +478,8 @@ class Verifier:
         self.count_tokens = count_tokens or estimate_tokens
         self.budget = min(JUDGE_PROMPT_TOKENS, prompt_limit or JUDGE_PROMPT_TOKENS)
         self._exchange: _Exchange | None = None
+        self._features: dict[str, TextFeatures] = {}
+        self._index: PassageIndex | None = None
 
     def run(self, state: RunState) -> RunState:
         if PHASE in state.finished_phases or state.outline is None:
@@ -444,7 +516,7 @@ class Verifier:
                 claim = claim_text(sentence)
                 if not keys or not content_words(claim) or sentence.lstrip().startswith("#"):
                     continue  # no claim to check: uncited text, a bare citation, a heading
-                lexical = lexical_support(claim, _passages(state.registry, keys))
+                lexical = lexical_support(claim, _passages(state.registry, keys), self._passage_features)
                 index = len(verification.sentences)
                 verification.sentences.append(
                     SentenceCheck(
@@ -615,7 +687,9 @@ class Verifier:
             check.reason += "; too long to repair in the model's context"
             return False
         self._tally(verification, result)
-        rewrite = read_rewrite(result.text, check.keys, passages, state.question, self.research.language)
+        rewrite = read_rewrite(
+            result.text, check.keys, passages, state.question, self.research.language, self._passage_features
+        )
         if isinstance(rewrite, Rewrite):
             check.verdict, check.final_text = "repaired", rewrite.text
             check.reason += f"; re-written from its passages ({rewrite.share:.0%} of its words are in them)"
@@ -640,14 +714,9 @@ class Verifier:
         """Cite a passage of the run that supports the sentence: True when found, None to ask again."""
         check = verification.sentences[index]
         claim = claim_text(check.sentence)
-        ranked = sorted(
-            (
-                (lexical_support(claim, [item.text]), key)
-                for key, item in state.registry.items.items()
-                if key not in check.keys
-            ),
-            key=lambda pair: -pair[0].share,
-        )
+        if self._index is None or not self._index.describes(state.registry):
+            self._index = PassageIndex(state.registry, self._passage_features)
+        ranked = self._index.best(TextFeatures.of(claim), check.keys, RECITE_CANDIDATES)
         if ranked and ranked[0][0].verdict == "supported":
             return self._recited(check, ranked[0][1], "lexical", ranked[0][0].reason)
         candidates = [key for lexical, key in ranked[:RECITE_CANDIDATES] if lexical.verdict == "unclear"]
@@ -668,6 +737,12 @@ class Verifier:
             check.reason += f"; the judge found no support in {', '.join(candidates)} either"
             return False
         return self._recited(check, supporting, "judge", f"the judge found it supported by {supporting}")
+
+    def _passage_features(self, text: str) -> TextFeatures:
+        features = self._features.get(text)
+        if features is None:
+            features = self._features[text] = TextFeatures.of(text)
+        return features
 
     @staticmethod
     def _recited(check: SentenceCheck, key: str, how: str, why: str) -> bool:
@@ -747,7 +822,12 @@ class Rewrite:
 
 
 def read_rewrite(
-    raw: str, keys: Sequence[str], passages: Sequence[str], question: str, language: str | None
+    raw: str,
+    keys: Sequence[str],
+    passages: Sequence[str],
+    question: str,
+    language: str | None,
+    features: Callable[[str], TextFeatures] = TextFeatures.of,
 ) -> Rewrite | str:
     """A repaired sentence from the model's reply, validated; or why it was refused."""
     body = split_reply(raw).body or ""
@@ -766,7 +846,7 @@ def read_rewrite(
         text = cite_sentence(text, ", ".join(keys))
     if problem := language_problem(text, question, language):
         return problem
-    lexical = lexical_support(claim_text(text), passages)
+    lexical = lexical_support(claim_text(text), passages, features)
     if lexical.verdict == "unsupported" or lexical.share < REWRITE_SHARE:
         return f"the rewrite does not follow its passages ({lexical.reason})"
     return Rewrite(text, lexical.share)
