@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 
 import deepdraft
 from deepdraft.errors import RunNotFound, StoreError
+from deepdraft.events import StateChanges
 from deepdraft.store import journal as journal_mod
 from deepdraft.store.journal import Journal, Migration, StepRecord
 
@@ -318,6 +322,66 @@ def test_big_state_round_trip(journal: Journal) -> None:
     finally:
         conn.close()
     assert size < len(state["draft"]) // 10  # it is compressed
+
+
+def test_a_checkpoint_of_changes_is_rebuilt_on_its_base(journal: Journal) -> None:
+    """A step may store only what changed since the checkpoint before it (`StateChanges`)."""
+    journal.create_run("r1", "q", "warp", {})
+    base = {"step": 1, "zeta": {"a/b": 1, "~x": 2}, "checks": [{"v": "a"}, {"v": "b"}], "tail": None}
+    journal.record_step("r1", _step(1), base)
+    journal.record_step("r1", _step(2), StateChanges(1, {"/step": 2, "/checks/1": {"v": "B"}}))
+    journal.record_step("r1", _step(3), StateChanges(2, {"/zeta/a~1b": 10, "/zeta/~0x": 20, "/step": 3}))
+    third = {"step": 3, "zeta": {"a/b": 10, "~x": 20}, "checks": [{"v": "a"}, {"v": "B"}], "tail": None}
+    assert journal.latest_checkpoint("r1") == (3, third)
+    assert list(journal.checkpoint("r1", 3)) == ["step", "zeta", "checks", "tail"]  # key order kept
+    assert journal.checkpoint("r1", 2) == {**base, "step": 2, "checks": [{"v": "a"}, {"v": "B"}]}
+    assert journal.checkpoint("r1", 1) == base
+    journal.record_step("r1", _step(4), {"step": 4})  # a whole checkpoint again
+    journal.record_step("r1", _step(5), StateChanges(4, {"/step": 5}))
+    assert journal.latest_checkpoint("r1") == (5, {"step": 5})
+
+
+def test_changes_must_follow_the_latest_checkpoint(journal: Journal) -> None:
+    journal.create_run("r1", "q", "warp", {})
+    with pytest.raises(StoreError, match="changes since step 0, but the latest checkpoint is of step None"):
+        journal.record_step("r1", _step(1), StateChanges(0, {"/step": 1}))
+    journal.record_step("r1", _step(1), {"step": 1})
+    journal.record_step("r1", _step(2), {"step": 2})
+    with pytest.raises(StoreError, match="changes since step 1, but the latest checkpoint is of step 2"):
+        journal.record_step("r1", _step(3), StateChanges(1, {"/step": 3}))
+    assert journal.latest_checkpoint("r1") == (2, {"step": 2}) and journal.get_run("r1").steps == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"since": 1, "set": {"/missing/x": 1}},
+            "the checkpoint changes '/missing/x', which the state it builds on lacks",
+        ),
+        (
+            {"since": 1, "set": {"/list/5": 1}},
+            "the checkpoint changes '/list/5', which the state it builds on lacks",
+        ),
+        ({"since": 2, "set": {}}, "the checkpoint's changes are malformed"),
+        ({"set": {}}, "the checkpoint's changes are malformed"),
+    ],
+)
+def test_changes_that_do_not_fit_their_base_are_reported(
+    journal: Journal, changes: dict[str, Any], problem: str
+) -> None:
+    journal.create_run("r1", "q", "warp", {})
+    journal.record_step("r1", _step(1), {"list": [1, 2]})
+    journal.record_step("r1", _step(2), StateChanges(1, {"/list/0": 0}))
+    side = sqlite3.connect(journal.path)
+    side.execute(
+        "UPDATE checkpoints SET state = ? WHERE step = 2",
+        (zlib.compress(json.dumps(changes).encode("utf-8")),),
+    )
+    side.commit()
+    side.close()
+    with pytest.raises(StoreError, match=re.escape(f"run r1, step 2: {problem}")):
+        journal.latest_checkpoint("r1")
 
 
 # -- events ----------------------------------------------------------------------------------------

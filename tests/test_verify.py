@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import jinja2
@@ -14,6 +15,7 @@ from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
 from deepdraft.events import ActionFinished, Event, VerificationFinished
+from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.finishing.verify import (
     EMPTIED_NOTE,
@@ -25,8 +27,9 @@ from deepdraft.policy.finishing.verify import (
 )
 from deepdraft.ports import ChatRequest
 from deepdraft.protocol import prompts
-from deepdraft.run.runner import load_run, open_journal
+from deepdraft.run.runner import _JournalSink, load_run, open_journal
 from deepdraft.settings import OutputSettings, ResearchSettings
+from deepdraft.store.journal import Journal
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
 
 PASSAGES = [
@@ -470,8 +473,8 @@ def test_each_passage_is_read_for_word_overlap_once_per_pass(monkeypatch: pytest
     """Re-citing weighs sentences against every passage of the run: their words and figures are
     derived once, not once per pair (that made verification quadratic in the run's evidence)."""
     from deepdraft.policy.finishing.verify import TextFeatures
-    from tests.test_verify_golden import FactChecker
-    from tests.test_verify_golden import make_state as make_large_state
+    from tests.support.verification_scenario import FactChecker
+    from tests.support.verification_scenario import make_state as make_large_state
 
     derived: list[str] = []
     original = TextFeatures.of
@@ -487,3 +490,78 @@ def test_each_passage_is_read_for_word_overlap_once_per_pass(monkeypatch: pytest
     assert state.verification is not None and state.verification.recited > 3
     assert max(derived.count(text) for text in passages) == 1
     assert len(derived) <= len(passages) + 2 * len(state.verification.sentences)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+
+def journaled_pass(
+    journal: Journal, policy: str, state: RunState, crash_at: int | None = None
+) -> tuple[RunState, FunctionLLM, dict[int, dict[str, object]]]:
+    """Verify `state` with every step journaled as the runner does (replies cached in the journal).
+
+    Returns the state, the model, and the whole state as it was when each step was journaled.
+    `crash_at`: interrupt the pass when step `crash_at` finishes, before it is journaled.
+    """
+    from tests.support.verification_scenario import FactChecker
+
+    model = FunctionLLM(FactChecker())
+    truth: dict[int, dict[str, object]] = {}
+
+    def watch(event: Event) -> None:
+        if isinstance(event, ActionFinished):
+            if event.record.step == crash_at:
+                raise KeyboardInterrupt
+            truth[event.record.step] = state.snapshot()
+
+    sink = _JournalSink(journal, "run", watch)
+    llm = CachingLLM(model, journal, namespace="run")
+    verifier = Verifier(llm, ResearchSettings(), OutputSettings(verify_policy=policy), sink)
+    return verifier.run(state), model, truth
+
+
+def checkpoint_encodings(journal: Journal) -> list[str]:
+    with sqlite3.connect(journal.path) as db:
+        return [row[0] for row in db.execute("SELECT encoding FROM checkpoints ORDER BY step")]
+
+
+@pytest.mark.parametrize("policy", ["repair", "recite"])
+def test_verification_steps_checkpoint_only_what_changed(tmp_path: Path, policy: str) -> None:
+    from tests.support.verification_scenario import make_state as make_large_state
+
+    with Journal(tmp_path / "journal.sqlite") as journal:
+        journal.create_run("run", "q", "warp", {})
+        state, _, truth = journaled_pass(journal, policy, make_large_state())
+        assert len(truth) > 10 and state.finished_phases == ["verify"]
+        for step, expected in truth.items():  # every step's checkpoint reads back as the state was
+            assert journal.checkpoint("run", step) == expected
+        encodings = checkpoint_encodings(journal)
+        # The first step of the pass stores the whole state, and so does the last (which rewrites
+        # the report); every step between stores its changes only.
+        assert encodings == ["zlib+json"] + ["zlib+json-changes"] * (len(truth) - 2) + ["zlib+json"]
+        with sqlite3.connect(journal.path) as db:
+            sizes = [row[0] for row in db.execute("SELECT length(state) FROM checkpoints ORDER BY step")]
+        assert max(sizes[1:-1]) < sizes[0] / 5
+
+
+def test_a_pass_interrupted_at_any_step_resumes_from_its_changes_without_paying_twice(
+    tmp_path: Path,
+) -> None:
+    from tests.support.verification_scenario import make_state as make_large_state
+
+    with Journal(tmp_path / "reference.sqlite") as journal:
+        journal.create_run("run", "q", "warp", {})
+        expected, reference, truth = journaled_pass(journal, "repair", make_large_state())
+    for crash_at in sorted(truth)[2:-1:3]:  # inside the pass, where checkpoints are changes
+        with Journal(tmp_path / f"crash-{crash_at}.sqlite") as journal:
+            journal.create_run("run", "q", "warp", {})
+            with pytest.raises(KeyboardInterrupt):
+                journaled_pass(journal, "repair", make_large_state(), crash_at)
+            assert checkpoint_encodings(journal)[-1] == "zlib+json-changes"
+            latest = journal.latest_checkpoint("run")
+            assert latest is not None and latest[0] == crash_at - 1
+            resumed, second, _ = journaled_pass(journal, "repair", RunState.restore(latest[1]))
+            assert resumed.verification == expected.verification and resumed.outline == expected.outline
+            # Steps 1 to `crash_at` asked one request each before the crash; none is asked again
+            # (the reply of the step in flight at the crash comes back from the cache).
+            assert len(second.requests) == len(reference.requests) - crash_at

@@ -58,12 +58,27 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class StateChanges:
+    """A checkpoint written as what changed since an earlier one: the state after step `since`,
+    with each JSON pointer (RFC 6901) of `values` set to its value.
+
+    Pointers address the state as `RunState.snapshot` writes it ("/finishing_steps",
+    "/verification/sentences/3") and name parts that exist there; a pointer's value replaces that
+    part whole. The journal stores such a checkpoint as it is and rebuilds the state on reading.
+    """
+
+    since: int
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ActionFinished(Event):
-    """One action is complete and its effects are in `state` (the checkpoint to resume from)."""
+    """One action is complete and its effects are in `state` (the checkpoint to resume from):
+    the whole state, or what changed since the previous step's checkpoint."""
 
     kind: ClassVar[str] = "action_finished"
     record: StepRecord
-    state: dict[str, Any] = field(repr=False)
+    state: dict[str, Any] | StateChanges = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         r = self.record

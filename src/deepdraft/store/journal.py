@@ -5,6 +5,10 @@ What it stores
     ``steps``        one row per action: prompt, raw reply, parsed action, validity, token usage.
     ``checkpoints``  the policy state after every step, zlib-compressed JSON. All of them are kept:
                      resuming needs only the latest, but later tooling reads intermediate drafts.
+                     A checkpoint is the whole state, or (encoding ``zlib+json-changes``) the values
+                     that changed since an earlier step's checkpoint (`StateChanges`): a pass
+                     that takes hundreds of small steps — verification — would otherwise store
+                     the whole report and its evidence at each one. Reading one rebuilds the state.
     ``events``       the typed progress stream, numbered 1, 2, 3… per run, so a server can replay it
                      to a client that reconnects (``events(run_id, after=last_seen)``).
     ``llm_cache``    LLM replies keyed by request hash (see `deepdraft.llm.cache.CachingLLM`).
@@ -56,7 +60,7 @@ from typing import Any, NamedTuple
 
 from deepdraft.egress import EgressRecord
 from deepdraft.errors import RunNotFound, StoreError
-from deepdraft.events import StepRecord
+from deepdraft.events import StateChanges, StepRecord
 
 __all__ = [
     "MIGRATIONS",
@@ -70,6 +74,7 @@ __all__ = [
 BUSY_TIMEOUT_S = 30.0
 MIN_PREFIX = 4
 _STATE_ENCODING = "zlib+json"
+_CHANGES_ENCODING = "zlib+json-changes"
 
 
 class Migration(NamedTuple):
@@ -187,6 +192,30 @@ class EventRecord:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _encode_state(state: dict[str, Any]) -> bytes:
+    """A checkpoint as stored: compressed JSON. No sort_keys: key order in a state may carry
+    meaning (e.g. the order sections were added) and must survive a resume."""
+    return zlib.compress(json.dumps(state, ensure_ascii=False).encode("utf-8"))
+
+
+def _set_pointer(document: Any, pointer: str, value: Any) -> None:
+    """Replace the part of `document` at the JSON pointer `pointer` (RFC 6901) with `value`.
+
+    The part's parent must exist; a list item must exist too (a changed list is replaced whole).
+    """
+    if not pointer.startswith("/"):
+        raise ValueError("a JSON pointer starts with /")
+    *parents, last = (part.replace("~1", "/").replace("~0", "~") for part in pointer[1:].split("/"))
+    for part in parents:
+        document = document[int(part)] if isinstance(document, list) else document[part]
+    if isinstance(document, list):
+        document[int(last)] = value
+    elif isinstance(document, dict):
+        document[last] = value
+    else:
+        raise TypeError(f"{type(document).__name__} has no parts")
 
 
 def _split_sql(script: str) -> list[str]:
@@ -509,19 +538,22 @@ class Journal:
         self,
         run_id: str,
         record: StepRecord,
-        state: dict[str, Any],
+        state: dict[str, Any] | StateChanges,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> None:
         """Write a step, the state after it and the step's events, atomically.
 
         A step number may be recorded only once. Writing the events in the same transaction means a
-        crash can never leave the events of a step that a resume will redo.
+        crash can never leave the events of a step that a resume will redo. `state` given as
+        changes must be relative to the run's latest checkpoint.
         """
         # Encode before taking the write lock: big states take milliseconds to serialise and
         # compress, and the other process should not wait for that.
         try:
-            # No sort_keys here: key order in a state may carry meaning and must survive a resume.
-            blob = zlib.compress(json.dumps(state, ensure_ascii=False).encode("utf-8"))
+            if isinstance(state, StateChanges):
+                encoding, blob = _CHANGES_ENCODING, _encode_state({"since": state.since, "set": state.values})
+            else:
+                encoding, blob = _STATE_ENCODING, _encode_state(state)
             parsed = None if record.parsed is None else _dumps(record.parsed)
             event_rows = [(kind, _dumps(payload)) for kind, payload in events]
         except (TypeError, ValueError) as e:
@@ -540,6 +572,15 @@ class Journal:
                     f"run {run_id}: step {record.step} is already recorded; "
                     "a resumed run must continue after its latest checkpoint, not redo work"
                 )
+            if isinstance(state, StateChanges):
+                latest = conn.execute(
+                    "SELECT max(step) FROM checkpoints WHERE run_id = ?", (run_id,)
+                ).fetchone()[0]
+                if latest != state.since:
+                    raise StoreError(
+                        f"run {run_id}, step {record.step}: its checkpoint holds the changes since "
+                        f"step {state.since}, but the latest checkpoint is of step {latest}"
+                    )
             conn.execute(
                 "INSERT INTO steps (run_id, step, action, prompt, reply, parsed, valid, reason,"
                 " prompt_tokens, completion_tokens, started_at, finished_at, cached, target)"
@@ -563,7 +604,7 @@ class Journal:
             )
             conn.execute(
                 "INSERT INTO checkpoints (run_id, step, encoding, state) VALUES (?, ?, ?, ?)",
-                (run_id, record.step, _STATE_ENCODING, blob),
+                (run_id, record.step, encoding, blob),
             )
             conn.execute(
                 "UPDATE runs SET steps = steps + 1, updated_at = ? WHERE id = ?", (time.time(), run_id)
@@ -581,28 +622,52 @@ class Journal:
         """The last step recorded and the state after it; None for a run with no steps yet."""
         with self._read("read checkpoint") as conn:
             self._require_run(conn, run_id)
-            row = conn.execute(
-                "SELECT step, encoding, state FROM checkpoints WHERE run_id = ? ORDER BY step DESC LIMIT 1",
-                (run_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        return row["step"], self._decode_state(run_id, row["step"], row["encoding"], row["state"])
+            row = conn.execute("SELECT max(step) FROM checkpoints WHERE run_id = ?", (run_id,)).fetchone()
+            if row[0] is None:
+                return None
+            return row[0], self._load_state(conn, run_id, row[0])
 
     def checkpoint(self, run_id: str, step: int) -> dict[str, Any]:
         """The state after `step`."""
         with self._read("read checkpoint") as conn:
             self._require_run(conn, run_id)
-            row = conn.execute(
-                "SELECT encoding, state FROM checkpoints WHERE run_id = ? AND step = ?", (run_id, step)
-            ).fetchone()
-        if row is None:
-            raise StoreError(f"run {run_id} has no checkpoint for step {step}")
-        return self._decode_state(run_id, step, row["encoding"], row["state"])
+            return self._load_state(conn, run_id, step)
 
-    def _decode_state(self, run_id: str, step: int, encoding: str, blob: bytes) -> dict[str, Any]:
-        if encoding != _STATE_ENCODING:
-            raise StoreError(f"run {run_id}, step {step}: unknown checkpoint encoding {encoding!r}")
+    def _load_state(self, conn: sqlite3.Connection, run_id: str, step: int) -> dict[str, Any]:
+        """The state after `step`: its checkpoint, or the whole one it builds on with every change
+        since applied in order."""
+        changes: list[tuple[int, list[tuple[str, Any]]]] = []
+        at = step
+        while True:
+            row = conn.execute(
+                "SELECT encoding, state FROM checkpoints WHERE run_id = ? AND step = ?", (run_id, at)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"run {run_id} has no checkpoint for step {at}")
+            if row["encoding"] == _STATE_ENCODING:
+                state = self._decode(run_id, at, row["state"])
+                break
+            if row["encoding"] != _CHANGES_ENCODING:
+                raise StoreError(f"run {run_id}, step {at}: unknown checkpoint encoding {row['encoding']!r}")
+            delta = self._decode(run_id, at, row["state"])
+            since, values = delta.get("since"), delta.get("set")
+            if not isinstance(since, int) or since >= at or not isinstance(values, dict):
+                raise StoreError(f"run {run_id}, step {at}: the checkpoint's changes are malformed")
+            changes.append((at, list(values.items())))
+            at = since
+        for at, values in reversed(changes):
+            for pointer, value in values:
+                try:
+                    _set_pointer(state, pointer, value)
+                except (KeyError, IndexError, TypeError, ValueError) as e:
+                    raise StoreError(
+                        f"run {run_id}, step {at}: the checkpoint changes {pointer!r}, "
+                        f"which the state it builds on lacks ({e})"
+                    ) from e
+        return state
+
+    @staticmethod
+    def _decode(run_id: str, step: int, blob: bytes) -> dict[str, Any]:
         try:
             state = json.loads(zlib.decompress(blob).decode("utf-8"))
         except (zlib.error, UnicodeDecodeError, ValueError) as e:

@@ -25,7 +25,8 @@ Deciding support, cheapest first:
 Nothing is written into the report until every sentence is decided: node texts stay as written,
 decisions accumulate in the state, and are applied together at the end. Every LLM exchange is a
 journal step with its checkpoint, so a run killed mid-verification resumes where it stopped, and
-re-asks the very prompts (with the same tags) that the LLM cache already answered. When the LLM
+re-asks the very prompts (with the same tags) that the LLM cache already answered. After the
+pass's first, a step's checkpoint holds only what the step changed (`PassCheckpoints`). When the LLM
 budget runs out, sentences not yet judged stay as written, marked "unverified", and sentences
 already found unsupported are removed (which costs nothing).
 
@@ -50,7 +51,14 @@ from deepdraft.core.tokens import count_tokens as estimate_tokens
 from deepdraft.core.tokens import head_tail
 from deepdraft.core.verification import Remedy, SentenceCheck, Verification, VerificationProgress
 from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
-from deepdraft.events import ActionFinished, ActionStarted, EventSink, StepRecord, VerificationFinished
+from deepdraft.events import (
+    ActionFinished,
+    ActionStarted,
+    EventSink,
+    StateChanges,
+    StepRecord,
+    VerificationFinished,
+)
 from deepdraft.ports import LLM, ChatRequest, ChatResult, ReplyShape
 from deepdraft.protocol import prompts
 from deepdraft.protocol.actions import language_problem, split_reply
@@ -416,8 +424,13 @@ class FinishingCalls:
         parsed: dict[str, Any] | None = None,
         reason: str | None = None,
         started: float | None = None,
+        changes: PassCheckpoints | None = None,
     ) -> None:
-        """Journal the last exchange (or, with no `result`, a decision made without a call)."""
+        """Journal the last exchange (or, with no `result`, a decision made without a call).
+
+        The checkpoint is the whole state, unless `changes` can tell what changed since the
+        previous one.
+        """
         if result is None:
             state.finishing_steps += 1
         now = time.time()
@@ -436,7 +449,84 @@ class FinishingCalls:
             finished_at=now,
             cached=result.cached if result else False,
         )
-        self.emit(ActionFinished(record, state.snapshot()))
+        if changes is None:
+            self.emit(ActionFinished(record, state.snapshot()))
+        else:
+            self.emit(ActionFinished(record, changes.checkpoint(state, record.step)))
+            changes.recorded()
+
+
+class PassCheckpoints:
+    """The checkpoints of verification steps, after the first: only what changed since the last.
+
+    Until its decisions are applied, a verification step changes the state's counters, the
+    verification's figures and progress, and the checks of the sentences it decided — never the
+    outline or the evidence, the bulk of the state (node texts stay as written until the end).
+    Writing the whole state at each of hundreds of steps was most of the pass's time and of the
+    journal's size. So once one whole checkpoint of the pass is journaled by this process, each
+    later step's is `StateChanges`: the small fields that differ, and each sentence check that does.
+    """
+
+    _BULK = frozenset({"outline", "registry", "verification", "verification_progress"})
+
+    def __init__(self) -> None:
+        self._last: _Seen | None = None
+        self._offered: _Seen | None = None
+
+    def checkpoint(self, state: RunState, step: int) -> dict[str, Any] | StateChanges:
+        """The checkpoint of `step` for the journal; `recorded` says it was written."""
+        seen = self._offered = self._see(state, step)
+        last = self._last
+        if seen is None or last is None or not seen.continues(last):
+            return state.snapshot()
+        assert state.verification is not None
+        values = {
+            pointer: value
+            for pointer, value in seen.fields.items()
+            if pointer not in last.fields or last.fields[pointer] != value
+        }
+        for index, (now, before) in enumerate(zip(seen.checks, last.checks, strict=True)):
+            if now != before:
+                check = state.verification.sentences[index]
+                values[f"/verification/sentences/{index}"] = check.model_dump(mode="json")
+        return StateChanges(last.step, values)
+
+    def recorded(self) -> None:
+        self._last, self._offered = self._offered, None
+
+    def _see(self, state: RunState, step: int) -> _Seen | None:
+        verification, progress = state.verification, state.verification_progress
+        if verification is None or progress is None:
+            return None
+        fields = {
+            f"/{name}": value
+            for name, value in state.model_dump(mode="json", exclude=set(self._BULK)).items()
+        }
+        for name, value in verification.model_dump(mode="json", exclude={"sentences"}).items():
+            fields[f"/verification/{name}"] = value
+        for name, value in progress.model_dump(mode="json", exclude={"spans"}).items():
+            fields[f"/verification_progress/{name}"] = value
+        # A check's field values, as they are now: a changed field holds a new value (every
+        # field is a string or a list that is never changed in place), so comparing these tuples
+        # finds the checks a step changed.
+        checks = [tuple(vars(check).values()) for check in verification.sentences]
+        return _Seen(step, fields, checks, (state.outline, state.registry, progress.spans))
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What `PassCheckpoints` compares between two steps."""
+
+    step: int
+    fields: dict[str, Any]
+    checks: list[tuple[object, ...]]
+    bulk: tuple[object, ...]
+    """The parts a verification step leaves alone, by identity: a new object means a whole checkpoint."""
+
+    def continues(self, last: _Seen) -> bool:
+        return len(self.checks) == len(last.checks) and all(
+            now is before for now, before in zip(self.bulk, last.bulk, strict=True)
+        )
 
 
 # ---- the pass ------------------------------------------------------------------------------------
@@ -480,6 +570,7 @@ class Verifier:
         self._exchange: _Exchange | None = None
         self._features: dict[str, TextFeatures] = {}
         self._index: PassageIndex | None = None
+        self._checkpoints = PassCheckpoints()
 
     def run(self, state: RunState) -> RunState:
         if PHASE in state.finished_phases or state.outline is None:
@@ -779,6 +870,7 @@ class Verifier:
                 parsed=exchange.parsed,
                 reason=exchange.reason,
                 started=exchange.started,
+                changes=self._checkpoints,
             )
 
     def _tally(self, verification: Verification, result: ChatResult) -> None:
