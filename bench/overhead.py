@@ -9,17 +9,21 @@ What is measured
     costs nothing, the wall time is deepdraft's own overhead per report, and the profile says where
     it goes.
 
-    The run is profiled with cProfile; the table groups cumulative time by component. Profiling
-    slows Python code down, so the unprofiled wall time is measured in a second run and printed
-    as the headline number.
+    Where the time goes: a first run times each component — the functions named in `COMPONENTS`
+    are wrapped with a timer. A component's time is its own: time spent in another component it
+    calls counts there, so the rows add up, and "unaccounted" is the rest of the run's wall time
+    (the glue between components). The timers cost a few microseconds per call, so a second,
+    untimed run gives the headline wall time. `--cprofile N` profiles a third run with cProfile
+    and prints its N most expensive functions, for digging further.
 
-Usage: python bench/overhead.py [--passages 100000] [--json]
+Usage: python bench/overhead.py [--passages 100000] [--json] [--cprofile N]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import json
 import os
 import pstats
@@ -28,6 +32,8 @@ import re
 import resource
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,27 +107,79 @@ def _act(action: dict[str, Any]) -> str:
     return f"<thought>next</thought><action>{json.dumps(action)}</action>"
 
 
-COMPONENTS = {
-    "retrieval (BM25 search)": ("kb/store.py", "search"),
-    "journal writes (SQLite)": ("journal.py", "record_step"),
-    "journal events": ("journal.py", "append_event"),
-    "LLM cache lookups": ("cache.py", "complete"),
-    "prompt rendering": ("warp.py", "_fit"),
-    "  of which condensed drafts": ("outline.py", "condensed_view"),
-    "reply parsing + validation": ("warp.py", "_read_"),
-    "state snapshots": ("state.py", "snapshot"),
-    "report rendering": ("report.py", "render_markdown"),
-    "model replies (fake, instant)": ("overhead.py", "__call__"),
+# Component → the functions whose own time it is ("module:function" or "module:Class.method").
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "retrieval (KB search)": ("deepdraft.retrieval.kb.store:KnowledgeBase.search",),
+    "prompt fitting: condensed drafts": ("deepdraft.core.outline:Outline.condensed_view",),
+    "prompt fitting: the rest": ("deepdraft.policy.warp:WarpPolicy._fit",),
+    "reply parsing + validation": tuple(
+        f"deepdraft.policy.warp:WarpPolicy._read_{kind}" for kind in ("search", "plan", "write", "extend")
+    ),
+    "policy loop: the rest": ("deepdraft.policy.warp:WarpPolicy.run",),
+    "LLM cache lookups": ("deepdraft.llm.cache:CachingLLM.complete",),
+    "model replies (fake; counts tokens)": ("deepdraft.llm.scripted:FunctionLLM.complete",),
+    "state snapshots": ("deepdraft.core.state:RunState.snapshot",),
+    "checkpoint changes (verification)": ("deepdraft.policy.finishing.verify:PassCheckpoints.checkpoint",),
+    "checkpoint encoding (JSON + zlib)": ("deepdraft.store.journal:_encode_state",),
+    "journal writes (SQLite)": tuple(
+        f"deepdraft.store.journal:Journal.{name}"
+        for name in ("record_step", "append_event", "update_run", "create_run")
+    ),
+    "journal opening": ("deepdraft.run.runner:open_journal",),
+    "verification: re-citing": ("deepdraft.policy.finishing.verify:Verifier._recite",),
+    "verification: the rest": ("deepdraft.policy.finishing.verify:Verifier.run",),
+    "synthesis": ("deepdraft.policy.finishing.synthesis:Synthesizer.run",),
+    "report: journal reads": (
+        "deepdraft.store.journal:Journal.steps",
+        "deepdraft.store.journal:Journal.events",
+    ),
+    "report: manifest": ("deepdraft.run.manifest:build_manifest",),
+    "report: rendering + exports": ("deepdraft.export:render", "deepdraft.export:export"),
+    "report: the rest (manifest.json, files)": ("deepdraft.run.runner:_write_report",),
 }
 
 
-def profile_breakdown(stats: pstats.Stats) -> dict[str, float]:
-    totals = dict.fromkeys(COMPONENTS, 0.0)
-    for (filename, _, function), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        for name, (file_part, function_part) in COMPONENTS.items():
-            if filename.endswith(file_part) and function.startswith(function_part):
-                totals[name] += cumulative
-    return totals
+class ComponentTimer:
+    """Own time per component: a component's time less the time of the components it calls."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(COMPONENTS, 0.0)
+        self._inner: list[float] = []  # per open call: time spent in components it called
+
+    def timed(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._inner.append(0.0)
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - started
+                self.seconds[name] += elapsed - self._inner.pop()
+                if self._inner:
+                    self._inner[-1] += elapsed
+
+        return call
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Wrap every function of `COMPONENTS` for the duration (a missing one is an error: the
+        table must not quietly lose a component when code moves)."""
+        undo: list[tuple[object, str, object]] = []
+        try:
+            for name, targets in COMPONENTS.items():
+                for target in targets:
+                    module_name, _, path = target.partition(":")
+                    owner: object = importlib.import_module(module_name)
+                    *owners, attribute = path.split(".")
+                    for part in owners:
+                        owner = getattr(owner, part)
+                    original = vars(owner)[attribute]
+                    undo.append((owner, attribute, original))
+                    setattr(owner, attribute, self.timed(name, original))
+            yield
+        finally:
+            for owner, attribute, original in reversed(undo):
+                setattr(owner, attribute, original)
 
 
 def one_run(kb_path: Path, home: Path, question: str) -> tuple[runner.Report, float]:
@@ -136,6 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--passages", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="also print cProfile's top N")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -148,13 +207,18 @@ def main() -> None:
         build_s = time.perf_counter() - started
 
         question = "How did the arguments about tariffs and the public debt change?"
-        profiler = cProfile.Profile()
-        profiler.enable()
-        report, profiled_s = one_run(root / "kb", root / "home-profiled", question)
-        profiler.disable()
-        breakdown = profile_breakdown(pstats.Stats(profiler))
+        timer = ComponentTimer()
+        with timer.installed():
+            report, timed_s = one_run(root / "kb", root / "home-timed", question)
         report, wall_s = one_run(root / "kb", root / "home", question)
+        if args.cprofile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            one_run(root / "kb", root / "home-profiled", question)
+            profiler.disable()
 
+        profile = {name: round(seconds, 3) for name, seconds in timer.seconds.items()}
+        profile["unaccounted"] = round(timed_s - sum(timer.seconds.values()), 3)
         summary = {
             "passages": args.passages,
             "index_build_s": round(build_s, 2),
@@ -166,8 +230,8 @@ def main() -> None:
             "journal_mb": round((root / "home" / "journal.sqlite").stat().st_size / 1e6, 2),
             "report_words": len(report.markdown.split()),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "profiled_run_s": round(profiled_s, 3),
-            "profile_s": {name: round(seconds, 3) for name, seconds in breakdown.items()},
+            "timed_run_s": round(timed_s, 3),
+            "profile_s": profile,
         }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -179,10 +243,13 @@ def main() -> None:
         f"{summary['ms_per_step']} ms per action)"
     )
     print(f"journal on disk: {summary['journal_mb']} MB; peak RSS {summary['max_rss_mb']} MB")
-    print(f"\nwhere the time goes (profiled run, {summary['profiled_run_s']} s with profiler overhead):")
+    print(f"\nwhere the time goes (own time per component, timed run: {summary['timed_run_s']} s):")
     for name, seconds in summary["profile_s"].items():
-        share = 100 * seconds / summary["profiled_run_s"]
-        print(f"  {name:32s} {seconds:8.3f} s  {share:5.1f} %")
+        share = 100 * seconds / summary["timed_run_s"]
+        print(f"  {name:40s} {seconds:8.3f} s  {share:5.1f} %")
+    if args.cprofile:
+        print(f"\nthe {args.cprofile} most expensive functions (cProfile, cumulative time):")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.cprofile)
 
 
 if __name__ == "__main__":

@@ -407,6 +407,35 @@ def test_condensed_view_cuts_far_nodes_to_markers_before_touching_the_previous_n
     assert count_tokens(outline.condensed_view(budget, focus="section-6")) <= budget
 
 
+def test_the_next_prompt_condenses_unchanged_drafts_without_cutting_them_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every prompt of a run condenses the outline again; drafts that did not change are not
+    re-cut (cutting them was most of the time spent building prompts)."""
+    import uuid
+
+    from deepdraft.core import outline as outline_module
+
+    cuts: list[str] = []
+    original = outline_module.head_tail
+
+    def counting(text: str, head: int, tail: int) -> str:
+        cuts.append(text)
+        return original(text, head, tail)
+
+    monkeypatch.setattr(outline_module, "head_tail", counting)
+    outline = Outline.create("T", [(f"S{i}", f"plan {i}") for i in range(1, 6)])
+    for loc in outline.walk():
+        loc.node.content = _long(_tag(loc.node.id) + uuid.uuid4().hex[:6], 300)
+    first = outline.condensed_view(600, focus="section-5")
+    assert cuts
+    cuts.clear()
+    assert outline.condensed_view(600, focus="section-5") == first and not cuts
+    outline.sections[0].content = _long("changed" + uuid.uuid4().hex[:6], 300)
+    outline.condensed_view(600, focus="section-5")
+    assert cuts and set(cuts) == {outline.sections[0].content}
+
+
 def test_condensed_view_without_focus_cuts_the_longest_first() -> None:
     outline = Outline.create("T", [("A", "a"), ("B", "b"), ("C", "c")])
     outline.sections[0].content = _long("a", 40)

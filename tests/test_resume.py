@@ -15,6 +15,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -158,28 +160,55 @@ def test_sigkill_at_random_moments_then_resume(
     assert interrupted >= 2, "the kills should mostly land inside the run"
 
 
+@contextmanager
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Children started inside get SIGINT at its default, whatever pytest itself was started with.
+
+    A shell script without job control starts its background jobs with SIGINT ignored (so that a
+    Ctrl-C meant for the foreground spares them), every child inherits that, and a Python program
+    started so ignores SIGINT for good. Tests that play a user pressing Ctrl-C must not depend on
+    how pytest was launched: a handler installed here is reset to the default in the child.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
 def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(
     corpus_dir: Path, tmp_path: Path, reference_report: tuple[str, int]
 ) -> None:
-    expected, _ = reference_report
+    expected, requests_per_run = reference_report
     output = tmp_path / "report.md"
+    interrupt_at = 6
     victim: dict[str, subprocess.Popen[str]] = {}
 
     def interrupt(body: dict[str, Any], index: int) -> None:
-        if index == 6:
-            os.kill(victim["process"].pid, signal.SIGINT)
-            time.sleep(0.5)  # let the signal land before the reply does
+        if index == interrupt_at:
+            victim["process"].send_signal(signal.SIGINT)
+            # No reply until the client is gone: Ctrl-C must stop it while it waits for this one.
+            # (If it does not stop, the reply goes out after the timeout and the checks below fail.)
+            with suppress(subprocess.TimeoutExpired):
+                victim["process"].wait(timeout=60)
 
     with FakeOpenAIServer(as_responder(MODEL), on_request=interrupt) as server:
-        victim["process"] = start_research(corpus_dir, server.base_url, output)
-        assert victim["process"].wait(timeout=120) == 130
-        _, stderr = victim["process"].communicate()
-        assert "deepdraft resume" in stderr and "Traceback" not in stderr
+        with ctrl_c_reaches_children():
+            victim["process"] = start_research(corpus_dir, server.base_url, output)
+        _, stderr = victim["process"].communicate(timeout=120)
         run = only_run()
-        assert run["status"] == "interrupted"
+        assert victim["process"].returncode == 130, stderr
+        assert f"interrupted — continue with: deepdraft resume {run['id']}" in stderr
+        assert "Traceback" not in stderr
+        assert run["status"] == "interrupted" and run["steps"] == interrupt_at
+        assert len(server.requests) == interrupt_at + 1  # nothing was asked after the interrupt
+
         assert cli("resume", run["id"], "--base-url", server.base_url).returncode == 0
+        # Only the request that was waiting for its reply is asked again.
+        assert len(server.requests) == requests_per_run + 1
     assert comparable(output, corpus_dir) == expected
+    assert only_run()["status"] == "finished"
 
 
 def test_resume_of_a_finished_run_only_rewrites_the_report(corpus_dir: Path, tmp_path: Path) -> None:

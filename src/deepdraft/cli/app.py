@@ -493,7 +493,12 @@ def _interruptible(run_id: str, work: Callable[[], runner.Report]) -> runner.Rep
     try:
         return work()
     except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted — continue with: deepdraft resume {run_id}", err=True)
+        # Ctrl-C while the knowledge base was still being opened (indexing a big folder can take a
+        # while) comes before the run is recorded: there is nothing to resume then.
+        if runner.run_exists(run_id):
+            typer.echo(f"\ninterrupted — continue with: deepdraft resume {run_id}", err=True)
+        else:
+            typer.echo("\ninterrupted before the run started; nothing to resume", err=True)
         raise typer.Exit(130) from None
     except LLMError as exc:
         if runner.run_exists(run_id):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import BaseModel, Field
 
@@ -180,9 +181,7 @@ class Outline(BaseModel):
         near = _neighbourhood(located, focus)
         written = [item for item in located if item.node.written]
         levels = {item.position: (0 if item.position in near else 1) for item in written}
-        costs = {
-            item.position: count_tokens(_condensed_body(item, levels[item.position])) for item in written
-        }
+        costs = {item.position: _tokens(_condensed_body(item, levels[item.position])) for item in written}
         skeleton = count_tokens(self.prompt_view(lambda item: "" if item.node.written else _full_body(item)))
         total = skeleton + sum(costs.values())
 
@@ -200,7 +199,7 @@ class Outline(BaseModel):
                     if total <= budget_tokens:
                         break
                     if levels[item.position] < level:
-                        cost = count_tokens(_condensed_body(item, level))
+                        cost = _tokens(_condensed_body(item, level))
                         if cost < costs[item.position]:  # a short text can be smaller than its cut
                             levels[item.position] = level
                             total += cost - costs[item.position]
@@ -208,7 +207,7 @@ class Outline(BaseModel):
         # Cutting one long node can free more room than was needed: give it back, nearest first.
         for item in reversed(order):
             for level in range(0 if item.position in near else 1, levels[item.position]):
-                cost = count_tokens(_condensed_body(item, level))
+                cost = _tokens(_condensed_body(item, level))
                 if total + cost - costs[item.position] <= budget_tokens:
                     levels[item.position] = level
                     total += cost - costs[item.position]
@@ -240,10 +239,22 @@ def _condensed_body(located: Located, level: int) -> str:
     node = located.node
     if node.content is None or level == 0:
         return _full_body(located)
+    return _cut_body(node.content, level)
+
+
+# Every prompt of a run condenses the same drafts again, at the same levels: remembering the cuts
+# and their sizes saves most of the work of building a prompt (a few MB at most).
+@lru_cache(maxsize=1024)
+def _cut_body(content: str, level: int) -> str:
     if level > len(_CUTS):
         return "[OK] (written)"
     head, tail = _CUTS[level - 1]
-    return f"[OK] {_one_line(head_tail(node.content, head, tail))}"
+    return f"[OK] {_one_line(head_tail(content, head, tail))}"
+
+
+@lru_cache(maxsize=1024)
+def _tokens(body: str) -> int:
+    return count_tokens(body)
 
 
 def _neighbourhood(located: list[Located], focus: str | None) -> set[str]:

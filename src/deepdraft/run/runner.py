@@ -57,6 +57,7 @@ from deepdraft.policy.finishing.synthesis import Synthesizer
 from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.policy.warp import ReviewOutline
 from deepdraft.ports import LLM, Retriever
+from deepdraft.run.interrupts import ctrl_c_recorded
 from deepdraft.run.wiring import (
     POLICIES,
     audit_endpoints,
@@ -286,7 +287,12 @@ def _drive(
     started = time.time()
     # Every request off this machine is written to the journal as it happens (see `egress`).
     egress = egress or EgressLog()
-    with _exclusive(folder, run_id), open_journal() as journal, egress.attached(journal, run_id):
+    with (
+        _exclusive(folder, run_id),
+        ctrl_c_recorded() as interrupted,
+        open_journal() as journal,
+        egress.attached(journal, run_id),
+    ):
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
         window = getattr(llm, "context_window", None) or settings.llm.context_window
@@ -304,7 +310,7 @@ def _drive(
                 max_tokens_total=settings.llm.max_tokens_total,
                 requests_per_minute=settings.llm.requests_per_minute,
             )
-        sink = _JournalSink(journal, run_id, on_event, cancel)
+        sink = _JournalSink(journal, run_id, on_event, cancel, interrupted)
         prompt_limit = window - settings.llm.max_tokens
         policy = POLICIES[settings.research.policy](
             llm,
@@ -327,6 +333,7 @@ def _drive(
                 state = verifier.run(state)
             if settings.output.synthesis:
                 state = Synthesizer(llm, settings.research, sink, prompt_limit, counter).run(state)
+            sink.stop_if_interrupted()  # a Ctrl-C during the last action leaves the report unwritten
         except KeyboardInterrupt:
             journal.update_run(run_id, status="interrupted")
             raise
@@ -343,7 +350,13 @@ def _drive(
             raise
         if state.outline is None:  # pragma: no cover - the policy raises before this can happen
             raise RunFailed("the run ended without an outline")
-        report = _write_report(run_id, state, settings, llm, retriever, output, folder, time.time() - started)
+        try:
+            report = _write_report(
+                run_id, state, settings, llm, retriever, output, folder, time.time() - started
+            )
+        except KeyboardInterrupt:  # every action is kept: a resume only writes the report
+            journal.update_run(run_id, status="interrupted")
+            raise
         journal.update_run(run_id, status="finished", report_path=str(report.path))
         sink(RunFinishedEvent(state.stop_reason, str(report.path)))
         return report
@@ -356,22 +369,34 @@ class _JournalSink:
     as that action's step and checkpoint, so after a crash the journal never shows events of a step
     that the resumed run will do again.
 
-    It is also where cancellation takes effect: once `cancel` is set, the next action is refused
-    before it starts (a finished action is never thrown away, and the run can be resumed).
+    It is also where a stop takes effect: once `cancel` is set, the next action is refused before
+    it starts (a finished action is never thrown away, and the run can be resumed); so is it once
+    `interrupted` is, in case the KeyboardInterrupt of that Ctrl-C got lost (see `interrupts`).
     """
 
     def __init__(
-        self, journal: Journal, run_id: str, forward: EventSink, cancel: threading.Event | None = None
+        self,
+        journal: Journal,
+        run_id: str,
+        forward: EventSink,
+        cancel: threading.Event | None = None,
+        interrupted: threading.Event | None = None,
     ) -> None:
         self.journal, self.run_id, self.forward = journal, run_id, forward
-        self.cancel = cancel
+        self.cancel, self.interrupted = cancel, interrupted
         self.pending: list[tuple[str, dict[str, Any]]] = []
 
+    def stop_if_interrupted(self) -> None:
+        if self.interrupted is not None and self.interrupted.is_set():
+            raise KeyboardInterrupt
+
     def __call__(self, event: Event) -> None:
-        if isinstance(event, ActionStarted) and self.cancel is not None and self.cancel.is_set():
-            raise RunCancelled(
-                f"run {self.run_id} was cancelled; continue it with: deepdraft resume {self.run_id}"
-            )
+        if isinstance(event, ActionStarted):
+            self.stop_if_interrupted()
+            if self.cancel is not None and self.cancel.is_set():
+                raise RunCancelled(
+                    f"run {self.run_id} was cancelled; continue it with: deepdraft resume {self.run_id}"
+                )
         self.forward(event)
         if isinstance(event, RunStarted | RunFinishedEvent | RunFailedEvent | RunCancelledEvent):
             self.pending = []  # events of an action that never finished are not kept
