@@ -23,6 +23,7 @@ from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.hybrid import SearchMode
 from deepdraft.retrieval.kb.store import SEARCH_MODES
 from deepdraft.retrieval.kb.values import IngestNote
+from deepdraft.retrieval.limits import DocumentLimits
 from deepdraft.settings import Settings, load_settings
 
 kb_app = typer.Typer(
@@ -84,6 +85,7 @@ def add(
             progress=show,
             embedding=settings.embedding if settings.embedding.enabled else None,
             max_bytes=int(settings.retrieval.max_file_mb * 1024 * 1024),
+            limits=DocumentLimits.from_settings(settings.retrieval),
             ocr=settings.retrieval.ocr,
             prune=prune,
             wait=wait,

@@ -18,6 +18,7 @@ from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.kb.lock import _WriteLock
 from deepdraft.retrieval.kb.schema import DB_NAME
 from deepdraft.retrieval.kb.store import KnowledgeBase
+from deepdraft.retrieval.limits import DocumentLimits
 from deepdraft.settings import Settings
 
 
@@ -48,6 +49,7 @@ def open_folder_kb(corpus: Path, cache_root: Path, settings: Settings) -> Knowle
             [corpus],
             embedding=embedding if embedding.enabled else None,
             max_bytes=int(retrieval.max_file_mb * 1024 * 1024),
+            limits=DocumentLimits.from_settings(retrieval),
             ocr=retrieval.ocr,
             prune=True,
             wait=True,

@@ -78,6 +78,7 @@ from deepdraft.retrieval.kb.ingest import (
 from deepdraft.retrieval.kb.lock import _WriteLock
 from deepdraft.retrieval.kb.schema import _SELECT_BATCH, DB_NAME, _connect, _initialise, _read_meta
 from deepdraft.retrieval.kb.values import AddResult, IngestNote, KBInfo, ProgressSink, _count, _ignore
+from deepdraft.retrieval.limits import DocumentLimits
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "dense")
@@ -237,6 +238,7 @@ class KnowledgeBase:
         embedder: Any = None,
         embedding: EmbeddingSettings | None = None,
         max_bytes: int | None = None,
+        limits: DocumentLimits | None = None,
         ocr: bool = True,
         prune: bool = False,
         wait: bool = False,
@@ -246,13 +248,15 @@ class KnowledgeBase:
         `embedder` (or `embedding`, to build one) gives the KB dense vectors; a KB that already has
         an embedder keeps using it and refuses another. `prune` also removes the documents of files
         that no longer exist under the given folders. Problems with single files are reported to
-        `progress` and in the result; they never stop the others.
+        `progress` and in the result; they never stop the others. `max_bytes` bounds each file and
+        `limits` what one document may unpack and yield (defaults: the settings' defaults).
         """
         say = progress or _ignore
         started = time.monotonic()
         result = AddResult()
         settings = RetrievalSettings()
         limit = max_bytes if max_bytes is not None else int(settings.max_file_mb * 1024 * 1024)
+        bounds = limits if limits is not None else DocumentLimits.from_settings(settings)
         with _WriteLock(self.folder, self.label, wait=wait):
             db = _connect(self.folder / DB_NAME, readonly=False)
             try:
@@ -262,7 +266,7 @@ class KnowledgeBase:
                 meta = _read_meta(db, self.label)
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    changed = self._ingest(db, meta, paths, result, limit, ocr, prune, say)
+                    changed = self._ingest(db, meta, paths, result, limit, bounds, ocr, prune, say)
                     if new_embedder is not None and meta.get("embedder") is None:
                         _set_embedder_meta(db, new_embedder, embedding)
                         self._embedder = new_embedder
@@ -487,6 +491,7 @@ class KnowledgeBase:
         paths: Sequence[str | Path],
         result: AddResult,
         max_bytes: int,
+        limits: DocumentLimits,
         ocr: bool,
         prune: bool,
         say: ProgressSink,
@@ -504,7 +509,7 @@ class KnowledgeBase:
             roots.append(root)
             for file in files:
                 changed |= self._ingest_file(
-                    db, file, root, revision, chunk_tokens, overlap, result, max_bytes, ocr, say
+                    db, file, root, revision, chunk_tokens, overlap, result, max_bytes, limits, ocr, say
                 )
         if prune:
             for location in _prune(db, roots):
@@ -523,6 +528,7 @@ class KnowledgeBase:
         overlap: int,
         result: AddResult,
         max_bytes: int,
+        limits: DocumentLimits,
         ocr: bool,
         say: ProgressSink,
     ) -> bool:
@@ -553,7 +559,7 @@ class KnowledgeBase:
         try:
             source_row = _upsert_source(db, known, path, digest, size, now)
             seen_keys: dict[str, int] = {}
-            for item in read_documents(file, max_bytes=max_bytes, ocr=ocr, root=root):
+            for item in read_documents(file, max_bytes=max_bytes, ocr=ocr, root=root, limits=limits):
                 if isinstance(item, Failure):
                     counts.failures.append(item)
                     continue
