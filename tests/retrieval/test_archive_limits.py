@@ -197,6 +197,20 @@ def test_repetitive_spreadsheet_below_the_floor_is_read(tmp_path: Path) -> None:
     assert (report["documents"], report["failures"]) == (1, [])
 
 
+def test_long_docx_is_read_within_the_cpu_limit(tmp_path: Path) -> None:
+    # 100,000 short paragraphs: python-docx took a millisecond to resolve each paragraph's style.
+    payload = bombs.repeated(
+        "docx",
+        write_sample("docx", tmp_path / "sample.docx"),
+        b"<w:p><w:r><w:t>A line.</w:t></w:r></w:p>",
+        100_000 * 41,
+    )
+    report = ingest_under_limits(tmp_path / "kb", write_bomb(tmp_path / "long.docx", "docx", payload))
+
+    assert (report["documents"], report["failures"]) == (1, [])
+    assert report["chars"] > 100_000 * len("A line.")
+
+
 def test_2000_page_pdf_is_read(tmp_path: Path) -> None:
     line = "Daily readings of the ablation stakes, snow pits and meltwater gauges continued all summer. "
     pdf = write_pdf(tmp_path / "survey.pdf", [f"Page {n}. " + line * 30 for n in range(1, 2001)])

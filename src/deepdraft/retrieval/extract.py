@@ -393,6 +393,9 @@ def extract_docx(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
     except Exception as exc:  # python-docx raises zipfile, KeyError and lxml errors alike
         raise _invalid_zip_document(data, ".docx", exc) from exc
     budget = TextBudget(limits)
+    # python-docx resolves `paragraph.style` by scanning every style of the document (a millisecond
+    # each: minutes for a long document), so each style id is resolved once.
+    kinds: dict[str | None, tuple[int, bool]] = {}
     blocks: list[str] = []
     first_title: str | None = None
     for item in document.iter_inner_content():
@@ -402,13 +405,16 @@ def extract_docx(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
         text = clean(item.text)
         if not text:
             continue
-        level = _heading_level(item.style)
+        style_id = item._p.style  # the paragraph's style id as written (pStyle), None for the default
+        if style_id not in kinds:
+            kinds[style_id] = (_heading_level(item.style), _style_name(item.style).lower().startswith("list"))
+        level, listed = kinds[style_id]
         if level:
             line = " ".join(text.split())
             blocks.append(budget.spend(f"{'#' * level} {line}"))
             if first_title is None and level == 1:
                 first_title = line
-        elif _style_name(item.style).lower().startswith("list"):
+        elif listed:
             blocks.append(budget.spend("- " + escape_markdown(text)))
         else:
             blocks.append(budget.spend(escape_markdown(text)))
