@@ -24,6 +24,7 @@ import pytest
 
 from deepdraft.errors import ConfigError
 from deepdraft.retrieval.archive import MAX_MEMBERS, ArchiveRefused, BrokenArchive, verify_archive
+from deepdraft.retrieval.chunking import MAX_HEADING_CHARS, chunk_document
 from deepdraft.retrieval.corpus import Document, Failure, read_documents
 from deepdraft.retrieval.limits import DocumentLimits
 from deepdraft.settings import RetrievalSettings, load_settings
@@ -341,6 +342,19 @@ def test_jsonl_text_bound_applies_to_each_record_not_the_file(tmp_path: Path) ->
     documents = [item for item in items if isinstance(item, Document)]
     assert len(documents) == 498 and documents[-1].doc_id == "r499"
     assert sum(len(doc.text) for doc in documents) > TEXT_LIMIT.max_document_chars
+
+
+def test_an_endless_heading_is_shortened_in_every_chunk(tmp_path: Path) -> None:
+    # 60,000 paragraphs in a slide's title box: one heading of 120,000 characters.
+    payload = bombs.tiny_paragraphs("pptx", write_sample("pptx", tmp_path / "sample.pptx"), total=60_000 * 35)
+    (doc,) = read_documents(write_bomb(tmp_path / "title.pptx", "pptx", payload), max_bytes=MiB)
+    assert isinstance(doc, Document)
+
+    chunks = chunk_document(doc, 220, 40)
+
+    assert len(doc.text) > 100_000 and len(doc.title) <= MAX_HEADING_CHARS
+    assert all(len(heading) <= MAX_HEADING_CHARS for chunk in chunks for heading in chunk.headings)
+    assert chunks[0].headings[0].startswith("x x x") and chunks[0].headings[0].endswith("…")
 
 
 # -- settings ----------------------------------------------------------------------------------------

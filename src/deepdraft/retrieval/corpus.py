@@ -29,6 +29,8 @@ Trade-offs:
 * Paged formats become one text with the pages separated by a blank line; `Document.pages` maps
   character offsets back to page numbers, and the chunker never lets a passage cross a page.
 * Line endings are normalised to ``\\n``: offsets into `Document.text` are offsets into that text.
+* Titles are shortened to `MAX_HEADING_CHARS` (chunking.py): every passage is indexed with its
+  document's title, so a title of a million characters would cost a million per passage.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from deepdraft.errors import KnowledgeBaseError
+from deepdraft.retrieval.chunking import shorten
 from deepdraft.retrieval.extract import (
     CONVERT_HINTS,
     EXTRACTORS,
@@ -309,7 +312,7 @@ def _file_document(
         return Failure(location, "no text in this document")
     return Document(
         doc_id=_doc_id(path, root),
-        title=extracted.title or path.stem,
+        title=shorten(extracted.title or path.stem),
         location=extracted.url or location,
         text=text,
         pages=pages,
@@ -430,7 +433,7 @@ def _record_document(
         raise Unreadable('"url" must be a string')
     return Document(
         doc_id=doc_id,
-        title=title or doc_id,
+        title=shorten(title or doc_id),
         location=url or location,
         text=text,
         format="jsonl",
