@@ -153,6 +153,21 @@ class RetrievalSettings(_Section):
     """Glob patterns: never search documents whose path, URL or id matches one of them."""
     max_file_mb: float = Field(200.0, gt=0)
     """Files larger than this are skipped at ingestion, with a message."""
+    max_unpacked_mb: float = Field(512.0, gt=0)
+    """A DOCX, PPTX, XLSX or EPUB (a zip archive) whose parts inflate to more than this in all is
+    refused: counted as they inflate, whatever the archive declares."""
+    max_unpacked_member_mb: float = Field(256.0, gt=0)
+    """An archive one of whose parts inflates to more than this is refused."""
+    max_compression_ratio: float = Field(100.0, ge=1)
+    """An archive that inflates to more than this many times its own size is refused as a zip bomb,
+    once it has inflated past `compression_ratio_floor_mb` (below that, any ratio is fine)."""
+    compression_ratio_floor_mb: float = Field(50.0, ge=0)
+    """Inflated size below which an archive may have any compression ratio (repetitive data packs well)."""
+    max_xml_elements: int = Field(2_000_000, ge=1_000)
+    """An archive whose XML parts (parsed whole into memory) hold more elements than this is refused;
+    spreadsheet sheets, which are streamed, do not count."""
+    max_document_chars: int = Field(20_000_000, ge=1_000)
+    """A document (a JSONL record) with more characters of text than this is refused."""
     ocr: bool = True
     """OCR pages without a text layer with Tesseract, when it is installed."""
 
@@ -162,6 +177,15 @@ class RetrievalSettings(_Section):
         if self.chunk_overlap >= self.chunk_tokens:
             overlap, chunk = self.chunk_overlap, self.chunk_tokens
             raise ValueError(f"chunk_overlap ({overlap}) must be smaller than chunk_tokens ({chunk})")
+        return self
+
+    @model_validator(mode="after")
+    def _member_within_archive(self) -> RetrievalSettings:
+        if self.max_unpacked_member_mb > self.max_unpacked_mb:
+            member, total = self.max_unpacked_member_mb, self.max_unpacked_mb
+            raise ValueError(
+                f"max_unpacked_member_mb ({member:g}) must not be larger than max_unpacked_mb ({total:g})"
+            )
         return self
 
 

@@ -20,6 +20,7 @@ import pytest
 from deepdraft.retrieval.documents import extract
 from deepdraft.retrieval.documents.chunking import Chunk, chunk_document
 from deepdraft.retrieval.documents.corpus import read_documents
+from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.documents.values import Document, Failure
 from tests.support import documents as sample
 from tests.support.documents import EXPECTED_FAILURES, make_document_folder, write_bytes, write_pdf
@@ -349,7 +350,7 @@ def test_missing_parser_names_the_extra_to_install(
 def test_parser_crash_is_a_failure_not_an_exception(
     files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def explode(data: bytes, ocr: bool) -> extract.Extracted:
+    def explode(data: bytes, ocr: bool, limits: DocumentLimits) -> extract.Extracted:
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setitem(extract.EXTRACTORS, ".docx", ("docx", explode))

@@ -20,6 +20,7 @@ from rich.markup import escape
 from deepdraft.cli.options import ConfigOption, ExcludeOption, JsonOption, OnlyOption
 from deepdraft.config import load_settings
 from deepdraft.errors import KnowledgeBaseError
+from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.index.hybrid import SearchMode
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.retrieval.kb.store import SEARCH_MODES
@@ -85,6 +86,7 @@ def add(
             progress=show,
             embedding=settings.embedding if settings.embedding.enabled else None,
             max_bytes=int(settings.retrieval.max_file_mb * 1024 * 1024),
+            limits=DocumentLimits.from_settings(settings.retrieval),
             ocr=settings.retrieval.ocr,
             prune=prune,
             wait=wait,

@@ -56,6 +56,11 @@ _HEADING = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|[。！？]+[”’」』）]*|\n")
 _WORD = re.compile(rf"[{CJK_RANGES}]|[^\s{CJK_RANGES}]+")
 
+MAX_HEADING_CHARS = 200
+"""Headings longer than this are shortened in a chunk's heading path: the path is indexed with every
+passage of its section, so one endless heading (a whole slide in its title box) would otherwise be
+repeated into each of them — work that grows with the square of the document."""
+
 # Granularity of a unit waiting to be packed; a unit can be cut into units of the next level.
 _PARAGRAPH, _SENTENCE, _WORD_LEVEL, _PIECE = 0, 1, 2, 3
 
@@ -130,6 +135,15 @@ def first_heading(text: str) -> str | None:
     return next((b.heading for b in iter_blocks(text) if b.level == 1 and b.heading), None)
 
 
+def shorten(label: str, limit: int = MAX_HEADING_CHARS) -> str:
+    """`label` cut to at most `limit` characters, at a word when one ends late enough, marked with …."""
+    if len(label) <= limit:
+        return label
+    cut = label[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip() + "…"
+
+
 def chunk_document(doc: Document, chunk_tokens: int, overlap_tokens: int) -> list[Chunk]:
     """Cut `doc` into chunks of at most `chunk_tokens` estimated tokens (see the module docstring)."""
     if chunk_tokens < 1:
@@ -163,7 +177,7 @@ def _sections(text: str, begin: int, stop: int) -> Iterator[tuple[tuple[str, ...
                 units, has_body = [], False
             while stack and stack[-1][0] >= block.level:
                 stack.pop()
-            stack.append((block.level, block.heading))
+            stack.append((block.level, shorten(block.heading)))
             path = tuple(heading for _, heading in stack if heading)
         else:
             has_body = True

@@ -17,6 +17,9 @@ Trade-offs:
   document has to be parsed and chunked as a whole anyway, and a limit says clearly what a silent
   out-of-memory would not. JSONL is exempt and streamed line by line, never loaded at once: that is
   the format of multi-gigabyte corpora (Wikipedia dumps in the paper's and UltraRAG's format).
+* What a file may unpack and the text a document may yield are bounded too (`DocumentLimits`, see
+  `limits.py`); for JSONL, each record is a document and is bounded as one, and a line too long to
+  hold a record within the bound is skipped without being held in memory whole.
 * A JSONL line that is not a usable record is one `Failure` (``path:line``) and reading goes on, so
   one bad line in a million does not lose the million. A file whose first lines are all bad is not
   a corpus at all; it is abandoned after `MAX_BAD_LEADING_LINES` with one more `Failure`.
@@ -26,6 +29,8 @@ Trade-offs:
 * Paged formats become one text with the pages separated by a blank line; `Document.pages` maps
   character offsets back to page numbers, and the chunker never lets a passage cross a page.
 * Line endings are normalised to ``\\n``: offsets into `Document.text` are offsets into that text.
+* Titles are shortened to `MAX_HEADING_CHARS` (chunking.py): every passage is indexed with its
+  document's title, so a title of a million characters would cost a million per passage.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from deepdraft.errors import KnowledgeBaseError
+from deepdraft.retrieval.documents.chunking import shorten
 from deepdraft.retrieval.documents.extract import (
     CONVERT_HINTS,
     EXTRACTORS,
@@ -48,6 +54,7 @@ from deepdraft.retrieval.documents.extract import (
     decode_text,
     normalise_newlines,
 )
+from deepdraft.retrieval.documents.limits import DocumentLimits, too_much_text
 from deepdraft.retrieval.documents.values import Document, Failure, Page
 
 __all__ = [
@@ -81,6 +88,14 @@ MAX_BAD_LEADING_LINES = 20
 
 STAMP_HASH_LIMIT = 32 * 1024 * 1024
 """Corpora up to this size are content-hashed in `corpus_stamp` (tens of ms); larger ones are stat-ed."""
+
+JSONL_BYTES_PER_CHAR = 8
+"""A JSONL line longer than this many bytes per allowed character cannot hold a record within the
+text bound (JSON writes a character in at most 6 bytes, ``\\u00e9``; the rest is for the other
+fields): it is skipped unread."""
+
+JSONL_LINE_SLACK = 1024 * 1024
+"""Bytes a JSONL line may have beyond that, for ids, titles, URLs and fields deepdraft ignores."""
 
 PAGE_SEPARATOR = "\n\n"
 """Between the pages of a paged document: a paragraph break, so no paragraph spans two pages."""
@@ -194,28 +209,35 @@ def unsupported_reason(suffix: str) -> str:
 
 
 def read_documents(
-    file: Path, *, max_bytes: int, ocr: bool = True, root: Path | None = None
+    file: Path,
+    *,
+    max_bytes: int,
+    ocr: bool = True,
+    root: Path | None = None,
+    limits: DocumentLimits | None = None,
 ) -> Iterator[Document | Failure]:
     """The documents of one file, or one `Failure` saying why it has none.
 
     One document for most formats; for JSONL one per record, streamed (a bad line is a `Failure`
     and reading goes on). Never raises for what is in the file (corrupt, encrypted, binary, too
-    large, undecodable, empty). `doc_id` is the path relative to `root` when the file is under it,
-    else the absolute path; for JSONL it is the record's ``id``.
+    large, an archive bomb, too much text, undecodable, empty). `doc_id` is the path relative to
+    `root` when the file is under it, else the absolute path; for JSONL it is the record's ``id``.
+    `limits` (default: `DocumentLimits()`) bounds each document; `max_bytes` bounds the file.
     """
     path = Path(os.path.abspath(file))
     suffix = path.suffix.lower()
+    bounds = limits if limits is not None else DocumentLimits()
     if suffix in JSONL_SUFFIXES:
-        yield from _jsonl_documents(path)
+        yield from _jsonl_documents(path, bounds)
         return
     if suffix not in EXTRACTORS:
         yield Failure(str(path), unsupported_reason(suffix))
         return
-    yield _file_document(path, suffix, max_bytes, ocr, root)
+    yield _file_document(path, suffix, max_bytes, ocr, root, bounds)
 
 
 def _file_document(
-    path: Path, suffix: str, max_bytes: int, ocr: bool, root: Path | None
+    path: Path, suffix: str, max_bytes: int, ocr: bool, root: Path | None, limits: DocumentLimits
 ) -> Document | Failure:
     location = str(path)
     try:
@@ -230,7 +252,7 @@ def _file_document(
         return Failure(location, "empty file")
     doc_format, extractor = EXTRACTORS[suffix]
     try:
-        extracted = extractor(data, ocr)
+        extracted = extractor(data, ocr, limits)
     except Unreadable as exc:
         return Failure(location, str(exc))
     except Exception as exc:  # third-party parsers raise anything on malformed input
@@ -238,11 +260,13 @@ def _file_document(
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
         return Failure(location, f"unreadable {doc_format} file ({detail})")
     text, pages = _assemble(extracted)
+    if len(text) > limits.max_document_chars:  # extractors stop early; this holds for every format
+        return Failure(location, too_much_text(limits))
     if not text.strip():
         return Failure(location, "no text in this document")
     return Document(
         doc_id=_doc_id(path, root),
-        title=extracted.title or path.stem,
+        title=shorten(extracted.title or path.stem),
         location=extracted.url or location,
         text=text,
         pages=pages,
@@ -279,7 +303,7 @@ def _doc_id(path: Path, root: Path | None) -> str:
     return path.as_posix()
 
 
-def _jsonl_documents(file: Path) -> Iterator[Document | Failure]:
+def _jsonl_documents(file: Path, limits: DocumentLimits) -> Iterator[Document | Failure]:
     location = str(file)
     try:
         handle = file.open("rb")
@@ -287,14 +311,17 @@ def _jsonl_documents(file: Path) -> Iterator[Document | Failure]:
         yield Failure(location, f"cannot read it ({exc.strerror or exc})")
         return
     good = bad = 0
+    longest = JSONL_BYTES_PER_CHAR * limits.max_document_chars + JSONL_LINE_SLACK
     with handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line:
+        for number, raw in enumerate(_bounded_lines(handle, longest), start=1):
+            line = raw.strip() if raw is not None else None
+            if line == b"":
                 continue
             try:
+                if line is None:
+                    raise Unreadable(too_much_text(limits))
                 record = _parse_line(line, number)
-                document = _record_document(record, line, file, number, location)
+                document = _record_document(record, line, file, number, location, limits)
             except Unreadable as exc:
                 bad += 1
                 yield Failure(f"{location}:{number}", str(exc))
@@ -306,6 +333,17 @@ def _jsonl_documents(file: Path) -> Iterator[Document | Failure]:
             yield document
     if good == 0 and bad == 0:
         yield Failure(location, "empty file")
+
+
+def _bounded_lines(handle: BinaryIO, longest: int) -> Iterator[bytes | None]:
+    """The lines of `handle`; None for a line longer than `longest` bytes, which is skipped unread."""
+    while raw := handle.readline(longest + 1):
+        if len(raw) <= longest or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := handle.readline(1024 * 1024)) and not rest.endswith(b"\n"):
+            pass
+        yield None
 
 
 def _parse_line(line: bytes, number: int) -> dict[str, Any]:
@@ -320,11 +358,15 @@ def _parse_line(line: bytes, number: int) -> dict[str, Any]:
     return record
 
 
-def _record_document(record: dict[str, Any], line: bytes, file: Path, number: int, location: str) -> Document:
+def _record_document(
+    record: dict[str, Any], line: bytes, file: Path, number: int, location: str, limits: DocumentLimits
+) -> Document:
     key = "contents" if "contents" in record else "text"
     text = record.get(key)
     if not isinstance(text, str):
         raise Unreadable('needs a string "contents" or "text" field')
+    if len(text) > limits.max_document_chars:
+        raise Unreadable(too_much_text(limits))
     text = normalise_newlines(text)
     if not text.strip():
         raise Unreadable(f'empty "{key}"')
@@ -345,7 +387,7 @@ def _record_document(record: dict[str, Any], line: bytes, file: Path, number: in
         raise Unreadable('"url" must be a string')
     return Document(
         doc_id=doc_id,
-        title=title or doc_id,
+        title=shorten(title or doc_id),
         location=url or location,
         text=text,
         format="jsonl",
@@ -368,7 +410,12 @@ def _title_line(contents: str) -> str | None:
 
 
 def iter_documents(
-    path: Path, skipped: list[str] | None = None, *, max_bytes: int = MAX_FILE_BYTES, ocr: bool = True
+    path: Path,
+    skipped: list[str] | None = None,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    ocr: bool = True,
+    limits: DocumentLimits | None = None,
 ) -> Iterator[Document]:
     """The documents of a folder (recursively), a single document file, or a JSONL file.
 
@@ -380,7 +427,7 @@ def iter_documents(
     files, failures = _corpus(path)
     notes: list[str] = skipped if skipped is not None else []
     root = path if path.is_dir() else path.parent
-    return _documents(files, failures, Path(os.path.abspath(root)), notes, max_bytes, ocr)
+    return _documents(files, failures, Path(os.path.abspath(root)), notes, max_bytes, ocr, limits)
 
 
 def corpus_files(path: Path) -> list[Path]:
@@ -421,13 +468,19 @@ def corpus_stamp(path: Path) -> str:
 
 
 def _documents(
-    files: list[Path], failures: list[Failure], root: Path, notes: list[str], max_bytes: int, ocr: bool
+    files: list[Path],
+    failures: list[Failure],
+    root: Path,
+    notes: list[str],
+    max_bytes: int,
+    ocr: bool,
+    limits: DocumentLimits | None,
 ) -> Iterator[Document]:
     for failure in failures:
         _note(notes, failure)
     produced = 0
     for file in files:
-        for item in read_documents(file, max_bytes=max_bytes, ocr=ocr, root=root):
+        for item in read_documents(file, max_bytes=max_bytes, ocr=ocr, root=root, limits=limits):
             if isinstance(item, Failure):
                 _note(notes, item)
             else:

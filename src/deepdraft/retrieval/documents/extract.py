@@ -25,6 +25,15 @@ Trade-offs:
   would drown every other document in the knowledge base. The cut is stated in the text.
 * EPUB is read with `zipfile` and `xml.etree` in spine (reading) order (EbookLib is AGPL), and each
   chapter's XHTML is taken whole: web-page boilerplate removal has nothing to remove in a book.
+* Every zip-based format (DOCX, PPTX, XLSX, EPUB) is inflated once through `verify_archive` before
+  its library opens it, so an archive bomb is refused after at most the limits' worth of counting,
+  and every format's text is bounded by `DocumentLimits.max_document_chars`, counted as it is
+  extracted so that extraction stops at the limit instead of finishing first (see `limits.py`).
+* XML entity expansion ("billion laughs") needs no guard of ours: python-docx and python-pptx
+  parse with ``resolve_entities=False``, openpyxl likewise (and with defusedxml when installed),
+  `xml.etree` runs on expat, which refuses entity amplification since 2.4, libxml2 (lxml) refuses it
+  too, and lxml's HTML parser (EPUB chapters, HTML) never expands declared entities. None of them
+  loads external entities. `tests/retrieval/test_archive_limits.py` keeps that true.
 * pypdf logs a warning for every flaw it repairs in a damaged file; while deepdraft extracts, those
   are kept below ERROR, since the file's `Failure` (or its silent repair) already says what matters.
 * Text encodings: BOMs, then UTF-8, then charset-normalizer's guess when it is trustworthy (a CJK
@@ -53,7 +62,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
+from deepdraft.retrieval.documents.archive import ArchiveRefused, BrokenArchive, verify_archive
 from deepdraft.retrieval.documents.chunking import CJK_RANGES, first_heading
+from deepdraft.retrieval.documents.limits import DocumentLimits, too_much_text
 
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
@@ -63,9 +74,6 @@ log = logging.getLogger(__name__)
 
 MAX_SHEET_ROWS = 10_000
 """Rows read per spreadsheet sheet; the rest is cut (and the cut is written into the text)."""
-
-MAX_ZIP_MEMBER_BYTES = 256 * 1024 * 1024
-"""An EPUB member that inflates beyond this is refused: a zip bomb, not a chapter."""
 
 OCR_TIMEOUT_S = 120
 """Seconds Tesseract may spend on one image before the image is given up."""
@@ -123,8 +131,28 @@ class Extracted:
     url: str | None = None
 
 
-Extractor = Callable[[bytes, bool], Extracted]
-"""``extractor(data, ocr)``: `ocr` allows running Tesseract on scanned pages."""
+Extractor = Callable[[bytes, bool, DocumentLimits], Extracted]
+"""``extractor(data, ocr, limits)``: `ocr` allows running Tesseract on scanned pages; `limits`
+bounds what the file may unpack and the text it may yield (`Unreadable` past them)."""
+
+
+class TextBudget:
+    """The characters one document may still yield; extraction stops the moment they run out.
+
+    Counted while extracting, not after: a document over the limit is refused without first being
+    assembled whole (for a paged format, without reading the pages after the limit at all).
+    """
+
+    def __init__(self, limits: DocumentLimits) -> None:
+        self.limits = limits
+        self.left = limits.max_document_chars
+
+    def spend(self, text: str) -> str:
+        """`text`, counted; `Unreadable` if it takes the document over the limit."""
+        self.left -= len(text)
+        if self.left < 0:
+            raise Unreadable(too_much_text(self.limits))
+        return text
 
 
 # -- plain text and Markdown ---------------------------------------------------------------------
@@ -217,25 +245,25 @@ def _guess_encoding(data: bytes) -> str | None:
     return None
 
 
-def extract_text(data: bytes, ocr: bool) -> Extracted:
+def extract_text(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
     """Plain text or Markdown, decoded; the title is the first ``# heading`` if there is one."""
     text = decode_text(data)
     if text is None:
         raise Unreadable("binary file, not a document")
-    return Extracted(text=text, title=first_heading(text))
+    return Extracted(text=TextBudget(limits).spend(text), title=first_heading(text))
 
 
 # -- PDF ------------------------------------------------------------------------------------------
 
 
-def extract_pdf(data: bytes, ocr: bool) -> Extracted:
+def extract_pdf(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
     """The text layer of each page; scanned pages OCR'd with Tesseract when allowed and installed."""
     pypdf = _require("pypdf", ".pdf")
     with _quiet("pypdf"):
-        return _extract_pdf(pypdf, data, ocr)
+        return _extract_pdf(pypdf, data, ocr, TextBudget(limits))
 
 
-def _extract_pdf(pypdf: Any, data: bytes, ocr: bool) -> Extracted:
+def _extract_pdf(pypdf: Any, data: bytes, ocr: bool, budget: TextBudget) -> Extracted:
     from pypdf.errors import DependencyError
 
     try:
@@ -266,7 +294,7 @@ def _extract_pdf(pypdf: Any, data: bytes, ocr: bool) -> Extracted:
                 recognised = _ocr_page(page, number, tesseract)
                 text = f"{text}\n\n{recognised}".strip() if recognised else text
         if text:
-            texts.append(PageText(number, text))
+            texts.append(PageText(number, budget.spend(text)))
     if not texts:
         if scanned == 0:
             raise Unreadable("no text in this PDF")
@@ -354,34 +382,42 @@ def _pdf_title(reader: Any) -> str | None:
 # -- Office formats ---------------------------------------------------------------------------------
 
 
-def extract_docx(data: bytes, ocr: bool) -> Extracted:
+def extract_docx(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
     """Paragraphs and tables in document order; heading styles become ``#`` headings."""
     docx = _require("docx", ".docx")
     from docx.table import Table
 
+    _verify_zip(data, ".docx", limits)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises zipfile, KeyError and lxml errors alike
-        raise _office_error(data, ".docx", exc) from exc
+        raise _invalid_zip_document(data, ".docx", exc) from exc
+    budget = TextBudget(limits)
+    # python-docx resolves `paragraph.style` by scanning every style of the document (a millisecond
+    # each: minutes for a long document), so each style id is resolved once.
+    kinds: dict[str | None, tuple[int, bool]] = {}
     blocks: list[str] = []
     first_title: str | None = None
     for item in document.iter_inner_content():
         if isinstance(item, Table):
-            blocks.append(_table_text(item))
+            blocks.append(budget.spend(_table_text(item)))
             continue
         text = clean(item.text)
         if not text:
             continue
-        level = _heading_level(item.style)
+        style_id = item._p.style  # the paragraph's style id as written (pStyle), None for the default
+        if style_id not in kinds:
+            kinds[style_id] = (_heading_level(item.style), _style_name(item.style).lower().startswith("list"))
+        level, listed = kinds[style_id]
         if level:
             line = " ".join(text.split())
-            blocks.append(f"{'#' * level} {line}")
+            blocks.append(budget.spend(f"{'#' * level} {line}"))
             if first_title is None and level == 1:
                 first_title = line
-        elif _style_name(item.style).lower().startswith("list"):
-            blocks.append("- " + escape_markdown(text))
+        elif listed:
+            blocks.append(budget.spend("- " + escape_markdown(text)))
         else:
-            blocks.append(escape_markdown(text))
+            blocks.append(budget.spend(escape_markdown(text)))
     title = clean(document.core_properties.title or "") or first_title
     return Extracted(text="\n\n".join(block for block in blocks if block), title=title or None)
 
@@ -421,13 +457,15 @@ def _table_text(table: Any) -> str:
     return "\n".join(rows)
 
 
-def extract_pptx(data: bytes, ocr: bool) -> Extracted:
+def extract_pptx(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
     """One page per slide: its title as a ``#`` heading, then its text, tables and notes."""
     pptx = _require("pptx", ".pptx")
+    _verify_zip(data, ".pptx", limits)
     try:
         presentation = pptx.Presentation(io.BytesIO(data))
     except Exception as exc:
-        raise _office_error(data, ".pptx", exc) from exc
+        raise _invalid_zip_document(data, ".pptx", exc) from exc
+    budget = TextBudget(limits)
     pages: list[PageText] = []
     first_title: str | None = None
     for number, slide in enumerate(presentation.slides, start=1):
@@ -443,7 +481,7 @@ def extract_pptx(data: bytes, ocr: bool) -> Extracted:
                 blocks.append("Notes: " + escape_markdown(notes))
         text = "\n\n".join(blocks)
         if text:
-            pages.append(PageText(number, text))
+            pages.append(PageText(number, budget.spend(text)))
     given = clean(presentation.core_properties.title or "")
     return Extracted(pages=tuple(pages), title=given or first_title)
 
@@ -463,20 +501,22 @@ def _shape_texts(shapes: Any, skip_id: int | None) -> Iterator[str]:
                 yield escape_markdown(text)
 
 
-def extract_xlsx(data: bytes, ocr: bool) -> Extracted:
+def extract_xlsx(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
     """One page per worksheet: its name as a ``#`` heading, then rows as tab-separated lines."""
     openpyxl = _require("openpyxl", ".xlsx")
+    _verify_zip(data, ".xlsx", limits, streamed=_is_worksheet)
     try:
         with warnings.catch_warnings():
             # openpyxl warns about every extension it does not implement (data validation, slicers).
             warnings.simplefilter("ignore")
             workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:
-        raise _office_error(data, ".xlsx", exc) from exc
+        raise _invalid_zip_document(data, ".xlsx", exc) from exc
+    budget = TextBudget(limits)
     try:
         pages: list[PageText] = []
         for number, sheet in enumerate(workbook.worksheets, start=1):
-            rows = _sheet_rows(sheet)
+            rows = _sheet_rows(sheet, budget)
             if rows:
                 name = " ".join(str(sheet.title).split())
                 pages.append(PageText(number, f"# {name}\n\n" + "\n".join(rows)))
@@ -486,7 +526,12 @@ def extract_xlsx(data: bytes, ocr: bool) -> Extracted:
     return Extracted(pages=tuple(pages), title=title)
 
 
-def _sheet_rows(sheet: Any) -> list[str]:
+def _is_worksheet(name: str) -> bool:
+    """Sheets are where openpyxl puts them; read-only mode streams them (see `verify_archive`)."""
+    return name.startswith("xl/worksheets/") and name.endswith(".xml")
+
+
+def _sheet_rows(sheet: Any, budget: TextBudget) -> list[str]:
     rows: list[str] = []
     for values in sheet.iter_rows(values_only=True):
         cells = [_cell_text(value) for value in values]
@@ -497,7 +542,7 @@ def _sheet_rows(sheet: Any) -> list[str]:
         if len(rows) == MAX_SHEET_ROWS:
             rows.append(f"[rows after the first {MAX_SHEET_ROWS} not read]")
             break
-        rows.append(escape_markdown("\t".join(cells)))
+        rows.append(budget.spend(escape_markdown("\t".join(cells))))
     return rows
 
 
@@ -515,10 +560,22 @@ def _cell_text(value: object) -> str:
     return " ".join(str(value).split())  # tabs and newlines inside a cell would break the row
 
 
-def _office_error(data: bytes, suffix: str, exc: Exception) -> Unreadable:
+def _verify_zip(
+    data: bytes, suffix: str, limits: DocumentLimits, streamed: Callable[[str], bool] | None = None
+) -> None:
+    """Refuse a zip-based document that inflates past `limits`, before any library opens it."""
+    try:
+        verify_archive(data, limits, streamed=streamed)
+    except ArchiveRefused as exc:
+        raise Unreadable(str(exc)) from exc
+    except BrokenArchive as exc:
+        raise _invalid_zip_document(data, suffix, exc) from exc
+
+
+def _invalid_zip_document(data: bytes, suffix: str, exc: Exception) -> Unreadable:
     # Password-protected Office files are OLE containers, not zips; so are the pre-2007 formats.
-    if data.startswith(b"\xd0\xcf\x11\xe0"):
-        legacy = {".docx": ".doc", ".pptx": ".ppt", ".xlsx": ".xls"}[suffix]
+    legacy = {".docx": ".doc", ".pptx": ".ppt", ".xlsx": ".xls"}.get(suffix)
+    if legacy is not None and data.startswith(b"\xd0\xcf\x11\xe0"):
         return Unreadable(f"password-protected, or an old {legacy} file renamed: save it as {suffix}")
     return Unreadable(f"not a valid {suffix} file ({_one_line(exc)})")
 
@@ -526,10 +583,10 @@ def _office_error(data: bytes, suffix: str, exc: Exception) -> Unreadable:
 # -- HTML and EPUB ----------------------------------------------------------------------------------
 
 
-def extract_html(data: bytes, ocr: bool) -> Extracted:
+def extract_html(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
     """The main text of a web page as Markdown; title and URL from its metadata."""
     trafilatura = _require("trafilatura", ".html")
-    text = html_to_markdown(data)
+    text = TextBudget(limits).spend(html_to_markdown(data))
     try:
         metadata = trafilatura.extract_metadata(data)
     except Exception:  # metadata is a nicety; the text is what matters
@@ -607,18 +664,16 @@ def _html_blocks_text(data: bytes) -> str:
     return "\n\n".join(blocks)
 
 
-def extract_epub(data: bytes, ocr: bool) -> Extracted:
+def extract_epub(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
     """Chapters in spine (reading) order, all their text; title from the package metadata.
 
     A chapter is content from end to end, so it is not put through trafilatura: main-text detection
     is for web pages, and on a book it drops short paragraphs (dialogue, verse) and heading markup.
     """
     _require("lxml", ".epub")
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise Unreadable("not a valid .epub file (not a zip archive)") from exc
-    with archive:
+    _verify_zip(data, ".epub", limits)
+    budget = TextBudget(limits)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         package_path = _epub_package_path(archive)
         package = _xml(archive, package_path)
         base = posixpath.dirname(package_path)
@@ -631,7 +686,7 @@ def extract_epub(data: bytes, ocr: bool) -> Extracted:
         chapters = [manifest[idref] for idref in spine if idref in manifest]
         if not chapters:
             raise Unreadable("EPUB without chapters (empty spine)")
-        texts = [_html_blocks_text(_member(archive, chapter)) for chapter in chapters]
+        texts = [budget.spend(_html_blocks_text(_member(archive, chapter))) for chapter in chapters]
         title = next((" ".join((el.text or "").split()) for el in package.iter() if _is_dc_title(el)), None)
     text = "\n\n".join(chapter for chapter in texts if chapter)
     return Extracted(text=text, title=title or first_heading(text))
@@ -653,12 +708,11 @@ def _xml(archive: zipfile.ZipFile, name: str) -> ElementTree.Element:
 
 
 def _member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """A member of an archive `verify_archive` has passed: no larger than the member limit."""
     try:
         info = archive.getinfo(name)
     except KeyError as exc:
         raise Unreadable(f"not a valid .epub file ({name} is missing)") from exc
-    if info.file_size > MAX_ZIP_MEMBER_BYTES:
-        raise Unreadable(f"EPUB member {name} inflates to {info.file_size} bytes: refused")
     return archive.read(info)
 
 

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from deepdraft.errors import KnowledgeBaseError
+from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.kb.lock import _WriteLock
 from deepdraft.retrieval.kb.schema import DB_NAME
 from deepdraft.retrieval.kb.store import KnowledgeBase
@@ -48,6 +49,7 @@ def open_folder_kb(corpus: Path, cache_root: Path, settings: Settings) -> Knowle
             [corpus],
             embedding=embedding if embedding.enabled else None,
             max_bytes=int(retrieval.max_file_mb * 1024 * 1024),
+            limits=DocumentLimits.from_settings(retrieval),
             ocr=retrieval.ocr,
             prune=True,
             wait=True,

@@ -43,6 +43,7 @@ import numpy.typing as npt
 from deepdraft.core.evidence import Passage, Source
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.documents.corpus import discover, read_documents
+from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.documents.values import Failure
 from deepdraft.retrieval.index.analysis import analyze
 from deepdraft.retrieval.index.fusion import DEFAULT_K
@@ -238,6 +239,7 @@ class KnowledgeBase:
         embedder: Any = None,
         embedding: EmbeddingSettings | None = None,
         max_bytes: int | None = None,
+        limits: DocumentLimits | None = None,
         ocr: bool = True,
         prune: bool = False,
         wait: bool = False,
@@ -247,13 +249,15 @@ class KnowledgeBase:
         `embedder` (or `embedding`, to build one) gives the KB dense vectors; a KB that already has
         an embedder keeps using it and refuses another. `prune` also removes the documents of files
         that no longer exist under the given folders. Problems with single files are reported to
-        `progress` and in the result; they never stop the others.
+        `progress` and in the result; they never stop the others. `max_bytes` bounds each file and
+        `limits` what one document may unpack and yield (defaults: the settings' defaults).
         """
         say = progress or _ignore
         started = time.monotonic()
         result = AddResult()
         settings = RetrievalSettings()
         limit = max_bytes if max_bytes is not None else int(settings.max_file_mb * 1024 * 1024)
+        bounds = limits if limits is not None else DocumentLimits.from_settings(settings)
         with _WriteLock(self.folder, self.label, wait=wait):
             db = _connect(self.folder / DB_NAME, readonly=False)
             try:
@@ -263,7 +267,7 @@ class KnowledgeBase:
                 meta = _read_meta(db, self.label)
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    changed = self._ingest(db, meta, paths, result, limit, ocr, prune, say)
+                    changed = self._ingest(db, meta, paths, result, limit, bounds, ocr, prune, say)
                     if new_embedder is not None and meta.get("embedder") is None:
                         _set_embedder_meta(db, new_embedder, embedding)
                         self._embedder = new_embedder
@@ -488,6 +492,7 @@ class KnowledgeBase:
         paths: Sequence[str | Path],
         result: AddResult,
         max_bytes: int,
+        limits: DocumentLimits,
         ocr: bool,
         prune: bool,
         say: ProgressSink,
@@ -505,7 +510,7 @@ class KnowledgeBase:
             roots.append(root)
             for file in files:
                 changed |= self._ingest_file(
-                    db, file, root, revision, chunk_tokens, overlap, result, max_bytes, ocr, say
+                    db, file, root, revision, chunk_tokens, overlap, result, max_bytes, limits, ocr, say
                 )
         if prune:
             for location in _prune(db, roots):
@@ -524,6 +529,7 @@ class KnowledgeBase:
         overlap: int,
         result: AddResult,
         max_bytes: int,
+        limits: DocumentLimits,
         ocr: bool,
         say: ProgressSink,
     ) -> bool:
@@ -554,7 +560,7 @@ class KnowledgeBase:
         try:
             source_row = _upsert_source(db, known, path, digest, size, now)
             seen_keys: dict[str, int] = {}
-            for item in read_documents(file, max_bytes=max_bytes, ocr=ocr, root=root):
+            for item in read_documents(file, max_bytes=max_bytes, ocr=ocr, root=root, limits=limits):
                 if isinstance(item, Failure):
                     counts.failures.append(item)
                     continue
