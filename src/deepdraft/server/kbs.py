@@ -31,6 +31,7 @@ from typing import Any, Literal
 from deepdraft import kb as kbs
 from deepdraft.errors import DeepdraftError, KnowledgeBaseError, UserError
 from deepdraft.evidence import Passage
+from deepdraft.retrieval.limits import DocumentLimits
 from deepdraft.settings import Settings, home_dir
 
 ALLOWED_SUFFIXES = frozenset(
@@ -224,5 +225,6 @@ def ingest(kb: str, files: list[Path], settings: Settings, say: Callable[[str], 
             embedding=embedding,
             max_bytes=MAX_FILE_BYTES,
             ocr=settings.retrieval.ocr,
+            limits=DocumentLimits.from_settings(settings.retrieval),
         )
     return {"message": result.summary(), **result.to_dict()}
