@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deepdraft.config import load_settings
 from deepdraft.run import runner
+from deepdraft.server.app import create_app
 from tests.server.conftest import (
     QUESTION,
     LiveServer,
@@ -320,3 +322,20 @@ def test_answers_that_need_a_finished_or_waiting_run_are_409(corpus_dir: Path, m
             assert answer.status_code == 409 and "not waiting for a plan review" in answer.json()["detail"]
         gate.set()
         wait_for(lambda: status_of(client, run_id) == "finished", what="the run to finish")
+
+
+def test_uploads_are_bounded_by_the_servers_own_retrieval_settings(tmp_path: Path) -> None:
+    # A server configured with a lower text limit refuses a document past it, naming the setting.
+    settings = load_settings(
+        flags={"research": {"depth": "standard"}, "retrieval": {"max_document_chars": 1_000}}
+    )
+    app = create_app(settings, workers=1, llm_factory=lambda _: scenario_llm())
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "short.md").write_text("# Tariffs\n\nDuties protect manufactures.\n", encoding="utf-8")
+    (folder / "long.md").write_text("# Debt\n\n" + "The public debt grew. " * 200, encoding="utf-8")
+    with LiveServer(app) as server, server.client() as client:
+        job = upload_kb(client, "bounded", folder)
+    assert job["summary"]["documents_added"] == 1
+    [failure] = job["summary"]["failures"]
+    assert failure["location"].endswith("long.md") and "max_document_chars" in failure["reason"]

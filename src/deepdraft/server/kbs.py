@@ -31,6 +31,7 @@ from typing import Any, Literal
 from deepdraft.config import home_dir
 from deepdraft.core.evidence import Passage
 from deepdraft.errors import DeepdraftError, KnowledgeBaseError, UserError
+from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.settings import Settings
 
@@ -225,5 +226,6 @@ def ingest(kb: str, files: list[Path], settings: Settings, say: Callable[[str], 
             embedding=embedding,
             max_bytes=MAX_FILE_BYTES,
             ocr=settings.retrieval.ocr,
+            limits=DocumentLimits.from_settings(settings.retrieval),
         )
     return {"message": result.summary(), **result.to_dict()}
