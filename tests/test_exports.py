@@ -116,6 +116,10 @@ def test_the_run_writes_every_requested_format_and_the_manifest(finished: Finish
     assert counted == len(steps) and manifest["actions"]["search"] == sum(s.action == "search" for s in steps)
     assert manifest["tokens"]["prompt"] > 0 and manifest["wall_seconds"] > 0 and manifest["sessions"] == 1
     assert manifest["kb"]["fingerprint"] and manifest["kb"]["ref"]
+    # Every KB document is listed with its location and content hash (they were listed empty).
+    listed = manifest["kb"]["documents"]
+    assert sorted(Path(doc["location"]).name for doc in listed) == sorted(SPEECHES)
+    assert all(doc["doc_id"] and len(doc["hash"]) >= 16 for doc in listed)
     assert manifest["verification"]["checked"] > 0  # the verification pass ran, and its figures are here
     assert manifest["settings"]["llm"]["api_key"] is None
 

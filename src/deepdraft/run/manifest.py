@@ -193,6 +193,10 @@ def _documents(retriever: object | None) -> list[dict[str, str]] | None:
     for entry in listing():
         if isinstance(entry, tuple | list) and len(entry) >= 3:
             doc_id, location, content_hash = entry[0], entry[1], entry[2]
+        elif isinstance(entry, Mapping):  # a knowledge base lists its documents as mappings
+            doc_id = entry.get("doc_id", "")
+            location = entry.get("location", "")
+            content_hash = entry.get("content_hash", "")
         else:
             doc_id = getattr(entry, "doc_id", "")
             location = getattr(entry, "location", "")

@@ -367,13 +367,15 @@ class KnowledgeBase:
         )
 
     def documents(self) -> Iterator[dict[str, Any]]:
-        """Every document: doc_id, title, location, format, pages, chunks — in the order added."""
+        """Every document: doc_id, title, location, format, pages, chunks and content hash — in the
+        order added."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT d.doc_id, d.title, d.location, d.format, d.pages,"
-                " (SELECT count(*) FROM chunks c WHERE c.document = d.id) FROM documents d ORDER BY d.id"
+                " (SELECT count(*) FROM chunks c WHERE c.document = d.id), d.content_hash"
+                " FROM documents d ORDER BY d.id"
             ).fetchall()
-        for doc_id, title, location, fmt, pages, chunks in rows:
+        for doc_id, title, location, fmt, pages, chunks, content_hash in rows:
             yield {
                 "doc_id": doc_id,
                 "title": title,
@@ -381,6 +383,7 @@ class KnowledgeBase:
                 "format": fmt,
                 "pages": pages,
                 "chunks": chunks,
+                "content_hash": content_hash,
             }
 
     def document_count(self) -> int:
