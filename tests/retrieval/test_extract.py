@@ -20,6 +20,8 @@ import pytest
 from deepdraft.retrieval.documents import extract
 from deepdraft.retrieval.documents.chunking import Chunk, chunk_document
 from deepdraft.retrieval.documents.corpus import read_documents
+from deepdraft.retrieval.documents.formats import markup, office
+from deepdraft.retrieval.documents.formats.extracted import Extracted
 from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.documents.values import Document, Failure
 from tests.support import documents as sample
@@ -200,7 +202,7 @@ def test_xlsx_long_sheets_are_cut_and_say_so(tmp_path: Path, monkeypatch: pytest
     for number in range(1, 51):
         workbook.active.append([f"row {number}", number])
     workbook.save(tmp_path / "long.xlsx")
-    monkeypatch.setattr(extract, "MAX_SHEET_ROWS", 20)
+    monkeypatch.setattr(office, "MAX_SHEET_ROWS", 20)
 
     text = read(tmp_path / "long.xlsx").text
 
@@ -289,8 +291,8 @@ def test_html_short_page_keeps_its_text_but_not_style_or_script(tmp_path: Path) 
 def test_html_block_fallback_keeps_headings_and_escapes_hash_lines() -> None:
     """What is read when trafilatura finds no main text, and for every EPUB chapter."""
     html = b"<body><h1>Top</h1><div># not a heading</div><ul><li>one</li><li>two</li></ul>tail</body>"
-    assert extract._html_blocks_text(html) == "# Top\n\n\\# not a heading\n\none\n\ntwo\n\ntail"
-    assert extract._html_blocks_text(b"<html></html>") == ""
+    assert markup.html_blocks_text(html) == "# Top\n\n\\# not a heading\n\none\n\ntwo\n\ntail"
+    assert markup.html_blocks_text(b"<html></html>") == ""
 
 
 # -- text and Markdown ----------------------------------------------------------------------------------
@@ -350,7 +352,7 @@ def test_missing_parser_names_the_extra_to_install(
 def test_parser_crash_is_a_failure_not_an_exception(
     files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def explode(data: bytes, ocr: bool, limits: DocumentLimits) -> extract.Extracted:
+    def explode(data: bytes, ocr: bool, limits: DocumentLimits) -> Extracted:
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setitem(extract.EXTRACTORS, ".docx", ("docx", explode))

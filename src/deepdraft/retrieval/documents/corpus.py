@@ -46,14 +46,9 @@ from typing import Any, BinaryIO
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.documents.chunking import shorten
-from deepdraft.retrieval.documents.extract import (
-    CONVERT_HINTS,
-    EXTRACTORS,
-    Extracted,
-    Unreadable,
-    decode_text,
-    normalise_newlines,
-)
+from deepdraft.retrieval.documents.extract import CONVERT_HINTS, EXTRACTORS
+from deepdraft.retrieval.documents.formats.extracted import Extracted, Unreadable, normalise_newlines
+from deepdraft.retrieval.documents.formats.text import decode_text
 from deepdraft.retrieval.documents.limits import DocumentLimits, too_much_text
 from deepdraft.retrieval.documents.values import Document, Failure, Page
 
