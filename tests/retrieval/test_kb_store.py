@@ -17,7 +17,7 @@ import pytest
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.documents.values import Document, Failure
-from deepdraft.retrieval.kb import schema, store
+from deepdraft.retrieval.kb import adding, schema, store
 from deepdraft.retrieval.kb.filters import DocumentMatcher, glob_regex
 from deepdraft.retrieval.kb.lock import write_lock
 from deepdraft.retrieval.kb.store import KnowledgeBase
@@ -176,7 +176,7 @@ def test_a_failure_mid_ingest_leaves_the_kb_exactly_as_before(
     with KnowledgeBase.create(tmp_path / "kb") as kb:
         kb.add([small / "debt.md"])
         before = state(kb)
-        real = store.read_documents
+        real = adding.read_documents
         calls = 0
 
         def failing(file: Path, **options: object) -> object:
@@ -186,12 +186,12 @@ def test_a_failure_mid_ingest_leaves_the_kb_exactly_as_before(
                 raise RuntimeError("extractor crashed")
             return real(file, **options)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(store, "read_documents", failing)
+        monkeypatch.setattr(adding, "read_documents", failing)
         (small / "debt.md").write_text("# Debt\n\nA changed text that must not become visible.\n")
         with pytest.raises(RuntimeError, match="extractor crashed"):
             kb.add([small])
         assert state(kb) == before
-        monkeypatch.setattr(store, "read_documents", real)
+        monkeypatch.setattr(adding, "read_documents", real)
         with KnowledgeBase.open(tmp_path / "kb") as fresh:
             assert state(fresh) == before
         assert not [p for p in (tmp_path / "kb").iterdir() if p.name.startswith(".building")]
@@ -209,9 +209,9 @@ def test_a_killed_process_mid_ingest_leaves_the_kb_exactly_as_before(small: Path
         f"""
         import os
         from pathlib import Path
-        from deepdraft.retrieval.kb import store
+        from deepdraft.retrieval.kb import adding, store
 
-        real = store.read_documents
+        real = adding.read_documents
         seen = []
 
         def dying(file, **options):
@@ -220,7 +220,7 @@ def test_a_killed_process_mid_ingest_leaves_the_kb_exactly_as_before(small: Path
                 os._exit(9)  # no cleanup, no rollback: as if the power went
             return real(file, **options)
 
-        store.read_documents = dying
+        adding.read_documents = dying
         store.KnowledgeBase.create(Path({str(folder)!r})).add([{str(small)!r}])
         """
     )
@@ -561,7 +561,7 @@ def test_documents_the_reader_yields_as_failures_are_reported(
         yield Failure(f"{file}:2", "not a JSON object")
         yield Document(doc_id=file.name, title="T", location=str(file), text="Some rivers and lakes.")
 
-    monkeypatch.setattr(store, "read_documents", partly)
+    monkeypatch.setattr(adding, "read_documents", partly)
     with KnowledgeBase.create(tmp_path / "kb") as kb:
         result = kb.add([small / "debt.md"])
         assert result.documents_added == 1 and [f.reason for f in result.failures] == ["not a JSON object"]

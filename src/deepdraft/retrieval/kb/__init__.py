@@ -19,8 +19,11 @@ One job per module; `store` (and `folder` and `names`, above it) import the help
 * `folder`: `open_folder_kb`, a folder of documents as a KB built on the fly and cached.
 * `names`: named KBs of the workspace (``DEEPDRAFT_HOME/kbs/<name>/``): open, create, list, remove.
 * `values`: what the KB reports (`IngestNote`, `AddResult`, `KBInfo`).
+* `adding`: reading the files one add names into its transaction, one savepoint per file.
 * `ingest`: storing a changed file's documents and chunks, hashing, pruning, choosing documents to
   remove, recording failures.
+* `search`: the rows the filters allow, BM25 ranking, ranked rows back into passages.
+* `listing`: the KB's summary (`KBInfo`) and its documents.
 * `generations`: building, opening, making current, cleaning up and repairing the search files of a
   revision; the embedding cache.
 * `schema`: kb.sqlite (schema, format version, connections, metadata).

@@ -1,8 +1,9 @@
 """Ingestion helpers: storing a changed file's documents and chunks, hashing, pruning, choosing the
 documents to remove, recording failures.
 
-All of them work inside the writer's open transaction; `KnowledgeBase.add` and `remove` drive them
-(with a savepoint per file, so a file that yields nothing usable keeps its previous version).
+All of them work inside the writer's open transaction; `adding` (for `KnowledgeBase.add`) and
+`KnowledgeBase.remove` drive them (with a savepoint per file, so a file that yields nothing usable
+keeps its previous version).
 
 Trade-offs:
 
@@ -47,6 +48,7 @@ class _FileCounts:
     chunks: int = 0
     pages: int = 0
     failures: list[Failure] = field(default_factory=list)
+    kept_previous: bool = False  # nothing usable: the file's previous version stays, untouched
 
 
 def _store_document(

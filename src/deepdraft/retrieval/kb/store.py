@@ -8,9 +8,12 @@ transaction back; the orphan folder is deleted by the next writer). A crash betw
 is repaired by the next writer, or by a reader that can take the lock: the generation of the
 committed revision is already complete on disk, else it is rebuilt from the database.
 
-This module drives those steps; the helpers it calls do them (`ingest` for the documents and chunks,
-`generations` for the search files, `schema`, `lock`). How files and documents are diffed is told in
-`ingest`, how generations are built and repaired in `generations`.
+This module drives those steps and keeps a reader's state (connection, generation, embedder, filter
+masks); the helpers it calls do the work: `adding` reads the named files into the transaction and
+`ingest` stores their documents and chunks, `generations` builds the search files, `search` turns a
+query into passages over a generation, `listing` reads the summary and the documents, `schema` and
+`lock` the rest. How files and documents are diffed is told in `ingest`, how generations are built
+and repaired in `generations`.
 
 Trade-offs:
 
@@ -35,20 +38,17 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from deepdraft.core.evidence import Passage, Source
+from deepdraft.core.evidence import Passage
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.documents.corpus import discover, read_documents
 from deepdraft.retrieval.documents.limits import DocumentLimits
-from deepdraft.retrieval.documents.values import Failure
-from deepdraft.retrieval.index.analysis import analyze
 from deepdraft.retrieval.index.fusion import DEFAULT_K
 from deepdraft.retrieval.index.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
-from deepdraft.retrieval.kb.filters import DocumentMatcher
+from deepdraft.retrieval.kb.adding import _ingest_paths
 from deepdraft.retrieval.kb.generations import (
     EMBEDDING_CACHE,
     _build_generation,
@@ -64,22 +64,16 @@ from deepdraft.retrieval.kb.generations import (
 )
 from deepdraft.retrieval.kb.ingest import (
     _delete_document,
-    _fail,
-    _file_hash,
-    _FileCounts,
     _migrate_terms,
-    _NothingUsable,
-    _prune,
     _record_failures,
-    _root_of,
     _select_for_removal,
     _set_embedder_meta,
-    _store_document,
-    _upsert_source,
 )
+from deepdraft.retrieval.kb.listing import _document_rows, _read_info, _tree_size
 from deepdraft.retrieval.kb.lock import _WriteLock
-from deepdraft.retrieval.kb.schema import _SELECT_BATCH, DB_NAME, _connect, _initialise, _read_meta
-from deepdraft.retrieval.kb.values import AddResult, IngestNote, KBInfo, ProgressSink, _count, _ignore
+from deepdraft.retrieval.kb.schema import DB_NAME, _connect, _initialise, _read_meta
+from deepdraft.retrieval.kb.search import _allowed_documents, _bm25_ranking, _passages
+from deepdraft.retrieval.kb.values import AddResult, IngestNote, KBInfo, ProgressSink, _ignore
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "dense")
@@ -220,7 +214,7 @@ class KnowledgeBase:
             # a later change deleted) leave the fused top k intact.
             pool = max(k, self._depth) if mode == "hybrid" else k
             ranked = self._searcher(generation, dense=dense).search(query, pool, mode=mode, allowed=mask)
-            return self._passages(generation, ranked, k)
+            return _passages(self._db, generation, ranked, k)
 
     def fingerprint(self) -> str:
         """Changes whenever what this object can find changes: content, filters or search mode."""
@@ -267,7 +261,7 @@ class KnowledgeBase:
                 meta = _read_meta(db, self.label)
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    changed = self._ingest(db, meta, paths, result, limit, bounds, ocr, prune, say)
+                    changed = _ingest_paths(db, meta, paths, result, limit, bounds, ocr, prune, say)
                     if new_embedder is not None and meta.get("embedder") is None:
                         _set_embedder_meta(db, new_embedder, embedding)
                         self._embedder = new_embedder
@@ -330,61 +324,16 @@ class KnowledgeBase:
 
     def info(self) -> KBInfo:
         """Counts, size on disk, formats, embedder and the failures of the last add."""
+        size = _tree_size(self.folder)  # walking the folder needs no connection, so not the lock
         with self._lock:
-            db = self._db
-            documents, pages = db.execute(
-                "SELECT count(*), coalesce(sum(pages), 0) FROM documents"
-            ).fetchone()
-            (chunks,) = db.execute("SELECT count(*) FROM chunks").fetchone()
-            formats = dict(
-                db.execute("SELECT format, count(*) FROM documents GROUP BY format ORDER BY 2 DESC")
-            )
-            failures = [
-                {"location": location, "reason": reason}
-                for location, reason in db.execute("SELECT location, reason FROM failures ORDER BY rowid")
-            ]
-            meta = _read_meta(db, self.label)
-        dimension = meta.get("embedder_dimension")
-        return KBInfo(
-            path=str(self.folder),
-            format_version=int(meta["format_version"]),
-            revision=int(meta.get("revision", 0)),
-            documents=int(documents),
-            chunks=int(chunks),
-            pages=int(pages),
-            size_bytes=_tree_size(self.folder),
-            formats={str(k): int(v) for k, v in formats.items()},
-            embedder=meta.get("embedder"),
-            dimension=int(dimension) if dimension else None,
-            chunking={
-                "chunk_tokens": int(meta["chunk_tokens"]),
-                "chunk_overlap": int(meta["chunk_overlap"]),
-            },
-            analyzer=str(meta["analyzer"]),
-            failures=failures,
-            created=str(meta.get("created", "")),
-            updated=str(meta.get("updated", "")),
-        )
+            return _read_info(self._db, self.folder, self.label, size)
 
     def documents(self) -> Iterator[dict[str, Any]]:
         """Every document: doc_id, title, location, format, pages, chunks and content hash — in the
         order added."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT d.doc_id, d.title, d.location, d.format, d.pages,"
-                " (SELECT count(*) FROM chunks c WHERE c.document = d.id), d.content_hash"
-                " FROM documents d ORDER BY d.id"
-            ).fetchall()
-        for doc_id, title, location, fmt, pages, chunks, content_hash in rows:
-            yield {
-                "doc_id": doc_id,
-                "title": title,
-                "location": location,
-                "format": fmt,
-                "pages": pages,
-                "chunks": chunks,
-                "content_hash": content_hash,
-            }
+            rows = _document_rows(self._db)
+        yield from rows
 
     def document_count(self) -> int:
         with self._lock:
@@ -487,124 +436,6 @@ class KnowledgeBase:
         return revision
 
     # -- internals: ingestion -------------------------------------------------------------------------
-
-    def _ingest(
-        self,
-        db: sqlite3.Connection,
-        meta: dict[str, Any],
-        paths: Sequence[str | Path],
-        result: AddResult,
-        max_bytes: int,
-        limits: DocumentLimits,
-        ocr: bool,
-        prune: bool,
-        say: ProgressSink,
-    ) -> bool:
-        """Apply every file's changes inside `db`'s transaction; True if any document changed."""
-        revision = int(meta.get("revision", 0)) + 1
-        chunk_tokens, overlap = int(meta["chunk_tokens"]), int(meta["chunk_overlap"])
-        changed = False
-        roots: list[Path] = []
-        for raw in paths:
-            files, failures = discover([raw])
-            for failure in failures:
-                _fail(result, say, failure)
-            root = _root_of(raw)
-            roots.append(root)
-            for file in files:
-                changed |= self._ingest_file(
-                    db, file, root, revision, chunk_tokens, overlap, result, max_bytes, limits, ocr, say
-                )
-        if prune:
-            for location in _prune(db, roots):
-                result.documents_removed += 1
-                changed = True
-                say(IngestNote("removed", location, "file no longer exists"))
-        return changed
-
-    def _ingest_file(
-        self,
-        db: sqlite3.Connection,
-        file: Path,
-        root: Path,
-        revision: int,
-        chunk_tokens: int,
-        overlap: int,
-        result: AddResult,
-        max_bytes: int,
-        limits: DocumentLimits,
-        ocr: bool,
-        say: ProgressSink,
-    ) -> bool:
-        path = str(file.absolute())
-        try:
-            size = file.stat().st_size
-            if size > max_bytes and file.suffix.lower() != ".jsonl":  # JSONL is streamed: no limit
-                # Not even hashed: the reader refuses it from its size alone, with the limit to raise.
-                for item in read_documents(file, max_bytes=max_bytes, ocr=ocr, root=root):
-                    if isinstance(item, Failure):
-                        _fail(result, say, item)
-                return False
-            digest = _file_hash(file)
-        except OSError as exc:
-            _fail(result, say, Failure(path, f"unreadable ({exc.strerror or exc})"))
-            return False
-        known = db.execute("SELECT id, content_hash FROM sources WHERE path = ?", (path,)).fetchone()
-        if known is not None and known[1] == digest:
-            (count,) = db.execute("SELECT count(*) FROM documents WHERE source = ?", (known[0],)).fetchone()
-            result.documents_unchanged += count
-            say(IngestNote("unchanged", path))
-            return False
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        # A savepoint per file: a file that yields nothing usable (or whose reader gives up midway)
-        # leaves its previous version in place, and the next add tries it again.
-        db.execute("SAVEPOINT file")
-        counts = _FileCounts()
-        try:
-            source_row = _upsert_source(db, known, path, digest, size, now)
-            seen_keys: dict[str, int] = {}
-            for item in read_documents(file, max_bytes=max_bytes, ocr=ocr, root=root, limits=limits):
-                if isinstance(item, Failure):
-                    counts.failures.append(item)
-                    continue
-                _store_document(
-                    db, item, source_row, path, revision, chunk_tokens, overlap, now, seen_keys, counts
-                )
-            if counts.added + counts.updated + counts.unchanged == 0:
-                raise _NothingUsable()
-            stale = db.execute(
-                "SELECT id FROM documents WHERE source = ? AND seen < ?", (source_row, revision)
-            ).fetchall()
-            for (row,) in stale:
-                _delete_document(db, row)
-            counts.removed = len(stale)
-        except (_NothingUsable, KnowledgeBaseError) as exc:
-            db.execute("ROLLBACK TO file")
-            db.execute("RELEASE file")
-            if isinstance(exc, KnowledgeBaseError):
-                counts.failures.append(Failure(path, str(exc)))
-            for failure in counts.failures or [Failure(path, "no text found")]:
-                _fail(result, say, failure)
-            return False
-        db.execute("RELEASE file")
-        for failure in counts.failures:
-            _fail(result, say, failure)
-        result.documents_added += counts.added
-        result.documents_updated += counts.updated
-        result.documents_unchanged += counts.unchanged
-        result.documents_removed += counts.removed
-        result.chunks_added += counts.chunks
-        result.pages_added += counts.pages
-        if counts.added or counts.updated:
-            kind: Literal["added", "updated"] = "updated" if known is not None else "added"
-            detail = f"{_count(counts.added + counts.updated, 'document')}, {_count(counts.chunks, 'chunk')}"
-            if counts.pages:
-                detail += f", {_count(counts.pages, 'page')}"
-            say(IngestNote(kind, path, detail))
-        elif counts.removed:
-            say(IngestNote("removed", path, _count(counts.removed, "document")))
-        return bool(counts.added or counts.updated or counts.removed)
-
     # -- internals: embedders ----------------------------------------------------------------------
 
     def _cache_path(self) -> Path:
@@ -672,11 +503,7 @@ class KnowledgeBase:
         key = (only, exclude)
         if key in self._masks:
             return self._masks[key]
-        include, leave_out = DocumentMatcher(only), DocumentMatcher(exclude)
-        allowed: list[int] = []
-        for row, doc_id, location in self._db.execute("SELECT id, doc_id, location FROM documents"):
-            if (not include or include.matches(doc_id, location)) and not leave_out.matches(doc_id, location):
-                allowed.append(row)
+        allowed = _allowed_documents(self._db, only, exclude)
         if not allowed and strict:
             what = []
             if only:
@@ -718,63 +545,3 @@ class KnowledgeBase:
         """
         generation = self._generation
         return generation.vectors if generation is not None else None
-
-    def _passages(self, generation: _Generation, ranked: list[tuple[int, float]], k: int) -> list[Passage]:
-        chunk_ids = [int(generation.rows[row]) for row, _ in ranked]
-        found: dict[int, tuple[str, Source]] = {}
-        for i in range(0, len(chunk_ids), _SELECT_BATCH):
-            batch = chunk_ids[i : i + _SELECT_BATCH]
-            marks = ",".join("?" * len(batch))
-            cursor = self._db.execute(
-                "SELECT c.id, c.text, c.start_char, c.end_char, c.page, c.headings, d.doc_id, d.title,"
-                f" d.location FROM chunks c JOIN documents d ON d.id = c.document WHERE c.id IN ({marks})",
-                batch,
-            )
-            for chunk_id, text, start, end, page, headings, doc_id, title, location in cursor:
-                source = Source(
-                    doc_id, title, location, page, start, end, headings=tuple(json.loads(headings))
-                )
-                found[chunk_id] = (text, source)
-        passages = []
-        for chunk_id, (_, score) in zip(chunk_ids, ranked, strict=True):
-            if chunk_id in found:  # gone if a later change deleted it: this reader is on an older generation
-                text, source = found[chunk_id]
-                passages.append(Passage(text=text, source=source, score=score))
-            if len(passages) == k:
-                break
-        return passages
-
-
-def _bm25_ranking(
-    bm25: Any, query: str, k: int, allowed: npt.NDArray[np.bool_] | None
-) -> list[tuple[int, float]]:
-    """The `k` best (row, BM25 score) pairs of a generation's bm25s index, best first.
-
-    `bm25` may be None (no chunk has a term); `allowed` (one bool per row) restricts the rows. The
-    query is analysed exactly as the chunks were; rows without any query term are never returned.
-    """
-    if bm25 is None or k <= 0:
-        return []
-    vocabulary: dict[str, int] = bm25.vocab_dict
-    ids = [vocabulary[term] for term in analyze(query) if term in vocabulary]
-    if not ids:
-        return []
-    scores: npt.NDArray[np.float32] = bm25.get_scores_from_ids(ids)
-    if allowed is not None:
-        scores = np.where(allowed, scores, 0).astype(np.float32)
-    count = int(scores.shape[0])
-    top = np.arange(count) if k >= count else np.argpartition(-scores, k - 1)[:k]
-    top = top[scores[top] > 0]  # Lucene idf is positive: zero means no query term occurs
-    top = top[np.lexsort((top, -scores[top]))]  # best first; ties by row, deterministic
-    return [(int(row), float(scores[row])) for row in top]
-
-
-def _tree_size(folder: Path) -> int:
-    total = 0
-    for path in folder.rglob("*"):
-        try:
-            if path.is_file():
-                total += path.stat().st_size
-        except OSError:
-            continue  # a file a writer just deleted
-    return total
