@@ -23,7 +23,7 @@ Pure data and pure functions: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from deepdraft.core.outline import Node
 from deepdraft.core.state import RunState
 from deepdraft.export.facts import for_readers
 from deepdraft.export.report import (
+    Bibliography,
     CitationStyle,
     RenderedReport,
     RenderedSection,
@@ -189,21 +190,46 @@ def build_document(
     assert bibliography is not None  # render_markdown always sets it
     numbers = {reference.source.doc_id: reference.number for reference in rendered.references}
 
-    def sentences(text: str) -> tuple[Sentence, ...]:
-        found = []
-        for sentence in split_sentences(text):
-            keys = tuple(key for group in cited_keys(sentence) for key in group)
-            refs = tuple(
-                dict.fromkeys(
-                    numbers[state.registry[key].source.doc_id] for key in keys if key in state.registry
-                )
-            )
-            found.append(Sentence(sentence, keys, refs))
-        return tuple(found)
-
     def block(markdown: str, source: str) -> Block | None:
-        return Block(markdown, source, sentences(source)) if source else None
+        return Block(markdown, source, _sentences(source, state.registry, numbers)) if source else None
 
+    tree = _section_tree(state.outline.sections, rendered, state.registry, numbers)
+    references = _reference_entries(rendered, bibliography, state.registry, style)
+    verification = getattr(state, "verification", None)
+    constraints = getattr(state, "constraints", None) or ()
+    return ReportDocument(
+        run_id=run_id,
+        title=rendered.title,
+        question=state.question,
+        language="zh" if wants_chinese(state.question or rendered.title, language) else "en",
+        style=style,
+        summary=block(rendered.summary, rendered.summary_source),
+        conclusion=block(rendered.conclusion, rendered.conclusion_source),
+        sections=tree,
+        references=references,
+        rendered=rendered,
+        registry=state.registry,
+        manifest=dict(manifest or {}),
+        verification=_as_dict(verification),
+        constraints=tuple(item for item in (_as_dict(check) for check in constraints) if item is not None),
+        stop_reason=state.stop_reason,
+    )
+
+
+def _sentences(text: str, registry: EvidenceRegistry, numbers: Mapping[str, int]) -> tuple[Sentence, ...]:
+    """Each sentence of `text` with its citation keys and the reference numbers they resolve to."""
+    found = []
+    for sentence in split_sentences(text):
+        keys = tuple(key for group in cited_keys(sentence) for key in group)
+        refs = tuple(dict.fromkeys(numbers[registry[key].source.doc_id] for key in keys if key in registry))
+        found.append(Sentence(sentence, keys, refs))
+    return tuple(found)
+
+
+def _section_tree(
+    nodes: Sequence[Node], rendered: RenderedReport, registry: EvidenceRegistry, numbers: Mapping[str, int]
+) -> tuple[Section, ...]:
+    """The outline's sections as `Section`s, each joined to its rendered part by position."""
     by_position = {section.position: section for section in rendered.sections}
 
     def section(node: Node, position: str) -> Section:
@@ -223,14 +249,18 @@ def build_document(
             heading=part.heading,
             markdown=part.body,
             source=part.source if part.written else "",
-            sentences=sentences(part.source) if part.written else (),
+            sentences=_sentences(part.source, registry, numbers) if part.written else (),
             children=children,
         )
 
-    tree = tuple(
-        section(node, f"section-{index}") for index, node in enumerate(state.outline.sections, start=1)
-    )
-    references = tuple(
+    return tuple(section(node, f"section-{index}") for index, node in enumerate(nodes, start=1))
+
+
+def _reference_entries(
+    rendered: RenderedReport, bibliography: Bibliography, registry: EvidenceRegistry, style: CitationStyle
+) -> tuple[ReferenceEntry, ...]:
+    """The References in their rendered order, each with its line and the passages cited from it."""
+    return tuple(
         ReferenceEntry(
             number=reference.number,
             label=reference.label if style == "author-date" else f"[{reference.number}]",
@@ -245,34 +275,15 @@ def build_document(
             passages=tuple(
                 CitedPassage(
                     key=key,
-                    text=state.registry[key].text,
-                    page=state.registry[key].source.page,
-                    start=state.registry[key].source.start,
-                    end=state.registry[key].source.end,
+                    text=registry[key].text,
+                    page=registry[key].source.page,
+                    start=registry[key].source.start,
+                    end=registry[key].source.end,
                 )
                 for key in reference.keys
             ),
         )
         for reference in rendered.references
-    )
-    verification = getattr(state, "verification", None)
-    constraints = getattr(state, "constraints", None) or ()
-    return ReportDocument(
-        run_id=run_id,
-        title=rendered.title,
-        question=state.question,
-        language="zh" if wants_chinese(state.question or rendered.title, language) else "en",
-        style=style,
-        summary=block(rendered.summary, rendered.summary_source),
-        conclusion=block(rendered.conclusion, rendered.conclusion_source),
-        sections=tree,
-        references=references,
-        rendered=rendered,
-        registry=state.registry,
-        manifest=dict(manifest or {}),
-        verification=_as_dict(verification),
-        constraints=tuple(item for item in (_as_dict(check) for check in constraints) if item is not None),
-        stop_reason=state.stop_reason,
     )
 
 
