@@ -176,7 +176,6 @@ def run_suite(
     on_run: ProgressFn = lambda label: None,
 ) -> SuiteResult:
     """Research every question with every policy, score the reports, write the comparison files."""
-    from deepdraft.run.runner import load_run
     from deepdraft.run.wiring import POLICIES
 
     unknown = [p for p in policies if p not in POLICIES]
@@ -202,70 +201,107 @@ def run_suite(
     result = SuiteResult(list(policies), outcomes)
     result.failures += [f"{o.policy} {o.question.id}: run failed: {o.error}" for o in outcomes if o.error]
     done = [o for o in outcomes if o.report is not None]
-
-    def name(outcome: RunOutcome) -> str:
-        return f"{outcome.question.id}/{outcome.policy}"
-
-    quality = judge_quality(judge, {name(o): (o.question.question, o.report or "") for o in done})
-    fact_reports = judge_statements(
-        judge, {name(o): pairs_from_run_state(_final_state(load_run, o.run_id)) for o in done if o.run_id}
-    )
-    facts = {r.name: r for r in fact_reports}
-    gym = [o for o in done if o.question.key_points]
-    kpr = judge_key_points(
-        judge, [(name(o), o.question.question, o.question.key_points, o.report or "") for o in gym]
-    )
-    race_scores: dict[str, float] = {}
-    if references:
-        race_scores = _race(judge, done, references, data_dir, result)
-
-    for name_, failed in quality.failed.items():
-        result.failures.append(f"{name_}: quality judgment FAILED for {', '.join(failed)}")
-    for report in fact_reports:
-        result.failures += [f"{report.name}: citation judgment FAILED: {f}" for f in report.failures]
-    for qid, count in kpr.failed.items():
-        result.failures.append(f"{qid}: {count} key-point judgment(s) FAILED")
-
+    scores = _judge_reports(judge, done, references, data_dir, result)
+    result.failures += scores.failures()
     for policy in policies:
-        mine = [o for o in done if o.policy == policy]
-        names = {name(o) for o in mine}
+        result.table[policy] = scores.policy_row([o for o in done if o.policy == policy])
+    result.per_question += [scores.question_row(outcome) for outcome in outcomes]
+    write_outputs(result, judge, output_dir)
+    return result
+
+
+def _name(outcome: RunOutcome) -> str:
+    """The key an outcome's report is judged under."""
+    return f"{outcome.question.id}/{outcome.policy}"
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Every judgment of a suite's reports, each keyed by `_name` of the outcome."""
+
+    quality: QualityResult
+    fact_reports: list[FactReport]
+    key_points: KeyPointResult
+    race: dict[str, float]
+    has_key_points: bool  # some question ships key points (the `gym` suite): KPR/KPC are columns
+    has_references: bool  # reference reports were given (`drb`): RACE is a column
+
+    @property
+    def facts(self) -> dict[str, FactReport]:
+        return {report.name: report for report in self.fact_reports}
+
+    def failures(self) -> list[str]:
+        """One line per judgment that failed, so that a missing score is never mistaken for a low one."""
+        lines = [
+            f"{name}: quality judgment FAILED for {', '.join(failed)}"
+            for name, failed in self.quality.failed.items()
+        ]
+        for report in self.fact_reports:
+            lines += [f"{report.name}: citation judgment FAILED: {f}" for f in report.failures]
+        failed_key_points = self.key_points.failed.items()
+        lines += [f"{qid}: {count} key-point judgment(s) FAILED" for qid, count in failed_key_points]
+        return lines
+
+    def policy_row(self, mine: Sequence[RunOutcome]) -> dict[str, float | None]:
+        """One policy's line of the comparison table: the metrics over its reports."""
+        names = {_name(o) for o in mine}
         row: dict[str, float | None] = {"reports": float(len(mine))}
-        q = QualityResult(ratings={k: v for k, v in quality.ratings.items() if k in names}).summary()
+        q = QualityResult(ratings={k: v for k, v in self.quality.ratings.items() if k in names}).summary()
         row["quality"] = q.get("overall")
         for criterion in QUALITY_CRITERIA:
             row[criterion] = q.get(criterion)
+        facts = self.facts
         f = summarize([facts[n] for n in names if n in facts])
         row["citation_accuracy"] = None if f.citation_accuracy is None else 100 * f.citation_accuracy
         row["effective_citations"] = f.effective_citations
-        if gym:
-            k = KeyPointResult(rates={n: r for n, r in kpr.rates.items() if n in names}).summary()
+        if self.has_key_points:
+            k = KeyPointResult(rates={n: r for n, r in self.key_points.rates.items() if n in names}).summary()
             row["kpr"], row["kpc"] = k.get("kpr"), k.get("kpc")
-        if references:
-            values = [race_scores[n] for n in names if n in race_scores]
+        if self.has_references:
+            values = [self.race[n] for n in names if n in self.race]
             row["race"] = 100 * sum(values) / len(values) if values else None
-        result.table[policy] = row
+        return row
 
-    for outcome in outcomes:
-        key = name(outcome)
-        ratings = quality.ratings.get(key, {})
-        fact = facts.get(key, FactReport(key))
-        result.per_question.append(
-            {
-                "question_id": outcome.question.id,
-                "policy": outcome.policy,
-                "run_id": outcome.run_id,
-                "error": outcome.error or "",
-                "words": len((outcome.report or "").split()),
-                **{c: ratings.get(c) for c in QUALITY_CRITERIA},
-                "supported": fact.labels["supported"],
-                "unsupported": fact.labels["unsupported"],
-                "unknown": fact.labels["unknown"],
-                "kpr": kpr.rates.get(key, {}).get("support_rate"),
-                "race": race_scores.get(key),
-            }
-        )
-    write_outputs(result, judge, output_dir)
-    return result
+    def question_row(self, outcome: RunOutcome) -> dict[str, Any]:
+        """One (question, policy) line of ``per_question.csv``."""
+        key = _name(outcome)
+        ratings = self.quality.ratings.get(key, {})
+        fact = self.facts.get(key, FactReport(key))
+        return {
+            "question_id": outcome.question.id,
+            "policy": outcome.policy,
+            "run_id": outcome.run_id,
+            "error": outcome.error or "",
+            "words": len((outcome.report or "").split()),
+            **{c: ratings.get(c) for c in QUALITY_CRITERIA},
+            "supported": fact.labels["supported"],
+            "unsupported": fact.labels["unsupported"],
+            "unknown": fact.labels["unknown"],
+            "kpr": self.key_points.rates.get(key, {}).get("support_rate"),
+            "race": self.race.get(key),
+        }
+
+
+def _judge_reports(
+    judge: Judge,
+    done: Sequence[RunOutcome],
+    references: dict[str, str] | None,
+    data_dir: Path | None,
+    result: SuiteResult,
+) -> _Scores:
+    """Judge the finished reports: quality, citation support, key points, then RACE, in that order."""
+    from deepdraft.run.runner import load_run
+
+    quality = judge_quality(judge, {_name(o): (o.question.question, o.report or "") for o in done})
+    fact_reports = judge_statements(
+        judge, {_name(o): pairs_from_run_state(_final_state(load_run, o.run_id)) for o in done if o.run_id}
+    )
+    gym = [o for o in done if o.question.key_points]
+    key_points = judge_key_points(
+        judge, [(_name(o), o.question.question, o.question.key_points, o.report or "") for o in gym]
+    )
+    race = _race(judge, done, references, data_dir, result) if references else {}
+    return _Scores(quality, fact_reports, key_points, race, bool(gym), bool(references))
 
 
 def _final_state(load: Callable[[str], Any], run_id: str) -> Any:
