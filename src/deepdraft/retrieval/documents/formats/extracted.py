@@ -84,6 +84,7 @@ def escape_markdown(text: str) -> str:
 
 
 def one_line(value: object) -> str:
+    """`value` on one line and cut short: a library's error message fit for a `Failure` reason."""
     text = " ".join(str(value).split())
     return text if len(text) <= 160 else text[:157] + "..."
 

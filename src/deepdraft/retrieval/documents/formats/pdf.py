@@ -44,6 +44,7 @@ MIN_PAGE_CHARS = 16
 
 MIN_OCR_PIXELS = 100 * 100
 """Images smaller than this (icons, rules, logos) are not worth an OCR run."""
+
 INSTALL_TESSERACT = "install tesseract-ocr (Debian: apt install tesseract-ocr) to read it"
 
 
