@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deepdraft.config import home_dir
-from deepdraft.core.evidence import Passage
 from deepdraft.errors import DeepdraftError, KnowledgeBaseError, UserError
 from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.kb import names as kbs
@@ -123,13 +122,6 @@ def list_kbs() -> list[dict[str, Any]]:
             entry.update(_describe(name))
         result.append(entry)
     return result
-
-
-def search(kb: str, query: str, k: int) -> list[Passage]:
-    if not query.strip():
-        raise UserError("the search query is empty")
-    with kbs.open_kb(kbs.validate_kb_name(kb)) as store:
-        return store.search(query, k)
 
 
 def _describe(name: str) -> dict[str, Any]:
