@@ -359,9 +359,7 @@ def test_a_web_only_run_needs_no_knowledge_base(web: FakeWeb) -> None:
     # The report's "About" footer names what was searched: the provider, not a nameless retriever.
     assert f"- **Web search:** searxng at {web.base_url}" in report.markdown
     assert "custom retriever" not in report.markdown
-    assert (
-        not (Path(home_dir()) / "kbs").exists() and not (Path(home_dir()) / "indexes").exists()
-    )
+    assert not (Path(home_dir()) / "kbs").exists() and not (Path(home_dir()) / "indexes").exists()
 
 
 def test_show_egress_says_when_nothing_left_the_machine() -> None:
