@@ -60,7 +60,7 @@ class RunInfo:
     """The step budget the run was recorded with (0 when the record has none)."""
     language: str | None
     """The language the report was asked in (None: the question's)."""
-    recorded_settings: dict[str, Any] = field(repr=False, compare=False)
+    _recorded: dict[str, Any] = field(repr=False, compare=False)
 
     @property
     def kb_name(self) -> str | None:
@@ -71,7 +71,7 @@ class RunInfo:
     def settings(self) -> Settings:
         """The settings the run was recorded with (raises `StoreError` if they no longer validate)."""
         try:
-            return Settings.model_validate(self.recorded_settings)
+            return Settings.model_validate(self._recorded)
         except ValueError as exc:
             raise StoreError(f"run {self.id} recorded settings this version cannot read: {exc}") from exc
 
@@ -236,7 +236,7 @@ class Runs:
         manifest = self.manifest(info.id)
         # The recorded settings are read as plain data: a run from an older version may hold keys
         # today's Settings no longer accepts, and an export must still work for it.
-        recorded = info.recorded_settings
+        recorded = info._recorded
         chosen = style or recorded.get("output", {}).get("references_style") or "numbered"
         if chosen not in STYLES:
             raise ConfigError(f"unknown references style {chosen!r}; use one of {', '.join(STYLES)}")
@@ -278,7 +278,7 @@ def _info(record: RunRecord) -> RunInfo:
         model=str(record.settings.get("model", "")),
         max_steps=recorded.get("research", {}).get("max_steps", 0),
         language=recorded.get("research", {}).get("language"),
-        recorded_settings=recorded,
+        _recorded=recorded,
     )
 
 
