@@ -1,4 +1,6 @@
-"""Knowledge bases over HTTP: list them, upload documents into one, follow the ingestion, search.
+"""Knowledge bases over HTTP: list them, upload documents into one, follow the ingestion job.
+
+Searching a KB is `deepdraft.retrieval.kb.lookup`'s, shared with the MCP server.
 
 Uploads are the one place a client writes files on the server, so they are fenced in:
 
