@@ -24,6 +24,7 @@ from deepdraft.config import load_settings
 from deepdraft.llm.embedded import load_embedded
 from deepdraft.ports import ChatRequest
 from deepdraft.run import runner
+from deepdraft.run.runs import Runs
 
 QUESTION = "How did presidents argue about tariffs?"
 FILLER = (
@@ -67,8 +68,8 @@ def quick_report(model: str | None) -> dict[str, Any]:
         started = time.perf_counter()
         report = runner.start(QUESTION, settings)
         seconds = time.perf_counter() - started
-        with runner.open_journal() as journal:
-            steps = journal.steps(report.run_id)
+        with Runs.open() as runs:
+            steps = runs.steps(report.run_id)
     manifest = report.manifest
     return {
         "wall_min": round(seconds / 60, 2),

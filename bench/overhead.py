@@ -120,7 +120,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "model replies (fake; counts tokens)": ("deepdraft.llm.scripted:FunctionLLM.complete",),
     "state snapshots": ("deepdraft.core.state:RunState.snapshot",),
     "checkpoint changes (verification)": ("deepdraft.policy.finishing.verify:PassCheckpoints.checkpoint",),
-    "checkpoint encoding (JSON + zlib)": ("deepdraft.store.journal:_encode_state",),
+    "checkpoint encoding (JSON + zlib)": ("deepdraft.store.checkpoints:encode_state",),
     "journal writes (SQLite)": tuple(
         f"deepdraft.store.journal:Journal.{name}"
         for name in ("record_step", "append_event", "update_run", "create_run")

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deepdraft.cli.app import app
-from deepdraft.config import load_settings
+from deepdraft.config import home_dir, load_settings
 from deepdraft.egress import EgressLog, EgressRecord, is_loopback_url, public_endpoint
 from deepdraft.errors import ConfigError, RunNotFound, UserError
 from deepdraft.llm.scripted import FunctionLLM
@@ -107,7 +107,7 @@ def test_records_go_to_the_journal_at_once_and_meters_count_into_them(tmp_path: 
 def test_the_journal_migrates_an_old_file_to_hold_the_audit(tmp_path: Path) -> None:
     import sqlite3
 
-    from deepdraft.store.journal import _INITIAL_SCHEMA
+    from deepdraft.store.schema import _INITIAL_SCHEMA
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as conn:  # a journal written before the egress table existed
@@ -359,9 +359,7 @@ def test_a_web_only_run_needs_no_knowledge_base(web: FakeWeb) -> None:
     # The report's "About" footer names what was searched: the provider, not a nameless retriever.
     assert f"- **Web search:** searxng at {web.base_url}" in report.markdown
     assert "custom retriever" not in report.markdown
-    assert (
-        not (Path(runner.home_dir()) / "kbs").exists() and not (Path(runner.home_dir()) / "indexes").exists()
-    )
+    assert not (Path(home_dir()) / "kbs").exists() and not (Path(home_dir()) / "indexes").exists()
 
 
 def test_show_egress_says_when_nothing_left_the_machine() -> None:

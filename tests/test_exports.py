@@ -39,8 +39,8 @@ from deepdraft.export import pdf as pdf_export
 from deepdraft.export.document import ReportDocument, build_document, split_sentences
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.run import runner
-from deepdraft.run.documents import load_run_document
 from deepdraft.run.manifest import public_endpoint, scrub_settings, wall_time
+from deepdraft.run.runs import Runs
 from tests.conftest import SPEECHES
 from tests.support.scenario import ScenarioModel
 
@@ -89,7 +89,8 @@ def at_home(finished: Finished, monkeypatch: pytest.MonkeyPatch) -> Finished:
 
 
 def _document(at_home: Finished, **kwargs: Any) -> ReportDocument:
-    return load_run_document(at_home.report.run_id, **kwargs)
+    with Runs.open() as runs:
+        return runs.report_document(at_home.report.run_id, **kwargs)
 
 
 # ---- the run writes every format -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from deepdraft.eval.judge import Judge
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.ports import ChatRequest
 from deepdraft.run import runner
+from deepdraft.run.runs import Runs
 from deepdraft.settings import Settings
 from deepdraft.train.collect import collect, collection_settings, decision_points, read_collection
 from deepdraft.train.dataset import export, load_samples, parse_ratios
@@ -192,7 +193,8 @@ def test_collect_resumes_interrupted_runs_and_skips_finished_ones(tmp_path: Path
     with runner.open_journal() as journal:
         steps = journal.steps(runs["51"])
         assert len(steps) > done_before and [s.step for s in steps] == list(range(1, len(steps) + 1))
-        assert len(decision_points(journal, runs["51"])) == 3
+    with Runs.open() as journal_runs:
+        assert len(decision_points(journal_runs, runs["51"])) == 3
 
 
 def test_prune_skips_trajectories_already_pruned(collected: Path) -> None:

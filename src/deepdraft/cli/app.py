@@ -38,6 +38,7 @@ from deepdraft.config import load_settings
 from deepdraft.errors import DeepdraftError, LLMError
 from deepdraft.llm import embedded_models as models
 from deepdraft.run import runner, wiring
+from deepdraft.run.runs import Runs, run_exists
 from deepdraft.settings import Depth, PolicyName, ReferencesStyle, Settings
 
 app = typer.Typer(
@@ -218,9 +219,9 @@ def resume(
 ) -> None:
     """Continue a run exactly where it stopped."""
     settings = _settings(config, llm={"base_url": base_url, "model": model, "api_key": api_key})
-    record, state = runner.load_run(run_id)
-    stored_steps = Settings.model_validate(record.settings["settings"]).research.max_steps
-    outline = state.outline if state else None
+    with Runs.open() as runs:
+        record, outline = runs.get(run_id), runs.outline(run_id)
+    stored_steps = record.settings.research.max_steps
     with Progress(console, stored_steps, start_step=record.steps, outline=outline) as progress:
         report = _interruptible(
             record.id, lambda: runner.resume(record.id, settings, on_event=progress.update)
@@ -233,12 +234,12 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List research runs, newest first."""
-    with runner.open_journal() as journal:
-        records = journal.list_runs()
+    with Runs.open() as runs:
+        records = runs.all()
     rows = [
         {
             "id": r.id,
-            "status": _status(r.id, r.status),
+            "status": r.status,
             "question": r.question,
             "started": datetime.fromtimestamp(r.created_at).isoformat(timespec="seconds"),
             "steps": r.steps,
@@ -279,8 +280,10 @@ def show(
     if egress:
         _show_egress(run_id, as_json)
         return
-    record, state = runner.load_run(run_id)
-    status = _status(record.id, record.status)
+    with Runs.open() as runs:
+        record = runs.get(run_id)
+        state = runs.state(record.id)
+    status = record.status
     outline = state.outline if state else None
     if as_json:
         typer.echo(
@@ -317,9 +320,9 @@ def show(
 
 def _show_egress(run_id: str, as_json: bool) -> None:
     """The run's egress audit: one line per web query, page fetch and remote endpoint."""
-    with runner.open_journal() as journal:
-        record = journal.get_run(run_id)
-        records = journal.egress(record.id)
+    with Runs.open() as runs:
+        record = runs.get(run_id)
+        records = runs.egress(record.id)
     rows = [
         {
             "seq": r.seq,
@@ -482,26 +485,19 @@ def _size(size: int) -> str:
     return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
-def _status(run_id: str, recorded: str) -> str:
-    # A run recorded as running whose process is gone (killed, machine off) can be resumed.
-    if recorded == "running" and not runner.is_active(run_id):
-        return "interrupted"
-    return recorded
-
-
 def _interruptible(run_id: str, work: Callable[[], runner.Report]) -> runner.Report:
     try:
         return work()
     except KeyboardInterrupt:
         # Ctrl-C while the knowledge base was still being opened (indexing a big folder can take a
         # while) comes before the run is recorded: there is nothing to resume then.
-        if runner.run_exists(run_id):
+        if run_exists(run_id):
             typer.echo(f"\ninterrupted — continue with: deepdraft resume {run_id}", err=True)
         else:
             typer.echo("\ninterrupted before the run started; nothing to resume", err=True)
         raise typer.Exit(130) from None
     except LLMError as exc:
-        if runner.run_exists(run_id):
+        if run_exists(run_id):
             raise LLMError(f"{exc} (the run is saved: deepdraft resume {run_id})") from exc
         raise
 

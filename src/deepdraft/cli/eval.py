@@ -231,7 +231,7 @@ def fact(
 ) -> None:
     """FACT-local: check each cited statement against the passage it cites, as stored (offline)."""
     from deepdraft.eval import fact as fact_metric
-    from deepdraft.run.runner import load_run
+    from deepdraft.run.runs import Runs
 
     pairs: dict[str, list[fact_metric.CitedStatement]] = {}
     for spec in reports:
@@ -246,7 +246,9 @@ def fact(
             )
         else:
             try:
-                record, state = load_run(spec)
+                with Runs.open() as runs:
+                    record = runs.get(spec)
+                    state = runs.state(record.id)
             except UserError:
                 raise UserError(f"{spec}: neither a report file nor a run id") from None
             if state is None:

@@ -36,12 +36,12 @@ def export_command(
 ) -> None:
     """Export a finished run's report as md, html, pdf, docx, json, bibtex or csl."""
     from deepdraft.export import default_name, export
-    from deepdraft.run import runner
-    from deepdraft.run.documents import load_run_document
+    from deepdraft.run.runs import Runs, run_folder
 
     if template is not None and fmt != "md":
         raise UserError("--template shapes the Markdown report only; use it with --format md")
-    document = load_run_document(run_id, style=references_style)
-    path = output if output is not None else runner.run_dir(document.run_id) / default_name(fmt)
+    with Runs.open() as runs:
+        document = runs.report_document(run_id, style=references_style)
+    path = output if output is not None else run_folder(document.run_id) / default_name(fmt)
     written = export(document, fmt, path, template=template)
     typer.echo(f"{fmt} written: {written}")

@@ -3,7 +3,7 @@
 `serve` and `mcp` (the server extra's entry points) read settings the way `research` does (config
 file < environment < flags), so the LLM they use is the one the user named, or the embedded model;
 `serve-model` serves the embedded model itself (the local extra). All three follow the same access
-rules (`deepdraft.server.security`). The heavy imports (FastAPI, uvicorn, the MCP SDK, llama.cpp)
+rules (`deepdraft.http.security`). The heavy imports (FastAPI, uvicorn, the MCP SDK, llama.cpp)
 happen inside the commands: the rest of the CLI starts without them installed.
 """
 
@@ -67,7 +67,7 @@ def serve(
 ) -> None:
     """Serve the REST API and the web page (http://127.0.0.1:8765 by default)."""
     _need_server_extra()
-    from deepdraft.server import security
+    from deepdraft.http import security
 
     token = token or os.environ.get(TOKEN_ENV) or None
     security.check_bind(host, token)
@@ -108,8 +108,8 @@ def mcp(
     _need_server_extra()
     if transport not in ("stdio", "http"):
         raise ConfigError(f"--transport {transport!r}: use stdio or http")
+    from deepdraft.http import security
     from deepdraft.mcp import server as mcp_server
-    from deepdraft.server import security
 
     if transport == "http" and not security.is_loopback(host):
         raise ConfigError(

@@ -28,14 +28,16 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from deepdraft.config import home_dir
 from deepdraft.errors import ConfigError
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Message
 from deepdraft.settings import LLMSettings, Settings
-from deepdraft.store.journal import Journal
+
+if TYPE_CHECKING:
+    from deepdraft.run.wiring import ReplyCache
 
 __all__ = [
     "Judge",
@@ -235,7 +237,7 @@ def open_judge(
     *,
     concurrency: int | None = None,
     max_tokens: int = 2048,
-    cache: Journal | None = None,
+    cache: ReplyCache | None = None,
     progress: ProgressHook = _no_progress,
     llm: LLM | None = None,
 ) -> Judge:
@@ -266,10 +268,10 @@ def open_judge(
     )
 
 
-def open_eval_cache() -> Journal:
-    path = eval_cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Journal(path)
+def open_eval_cache() -> ReplyCache:
+    from deepdraft.run.wiring import open_reply_cache
+
+    return open_reply_cache(eval_cache_path())
 
 
 # ---- tolerant JSON ---------------------------------------------------------------------------------

@@ -88,10 +88,10 @@ def _from_folder(folder: Path) -> list[ReportText]:
 
 
 def _from_run(spec: str) -> ReportText:
-    from deepdraft.run.runner import load_run
+    from deepdraft.run.runs import get_run
 
     try:
-        record, _ = load_run(spec)
+        record = get_run(spec)
     except RunNotFound:
         raise UserError(f"{spec}: no such file, folder or run id") from None
     if not record.report_path or not Path(record.report_path).is_file():

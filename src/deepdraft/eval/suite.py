@@ -138,15 +138,16 @@ def _research(
     retriever: Retriever | None,
 ) -> RunOutcome:
     from deepdraft.run import runner
+    from deepdraft.run.runs import get_run
 
     run_id = ledger.entries.get((question.id, policy))
     try:
         if run_id is not None:
             try:
-                record, _ = runner.load_run(run_id)
+                record = get_run(run_id)
             except RunNotFound:
                 record = None
-            if record is not None and record.status == "finished" and record.report_path:
+            if record is not None and record.recorded_status == "finished" and record.report_path:
                 path = Path(record.report_path)
                 if path.is_file():
                     return RunOutcome(question, policy, run_id, path.read_text(encoding="utf-8"))
@@ -290,11 +291,11 @@ def _judge_reports(
     result: SuiteResult,
 ) -> _Scores:
     """Judge the finished reports: quality, citation support, key points, then RACE, in that order."""
-    from deepdraft.run.runner import load_run
+    from deepdraft.run.runs import run_state
 
     quality = judge_quality(judge, {_name(o): (o.question.question, o.report or "") for o in done})
     fact_reports = judge_statements(
-        judge, {_name(o): pairs_from_run_state(_final_state(load_run, o.run_id)) for o in done if o.run_id}
+        judge, {_name(o): pairs_from_run_state(_final_state(run_state, o.run_id)) for o in done if o.run_id}
     )
     gym = [o for o in done if o.question.key_points]
     key_points = judge_key_points(
@@ -307,7 +308,7 @@ def _judge_reports(
 def _final_state(load: Callable[[str], Any], run_id: str) -> Any:
     from deepdraft.core.state import RunState
 
-    _, state = load(run_id)
+    state = load(run_id)
     return state if state is not None else RunState(question="")
 
 

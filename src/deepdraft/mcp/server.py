@@ -31,10 +31,12 @@ from starlette.applications import Starlette
 from deepdraft._version import __version__
 from deepdraft.errors import DeepdraftError
 from deepdraft.events import ActionFinished, Event, RunStarted
-from deepdraft.run import runner
-from deepdraft.server import reports, security
-from deepdraft.server.kbs import search as search_passages
-from deepdraft.server.runs import LLMFactory, settings_for_run
+from deepdraft.http import security
+from deepdraft.ports import LLM
+from deepdraft.retrieval.kb import lookup
+from deepdraft.run import reports, runner
+from deepdraft.run.manager import LLMFactory, settings_for_run
+from deepdraft.run.runs import Runs, is_active
 from deepdraft.settings import Depth, Settings
 
 INSTRUCTIONS = (
@@ -84,78 +86,21 @@ def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPSe
         """
         run_settings = settings_for_run(settings, {"research": {"depth": depth}})
         llm = llm_factory(run_settings) if llm_factory is not None else None
-        cancel = threading.Event()
-        total = run_settings.research.max_steps
-
-        def progress(event: Event) -> None:
-            nonlocal total
-            if isinstance(event, RunStarted):
-                total = event.max_steps or total
-            if isinstance(event, ActionFinished):
-                record = event.record
-                verdict = "" if record.valid else " (refused, asking again)"
-                message = f"step {record.step}: {record.action} {record.target}{verdict}"
-                try:
-                    anyio.from_thread.run(ctx.report_progress, record.step, total, message)
-                except Exception:  # the client is gone: stop before the next action (resumable)
-                    cancel.set()
-
-        def work() -> runner.Report:
-            return runner.start(question, run_settings, kb=kb, llm=llm, on_event=progress, cancel=cancel)
-
-        try:
-            report = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
-        except DeepdraftError as exc:
-            raise ToolError(str(exc)) from exc
-        except anyio.get_cancelled_exc_class():
-            cancel.set()  # the client gave up: stop before the next action; the run stays resumable
-            raise
-        return ResearchResult(
-            run_id=report.run_id,
-            title=report.title,
-            stop_reason=report.stop_reason,
-            report_path=str(report.path) if report.path else None,
-            markdown=report.markdown,
-        )
+        return await _research(question, ctx, kb, run_settings, llm)
 
     @server.tool()
     async def search_kb(kb: str, query: str, k: int = 5) -> list[PassageHit]:
         """The k best passages for a query in a knowledge base (by name), best first."""
         try:
-            passages = await anyio.to_thread.run_sync(search_passages, kb, query, max(1, min(k, 50)))
+            passages = await anyio.to_thread.run_sync(lookup.search, kb, query, max(1, min(k, 50)))
         except DeepdraftError as exc:
             raise ToolError(str(exc)) from exc
-        return [
-            PassageHit(
-                text=p.text,
-                title=p.source.title,
-                location=p.source.location,
-                page=p.source.page,
-                score=p.score,
-            )
-            for p in passages
-        ]
+        return [PassageHit.model_validate(lookup.passage_json(p)) for p in passages]
 
     @server.tool()
     async def list_runs(limit: int = 20) -> list[RunEntry]:
         """Research runs, newest first, with their status and whether a report exists."""
-
-        def read() -> list[RunEntry]:
-            with runner.open_journal() as journal:
-                records = journal.list_runs(max(1, min(limit, 500)))
-            return [
-                RunEntry(
-                    id=r.id,
-                    status=_status(r.id, r.status),
-                    question=r.question,
-                    steps=r.steps,
-                    created_at=r.created_at,
-                    has_report=bool(r.report_path),
-                )
-                for r in records
-            ]
-
-        return await anyio.to_thread.run_sync(read)
+        return await anyio.to_thread.run_sync(_run_entries, max(1, min(limit, 500)))
 
     @server.tool()
     async def get_report(run_id: str, format: Literal["md", "html", "json", "bibtex", "csl"] = "md") -> str:
@@ -178,11 +123,60 @@ def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPSe
     return server
 
 
-def _status(run_id: str, recorded: str) -> str:
-    # The same rule as `deepdraft runs`: "running" with nobody driving it means interrupted.
-    if recorded in ("running", "created") and not runner.is_active(run_id):
-        return "interrupted"
-    return recorded
+async def _research(
+    question: str, ctx: Context, kb: str | None, settings: Settings, llm: LLM | None
+) -> ResearchResult:
+    """One research run in a worker thread, its actions reported to the client as progress."""
+    cancel = threading.Event()
+    total = settings.research.max_steps
+
+    def progress(event: Event) -> None:
+        nonlocal total
+        if isinstance(event, RunStarted):
+            total = event.max_steps or total
+        if isinstance(event, ActionFinished):
+            record = event.record
+            verdict = "" if record.valid else " (refused, asking again)"
+            message = f"step {record.step}: {record.action} {record.target}{verdict}"
+            try:
+                anyio.from_thread.run(ctx.report_progress, record.step, total, message)
+            except Exception:  # the client is gone: stop before the next action (resumable)
+                cancel.set()
+
+    def work() -> runner.Report:
+        return runner.start(question, settings, kb=kb, llm=llm, on_event=progress, cancel=cancel)
+
+    try:
+        report = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except DeepdraftError as exc:
+        raise ToolError(str(exc)) from exc
+    except anyio.get_cancelled_exc_class():
+        cancel.set()  # the client gave up: stop before the next action; the run stays resumable
+        raise
+    return ResearchResult(
+        run_id=report.run_id,
+        title=report.title,
+        stop_reason=report.stop_reason,
+        report_path=str(report.path) if report.path else None,
+        markdown=report.markdown,
+    )
+
+
+def _run_entries(limit: int) -> list[RunEntry]:
+    with Runs.open() as runs:
+        records = runs.all(limit)
+    return [
+        RunEntry(
+            id=r.id,
+            # Like `deepdraft runs`, and a run recorded but never started by a dead process too.
+            status="interrupted" if r.recorded_status == "created" and not is_active(r.id) else r.status,
+            question=r.question,
+            steps=r.steps,
+            created_at=r.created_at,
+            has_report=bool(r.report_path),
+        )
+        for r in records
+    ]
 
 
 def http_app(

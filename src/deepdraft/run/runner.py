@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from deepdraft.config import home_dir
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
 from deepdraft.egress import EgressLog
@@ -58,6 +57,7 @@ from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.policy.warp import ReviewOutline
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run.interrupts import ctrl_c_recorded
+from deepdraft.run.runs import run_folder, workspace_journal
 from deepdraft.run.wiring import (
     POLICIES,
     audit_endpoints,
@@ -95,15 +95,15 @@ class Report:
 
 
 def open_journal() -> Journal:
-    return Journal(home_dir() / "journal.sqlite")
+    """The workspace's journal, for driving runs (reading them is `deepdraft.run.runs`')."""
+    return workspace_journal()
+
+
+run_dir = run_folder
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def run_dir(run_id: str) -> Path:
-    return home_dir() / "runs" / run_id
 
 
 # ---- running -------------------------------------------------------------------------------------
@@ -295,23 +295,12 @@ def _drive(
     ):
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
-        window = getattr(llm, "context_window", None) or settings.llm.context_window
+        prompt_limit = (
+            getattr(llm, "context_window", None) or settings.llm.context_window
+        ) - settings.llm.max_tokens
         counter = getattr(llm, "count_tokens", None)
-        roles = build_role_llms(settings)
-        # Metered inside the cache: only requests that really reach the endpoint are counted.
-        llm, roles = audit_endpoints(egress, settings, llm, roles)
-        meter_kb_embedders(retriever, egress)
-        if settings.llm.cache:
-            llm = CachingLLM(llm, journal, namespace=run_id)
-            roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
-        if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
-            llm = LimitedLLM(
-                llm,
-                max_tokens_total=settings.llm.max_tokens_total,
-                requests_per_minute=settings.llm.requests_per_minute,
-            )
+        llm, roles = _run_models(run_id, settings, llm, retriever, egress, journal)
         sink = _JournalSink(journal, run_id, on_event, cancel, interrupted)
-        prompt_limit = window - settings.llm.max_tokens
         policy = POLICIES[settings.research.policy](
             llm,
             retriever,
@@ -325,14 +314,7 @@ def _drive(
         journal.update_run(run_id, status="running", error="")
         sink(RunStarted(run_id, state.question, policy.name, state.step, settings.research.max_steps))
         try:
-            state = policy.run(state)
-            # The finishing passes resume like the policy does; they are not policy actions, so
-            # the step budget never refuses them (the token budget does, see verify/synthesis).
-            if settings.output.verify:
-                verifier = Verifier(llm, settings.research, settings.output, sink, prompt_limit, counter)
-                state = verifier.run(state)
-            if settings.output.synthesis:
-                state = Synthesizer(llm, settings.research, sink, prompt_limit, counter).run(state)
+            state = _finish(policy.run(state), settings, llm, sink, prompt_limit, counter)
             sink.stop_if_interrupted()  # a Ctrl-C during the last action leaves the report unwritten
         except KeyboardInterrupt:
             journal.update_run(run_id, status="interrupted")
@@ -360,6 +342,41 @@ def _drive(
         journal.update_run(run_id, status="finished", report_path=str(report.path))
         sink(RunFinishedEvent(state.stop_reason, str(report.path)))
         return report
+
+
+def _finish(
+    state: RunState, settings: Settings, llm: LLM, sink: EventSink, prompt_limit: int, counter: Any
+) -> RunState:
+    """The finishing passes over the policy's draft: verification, then synthesis.
+
+    They resume like the policy does; they are not policy actions, so the step budget never
+    refuses them (the token budget does, see verify/synthesis).
+    """
+    if settings.output.verify:
+        state = Verifier(llm, settings.research, settings.output, sink, prompt_limit, counter).run(state)
+    if settings.output.synthesis:
+        state = Synthesizer(llm, settings.research, sink, prompt_limit, counter).run(state)
+    return state
+
+
+def _run_models(
+    run_id: str, settings: Settings, llm: LLM, retriever: Retriever, egress: EgressLog, journal: Journal
+) -> tuple[LLM, dict[str, LLM]]:
+    """The run's model and role models, metered for the egress audit, cached and budgeted."""
+    roles = build_role_llms(settings)
+    # Metered inside the cache: only requests that really reach the endpoint are counted.
+    llm, roles = audit_endpoints(egress, settings, llm, roles)
+    meter_kb_embedders(retriever, egress)
+    if settings.llm.cache:
+        llm = CachingLLM(llm, journal, namespace=run_id)
+        roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
+    if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
+        llm = LimitedLLM(
+            llm,
+            max_tokens_total=settings.llm.max_tokens_total,
+            requests_per_minute=settings.llm.requests_per_minute,
+        )
+    return llm, roles
 
 
 class _JournalSink:
@@ -426,20 +443,6 @@ def _exclusive(folder: Path, run_id: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
-
-
-def is_active(run_id: str) -> bool:
-    """True while some process holds the run's lock (i.e. the run is really running)."""
-    lock_path = run_dir(run_id) / "lock"
-    if not lock_path.exists():
-        return False
-    with lock_path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
 
 
 def _write_report(
@@ -533,7 +536,10 @@ def run_exists(run_id: str) -> bool:
 
 
 def load_run(run_id: str) -> tuple[RunRecord, RunState | None]:
-    """A run's record and its latest state (None before the first checkpoint)."""
+    """A run's journal record and its latest state (None before the first checkpoint).
+
+    For the run package and its tests; everything else reads runs through `deepdraft.run.runs`.
+    """
     with open_journal() as journal:
         record = journal.get_run(run_id)
         checkpoint = journal.latest_checkpoint(record.id)

@@ -19,6 +19,10 @@ from deepdraft.policy.single_pass import SinglePassPolicy
 from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import LLM, Retriever
 from deepdraft.settings import Settings
+from deepdraft.store.journal import Journal
+
+ReplyCache = Journal
+"""A file of cached LLM replies (a journal: its cache table), closed by whoever opens it."""
 
 POLICIES: dict[str, type[WarpPolicy]] = {
     "warp": WarpPolicy,
@@ -32,6 +36,12 @@ NO_LLM_MESSAGE = (
     "or LM Studio, e.g. http://localhost:8000/v1) and --model. deepdraft never sends your text to a "
     "service you did not name."
 )
+
+
+def open_reply_cache(path: Path) -> ReplyCache:
+    """The reply cache kept in the SQLite file at `path` (created on first use)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Journal(path)
 
 
 def build_llm(settings: Settings) -> LLM:

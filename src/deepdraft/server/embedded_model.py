@@ -25,7 +25,7 @@ def model_server_app(
     cors_origins: Sequence[str] = (),
 ) -> Any:
     """llama-cpp-python's OpenAI-compatible app over the cached model `name` (it loads the model),
-    under the same access rules as `deepdraft serve` (`deepdraft.server.security`).
+    under the same access rules as `deepdraft serve` (`deepdraft.http.security`).
 
     llama-cpp-python's server does the HTTP work (it accepts a GBNF `grammar` beside the OpenAI
     fields, which deepdraft's client sends). Its app lets every web origin call it with
@@ -40,7 +40,7 @@ def model_server_app(
         from llama_cpp.server.settings import ModelSettings, ServerSettings
         from starlette.middleware.cors import CORSMiddleware
 
-        from deepdraft.server import security  # Starlette, which llama-cpp-python's server brings
+        from deepdraft.http import security  # Starlette, which llama-cpp-python's server brings
     except ImportError as exc:
         raise ConfigError(LOCAL_EXTRA_HINT) from exc
     security.check_bind(host, token)

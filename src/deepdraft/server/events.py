@@ -23,14 +23,13 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from deepdraft.run import runner
-from deepdraft.server.runs import RunManager
-from deepdraft.store.journal import EventRecord
+from deepdraft.run.manager import RunManager
+from deepdraft.run.runs import RunEvent, Runs
 
 POLL_S = 0.2
 
 
-def _message(record: EventRecord) -> ServerSentEvent:
+def _message(record: RunEvent) -> ServerSentEvent:
     return ServerSentEvent(
         data=json.dumps(record.payload, ensure_ascii=False), event=record.kind, id=str(record.seq)
     )
@@ -42,11 +41,11 @@ def _note(kind: str, payload: dict[str, Any]) -> ServerSentEvent:
 
 async def run_events(run_id: str, manager: RunManager, after: int = 0) -> AsyncIterator[ServerSentEvent]:
     """The events of `run_id` with a seq above `after`, then live ones until the run stops."""
-    journal = await asyncio.to_thread(runner.open_journal)
+    runs = await asyncio.to_thread(Runs.open)
     offered = None  # the proposed outline last announced, so a review is announced once
     try:
         while True:
-            records = await asyncio.to_thread(journal.events, run_id, after)
+            records = await asyncio.to_thread(runs.events, run_id, after)
             for record in records:
                 yield _message(record)
                 after = record.seq
@@ -58,14 +57,14 @@ async def run_events(run_id: str, manager: RunManager, after: int = 0) -> AsyncI
                 continue
             if not await asyncio.to_thread(manager.is_live, run_id):
                 # The owner journals its last events before it lets go of the run: read once more.
-                for record in await asyncio.to_thread(journal.events, run_id, after):
+                for record in await asyncio.to_thread(runs.events, run_id, after):
                     yield _message(record)
-                record_now = await asyncio.to_thread(journal.get_run, run_id)
+                record_now = await asyncio.to_thread(runs.get, run_id)
                 yield _note("end", {"status": manager.status(record_now)})
                 return
             await asyncio.sleep(POLL_S)
     finally:
-        await asyncio.to_thread(journal.close)
+        await asyncio.to_thread(runs.close)
 
 
 def parse_last_event_id(value: str | None) -> int:

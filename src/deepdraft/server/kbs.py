@@ -1,4 +1,6 @@
-"""Knowledge bases over HTTP: list them, upload documents into one, follow the ingestion, search.
+"""Knowledge bases over HTTP: list them, upload documents into one, follow the ingestion job.
+
+Searching a KB is `deepdraft.retrieval.kb.lookup`'s, shared with the MCP server.
 
 Uploads are the one place a client writes files on the server, so they are fenced in:
 
@@ -29,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deepdraft.config import home_dir
-from deepdraft.core.evidence import Passage
 from deepdraft.errors import DeepdraftError, KnowledgeBaseError, UserError
 from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.kb import names as kbs
@@ -123,13 +124,6 @@ def list_kbs() -> list[dict[str, Any]]:
             entry.update(_describe(name))
         result.append(entry)
     return result
-
-
-def search(kb: str, query: str, k: int) -> list[Passage]:
-    if not query.strip():
-        raise UserError("the search query is empty")
-    with kbs.open_kb(kbs.validate_kb_name(kb)) as store:
-        return store.search(query, k)
 
 
 def _describe(name: str) -> dict[str, Any]:

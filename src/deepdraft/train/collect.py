@@ -36,8 +36,8 @@ from deepdraft.errors import DeepdraftError, UserError
 from deepdraft.export.report import assemble_markdown, render_markdown
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run import runner, wiring
+from deepdraft.run.runs import Runs, get_run, run_exists
 from deepdraft.settings import Settings
-from deepdraft.store.journal import Journal
 from deepdraft.train.queries import Query, load_queries, write_queries
 
 __all__ = [
@@ -140,9 +140,8 @@ def collect(
     def one(query: Query) -> CollectOutcome:
         run_id = register(query)
         try:
-            if runner.run_exists(run_id):
-                record, _ = runner.load_run(run_id)
-                if record.status == "finished":
+            if run_exists(run_id):
+                if get_run(run_id).recorded_status == "finished":
                     return CollectOutcome(query.id, run_id, "finished", skipped=True)
                 runner.resume(run_id, settings, llm=teacher, retriever=retriever)
             else:
@@ -177,19 +176,19 @@ class DecisionPoint:
     """The run's state holding the draft (the checkpoint just before the decision)."""
 
 
-def decision_points(journal: Journal, run_id: str) -> list[DecisionPoint]:
+def decision_points(runs: Runs, run_id: str) -> list[DecisionPoint]:
     """Every draft of a run at which the policy was asked to deepen or stop, in order.
 
     A decision re-asked after a refused reply is the same decision point; only its first
     attempt counts. A final draft that got no decision (the step or expansion budget ended the
     run) is not a decision point: there is no prompt to label there.
     """
-    steps = journal.steps(run_id)
+    steps = runs.steps(run_id)
     points: list[DecisionPoint] = []
     previous = ""
     for record in steps:
         if record.action == "extend-plan" and previous != "extend-plan" and record.step > 1:
-            state = RunState.restore(journal.checkpoint(run_id, record.step - 1))
+            state = runs.state_after(run_id, record.step - 1)
             if state.outline is not None:
                 points.append(DecisionPoint(len(points), record.step, state))
         previous = record.action

@@ -34,8 +34,7 @@ from typing import Any
 from deepdraft.core.citations import cited_keys
 from deepdraft.core.state import RunState
 from deepdraft.errors import UserError
-from deepdraft.run import runner
-from deepdraft.store.journal import Journal
+from deepdraft.run.runs import Runs
 from deepdraft.train.collect import collection_queries
 from deepdraft.train.prune import PruneResult, read_pruned
 from deepdraft.train.rewards import passage_id
@@ -109,15 +108,14 @@ def parse_ratios(text: str | None) -> dict[str, float]:
     return ratios
 
 
-def trajectory_samples(journal: Journal, pruned: PruneResult, question: str) -> list[Sample]:
+def trajectory_samples(runs: Runs, pruned: PruneResult, question: str) -> list[Sample]:
     """The samples of one pruned trajectory, in step order, before balancing."""
-    record = journal.get_run(pruned.run_id)
-    research = record.settings.get("settings", {}).get("research", {})
-    language = research.get("language")
+    research = runs.get(pruned.run_id).settings.research
+    language = research.language
     samples: list[Sample] = []
     previous: RunState | None = None
     first_prompt, attempt = "", ("", "")
-    for step in journal.steps(pruned.run_id):
+    for step in runs.steps(pruned.run_id):
         if step.step > pruned.cut_step:
             break
         # A reply accepted after refusals is paired with the first, clean prompt of that action
@@ -126,10 +124,10 @@ def trajectory_samples(journal: Journal, pruned: PruneResult, question: str) -> 
         if (step.action, step.target) != attempt:
             first_prompt, attempt = step.prompt, (step.action, step.target)
         prompt = first_prompt
-        state = RunState.restore(journal.checkpoint(pruned.run_id, step.step))
+        state = runs.state_after(pruned.run_id, step.step)
         before = previous
         previous = state
-        common = {"question": question, "language": language, "teacher_reply": step.reply}
+        common: dict[str, Any] = {"question": question, "language": language, "teacher_reply": step.reply}
         if step.step == pruned.cut_step:
             reference = {**common, "action": "terminate", "label": "terminate"}
             samples.append(
@@ -146,10 +144,10 @@ def trajectory_samples(journal: Journal, pruned: PruneResult, question: str) -> 
         elif step.action == "search":
             # What the teacher's search retrieved: the evidence of the state after it.
             reference["golden_passages"] = [passage_id(state.registry[k].text) for k in state.evidence]
-            reference["budget"] = research.get(
-                "outline_evidence" if step.target == "outline" else "node_evidence", 10
+            reference["budget"] = (
+                research.outline_evidence if step.target == "outline" else research.node_evidence
             )
-            reference["hits_per_keyword"] = research.get("hits_per_keyword", 20)
+            reference["hits_per_keyword"] = research.hits_per_keyword
         elif step.action == "write" and before is not None:
             reference["evidence"] = {k: before.registry[k].text for k in before.evidence}
             text = (step.parsed or {}).get("text", "")
@@ -196,11 +194,11 @@ def export(
     if not pruned:
         raise UserError(f"{folder}: no pruned trajectories; run `deepdraft train prune` first")
     questions = {q.id: q.prompt for q in collection_queries(folder)}
-    with runner.open_journal() as journal:
+    with Runs.open() as runs:
         by_query: dict[str, list[Sample]] = {}
         for result in pruned.values():
             by_query.setdefault(result.query_id, []).extend(
-                trajectory_samples(journal, result, questions[result.query_id])
+                trajectory_samples(runs, result, questions[result.query_id])
             )
     rng = random.Random(seed)
     query_ids = sorted(by_query)

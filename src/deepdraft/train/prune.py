@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deepdraft.errors import UserError
-from deepdraft.run import runner
+from deepdraft.run.runs import Runs
 from deepdraft.train.collect import collection_queries, decision_points, draft_markdown, read_collection
 from deepdraft.train.rewards import ReportScorer
 
@@ -86,7 +86,7 @@ def prune(
     queries = {q.id: q for q in collection_queries(folder)}
     done = read_pruned(folder)
     results: list[PruneResult] = []
-    with runner.open_journal() as journal:
+    with Runs.open() as runs:
         for query_id, run_id in read_collection(folder).items():
             if run_id in done:
                 results.append(done[run_id])
@@ -96,13 +96,13 @@ def prune(
                 raise UserError(
                     f"{folder}: run {run_id} names query {query_id}, which is not in its query set"
                 )
-            record = journal.get_run(run_id)
-            if record.status != "finished":
+            record = runs.get(run_id)
+            if record.recorded_status != "finished":
                 result = PruneResult(
-                    query_id, run_id, failure=f"the run is {record.status}; collect it first"
+                    query_id, run_id, failure=f"the run is {record.recorded_status}; collect it first"
                 )
             else:
-                points = decision_points(journal, run_id)
+                points = decision_points(runs, run_id)
                 if not points:
                     result = PruneResult(
                         query_id,

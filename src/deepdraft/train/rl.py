@@ -41,6 +41,7 @@ from deepdraft.errors import DeepdraftError, UserError
 from deepdraft.eval.judge import Judge
 from deepdraft.ports import Retriever
 from deepdraft.run import runner
+from deepdraft.run.runs import run_state
 from deepdraft.settings import Settings
 from deepdraft.train.collect import draft_markdown
 from deepdraft.train.dataset import load_samples
@@ -233,7 +234,7 @@ def _rollout(
     policy.eval()
     try:
         report = runner.start(query.prompt, settings, kb=kb, llm=llm, retriever=retriever)
-        _, state = runner.load_run(report.run_id)
+        state = run_state(report.run_id)
         score = scorer.score(query, draft_markdown(state)) if state is not None else None
     except DeepdraftError:
         score = None  # the run could not finish (e.g. no valid outline): a real outcome, reward 0

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from deepdraft import export
 from deepdraft.errors import UserError
-from deepdraft.run import runner
-from deepdraft.run.documents import load_run_document
+from deepdraft.run.runs import Runs
 
 MEDIA_TYPES = {
     "md": "text/markdown; charset=utf-8",
@@ -53,12 +52,13 @@ def formats() -> list[str]:
 def report(run_id: str, fmt: str) -> ReportFile:
     if fmt not in formats():
         raise UserError(f"unknown report format {fmt!r}: choose one of {', '.join(formats())}")
-    record, _ = runner.load_run(run_id)
-    if record.status != "finished" or not record.report_path:
-        raise ReportNotReady(f"run {record.id} has no report yet (it is {record.status})")
-    name = f"{record.id}{export.FORMATS[fmt]}"
-    if fmt == "md":
-        content = Path(record.report_path).read_bytes()
-    else:
-        content = export.render(load_run_document(record.id), fmt)
+    with Runs.open() as runs:
+        record = runs.get(run_id)
+        if record.recorded_status != "finished" or not record.report_path:
+            raise ReportNotReady(f"run {record.id} has no report yet (it is {record.recorded_status})")
+        name = f"{record.id}{export.FORMATS[fmt]}"
+        if fmt == "md":
+            content = Path(record.report_path).read_bytes()
+        else:
+            content = export.render(runs.report_document(record.id), fmt)
     return ReportFile(content, MEDIA_TYPES[fmt], name)

@@ -1,4 +1,6 @@
-"""The server's runs: a bounded pool of workers driving research runs, and what the API says about them.
+"""Runs driven for a long-lived interface: a bounded pool of workers, and what a client is told of them.
+
+The REST server drives its runs here; the MCP server shares `settings_for_run` and `LLMFactory`.
 
 A run is recorded in the journal the moment it is requested (`runner.create`), then waits in the
 pool's queue; a worker drives it with `runner.resume`, which starts a run with no checkpoint from
@@ -34,8 +36,8 @@ from deepdraft.errors import DeepdraftError, KnowledgeBaseError, RunCancelled, U
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
+from deepdraft.run.runs import RunInfo, Runs, is_active
 from deepdraft.settings import Settings
-from deepdraft.store.journal import RunRecord
 
 LLMFactory = Callable[[Settings], LLM]
 """Builds the LLM for a run from that run's settings (tests inject a scripted model here)."""
@@ -131,13 +133,13 @@ class RunManager:
         """Mark runs a dead process left "running" (or queued) as interrupted; returns their ids."""
         now = time.time()
         orphaned: list[str] = []
-        with runner.open_journal() as journal:
-            for record in journal.list_runs():
-                stale = record.status == "running" or (
-                    record.status == "created" and now - record.updated_at > STALE_AFTER_S
+        with Runs.open() as runs:
+            for record in runs.all():
+                stale = record.recorded_status == "running" or (
+                    record.recorded_status == "created" and now - record.updated_at > STALE_AFTER_S
                 )
-                if stale and record.id not in self._live and not runner.is_active(record.id):
-                    journal.update_run(record.id, status="interrupted")
+                if stale and record.id not in self._live and not is_active(record.id):
+                    runs.mark(record.id, "interrupted")
                     orphaned.append(record.id)
         return orphaned
 
@@ -156,10 +158,10 @@ class RunManager:
                     run.future.exception(timeout=max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     continue  # still in an LLM call; its status is fixed by the next start-up
-        with runner.open_journal() as journal:
+        with Runs.open() as runs:
             for run in live:
-                if journal.get_run(run.run_id).status in ("running", "created", "cancelled"):
-                    journal.update_run(run.run_id, status="interrupted")
+                if runs.get(run.run_id).recorded_status in ("running", "created", "cancelled"):
+                    runs.mark(run.run_id, "interrupted")
 
     # ---- requests --------------------------------------------------------------------------------
 
@@ -186,8 +188,8 @@ class RunManager:
 
     def resume(self, run_id: str, *, review: bool = False) -> str:
         """Queue a stopped run again; it continues from its last checkpoint."""
-        with runner.open_journal() as journal:
-            record = journal.get_run(run_id)
+        with Runs.open() as runs:
+            record = runs.get(run_id)
         status = self.status(record)
         if status not in RESUMABLE:
             raise RunConflict(f"run {record.id} is {status.replace('_', ' ')}; only a stopped run can resume")
@@ -196,8 +198,8 @@ class RunManager:
 
     def cancel(self, run_id: str) -> Literal["cancelled", "cancelling"]:
         """Stop a queued run now ("cancelled"), or a running one before its next action ("cancelling")."""
-        with runner.open_journal() as journal:
-            record = journal.get_run(run_id)
+        with Runs.open() as runs:
+            record = runs.get(run_id)
         with self._lock:
             live = self._live.get(record.id)
         if live is None:
@@ -206,11 +208,8 @@ class RunManager:
         if live.future is not None and live.future.cancel():
             # It never started: nothing will record the cancellation but us.
             self._forget(record.id)
-            with runner.open_journal() as journal:
-                journal.update_run(record.id, status="cancelled")
-                journal.append_event(
-                    record.id, "run_cancelled", {"kind": "run_cancelled", "step": record.steps}
-                )
+            with Runs.open() as runs:
+                runs.record_cancelled(record.id)
             return "cancelled"
         return "cancelling"
 
@@ -236,9 +235,9 @@ class RunManager:
         with self._lock:
             if run_id in self._live:
                 return True
-        return runner.is_active(run_id)
+        return is_active(run_id)
 
-    def status(self, record: RunRecord) -> Status:
+    def status(self, record: RunInfo) -> Status:
         with self._lock:
             live = self._live.get(record.id)
         if live is not None:
@@ -247,10 +246,11 @@ class RunManager:
             return (
                 "awaiting_review" if live.gate is not None and live.gate.proposed is not None else "running"
             )
-        if record.status in ("running", "created"):
-            return "running" if runner.is_active(record.id) else "interrupted"
-        if record.status in ("finished", "failed", "cancelled", "interrupted"):
-            return record.status  # type: ignore[return-value]  # checked just above
+        recorded = record.recorded_status
+        if recorded in ("running", "created"):
+            return "running" if is_active(record.id) else "interrupted"
+        if recorded in ("finished", "failed", "cancelled", "interrupted"):
+            return recorded  # type: ignore[return-value]  # checked just above
         return "interrupted"
 
     # ---- internals -------------------------------------------------------------------------------
@@ -273,20 +273,20 @@ class RunManager:
         try:
             llm = None
             if self.llm_factory is not None:
-                record, _ = runner.load_run(live.run_id)
-                llm = self.llm_factory(Settings.model_validate(record.settings["settings"]))
+                with Runs.open() as runs:
+                    llm = self.llm_factory(runs.get(live.run_id).settings)
             runner.resume(live.run_id, self.settings, llm=llm, cancel=live.cancel, review_outline=live.gate)
         except DeepdraftError as exc:
             # Once driving, the runner records the status and the reason itself; an error before
             # that (the KB was deleted, no LLM) is recorded here so the user sees why.
-            with runner.open_journal() as journal:
-                if journal.get_run(live.run_id).status == "created":
-                    journal.update_run(live.run_id, status="failed", error=str(exc))
+            with Runs.open() as runs:
+                if runs.get(live.run_id).recorded_status == "created":
+                    runs.mark(live.run_id, "failed", error=str(exc))
         except Exception as exc:
             # A bug, not a user mistake; still never lose the run: record it and keep serving others.
-            with runner.open_journal() as journal:
-                if journal.get_run(live.run_id).status in ("created", "running"):
-                    journal.update_run(live.run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            with Runs.open() as runs:
+                if runs.get(live.run_id).recorded_status in ("created", "running"):
+                    runs.mark(live.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
         finally:
             self._forget(live.run_id)

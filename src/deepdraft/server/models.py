@@ -1,0 +1,104 @@
+"""The REST API's request and response bodies: pydantic models, so `/openapi.json` documents each route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deepdraft.run.manager import Status
+from deepdraft.settings import Depth, PolicyName
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateRun(_Body):
+    question: str = Field(min_length=1, max_length=4000)
+    kb: str | None = Field(None, description="A knowledge base name (default: `default`, else `demo`).")
+    depth: Depth | None = None
+    policy: PolicyName | None = None
+    model: str | None = Field(None, description="Model name on the server's LLM endpoint.")
+    max_steps: int | None = Field(None, ge=1, le=10_000)
+    max_expansions: int | None = Field(None, ge=0, le=100)
+    max_tokens_total: int | None = Field(None, ge=1)
+    language: str | None = Field(None, max_length=40)
+    review_outline: bool = Field(False, description="Pause after the first outline for the user to edit it.")
+
+
+class ResumeRun(_Body):
+    review_outline: bool = False
+
+
+class RunSummary(BaseModel):
+    id: str
+    question: str
+    status: Status
+    policy: str
+    steps: int
+    max_steps: int
+    kb: str | None
+    created_at: float
+    updated_at: float
+    error: str | None
+
+
+class RunDetail(RunSummary):
+    title: str | None
+    stop_reason: str
+    outline: dict[str, Any] | None
+    review: dict[str, Any] | None = Field(description="The outline waiting for review, if any.")
+    formats: list[str]
+
+
+class CancelResult(BaseModel):
+    id: str
+    status: str
+
+
+class OutlineSection(_Body):
+    title: str = Field(min_length=1, max_length=300)
+    plan: str = Field(min_length=1, max_length=2000)
+
+
+class OutlineReview(_Body):
+    """Either accept the proposed outline as it is, or send the edited one (3–12 sections)."""
+
+    accept: bool = False
+    title: str | None = Field(None, max_length=300)
+    sections: list[OutlineSection] | None = Field(None, max_length=50)
+
+
+class KBSummary(BaseModel):
+    name: str
+    documents: int | None = None
+    passages: int | None = None
+
+
+class IngestJobOut(BaseModel):
+    id: str
+    kb: str
+    files: list[str]
+    status: str
+    message: str
+    progress: list[str]
+    summary: dict[str, Any] | None
+    created_at: float
+    finished_at: float | None
+
+
+class PassageOut(BaseModel):
+    text: str
+    title: str
+    location: str
+    doc_id: str
+    page: int | None
+    score: float
+
+
+class Health(BaseModel):
+    version: str
+    workers: int
+    token_required: bool
+    formats: list[str]

@@ -1,0 +1,1 @@
+"""The REST API by resource, one `APIRouter` each; `deepdraft.server.app` includes them in this order."""
