@@ -34,6 +34,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
+import bm25s
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
@@ -54,6 +55,18 @@ ANALYZER_VERSION = (
 
 MAX_TERM_CHARS = 40
 """Longer letter runs (hashes, base64) are not indexed: nobody searches them; they bloat the vocabulary."""
+
+BM25_METHOD = "lucene"
+BM25_K1 = 1.5
+BM25_B = 0.75
+"""Lucene's BM25 with its usual saturation (k1) and length normalisation (b): the one parameter set
+of every BM25 index here, a knowledge base's and a web search's re-ranking alike."""
+
+
+def new_bm25() -> bm25s.BM25:
+    """An empty BM25 index with the parameters above, held in numpy arrays (no numba, no scipy)."""
+    return bm25s.BM25(method=BM25_METHOD, k1=BM25_K1, b=BM25_B, backend="numpy", csc_backend="numpy")
+
 
 _HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HAN_RUN = re.compile(f"[{_HAN_RANGES}]+")
