@@ -20,9 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from deepdraft.core.scripts import HAN
+
 SENTENCE = re.compile(r"[^.!?。！？\n]+(?:[.!?。！？]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_]{3,}|\d{3,}", re.UNICODE)
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
+_HAN_RUN = re.compile(f"[{HAN}]+")
 _STOPWORDS = frozenset(
     [
         "the",
@@ -98,7 +100,7 @@ MIN_SHARE = 0.34  # ... and the share of the sentence's content words they make 
 
 def content_words(text: str) -> set[str]:
     words = {w.lower() for w in _WORD.findall(text)} - _STOPWORDS
-    for run in _CJK_RUN.findall(text):  # Chinese has no spaces: character bigrams stand in for words
+    for run in _HAN_RUN.findall(text):  # Chinese has no spaces: character bigrams stand in for words
         words.update(run[i : i + 2] for i in range(len(run) - 1))
     return words
 

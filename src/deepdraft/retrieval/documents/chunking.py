@@ -41,20 +41,18 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from deepdraft.core.scripts import CJK
 from deepdraft.core.tokens import count_tokens
 
 if TYPE_CHECKING:
     from deepdraft.retrieval.documents.values import Document
-
-# The scripts written without spaces between words (same ranges as `deepdraft.core.tokens`).
-CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _HEADING = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*")
 # A sentence ends at . ! ? (plus closing quotes/brackets) followed by whitespace, at CJK full stops
 # (no space follows them), or at a line break inside a paragraph (lists, verse, code).
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|[。！？]+[”’」』）]*|\n")
-_WORD = re.compile(rf"[{CJK_RANGES}]|[^\s{CJK_RANGES}]+")
+_WORD = re.compile(rf"[{CJK}]|[^\s{CJK}]+")
 
 MAX_HEADING_CHARS = 200
 """Headings longer than this are shortened in a chunk's heading path: the path is indexed with every

@@ -62,8 +62,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
+from deepdraft.core.scripts import CJK, CJK_SYMBOLS
 from deepdraft.retrieval.documents.archive import ArchiveRefused, BrokenArchive, verify_archive
-from deepdraft.retrieval.documents.chunking import CJK_RANGES, first_heading
+from deepdraft.retrieval.documents.chunking import first_heading
 from deepdraft.retrieval.documents.limits import DocumentLimits, too_much_text
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ _CJK_ENCODINGS = frozenset(
     | {"euc_jp", "euc_jis_2004", "iso2022_jp", "euc_kr", "cp949", "johab", "iso2022_kr"}
 )
 _TIE_PREFERENCE = ("cp1252", "gb18030")
-_CJK_CHAR = re.compile(f"[{CJK_RANGES}\u3000-\u303f\uff00-\uffef]")
+_CJK_CHAR = re.compile(f"[{CJK}{CJK_SYMBOLS}]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 _BINARY_CONTROL_SHARE = 0.1  # decoded text with more control characters than this is not text
 _SNIFF_BYTES = 64 * 1024

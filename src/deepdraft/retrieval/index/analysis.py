@@ -38,7 +38,7 @@ import bm25s
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
-from deepdraft.retrieval.documents.chunking import CJK_RANGES
+from deepdraft.core.scripts import CJK, HAN, HANGUL, KANA
 
 
 def _jieba_version() -> str:
@@ -68,12 +68,10 @@ def new_bm25() -> bm25s.BM25:
     return bm25s.BM25(method=BM25_METHOD, k1=BM25_K1, b=BM25_B, backend="numpy", csc_backend="numpy")
 
 
-_HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_HAN_RUN = re.compile(f"[{_HAN_RANGES}]+")
-# Kana and Hangul: the CJK ranges of `chunking` that are not Han.
-_SYLLABIC_RUN = re.compile("[\u3040-\u30ff\uac00-\ud7af]+")
-_CJK = re.compile(f"[{CJK_RANGES}]")
-_WORD = re.compile(rf"[^\W_{CJK_RANGES}]+")  # letters and digits, CJK excluded
+_HAN_RUN = re.compile(f"[{HAN}]+")
+_SYLLABIC_RUN = re.compile(f"[{KANA}{HANGUL}]+")  # the CJK scripts that are not Han
+_CJK = re.compile(f"[{CJK}]")
+_WORD = re.compile(rf"[^\W_{CJK}]+")  # letters and digits, CJK excluded
 _COMBINING = re.compile("[\u0300-\u036f]")  # the diacritics of Latin, Greek and Cyrillic letters
 _STOPWORDS = frozenset(STOPWORDS_EN)
 # Chinese function words so frequent that they only bloat postings (the BM25 idf of each is near 0).
