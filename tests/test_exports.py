@@ -37,7 +37,7 @@ from deepdraft.export import FORMATS, export, render
 from deepdraft.export import bibtex as bibtex_export
 from deepdraft.export import html as html_export
 from deepdraft.export import pdf as pdf_export
-from deepdraft.export.document import ReportDocument, build_document, split_sentences
+from deepdraft.export.document import ReportDocument, build_document
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.run import runner
 from deepdraft.run.documents import load_run_document
@@ -433,15 +433,6 @@ def test_a_chinese_report_exports_to_html_and_pdf(tmp_path: Path) -> None:
     if not _has_cjk_font():
         pytest.skip("no CJK font installed (fc-list :lang=zh is empty): the PDF is written but shows boxes")
     assert "总统如何讨论关税" in text
-
-
-def test_chinese_sentences_split_at_chinese_full_stops() -> None:
-    assert split_sentences("甲说了\\cite{textid1}。乙也说了！Then English. Done") == [
-        "甲说了\\cite{textid1}。",
-        "乙也说了！",
-        "Then English.",
-        "Done",
-    ]
 
 
 # ---- the manifest keeps secrets out ------------------------------------------------------------------

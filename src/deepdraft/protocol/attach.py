@@ -21,8 +21,8 @@ import re
 from collections.abc import Mapping
 
 from deepdraft.core.scripts import HAN
+from deepdraft.core.sentences import sentence_spans
 
-SENTENCE = re.compile(r"[^.!?。！？\n]+(?:[.!?。！？]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_]{3,}|\d{3,}", re.UNICODE)
 _HAN_RUN = re.compile(f"[{HAN}]+")
 _STOPWORDS = frozenset(
@@ -112,11 +112,9 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
     """
     passages = {key: content_words(passage) for key, passage in evidence.items()}
     kept: list[str] = []
-    for match in SENTENCE.finditer(text):
-        sentence = match.group()
+    for start, end in sentence_spans(text):
+        sentence = text[start:end]
         words = content_words(sentence)
-        if not sentence.strip():
-            continue
         if not words:  # a heading, a list marker, a table rule: keep the structure
             kept.append(sentence)
             continue
