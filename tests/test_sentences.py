@@ -160,6 +160,18 @@ def test_attaching_cites_whole_sentences_not_pieces_of_decimals_or_initials() ->
     )
 
 
+def test_attaching_keeps_the_paragraphs_of_the_text() -> None:
+    evidence = {"textid1": "Tariffs on imports protected manufactures and raised revenue for the debt."}
+    text = (
+        "Tariffs on imports protected manufactures.\n\nAliens landed on Mars.\n\n"
+        "Tariffs raised revenue for the debt.\n- Tariffs on imports raised revenue."
+    )
+    assert attach.attach_citations(text, evidence) == (
+        "Tariffs on imports protected manufactures \\cite{textid1}.\n\n"
+        "Tariffs raised revenue for the debt \\cite{textid1}.\n- Tariffs on imports raised revenue \\cite{textid1}."
+    )
+
+
 def test_the_export_gives_each_sentence_on_one_line_with_its_citations() -> None:
     assert split_sentences("甲说了\\cite{textid1}。乙也说了！Then English. Done") == [
         "甲说了\\cite{textid1}。",

@@ -112,7 +112,12 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
     """
     passages = {key: content_words(passage) for key, passage in evidence.items()}
     kept: list[str] = []
+    cursor = 0
     for start, end in sentence_spans(text):
+        # Line breaks between two sentences (a paragraph break after a full stop) are kept whether
+        # or not the sentences around them are: they are the text's structure, not a claim.
+        kept.append("\n" * text.count("\n", cursor, start))
+        cursor = end
         sentence = text[start:end]
         words = content_words(sentence)
         if not words:  # a heading, a list marker, a table rule: keep the structure
@@ -125,7 +130,7 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
                 best_key, best_shared = key, shared
         if best_shared >= MIN_SHARED and best_shared / len(words) >= MIN_SHARE:
             kept.append(cite_sentence(sentence, best_key))
-    result = "".join(kept).strip()
+    result = re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
     return result if "\\cite{" in result else None
 
 
