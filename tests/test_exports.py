@@ -31,15 +31,16 @@ from deepdraft.config import ENVIRONMENT, load_settings
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
+from deepdraft.egress import public_endpoint
 from deepdraft.errors import ConfigError, UserError
 from deepdraft.export import FORMATS, export, render
 from deepdraft.export import bibtex as bibtex_export
 from deepdraft.export import html as html_export
 from deepdraft.export import pdf as pdf_export
-from deepdraft.export.document import ReportDocument, build_document, split_sentences
+from deepdraft.export.document import ReportDocument, build_document
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.run import runner
-from deepdraft.run.manifest import public_endpoint, scrub_settings, wall_time
+from deepdraft.run.manifest import scrub_settings, wall_time
 from deepdraft.run.runs import Runs
 from tests.conftest import SPEECHES
 from tests.support.scenario import ScenarioModel
@@ -439,15 +440,6 @@ def test_a_chinese_report_exports_to_html_and_pdf(tmp_path: Path) -> None:
     assert "总统如何讨论关税" in text
 
 
-def test_chinese_sentences_split_at_chinese_full_stops() -> None:
-    assert split_sentences("甲说了\\cite{textid1}。乙也说了！Then English. Done") == [
-        "甲说了\\cite{textid1}。",
-        "乙也说了！",
-        "Then English.",
-        "Done",
-    ]
-
-
 # ---- the manifest keeps secrets out ------------------------------------------------------------------
 
 
@@ -469,12 +461,12 @@ def test_manifest_strips_credentials_from_endpoints_and_masks_keys() -> None:
         }
     )
     assert cleaned["llm"] == {
-        "base_url": "https://h/v1",
+        "base_url": "https://h:443/v1",
         "api_key": "***",
         "max_tokens": 10,
         "extra_body": {"auth_token": "***"},
     }
-    assert cleaned["embedding"] == {"base_url": "http://h", "api_key": None}
+    assert cleaned["embedding"] == {"base_url": "http://h:80/", "api_key": None}
 
 
 def test_wall_time_sums_every_session_and_skips_the_gaps() -> None:

@@ -122,3 +122,14 @@ def test_remove_deletes_the_whole_kb_but_not_under_a_writer(corpus_dir: Path) ->
     assert not folder.exists() and list_kbs() == [] and not list(folder.parent.iterdir())
     with pytest.raises(KnowledgeBaseError, match="no knowledge base named 'work'"):
         remove_kb("work")
+
+
+def test_open_kb_takes_every_search_option_of_knowledge_base_open(tmp_path: Path) -> None:
+    """`open_kb` and `create_kb` pass `SearchOptions` through: it must name every keyword of `open`."""
+    import inspect
+    from typing import get_type_hints
+
+    from deepdraft.retrieval.kb.store import KnowledgeBase, SearchOptions
+
+    keywords = set(inspect.signature(KnowledgeBase.open).parameters) - {"folder", "label"}
+    assert keywords == set(get_type_hints(SearchOptions))

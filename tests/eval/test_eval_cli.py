@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from deepdraft.cli import app as cli
 from deepdraft.cli.app import app
+from deepdraft.cli.options import NO_JUDGE_OPTIONS, JudgeOptions, with_judge_options
 from tests.eval.judges import DATA, server_responder
 from tests.support.openai_server import FakeOpenAIServer
 
@@ -193,3 +196,28 @@ def test_run_command_with_a_served_writer_and_judge(judge_server, corpus_dir: Pa
         )
     assert "demo: 1 question(s)" in output and "single-pass" in output and "FAILED" not in output
     assert (out / "comparison.csv").is_file() and (out / "comparison.png").is_file()
+
+
+def test_the_judge_options_declared_once_reach_each_command_as_one_value() -> None:
+    given: list[JudgeOptions] = []
+    probe = typer.Typer()
+
+    @probe.command()
+    @with_judge_options
+    def score(name: str = "x", judge: JudgeOptions = NO_JUDGE_OPTIONS, last: int = 0) -> None:
+        given.append(judge)
+
+    result = runner.invoke(probe, ["--judge-model", "m", "--judge-price-in", "2", "--last", "1"])
+    assert result.exit_code == 0, result.output
+    assert given == [JudgeOptions(model="m", price_in=2.0)]
+    for command in ("race", "fact", "pairwise", "gym", "run"):  # every judged command, options in place
+        shown = re.findall(r"--[a-z-]+", invoke(command, "--help"))
+        judge_flags_shown = [flag for flag in shown if flag.startswith("--judge")]
+        assert judge_flags_shown == [
+            "--judge-base-url",
+            "--judge-model",
+            "--judge-api-key",
+            "--judge-concurrency",
+            "--judge-price-in",
+            "--judge-price-out",
+        ], command

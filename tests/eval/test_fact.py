@@ -15,7 +15,6 @@ from deepdraft.eval.fact import (
     pairs_from_markdown,
     pairs_from_run_state,
     read_sources,
-    sentences,
     summarize,
 )
 from deepdraft.eval.judge import Judge
@@ -23,16 +22,6 @@ from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.run import runner
 from tests.eval.judges import respond, supported
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
-
-
-def test_sentences_keep_a_citation_that_follows_the_full_stop() -> None:
-    text = "Tariffs rose. [2] Farmers objected \\cite{textid1}. Trade fell!\n\n- A list item [3]"
-    assert sentences(text) == [
-        "Tariffs rose. [2]",
-        "Farmers objected \\cite{textid1}.",
-        "Trade fell!",
-        "- A list item [3]",
-    ]
 
 
 def test_pairs_from_markdown_use_the_stored_source_text(tmp_path: Path) -> None:

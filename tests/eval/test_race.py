@@ -83,8 +83,8 @@ def test_task_1_hand_worked_reproduces_the_published_overall_not_the_naive_mean(
     }
     judged = {
         dim: [
-            CriterionScore(c.criterion, t, r)
-            for c, t, r in zip(drb_task.in_dimension(dim), *chosen[dim], strict=True)
+            CriterionScore(c.text, t, r)
+            for c, t, r in zip(drb_task.checklist.in_dimension(dim), *chosen[dim], strict=True)
         ]
         for dim in DIMENSIONS
     }
@@ -96,18 +96,20 @@ def test_task_1_hand_worked_reproduces_the_published_overall_not_the_naive_mean(
         assert score.dimensions[dim] == pytest.approx(published.dimensions[dim], abs=1e-12)
     assert score.overall == pytest.approx(published.overall, abs=1e-12)
     assert round(score.overall, 4) == 0.3779
-    naive = sum(drb_task.dimension_weights[d] * score.dimensions[d] for d in DIMENSIONS)
+    naive = sum(drb_task.checklist.dimension_weights[d] * score.dimensions[d] for d in DIMENSIONS)
     assert round(naive, 4) == 0.3766
 
 
 def test_criteria_are_matched_exactly_then_loosely_and_unknown_ones_get_the_mean_weight() -> None:
     drb_task = task(51)
-    insight = drb_task.in_dimension("insight")
+    insight = drb_task.checklist.in_dimension("insight")
     first, second = insight[0], insight[1]
-    others = {d: [CriterionScore(c.criterion, 5, 5) for c in drb_task.in_dimension(d)] for d in DIMENSIONS}
+    others = {
+        d: [CriterionScore(c.text, 5, 5) for c in drb_task.checklist.in_dimension(d)] for d in DIMENSIONS
+    }
     others["insight"] = [
-        CriterionScore(first.criterion.upper(), 10, 0),  # case-insensitive match: weight of `first`
-        CriterionScore(second.criterion[5:-5], 0, 10),  # substring match: weight of `second`
+        CriterionScore(first.text.upper(), 10, 0),  # case-insensitive match: weight of `first`
+        CriterionScore(second.text[5:-5], 0, 10),  # substring match: weight of `second`
         CriterionScore("a criterion the judge made up", 10, 10),  # the dimension's mean weight
     ]
     mean_weight = sum(c.weight for c in insight) / len(insight)
@@ -149,7 +151,7 @@ def test_race_end_to_end_on_real_tasks_with_a_scripted_judge(isolated_workspace)
         expected = task_score(
             tasks[0],
             {
-                d: [CriterionScore(c.criterion, *race_scores(c.criterion)) for c in tasks[0].in_dimension(d)]
+                d: [CriterionScore(c.text, *race_scores(c.text)) for c in tasks[0].checklist.in_dimension(d)]
                 for d in DIMENSIONS
             },
         )

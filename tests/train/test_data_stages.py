@@ -42,9 +42,10 @@ def test_real_drb_rows_load_as_a_query_set_with_normalised_checklists() -> None:
     queries = load_queries(DATA / "criteria.jsonl", require_checklist=True)
     assert [q.id for q in queries] == ["51", "52", "53"]
     for query in queries:
-        assert sum(query.dimension_weights.values()) == pytest.approx(1)
-        for dimension in query.dimension_weights:
-            assert sum(c.weight for c in query.in_dimension(dimension)) == pytest.approx(1)
+        assert query.checklist is not None
+        assert sum(query.checklist.dimension_weights.values()) == pytest.approx(1)
+        for dimension in query.checklist.dimension_weights:
+            assert sum(c.weight for c in query.checklist.in_dimension(dimension)) == pytest.approx(1)
 
 
 def test_query_set_errors_say_what_to_do(tmp_path: Path) -> None:
@@ -97,13 +98,14 @@ def test_make_queries_validates_what_the_llm_returns() -> None:
     ]
     with_checklist = generate_checklist(judge, queries[0])
     assert not isinstance(with_checklist, str)
-    assert with_checklist.dimension_weights == {
+    assert with_checklist.checklist is not None
+    assert with_checklist.checklist.dimension_weights == {
         "comprehensiveness": 0.5,
         "insight": 0.25,
         "instruction_following": 0.25,
         "readability": 0.0,
     }
-    assert all(c.weight == 1.0 for c in with_checklist.criteria)
+    assert all(c.weight == 1.0 for c in with_checklist.checklist.criteria)
 
 
 def test_forced_deepening_refuses_stopping_without_spending_the_budget(

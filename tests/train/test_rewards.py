@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from deepdraft.eval.data import Checklist, Criterion
 from deepdraft.eval.judge import Judge, JudgmentError
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.train.queries import Criterion, Query
+from deepdraft.train.queries import Query
 from deepdraft.train.rewards import (
     AtomicReward,
     ChecklistScorer,
@@ -97,9 +98,7 @@ def test_a_failed_judgment_is_none_not_zero() -> None:
     assert planning_quality(judge, Q, "outline", "reference", "t") is None
 
 
-QUERY = Query(
-    "q1",
-    Q,
+CHECKLIST = Checklist(
     {"comprehensiveness": 0.5, "insight": 0.2, "instruction_following": 0.2, "readability": 0.1},
     (
         Criterion("comprehensiveness", "covers farmers", "", 0.75),
@@ -109,14 +108,15 @@ QUERY = Query(
         Criterion("readability", "clear", "", 1.0),
     ),
 )
+QUERY = Query("q1", Q, CHECKLIST)
 
 
 def test_checklist_score_weighs_criteria_then_dimensions() -> None:
     scores = {1: 8.0, 2: 4.0, 3: 5.0, 4: 10.0, 5: 6.0}
     # comprehensiveness 0.75·8 + 0.25·4 = 7; total 0.5·7 + 0.2·5 + 0.2·10 + 0.1·6 = 7.1 → 0.71
-    assert checklist_score(QUERY, scores) == pytest.approx(0.71)
+    assert checklist_score(CHECKLIST, scores) == pytest.approx(0.71)
     with pytest.raises(JudgmentError, match="5 were not scored"):
-        checklist_score(QUERY, {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0})
+        checklist_score(CHECKLIST, {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0})
 
 
 def test_checklist_scorer_asks_the_judge_for_every_criterion(judge: Judge) -> None:

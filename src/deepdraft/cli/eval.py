@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deepdraft.cli.options import JudgeKeyOption, JudgeModelOption, JudgeUrlOption
+from deepdraft.cli.options import NO_JUDGE_OPTIONS, JudgeOptions, with_judge_options
 from deepdraft.errors import UserError
 from deepdraft.eval.data import DrbTask
 from deepdraft.eval.judge import Judge, open_eval_cache, open_judge
@@ -34,15 +34,6 @@ eval_app = typer.Typer(
 )
 console = Console()
 
-JudgeConcurrency = Annotated[
-    int | None, typer.Option("--judge-concurrency", help="Parallel judge calls (default 4; embedded: 1).")
-]
-PriceIn = Annotated[
-    float | None, typer.Option("--judge-price-in", help="USD per million prompt tokens, for the cost line.")
-]
-PriceOut = Annotated[
-    float | None, typer.Option("--judge-price-out", help="USD per million completion tokens.")
-]
 DataDir = Annotated[
     Path | None,
     typer.Option(
@@ -55,14 +46,7 @@ OutputJson = Annotated[
 
 
 @contextmanager
-def _judge(
-    base_url: str | None,
-    model: str | None,
-    api_key: str | None,
-    concurrency: int | None,
-    prices: tuple[float | None, float | None],
-    **kwargs: Any,
-) -> Iterator[Judge]:
+def _judge(options: JudgeOptions, **kwargs: Any) -> Iterator[Judge]:
     """A cached judge with progress bars; prints its token summary at the end, even on Ctrl-C."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with open_eval_cache() as cache, Progress(*columns, console=console, transient=False) as bars:
@@ -72,13 +56,20 @@ def _judge(
             return lambda: bars.advance(task)
 
         judge = open_judge(
-            base_url, model, api_key, concurrency=concurrency, cache=cache, progress=hook, **kwargs
+            options.base_url,
+            options.model,
+            options.api_key,
+            concurrency=options.concurrency,
+            cache=cache,
+            progress=hook,
+            **kwargs,
         )
         try:
             yield judge
         finally:
             bars.stop()
-            console.print(judge.tally.summary(*prices), markup=False, highlight=False)
+            summary = judge.tally.summary(options.price_in, options.price_out)
+            console.print(summary, markup=False, highlight=False)
 
 
 def _print_failures(failures: Sequence[str]) -> None:
@@ -128,6 +119,7 @@ def _by_question(reports: Sequence[ReportText], what: str) -> dict[str, ReportTe
 
 
 @eval_app.command()
+@with_judge_options
 def race(
     target: Annotated[
         str | None, typer.Argument(help="Reports to score: a JSONL of outputs, a Markdown file or a run id.")
@@ -144,12 +136,7 @@ def race(
         typer.Option("--from-raw", help="Only aggregate per-task scores from a raw_results.jsonl file."),
     ] = None,
     data_dir: DataDir = None,
-    judge_base_url: JudgeUrlOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_api_key: JudgeKeyOption = None,
-    judge_concurrency: JudgeConcurrency = None,
-    price_in: PriceIn = None,
-    price_out: PriceOut = None,
+    judge: JudgeOptions = NO_JUDGE_OPTIONS,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write per-task scores here (raw_results JSONL).")
     ] = None,
@@ -169,10 +156,8 @@ def race(
     chosen = [t for t in tasks if t.prompt in targets][:limit]
     if not chosen:
         raise UserError("no report matches a DRB task prompt (use --task ID for a single Markdown report)")
-    with _judge(
-        judge_base_url, judge_model, judge_api_key, judge_concurrency, (price_in, price_out)
-    ) as judge:
-        result = race_metric.score_race(judge, chosen, targets, references)
+    with _judge(judge) as judged:
+        result = race_metric.score_race(judged, chosen, targets, references)
     _print_race(result.summary(), len(result.scores))
     skipped = [f"task {i}: skipped ({why})" for i, why in result.skipped.items()]
     _print_failures([f"task {i}: {why}" for i, why in result.failed.items()] + skipped)
@@ -213,6 +198,7 @@ def _print_race(summary: dict[str, float], tasks: int) -> None:
 
 
 @eval_app.command()
+@with_judge_options
 def fact(
     reports: Annotated[list[str], typer.Argument(help="Run ids, or one Markdown report with --sources.")],
     sources: Annotated[
@@ -221,12 +207,7 @@ def fact(
             "--sources", help='For a Markdown report: JSON {"1": "cited text", …} or JSONL {number, text}.'
         ),
     ] = None,
-    judge_base_url: JudgeUrlOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_api_key: JudgeKeyOption = None,
-    judge_concurrency: JudgeConcurrency = None,
-    price_in: PriceIn = None,
-    price_out: PriceOut = None,
+    judge: JudgeOptions = NO_JUDGE_OPTIONS,
     output: OutputJson = None,
 ) -> None:
     """FACT-local: check each cited statement against the passage it cites, as stored (offline)."""
@@ -254,10 +235,8 @@ def fact(
             if state is None:
                 raise UserError(f"run {record.id} has no checkpoint yet: nothing to check")
             pairs[record.id] = fact_metric.pairs_from_run_state(state)
-    with _judge(
-        judge_base_url, judge_model, judge_api_key, judge_concurrency, (price_in, price_out)
-    ) as judge:
-        results = fact_metric.judge_statements(judge, pairs)
+    with _judge(judge) as judged:
+        results = fact_metric.judge_statements(judged, pairs)
     summary = fact_metric.summarize(results)
     rows = [
         [r.name, r.labels["supported"], r.labels["unsupported"], r.labels["unknown"], r.failed]
@@ -278,6 +257,7 @@ def fact(
 
 
 @eval_app.command()
+@with_judge_options
 def pairwise(
     input_csv: Annotated[
         Path | None,
@@ -291,12 +271,7 @@ def pairwise(
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Trials per query, each in both orders.")] = 3,
     limit: Annotated[int | None, typer.Option("--limit", help="Compare at most this many queries.")] = None,
-    judge_base_url: JudgeUrlOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_api_key: JudgeKeyOption = None,
-    judge_concurrency: JudgeConcurrency = None,
-    price_in: PriceIn = None,
-    price_out: PriceOut = None,
+    judge: JudgeOptions = NO_JUDGE_OPTIONS,
     output: OutputJson = None,
 ) -> None:
     """DeepConsult pairwise: candidate vs baseline, both orders, repeated; win/tie/lose and score."""
@@ -314,10 +289,8 @@ def pairwise(
             raise UserError("no question appears in both --baseline and --candidate")
     else:
         raise UserError("give --input CSV, or --baseline and --candidate")
-    with _judge(
-        judge_base_url, judge_model, judge_api_key, judge_concurrency, (price_in, price_out)
-    ) as judge:
-        result = metric.compare(judge, comparisons[:limit], repeats)
+    with _judge(judge) as judged:
+        result = metric.compare(judged, comparisons[:limit], repeats)
     summary = result.summary()
     rows = [
         [d.replace("_", " "), r["win"], r["tie"], r["lose"], r["score"], r["net_win_rate"]]
@@ -341,6 +314,7 @@ def pairwise(
 
 
 @eval_app.command()
+@with_judge_options
 def gym(
     reports: Annotated[
         str | None, typer.Argument(help="Reports: a folder of <id>.q/<id>.a, a JSONL of outputs or a run id.")
@@ -356,12 +330,7 @@ def gym(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Score at most this many reports.")] = None,
     data_dir: DataDir = None,
-    judge_base_url: JudgeUrlOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_api_key: JudgeKeyOption = None,
-    judge_concurrency: JudgeConcurrency = None,
-    price_in: PriceIn = None,
-    price_out: PriceOut = None,
+    judge: JudgeOptions = NO_JUDGE_OPTIONS,
     output: OutputJson = None,
 ) -> None:
     """DeepResearch Gym: KPR/KPC against the shipped key points, and the six 0–100 quality criteria."""
@@ -391,16 +360,14 @@ def gym(
             raise UserError(f"report {report.id}: no DRGym query with that id or question (use --query-id)")
         items.append((query, report))
     items = items[:limit]
-    with _judge(
-        judge_base_url, judge_model, judge_api_key, judge_concurrency, (price_in, price_out)
-    ) as judge:
+    with _judge(judge) as judged:
         kpr_result = (
-            metric.judge_key_points(judge, [(q.id, q.query, q.key_points, r.text) for q, r in items])
+            metric.judge_key_points(judged, [(q.id, q.query, q.key_points, r.text) for q, r in items])
             if kpr
             else None
         )
         quality_result = (
-            metric.judge_quality(judge, {q.id: (q.query, r.text) for q, r in items}) if quality else None
+            metric.judge_quality(judged, {q.id: (q.query, r.text) for q, r in items}) if quality else None
         )
     failures: list[str] = []
     data: dict[str, Any] = {}
@@ -479,6 +446,7 @@ def _pct(value: float | None) -> float | None:
 
 
 @eval_app.command("run")
+@with_judge_options
 def run_suite_command(
     suite: Annotated[str, typer.Argument(help="demo, drb, deepconsult or gym.")],
     policies: Annotated[
@@ -502,12 +470,7 @@ def run_suite_command(
     ] = Path("eval-results"),
     data_dir: DataDir = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
-    judge_base_url: JudgeUrlOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_api_key: JudgeKeyOption = None,
-    judge_concurrency: JudgeConcurrency = None,
-    price_in: PriceIn = None,
-    price_out: PriceOut = None,
+    judge: JudgeOptions = NO_JUDGE_OPTIONS,
 ) -> None:
     """Research a suite's questions with each policy on the same model and corpus, then compare them."""
     from deepdraft.config import load_settings
@@ -531,15 +494,13 @@ def run_suite_command(
     if references:
         refs = {r.question: r.text for r in load_reports(references) if r.question}
     # With no endpoint named for either, writer and judge are the same embedded model: load it once.
-    writer = build_llm(settings) if not settings.llm.base_url and not judge_base_url else None
-    with _judge(
-        judge_base_url, judge_model, judge_api_key, judge_concurrency, (price_in, price_out), llm=writer
-    ) as judge:
+    writer = build_llm(settings) if not settings.llm.base_url and not judge.base_url else None
+    with _judge(judge, llm=writer) as judged:
         result = suite_runner.run_suite(
             questions,
             names,
             settings,
-            judge,
+            judged,
             output_dir,
             kb=kb,
             llm=writer,

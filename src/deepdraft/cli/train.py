@@ -89,7 +89,7 @@ def make_queries(
             assert checklists is not None
             queries = []
             for query in load_queries(checklists):
-                outcome = query if query.has_checklist else generate_checklist(judge, query)
+                outcome = query if query.checklist is not None else generate_checklist(judge, query)
                 if isinstance(outcome, str):
                     console.print(f"[yellow]no checklist[/yellow] for {query.id}: {outcome}", soft_wrap=True)
                 queries.append(query if isinstance(outcome, str) else outcome)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from deepdraft.core.citations import CITE
-from deepdraft.core.tokens import CJK_CHARS
+from deepdraft.core.scripts import CJK
 
 CJK_THRESHOLD = 0.30
 """Share of CJK script units above which a text counts as Chinese."""
@@ -13,8 +13,8 @@ CJK_THRESHOLD = 0.30
 # A CJK character, or a whole run of other letters: one CJK character carries about as much as one
 # English word, so counting words (not letters) on the other side keeps Chinese text full of English
 # product names ("在 Kubernetes 上部署 TensorFlow Serving") recognisably Chinese.
-_SCRIPT_UNIT = re.compile(rf"[{CJK_CHARS}]|[^\W\d_{CJK_CHARS}]+")
-_CJK = re.compile(rf"[{CJK_CHARS}]")
+_SCRIPT_UNIT = re.compile(rf"[{CJK}]|[^\W\d_{CJK}]+")
+_CJK = re.compile(rf"[{CJK}]")
 
 
 def cjk_share(text: str) -> float:

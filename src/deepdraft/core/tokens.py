@@ -14,15 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-"""Character ranges of CJK ideographs, kana and hangul (for regex classes)."""
+from deepdraft.core.scripts import CJK
+
 _PIECE = re.compile(
-    rf"[{CJK_CHARS}]"  # one CJK/kana/hangul char
-    rf"|[^\W\d_{CJK_CHARS}]+"  # a run of other letters (a CJK char never joins it: "用PyTorch训练")
+    rf"[{CJK}]"  # one CJK/kana/hangul char
+    rf"|[^\W\d_{CJK}]+"  # a run of other letters (a CJK char never joins it: "用PyTorch训练")
     r"|\d"  # one digit
     r"|[^\w\s]|_",  # one punctuation mark
 )
-_WORD = re.compile(rf"[{CJK_CHARS}]|[^\s{CJK_CHARS}]+")
+_WORD = re.compile(rf"[{CJK}]|[^\s{CJK}]+")
 
 
 def count_tokens(text: str) -> int:

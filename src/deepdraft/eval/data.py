@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from typing import Any
 from deepdraft.errors import UserError
 
 __all__ = [
+    "Checklist",
+    "ChecklistError",
+    "Criterion",
     "DataError",
-    "DrbCriterion",
     "DrbTask",
     "FreshWikiArticle",
     "GymQuery",
@@ -36,6 +39,7 @@ __all__ = [
     "load_drb",
     "load_freshwiki",
     "load_gym",
+    "parse_checklist",
     "read_jsonl",
 ]
 
@@ -96,12 +100,106 @@ def _read_json(path: Path) -> Any:
 # ---- DeepResearch Bench ------------------------------------------------------------------------------
 
 
+class ChecklistError(ValueError):
+    """A checklist is not in the DRB criteria format; the message says what is wrong, in one line."""
+
+
 @dataclass(frozen=True)
-class DrbCriterion:
+class Criterion:
+    """One criterion of a checklist: what a report is judged on, within one of the four dimensions."""
+
     dimension: str
-    criterion: str
+    text: str
     explanation: str
     weight: float
+
+
+@dataclass(frozen=True)
+class Checklist:
+    """A weighted checklist in the DeepResearch Bench criteria format: a weight per dimension and
+    weighted criteria in each. RACE scores a report against it; training's rewards do too."""
+
+    dimension_weights: dict[str, float]
+    criteria: tuple[Criterion, ...]
+
+    def in_dimension(self, dimension: str) -> list[Criterion]:
+        return [c for c in self.criteria if c.dimension == dimension]
+
+    def as_row(self) -> dict[str, Any]:
+        """The fields of a DRB criteria row (``dimension_weight``, ``criterions``)."""
+        return {
+            "dimension_weight": dict(self.dimension_weights),
+            "criterions": {
+                d: [
+                    {"criterion": c.text, "explanation": c.explanation, "weight": c.weight}
+                    for c in self.in_dimension(d)
+                ]
+                for d in DIMENSIONS
+            },
+        }
+
+
+def parse_checklist(row: Mapping[str, Any], *, normalise: bool) -> Checklist:
+    """The checklist of a DRB criteria row (``dimension_weight`` and ``criterions``).
+
+    Every dimension needs a non-empty list of criteria, each with text and a weight; weights are
+    non-negative numbers (numeric strings such as "0.3" are read) and must not all be 0 within a
+    dimension, nor across dimensions. `normalise` re-scales them to sum to 1 per dimension and
+    across dimensions, as in the benchmark's own file — for checklists written by an LLM or by
+    hand; without it the weights are kept exactly as given (RACE weighs with the shipped values).
+    `ChecklistError` names the first thing that is wrong.
+    """
+    weights = {
+        d: _weight(
+            _mapping(row.get("dimension_weight"), "`dimension_weight`").get(d), f"dimension_weight.{d}"
+        )
+        for d in DIMENSIONS
+    }
+    if sum(weights.values()) <= 0:
+        raise ChecklistError("the dimension weights must not all be 0")
+    listed = _mapping(row.get("criterions"), "`criterions`")
+    criteria: list[Criterion] = []
+    for dimension in DIMENSIONS:
+        entries = listed.get(dimension)
+        if not isinstance(entries, list) or not entries:
+            raise ChecklistError(f"`criterions.{dimension}` must be a non-empty list")
+        items = []
+        for number, entry in enumerate(entries, 1):
+            item = _mapping(entry, f"{dimension} criterion {number}")
+            text = item.get("criterion")
+            if not isinstance(text, str) or not text.strip():
+                raise ChecklistError(f"{dimension} criterion {number} has no `criterion` text")
+            weight = _weight(item.get("weight"), f"{dimension} criterion {number} weight")
+            explanation = str(item.get("explanation", "") or "")
+            items.append(Criterion(dimension, text.strip(), explanation.strip(), weight))
+        total = sum(c.weight for c in items)
+        if total <= 0:
+            raise ChecklistError(f"the {dimension} criteria weights must not all be 0")
+        if normalise:
+            items = [Criterion(c.dimension, c.text, c.explanation, c.weight / total) for c in items]
+        criteria += items
+    if normalise:
+        weight_total = sum(weights.values())
+        weights = {d: w / weight_total for d, w in weights.items()}
+    return Checklist(weights, tuple(criteria))
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ChecklistError(f"{what} must be a JSON object")
+    return value
+
+
+def _weight(value: Any, what: str) -> float:
+    """A non-negative number; a numeric string ("0.3", "7/10" → 7) is read as its leading number."""
+    if isinstance(value, str):
+        match = re.match(r"\s*(-?\d+(?:\.\d+)?)", value)
+        value = float(match.group(1)) if match else value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ChecklistError(f"{what} must be a number")
+    if not 0 <= value <= 1e6:
+        raise ChecklistError(f"{what} must lie between 0 and 1e+06 (got {value:g})")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -110,15 +208,14 @@ class DrbTask:
     prompt: str
     language: str
     topic: str
-    dimension_weights: dict[str, float]
-    criteria: tuple[DrbCriterion, ...]
-
-    def in_dimension(self, dimension: str) -> list[DrbCriterion]:
-        return [c for c in self.criteria if c.dimension == dimension]
+    checklist: Checklist
 
 
 def load_drb(root: Path) -> list[DrbTask]:
-    """DRB tasks joined with their RACE criteria by prompt text, as upstream joins them."""
+    """DRB tasks joined with their RACE criteria by prompt text, as upstream joins them.
+
+    The criteria are taken as shipped (no re-scaling); a malformed row is an error naming the task.
+    """
     folder = root / "deepresearch_bench"
     queries = read_jsonl(folder / "query.jsonl")
     criteria = {row.get("prompt"): row for row in read_jsonl(folder / "criteria.jsonl")}
@@ -128,26 +225,19 @@ def load_drb(root: Path) -> list[DrbTask]:
         if match is None:
             continue  # a task without criteria cannot be scored by RACE
         try:
-            items = tuple(
-                DrbCriterion(dim, str(c["criterion"]), str(c.get("explanation", "")), float(c["weight"]))
-                for dim in DIMENSIONS
-                for c in match["criterions"].get(dim, [])
+            checklist = parse_checklist(match, normalise=False)
+            task = DrbTask(
+                int(row["id"]),
+                str(row["prompt"]),
+                str(row.get("language", "en")),
+                str(row.get("topic", "")),
+                checklist,
             )
-            weights = {dim: float(match["dimension_weight"][dim]) for dim in DIMENSIONS}
-            tasks.append(
-                DrbTask(
-                    int(row["id"]),
-                    str(row["prompt"]),
-                    str(row.get("language", "en")),
-                    str(row.get("topic", "")),
-                    weights,
-                    items,
-                )
-            )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (ChecklistError, KeyError, TypeError, ValueError) as exc:
             raise DataError(
                 f"{folder / 'criteria.jsonl'}: task {row.get('id')} is malformed ({exc})"
             ) from exc
+        tasks.append(task)
     if not tasks:
         raise DataError(f"{folder}: no task has criteria (query.jsonl and criteria.jsonl do not match)")
     return tasks

@@ -34,6 +34,7 @@ from statistics import fmean
 from typing import Any
 
 from deepdraft.core.citations import cited_keys
+from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.errors import UserError
 from deepdraft.eval.data import read_jsonl
@@ -52,10 +53,8 @@ __all__ = [
 
 LABELS = ("supported", "unsupported", "unknown")
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 _CITE = re.compile(r"\\cite\{[^}]*\}")
 _NUMBERED = re.compile(r"\[(\d+)(?:,\s*pp?\.\s*[\d,\s–-]+)?\]")
-_LEADING_MARKS = re.compile(r"^((?:\s*(?:\\cite\{[^}]*\}|\[\d+(?:,\s*pp?\.\s*[\d,\s–-]+)?\]))+)")
 
 
 @dataclass(frozen=True)
@@ -107,62 +106,9 @@ def summarize(reports: Sequence[FactReport]) -> FactSummary:
 
 
 def sentences(text: str) -> list[str]:
-    """Sentences of a paragraph-ish text; citation marks that follow a full stop stay with it."""
-    # Citation marks hold full stops and spaces ("[2, p. 3]"): mask them while splitting.
-    marks: list[str] = []
-
-    def mask(match: re.Match[str]) -> str:
-        marks.append(match.group(0))
-        return f"\x00{len(marks) - 1}\x00"
-
-    def unmask(piece: str) -> str:
-        return re.sub(r"\x00(\d+)\x00", lambda m: marks[int(m.group(1))], piece)
-
-    masked = _NUMBERED.sub(mask, _CITE.sub(mask, text))
-    pieces: list[str] = []
-    for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*+]|\d+\.)\s)|\n(?=#)", masked):
-        for raw in _split_sentences(block.strip()):
-            piece = unmask(raw).strip()
-            leading = _LEADING_MARKS.match(piece)
-            if leading and pieces:
-                pieces[-1] += " " + leading.group(1).strip()
-                piece = piece[leading.end() :].strip()
-            if piece:
-                pieces.append(piece)
-    return pieces
-
-
-_ABBREVIATIONS = {
-    "e.g",
-    "i.e",
-    "etc",
-    "vs",
-    "mr",
-    "mrs",
-    "ms",
-    "dr",
-    "st",
-    "no",
-    "p",
-    "pp",
-    "fig",
-    "u.s",
-    "jr",
-}
-
-
-def _split_sentences(block: str) -> list[str]:
-    pieces, start = [], 0
-    for match in _SENTENCE_END.finditer(block):
-        word = (
-            block[start : match.start()].rsplit(None, 1)[-1] if block[start : match.start()].strip() else ""
-        )
-        if word.rstrip(".").lower() in _ABBREVIATIONS:
-            continue
-        pieces.append(block[start : match.start()])
-        start = match.end()
-    pieces.append(block[start:])
-    return [p for p in pieces if p.strip()]
+    """Sentences of a report's Markdown (`core.sentences`: a new block — a blank line, a list item, a
+    heading — starts one, a wrapped line does not; citation marks after a full stop stay with it)."""
+    return [text[start:end].strip() for start, end in sentence_spans(text, lines="blocks")]
 
 
 def _plain(sentence: str) -> str:

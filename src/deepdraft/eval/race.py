@@ -87,11 +87,11 @@ class RaceResult:
 
 
 def _weight_of(task: DrbTask, dimension: str, criterion: str) -> float:
-    stored = task.in_dimension(dimension)
+    stored = task.checklist.in_dimension(dimension)
     for same in (
-        lambda c: c.criterion == criterion,
-        lambda c: c.criterion.lower() == criterion.lower(),
-        lambda c: criterion.lower() in c.criterion.lower() or c.criterion.lower() in criterion.lower(),
+        lambda c: c.text == criterion,
+        lambda c: c.text.lower() == criterion.lower(),
+        lambda c: criterion.lower() in c.text.lower() or c.text.lower() in criterion.lower(),
     ):
         for item in stored:
             if same(item):
@@ -125,8 +125,9 @@ def task_score(task: DrbTask, judged: Mapping[str, Sequence[CriterionScore]]) ->
         if target + reference <= 0:
             raise JudgmentError(f"both reports scored 0 on every {dimension} criterion")
         relative[dimension] = target / (target + reference)
-    target_total = sum(task.dimension_weights[d] * means[d][0] for d in DIMENSIONS)
-    reference_total = sum(task.dimension_weights[d] * means[d][1] for d in DIMENSIONS)
+    weights = task.checklist.dimension_weights
+    target_total = sum(weights[d] * means[d][0] for d in DIMENSIONS)
+    reference_total = sum(weights[d] * means[d][1] for d in DIMENSIONS)
     return RaceTaskScore(task.id, task.prompt, relative, target_total / (target_total + reference_total))
 
 
@@ -210,8 +211,8 @@ def judge_prompt(task: DrbTask, target: str, reference: str) -> str:
     blocks = []
     for dimension in DIMENSIONS:
         lines = [f"### {dimension}"]
-        for item in task.in_dimension(dimension):
-            lines.append(f"- criterion: {item.criterion}\n  explanation: {item.explanation}")
+        for item in task.checklist.in_dimension(dimension):
+            lines.append(f"- criterion: {item.text}\n  explanation: {item.explanation}")
         blocks.append("\n".join(lines))
     criteria = "\n\n".join(blocks)
     example = (

@@ -13,16 +13,15 @@ they agree by construction: the same numbering, the same References, the same ma
   checks when the run produced them, and the manifest.
 
 The state is all it needs, so the document of any finished run can be rebuilt from the journal's
-last checkpoint. Sentence splitting here is for the JSON export's per-sentence citation keys: a
-simple split after sentence punctuation (Latin and CJK), good enough to attribute citations; the
-verification pass records its own sentences, which the JSON export carries as well.
+last checkpoint. Sentences (split by `core.sentences`, as verification splits them, citations that
+follow a full stop kept with their sentence) give the JSON export its per-sentence citation keys;
+the verification pass records its own sentences, which the JSON export carries as well.
 
 Pure data and pure functions: no I/O.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from deepdraft.core.citations import cited_keys
 from deepdraft.core.evidence import EvidenceRegistry
 from deepdraft.core.language import wants_chinese
 from deepdraft.core.outline import Node
+from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.export.facts import for_readers
 from deepdraft.export.report import (
@@ -44,9 +44,6 @@ from deepdraft.export.report import (
 
 DOCUMENT_FORMAT = "deepdraft-report"
 DOCUMENT_VERSION = 1
-
-# A sentence ends at . ! ? (followed by a blank) or at a CJK full stop, ! or ? (followed by anything).
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])")
 
 
 @dataclass(frozen=True)
@@ -288,12 +285,12 @@ def _reference_entries(
 
 
 def split_sentences(text: str) -> list[str]:
-    """The sentences of Markdown prose: each non-blank line block split after sentence punctuation."""
-    out: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        joined = " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
-        out += [piece.strip() for piece in _SENTENCE_END.split(joined) if piece.strip()]
-    return out
+    """The sentences of Markdown prose (`core.sentences`, a line break ending one only where a block
+    ends), each on one line: the lines of a hard-wrapped sentence are joined by a space."""
+    return [
+        " ".join(line.strip() for line in text[start:end].splitlines() if line.strip())
+        for start, end in sentence_spans(text, lines="blocks")
+    ]
 
 
 def _as_dict(value: Any) -> dict[str, Any] | None:

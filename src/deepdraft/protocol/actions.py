@@ -24,7 +24,7 @@ from deepdraft.core.citations import CITE, cited_keys, normalise_citations
 from deepdraft.core.evidence import KEY_PREFIX
 from deepdraft.core.language import CJK_THRESHOLD, cjk_share, wants_chinese
 from deepdraft.core.outline import MAX_DEPTH, Outline, format_position, parse_position
-from deepdraft.core.tokens import CJK_CHARS
+from deepdraft.core.scripts import CJK
 
 ActionName = Literal["search", "init-plan", "extend-plan", "nop", "write"]
 
@@ -357,7 +357,7 @@ def validate_write(
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_CJK = re.compile(rf"[{CJK_CHARS}]")
+_CJK = re.compile(rf"[{CJK}]")
 _LOOP_NGRAM = 6  # a run of this many words ...
 _LOOP_COUNT = 3  # ... seen this often means the model is looping
 

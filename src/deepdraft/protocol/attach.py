@@ -20,9 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-SENTENCE = re.compile(r"[^.!?。！？\n]+(?:[.!?。！？]+|\n|$)")
+from deepdraft.core.scripts import HAN
+from deepdraft.core.sentences import sentence_spans
+
 _WORD = re.compile(r"[^\W\d_]{3,}|\d{3,}", re.UNICODE)
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
+_HAN_RUN = re.compile(f"[{HAN}]+")
 _STOPWORDS = frozenset(
     [
         "the",
@@ -98,7 +100,7 @@ MIN_SHARE = 0.34  # ... and the share of the sentence's content words they make 
 
 def content_words(text: str) -> set[str]:
     words = {w.lower() for w in _WORD.findall(text)} - _STOPWORDS
-    for run in _CJK_RUN.findall(text):  # Chinese has no spaces: character bigrams stand in for words
+    for run in _HAN_RUN.findall(text):  # Chinese has no spaces: character bigrams stand in for words
         words.update(run[i : i + 2] for i in range(len(run) - 1))
     return words
 
@@ -110,11 +112,14 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
     """
     passages = {key: content_words(passage) for key, passage in evidence.items()}
     kept: list[str] = []
-    for match in SENTENCE.finditer(text):
-        sentence = match.group()
+    cursor = 0
+    for start, end in sentence_spans(text):
+        # Line breaks between two sentences (a paragraph break after a full stop) are kept whether
+        # or not the sentences around them are: they are the text's structure, not a claim.
+        kept.append("\n" * text.count("\n", cursor, start))
+        cursor = end
+        sentence = text[start:end]
         words = content_words(sentence)
-        if not sentence.strip():
-            continue
         if not words:  # a heading, a list marker, a table rule: keep the structure
             kept.append(sentence)
             continue
@@ -125,7 +130,7 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
                 best_key, best_shared = key, shared
         if best_shared >= MIN_SHARED and best_shared / len(words) >= MIN_SHARE:
             kept.append(cite_sentence(sentence, best_key))
-    result = "".join(kept).strip()
+    result = re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
     return result if "\\cite{" in result else None
 
 

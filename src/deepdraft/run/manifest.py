@@ -8,7 +8,9 @@ of the run (a resumed run has several), and the verification figures.
 
 No secrets, ever: API keys are masked (any setting whose name says key, token, secret or password,
 at any depth), and endpoints lose user names, passwords, query strings and fragments, which is
-where credentials hide in URLs.
+where credentials hide in URLs. They are written as the egress audit writes them
+(`egress.public_endpoint`: ``scheme://host:port/path``, the port always explicit), so a manifest's
+endpoint and the run's egress records name one server the same way.
 
 Collaborators are duck-typed so this module stays a pure function of what it is given: a
 retriever may expose `embedder_name` and `documents()` (→ (doc_id, location, content_hash)
@@ -23,9 +25,9 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from deepdraft._version import __version__
+from deepdraft.egress import public_endpoint
 from deepdraft.events import StepRecord
 
 MANIFEST_FORMAT = 1
@@ -132,20 +134,6 @@ def scrub_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(block, dict) and isinstance(block.get(key), str):
             block[key] = public_endpoint(block[key])
     return cleaned
-
-
-def public_endpoint(url: str) -> str:
-    """`url` without user name, password, query or fragment: `https://u:p@h/v1?key=x` → `https://h/v1`."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal needs its brackets back
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def wall_time(events: Sequence[EventRecord], finished_at: float | None = None) -> tuple[float, int]:

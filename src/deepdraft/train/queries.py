@@ -14,7 +14,8 @@ without a checklist: collection accepts it, scoring does not (`make-queries --ch
 a user would have made to get a given survey, without reusing the survey's title; checklist
 generation asks for weighted criteria in the four DRB dimensions. Both go through the eval `Judge`
 (cached, JSON-schema constrained where the server can, re-asked with the reason when unusable), and
-the answers are validated and normalised here (weights re-scaled to sum to 1) rather than trusted.
+the answers are validated and normalised (weights re-scaled to sum to 1) rather than trusted, by the
+same checklist parser that reads the benchmark's file (`eval.data.parse_checklist`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from typing import Any
 
 from deepdraft.core.language import is_chinese
 from deepdraft.errors import UserError
-from deepdraft.eval.data import DIMENSIONS, read_jsonl
-from deepdraft.eval.judge import Judge, JudgmentError, read_number, require_dict
+from deepdraft.eval.data import DIMENSIONS, Checklist, ChecklistError, parse_checklist, read_jsonl
+from deepdraft.eval.judge import Judge, JudgmentError, require_dict
 
 __all__ = [
-    "Criterion",
     "Query",
     "QuerySetError",
     "checklist_schema",
@@ -48,43 +48,21 @@ class QuerySetError(UserError):
 
 
 @dataclass(frozen=True)
-class Criterion:
-    dimension: str
-    text: str
-    explanation: str
-    weight: float
-
-
-@dataclass(frozen=True)
 class Query:
     id: str
     prompt: str
-    dimension_weights: dict[str, float]
-    criteria: tuple[Criterion, ...]
-
-    @property
-    def has_checklist(self) -> bool:
-        return bool(self.criteria)
+    checklist: Checklist | None = None
+    """None for a query given as a prompt only (collection takes it; scoring needs a checklist)."""
 
     @property
     def language(self) -> str:
         return "zh" if is_chinese(self.prompt) else "en"
 
-    def in_dimension(self, dimension: str) -> list[Criterion]:
-        return [c for c in self.criteria if c.dimension == dimension]
-
     def as_row(self) -> dict[str, Any]:
         """The query in the DRB criteria format (what `load_queries` reads)."""
         row: dict[str, Any] = {"id": self.id, "prompt": self.prompt}
-        if self.criteria:
-            row["dimension_weight"] = dict(self.dimension_weights)
-            row["criterions"] = {
-                d: [
-                    {"criterion": c.text, "explanation": c.explanation, "weight": c.weight}
-                    for c in self.in_dimension(d)
-                ]
-                for d in DIMENSIONS
-            }
+        if self.checklist is not None:
+            row.update(self.checklist.as_row())
         return row
 
 
@@ -117,7 +95,7 @@ def load_queries(path: Path, *, require_checklist: bool = False) -> list[Query]:
         if query.id in seen:
             raise QuerySetError(f"{path}: query id {query.id} appears twice; ids must be unique")
         seen.add(query.id)
-        if require_checklist and not query.has_checklist:
+        if require_checklist and query.checklist is None:
             raise QuerySetError(
                 f"{path}: query {query.id} has no checklist; add one with "
                 "`deepdraft train make-queries --checklists` first"
@@ -131,41 +109,12 @@ def _query_from_row(row: dict[str, Any], where: str) -> Query:
         raise QuerySetError(f"{where}: `prompt` must be a non-empty string")
     query_id = str(row["id"]) if row.get("id") is not None else query_id_for(prompt)
     if "criterions" not in row:
-        return Query(query_id, prompt.strip(), {}, ())
+        return Query(query_id, prompt.strip())
     try:
-        weights, criteria = _checklist(row)
-    except JudgmentError as exc:
+        checklist = parse_checklist(row, normalise=True)
+    except ChecklistError as exc:
         raise QuerySetError(f"{where}: {exc}") from exc
-    return Query(query_id, prompt.strip(), weights, criteria)
-
-
-def _checklist(data: dict[str, Any]) -> tuple[dict[str, float], tuple[Criterion, ...]]:
-    """Validated, normalised dimension weights and criteria from a DRB-format object."""
-    raw_weights = require_dict(data.get("dimension_weight"), "`dimension_weight`")
-    raw_criteria = require_dict(data.get("criterions"), "`criterions`")
-    weights = {d: read_number(raw_weights.get(d), f"dimension_weight.{d}", 0, 1e6) for d in DIMENSIONS}
-    if sum(weights.values()) <= 0:
-        raise JudgmentError("the dimension weights must not all be 0")
-    criteria: list[Criterion] = []
-    for dimension in DIMENSIONS:
-        entries = raw_criteria.get(dimension)
-        if not isinstance(entries, list) or not entries:
-            raise JudgmentError(f"`criterions.{dimension}` must be a non-empty list")
-        items = []
-        for number, entry in enumerate(entries, 1):
-            item = require_dict(entry, f"{dimension} criterion {number}")
-            text = item.get("criterion")
-            if not isinstance(text, str) or not text.strip():
-                raise JudgmentError(f"{dimension} criterion {number} has no `criterion` text")
-            weight = read_number(item.get("weight"), f"{dimension} criterion {number} weight", 0, 1e6)
-            items.append(Criterion(dimension, text.strip(), str(item.get("explanation", "")).strip(), weight))
-        total = sum(c.weight for c in items)
-        if total <= 0:
-            raise JudgmentError(f"the {dimension} criteria weights must not all be 0")
-        # Re-scaled so every dimension's criteria sum to 1, as in the benchmark's own files.
-        criteria += [Criterion(c.dimension, c.text, c.explanation, c.weight / total) for c in items]
-    weight_total = sum(weights.values())
-    return {d: w / weight_total for d, w in weights.items()}, tuple(criteria)
+    return Query(query_id, prompt.strip(), checklist)
 
 
 def write_queries(path: Path, queries: Iterable[Query]) -> None:
@@ -233,7 +182,7 @@ def reverse_construct(judge: Judge, titles: Sequence[str], per_title: int = 1) -
         return judged.value or []
 
     results = judge.map([t.strip() for t in titles if t.strip()], one, "reverse construction")
-    return [Query(query_id_for(p), p, {}, ()) for prompts in results for p in prompts]
+    return [Query(query_id_for(p), p) for prompts in results for p in prompts]
 
 
 _CHECKLIST_PROMPT = """\
@@ -289,8 +238,11 @@ def checklist_schema() -> dict[str, Any]:
 def generate_checklist(judge: Judge, query: Query) -> Query | str:
     """The query with an LLM-written checklist, or the reason none could be had."""
 
-    def read(value: Any) -> tuple[dict[str, float], tuple[Criterion, ...]]:
-        return _checklist(require_dict(value))
+    def read(value: Any) -> Checklist:
+        try:
+            return parse_checklist(require_dict(value), normalise=True)
+        except ChecklistError as exc:  # the judge re-asks with the reason
+            raise JudgmentError(str(exc)) from exc
 
     judged = judge.ask(
         _CHECKLIST_PROMPT.format(prompt=query.prompt),
@@ -301,5 +253,4 @@ def generate_checklist(judge: Judge, query: Query) -> Query | str:
     )
     if judged.value is None:
         return judged.failure or "failed"
-    weights, criteria = judged.value
-    return Query(query.id, query.prompt, weights, criteria)
+    return Query(query.id, query.prompt, judged.value)

@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 from deepdraft.core.citations import cited_keys
 from deepdraft.core.evidence import select_passages
 from deepdraft.core.tokens import count_tokens
-from deepdraft.eval.data import DIMENSIONS
+from deepdraft.eval.data import DIMENSIONS, Checklist
 from deepdraft.eval.judge import Judge, JudgmentError, read_number, require_dict
 from deepdraft.ports import Retriever
 from deepdraft.protocol.actions import (
@@ -309,22 +309,22 @@ class ReportScorer(Protocol):
     def score(self, query: Query, markdown: str) -> float | None: ...
 
 
-def checklist_score(query: Query, scores: Mapping[int, float]) -> float:
-    """Σ_d W_d · (Σ_c w_c s_c / Σ_c w_c) / 10, with criteria numbered 1… in `query.criteria` order.
+def checklist_score(checklist: Checklist, scores: Mapping[int, float]) -> float:
+    """Σ_d W_d · (Σ_c w_c s_c / Σ_c w_c) / 10, with criteria numbered 1… in `checklist.criteria` order.
 
     `scores` holds the judge's 0–10 score per criterion number; every criterion must be scored.
     """
-    missing = [n for n in range(1, len(query.criteria) + 1) if n not in scores]
+    missing = [n for n in range(1, len(checklist.criteria) + 1) if n not in scores]
     if missing:
         raise JudgmentError(f"criteria {', '.join(map(str, missing))} were not scored")
     total = 0.0
     for dimension in DIMENSIONS:
-        numbered = [(n, c) for n, c in enumerate(query.criteria, 1) if c.dimension == dimension]
+        numbered = [(n, c) for n, c in enumerate(checklist.criteria, 1) if c.dimension == dimension]
         weight = sum(c.weight for _, c in numbered)
         if not numbered or weight <= 0:
             continue
         mean = sum(c.weight * scores[n] for n, c in numbered) / weight
-        total += query.dimension_weights.get(dimension, 0.0) * mean
+        total += checklist.dimension_weights.get(dimension, 0.0) * mean
     return total / 10
 
 
@@ -359,11 +359,12 @@ class ChecklistScorer:
         self.max_report_tokens = max_report_tokens
 
     def score(self, query: Query, markdown: str) -> float | None:
-        if not query.criteria:
+        checklist = query.checklist
+        if checklist is None:
             raise JudgmentError(f"query {query.id} has no checklist to score against")
         criteria = "\n".join(
             f"{n}. [{c.dimension}] {c.text}" + (f" — {c.explanation}" if c.explanation else "")
-            for n, c in enumerate(query.criteria, 1)
+            for n, c in enumerate(checklist.criteria, 1)
         )
         report = (
             markdown
@@ -378,9 +379,9 @@ class ChecklistScorer:
             scores: dict[int, float] = {}
             for number, entry in enumerate(entries, 1):
                 item = require_dict(entry, f"score {number}")
-                criterion = int(read_number(item.get("id"), f"score {number} id", 1, len(query.criteria)))
+                criterion = int(read_number(item.get("id"), f"score {number} id", 1, len(checklist.criteria)))
                 scores[criterion] = read_number(item.get("score"), f"score {number}", 0, 10)
-            return checklist_score(query, scores)
+            return checklist_score(checklist, scores)
 
         digest = hashlib.sha1(markdown.encode("utf-8")).hexdigest()[:16]
         judged = self.judge.ask(

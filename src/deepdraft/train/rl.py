@@ -169,7 +169,7 @@ def run_pipeline(
 
     if not queries:
         raise UserError("pipeline RL needs at least one query")
-    if any(not q.has_checklist for q in queries):
+    if any(q.checklist is None for q in queries):
         raise UserError(
             "every pipeline-RL query needs a checklist (`deepdraft train make-queries --checklists`)"
         )

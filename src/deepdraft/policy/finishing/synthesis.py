@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 from deepdraft.core.citations import CITE, cited_keys, normalise_citations
 from deepdraft.core.language import cjk_share, is_chinese, wants_chinese
+from deepdraft.core.scripts import CJK, HAN, HANGUL, KANA
 from deepdraft.core.state import RunState
-from deepdraft.core.tokens import CJK_CHARS
 from deepdraft.core.tokens import count_tokens as estimate_tokens
 from deepdraft.core.verification import ConstraintCheck, SynthesisProgress
 from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
@@ -66,8 +66,8 @@ ABOUT_TOLERANCE = 0.25
 """"About N words" is met within ±25%."""
 MAX_ITEMS = 12
 
-_CJK = re.compile(f"[{CJK_CHARS}]")
-_LATIN_WORD = re.compile(rf"[^\W_{CJK_CHARS}]+(?:['’-][^\W_{CJK_CHARS}]+)*")
+_CJK = re.compile(f"[{CJK}]")
+_LATIN_WORD = re.compile(rf"[^\W_{CJK}]+(?:['’-][^\W_{CJK}]+)*")
 _HEADING_LINE = re.compile(
     r"^\s*(?:#{1,6}\s+.*|\*\*[^*\n]{1,40}\*\*:?|[^\n]{0,30}(?:summary|conclusion|摘要|结论|总结)[:：]?)\s*$",
     re.I,
@@ -190,9 +190,7 @@ _AUDIENCE_EN = re.compile(
     r"non-experts|newcomers))\b",
     re.I,
 )
-_AUDIENCE_ZH = re.compile(
-    r"(?:面向|针对|适合|写给|给)([\u4e00-\u9fff]{1,8}?)(?:的?(?:读者|受众|阅读|看|人士))"
-)
+_AUDIENCE_ZH = re.compile(rf"(?:面向|针对|适合|写给|给)([{HAN}]{{1,8}}?)(?:的?(?:读者|受众|阅读|看|人士))")
 _EXTRACTION_TRIGGER = re.compile(
     r"\b(?:must|should|need to|needs to|have to|has to|required?|include|including|cover|covering|"
     r"address|mention|compare|comparing|both|as well as)\b"
@@ -225,7 +223,7 @@ _STOPWORDS = {
     "Italian": {"il", "la", "gli", "le", "e", "una", "del", "che", "di", "per", "non", "con"},
     "English": {"the", "and", "is", "of", "to", "in", "that", "for", "with", "are", "was", "on"},
 }  # fmt: skip
-_SCRIPTS = {"Japanese": "[\u3040-\u30ff]", "Korean": "[\uac00-\ud7af]", "Russian": "[\u0400-\u04ff]"}
+_SCRIPTS = {"Japanese": f"[{KANA}]", "Korean": f"[{HANGUL}]", "Russian": "[\u0400-\u04ff]"}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Claim-level citation verification: does each cited sentence say what its passages say?
 
-Runs once the policy has stopped. Every written node is split into sentences; each sentence that
-cites evidence is checked against the passages it cites, and one that is not supported is dealt
+Runs once the policy has stopped. Every written node is split into sentences (`core.sentences`:
+a citation after the full stop stays with its sentence; decimals and initials end none); each
+sentence that cites evidence is checked against the passages it cites, and one that is not supported is dealt
 with as `output.verify_policy` says:
 
 - ``repair``: re-written from its own passages (one LLM call; the rewrite must cite only those
@@ -46,6 +47,7 @@ from typing import Any, Literal
 
 from deepdraft.core.citations import CITE, cited_keys, normalise_citations
 from deepdraft.core.evidence import EvidenceRegistry
+from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
 from deepdraft.core.tokens import head_tail
@@ -62,7 +64,7 @@ from deepdraft.events import (
 from deepdraft.ports import LLM, ChatRequest, ChatResult, ReplyShape
 from deepdraft.protocol import prompts
 from deepdraft.protocol.actions import language_problem, split_reply
-from deepdraft.protocol.attach import SENTENCE, cite_sentence, content_words
+from deepdraft.protocol.attach import cite_sentence, content_words
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.settings import OutputSettings, ResearchSettings
 
@@ -102,40 +104,10 @@ _NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|none|without|cannot)\b|n'
 # What opens a line without being part of the claim: indentation, a list marker, a quote mark.
 _PREFIX = re.compile(r"^\s*(?:(?:[-*+]|\d{1,3}[.)])\s+|>\s*)?")
 _BARE_MARKER = re.compile(r"^[ \t]*(?:[-*+]|\d{1,3}[.)]|>)[ \t]*$", re.MULTILINE)
-_LEADING_CITATIONS = re.compile(r"\s*(?:\\cite\{[^{}]*\}[ \t]*)+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?。，；：！？])")
 
 
 # ---- sentences and word overlap (pure) ---------------------------------------------------------
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of `text`, with `attach.py`'s splitter.
-
-    Three repairs to its cuts: citations placed after a full stop ("… rose. \\cite{textid2} Next …")
-    belong to the sentence before them, as do the rest of a decimal ("3." + "5 percent") and of an
-    initial or abbreviation ("U." + "S." + " tariffs", "e." + "g. …").
-    """
-    spans: list[tuple[int, int]] = []
-    for match in SENTENCE.finditer(text):
-        start, end = match.span()
-        if not match.group().strip():
-            continue
-        if spans:
-            lead = _LEADING_CITATIONS.match(text, start, end)
-            if lead:
-                spans[-1] = (spans[-1][0], lead.end())
-                start = lead.end()
-                if not text[start:end].strip():
-                    continue
-            before = text[spans[-1][0] : spans[-1][1]].rstrip()
-            decimal = re.search(r"\d\.$", before) is not None and text[start:end][:1].isdigit()
-            initial = re.search(r"(?:^|[\s(.])[A-Za-z]\.$", before) is not None and not lead
-            if decimal or initial:
-                spans[-1] = (spans[-1][0], end)
-                continue
-        spans.append((start, end))
-    return spans
 
 
 def claim_text(sentence: str) -> str:

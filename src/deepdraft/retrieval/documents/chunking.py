@@ -14,7 +14,8 @@ How a document is cut:
    A paragraph that does not fit starts the next chunk — unless the current chunk is less than half
    full, in which case it is cut at sentence boundaries to fill it (a paragraph boundary is the better
    place to cut, but not at the price of many tiny chunks).
-3. Units longer than a chunk are cut at sentences (``.!?`` followed by a space, ``。！？``, line breaks),
+3. Units longer than a chunk are cut at sentences (`deepdraft.core.sentences`' plain rules: ``.!?``
+   followed by a space, ``。！？``, line breaks),
    then at words (a CJK character counts as a word: Chinese has no spaces), and as a last resort at
    token boundaries of the estimate (base64 blobs, endless CJK runs without punctuation).
 4. Consecutive chunks of one section overlap by about `overlap_tokens`: the next chunk starts with the
@@ -38,23 +39,18 @@ import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from deepdraft.core.scripts import CJK
+from deepdraft.core.sentences import sentence_ends, sentence_spans
 from deepdraft.core.tokens import count_tokens
 
 if TYPE_CHECKING:
     from deepdraft.retrieval.documents.values import Document
 
-# The scripts written without spaces between words (same ranges as `deepdraft.core.tokens`).
-CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _HEADING = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*")
-# A sentence ends at . ! ? (plus closing quotes/brackets) followed by whitespace, at CJK full stops
-# (no space follows them), or at a line break inside a paragraph (lists, verse, code).
-_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|[。！？]+[”’」』）]*|\n")
-_WORD = re.compile(rf"[{CJK_RANGES}]|[^\s{CJK_RANGES}]+")
+_WORD = re.compile(rf"[{CJK}]|[^\s{CJK}]+")
 
 MAX_HEADING_CHARS = 200
 """Headings longer than this are shortened in a chunk's heading path: the path is indexed with every
@@ -239,15 +235,14 @@ def _refine(
 
 
 def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    cuts = [start, *(m.end() for m in _SENTENCE_END.finditer(text, start, end)), end]
+    """Sentence spans without the whitespace around them (the plain rules: a line break ends one)."""
     spans = []
-    for a, b in pairwise(cuts):
+    for a, b in sentence_spans(text, start, end, prose=False):
         while a < b and text[a].isspace():
             a += 1
         while b > a and text[b - 1].isspace():
             b -= 1
-        if a < b:
-            spans.append((a, b))
+        spans.append((a, b))
     return spans
 
 
@@ -291,7 +286,7 @@ def _overlap_start(text: str, start: int, end: int, limit: int) -> int | None:
         if total > limit:
             break
         word_start = words[index][0]
-        if _SENTENCE_END.search(text, words[index - 1][0], word_start):
+        if next(sentence_ends(text, words[index - 1][0], word_start, prose=False), None) is not None:
             sentence_start, sentence_tokens = word_start, total
     if sentence_start is not None and 2 * sentence_tokens >= limit:
         return sentence_start

@@ -34,10 +34,11 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
+import bm25s
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
-from deepdraft.retrieval.documents.chunking import CJK_RANGES
+from deepdraft.core.scripts import CJK, HAN, HANGUL, KANA
 
 
 def _jieba_version() -> str:
@@ -55,12 +56,22 @@ ANALYZER_VERSION = (
 MAX_TERM_CHARS = 40
 """Longer letter runs (hashes, base64) are not indexed: nobody searches them; they bloat the vocabulary."""
 
-_HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_HAN_RUN = re.compile(f"[{_HAN_RANGES}]+")
-# Kana and Hangul: the CJK ranges of `chunking` that are not Han.
-_SYLLABIC_RUN = re.compile("[\u3040-\u30ff\uac00-\ud7af]+")
-_CJK = re.compile(f"[{CJK_RANGES}]")
-_WORD = re.compile(rf"[^\W_{CJK_RANGES}]+")  # letters and digits, CJK excluded
+BM25_METHOD = "lucene"
+BM25_K1 = 1.5
+BM25_B = 0.75
+"""Lucene's BM25 with its usual saturation (k1) and length normalisation (b): the one parameter set
+of every BM25 index here, a knowledge base's and a web search's re-ranking alike."""
+
+
+def new_bm25() -> bm25s.BM25:
+    """An empty BM25 index with the parameters above, held in numpy arrays (no numba, no scipy)."""
+    return bm25s.BM25(method=BM25_METHOD, k1=BM25_K1, b=BM25_B, backend="numpy", csc_backend="numpy")
+
+
+_HAN_RUN = re.compile(f"[{HAN}]+")
+_SYLLABIC_RUN = re.compile(f"[{KANA}{HANGUL}]+")  # the CJK scripts that are not Han
+_CJK = re.compile(f"[{CJK}]")
+_WORD = re.compile(rf"[^\W_{CJK}]+")  # letters and digits, CJK excluded
 _COMBINING = re.compile("[\u0300-\u036f]")  # the diacritics of Latin, Greek and Cyrillic letters
 _STOPWORDS = frozenset(STOPWORDS_EN)
 # Chinese function words so frequent that they only bloat postings (the BM25 idf of each is near 0).

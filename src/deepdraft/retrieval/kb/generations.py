@@ -45,7 +45,7 @@ import numpy.typing as npt
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.fsutil import atomic_write_text, fsync_dir, fsync_tree
-from deepdraft.retrieval.index.analysis import context_header
+from deepdraft.retrieval.index.analysis import context_header, new_bm25
 from deepdraft.retrieval.kb.lock import _WriteLock
 from deepdraft.retrieval.kb.schema import DB_NAME, FORMAT_VERSION, _connect, _read_meta, _stream
 from deepdraft.retrieval.kb.values import IngestNote, ProgressSink, _count, _ignore
@@ -124,9 +124,7 @@ def _build_generation(
         )
         has_bm25 = bool(vocabulary)
         if has_bm25:
-            import bm25s
-
-            bm25 = bm25s.BM25(method="lucene", k1=1.5, b=0.75, backend="numpy", csc_backend="numpy")
+            bm25 = new_bm25()
             # A (term id lists, vocabulary) pair: bm25s skips its own tokenizer and uses our analyzer's.
             bm25.index((token_ids, vocabulary), create_empty_token=False, show_progress=False)
             bm25.save(str(building / "bm25"), show_progress=False)

@@ -25,17 +25,15 @@ import re
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 from deepdraft.config import home_dir
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.index.hybrid import SearchMode
 from deepdraft.retrieval.kb.lock import write_lock
 from deepdraft.retrieval.kb.schema import DB_NAME
-from deepdraft.retrieval.kb.store import KnowledgeBase
-from deepdraft.settings import EmbeddingSettings, RetrievalSettings
+from deepdraft.retrieval.kb.store import KnowledgeBase, SearchOptions
+from deepdraft.settings import RetrievalSettings
 
 DEMO_KB = "demo"
 """The bundled State of the Union corpus, created by ``deepdraft setup``."""
@@ -104,33 +102,21 @@ def list_kbs(home: Path | None = None) -> list[str]:
 def open_kb(
     name: str,
     home: Path | None = None,
-    *,
-    only: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    mode: SearchMode = "hybrid",
-    embedder: Any = None,
-    embedding: EmbeddingSettings | None = None,
+    **options: Unpack[SearchOptions],
 ) -> KnowledgeBase:
-    """Open KB `name` for searching; `KnowledgeBaseError` with what to do when it is not there."""
+    """Open KB `name` for searching (`options` as `KnowledgeBase.open` takes them);
+    `KnowledgeBaseError` with what to do when it is not there."""
     folder = kb_dir(name, home)
     if not (folder / DB_NAME).is_file():
         raise KnowledgeBaseError(_missing_message(name, home))
-    return KnowledgeBase.open(
-        folder,
-        label=name,
-        only=only,
-        exclude=exclude,
-        mode=mode,
-        embedder=embedder,
-        embedding=embedding,
-    )
+    return KnowledgeBase.open(folder, label=name, **options)
 
 
 def create_kb(
     name: str,
     settings: RetrievalSettings | None = None,
     home: Path | None = None,
-    **options: Any,
+    **options: Unpack[SearchOptions],
 ) -> KnowledgeBase:
     """Open KB `name`, creating it empty (with `settings`' chunking) if it does not exist yet.
 

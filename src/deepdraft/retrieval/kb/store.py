@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +77,19 @@ from deepdraft.retrieval.kb.values import AddResult, IngestNote, KBInfo, Progres
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "dense")
+
+
+class SearchOptions(TypedDict, total=False):
+    """How an opened KB searches: the keywords of `KnowledgeBase.open` after the folder and label,
+    which the functions that open a KB for someone else (`create`, `names.open_kb`) pass through."""
+
+    only: Sequence[str]
+    exclude: Sequence[str]
+    mode: SearchMode
+    embedder: Any
+    embedding: EmbeddingSettings | None
+    depth: int
+    rrf_k: int
 
 
 class KnowledgeBase:
@@ -127,7 +140,7 @@ class KnowledgeBase:
         settings: RetrievalSettings | None = None,
         *,
         label: str | None = None,
-        **options: Any,
+        **options: Unpack[SearchOptions],
     ) -> KnowledgeBase:
         """Open the KB in `folder`, creating an empty one (with `settings`' chunking) if there is none."""
         folder = Path(folder)

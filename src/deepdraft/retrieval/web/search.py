@@ -50,7 +50,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
-import bm25s
 import httpx
 import numpy as np
 
@@ -60,7 +59,7 @@ from deepdraft.fsutil import atomic_write_text
 from deepdraft.ports import Passage, Source
 from deepdraft.retrieval.documents.chunking import Chunk, chunk_document
 from deepdraft.retrieval.documents.values import Document
-from deepdraft.retrieval.index.analysis import analyze, passage_terms
+from deepdraft.retrieval.index.analysis import analyze, new_bm25, passage_terms
 from deepdraft.retrieval.web.fetch import USER_AGENT, Page, PageFetcher, PageRefused
 from deepdraft.settings import Settings
 
@@ -496,7 +495,7 @@ def _bm25_scores(query: str, chunks: Sequence[Chunk]) -> list[float]:
     wanted = [vocabulary[term] for term in analyze(query) if term in vocabulary]
     if not wanted:
         return [0.0] * len(chunks)
-    bm25 = bm25s.BM25(method="lucene", k1=1.5, b=0.75, backend="numpy", csc_backend="numpy")
+    bm25 = new_bm25()
     bm25.index((token_ids, vocabulary), create_empty_token=False, show_progress=False)
     scores: np.ndarray[Any, np.dtype[np.float32]] = bm25.get_scores_from_ids(wanted)
     return [float(score) for score in scores]

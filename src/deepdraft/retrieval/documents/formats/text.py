@@ -11,7 +11,8 @@ from __future__ import annotations
 import codecs
 import re
 
-from deepdraft.retrieval.documents.chunking import CJK_RANGES, first_heading
+from deepdraft.core.scripts import CJK, CJK_SYMBOLS
+from deepdraft.retrieval.documents.chunking import first_heading
 from deepdraft.retrieval.documents.formats.extracted import (
     CONTROL_CHARACTERS,
     Extracted,
@@ -35,7 +36,7 @@ _CJK_ENCODINGS = frozenset(
     | {"euc_jp", "euc_jis_2004", "iso2022_jp", "euc_kr", "cp949", "johab", "iso2022_kr"}
 )
 _TIE_PREFERENCE = ("cp1252", "gb18030")
-_CJK_CHAR = re.compile(f"[{CJK_RANGES}\u3000-\u303f\uff00-\uffef]")
+_CJK_CHAR = re.compile(f"[{CJK}{CJK_SYMBOLS}]")
 _BINARY_CONTROL_SHARE = 0.1  # decoded text with more control characters than this is not text
 _SNIFF_BYTES = 64 * 1024
 
