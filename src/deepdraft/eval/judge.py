@@ -21,10 +21,9 @@ Trade-offs:
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from deepdraft.config import home_dir
 from deepdraft.errors import ConfigError
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Message
+from deepdraft.protocol.json_reply import find_json
 from deepdraft.settings import LLMSettings, Settings
 from deepdraft.store.journal import Journal
 
@@ -274,52 +274,13 @@ def open_eval_cache() -> Journal:
 
 # ---- tolerant JSON ---------------------------------------------------------------------------------
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-
 
 def parse_json_reply(text: str) -> Any:
-    """The JSON value in a model reply, tolerating what models wrap around it.
-
-    Tried in order: the contents of a fenced block, the whole reply, and the first balanced
-    ``{…}`` or ``[…]`` span; each as is and with trailing commas removed.
-    """
-    text = _THINK.sub("", text).strip()
-    candidates = [match.group(1) for match in _FENCE.finditer(text)]
-    candidates.append(text)
-    candidates.extend(_balanced_spans(text))
-    for candidate in candidates:
-        for variant in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
-            try:
-                return json.loads(variant)
-            except ValueError:
-                continue
-    raise JudgmentError("the reply holds no readable JSON")
-
-
-def _balanced_spans(text: str) -> Iterable[str]:
-    """Each top-level ``{…}``/``[…]`` span, found by bracket counting outside JSON strings."""
-    start, depth, in_string, escaped = -1, 0, False, False
-    for index, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-            continue
-        if char == '"' and depth:
-            in_string = True
-        elif char in "{[":
-            if depth == 0:
-                start = index
-            depth += 1
-        elif char in "}]" and depth:
-            depth -= 1
-            if depth == 0:
-                yield text[start : index + 1]
+    """The JSON value in a model reply (see `protocol.json_reply`); JudgmentError when there is none."""
+    value = find_json(text)
+    if value is None:
+        raise JudgmentError("the reply holds no readable JSON")
+    return value
 
 
 # ---- small readers shared by the metrics -----------------------------------------------------------

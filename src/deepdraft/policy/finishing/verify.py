@@ -36,7 +36,6 @@ per re-cite; a report whose sentences are close paraphrases of their passages ne
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -64,6 +63,7 @@ from deepdraft.protocol import prompts
 from deepdraft.protocol.actions import language_problem, split_reply
 from deepdraft.protocol.attach import SENTENCE, cite_sentence, content_words
 from deepdraft.protocol.grammar import reply_shape
+from deepdraft.protocol.json_reply import find_json
 from deepdraft.settings import OutputSettings, ResearchSettings
 
 PHASE = "verify"
@@ -318,7 +318,7 @@ def parse_verdicts(raw: str, count: int) -> dict[int, bool] | str:
     if fenced:
         body = fenced.group(1)
     verdicts: dict[int, bool] = {}
-    data = _first_json(body)
+    data = find_json(body, (dict, list))
     entries: list[object] = []
     if isinstance(data, dict):
         found = next((data[k] for k in ("verdicts", "claims", "answers", "results") if k in data), None)
@@ -352,21 +352,6 @@ def _as_int(value: object, default: int) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     return default
-
-
-def _first_json(text: str) -> object:
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        return None
-    start = min(starts)
-    end = max(text.rfind("}"), text.rfind("]"))
-    candidate = text[start : end + 1]
-    for attempt in (candidate, re.sub(r",(\s*[}\]])", r"\1", candidate)):
-        try:
-            return json.loads(attempt, strict=False)
-        except (ValueError, RecursionError):
-            continue
-    return None
 
 
 # ---- asking and recording, shared by the finishing passes ---------------------------------------
