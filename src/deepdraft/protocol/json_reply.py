@@ -23,9 +23,9 @@ def find_json(text: str, kinds: tuple[type, ...] = (object,)) -> Any:
     """The first JSON value of one of `kinds` (e.g. `(dict,)`) found in `text`, or None.
 
     Tried in order: each fenced block's contents, the whole text, the span from the first opening
-    brace to the last closing one (then the same for brackets), and each balanced top-level `{…}` or `[…]` span; each as it
-    stands, then without trailing commas. Control characters inside strings are accepted (models
-    write raw newlines in long strings).
+    brace to the last closing one (then the same for brackets), and each balanced top-level
+    `{…}` or `[…]` span; each as it stands, then without trailing commas. Control characters
+    inside strings are accepted (models write raw newlines in long strings).
     """
     for candidate in _candidates(_THINK.sub("", text or "").strip()):
         for variant in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
