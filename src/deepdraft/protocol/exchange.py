@@ -24,8 +24,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from deepdraft.events import StepRecord
 from deepdraft.ports import ChatRequest, ChatResult
 from deepdraft.protocol.actions import Refused
 
@@ -94,3 +95,36 @@ def exchange(
             return attempt
         turn = Turn(turn.refused + 1, refusal.reason)
         record(attempt, turn)
+
+
+def step_record(
+    step: int,
+    action: str,
+    target: str,
+    attempt: Attempt[Any] | None,
+    parsed: dict[str, Any] | None,
+    reason: str | None = None,
+) -> StepRecord:
+    """The journal row of one exchange (`attempt`), or of a decision made without a call (None).
+
+    `reason` defaults to the attempt's refusal; a row is valid when there is none.
+    """
+    now = time.time()
+    if reason is None and attempt is not None and attempt.refusal is not None:
+        reason = attempt.refusal.reason
+    result = attempt.result if attempt is not None else None
+    return StepRecord(
+        step=step,
+        action=action,
+        target=target,
+        prompt=attempt.request.messages[-1].content if attempt is not None else "",
+        reply=result.text if result else "",
+        parsed=parsed,
+        valid=reason is None,
+        reason=reason,
+        prompt_tokens=result.usage.prompt_tokens if result else 0,
+        completion_tokens=result.usage.completion_tokens if result else 0,
+        started_at=attempt.started if attempt is not None else now,
+        finished_at=now,
+        cached=result.cached if result else False,
+    )
