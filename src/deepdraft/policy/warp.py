@@ -40,10 +40,8 @@ from deepdraft.core.evidence import select_passages
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
-from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow, RunFailed
+from deepdraft.errors import LLMBudgetExhausted, RunFailed
 from deepdraft.events import (
-    ActionFinished,
-    ActionStarted,
     EventSink,
     EvidenceAdded,
     NodeSkipped,
@@ -52,18 +50,18 @@ from deepdraft.events import (
     OutlineReviewed,
     ignore,
 )
-from deepdraft.ports import LLM, ChatRequest, ChatResult, ReplyShape, Retriever
+from deepdraft.policy.calls import ActionCalls, PromptsShrunk, StepBudgetSpent
+from deepdraft.ports import LLM, Retriever
 from deepdraft.protocol import action_prompts as ask
 from deepdraft.protocol import action_replies as reply
 from deepdraft.protocol.actions import Action, ExtendPlan, InitPlan, Nop, Refused, Search, Write
-from deepdraft.protocol.exchange import Attempt, Turn, exchange, step_record
+from deepdraft.protocol.exchange import Attempt
 from deepdraft.protocol.fitting import ContextWindow, Fit
 from deepdraft.protocol.grammar import ShapeName, reply_shape
 from deepdraft.protocol.prompts import TemplateName
 from deepdraft.settings import ResearchSettings
 
 MUST_DEEPEN = "must-deepen"  # a stop refused because the run collects training data (force_expansions)
-ROLES = {"init-plan": "planner", "extend-plan": "planner", "write": "writer"}
 
 ReviewOutline = Callable[[Outline], Outline | None]
 """Plan review: shown the first outline, returns the user's edited outline, or None to keep it."""
@@ -77,14 +75,6 @@ class Policy(Protocol):
     name: str
 
     def run(self, state: RunState) -> RunState: ...
-
-
-class StepBudgetSpent(Exception):
-    """`max_steps` actions were taken; raised instead of asking for one more."""
-
-
-class _PromptsShrunk(LLMContextOverflow):
-    """The server refused a prompt as too long and later prompts were made smaller: ask again."""
 
 
 class WarpPolicy:
@@ -108,6 +98,7 @@ class WarpPolicy:
         """Optional models per role: "planner" (init-plan, extend-plan) and "writer" (write)."""
         self.window = ContextWindow(prompt_limit, count_tokens or estimate_tokens)
         self.review_outline = review_outline
+        self.calls = ActionCalls(llm, self.roles, budgets, self.window, on_event)
 
     @property
     def prompt_limit(self) -> int | None:
@@ -129,7 +120,7 @@ class WarpPolicy:
         while state.phase != "done":
             try:
                 research(state)
-            except _PromptsShrunk:
+            except PromptsShrunk:
                 continue  # the same action is asked again, smaller
             except StepBudgetSpent:
                 limit = self.budgets.max_steps
@@ -175,13 +166,13 @@ class WarpPolicy:
 
         def settle(attempt: Attempt[Action]) -> None:
             # Out of tries: search with the node's own words rather than stall the report.
-            fallback = self._fallback_keywords(state)
+            fallback = ask.fallback_keywords(state)
             if attempt.refusal and not self._retrieve(state, fallback) and state.target != "outline":
                 return self._give_up(state, "no evidence for it was found in the documents")
             state.phase = "plan" if state.target == "outline" else "write"
             state.retries, state.feedback = 0, ""
 
-        self._act(
+        self.calls.act(
             state,
             "search",
             lambda: self._fit(lambda fit: ask.search_prompt(state, self.budgets, fit), budget),
@@ -205,7 +196,7 @@ class WarpPolicy:
             elif not state.researched_again:
                 self._research_again(state)
 
-        attempt = self._act(
+        attempt = self.calls.act(
             state,
             "init-plan",
             lambda: self._fit(lambda fit: ask.plan_prompt(state, self.budgets, fit, template), None, state),
@@ -233,7 +224,7 @@ class WarpPolicy:
             else:
                 self._research_again(state)
 
-        self._act(
+        self.calls.act(
             state,
             "write",
             lambda: self._fit(lambda fit: ask.write_prompt(state, self.budgets, fit, length), budget, state),
@@ -265,7 +256,7 @@ class WarpPolicy:
             elif attempt.refusal is not None:
                 self.stop(state, f"the model gave no valid deepening decision ({attempt.refusal.reason})")
 
-        self._act(
+        self.calls.act(
             state,
             "extend-plan",
             lambda: self._fit(lambda fit: ask.extend_prompt(state, self.budgets, fit), budget),
@@ -301,11 +292,8 @@ class WarpPolicy:
         return outcome
 
     def _offer_for_review(self, state: RunState) -> None:
-        """Plan review: the user may edit the first outline before anything is written.
-
-        It happens inside the init-plan step, so the step's checkpoint holds the reviewed outline
-        and a resumed run never asks again.
-        """
+        """Plan review (a UI hook): inside the init-plan step, so its checkpoint holds the reviewed
+        outline and a resumed run never asks again."""
         if self.review_outline is None or state.outline is None:
             return
         edited = self.review_outline(state.outline.model_copy(deep=True))
@@ -359,73 +347,7 @@ class WarpPolicy:
         )
         return bool(passages)
 
-    def _fallback_keywords(self, state: RunState) -> list[str]:
-        if state.outline is None or state.target == "outline":
-            return [state.question]
-        located = state.outline.find(state.target)
-        assert located is not None
-        return [located.node.title, f"{located.node.title} {located.node.plan}"]
-
     def _fit(self, render: Callable[[Fit], str], draft: int | None, shown: RunState | None = None) -> str:
         """`render` fitted into the window; `shown`: the state whose evidence the prompt shows."""
         passages = len(shown.evidence) if shown is not None else 0
         return self.window.fit(render, draft, passages, self.budgets.passage_tokens)
-
-    # ---- one action: an exchange on the engine, journaled try by try -----------------------------
-
-    def _act(
-        self,
-        state: RunState,
-        action: str,
-        prompt: Callable[[], str],
-        shape: ReplyShape,
-        read: Callable[[str], Action | Refused],
-        settle: Callable[[Attempt[Action]], None],
-        give_up: Callable[[Attempt[Action]], bool] = lambda attempt: False,
-    ) -> Attempt[Action]:
-        target = state.target
-
-        def request(turn: Turn) -> ChatRequest:
-            step, seed = state.step + 1, self.budgets.seed
-            # The tag makes the cache key unique per step, so a resumed run replays this very reply.
-            return ChatRequest.user(
-                prompt(), reply_shape=shape, seed=None if seed is None else seed + step, tag=f"step-{step}"
-            )
-
-        def record(attempt: Attempt[Action], turn: Turn | None) -> None:
-            if turn is not None:  # asked again next, with the reason
-                state.retries, state.feedback = turn.refused, turn.feedback
-            outcome = attempt.outcome
-            parsed = None if isinstance(outcome, Refused) else reply.describe(outcome)
-            row = step_record(state.step, action, target, attempt, parsed)
-            self.emit(ActionFinished(row, state.snapshot()))
-
-        return exchange(
-            lambda sent: self._complete(state, action, target, sent),
-            request,
-            lambda result, turn: read(result.text),
-            tries=self.budgets.max_retries + 1,
-            start=Turn(state.retries, state.feedback),
-            record=record,
-            settle=settle,
-            give_up=give_up,
-        )
-
-    def _complete(self, state: RunState, action: str, target: str, request: ChatRequest) -> ChatResult:
-        if state.step >= self.budgets.max_steps:
-            raise StepBudgetSpent
-        step = state.step + 1
-        self.emit(ActionStarted(step, action, target))
-        try:
-            result = self.roles.get(ROLES.get(action, ""), self.llm).complete(request)
-        except LLMContextOverflow:
-            # Prompts are budgeted with an estimate; if the server still finds one too long, every
-            # later prompt is fitted under a smaller limit and this action is asked again.
-            if self.window.refused(request.messages[-1].content):
-                raise _PromptsShrunk from None
-            raise
-        self.window.accepted()
-        state.step = step
-        state.prompt_tokens += result.usage.prompt_tokens
-        state.completion_tokens += result.usage.completion_tokens
-        return result

@@ -23,6 +23,15 @@ def must_deepen(forced: int) -> str:
     return f"do not stop yet: choose one node to split ({forced} deepening steps required)"
 
 
+def fallback_keywords(state: RunState) -> list[str]:
+    """What to search when the model gave no usable keywords: the question, or the node's own words."""
+    if state.outline is None or state.target == "outline":
+        return [state.question]
+    located = state.outline.find(state.target)
+    assert located is not None
+    return [located.node.title, f"{located.node.title} {located.node.plan}"]
+
+
 def count_ranges(research: ResearchSettings) -> tuple[tuple[int, int], tuple[int, int]]:
     """(sections, subsections) count bounds: the protocol's, narrowed by the settings."""
     return (
