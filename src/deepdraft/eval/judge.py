@@ -33,6 +33,8 @@ from deepdraft.config import home_dir
 from deepdraft.errors import ConfigError
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Message
+from deepdraft.protocol.actions import Refused
+from deepdraft.protocol.exchange import Attempt, Turn, exchange
 from deepdraft.protocol.json_reply import find_json
 from deepdraft.settings import LLMSettings, Settings
 from deepdraft.store.journal import Journal
@@ -50,6 +52,9 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")
 I = TypeVar("I")  # noqa: E741 - the item type of `Judge.map`
+
+
+REASK = "That reply could not be used: {reason}. Answer again with the JSON only."
 
 
 class JudgmentError(ValueError):
@@ -179,34 +184,37 @@ class Judge:
         """
         messages: list[Message] = [Message("system", system)] if system else []
         messages.append(Message("user", prompt))
-        reason, raw = "", ""
-        for attempt in range(self.max_attempts):
-            request = ChatRequest(
+
+        def request(turn: Turn) -> ChatRequest:
+            return ChatRequest(
                 messages=tuple(messages),
                 max_tokens=max_tokens or self.max_tokens,
                 temperature=self.temperature,
                 json_schema=schema,
                 tag=tag,
             )
-            result = self.llm.complete(request)
-            self.tally.add(result)
-            raw = result.text
+
+        def judged(result: ChatResult, turn: Turn) -> Judged[T] | Refused:
             try:
-                return Judged(read(parse_json_reply(raw)), raw=raw)
+                return Judged(read(parse_json_reply(result.text)), raw=result.text)
             except JudgmentError as exc:
-                reason = str(exc)
-            if attempt + 1 < self.max_attempts:
+                return Refused(str(exc))
+
+        def record(attempt: Attempt[Judged[T]], turn: Turn | None) -> None:
+            self.tally.add(attempt.result)
+            if turn is not None:
                 self.tally.count(retry=True)
                 # Showing the bad reply and why it failed both helps the model and makes the retry
                 # a different request, so the cache keeps both and a rerun replays the same path.
-                messages += [
-                    Message("assistant", raw),
-                    Message(
-                        "user", f"That reply could not be used: {reason}. Answer again with the JSON only."
-                    ),
-                ]
+                reask = REASK.format(reason=turn.feedback)
+                messages.extend([Message("assistant", attempt.result.text), Message("user", reask)])
+
+        last = exchange(self.llm.complete, request, judged, tries=self.max_attempts, record=record)
+        if isinstance(last.outcome, Judged):
+            return last.outcome
         self.tally.count(failure=True)
-        return Judged(None, failure=f"{reason} (after {self.max_attempts} tries)", raw=raw)
+        reason = last.outcome.reason
+        return Judged(None, failure=f"{reason} (after {self.max_attempts} tries)", raw=last.result.text)
 
     def map(self, items: Sequence[I], work: Callable[[I], R], label: str) -> list[R]:
         """`work` over `items` in the judge's thread pool, results in input order, with progress."""
