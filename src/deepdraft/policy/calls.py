@@ -165,16 +165,17 @@ class FinishingCalls:
         *,
         tries: int,
         start: Turn,
-        keep_turn: Callable[[Turn | None], None],
+        keep: Callable[[Attempt[Any], Turn | None], None],
         settle: Callable[[Attempt[Any]], None],
         parsed: Callable[[Attempt[Any]], dict[str, Any] | None],
         changes: Checkpoints | None = None,
     ) -> Attempt[Any]:
-        """One exchange of the pass. `keep_turn` stores the next turn in the pass's progress (None:
-        the exchange is over); `parsed` is what the journal row holds of an attempt."""
+        """One exchange of the pass. `keep` is called after every try, before it is journaled: it
+        stores the next turn in the pass's progress (None: the exchange is over) and counts the call;
+        `parsed` is what the journal row holds of an attempt."""
 
         def record(attempt: Attempt[Any], turn: Turn | None) -> None:
-            keep_turn(turn)
+            keep(attempt, turn)
             self.record(state, action, target, attempt, parsed(attempt), changes=changes)
 
         return exchange(

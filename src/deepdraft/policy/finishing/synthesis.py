@@ -21,7 +21,7 @@ Runs after the policy has stopped (and after verification, so it builds on check
    left as it is, and the check says so. Padding a report or cutting it after the fact would
    trade a visible failure for a hidden one.
 
-Every LLM exchange is journaled as a step with its checkpoint (see `verify.FinishingCalls`), so an
+Every LLM exchange is journaled as a step with its checkpoint (see `policy/calls.py`), so an
 interrupted pass resumes where it stopped and replays paid replies from the cache. When the LLM
 budget runs out, the parts not yet written are omitted with a note and the checks that need the
 judge are recorded as not checked.
@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from deepdraft.core.citations import CITE, cited_keys, normalise_citations
 from deepdraft.core.language import cjk_share, is_chinese, wants_chinese
@@ -41,19 +42,16 @@ from deepdraft.core.tokens import count_tokens as estimate_tokens
 from deepdraft.core.verification import ConstraintCheck, SynthesisProgress
 from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
 from deepdraft.events import EventSink, SynthesisFinished
-from deepdraft.policy.finishing.verify import (
-    JUDGE_TRIES,
-    FinishingCalls,
-    parse_verdicts,
-    verdict_schema,
-    verdict_shape,
-)
-from deepdraft.ports import LLM
+from deepdraft.policy.calls import FinishingCalls
+from deepdraft.policy.finishing.verdicts import JUDGE_TRIES, parse_verdicts, verdict_schema, verdict_shape
+from deepdraft.ports import LLM, ChatRequest, ChatResult
 from deepdraft.protocol import prompts
-from deepdraft.protocol.actions import language_problem, parse_json_action, repetition, split_reply
+from deepdraft.protocol.actions import Refused, language_problem, repetition, split_reply
 from deepdraft.protocol.attach import attach_citations, content_words
+from deepdraft.protocol.exchange import Attempt, Turn
 from deepdraft.protocol.fitting import Fit, fit_prompt
 from deepdraft.protocol.grammar import reply_shape
+from deepdraft.protocol.json_reply import find_json
 from deepdraft.settings import ResearchSettings
 
 PHASE = "synthesis"
@@ -65,6 +63,15 @@ PART_NAMES = {"summary": "executive summary", "conclusion": "conclusion"}
 ABOUT_TOLERANCE = 0.25
 """"About N words" is met within ±25%."""
 MAX_ITEMS = 12
+EXTRACTION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "required_items": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ITEMS},
+        "audience": {"type": "string"},
+    },
+    "required": ["required_items", "audience"],
+    "additionalProperties": False,
+}
 
 _CJK = re.compile(f"[{CJK_CHARS}]")
 _LATIN_WORD = re.compile(rf"[^\W_{CJK_CHARS}]+(?:['’-][^\W_{CJK_CHARS}]+)*")
@@ -408,66 +415,69 @@ class Synthesizer:
 
     def _write_part(self, state: RunState, progress: SynthesisProgress, allowed: list[str]) -> None:
         assert state.outline is not None
-        outline = state.outline
-        part = progress.part
+        outline, part = state.outline, progress.part
         if not allowed:
             self._give_up_part(state, progress, "the report's sections cite nothing to build it on")
             return
         low, high = LENGTH_BOUNDS[part]
-        chinese = wants_chinese(state.question, self.research.language)
-        prompt = fit_prompt(
-            lambda fit: prompts.render(
-                "synthesis",
-                part=part,
-                part_name=PART_NAMES[part],
-                question=state.question,
-                report=outline.condensed_view(fit.draft),
-                min_words=low * 2 if chinese else low,
-                max_words=high * 2 if chinese else high,
-                keys=", ".join(allowed),
-                feedback=progress.feedback,
-                language=self.research.language or "",
-            ),
-            Fit(self.research.report_budget_tokens, 0, None),
-            limit=self.prompt_limit,
-            count=self.count_tokens,
-        )
+        if wants_chinese(state.question, self.research.language):
+            low, high = low * 2, high * 2
+        # As many drafts as an action gets (quick: 2), at most PART_TRIES: the summary is a
+        # nicety, and on a CPU each refused draft costs half a minute.
+        tries = min(PART_TRIES, self.research.max_retries + 1)
+
+        def request(turn: Turn) -> ChatRequest:
+            prompt = self._fit(
+                lambda fit: prompts.render(
+                    "synthesis",
+                    part=part,
+                    part_name=PART_NAMES[part],
+                    question=state.question,
+                    report=outline.condensed_view(fit.draft),
+                    min_words=low,
+                    max_words=high,
+                    keys=", ".join(allowed),
+                    feedback=turn.feedback,
+                    language=self.research.language or "",
+                )
+            )
+            return self.calls.request(state, prompt, shape=reply_shape("write"))
+
+        def read(result: ChatResult, turn: Turn) -> str | Refused:
+            attach_after = self.research.attach_citations_after
+            attach_from = (
+                {key: state.registry[key].text for key in allowed}
+                if attach_after is not None and turn.refused >= attach_after
+                else None
+            )
+            text = read_part(result.text, part, allowed, state.question, self.research.language, attach_from)
+            return text if isinstance(text, str) else Refused(text[1])
+
+        def settle(attempt: Attempt[str]) -> None:
+            if isinstance(attempt.outcome, str):
+                setattr(state, part, attempt.outcome)
+                self._next_part(progress)
+            else:
+                why = f"{tries} drafts were refused, the last because: {attempt.outcome.reason}"
+                self._give_up_part(state, progress, why)
+
         try:
-            result, started = self.calls.ask(state, part, "report", prompt, shape=reply_shape("write"))
+            self.calls.exchange(
+                state,
+                part,
+                "report",
+                request,
+                read,
+                tries=tries,
+                start=Turn(progress.tries, progress.feedback),
+                keep=lambda attempt, turn: self._keep_turn(progress, turn),
+                settle=settle,
+                parsed=lambda attempt: (
+                    {"text": attempt.outcome} if isinstance(attempt.outcome, str) else None
+                ),
+            )
         except LLMContextOverflow:
             self._give_up_part(state, progress, "the report does not fit in the model's context")
-            return
-        attach_after = self.research.attach_citations_after
-        attach_from = (
-            {key: state.registry[key].text for key in allowed}
-            if attach_after is not None and progress.tries >= attach_after
-            else None
-        )
-        text = read_part(result.text, part, allowed, state.question, self.research.language, attach_from)
-        reason = text[1] if isinstance(text, tuple) else None
-        if isinstance(text, str):
-            setattr(state, part, text)
-            self._next_part(progress)
-        else:
-            progress.tries += 1
-            progress.feedback = text[1]
-            # As many drafts as an action gets (quick: 2), at most PART_TRIES: the summary is a
-            # nicety, and on a CPU each refused draft costs half a minute.
-            tries = min(PART_TRIES, self.research.max_retries + 1)
-            if progress.tries >= tries:
-                self._give_up_part(
-                    state, progress, f"{tries} drafts were refused, the last because: {text[1]}"
-                )
-        self.calls.record(
-            state,
-            part,
-            "report",
-            prompt=prompt,
-            result=result,
-            parsed={"text": text} if isinstance(text, str) else None,
-            reason=reason,
-            started=started,
-        )
 
     def _give_up_part(self, state: RunState, progress: SynthesisProgress, why: str) -> None:
         name = PART_NAMES.get(progress.part, progress.part)
@@ -478,6 +488,15 @@ class Synthesizer:
         progress.tries, progress.feedback = 0, ""
         progress.part = "conclusion" if progress.part == "summary" else "extract"
 
+    @staticmethod
+    def _keep_turn(progress: SynthesisProgress, turn: Turn | None) -> None:
+        if turn is not None:  # asked again, with the reason
+            progress.tries, progress.feedback = turn.refused, turn.feedback
+
+    def _fit(self, render: Callable[[Fit], str]) -> str:
+        fit = Fit(self.research.report_budget_tokens, 0, None)
+        return fit_prompt(render, fit, limit=self.prompt_limit, count=self.count_tokens)
+
     # ---- constraints ----------------------------------------------------------------------------
 
     def _extract(self, state: RunState, progress: SynthesisProgress) -> None:
@@ -485,45 +504,44 @@ class Synthesizer:
         if not needs_extraction(state.question):
             progress.part, progress.required_items = "judge", []
             return
-        prompt = prompts.render(
-            "constraints", task="extract", question=state.question, feedback=progress.feedback
-        )
-        schema = {
-            "type": "object",
-            "properties": {
-                "required_items": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ITEMS},
-                "audience": {"type": "string"},
-            },
-            "required": ["required_items", "audience"],
-            "additionalProperties": False,
-        }
-        result, started = self.calls.ask(
-            state, "constraints", "question", prompt, schema=schema, max_tokens=300, temperature=0.0
-        )
-        data = parse_json_action(split_reply(result.text).body or "")
-        reason = None
-        if isinstance(data, dict) and isinstance(data.get("required_items"), list):
-            progress.required_items = grounded_items(data["required_items"], state.question)
-            audience = data.get("audience")
-            if isinstance(audience, str) and content_words(audience) & content_words(state.question):
-                progress.audience = " ".join(audience.split())
+
+        def request(turn: Turn) -> ChatRequest:
+            prompt = prompts.render(
+                "constraints", task="extract", question=state.question, feedback=turn.feedback
+            )
+            return self.calls.request(
+                state, prompt, schema=EXTRACTION_SCHEMA, max_tokens=300, temperature=0.0
+            )
+
+        def read(result: ChatResult, turn: Turn) -> dict[str, Any] | Refused:
+            data = find_json(split_reply(result.text).body or "", (dict,))
+            if isinstance(data, dict) and isinstance(data.get("required_items"), list):
+                return data
+            return Refused('answer with only the JSON object {"required_items": [...], "audience": "..."}')
+
+        def settle(attempt: Attempt[dict[str, Any]]) -> None:
+            if isinstance(data := attempt.outcome, dict):
+                progress.required_items = grounded_items(data["required_items"], state.question)
+                audience = data.get("audience")
+                if isinstance(audience, str) and content_words(audience) & content_words(state.question):
+                    progress.audience = " ".join(audience.split())
             progress.part, progress.tries, progress.feedback = "judge", 0, ""
-        else:
-            reason = 'answer with only the JSON object {"required_items": [...], "audience": "..."}'
-            progress.tries, progress.feedback = progress.tries + 1, reason
-            if progress.tries >= JUDGE_TRIES:
-                progress.part, progress.tries, progress.feedback = "judge", 0, ""
-        self.calls.record(
+
+        self.calls.exchange(
             state,
             "constraints",
             "question",
-            prompt=prompt,
-            result=result,
-            parsed=None
-            if reason
-            else {"required_items": progress.required_items, "audience": progress.audience},
-            reason=reason,
-            started=started,
+            request,
+            read,
+            tries=JUDGE_TRIES,
+            start=Turn(progress.tries, progress.feedback),
+            keep=lambda attempt, turn: self._keep_turn(progress, turn),
+            settle=settle,
+            parsed=lambda attempt: (
+                None
+                if attempt.refusal
+                else {"required_items": progress.required_items, "audience": progress.audience}
+            ),
         )
 
     def _judge(self, state: RunState, progress: SynthesisProgress, terms: Terms) -> None:
@@ -535,53 +553,53 @@ class Synthesizer:
             progress.part = "done"
             return
         claims = "\n".join(f"{n}. {text}" for n, text in enumerate(statements, start=1))
-        prompt = fit_prompt(
-            lambda fit: prompts.render(
-                "constraints",
-                task="judge",
-                question=state.question,
-                report=_with_summary(state, outline.condensed_view(fit.draft)),
-                claims=claims,
-                count=len(statements),
-                feedback=progress.feedback,
-            ),
-            Fit(self.research.report_budget_tokens, 0, None),
-            limit=self.prompt_limit,
-            count=self.count_tokens,
-        )
+
+        def request(turn: Turn) -> ChatRequest:
+            prompt = self._fit(
+                lambda fit: prompts.render(
+                    "constraints",
+                    task="judge",
+                    question=state.question,
+                    report=_with_summary(state, outline.condensed_view(fit.draft)),
+                    claims=claims,
+                    count=len(statements),
+                    feedback=turn.feedback,
+                )
+            )
+            count = len(statements)
+            shape, schema = verdict_shape(count), verdict_schema(count)
+            return self.calls.request(
+                state, prompt, shape=shape, schema=schema, max_tokens=48 + 24 * count, temperature=0.0
+            )
+
+        def read(result: ChatResult, turn: Turn) -> dict[int, bool] | Refused:
+            verdicts = parse_verdicts(result.text, len(statements))
+            return verdicts if isinstance(verdicts, dict) else Refused(verdicts)
+
+        def settle(attempt: Attempt[dict[int, bool]]) -> None:
+            progress.part = "done"
+            if isinstance(verdicts := attempt.outcome, dict):
+                progress.verdicts = [verdicts[n] for n in range(1, len(statements) + 1)]
+            else:
+                progress.unjudged = f"the judge's answer was unreadable ({verdicts.reason})"
+
         try:
-            result, started = self.calls.ask(
+            self.calls.exchange(
                 state,
                 "constraints",
                 "report",
-                prompt,
-                shape=verdict_shape(len(statements)),
-                schema=verdict_schema(len(statements)),
-                max_tokens=48 + 24 * len(statements),
-                temperature=0.0,
+                request,
+                read,
+                tries=JUDGE_TRIES,
+                start=Turn(progress.tries, progress.feedback),
+                keep=lambda attempt, turn: self._keep_turn(progress, turn),
+                settle=settle,
+                parsed=lambda attempt: (
+                    None if attempt.refusal else {"statements": statements, "verdicts": progress.verdicts}
+                ),
             )
         except LLMContextOverflow:
             progress.part, progress.unjudged = "done", "the report does not fit in the model's context"
-            return
-        verdicts = parse_verdicts(result.text, len(statements))
-        if isinstance(verdicts, dict):
-            progress.part, progress.verdicts = "done", [verdicts[n] for n in range(1, len(statements) + 1)]
-        else:
-            progress.tries, progress.feedback = progress.tries + 1, verdicts
-            if progress.tries >= JUDGE_TRIES:
-                progress.part, progress.unjudged = "done", f"the judge's answer was unreadable ({verdicts})"
-        self.calls.record(
-            state,
-            "constraints",
-            "report",
-            prompt=prompt,
-            result=result,
-            parsed={"statements": statements, "verdicts": progress.verdicts}
-            if isinstance(verdicts, dict)
-            else None,
-            reason=None if isinstance(verdicts, dict) else verdicts,
-            started=started,
-        )
 
     def _statements(self, state: RunState, progress: SynthesisProgress, terms: Terms) -> list[str]:
         """What the judge is asked, in order: missing items, then the audience."""
