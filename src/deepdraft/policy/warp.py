@@ -92,12 +92,15 @@ class WarpPolicy:
         count_tokens: Callable[[str], int] | None = None,
         roles: Mapping[str, LLM] | None = None,
         review_outline: ReviewOutline | None = None,
+        force_expansions: int | None = None,
     ) -> None:
         self.llm, self.retriever, self.budgets, self.emit = llm, retriever, budgets, on_event
         self.roles = dict(roles or {})
         """Optional models per role: "planner" (init-plan, extend-plan) and "writer" (write)."""
         self.window = ContextWindow(prompt_limit, count_tokens or estimate_tokens)
         self.review_outline = review_outline
+        self.force_expansions = force_expansions
+        """Training-data collection only (spec §2.10): refuse `nop` until this many deepening steps."""
         self.calls = ActionCalls(llm, self.roles, budgets, self.window, on_event)
 
     @property
@@ -282,7 +285,7 @@ class WarpPolicy:
         """Every deepening decision spends the budget, a refused one included: a model that keeps
         failing at this step must not loop here forever. A stop refused by forced deepening is no
         decision of the model's (its retries are bounded anyway)."""
-        forced = self.budgets.force_expansions  # training-data collection only (spec §2.10)
+        forced = self.force_expansions
         if isinstance(outcome, Nop) and forced is not None and state.expansions < forced:
             # The teacher may not stop yet, so that every finer draft exists and pruning can later
             # choose where stopping would have been best.
