@@ -113,13 +113,15 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "prompt fitting: condensed drafts": ("deepdraft.core.outline:Outline.condensed_view",),
     "prompt fitting: the rest": ("deepdraft.policy.warp:WarpPolicy._fit",),
     "reply parsing + validation": tuple(
-        f"deepdraft.policy.warp:WarpPolicy._read_{kind}" for kind in ("search", "plan", "write", "extend")
+        f"deepdraft.protocol.action_replies:read_{kind}" for kind in ("search", "plan", "write", "extend")
     ),
     "policy loop: the rest": ("deepdraft.policy.warp:WarpPolicy.run",),
     "LLM cache lookups": ("deepdraft.llm.cache:CachingLLM.complete",),
     "model replies (fake; counts tokens)": ("deepdraft.llm.scripted:FunctionLLM.complete",),
     "state snapshots": ("deepdraft.core.state:RunState.snapshot",),
-    "checkpoint changes (verification)": ("deepdraft.policy.finishing.verify:PassCheckpoints.checkpoint",),
+    "checkpoint changes (verification)": (
+        "deepdraft.policy.finishing.checkpoints:PassCheckpoints.checkpoint",
+    ),
     "checkpoint encoding (JSON + zlib)": ("deepdraft.store.checkpoints:encode_state",),
     "journal writes (SQLite)": tuple(
         f"deepdraft.store.journal:Journal.{name}"

@@ -21,6 +21,7 @@ from deepdraft.events import ActionFinished, Event
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest
+from deepdraft.protocol.action_replies import read_plan
 from deepdraft.protocol.actions import InitPlan, Refused, Search, Write, parse, repetition, validate_write
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.settings import ResearchSettings
@@ -105,14 +106,13 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
         "title": "T",
         "sections": [{"title": f"S{i}", "plan": "p"} for i in range(5)],
     }
-    refusing = WarpPolicy(FunctionLLM(lambda r: ""), WordOverlapRetriever(SOTU_LIKE), research)
-    outcome = refusing._read_plan(
-        f"<thought/><action>{json.dumps(five)}</action>", RunState(question=QUESTION)
+    outcome = read_plan(
+        f"<thought/><action>{json.dumps(five)}</action>", RunState(question=QUESTION), research
     )
     assert isinstance(outcome, Refused) and "between 3 and 4 sections" in outcome.reason
     ok = {**five, "sections": five["sections"][:4]}
     assert isinstance(
-        refusing._read_plan(f"<action>{json.dumps(ok)}</action>", RunState(question=QUESTION)), InitPlan
+        read_plan(f"<action>{json.dumps(ok)}</action>", RunState(question=QUESTION), research), InitPlan
     )
 
 
@@ -209,16 +209,16 @@ def render_all_prompts(
         prompts.append(request.messages[-1].content)
         raise LLMContextOverflow("stop here: only the prompt is wanted")
 
-    policy = WarpPolicy(
-        FunctionLLM(capture),
-        WordOverlapRetriever(SOTU_LIKE),
-        ResearchSettings(),
-        prompt_limit=limit,
-        count_tokens=count,
-    )
-    for handler in (policy._search, policy._plan, policy._write, policy._extend):
+    for step in ("search", "plan", "write", "deepen"):
+        policy = WarpPolicy(
+            FunctionLLM(capture),
+            WordOverlapRetriever(SOTU_LIKE),
+            ResearchSettings(),
+            prompt_limit=limit,
+            count_tokens=count,
+        )
         with contextlib.suppress(LLMContextOverflow):
-            handler(state.model_copy(deep=True))
+            getattr(policy, step)(state.model_copy(deep=True))
     assert len(prompts) == 4
     return prompts
 

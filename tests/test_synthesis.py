@@ -16,7 +16,8 @@ from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
 from deepdraft.events import ActionFinished, Event, SynthesisFinished
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.policy.finishing.synthesis import Synthesizer, find_terms, sections_keys
+from deepdraft.policy.finishing.synthesis import Synthesizer, sections_keys
+from deepdraft.policy.finishing.terms import find_terms
 from deepdraft.ports import ChatRequest
 from deepdraft.run.runner import load_run, open_journal
 from deepdraft.settings import ResearchSettings

@@ -12,19 +12,16 @@ import pytest
 import deepdraft
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.core.outline import Outline
+from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
 from deepdraft.events import ActionFinished, Event, VerificationFinished
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.policy.finishing.verify import (
-    EMPTIED_NOTE,
-    Verifier,
-    lexical_support,
-    parse_verdicts,
-    rewrite_node,
-    sentence_spans,
-)
+from deepdraft.policy.finishing.lexical import lexical_support
+from deepdraft.policy.finishing.rewrite import rewrite_node
+from deepdraft.policy.finishing.verdicts import parse_verdicts
+from deepdraft.policy.finishing.verify import EMPTIED_NOTE, Verifier
 from deepdraft.ports import ChatRequest
 from deepdraft.protocol import prompts
 from deepdraft.run.runner import _JournalSink, load_run, open_journal
@@ -445,7 +442,7 @@ def test_a_run_killed_mid_verification_resumes_without_paying_twice() -> None:
 
 
 def test_a_rewrite_that_copies_a_passage_heading_stays_a_sentence() -> None:
-    from deepdraft.policy.finishing.verify import Rewrite, read_rewrite
+    from deepdraft.policy.finishing.rewrite import Rewrite, read_rewrite
 
     passage = "# Address of 1832\n\nThe tariff of 1832 lowered duties on many goods to calm the South."
     rewrite = read_rewrite(
@@ -462,7 +459,7 @@ def test_a_rewrite_that_copies_a_passage_heading_stays_a_sentence() -> None:
 def test_each_passage_is_read_for_word_overlap_once_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-citing weighs sentences against every passage of the run: their words and figures are
     derived once, not once per pair (that made verification quadratic in the run's evidence)."""
-    from deepdraft.policy.finishing.verify import TextFeatures
+    from deepdraft.policy.finishing.lexical import TextFeatures
     from tests.support.verification_scenario import FactChecker
     from tests.support.verification_scenario import make_state as make_large_state
 

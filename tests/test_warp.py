@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -20,17 +21,18 @@ from deepdraft.events import (
 from deepdraft.export.report import render_markdown
 from deepdraft.llm.scripted import FunctionLLM, ScriptedLLM
 from deepdraft.policy.plan_write import PlanThenWritePolicy
-from deepdraft.policy.warp import WarpPolicy
-from deepdraft.ports import ChatRequest
+from deepdraft.policy.single_pass import SinglePassPolicy
+from deepdraft.policy.warp import Policy, WarpPolicy
+from deepdraft.ports import LLM, ChatRequest
 from deepdraft.settings import ResearchSettings
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify, evidence_keys
 
 QUESTION = "How did presidents argue about tariffs?"
 
 
-def run(llm: object, budgets: ResearchSettings | None = None, policy: type[WarpPolicy] = WarpPolicy):
+def run(llm: LLM, budgets: ResearchSettings | None = None, policy: Callable[..., Policy] = WarpPolicy):
     events: list[Event] = []
-    state = policy(llm, WordOverlapRetriever(SOTU_LIKE), budgets or ResearchSettings(), events.append).run(  # type: ignore[arg-type]
+    state = policy(llm, WordOverlapRetriever(SOTU_LIKE), budgets or ResearchSettings(), events.append).run(
         RunState(question=QUESTION)
     )
     return state, events
@@ -291,8 +293,22 @@ class Crash(Exception):
     pass
 
 
-def test_a_run_continued_from_any_checkpoint_ends_in_the_same_state() -> None:
-    reference, _ = run(FunctionLLM(ScenarioModel(expansions=1)))
+def first_writes_refused(request: ChatRequest) -> str:
+    """The scenario, except that each node's first draft cites nothing (the re-ask, which shows
+    the reason, is answered as usual): runs then stop between the tries of an action."""
+    kind, _ = classify(request.messages[-1].content)
+    if kind == "write" and "citations (found 0)" not in request.messages[-1].content:
+        return NO_CITATION
+    return ScenarioModel(expansions=1)(request)
+
+
+@pytest.mark.parametrize("policy", [WarpPolicy, PlanThenWritePolicy, SinglePassPolicy])
+@pytest.mark.parametrize("model", [ScenarioModel(expansions=1), first_writes_refused])
+def test_a_run_continued_from_any_checkpoint_ends_in_the_same_state(
+    policy: Callable[..., Policy], model: Callable[[ChatRequest], str]
+) -> None:
+    reference, _ = run(FunctionLLM(model), policy=policy)
+    assert reference.outline is not None and all(n.node.written for n in reference.outline.walk())
     for crash_at in range(1, reference.step + 1):
         calls = 0
 
@@ -301,11 +317,11 @@ def test_a_run_continued_from_any_checkpoint_ends_in_the_same_state() -> None:
             calls += 1
             if calls == crash_at:
                 raise Crash
-            return ScenarioModel(expansions=1)(request)
+            return model(request)
 
         events: list[Event] = []
         with pytest.raises(Crash):
-            WarpPolicy(
+            policy(
                 FunctionLLM(flaky), WordOverlapRetriever(SOTU_LIKE), ResearchSettings(), events.append
             ).run(RunState(question=QUESTION))
         checkpoints = [e.state for e in events if isinstance(e, ActionFinished)]
@@ -314,9 +330,7 @@ def test_a_run_continued_from_any_checkpoint_ends_in_the_same_state() -> None:
             if checkpoints
             else RunState(question=QUESTION)
         )
-        final = WarpPolicy(
-            FunctionLLM(ScenarioModel(expansions=1)), WordOverlapRetriever(SOTU_LIKE), ResearchSettings()
-        ).run(state)
+        final = policy(FunctionLLM(model), WordOverlapRetriever(SOTU_LIKE), ResearchSettings()).run(state)
         assert final.snapshot() == reference.snapshot(), crash_at
 
 

@@ -21,10 +21,9 @@ Trade-offs:
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,9 @@ from deepdraft.config import home_dir
 from deepdraft.errors import ConfigError
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.ports import LLM, ChatRequest, ChatResult, Message
+from deepdraft.protocol.actions import Refused
+from deepdraft.protocol.exchange import Attempt, Turn, exchange
+from deepdraft.protocol.json_reply import find_json
 from deepdraft.settings import LLMSettings, Settings
 
 if TYPE_CHECKING:
@@ -52,6 +54,9 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")
 I = TypeVar("I")  # noqa: E741 - the item type of `Judge.map`
+
+
+REASK = "That reply could not be used: {reason}. Answer again with the JSON only."
 
 
 class JudgmentError(ValueError):
@@ -181,34 +186,37 @@ class Judge:
         """
         messages: list[Message] = [Message("system", system)] if system else []
         messages.append(Message("user", prompt))
-        reason, raw = "", ""
-        for attempt in range(self.max_attempts):
-            request = ChatRequest(
+
+        def request(turn: Turn) -> ChatRequest:
+            return ChatRequest(
                 messages=tuple(messages),
                 max_tokens=max_tokens or self.max_tokens,
                 temperature=self.temperature,
                 json_schema=schema,
                 tag=tag,
             )
-            result = self.llm.complete(request)
-            self.tally.add(result)
-            raw = result.text
+
+        def judged(result: ChatResult, turn: Turn) -> Judged[T] | Refused:
             try:
-                return Judged(read(parse_json_reply(raw)), raw=raw)
+                return Judged(read(parse_json_reply(result.text)), raw=result.text)
             except JudgmentError as exc:
-                reason = str(exc)
-            if attempt + 1 < self.max_attempts:
+                return Refused(str(exc))
+
+        def record(attempt: Attempt[Judged[T]], turn: Turn | None) -> None:
+            self.tally.add(attempt.result)
+            if turn is not None:
                 self.tally.count(retry=True)
                 # Showing the bad reply and why it failed both helps the model and makes the retry
                 # a different request, so the cache keeps both and a rerun replays the same path.
-                messages += [
-                    Message("assistant", raw),
-                    Message(
-                        "user", f"That reply could not be used: {reason}. Answer again with the JSON only."
-                    ),
-                ]
+                reask = REASK.format(reason=turn.feedback)
+                messages.extend([Message("assistant", attempt.result.text), Message("user", reask)])
+
+        last = exchange(self.llm.complete, request, judged, tries=self.max_attempts, record=record)
+        if isinstance(last.outcome, Judged):
+            return last.outcome
         self.tally.count(failure=True)
-        return Judged(None, failure=f"{reason} (after {self.max_attempts} tries)", raw=raw)
+        reason = last.outcome.reason
+        return Judged(None, failure=f"{reason} (after {self.max_attempts} tries)", raw=last.result.text)
 
     def map(self, items: Sequence[I], work: Callable[[I], R], label: str) -> list[R]:
         """`work` over `items` in the judge's thread pool, results in input order, with progress."""
@@ -276,52 +284,13 @@ def open_eval_cache() -> ReplyCache:
 
 # ---- tolerant JSON ---------------------------------------------------------------------------------
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-
 
 def parse_json_reply(text: str) -> Any:
-    """The JSON value in a model reply, tolerating what models wrap around it.
-
-    Tried in order: the contents of a fenced block, the whole reply, and the first balanced
-    ``{…}`` or ``[…]`` span; each as is and with trailing commas removed.
-    """
-    text = _THINK.sub("", text).strip()
-    candidates = [match.group(1) for match in _FENCE.finditer(text)]
-    candidates.append(text)
-    candidates.extend(_balanced_spans(text))
-    for candidate in candidates:
-        for variant in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
-            try:
-                return json.loads(variant)
-            except ValueError:
-                continue
-    raise JudgmentError("the reply holds no readable JSON")
-
-
-def _balanced_spans(text: str) -> Iterable[str]:
-    """Each top-level ``{…}``/``[…]`` span, found by bracket counting outside JSON strings."""
-    start, depth, in_string, escaped = -1, 0, False, False
-    for index, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-            continue
-        if char == '"' and depth:
-            in_string = True
-        elif char in "{[":
-            if depth == 0:
-                start = index
-            depth += 1
-        elif char in "}]" and depth:
-            depth -= 1
-            if depth == 0:
-                yield text[start : index + 1]
+    """The JSON value in a model reply (see `protocol.json_reply`); JudgmentError when there is none."""
+    value = find_json(text)
+    if value is None:
+        raise JudgmentError("the reply holds no readable JSON")
+    return value
 
 
 # ---- small readers shared by the metrics -----------------------------------------------------------

@@ -1,6 +1,6 @@
 """Plan-then-write: the baseline WARP is compared against in the paper's ablation.
 
-It runs on the same machinery as WARP — the same prompts for search and write, the same evidence
+It is composed of WARP's own public steps — the same search and write prompts, evidence
 handling, budgets, retries and checkpoints — and differs in two places only: the first outline is
 complete (sections *and* subsections, up to three levels) and is never changed afterwards, and
 the run stops as soon as every node has been written instead of deepening the draft.
@@ -8,23 +8,33 @@ the run stops as soon as every node has been written instead of deepening the dr
 
 from __future__ import annotations
 
+from typing import Any
+
 from deepdraft.core.state import RunState
+from deepdraft.events import EventSink, ignore
 from deepdraft.policy.warp import WarpPolicy
-from deepdraft.protocol.actions import Action, InitPlan, Refused, parse_full_plan, validate_full_plan
+from deepdraft.ports import LLM, Retriever
+from deepdraft.settings import ResearchSettings
 
 
-class PlanThenWritePolicy(WarpPolicy):
+class PlanThenWritePolicy:
     name = "plan-write"
-    plan_template = "full_plan"
-    plan_shape = "full-plan"
 
-    def _read_plan(self, raw: str, state: RunState) -> Action | Refused:
-        action = parse_full_plan(raw)
-        if isinstance(action, InitPlan):
-            return (
-                validate_full_plan(action, state.question, *self._ranges(), self.budgets.language) or action
-            )
-        return action
+    def __init__(
+        self,
+        llm: LLM,
+        retriever: Retriever,
+        budgets: ResearchSettings,
+        on_event: EventSink = ignore,
+        **options: Any,
+    ) -> None:
+        """`options`: the rest of `WarpPolicy`'s arguments (prompt limit, token counter, roles, review)."""
+        self.steps = WarpPolicy(llm, retriever, budgets, on_event, **options)
 
-    def _draft_complete(self, state: RunState) -> None:
-        self._stop(state, "every planned node is written")
+    def run(self, state: RunState) -> RunState:
+        return self.steps.guarded(state, self.research)
+
+    def research(self, state: RunState) -> None:
+        self.steps.open(state, full=True)  # background search → the complete, nested outline
+        self.steps.draft_all(state)
+        self.steps.stop(state, "every planned node is written")

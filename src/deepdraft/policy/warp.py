@@ -1,6 +1,6 @@
 """WARP, the Writing-As-Reasoning Policy: one agent that drafts a report and deepens it as it goes.
 
-The loop, as in AgentCPM-Report (arXiv 2602.06540):
+The loop, as in AgentCPM-Report (arXiv 2602.06540), written out in `WarpPolicy.research`:
 
 1. search for background on the whole question, then **plan** a sparse outline: a title and
    3–12 top-level sections, each with a one-line plan;
@@ -14,10 +14,18 @@ The loop, as in AgentCPM-Report (arXiv 2602.06540):
    `max_steps` actions. Whatever stops the run, the report is complete: nodes never written keep
    a visible note.
 
-Each action is one LLM call with a fresh prompt built from the state; nothing is carried between
-calls except the state itself. A reply that breaks the protocol is asked again with the reason
-(at most `max_retries` times). A node whose text keeps being refused gets one fresh search and
-another round of tries, then is left with a note, and the loop moves on.
+Each action is one exchange on the engine (`protocol/exchange.py`): a fresh prompt built from the
+state (`protocol/action_prompts.py`), the reply read and validated (`protocol/action_replies.py`),
+re-asked with the reason at most `max_retries` times. A node whose text keeps being refused gets
+one fresh search and another round of tries, then is left with a note, and the loop moves on.
+
+Resuming: every try is journaled with a checkpoint of the state, and the loop starts from
+whatever the state says. The outline and its first node without text say where drafting stands;
+one explicit field, `state.phase`, says what the outline cannot: whether the current node (or,
+before there is an outline, the question) was already searched ("search" → "write"/"plan"),
+whether the draft is complete and deepening is next ("extend"), or the run is over ("done"). The
+turn of the current exchange (refusals so far and the last reason) is in the state too, so a run
+stopped between two tries re-asks exactly what it would have asked.
 
 The policy does no I/O of its own: it talks to an `LLM` and a `Retriever` and reports every step
 as an event; the runner journals the checkpoint each `ActionFinished` event carries.
@@ -25,79 +33,54 @@ as an event; the runner journals the checkpoint each `ActionFinished` event carr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
-from deepdraft.core.evidence import render_evidence, select_passages
-from deepdraft.core.outline import NodeSpec, Outline, empty_outline_view
+from deepdraft.core.evidence import select_passages
+from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
-from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow, RunFailed
+from deepdraft.errors import LLMBudgetExhausted, RunFailed
 from deepdraft.events import (
-    ActionFinished,
-    ActionStarted,
-    Event,
     EventSink,
     EvidenceAdded,
     NodeSkipped,
     NodeWritten,
     OutlineChanged,
     OutlineReviewed,
-    StepRecord,
     ignore,
 )
-from deepdraft.ports import LLM, ChatRequest, ChatResult, ReplyShape, Retriever
-from deepdraft.protocol import prompts
-from deepdraft.protocol.actions import (
-    NO_CITATIONS,
-    SECTIONS_RANGE,
-    SUBSECTIONS_RANGE,
-    Action,
-    ExtendPlan,
-    InitPlan,
-    Nop,
-    PlannedNode,
-    Refused,
-    Search,
-    Write,
-    parse,
-    validate_extend_plan,
-    validate_init_plan,
-    validate_search,
-    validate_write,
-)
-from deepdraft.protocol.attach import attach_citations
-from deepdraft.protocol.fitting import Fit, fit_prompt
+from deepdraft.policy.calls import ActionCalls, PromptsShrunk, StepBudgetSpent
+from deepdraft.ports import LLM, Retriever
+from deepdraft.protocol import action_prompts as ask
+from deepdraft.protocol import action_replies as reply
+from deepdraft.protocol.actions import Action, ExtendPlan, InitPlan, Nop, Refused, Search, Write
+from deepdraft.protocol.exchange import Attempt
+from deepdraft.protocol.fitting import ContextWindow, Fit
 from deepdraft.protocol.grammar import ShapeName, reply_shape
+from deepdraft.protocol.prompts import TemplateName
 from deepdraft.settings import ResearchSettings
 
-MIN_PROMPT_LIMIT = 600  # below this no useful prompt fits; a server refusing it is a real error
 MUST_DEEPEN = "must-deepen"  # a stop refused because the run collects training data (force_expansions)
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """One call to the model and what came of it."""
-
-    action: str
-    target: str
-    prompt: str
-    result: ChatResult
-    outcome: Action | Refused
-    started_at: float
-
-
-ROLES = {"init-plan": "planner", "extend-plan": "planner", "write": "writer"}
 
 ReviewOutline = Callable[[Outline], Outline | None]
 """Plan review: shown the first outline, returns the user's edited outline, or None to keep it."""
+LengthHint = Callable[[RunState, ResearchSettings], str]
+"""Guidance toward the requested length in a write prompt (see `action_prompts.node_length`)."""
+
+
+class Policy(Protocol):
+    """What the runner needs of a policy: its name, and a run from any state to a finished one."""
+
+    name: str
+
+    def run(self, state: RunState) -> RunState: ...
 
 
 class WarpPolicy:
+    """The WARP loop (`research`) and its public steps, which the baselines compose differently."""
+
     name = "warp"
-    plan_template: prompts.TemplateName = "init_plan"
-    plan_shape: ShapeName = "init-plan"
 
     def __init__(
         self,
@@ -109,192 +92,211 @@ class WarpPolicy:
         count_tokens: Callable[[str], int] | None = None,
         roles: Mapping[str, LLM] | None = None,
         review_outline: ReviewOutline | None = None,
+        force_expansions: int | None = None,
     ) -> None:
-        self.llm = llm
+        self.llm, self.retriever, self.budgets, self.emit = llm, retriever, budgets, on_event
         self.roles = dict(roles or {})
         """Optional models per role: "planner" (init-plan, extend-plan) and "writer" (write)."""
-        self.retriever = retriever
-        self.budgets = budgets
-        self.emit: Callable[[Event], None] = on_event
-        self.prompt_limit = prompt_limit
-        """Most tokens a prompt may have (the model's context minus room for the reply)."""
-        self.count_tokens = count_tokens or estimate_tokens
-        """How prompts are measured: the model's own tokenizer when it has one, else an estimate."""
-        self._last_prompt_tokens = 0
-        self._refused_size = 1 << 62  # size of the last prompt refused as too long
+        self.window = ContextWindow(prompt_limit, count_tokens or estimate_tokens)
         self.review_outline = review_outline
+        self.force_expansions = force_expansions
+        """Training-data collection only (spec §2.10): refuse `nop` until this many deepening steps."""
+        self.calls = ActionCalls(llm, self.roles, budgets, self.window, on_event)
+
+    @property
+    def prompt_limit(self) -> int | None:
+        """Most tokens a prompt may have (the model's context minus room for the reply)."""
+        return self.window.limit
 
     def run(self, state: RunState) -> RunState:
+        return self.guarded(state, self.research)
+
+    def research(self, state: RunState) -> None:
+        """The algorithm. It starts wherever the state says the run stopped (see the module doc)."""
+        self.open(state)  # background search → the first, sparse outline
         while state.phase != "done":
-            if state.step >= self.budgets.max_steps:
-                if state.outline is None:
-                    raise RunFailed(
-                        f"the step budget ({self.budgets.max_steps}) ran out before an outline existed"
-                    )
-                self._stop(state, f"step budget of {self.budgets.max_steps} actions reached")
-                break
+            self.draft_all(state)  # search → write each node without text, in document order
+            self.deepen(state)  # split one node (more empty nodes to draft) or stop
+
+    def guarded(self, state: RunState, research: Callable[[RunState], None]) -> RunState:
+        """Run `research` until it ends or a budget does; a spent budget still yields a report."""
+        while state.phase != "done":
             try:
-                match state.phase:
-                    case "search":
-                        self._search(state)
-                    case "plan":
-                        self._plan(state)
-                    case "write":
-                        self._write(state)
-                    case "extend":
-                        self._extend(state)
+                research(state)
+            except PromptsShrunk:
+                continue  # the same action is asked again, smaller
+            except StepBudgetSpent:
+                limit = self.budgets.max_steps
+                if state.outline is None:
+                    raise RunFailed(f"the step budget ({limit}) ran out before an outline existed") from None
+                self.stop(state, f"step budget of {limit} actions reached")
             except LLMBudgetExhausted as exc:
                 if state.outline is None:
                     raise RunFailed(f"{exc} before an outline existed") from exc
-                self._stop(state, str(exc))
-            except LLMContextOverflow:
-                # Shrink later prompts below the one refused; give up when they cannot shrink further.
-                refused_size, self._last_prompt_tokens = self._last_prompt_tokens, 0
-                if refused_size <= MIN_PROMPT_LIMIT or refused_size >= self._refused_size:
-                    raise
-                self._refused_size = refused_size
-                self.prompt_limit = max(MIN_PROMPT_LIMIT, refused_size * 3 // 4)
+                self.stop(state, str(exc))
         return state
 
-    # ---- the four actions ----------------------------------------------------------------------
+    # ---- the steps -------------------------------------------------------------------------------
 
-    def _search(self, state: RunState) -> None:
-        prompt = self._fit(
-            lambda fit: prompts.render(
-                "search",
-                question=state.question,
-                outline=self._draft_view(state, fit.draft, focus=state.target),
-                instruction=prompts.instruction(state.target),
-                feedback=state.feedback,
-                language=self.budgets.language or "",
-            ),
-            self.budgets.search_budget_tokens,
-        )
-        exchange = self._ask(state, "search", prompt, self._read_search, reply_shape("search"))
-        outcome = exchange.outcome
-        if isinstance(outcome, Search):
-            found = self._retrieve(state, list(outcome.keywords))
-            if not found and state.target != "outline":
-                outcome = Refused("these keywords matched nothing in the documents; try other, broader ones")
-                exchange = replace(exchange, outcome=outcome)
-        if isinstance(outcome, Refused):
-            if self._may_retry(state, outcome):
-                return self._checkpoint(state, exchange)
-            # Out of tries: search with the node's own words rather than stall the report.
-            if not self._retrieve(state, self._fallback_keywords(state)) and state.target != "outline":
-                self._give_up_on_node(state, "no evidence for it was found in the documents")
-                return self._checkpoint(state, exchange)
-        state.phase = "plan" if state.target == "outline" else "write"
-        state.retries, state.feedback = 0, ""
-        self._checkpoint(state, exchange)
+    def open(self, state: RunState, *, full: bool = False) -> None:
+        """Search for the whole question, then plan; a plan refused every time gets one new search.
 
-    def _plan(self, state: RunState) -> None:
-        prompt = self._fit(
-            lambda fit: prompts.render(
-                self.plan_template,
-                question=state.question,
-                evidence=self._evidence(state, fit),
-                feedback=state.feedback,
-                language=self.budgets.language or "",
-                **self._bounds(),
-            ),
-            None,
-            len(state.evidence),
-        )
-        exchange = self._ask(
-            state, "init-plan", prompt, self._read_plan, reply_shape(self.plan_shape, *self._ranges())
-        )
-        outcome = exchange.outcome
-        if isinstance(outcome, InitPlan):
-            state.outline = Outline(title=outcome.title)
-            state.outline.add_tree(None, _as_spec(outcome.sections))
-            self._offer_for_review(state)
-            self.emit(OutlineChanged(state.outline.model_dump(), [n.position for n in state.outline.walk()]))
-            self._next_node(state)
-        elif isinstance(outcome, Refused) and not self._may_retry(state, outcome):
-            if state.researched_again:
-                self._checkpoint(state, exchange)
-                raise RunFailed(f"the model gave no valid outline after repeated tries: {outcome.reason}")
-            self._research_again(state)
-        self._checkpoint(state, exchange)
+        `full`: plan the whole outline at once, nested (the plan-then-write baseline).
+        """
+        while state.outline is None:
+            if state.phase == "search":
+                self.search(state)
+            self.plan(state, full=full)
 
-    def _write(self, state: RunState) -> None:
+    def draft_all(self, state: RunState, length: LengthHint = ask.node_length) -> None:
         assert state.outline is not None
-        node = state.outline.find(state.target)
-        assert node is not None
-        prompt = self._fit(
-            lambda fit: prompts.render(
-                "write",
-                question=state.question,
-                outline=self._draft_view(state, fit.draft, focus=state.target),
-                instruction=prompts.instruction(state.target),
-                title=node.node.title,
-                plan=node.node.plan,
-                length=self._length_hint(state, for_node=True),
-                evidence=self._evidence(state, fit),
-                feedback=state.feedback,
-                language=self.budgets.language or "",
-            ),
-            self.budgets.draft_budget_tokens,
-            len(state.evidence),
+        while (node := state.outline.first_pending()) is not None:
+            self.draft(state, node.position, length)
+
+    def draft(self, state: RunState, position: str, length: LengthHint = ask.node_length) -> None:
+        """Search for one node without text, then write it; until it is written or given up."""
+        assert state.outline is not None
+        located = state.outline.find(position)
+        assert located is not None and state.target == position
+        while not located.node.settled:
+            if state.phase == "search":
+                self.search(state)  # a node nothing can be found for is given up here
+            else:
+                self.write(state, length)  # refused every time: one fresh search, then a note
+
+    def search(self, state: RunState) -> None:
+        budget = self.budgets.search_budget_tokens
+
+        def settle(attempt: Attempt[Action]) -> None:
+            # Out of tries: search with the node's own words rather than stall the report.
+            fallback = ask.fallback_keywords(state)
+            if attempt.refusal and not self._retrieve(state, fallback) and state.target != "outline":
+                return self._give_up(state, "no evidence for it was found in the documents")
+            state.phase = "plan" if state.target == "outline" else "write"
+            state.retries, state.feedback = 0, ""
+
+        self.calls.act(
+            state,
+            "search",
+            lambda: self._fit(lambda fit: ask.search_prompt(state, self.budgets, fit), budget),
+            reply_shape("search"),
+            lambda raw: self._searched(state, reply.read_search(raw)),
+            settle,
         )
-        exchange = self._ask(state, "write", prompt, self._read_write, reply_shape("write"))
-        outcome = exchange.outcome
-        if isinstance(outcome, Write):
-            node.node.content = outcome.text.strip()
-            self.emit(NodeWritten(node.position, node.node.title, node.node.content))
-            self._next_node(state)
-        elif isinstance(outcome, Refused) and not self._may_retry(state, outcome):
-            if state.researched_again:
-                self._give_up_on_node(state, f"every draft was refused ({outcome.reason})")
+
+    def plan(self, state: RunState, *, full: bool = False) -> None:
+        template: TemplateName = "full_plan" if full else "init_plan"
+        shape: ShapeName = "full-plan" if full else "init-plan"
+        sections, subsections = ask.count_ranges(self.budgets)
+
+        def settle(attempt: Attempt[Action]) -> None:
+            if isinstance(attempt.outcome, InitPlan):
+                state.outline = Outline(title=attempt.outcome.title)
+                state.outline.add_tree(None, reply.as_spec(attempt.outcome.sections))
+                self._offer_for_review(state)
+                self._outline_changed(state, list(state.outline.walk()))
+                self._advance(state)
+            elif not state.researched_again:
+                self._research_again(state)
+
+        attempt = self.calls.act(
+            state,
+            "init-plan",
+            lambda: self._fit(lambda fit: ask.plan_prompt(state, self.budgets, fit, template), None, state),
+            reply_shape(shape, sections, subsections),
+            lambda raw: reply.read_plan(raw, state, self.budgets, full=full),
+            settle,
+        )
+        if attempt.refusal and state.outline is None and state.phase == "plan":
+            raise RunFailed(f"the model gave no valid outline after repeated tries: {attempt.refusal.reason}")
+
+    def write(self, state: RunState, length_hint: LengthHint = ask.node_length) -> None:
+        assert state.outline is not None
+        located = state.outline.find(state.target)
+        assert located is not None
+        budget = self.budgets.draft_budget_tokens
+        length = length_hint(state, self.budgets)
+
+        def settle(attempt: Attempt[Action]) -> None:
+            if isinstance(attempt.outcome, Write):
+                located.node.content = attempt.outcome.text.strip()
+                self.emit(NodeWritten(located.position, located.node.title, located.node.content))
+                self._advance(state)
+            elif attempt.refusal and state.researched_again:
+                self._give_up(state, f"every draft was refused ({attempt.refusal.reason})")
             else:
                 self._research_again(state)
-        self._checkpoint(state, exchange)
 
-    def _extend(self, state: RunState) -> None:
+        self.calls.act(
+            state,
+            "write",
+            lambda: self._fit(lambda fit: ask.write_prompt(state, self.budgets, fit, length), budget, state),
+            reply_shape("write"),
+            lambda raw: reply.read_write(raw, state, self.budgets, state.retries),
+            settle,
+        )
+
+    def deepen(self, state: RunState) -> None:
+        """Split one childless node into subsections (more empty nodes to draft), or stop."""
         assert state.outline is not None
-        prompt = self._fit(
-            lambda fit: prompts.render(
-                "extend_plan",
-                question=state.question,
-                length=self._length_hint(state, for_node=False),
-                outline=self._draft_view(state, fit.draft, focus=None),
-                feedback=state.feedback,
-                language=self.budgets.language or "",
-                **self._bounds(),
-            ),
-            self.budgets.report_budget_tokens,
-        )
-        exchange = self._ask(
-            state, "extend-plan", prompt, self._read_extend, reply_shape("extend-plan", *self._ranges())
-        )
-        outcome = exchange.outcome
-        if isinstance(outcome, Nop):
-            self._stop(state, "the model judged the report complete")
-        else:
-            # Every deepening decision spends the budget, a refused one included: a model that
-            # keeps failing at this step must not be able to loop here forever. A stop refused by
-            # forced deepening is no decision of the model's (its retries are bounded anyway).
-            if not (isinstance(outcome, Refused) and outcome.code == MUST_DEEPEN):
-                state.expansions += 1
-            if isinstance(outcome, ExtendPlan):
-                added = state.outline.add_children(outcome.position, _as_pairs(outcome.subsections))
-                self.emit(OutlineChanged(state.outline.model_dump(), [n.position for n in added]))
-                self._next_node(state)
-            elif state.expansions >= self.budgets.max_expansions:
-                self._stop(state, f"expansion budget of {self.budgets.max_expansions} reached")
-            elif isinstance(outcome, Refused) and not self._may_retry(state, outcome):
-                self._stop(state, f"the model gave no valid deepening decision ({outcome.reason})")
-        self._checkpoint(state, exchange)
+        outline, limit = state.outline, self.budgets.max_expansions
+        if state.expansions >= limit:
+            return self.stop(state, f"expansion budget of {limit} reached")
+        state.target, state.phase = "outline", "extend"
+        budget = self.budgets.report_budget_tokens
 
-    # ---- what happens between actions ----------------------------------------------------------
+        def settle(attempt: Attempt[Action]) -> None:
+            outcome = attempt.outcome
+            if isinstance(outcome, Nop):
+                self.stop(state, "the model judged the report complete")
+            elif isinstance(outcome, ExtendPlan):
+                self._outline_changed(
+                    state, outline.add_children(outcome.position, reply.as_pairs(outcome.subsections))
+                )
+                self._advance(state)
+            elif state.expansions >= limit:
+                self.stop(state, f"expansion budget of {limit} reached")
+            elif attempt.refusal is not None:
+                self.stop(state, f"the model gave no valid deepening decision ({attempt.refusal.reason})")
+
+        self.calls.act(
+            state,
+            "extend-plan",
+            lambda: self._fit(lambda fit: ask.extend_prompt(state, self.budgets, fit), budget),
+            reply_shape("extend-plan", *ask.count_ranges(self.budgets)),
+            lambda raw: self._deepening(state, reply.read_extend(raw, state, self.budgets)),
+            settle,
+            give_up=lambda attempt: state.expansions >= limit,
+        )
+
+    def stop(self, state: RunState, reason: str) -> None:
+        state.phase, state.stop_reason = "done", reason
+
+    # ---- what happens between the steps ----------------------------------------------------------
+
+    def _searched(self, state: RunState, outcome: Action | Refused) -> Action | Refused:
+        """Valid keywords are searched at once; keywords finding nothing for a node are refused."""
+        found = isinstance(outcome, Search) and self._retrieve(state, list(outcome.keywords))
+        if isinstance(outcome, Search) and not found and state.target != "outline":
+            return Refused(ask.NOTHING_FOUND)
+        return outcome
+
+    def _deepening(self, state: RunState, outcome: Action | Refused) -> Action | Refused:
+        """Every deepening decision spends the budget, a refused one included: a model that keeps
+        failing at this step must not loop here forever. A stop refused by forced deepening is no
+        decision of the model's (its retries are bounded anyway)."""
+        forced = self.force_expansions
+        if isinstance(outcome, Nop) and forced is not None and state.expansions < forced:
+            # The teacher may not stop yet, so that every finer draft exists and pruning can later
+            # choose where stopping would have been best.
+            return Refused(ask.must_deepen(forced), MUST_DEEPEN)
+        if not isinstance(outcome, Nop):
+            state.expansions += 1
+        return outcome
 
     def _offer_for_review(self, state: RunState) -> None:
-        """Plan review: the user may edit the first outline before anything is written.
-
-        It happens inside the init-plan step, so the step's checkpoint holds the reviewed outline
-        and a resumed run never asks again.
-        """
+        """Plan review (a UI hook): inside the init-plan step, so its checkpoint holds the reviewed
+        outline and a resumed run never asks again."""
         if self.review_outline is None or state.outline is None:
             return
         edited = self.review_outline(state.outline.model_copy(deep=True))
@@ -302,45 +304,32 @@ class WarpPolicy:
             state.outline = edited
         self.emit(OutlineReviewed(state.outline.model_dump(), edited=edited is not None))
 
-    def _next_node(self, state: RunState) -> None:
-        """Move to the first node without text, or, when the draft is complete, to deepening."""
+    def _outline_changed(self, state: RunState, added: list[Any]) -> None:
+        assert state.outline is not None
+        self.emit(OutlineChanged(state.outline.model_dump(), [located.position for located in added]))
+
+    def _advance(self, state: RunState) -> None:
+        """On to the first node without text, or, when the draft is complete, to deepening."""
         assert state.outline is not None
         state.retries, state.feedback, state.researched_again = 0, "", False
         pending = state.outline.first_pending()
         if pending is not None:
             state.target, state.phase = pending.position, "search"
         else:
-            self._draft_complete(state)
-
-    def _draft_complete(self, state: RunState) -> None:
-        if state.expansions < self.budgets.max_expansions:
             state.target, state.phase = "outline", "extend"
-        else:
-            self._stop(state, f"expansion budget of {self.budgets.max_expansions} reached")
-
-    def _may_retry(self, state: RunState, refused: Refused) -> bool:
-        """Count a refused reply; True while the same action may be asked again with the reason."""
-        if state.retries >= self.budgets.max_retries:
-            return False
-        state.retries += 1
-        state.feedback = refused.reason
-        return True
 
     def _research_again(self, state: RunState) -> None:
         """Repeated refusals: search once more for the same target, then try again."""
         state.researched_again, state.retries, state.feedback = True, 0, ""
         state.phase = "search"
 
-    def _give_up_on_node(self, state: RunState, why: str) -> None:
+    def _give_up(self, state: RunState, why: str) -> None:
         assert state.outline is not None
-        node = state.outline.find(state.target)
-        assert node is not None
-        node.node.note = why
-        self.emit(NodeSkipped(node.position, node.node.title, why))
-        self._next_node(state)
-
-    def _stop(self, state: RunState, reason: str) -> None:
-        state.phase, state.stop_reason = "done", reason
+        located = state.outline.find(state.target)
+        assert located is not None
+        located.node.note = why
+        self.emit(NodeSkipped(located.position, located.node.title, why))
+        self._advance(state)
 
     def _retrieve(self, state: RunState, keywords: list[str]) -> bool:
         """Search every keyword, keep the best distinct passages as the current evidence."""
@@ -349,197 +338,19 @@ class WarpPolicy:
         passages = select_passages(hits, budget)
         known = set(state.registry.items)
         state.evidence = [state.registry.register(passage) for passage in passages]
+        keys = list(state.evidence)
         self.emit(
             EvidenceAdded(
                 target=state.target,
                 keywords=keywords,
-                keys=list(state.evidence),
-                new_keys=[key for key in state.evidence if key not in known],
-                sources=list(dict.fromkeys(state.registry[key].source.title for key in state.evidence)),
+                keys=keys,
+                new_keys=[key for key in keys if key not in known],
+                sources=list(dict.fromkeys(state.registry[key].source.title for key in keys)),
             )
         )
         return bool(passages)
 
-    def _fallback_keywords(self, state: RunState) -> list[str]:
-        if state.outline is None or state.target == "outline":
-            return [state.question]
-        node = state.outline.find(state.target)
-        assert node is not None
-        return [node.node.title, f"{node.node.title} {node.node.plan}"]
-
-    def _fit(self, render: Callable[[Fit], str], draft: int | None, passages: int = 0) -> str:
-        return fit_prompt(
-            render,
-            Fit(draft or 0, passages, self.budgets.passage_tokens),
-            limit=self.prompt_limit,
-            count=self.count_tokens,
-            shrink_draft=draft is not None,
-        )
-
-    def _ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(sections, subsections) count bounds: the protocol's, narrowed by the settings."""
-        return (
-            (SECTIONS_RANGE[0], self.budgets.max_sections),
-            (SUBSECTIONS_RANGE[0], self.budgets.max_subsections),
-        )
-
-    def _bounds(self) -> dict[str, int]:
-        (min_sections, max_sections), (min_subsections, max_subsections) = self._ranges()
-        return {
-            "min_sections": min_sections,
-            "max_sections": max_sections,
-            "min_subsections": min_subsections,
-            "max_subsections": max_subsections,
-        }
-
-    def _length_hint(self, state: RunState, *, for_node: bool) -> str:
-        """Guidance toward the requested report length, for write and deepening prompts."""
-        target = self.budgets.length_words
-        if not target or state.outline is None:
-            return ""
-        if for_node:
-            per_node = max(60, target // max(3, state.outline.count()))
-            return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
-        written = sum(len((n.node.content or "").split()) for n in state.outline.walk())
-        return (
-            f"The report has about {written} words; the user asked for about {target}. "
-            "Once it is that long, stop unless a part is clearly missing."
-        )
-
-    def _evidence(self, state: RunState, fit: Fit) -> str:
-        return render_evidence(state.registry, state.evidence[: fit.passages], fit.passage_tokens)
-
-    def _draft_view(self, state: RunState, budget: int, focus: str | None) -> str:
-        if state.outline is None:
-            return empty_outline_view()
-        return state.outline.condensed_view(budget, focus=focus)
-
-    # ---- reading replies -----------------------------------------------------------------------
-
-    def _read_search(self, raw: str, state: RunState) -> Action | Refused:
-        action = parse(raw, {"search"})
-        if isinstance(action, Search):
-            return validate_search(action) or action
-        return action
-
-    def _read_plan(self, raw: str, state: RunState) -> Action | Refused:
-        action = parse(raw, {"init-plan"})
-        if isinstance(action, InitPlan):
-            return (
-                validate_init_plan(action, state.question, self._ranges()[0], self.budgets.language) or action
-            )
-        return action
-
-    def _read_write(self, raw: str, state: RunState) -> Action | Refused:
-        action = parse(raw, {"write"})
-        if not isinstance(action, Write):
-            return action
-        refused = validate_write(action, state.question, state.evidence, self.budgets.language)
-        attach_after = self.budgets.attach_citations_after
-        if (
-            refused
-            and refused.code == NO_CITATIONS
-            and attach_after is not None
-            and state.retries >= attach_after
-        ):
-            # A small model that will not cite: place the citations from the evidence it was shown.
-            evidence = {key: state.registry[key].text for key in state.evidence}
-            attached = attach_citations(action.text, evidence)
-            if attached is not None:
-                repaired = Write(attached, citations_attached=True)
-                return (
-                    validate_write(repaired, state.question, state.evidence, self.budgets.language)
-                    or repaired
-                )
-        return refused or action
-
-    def _read_extend(self, raw: str, state: RunState) -> Action | Refused:
-        assert state.outline is not None
-        action = parse(raw, {"extend-plan", "nop"})
-        forced = self.budgets.force_expansions
-        if isinstance(action, Nop) and forced is not None and state.expansions < forced:
-            # Training-data collection (spec §2.10): the teacher may not stop yet, so that every
-            # finer draft exists and pruning can later choose where stopping would have been best.
-            return Refused(
-                f"do not stop yet: choose one node to split ({forced} deepening steps required)", MUST_DEEPEN
-            )
-        if isinstance(action, ExtendPlan):
-            subsections = self._ranges()[1]
-            return (
-                validate_extend_plan(
-                    action, state.outline, state.question, subsections, self.budgets.language
-                )
-                or action
-            )
-        return action
-
-    # ---- talking to the model and recording the step -------------------------------------------
-
-    def _ask(
-        self,
-        state: RunState,
-        action: str,
-        prompt: str,
-        read: Callable[[str, RunState], Action | Refused],
-        shape: ReplyShape,
-    ) -> Exchange:
-        step = state.step + 1
-        self.emit(ActionStarted(step, action, state.target))
-        started = time.time()
-        seed = None if self.budgets.seed is None else self.budgets.seed + step
-        # The tag makes the cache key unique per step, so a resumed run replays this very reply.
-        request = ChatRequest.user(prompt, reply_shape=shape, seed=seed, tag=f"step-{step}")
-        try:
-            result = self.roles.get(ROLES.get(action, ""), self.llm).complete(request)
-        except LLMContextOverflow:
-            # Prompts are budgeted with an estimate; if the server still finds one too long, the
-            # run loop shrinks every later prompt and asks this action again.
-            self._last_prompt_tokens = self.count_tokens(prompt)
-            raise
-        self._refused_size = 1 << 62
-        state.step = step
-        state.prompt_tokens += result.usage.prompt_tokens
-        state.completion_tokens += result.usage.completion_tokens
-        return Exchange(action, state.target, prompt, result, read(result.text, state), started)
-
-    def _checkpoint(self, state: RunState, exchange: Exchange) -> None:
-        outcome = exchange.outcome
-        record = StepRecord(
-            step=state.step,
-            action=exchange.action,
-            target=exchange.target,
-            prompt=exchange.prompt,
-            reply=exchange.result.text,
-            parsed=None if isinstance(outcome, Refused) else _describe(outcome),
-            valid=not isinstance(outcome, Refused),
-            reason=outcome.reason if isinstance(outcome, Refused) else None,
-            prompt_tokens=exchange.result.usage.prompt_tokens,
-            completion_tokens=exchange.result.usage.completion_tokens,
-            started_at=exchange.started_at,
-            finished_at=time.time(),
-            cached=exchange.result.cached,
-        )
-        self.emit(ActionFinished(record, state.snapshot()))
-
-
-def _as_pairs(nodes: tuple[PlannedNode, ...]) -> list[tuple[str, str]]:
-    return [(node.title, node.plan) for node in nodes]
-
-
-def _as_spec(nodes: tuple[PlannedNode, ...]) -> list[NodeSpec]:
-    return [(node.title, node.plan, _as_spec(node.children)) for node in nodes]
-
-
-def _describe(action: Action) -> dict[str, object]:
-    match action:
-        case Search(keywords):
-            return {"name": "search", "keywords": list(keywords)}
-        case InitPlan(title, sections):
-            return {"name": "init-plan", "title": title, "sections": _as_spec(sections)}
-        case ExtendPlan(position, subsections):
-            return {"name": "extend-plan", "position": position, "subsections": _as_pairs(subsections)}
-        case Nop():
-            return {"name": "nop"}
-        case Write(text, citations_attached):
-            return {"name": "write", "text": text, "citations_attached": citations_attached}
-    raise AssertionError(action)
+    def _fit(self, render: Callable[[Fit], str], draft: int | None, shown: RunState | None = None) -> str:
+        """`render` fitted into the window; `shown`: the state whose evidence the prompt shows."""
+        passages = len(shown.evidence) if shown is not None else 0
+        return self.window.fit(render, draft, passages, self.budgets.passage_tokens)

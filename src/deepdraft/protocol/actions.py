@@ -25,6 +25,7 @@ from deepdraft.core.evidence import KEY_PREFIX
 from deepdraft.core.language import CJK_THRESHOLD, cjk_share, wants_chinese
 from deepdraft.core.outline import MAX_DEPTH, Outline, format_position, parse_position
 from deepdraft.core.scripts import CJK
+from deepdraft.protocol.json_reply import find_json, has_json_object
 
 ActionName = Literal["search", "init-plan", "extend-plan", "nop", "write"]
 
@@ -98,8 +99,6 @@ class Reply:
 _THINK = re.compile(r"<(think|thinking|reasoning)>.*?(?:</\1>|$)", re.DOTALL | re.IGNORECASE)
 _THOUGHT = re.compile(r"<thought>(.*?)(?:</thought>|(?=<action>)|$)", re.DOTALL | re.IGNORECASE)
 _ACTION = re.compile(r"<action>(.*?)(?:</action>|$)", re.DOTALL | re.IGNORECASE)
-_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 
 def split_reply(raw: str) -> Reply:
@@ -118,20 +117,11 @@ def split_reply(raw: str) -> Reply:
 
 
 def parse_json_action(body: str) -> dict[str, Any] | Refused:
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1)
-    start, end = body.find("{"), body.rfind("}")
-    if start < 0 or end < start:
+    data = find_json(body, (dict,))
+    if isinstance(data, dict):
+        return data
+    if not has_json_object(body):
         return Refused('the action must be a JSON object, e.g. {"name": "search", ...}')
-    candidate = body[start : end + 1]
-    for attempt in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
-        try:
-            value = json.loads(attempt, strict=False)
-        except (ValueError, RecursionError):  # also a 5000-digit number or absurdly deep nesting
-            continue
-        if isinstance(value, dict):
-            return value
     return Refused("the action is not valid JSON; write one JSON object with double-quoted keys")
 
 

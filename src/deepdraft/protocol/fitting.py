@@ -50,3 +50,48 @@ def fit_prompt(
             break  # nothing left to shrink; the server will say if it is too long
         prompt = render(fit)
     return prompt
+
+
+MIN_PROMPT_LIMIT = 600
+"""Below this no useful prompt fits; a server refusing one this small is a real error."""
+
+
+class ContextWindow:
+    """How many tokens a prompt may have, learned downwards when a server refuses one as too long.
+
+    `limit` starts as the model's context minus room for the reply (None: unknown, no fitting). The
+    token count is an estimate unless the model's own tokenizer is given, so a server may still
+    refuse a prompt; then every later prompt is fitted under three quarters of the refused one.
+    A refusal of a prompt no smaller than one refused before, with no prompt accepted in between,
+    means shrinking does not help: `refused` says so and the caller lets the error through.
+    """
+
+    def __init__(self, limit: int | None, count: Callable[[str], int]) -> None:
+        self.limit = limit
+        self.count = count
+        self._refused_since_accepted: int | None = None
+
+    def fit(
+        self, render: Callable[[Fit], str], draft: int | None, passages: int, passage_tokens: int | None
+    ) -> str:
+        """`render` at the largest `Fit` under the limit; `draft` None keeps the draft as rendered."""
+        return fit_prompt(
+            render,
+            Fit(draft or 0, passages, passage_tokens),
+            limit=self.limit,
+            count=self.count,
+            shrink_draft=draft is not None,
+        )
+
+    def accepted(self) -> None:
+        self._refused_since_accepted = None
+
+    def refused(self, prompt: str) -> bool:
+        """A server refused `prompt` as too long: shrink the limit; False when that cannot help."""
+        size = self.count(prompt)
+        last = self._refused_since_accepted
+        if size <= MIN_PROMPT_LIMIT or (last is not None and size >= last):
+            return False
+        self._refused_since_accepted = size
+        self.limit = max(MIN_PROMPT_LIMIT, size * 3 // 4)
+        return True

@@ -310,6 +310,7 @@ def _drive(
             count_tokens=counter,
             roles=roles,
             review_outline=review_outline,
+            force_expansions=settings.research.force_expansions,  # training-data collection only
         )
         journal.update_run(run_id, status="running", error="")
         sink(RunStarted(run_id, state.question, policy.name, state.step, settings.research.max_steps))

@@ -7,7 +7,7 @@ resolved from `--kb`, the LLM the settings name).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from deepdraft.config import home_dir
@@ -16,7 +16,7 @@ from deepdraft.errors import ConfigError, KnowledgeBaseError
 from deepdraft.llm.metered import MeteredLLM
 from deepdraft.policy.plan_write import PlanThenWritePolicy
 from deepdraft.policy.single_pass import SinglePassPolicy
-from deepdraft.policy.warp import WarpPolicy
+from deepdraft.policy.warp import Policy, WarpPolicy
 from deepdraft.ports import LLM, Retriever
 from deepdraft.settings import Settings
 from deepdraft.store.journal import Journal
@@ -24,7 +24,7 @@ from deepdraft.store.journal import Journal
 ReplyCache = Journal
 """A file of cached LLM replies (a journal: its cache table), closed by whoever opens it."""
 
-POLICIES: dict[str, type[WarpPolicy]] = {
+POLICIES: dict[str, Callable[..., Policy]] = {
     "warp": WarpPolicy,
     "plan-write": PlanThenWritePolicy,
     "single-pass": SinglePassPolicy,

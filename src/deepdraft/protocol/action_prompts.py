@@ -1,0 +1,143 @@
+"""The prompt of each WARP action, built from the run's state, and the other words the policy says.
+
+One builder per action kind; each takes the state, the research settings and a `Fit` (how much
+draft and evidence the prompt may show, see `fitting.py`) and renders its template. What the
+model reads lives here and in the templates, so the policy itself holds no model-facing text.
+"""
+
+from __future__ import annotations
+
+from deepdraft.core.evidence import render_evidence
+from deepdraft.core.outline import empty_outline_view
+from deepdraft.core.state import RunState
+from deepdraft.protocol import prompts
+from deepdraft.protocol.actions import SECTIONS_RANGE, SUBSECTIONS_RANGE
+from deepdraft.protocol.fitting import Fit
+from deepdraft.settings import ResearchSettings
+
+NOTHING_FOUND = "these keywords matched nothing in the documents; try other, broader ones"
+
+
+def must_deepen(forced: int) -> str:
+    """Why a stop is refused while training data is collected (`force_expansions`)."""
+    return f"do not stop yet: choose one node to split ({forced} deepening steps required)"
+
+
+def fallback_keywords(state: RunState) -> list[str]:
+    """What to search when the model gave no usable keywords: the question, or the node's own words."""
+    if state.outline is None or state.target == "outline":
+        return [state.question]
+    located = state.outline.find(state.target)
+    assert located is not None
+    return [located.node.title, f"{located.node.title} {located.node.plan}"]
+
+
+def count_ranges(research: ResearchSettings) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(sections, subsections) count bounds: the protocol's, narrowed by the settings."""
+    return (
+        (SECTIONS_RANGE[0], research.max_sections),
+        (SUBSECTIONS_RANGE[0], research.max_subsections),
+    )
+
+
+def search_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
+    return prompts.render(
+        "search",
+        question=state.question,
+        outline=_draft_view(state, fit.draft, focus=state.target),
+        instruction=prompts.instruction(state.target),
+        feedback=state.feedback,
+        language=research.language or "",
+    )
+
+
+def plan_prompt(
+    state: RunState, research: ResearchSettings, fit: Fit, template: prompts.TemplateName = "init_plan"
+) -> str:
+    """The first outline: `init_plan` (WARP's sparse one) or `full_plan` (the baseline's)."""
+    return prompts.render(
+        template,
+        question=state.question,
+        evidence=_evidence(state, fit),
+        feedback=state.feedback,
+        language=research.language or "",
+        **_bounds(research),
+    )
+
+
+def write_prompt(state: RunState, research: ResearchSettings, fit: Fit, length: str) -> str:
+    """Write the node at `state.target`; `length` is the guidance toward the requested length."""
+    assert state.outline is not None
+    located = state.outline.find(state.target)
+    assert located is not None
+    return prompts.render(
+        "write",
+        question=state.question,
+        outline=_draft_view(state, fit.draft, focus=state.target),
+        instruction=prompts.instruction(state.target),
+        title=located.node.title,
+        plan=located.node.plan,
+        length=length,
+        evidence=_evidence(state, fit),
+        feedback=state.feedback,
+        language=research.language or "",
+    )
+
+
+def extend_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
+    return prompts.render(
+        "extend_plan",
+        question=state.question,
+        length=report_length(state, research),
+        outline=_draft_view(state, fit.draft, focus=None),
+        feedback=state.feedback,
+        language=research.language or "",
+        **_bounds(research),
+    )
+
+
+def node_length(state: RunState, research: ResearchSettings) -> str:
+    """Guidance toward the requested report length for one node's text ("" when none was asked)."""
+    target = research.length_words
+    if not target or state.outline is None:
+        return ""
+    per_node = max(60, target // max(3, state.outline.count()))
+    return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
+
+
+def whole_length(state: RunState, research: ResearchSettings) -> str:
+    """The same for a report written in one piece (the single-pass baseline)."""
+    target = research.length_words
+    return f"Aim for about {target} words in all." if target else ""
+
+
+def report_length(state: RunState, research: ResearchSettings) -> str:
+    """Guidance for the deepening decision: how long the report is against what was asked."""
+    target = research.length_words
+    if not target or state.outline is None:
+        return ""
+    written = sum(len((n.node.content or "").split()) for n in state.outline.walk())
+    return (
+        f"The report has about {written} words; the user asked for about {target}. "
+        "Once it is that long, stop unless a part is clearly missing."
+    )
+
+
+def _bounds(research: ResearchSettings) -> dict[str, int]:
+    (min_sections, max_sections), (min_subsections, max_subsections) = count_ranges(research)
+    return {
+        "min_sections": min_sections,
+        "max_sections": max_sections,
+        "min_subsections": min_subsections,
+        "max_subsections": max_subsections,
+    }
+
+
+def _evidence(state: RunState, fit: Fit) -> str:
+    return render_evidence(state.registry, state.evidence[: fit.passages], fit.passage_tokens)
+
+
+def _draft_view(state: RunState, budget: int, focus: str | None) -> str:
+    if state.outline is None:
+        return empty_outline_view()
+    return state.outline.condensed_view(budget, focus=focus)
