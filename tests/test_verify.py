@@ -20,6 +20,7 @@ from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.finishing.verify import (
     EMPTIED_NOTE,
     Verifier,
+    claim_text,
     lexical_support,
     parse_verdicts,
     rewrite_node,
@@ -63,6 +64,7 @@ JUDGED_YES = "High duties weighed on southern farmers and fed calls for reform \
 JUDGED_NO = "The tariff act lowered duties and hurt industry and labor \\cite{textid3}."
 WRONG_YEAR = "Tariffs deepened the depression of 1929 abroad \\cite{textid4}."
 LONELY = "Presidents never mentioned the weather in these speeches \\cite{textid2}."
+PLANTED = (SUPPORTED, UNRELATED, JUDGED_YES, JUDGED_NO, WRONG_YEAR, LONELY)
 SECTION_1 = " ".join([SUPPORTED, UNRELATED, JUDGED_YES, JUDGED_NO, WRONG_YEAR]) + "\n\nIt adds context."
 
 REPAIRS = {  # what the fact-checker model rewrites each sentence into ("" = the passages support nothing)
@@ -91,15 +93,15 @@ def judge_claims(prompt: str) -> list[tuple[str, str]]:
 def truthful(request: ChatRequest) -> str:
     """A fact-checker that knows which planted claims hold (and which passage backs the 1929 claim)."""
     prompt = request.messages[-1].content
-    kind, _ = classify(prompt)
+    kind, _ = classify(request)
     if kind == "verify":
         verdicts = []
         for number, (claim, keys) in enumerate(judge_claims(prompt), start=1):
             holds = "reform" in claim or ("1929" in claim and keys == "textid6")
             verdicts.append({"claim": number, "supported": "yes" if holds else "no"})
         return '```json\n{"verdicts": ' + str(verdicts).replace("'", '"') + "}\n```"
-    if kind == "repair":
-        sentence = prompt.split("## The sentence\n", 1)[1].split("\n", 1)[0]
+    if kind == "repair":  # which planted sentence is under repair: its claim text is in the prompt
+        sentence = next(claim_text(s) for s in PLANTED if claim_text(s) in prompt)
         rewrite = next((text for marker, text in REPAIRS.items() if marker in sentence), "")
         return f"<thought>what the passages say</thought><action>{rewrite}</action>"
     raise AssertionError(f"unexpected prompt: {prompt[:120]}")
@@ -115,7 +117,7 @@ def verify(
 
 
 def kinds(llm: FunctionLLM) -> list[str]:
-    return [classify(r.messages[-1].content)[0] for r in llm.requests]
+    return [classify(r)[0] for r in llm.requests]
 
 
 def figures(state: RunState) -> dict[str, int]:
@@ -320,7 +322,7 @@ def test_repair_policy_rewrites_from_the_cited_passages_and_falls_back_to_remova
 
 def test_a_rewrite_citing_another_passage_is_refused() -> None:
     def sneaky(request: ChatRequest) -> str:
-        if classify(request.messages[-1].content)[0] == "repair":
+        if classify(request)[0] == "repair":
             return "<action>The tariff act raised duties to protect industry \\cite{textid5}.</action>"
         return truthful(request)
 

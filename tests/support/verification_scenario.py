@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import re
+from itertools import pairwise
 
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.core.outline import Outline
@@ -95,7 +96,7 @@ class FactChecker:
                 raise LLMBudgetExhausted("the scripted token budget is spent")
             self.budget -= 1
         prompt = request.messages[-1].content
-        kind, _ = classify(prompt)
+        kind, _ = classify(request)
         if kind == "verify":
             retried = "had no readable verdict" in prompt
             if _digest(prompt) % (2 if retried else 4) == 0:
@@ -107,9 +108,8 @@ class FactChecker:
             ]
             return json.dumps({"verdicts": verdicts})
         if kind == "repair":
-            sentence = prompt.split("## The sentence\n", 1)[1].split("\n", 1)[0]
             passages = re.findall(r"^bibkey:(textid\d+)\n(.*)$", prompt, flags=re.MULTILINE)
-            choice = _digest(sentence) % 5
+            choice = _digest(_sentence_under_repair(prompt)) % 5
             key, text = passages[0]
             if choice == 0:
                 return "<action>NONE</action>"
@@ -121,3 +121,16 @@ class FactChecker:
                 return f"<thought>from the passage</thought><action>{' '.join(text.split()[:9])}</action>"
             return f"<action>{' '.join(text.split()[1:10]).rstrip('.')} \\cite{{{key}}}.</action>"
         raise AssertionError(f"unexpected prompt: {prompt[:120]}")
+
+
+def _sentence_under_repair(prompt: str) -> str:
+    """The prompt's line that is a sentence of the report: made of the scenario's words only, and
+    not a passage (a passage follows its `bibkey:` line). Found from the data, not the wording."""
+    words = {*VOCABULARY, *YEARS, "never", "not"}
+    lines = prompt.splitlines()
+    passages = {after for before, after in pairwise(lines) if before.startswith("bibkey:")}
+    return next(
+        line
+        for line in lines
+        if line.strip() and line not in passages and all(w.strip(".,").lower() in words for w in line.split())
+    )
