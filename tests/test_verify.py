@@ -534,7 +534,7 @@ def test_verification_steps_checkpoint_only_what_changed(tmp_path: Path, policy:
     with Journal(tmp_path / "journal.sqlite") as journal:
         journal.create_run("run", "q", "warp", {})
         state, _, truth = journaled_pass(journal, policy, make_large_state())
-        assert len(truth) > 10 and state.finished_phases == ["verify"]
+        assert len(truth) > 5 and state.finished_phases == ["verify"]  # several steps between first and last
         for step, expected in truth.items():  # every step's checkpoint reads back as the state was
             assert journal.checkpoint("run", step) == expected
         encodings = checkpoint_encodings(journal)

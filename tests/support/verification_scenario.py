@@ -3,7 +3,8 @@
 Passages are drawn from a small vocabulary, so sentences overlap many of them; sentences are
 close copies of their passages, copies of a passage they do not cite, half-supported claims, word
 salad, claims with a figure their passages may lack, negations, list items and table rows.
-`FactChecker` answers from the prompt alone, so any run of the same pass asks and gets the same.
+`FactChecker` answers from the prompt's data alone (never its wording), so any run of the same pass
+asks and gets the same.
 """
 
 from __future__ import annotations
@@ -98,10 +99,12 @@ class FactChecker:
         prompt = request.messages[-1].content
         kind, _ = classify(request)
         if kind == "verify":
-            retried = "had no readable verdict" in prompt
-            if _digest(prompt) % (2 if retried else 4) == 0:
-                return "Most of them look right to me."
+            # Decided by the data (the numbered claims, and the feedback verify.py gives after an
+            # unreadable answer), so a reworded template gets the same answers.
             claims = re.findall(r"^(\d+)\. (.*) \[cites: ([^\]]+)\]$", prompt, flags=re.MULTILINE)
+            retried = "had no readable verdict" in prompt
+            if _digest(str(retried), *(claim for _, claim, _ in claims)) % (2 if retried else 4) == 0:
+                return "Most of them look right to me."
             verdicts = [
                 {"claim": int(n), "supported": "yes" if _digest(claim, keys) % 3 == 0 else "no"}
                 for n, claim, keys in claims
