@@ -3,8 +3,10 @@
 A synthetic report (`tests.support.verification_scenario`: many passages, sentences of every
 kind) is verified under each policy by a fact-checker whose answers depend only on the prompt.
 Everything the pass produces — every request (by hash), every sentence's verdict, reason and
-final text, the rewritten node texts — is compared with `data/verify_golden.json`, made with the
-code of f8e2dce, before passage features were cached and re-cite candidates pre-filtered.
+final text, the rewritten node texts — is compared with `data/verify_golden.json`. Its decisions
+were first pinned with the code of f8e2dce, before passage features were cached and re-cite
+candidates pre-filtered; it was regenerated at 057f156 (same decisions under the old fact-checker)
+when the fact-checker stopped hashing the template's wording.
 Regenerate it only for an intended change of behaviour:
 ``python -m tests.policy.test_verify_golden > tests/data/verify_golden.json``.
 """
