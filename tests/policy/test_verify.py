@@ -31,7 +31,7 @@ from deepdraft.protocol import prompts
 from deepdraft.run.runner import _JournalSink, load_run, open_journal
 from deepdraft.settings import OutputSettings, ResearchSettings
 from deepdraft.store.journal import Journal
-from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
+from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify, recognise
 
 PASSAGES = [
     (
@@ -349,8 +349,9 @@ def test_an_unreadable_judge_is_asked_once_more_then_its_claims_stay_unverified(
         "unverified": 2,
     }
     assert kinds(llm) == ["verify", "verify"]
-    assert "could not be used" in llm.requests[1].messages[-1].content
-    assert "could not be used" not in llm.requests[0].messages[-1].content
+    why = parse_verdicts("They all look fine to me.", recognise(llm.requests[0]).count)
+    assert isinstance(why, str) and why in llm.requests[1].messages[-1].content  # the retry says why
+    assert why not in llm.requests[0].messages[-1].content
     assert state.outline is not None and JUDGED_YES in (state.outline.sections[0].content or "")
 
 

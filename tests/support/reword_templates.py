@@ -41,6 +41,10 @@ SWAPS = {
     "each": "every",
     "team": "group",
     "user": "client",
+    "previous": "last",
+    "rejected": "turned down",
+    "used": "accepted",
+    "format": "layout",
 }
 _PROTECTED = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\\cite\{[^}]*\}|textid\d+|<[^>]*>")
 _WORD = re.compile(r"[A-Za-z]+")
