@@ -21,6 +21,7 @@ from deepdraft.events import ActionFinished, Event
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest
+from deepdraft.protocol import prompts
 from deepdraft.protocol.actions import InitPlan, Refused, Search, Write, parse, repetition, validate_write
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.settings import ResearchSettings
@@ -99,7 +100,10 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
     llm = FunctionLLM(ScenarioModel(expansions=1))
     WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
     plan_request = next(r for r in llm.requests if classify(r)[0] == "init-plan")
-    assert "between 3 and 4 top-level sections" in plan_request.messages[-1].content
+    # The prompt shows 3 and 4 where the template puts the bounds, whatever its wording around them.
+    marked = prompts.render("init_plan", question="Q", evidence="E", min_sections="\x00", max_sections="\x01")
+    between = marked[marked.index("\x00") + 1 : marked.index("\x01")]
+    assert f"3{between}4" in plan_request.messages[-1].content
     assert plan_request.reply_shape is not None and "{2,3}" in plan_request.reply_shape.grammar
     five = {
         "name": "init-plan",
