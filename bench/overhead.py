@@ -28,8 +28,8 @@ import json
 import os
 import pstats
 import random
-import re
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,10 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.policy.finishing.synthesis import LENGTH_BOUNDS
 from deepdraft.ports import ChatRequest
 from deepdraft.retrieval.kb.store import KnowledgeBase
 from deepdraft.run import runner
 from deepdraft.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.support
+from tests.support.request_kinds import evidence_keys, outline_positions, recognise
+from tests.support.scenario import listed_keys
 
 TOPICS = ["tariffs", "debt", "immigration", "war", "banking", "railroads", "labor", "currency"]
 WORDS = [f"w{i}" for i in range(5000)]
@@ -64,33 +69,35 @@ class PaperShapedModel:
     expansions = 9
 
     def __call__(self, request: ChatRequest) -> str:
+        # The kind comes from the request's reply shape, never from the prompt's wording.
         prompt = request.messages[-1].content
-        target = re.search(r"You need to update (\S+)", prompt)
-        if "You are the Searcher" in prompt:
+        recognised = recognise(request)
+        kind = recognised.kind
+        if kind == "search":
             topic = TOPICS[len(prompt) % len(TOPICS)]
             return _act({"name": "search", "keywords": [topic, f"{topic} w{len(prompt) % 5000}"]})
-        if "first outline" in prompt:
+        if kind == "init-plan":
             sections = [
                 {"title": f"Section {i}", "plan": f"Cover {TOPICS[i % 8]}."} for i in range(self.sections)
             ]
             return _act({"name": "init-plan", "title": "A synthetic report", "sections": sections})
-        if "You are the Fact-checker" in prompt and "## Claims" in prompt:  # verification: all backed
-            count = int(re.search(r"each of the (\d+) claims", prompt).group(1))  # type: ignore[union-attr]
-            return json.dumps({"verdicts": [{"claim": n, "supported": "yes"} for n in range(1, count + 1)]})
-        if "You are the Fact-checker" in prompt:  # a sentence to repair: drop it (random words back nothing)
+        if kind == "verify":  # verification: all backed
+            verdicts = [{"claim": n, "supported": "yes"} for n in range(1, recognised.count + 1)]
+            return json.dumps({"verdicts": verdicts})
+        if kind == "repair":  # a sentence to repair: drop it (random words back nothing)
             return "<thought>the passages do not say this</thought><action></action>"
-        if "You are the Editor" in prompt:  # synthesis: summary and conclusion from the cited keys
-            keys = re.findall(r"textid\d+", prompt.split("using only these keys:")[-1].split("\n")[0])
-            words = int(re.search(r"in (\d+) to \d+ words", prompt).group(1))  # type: ignore[union-attr]
+        if kind in ("summary", "conclusion"):  # synthesis: the shortest allowed text, citing a listed key
+            keys = listed_keys(prompt)
             rng = random.Random(len(prompt))
-            body = f"{' '.join(rng.choices(WORDS, k=words))} \\cite{{{keys[0]}}}."
+            body = f"{' '.join(rng.choices(WORDS, k=LENGTH_BOUNDS[kind][0]))} \\cite{{{keys[0]}}}."
             return f"<thought>summing up</thought><action>{body}</action>"
-        if "You are the Writer" in prompt:
-            keys = re.findall(r"^bibkey:(textid\d+)$", prompt, flags=re.MULTILINE)
+        if kind == "write":
+            keys = evidence_keys(prompt)
             rng = random.Random(len(prompt))
             body = " ".join(f"{' '.join(rng.choices(WORDS, k=30))} \\cite{{{key}}}." for key in keys[:6])
-            return f"<thought>{target.group(1) if target else ''}</thought><action>{body}</action>"
-        positions = re.findall(r"^\s*#+ Section-([\d.]+) \[", prompt, flags=re.MULTILINE)
+            return f"<thought>{recognised.target}</thought><action>{body}</action>"
+        assert kind == "extend-plan", kind
+        positions = outline_positions(prompt)
         done = sum(1 for p in positions if any(q.startswith(p + ".") for q in positions) and p.count(".") < 2)
         if done >= self.expansions:
             return _act({"name": "nop"})

@@ -1,7 +1,7 @@
 """A deterministic stand-in for a model that follows the WARP protocol.
 
-`ScenarioModel` answers every prompt from what the prompt shows (which action is asked, for which
-node, which evidence keys are listed), never from a counter. So a run that is killed and resumed in
+`ScenarioModel` answers every request from what it shows (which action its reply shape asks for,
+for which node, which evidence keys are listed: see request_kinds.py), never from a counter. So a run that is killed and resumed in
 another process gets exactly the replies an uninterrupted run gets, and the final reports match.
 """
 
@@ -14,37 +14,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from deepdraft.core.evidence import Passage, Source
-from deepdraft.ports import ChatRequest, Message
+from deepdraft.ports import ChatRequest
+from tests.support.request_kinds import (
+    classify,
+    classify_body,
+    evidence_keys,
+    outline_positions,
+    recognise,
+    request_from_body,
+)
 
-_MARKERS = {
-    "search": "You are the Searcher",
-    "init-plan": "lay out the report's first outline",
-    "full-plan": "complete outline before anything is written",
-    "write": "You are the Writer",
-    "extend-plan": "deserves to be deepened",
-    # The finishing passes (verify.py, synthesis.py):
-    "verify": "check whether each numbered claim is backed",
-    "repair": "says more than the passages it cites",
-    "summary": "write its executive summary",
-    "conclusion": "write its conclusion",
-    "constraints": "list what the user's request explicitly requires",
-    "constraint-check": "Check the finished report below against what the user asked for",
-}
-
-
-def classify(prompt: str) -> tuple[str, str]:
-    """(action asked for, target) of a deepdraft prompt."""
-    kind = next((name for name, marker in _MARKERS.items() if marker in prompt), "unknown")
-    target = re.search(r"You need to update (\S+)", prompt)
-    return kind, target.group(1) if target else "outline"
-
-
-def evidence_keys(prompt: str) -> list[str]:
-    return re.findall(r"^bibkey:(textid\d+)$", prompt, flags=re.MULTILINE)
+__all__ = [
+    "SOTU_LIKE",
+    "ScenarioModel",
+    "WordOverlapRetriever",
+    "as_responder",
+    "classify",
+    "classify_body",
+    "evidence_keys",
+    "listed_keys",
+    "outline_positions",
+    "recognise",
+]
 
 
-def outline_positions(prompt: str) -> list[str]:
-    return re.findall(r"^\s*#+ Section-([\d.]+) \[", prompt, flags=re.MULTILINE)
+def listed_keys(prompt: str) -> list[str]:
+    """The keys a synthesis prompt allows: its one list of keys outside any `\\cite{...}`."""
+    bare = re.sub(r"\\cite\{[^}]*\}", " ", prompt)
+    return max(re.findall(r"textid\d+(?:, textid\d+)*", bare), key=len).split(", ")
 
 
 @dataclass
@@ -56,7 +53,8 @@ class ScenarioModel:
 
     def __call__(self, request: ChatRequest) -> str:
         prompt = request.messages[-1].content
-        kind, target = classify(prompt)
+        recognised = recognise(request)
+        kind, target = recognised.kind, recognised.target
         if kind == "search":
             words = [self.topic] if target == "outline" else [self.topic, f"history {target}"]
             return _reply("search", {"name": "search", "keywords": words})
@@ -99,15 +97,15 @@ class ScenarioModel:
                 {"name": "extend-plan", "position": f"section-{free[0]}", "subsections": subsections},
             )
         if kind in ("verify", "constraint-check"):  # every claim holds
-            count = int(re.search(r"one verdict for each of the (\d+)", prompt).group(1))  # type: ignore[union-attr]
-            return json.dumps({"verdicts": [{"claim": n, "supported": "yes"} for n in range(1, count + 1)]})
+            verdicts = [{"claim": n, "supported": "yes"} for n in range(1, recognised.count + 1)]
+            return json.dumps({"verdicts": verdicts})
         if kind == "repair":  # restate the first passage's opening words
             keys = evidence_keys(prompt)
             passage = prompt.split(f"bibkey:{keys[0]}\n", 1)[1].split("\n")[0]
             words = " ".join(passage.split()[:12]).rstrip(".,;")
             return f"<thought>restate</thought><action>{words} \\cite{{{', '.join(keys)}}}.</action>"
         if kind in ("summary", "conclusion"):
-            keys = re.search(r"using only these keys: ([^.]+)\.", prompt).group(1).split(", ")  # type: ignore[union-attr]
+            keys = listed_keys(prompt)
             first, last = keys[0], keys[-1]
             text = (
                 f"Across the record, {self.topic} were argued over as a matter of revenue and of protection "
@@ -157,11 +155,11 @@ SOTU_LIKE = [
 ]
 
 
-def as_responder(model: ScenarioModel) -> Callable[[dict[str, Any], int], str]:
-    """Adapt a ScenarioModel to FakeOpenAIServer's responder signature (body, index) -> text."""
+def as_responder(model: Callable[[ChatRequest], str]) -> Callable[[dict[str, Any], int], str]:
+    """Adapt a model to FakeOpenAIServer's responder signature (body, index) -> text: the body's
+    grammar or response_format comes back as the request's reply shape or schema."""
 
     def respond(body: dict[str, Any], index: int) -> str:
-        messages = tuple(Message(m["role"], m["content"]) for m in body["messages"])
-        return model(ChatRequest(messages=messages))
+        return model(request_from_body(body))
 
     return respond

@@ -3,7 +3,8 @@
 Passages are drawn from a small vocabulary, so sentences overlap many of them; sentences are
 close copies of their passages, copies of a passage they do not cite, half-supported claims, word
 salad, claims with a figure their passages may lack, negations, list items and table rows.
-`FactChecker` answers from the prompt alone, so any run of the same pass asks and gets the same.
+`FactChecker` answers from the prompt's data alone (never its wording), so any run of the same pass
+asks and gets the same.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import random
 import re
+from itertools import pairwise
 
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
 from deepdraft.core.outline import Outline
@@ -95,21 +97,22 @@ class FactChecker:
                 raise LLMBudgetExhausted("the scripted token budget is spent")
             self.budget -= 1
         prompt = request.messages[-1].content
-        kind, _ = classify(prompt)
+        kind, _ = classify(request)
         if kind == "verify":
-            retried = "had no readable verdict" in prompt
-            if _digest(prompt) % (2 if retried else 4) == 0:
-                return "Most of them look right to me."
+            # Decided by the data (the numbered claims, and the feedback verify.py gives after an
+            # unreadable answer), so a reworded template gets the same answers.
             claims = re.findall(r"^(\d+)\. (.*) \[cites: ([^\]]+)\]$", prompt, flags=re.MULTILINE)
+            retried = "had no readable verdict" in prompt
+            if _digest(str(retried), *(claim for _, claim, _ in claims)) % (2 if retried else 4) == 0:
+                return "Most of them look right to me."
             verdicts = [
                 {"claim": int(n), "supported": "yes" if _digest(claim, keys) % 3 == 0 else "no"}
                 for n, claim, keys in claims
             ]
             return json.dumps({"verdicts": verdicts})
         if kind == "repair":
-            sentence = prompt.split("## The sentence\n", 1)[1].split("\n", 1)[0]
             passages = re.findall(r"^bibkey:(textid\d+)\n(.*)$", prompt, flags=re.MULTILINE)
-            choice = _digest(sentence) % 5
+            choice = _digest(_sentence_under_repair(prompt)) % 5
             key, text = passages[0]
             if choice == 0:
                 return "<action>NONE</action>"
@@ -121,3 +124,16 @@ class FactChecker:
                 return f"<thought>from the passage</thought><action>{' '.join(text.split()[:9])}</action>"
             return f"<action>{' '.join(text.split()[1:10]).rstrip('.')} \\cite{{{key}}}.</action>"
         raise AssertionError(f"unexpected prompt: {prompt[:120]}")
+
+
+def _sentence_under_repair(prompt: str) -> str:
+    """The prompt's line that is a sentence of the report: made of the scenario's words only, and
+    not a passage (a passage follows its `bibkey:` line). Found from the data, not the wording."""
+    words = {*VOCABULARY, *YEARS, "never", "not"}
+    lines = prompt.splitlines()
+    passages = {after for before, after in pairwise(lines) if before.startswith("bibkey:")}
+    return next(
+        line
+        for line in lines
+        if line.strip() and line not in passages and all(w.strip(".,").lower() in words for w in line.split())
+    )

@@ -37,7 +37,7 @@ class ForcedTeacher(ScenarioModel):
 
     def __call__(self, request: ChatRequest) -> str:
         prompt = request.messages[-1].content
-        kind, _ = classify(prompt)
+        kind, _ = classify(request)
         if kind == "extend-plan" and "do not stop yet" in prompt:
             positions = outline_positions(prompt)
             top = [p for p in positions if "." not in p]

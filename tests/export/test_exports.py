@@ -45,7 +45,7 @@ from deepdraft.run.runs import Runs
 from tests.conftest import SPEECHES
 from tests.support.scenario import ScenarioModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "report.schema.json").read_text(encoding="utf-8"))
 SAVED = ROOT / "tests" / "output" / "exports"
 QUESTION = "How did presidents argue about tariffs?"

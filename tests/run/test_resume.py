@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from tests.cli.test_cli import NO_FINISHING, cli
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
-from tests.test_cli import NO_FINISHING, cli
 
 QUESTION = "How did presidents argue about tariffs?"
 MODEL = ScenarioModel(expansions=2)

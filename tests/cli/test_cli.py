@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.openai_server import ErrorReply, FakeOpenAIServer
-from tests.support.scenario import ScenarioModel, as_responder, classify
+from tests.support.scenario import ScenarioModel, as_responder, classify_body
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -115,7 +115,7 @@ def test_research_issues_exactly_the_requests_the_method_prescribes(corpus_dir: 
     assert result.stdout.startswith("run ")
     assert str(output) in result.stdout.replace("\n", "")
 
-    assert [classify(body["messages"][-1]["content"]) for body in requests] == EXPECTED_ORDER
+    assert [classify_body(body) for body in requests] == EXPECTED_ORDER
     for body in requests:
         assert body["model"] == "fake-model"
         assert body["temperature"] == 0.7 and body["top_p"] == 0.8 and body["max_tokens"] == 2048
@@ -261,7 +261,7 @@ def test_planner_and_writer_models_get_their_own_requests(corpus_dir: Path) -> N
         assert result.returncode == 0, result.stderr
         by_model: dict[str, set[str]] = {}
         for body in server.requests:
-            by_model.setdefault(body["model"], set()).add(classify(body["messages"][-1]["content"])[0])
+            by_model.setdefault(body["model"], set()).add(classify_body(body)[0])
     assert by_model == {"main": {"search"}, "plan-m": {"init-plan", "extend-plan"}, "write-m": {"write"}}
 
 

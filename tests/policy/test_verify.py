@@ -18,7 +18,7 @@ from deepdraft.errors import LLMBudgetExhausted
 from deepdraft.events import ActionFinished, Event, VerificationFinished
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.policy.finishing.lexical import lexical_support
+from deepdraft.policy.finishing.lexical import claim_text, lexical_support
 from deepdraft.policy.finishing.rewrite import rewrite_node
 from deepdraft.policy.finishing.verdicts import parse_verdicts
 from deepdraft.policy.finishing.verify import EMPTIED_NOTE, Verifier
@@ -27,7 +27,7 @@ from deepdraft.protocol import prompts
 from deepdraft.run.runner import _JournalSink, load_run, open_journal
 from deepdraft.settings import OutputSettings, ResearchSettings
 from deepdraft.store.journal import Journal
-from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
+from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify, recognise
 
 PASSAGES = [
     (
@@ -60,6 +60,7 @@ JUDGED_YES = "High duties weighed on southern farmers and fed calls for reform \
 JUDGED_NO = "The tariff act lowered duties and hurt industry and labor \\cite{textid3}."
 WRONG_YEAR = "Tariffs deepened the depression of 1929 abroad \\cite{textid4}."
 LONELY = "Presidents never mentioned the weather in these speeches \\cite{textid2}."
+PLANTED = (SUPPORTED, UNRELATED, JUDGED_YES, JUDGED_NO, WRONG_YEAR, LONELY)
 SECTION_1 = " ".join([SUPPORTED, UNRELATED, JUDGED_YES, JUDGED_NO, WRONG_YEAR]) + "\n\nIt adds context."
 
 REPAIRS = {  # what the fact-checker model rewrites each sentence into ("" = the passages support nothing)
@@ -88,15 +89,15 @@ def judge_claims(prompt: str) -> list[tuple[str, str]]:
 def truthful(request: ChatRequest) -> str:
     """A fact-checker that knows which planted claims hold (and which passage backs the 1929 claim)."""
     prompt = request.messages[-1].content
-    kind, _ = classify(prompt)
+    kind, _ = classify(request)
     if kind == "verify":
         verdicts = []
         for number, (claim, keys) in enumerate(judge_claims(prompt), start=1):
             holds = "reform" in claim or ("1929" in claim and keys == "textid6")
             verdicts.append({"claim": number, "supported": "yes" if holds else "no"})
         return '```json\n{"verdicts": ' + str(verdicts).replace("'", '"') + "}\n```"
-    if kind == "repair":
-        sentence = prompt.split("## The sentence\n", 1)[1].split("\n", 1)[0]
+    if kind == "repair":  # which planted sentence is under repair: its claim text is in the prompt
+        sentence = next(claim_text(s) for s in PLANTED if claim_text(s) in prompt)
         rewrite = next((text for marker, text in REPAIRS.items() if marker in sentence), "")
         return f"<thought>what the passages say</thought><action>{rewrite}</action>"
     raise AssertionError(f"unexpected prompt: {prompt[:120]}")
@@ -112,7 +113,7 @@ def verify(
 
 
 def kinds(llm: FunctionLLM) -> list[str]:
-    return [classify(r.messages[-1].content)[0] for r in llm.requests]
+    return [classify(r)[0] for r in llm.requests]
 
 
 def figures(state: RunState) -> dict[str, int]:
@@ -307,7 +308,7 @@ def test_repair_policy_rewrites_from_the_cited_passages_and_falls_back_to_remova
 
 def test_a_rewrite_citing_another_passage_is_refused() -> None:
     def sneaky(request: ChatRequest) -> str:
-        if classify(request.messages[-1].content)[0] == "repair":
+        if classify(request)[0] == "repair":
             return "<action>The tariff act raised duties to protect industry \\cite{textid5}.</action>"
         return truthful(request)
 
@@ -334,8 +335,9 @@ def test_an_unreadable_judge_is_asked_once_more_then_its_claims_stay_unverified(
         "unverified": 2,
     }
     assert kinds(llm) == ["verify", "verify"]
-    assert "could not be used" in llm.requests[1].messages[-1].content
-    assert "could not be used" not in llm.requests[0].messages[-1].content
+    why = parse_verdicts("They all look fine to me.", recognise(llm.requests[0]).count)
+    assert isinstance(why, str) and why in llm.requests[1].messages[-1].content  # the retry says why
+    assert why not in llm.requests[0].messages[-1].content
     assert state.outline is not None and JUDGED_YES in (state.outline.sections[0].content or "")
 
 
@@ -519,7 +521,7 @@ def test_verification_steps_checkpoint_only_what_changed(tmp_path: Path, policy:
     with Journal(tmp_path / "journal.sqlite") as journal:
         journal.create_run("run", "q", "warp", {})
         state, _, truth = journaled_pass(journal, policy, make_large_state())
-        assert len(truth) > 10 and state.finished_phases == ["verify"]
+        assert len(truth) > 5 and state.finished_phases == ["verify"]  # several steps between first and last
         for step, expected in truth.items():  # every step's checkpoint reads back as the state was
             assert journal.checkpoint("run", step) == expected
         encodings = checkpoint_encodings(journal)

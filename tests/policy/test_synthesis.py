@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 
 import pytest
@@ -21,7 +20,7 @@ from deepdraft.policy.finishing.terms import find_terms
 from deepdraft.ports import ChatRequest
 from deepdraft.run.runner import load_run, open_journal
 from deepdraft.settings import ResearchSettings
-from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
+from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify, recognise
 
 QUESTION = "How did presidents argue about tariffs and the public debt?"
 SECTIONS = [
@@ -57,17 +56,16 @@ def make_state(question: str = QUESTION, sections: list[tuple[str, str]] = SECTI
 
 def editor(summary: str = SUMMARY, conclusion: str = CONCLUSION) -> Callable[[ChatRequest], str]:
     def respond(request: ChatRequest) -> str:
-        prompt = request.messages[-1].content
-        kind, _ = classify(prompt)
+        recognised = recognise(request)
+        kind = recognised.kind
         if kind in ("summary", "conclusion"):
             return f"<thought>the findings</thought><action>{summary if kind == 'summary' else conclusion}</action>"
         if kind == "constraints":
             return '{"required_items": ["tariffs", "immigration", "debt", "climate change"], "audience": ""}'
         if kind == "constraint-check":
-            statements = re.findall(r"^\d+\. (.*)$", prompt.split("## Statements to check", 1)[1], re.M)
-            verdicts = [{"claim": n, "supported": "no"} for n in range(1, len(statements) + 1)]
+            verdicts = [{"claim": n, "supported": "no"} for n in range(1, recognised.count + 1)]
             return json.dumps({"verdicts": verdicts})
-        raise AssertionError(f"unexpected prompt: {prompt[:120]}")
+        raise AssertionError(f"unexpected request: {request.messages[-1].content[:120]}")
 
     return respond
 
@@ -84,7 +82,7 @@ def synthesize(
 
 
 def kinds(llm: FunctionLLM) -> list[str]:
-    return [classify(r.messages[-1].content)[0] for r in llm.requests]
+    return [classify(r)[0] for r in llm.requests]
 
 
 def keys_of(text: str) -> set[str]:
@@ -103,7 +101,7 @@ def test_summary_and_conclusion_cite_only_what_the_sections_cite() -> None:
     replies = iter([SUMMARY.replace("textid2", "textid4"), SUMMARY])  # textid4: seen, but cited by no section
 
     def respond(request: ChatRequest) -> str:
-        if classify(request.messages[-1].content)[0] == "summary":
+        if classify(request)[0] == "summary":
             return f"<action>{next(replies)}</action>"
         return editor()(request)
 
@@ -136,7 +134,7 @@ def test_a_heading_the_model_adds_is_dropped_and_a_bare_reply_without_citations_
     )
 
     def respond(request: ChatRequest) -> str:
-        if classify(request.messages[-1].content)[0] == "summary":
+        if classify(request)[0] == "summary":
             return f"<action>{next(replies)}</action>"
         return editor()(request)
 
@@ -304,7 +302,7 @@ def test_a_summary_without_citations_is_cited_from_the_sections_passages() -> No
     )
 
     def respond(request: ChatRequest) -> str:
-        if classify(request.messages[-1].content)[0] == "summary":
+        if classify(request)[0] == "summary":
             return f"<action>{uncited}</action>"
         return editor()(request)
 
@@ -317,7 +315,7 @@ def test_a_summary_without_citations_is_cited_from_the_sections_passages() -> No
 
 def test_the_summary_gets_as_many_drafts_as_an_action_then_is_left_out() -> None:
     def respond(request: ChatRequest) -> str:
-        if classify(request.messages[-1].content)[0] == "summary":
+        if classify(request)[0] == "summary":
             return (
                 "<action>A findings paragraph with no citations at all, long enough to pass the length check easily. "
                 * 3

@@ -3,10 +3,12 @@
 A synthetic report (`tests.support.verification_scenario`: many passages, sentences of every
 kind) is verified under each policy by a fact-checker whose answers depend only on the prompt.
 Everything the pass produces — every request (by hash), every sentence's verdict, reason and
-final text, the rewritten node texts — is compared with `data/verify_golden.json`, made with the
-code of f8e2dce, before passage features were cached and re-cite candidates pre-filtered.
+final text, the rewritten node texts — is compared with `data/verify_golden.json`. Its decisions
+were first pinned with the code of f8e2dce, before passage features were cached and re-cite
+candidates pre-filtered; it was regenerated at 057f156 (same decisions under the old fact-checker)
+when the fact-checker stopped hashing the template's wording.
 Regenerate it only for an intended change of behaviour:
-``python -m tests.test_verify_golden > tests/data/verify_golden.json``.
+``python -m tests.policy.test_verify_golden > tests/data/verify_golden.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.settings import OutputSettings, ResearchSettings
 from tests.support.verification_scenario import FactChecker, make_state
 
-GOLDEN = Path(__file__).parent / "data" / "verify_golden.json"
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "verify_golden.json"
 
 
 def outcome(policy: str, budget: int | None = None) -> dict[str, Any]:

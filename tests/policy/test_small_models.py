@@ -21,11 +21,13 @@ from deepdraft.events import ActionFinished, Event
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest
+from deepdraft.protocol import prompts
 from deepdraft.protocol.action_replies import read_plan
 from deepdraft.protocol.actions import InitPlan, Refused, Search, Write, parse, repetition, validate_write
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.settings import ResearchSettings
 from tests.support.openai_server import ErrorReply, FakeOpenAIServer
+from tests.support.request_kinds import request_from_body
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
 
 QUESTION = "How did presidents argue about tariffs?"
@@ -81,7 +83,7 @@ def test_every_action_sends_its_shape_and_write_only_its_frame() -> None:
     WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings()).run(RunState(question=QUESTION))
     by_kind: dict[str, set[str]] = {}
     for request in llm.requests:
-        kind, _ = classify(request.messages[-1].content)
+        kind, _ = classify(request)
         assert request.reply_shape is not None
         by_kind.setdefault(kind, set()).add(request.reply_shape.grammar)
     assert by_kind["search"] == {reply_shape("search").grammar}
@@ -98,8 +100,11 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
     assert settings_.llm.max_tokens == 480
     llm = FunctionLLM(ScenarioModel(expansions=1))
     WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
-    plan_request = next(r for r in llm.requests if classify(r.messages[-1].content)[0] == "init-plan")
-    assert "between 3 and 4 top-level sections" in plan_request.messages[-1].content
+    plan_request = next(r for r in llm.requests if classify(r)[0] == "init-plan")
+    # The prompt shows 3 and 4 where the template puts the bounds, whatever its wording around them.
+    marked = prompts.render("init_plan", question="Q", evidence="E", min_sections="\x00", max_sections="\x01")
+    between = marked[marked.index("\x00") + 1 : marked.index("\x01")]
+    assert f"3{between}4" in plan_request.messages[-1].content
     assert plan_request.reply_shape is not None and "{2,3}" in plan_request.reply_shape.grammar
     five = {
         "name": "init-plan",
@@ -168,11 +173,7 @@ def test_overflow_over_http_recovers_too() -> None:
         prompt = body["messages"][-1]["content"]
         if count_tokens(prompt) > limit:
             return ErrorReply(400, f"This model's maximum context length is {limit} tokens.")
-        messages = tuple(
-            __import__("deepdraft.ports", fromlist=["Message"]).Message(m["role"], m["content"])
-            for m in body["messages"]
-        )
-        return ScenarioModel(expansions=0)(ChatRequest(messages=messages))
+        return ScenarioModel(expansions=0)(request_from_body(body))
 
     from deepdraft.llm.openai_compat import OpenAICompatibleLLM
 
@@ -295,7 +296,7 @@ def test_a_write_without_citations_is_cited_from_its_evidence_after_the_allowed_
     )
 
     def respond(request: ChatRequest) -> str:
-        kind, _ = classify(request.messages[-1].content)
+        kind, _ = classify(request)
         return uncited if kind == "write" else ScenarioModel(expansions=0)(request)
 
     events: list[Event] = []
@@ -318,7 +319,7 @@ def test_attaching_can_be_turned_off() -> None:
     uncited = "<thought>x</thought><action>The tariffs on imports protect manufactures and raise revenue, presidents said.</action>"
 
     def respond(request: ChatRequest) -> str:
-        kind, _ = classify(request.messages[-1].content)
+        kind, _ = classify(request)
         return uncited if kind == "write" else ScenarioModel(expansions=0)(request)
 
     state = WarpPolicy(
@@ -344,7 +345,7 @@ def test_an_explicit_language_overrides_the_question_in_prompts_and_validation()
     writes = iter([english_write, chinese_write, chinese_write, chinese_write])
 
     def respond(request: ChatRequest) -> str:
-        kind, _ = classify(request.messages[-1].content)
+        kind, _ = classify(request)
         if kind == "init-plan":
             return f"<thought>t</thought><action>{json.dumps(plan, ensure_ascii=False)}</action>"
         if kind == "write":
@@ -369,8 +370,7 @@ def test_a_target_length_guides_writes_and_the_deepening_decision() -> None:
     WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings(length_words=1200)).run(
         RunState(question=QUESTION)
     )
-    prompts = [r.messages[-1].content for r in llm.requests]
-    writes = [p for p in prompts if classify(p)[0] == "write"]
+    writes = [r.messages[-1].content for r in llm.requests if classify(r)[0] == "write"]
     assert "Aim for about 400 words in this part (the whole report: about 1200 words)." in writes[0]
-    extend = next(p for p in prompts if classify(p)[0] == "extend-plan")
+    extend = next(r.messages[-1].content for r in llm.requests if classify(r)[0] == "extend-plan")
     assert "the user asked for about 1200" in extend
