@@ -454,17 +454,26 @@ def test_english_text_for_a_chinese_question_is_refused() -> None:
     assert "write in Chinese" in refused.reason
 
 
-def test_cjk_share_counts_cjk_characters_against_words_and_ignores_citations() -> None:
+def test_cjk_share_counts_cjk_characters_against_letters_and_ignores_citations() -> None:
     assert cjk_share("") == 0.0
     assert cjk_share("123 !?, \\cite{textid1}") == 0.0
     assert cjk_share("中文") == 1.0
-    assert cjk_share("中文 ab \\cite{textid12345}") == pytest.approx(2 / 3)  # 中, 文, "ab"
+    assert cjk_share("中文 ab \\cite{textid12345}") == pytest.approx(2 / 4)  # 中, 文 against a, b
     assert cjk_share("中文 2024，。！") == 1.0
-    assert cjk_share("用PyTorch训练") == pytest.approx(3 / 4)  # 用, PyTorch, 训, 练
+    assert cjk_share("What is 量子计算 used for in practice?") == pytest.approx(4 / (4 + 23))
+
+
+def test_names_in_another_script_do_not_count() -> None:
+    # A capital inside a word (PyTorch, CATL), or a capital first letter mid-sentence, marks a name.
+    assert cjk_share("用PyTorch训练") == 1.0
+    assert cjk_share("在 Kubernetes 上部署 Serving") == 1.0
+    # A capitalised word that opens a sentence is running text, in either script's punctuation.
+    assert cjk_share("中文。The end") == pytest.approx(2 / (2 + 6))
+    assert cjk_share("The 中文") == pytest.approx(2 / (2 + 3))
 
 
 def test_language_rule_threshold_is_thirty_percent() -> None:
-    at_threshold = "中文字 a b c d e f g"  # 3 CJK characters, 7 words: exactly 30 %, passes either way
+    at_threshold = "中文字 a b c d e f g"  # 3 CJK characters, 7 letters: exactly 30 %, passes either way
     assert cjk_share(at_threshold) == pytest.approx(0.30)
     assert language_problem(at_threshold, EN) is None
     assert language_problem(at_threshold, ZH) is None
@@ -478,6 +487,8 @@ def test_question_language() -> None:
     assert is_chinese(ZH)
     assert not is_chinese(EN)
     assert not is_chinese("What did 鲁迅 write about modern China?")
+    # A few CJK characters in an English question do not make it Chinese: letters are counted.
+    assert not is_chinese("What is 量子计算 used for in practice?")
     assert is_chinese("请比较固态电池和锂电池")
     # Chinese questions full of English names are still Chinese.
     assert is_chinese("PyTorch 与 TensorFlow 的性能对比")

@@ -8,24 +8,43 @@ from deepdraft.core.citations import CITE
 from deepdraft.core.scripts import CJK
 
 CJK_THRESHOLD = 0.30
-"""Share of CJK script units above which a text counts as Chinese."""
+"""Share of CJK characters among a text's letters above which it counts as Chinese."""
 
-# A CJK character, or a whole run of other letters: one CJK character carries about as much as one
-# English word, so counting words (not letters) on the other side keeps Chinese text full of English
-# product names ("在 Kubernetes 上部署 TensorFlow Serving") recognisably Chinese.
-_SCRIPT_UNIT = re.compile(rf"[{CJK}]|[^\W\d_{CJK}]+")
+# The design's rule counts letters: a CJK character against each letter of other scripts, so a
+# question such as "What is 量子计算 used for in practice?" stays English. Names in another script
+# do not count ("quotes and names in another script pass"): a Latin word with a capital inside it
+# (PyTorch, CATL) or a capitalised word that does not open a sentence (Kubernetes, Samsung) is a
+# name, so Chinese text full of English product names stays Chinese.
 _CJK = re.compile(rf"[{CJK}]")
+_OTHER_WORD = re.compile(rf"[^\W\d_{CJK}]+")
+_SENTENCE_OPENERS = frozenset(".!?。！？\n\"“'‘(（[")
 
 
 def cjk_share(text: str) -> float:
-    """Share of CJK among the script units of `text`: CJK characters and words in other scripts.
+    """Share of CJK characters among the letters of `text`, names in other scripts left out.
 
     Digits, punctuation and citations are ignored.
     """
-    units = _SCRIPT_UNIT.findall(CITE.sub("", text))
-    if not units:
+    plain = CITE.sub("", text)
+    cjk = len(_CJK.findall(plain))
+    letters = sum(len(word.group()) for word in _OTHER_WORD.finditer(plain) if not _is_name(plain, word))
+    if cjk + letters == 0:
         return 0.0
-    return sum(1 for unit in units if _CJK.match(unit)) / len(units)
+    return cjk / (cjk + letters)
+
+
+def _is_name(text: str, word: re.Match[str]) -> bool:
+    """A word that is a name rather than running text: a capital inside it, or a capital first
+    letter anywhere but at the start of a sentence."""
+    token = word.group()
+    if any(char.isupper() for char in token[1:]):
+        return True
+    if not token[0].isupper():
+        return False
+    at = word.start() - 1
+    while at >= 0 and text[at] in " \t":
+        at -= 1
+    return at >= 0 and text[at] not in _SENTENCE_OPENERS
 
 
 def is_chinese(question: str) -> bool:
