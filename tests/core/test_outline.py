@@ -449,6 +449,16 @@ def test_condensed_view_without_focus_cuts_the_longest_first() -> None:
     assert count_tokens(view) <= 250
 
 
+def test_condensed_view_without_focus_shows_a_draft_that_fits_whole() -> None:
+    # The deepening prompt reads the whole report when the budget allows (it was always cut).
+    outline = Outline.create("T", [("A", "a"), ("B", "b"), ("C", "c")])
+    for section, tag in zip(outline.sections, "abc", strict=True):
+        section.content = _long(tag, 400)
+    assert outline.condensed_view(100_000) == outline.prompt_view()
+    tight = outline.condensed_view(count_tokens(outline.prompt_view()) - 50)
+    assert tight != outline.prompt_view() and " ... " in tight
+
+
 def test_condensed_view_with_tiny_budget_falls_back_to_markers() -> None:
     outline = _sample()
     for loc in outline.walk():

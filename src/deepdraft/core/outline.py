@@ -175,12 +175,17 @@ class Outline(BaseModel):
         node just before it in document order) keep their full text; every other written node is
         cut to its first 100 and last 50 tokens. While the view is still over budget, the other
         nodes are cut harder, farthest from the focus first, down to a marker; only then are the
-        nodes around the focus cut. Without a focus all nodes are treated alike, longest first.
+        nodes around the focus cut. Without a focus every node starts in full and the longest are
+        cut first, so a draft that fits the budget is shown whole.
         """
         located = list(self.walk())
         near = _neighbourhood(located, focus)
         written = [item for item in located if item.node.written]
-        levels = {item.position: (0 if item.position in near else 1) for item in written}
+        # Without a focus (the deepening view) the whole draft is shown when it fits; with one,
+        # only the nodes around it start in full.
+        focused = any(item.position == focus for item in located)  # a focus elsewhere is none
+        in_full = near if focused else {item.position for item in written}
+        levels = {item.position: (0 if item.position in in_full else 1) for item in written}
         costs = {item.position: _tokens(_condensed_body(item, levels[item.position])) for item in written}
         skeleton = count_tokens(self.prompt_view(lambda item: "" if item.node.written else _full_body(item)))
         total = skeleton + sum(costs.values())
@@ -206,7 +211,7 @@ class Outline(BaseModel):
                             costs[item.position] = cost
         # Cutting one long node can free more room than was needed: give it back, nearest first.
         for item in reversed(order):
-            for level in range(0 if item.position in near else 1, levels[item.position]):
+            for level in range(0 if item.position in in_full else 1, levels[item.position]):
                 cost = _tokens(_condensed_body(item, level))
                 if total + cost - costs[item.position] <= budget_tokens:
                     levels[item.position] = level
