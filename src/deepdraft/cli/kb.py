@@ -182,6 +182,7 @@ def list_(as_json: JsonOption = False) -> None:
             rows.append(
                 {
                     "name": name,
+                    "engine": kbs.kb_engine(name),
                     "documents": info.documents,
                     "chunks": info.chunks,
                     "size_bytes": info.size_bytes,

@@ -174,6 +174,11 @@ def _cached_vectors(cache: sqlite3.Connection, embedder: str, keys: list[bytes])
     return found
 
 
+def _as_array(vector: Any) -> Any:
+    """A pgvector value (a `Vector`, or already an array) as float32 numpy."""
+    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
+
+
 def _postgres_to_embedded(name: str, folder: Path, home: Path | None) -> None:
     with names.open_kb(name, home) as kb:
         connection = kb._connection()  # type: ignore[attr-defined]  # the Postgres engine's own
@@ -218,7 +223,7 @@ def _postgres_to_embedded(name: str, folder: Path, home: Path | None) -> None:
                                 cache.executemany(
                                     "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
                                     [
-                                        (embedder.name, bytes(k), np.asarray(v, dtype=np.float32).tobytes())
+                                        (embedder.name, bytes(k), _as_array(v).tobytes())
                                         for k, v in rows
                                     ],
                                 )
