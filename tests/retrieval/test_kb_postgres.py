@@ -35,7 +35,9 @@ def small(tmp_path: Path) -> Path:
 
 def with_password(dsn: str) -> str:
     """The test server trusts local connections, so a password is accepted and ignored: one to leak."""
-    return make_conninfo("", **{**{k: v for k, v in conninfo_to_dict(dsn).items() if v is not None}, "password": SECRET})
+    return make_conninfo(
+        "", **{**{k: v for k, v in conninfo_to_dict(dsn).items() if v is not None}, "password": SECRET}
+    )
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -66,7 +68,9 @@ def test_a_kb_is_copied_to_postgres_and_back_with_its_vectors_not_re_embedded(
         assert [(p.source.doc_id, p.text) for p in hits] == expected
         (small / "trade.txt").write_text("Trade treaties were renegotiated.\n")
         assert shared.add([small]).documents_updated == 1  # the copy keeps adding incrementally
-    assert len(embedder.embedded) == embedded + 2  # the copy embedded nothing; the add one chunk (+ the query)
+    assert (
+        len(embedder.embedded) == embedded + 2
+    )  # the copy embedded nothing; the add one chunk (+ the query)
     back = copy_kb("shared", "embedded", target="snapshot")
     assert names.kb_engine(back) == "embedded"
     with names.open_kb(back, embedder=embedder) as snapshot:
@@ -80,7 +84,9 @@ def test_a_kb_is_copied_to_postgres_and_back_with_its_vectors_not_re_embedded(
         copy_kb("shared", "postgres", dsn=postgres_dsn)
 
 
-def test_the_password_is_never_written_shown_or_recorded(small: Path, postgres_dsn: str, tmp_path: Path) -> None:
+def test_the_password_is_never_written_shown_or_recorded(
+    small: Path, postgres_dsn: str, tmp_path: Path
+) -> None:
     dsn = with_password(postgres_dsn)
     with names.create_kb("team", engine="postgres", dsn=dsn) as kb:
         kb.add([small])
@@ -95,7 +101,7 @@ def test_the_password_is_never_written_shown_or_recorded(small: Path, postgres_d
     with pytest.raises(KnowledgeBaseError) as failure:
         pool_for(unreachable)
     assert SECRET not in str(failure.value) and "127.0.0.1:1" in str(failure.value)
-    assert failure.value.__cause__ is None and failure.value.__context__ is None or SECRET not in repr(
+    assert (failure.value.__cause__ is None and failure.value.__context__ is None) or SECRET not in repr(
         failure.value.__context__
     )
 
@@ -123,7 +129,7 @@ def test_kb_settings_are_validated(tmp_path: Path) -> None:
         load_settings(config)
     assert SECRET not in str(failure.value)
     config.write_text('[kb]\nengine = "elastic"\n')
-    with pytest.raises(ConfigError, match="kb.engine"):
+    with pytest.raises(ConfigError, match=r"kb\.engine"):
         load_settings(config)
 
 

@@ -28,7 +28,7 @@ from deepdraft.retrieval.kb.generations import (
     _open_cache,
 )
 from deepdraft.retrieval.kb.schema import DB_NAME, _connect, _initialise, _read_meta
-from deepdraft.retrieval.kb.values import ProgressSink, _ignore
+from deepdraft.retrieval.kb.values import IngestNote, ProgressSink, _ignore
 from deepdraft.settings import RetrievalSettings
 
 _BATCH = 2000
@@ -71,13 +71,16 @@ def copy_kb(
     if to == "postgres":
         if dsn is None:
             raise KnowledgeBaseError("copying to Postgres needs --dsn postgresql://user@host:port/dbname")
-        _embedded_to_postgres(names.kb_dir(name, home), target, dsn, home, say)
+        names.use_dsn(dsn)
+        copy_folder_to_postgres(names.kb_dir(name, home), target, dsn, say)
+        _write_link(names.kb_dir(target, home), dsn)
     else:
         _postgres_to_embedded(name, names.kb_dir(target, home), home)
     return target
 
 
-def _embedded_to_postgres(folder: Path, target: str, dsn: str, home: Path | None, say: ProgressSink) -> None:
+def copy_folder_to_postgres(folder: Path, target: str, dsn: str, progress: ProgressSink | None = None) -> int:
+    """Copy the embedded KB in `folder` into Postgres as KB `target` (no name link); the passages copied."""
     from deepdraft.retrieval.kb.postgres import database as pg
     from deepdraft.retrieval.kb.postgres.search import tsvector_literal
 
@@ -86,8 +89,7 @@ def _embedded_to_postgres(folder: Path, target: str, dsn: str, home: Path | None
     try:
         meta = _read_meta(source, str(folder))
         embedder = meta.get("embedder")
-        names.use_dsn(pg.check_dsn(dsn))
-        with pg.connection(dsn) as conn:
+        with pg.connection(pg.check_dsn(dsn)) as conn:
             if pg.schema_of(conn, target) is not None:
                 raise KnowledgeBaseError(f"Postgres at {pg.safe_dsn(dsn)} already has a KB named {target!r}")
             schema = pg.create_schema(conn, target, RetrievalSettings())
@@ -97,11 +99,13 @@ def _embedded_to_postgres(folder: Path, target: str, dsn: str, home: Path | None
                     for key in _META_COPIED:
                         if meta.get(key) is not None:
                             pg.set_meta(conn, key, str(meta[key]))
-                    if embedder is not None:
-                        pg.add_vector_column(conn, int(meta["embedder_dimension"]))
+                    if embedder is not None:  # the HNSW graph is built once, after the rows are in
+                        pg.add_vector_column(conn, int(meta["embedder_dimension"]), index=False)
                     _copy_rows(source, conn, "sources", "id, path, content_hash, size, added_at")
                     _copy_rows(source, conn, "documents", _DOCUMENT_COLUMNS)
                     copied = _copy_chunks(source, cache, conn, embedder, tsvector_literal)
+                    if embedder is not None:
+                        pg.add_vector_column(conn, int(meta["embedder_dimension"]))
                     for table in ("sources", "documents", "chunks"):  # new rows continue after the copied ids
                         conn.execute(
                             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
@@ -110,21 +114,22 @@ def _embedded_to_postgres(folder: Path, target: str, dsn: str, home: Path | None
             except BaseException:
                 pg.drop_schema(conn, target)
                 raise
-        say_copied(say, copied)
+        (progress or _ignore)(IngestNote("indexing", "", f"copied {copied} passages"))
     finally:
         source.close()
         cache.close()
-    link = names.kb_dir(target, home)
-    link.mkdir(parents=True, exist_ok=True)
-    (link / names.POSTGRES_LINK).write_text(
-        json.dumps({"engine": "postgres", "dsn": pg.without_password(dsn)}) + "\n", encoding="utf-8"
+    return copied
+
+
+def _write_link(folder: Path, dsn: str) -> None:
+    from deepdraft.retrieval.kb.postgres.database import without_password
+
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{names.POSTGRES_LINK}.tmp"
+    temporary.write_text(
+        json.dumps({"engine": "postgres", "dsn": without_password(dsn)}) + "\n", encoding="utf-8"
     )
-
-
-def say_copied(say: ProgressSink, count: int) -> None:
-    from deepdraft.retrieval.kb.values import IngestNote
-
-    say(IngestNote("indexing", "", f"copied {count} passages"))
+    temporary.replace(folder / names.POSTGRES_LINK)
 
 
 def _copy_rows(source: sqlite3.Connection, conn: Any, table: str, columns: str) -> None:
@@ -222,10 +227,7 @@ def _postgres_to_embedded(name: str, folder: Path, home: Path | None) -> None:
                             with cache:
                                 cache.executemany(
                                     "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
-                                    [
-                                        (embedder.name, bytes(k), _as_array(v).tobytes())
-                                        for k, v in rows
-                                    ],
+                                    [(embedder.name, bytes(k), _as_array(v).tobytes()) for k, v in rows],
                                 )
                 revision = int(meta.get("revision", 0))
                 local_meta = _read_meta(db, name)

@@ -273,9 +273,15 @@ def set_meta(conn: psycopg.Connection[Any], key: str, value: str) -> None:
     )
 
 
-def add_vector_column(conn: psycopg.Connection[Any], dimension: int) -> None:
-    """Give the chunks their vector column and HNSW index (once, when the KB gets an embedder)."""
+def add_vector_column(conn: psycopg.Connection[Any], dimension: int, *, index: bool = True) -> None:
+    """Give the chunks their vector column and HNSW index (once, when the KB gets an embedder).
+
+    A bulk load asks for the index afterwards (``index=False`` first): building the graph once over
+    every row is several times faster than growing it row by row.
+    """
     conn.execute(f"ALTER TABLE chunks ADD COLUMN IF NOT EXISTS embedding vector({int(dimension)})")
+    if not index:
+        return
     conn.execute(
         "CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks USING hnsw (embedding vector_cosine_ops)"
     )
