@@ -7,6 +7,10 @@ same whichever engine holds the KB.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -245,3 +249,40 @@ def test_named_kbs_are_listed_opened_and_removed(make_kb: MakeKB, small: Path, e
     assert names.list_kbs() == [] and not names.kb_exists("alpha")
     with pytest.raises(KnowledgeBaseError, match="no knowledge base named 'alpha'"):
         names.open_kb("alpha")
+
+
+def test_a_writer_killed_mid_ingest_leaves_the_kb_as_before_and_blocks_no_one(
+    make_kb: MakeKB, small: Path, engine: Engine, tmp_path: Path
+) -> None:
+    with make_kb() as kb:
+        kb.add([small / "debt.md"])
+        before = observed(kb)
+    dsn = names._link_dsn(names._link(names.kb_dir("team")) or {}) if engine == "postgres" else None
+    module = (
+        "deepdraft.retrieval.kb.adding" if engine == "embedded" else "deepdraft.retrieval.kb.postgres.ingest"
+    )
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        import {module} as module
+        from deepdraft.retrieval.kb import names
+        real, calls = module.read_documents, []
+        def dying(file, **options):
+            calls.append(file)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no rollback: the process just ends
+            return real(file, **options)
+        module.read_documents = dying
+        if {dsn!r}:
+            names.use_dsn({dsn!r})
+        with names.open_kb("team") as kb:
+            kb.add([{str(small)!r}])
+        """
+    )
+    (small / "debt.md").write_text("# Debt\n\nA changed text that must not become visible.\n")
+    died = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    with names.open_kb("team") as kb:
+        assert observed(kb) == before
+        result = kb.add([small])  # the dead writer's lock is gone with it
+        assert (result.documents_added, result.documents_updated) == (2, 1)

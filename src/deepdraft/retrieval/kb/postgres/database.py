@@ -201,9 +201,10 @@ def create_schema(conn: psycopg.Connection[Any], name: str, settings: RetrievalS
     """
     from psycopg import sql
 
-    ensure_registry(conn)
     with conn.transaction():
+        # Under the lock: two first KBs of a database must not both create the registry table.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("registry"),))
+        ensure_registry(conn)
         existing = schema_of(conn, name)
         if existing is not None:
             return existing
