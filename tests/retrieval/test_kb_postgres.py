@@ -91,7 +91,7 @@ def test_the_password_is_never_written_shown_or_recorded(
     with names.create_kb("team", engine="postgres", dsn=dsn) as kb:
         kb.add([small])
         assert SECRET not in json.dumps(kb.info().to_dict())
-        assert SECRET not in kb.fingerprint() and SECRET not in str(kb.folder)
+        assert SECRET not in kb.fingerprint() and SECRET not in kb.location
     link = (names.kb_dir("team") / names.POSTGRES_LINK).read_text()
     assert SECRET not in link and "dbname" in link
     settings = Settings.model_validate({"kb": {"engine": "postgres", "dsn": dsn}})

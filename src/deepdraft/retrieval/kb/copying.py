@@ -185,8 +185,12 @@ def _as_array(vector: Any) -> Any:
 
 
 def _postgres_to_embedded(name: str, folder: Path, home: Path | None) -> None:
+    from deepdraft.retrieval.kb.postgres.store import PostgresKnowledgeBase
+
     with names.open_kb(name, home) as kb:
-        connection = kb._connection()  # type: ignore[attr-defined]  # the Postgres engine's own
+        if not isinstance(kb, PostgresKnowledgeBase):
+            raise KnowledgeBaseError(f"knowledge base {name!r} is not on the postgres engine")
+        connection = kb._connection()
     folder.mkdir(parents=True)
     try:
         with connection as conn:

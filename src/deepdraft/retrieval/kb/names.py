@@ -31,7 +31,7 @@ import shutil
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import Any, Literal, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from deepdraft.config import home_dir
 from deepdraft.errors import KnowledgeBaseError
@@ -39,6 +39,12 @@ from deepdraft.retrieval.kb.lock import write_lock
 from deepdraft.retrieval.kb.schema import DB_NAME
 from deepdraft.retrieval.kb.store import KnowledgeBase, SearchOptions
 from deepdraft.settings import RetrievalSettings
+
+if TYPE_CHECKING:  # the Postgres engine is imported only when a KB on it is opened
+    from deepdraft.retrieval.kb.postgres.store import PostgresKnowledgeBase
+
+    AnyKB = KnowledgeBase | PostgresKnowledgeBase
+    """A KB on either engine: the same public methods (the `Retriever` port, add, remove, info, ...)."""
 
 DEMO_KB = "demo"
 """The bundled State of the Union corpus, created by ``deepdraft setup``."""
@@ -163,7 +169,7 @@ def open_kb(
     name: str,
     home: Path | None = None,
     **options: Unpack[SearchOptions],
-) -> KnowledgeBase:
+) -> AnyKB:
     """Open KB `name` for searching (`options` as `KnowledgeBase.open` takes them);
     `KnowledgeBaseError` with what to do when it is not there."""
     folder = kb_dir(name, home)
@@ -171,7 +177,7 @@ def open_kb(
     if link is not None:
         from deepdraft.retrieval.kb.postgres.store import PostgresKnowledgeBase
 
-        return PostgresKnowledgeBase.open(_link_dsn(link), name, label=name, **options)  # type: ignore[return-value]
+        return PostgresKnowledgeBase.open(_link_dsn(link), name, label=name, **options)
     if not (folder / DB_NAME).is_file():
         raise KnowledgeBaseError(_missing_message(name, home))
     return KnowledgeBase.open(folder, label=name, **options)
@@ -185,7 +191,7 @@ def create_kb(
     engine: Literal["embedded", "postgres"] | None = None,
     dsn: str | None = None,
     **options: Unpack[SearchOptions],
-) -> KnowledgeBase:
+) -> AnyKB:
     """Open KB `name`, creating it empty (with `settings`' chunking) if it does not exist yet.
 
     `engine` (default: "embedded") and `dsn` say where a new KB lives; naming another engine than an
@@ -209,7 +215,7 @@ def create_kb(
 
 def _create_postgres(
     name: str, folder: Path, settings: RetrievalSettings | None, dsn: str | None, options: Any
-) -> KnowledgeBase:
+) -> PostgresKnowledgeBase:
     from deepdraft.retrieval.kb.postgres.database import check_dsn, without_password
     from deepdraft.retrieval.kb.postgres.store import PostgresKnowledgeBase
 
@@ -225,7 +231,7 @@ def _create_postgres(
         temporary = folder / f".{POSTGRES_LINK}.{uuid.uuid4().hex[:8]}"
         temporary.write_text(json.dumps({"engine": "postgres", "dsn": without_password(dsn)}) + "\n")
         temporary.replace(folder / POSTGRES_LINK)
-    return kb  # type: ignore[return-value]
+    return kb
 
 
 def remove_kb(name: str, home: Path | None = None, *, wait: bool = False) -> None:

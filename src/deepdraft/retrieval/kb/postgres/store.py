@@ -77,11 +77,6 @@ class PostgresKnowledgeBase:
         self._meta: dict[str, Any] = {}
         self.refresh()
 
-    @property
-    def folder(self) -> Path:
-        """Where the embedded engine keeps its files; a Postgres KB has none (its location is shown)."""
-        return Path(self.location)
-
     # -- opening -----------------------------------------------------------------------------------
 
     @classmethod
