@@ -286,3 +286,11 @@ def test_a_writer_killed_mid_ingest_leaves_the_kb_as_before_and_blocks_no_one(
         assert observed(kb) == before
         result = kb.add([small])  # the dead writer's lock is gone with it
         assert (result.documents_added, result.documents_updated) == (2, 1)
+
+
+def test_query_syntax_characters_are_only_words(make_kb: MakeKB, small: Path) -> None:
+    with make_kb() as kb:
+        kb.add([small])
+        hits = kb.search("tariff' | !reform & (abominations) :* \\ '' --", 3)
+        assert hits and hits[0].source.doc_id == "tariffs.md"
+        assert kb.search("' | & ! :*", 3) == []
