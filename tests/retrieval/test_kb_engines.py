@@ -294,3 +294,53 @@ def test_query_syntax_characters_are_only_words(make_kb: MakeKB, small: Path) ->
         hits = kb.search("tariff' | !reform & (abominations) :* \\ '' --", 3)
         assert hits and hits[0].source.doc_id == "tariffs.md"
         assert kb.search("' | & ! :*", 3) == []
+
+
+class BlockingEmbedder(HashedEmbedder):
+    """Stops inside the writer's transaction (at its first batch) until the test lets it go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.inside.set()
+        assert self.release.wait(timeout=120), "the test never let the writer go on"
+        return super().embed(texts)
+
+
+def test_readers_never_wait_for_a_writer_that_gives_the_kb_vectors(make_kb: MakeKB, small: Path) -> None:
+    with make_kb() as kb:
+        kb.add([small / "tariffs.md"])
+    embedder = BlockingEmbedder()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with names.open_kb("team") as writer:
+                writer.add([small], embedder=embedder, wait=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert embedder.inside.wait(timeout=120)  # the writer is mid-transaction now
+        found: list[str] = []
+        reader = threading.Thread(
+            target=lambda: found.extend(
+                p.source.doc_id for p in names.open_kb("team").search("abominations", 3)
+            )
+        )
+        reader.start()
+        reader.join(timeout=60)  # a guard against a hang, not a timing: the writer is stopped
+        assert not reader.is_alive(), "a search waited for the writer"
+        assert found == ["tariffs.md"]
+    finally:
+        embedder.release.set()
+        writer.join()
+    assert errors == []
+    with names.open_kb("team", embedder=HashedEmbedder()) as kb:
+        assert kb.document_count() == 3 and kb.info().embedder == "test:hashed-64"
+        assert kb.search("abominations", 1, mode="dense")[0].source.doc_id == "tariffs.md"

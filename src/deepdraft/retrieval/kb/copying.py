@@ -100,12 +100,12 @@ def copy_folder_to_postgres(folder: Path, target: str, dsn: str, progress: Progr
                         if meta.get(key) is not None:
                             pg.set_meta(conn, key, str(meta[key]))
                     if embedder is not None:  # the HNSW graph is built once, after the rows are in
-                        pg.add_vector_column(conn, int(meta["embedder_dimension"]), index=False)
+                        pg.ensure_vector_column(conn, int(meta["embedder_dimension"]))
                     _copy_rows(source, conn, "sources", "id, path, content_hash, size, added_at")
                     _copy_rows(source, conn, "documents", _DOCUMENT_COLUMNS)
                     copied = _copy_chunks(source, cache, conn, embedder, tsvector_literal)
                     if embedder is not None:
-                        pg.add_vector_column(conn, int(meta["embedder_dimension"]))
+                        pg.create_vector_index(conn)
                     for table in ("sources", "documents", "chunks"):  # new rows continue after the copied ids
                         conn.execute(
                             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"

@@ -274,15 +274,33 @@ def set_meta(conn: psycopg.Connection[Any], key: str, value: str) -> None:
     )
 
 
-def add_vector_column(conn: psycopg.Connection[Any], dimension: int, *, index: bool = True) -> None:
-    """Give the chunks their vector column and HNSW index (once, when the KB gets an embedder).
+def ensure_vector_column(conn: psycopg.Connection[Any], dimension: int) -> None:
+    """Give the chunks a ``vector(dimension)`` column (no index yet); a no-op, taking no lock, if it is there.
 
-    A bulk load asks for the index afterwards (``index=False`` first): building the graph once over
-    every row is several times faster than growing it row by row.
+    Run in a short transaction of its own before a long ingestion: ALTER TABLE locks the table
+    against readers until its transaction ends. A column of another dimension (left by an add that
+    failed before recording its embedder) is replaced.
     """
-    conn.execute(f"ALTER TABLE chunks ADD COLUMN IF NOT EXISTS embedding vector({int(dimension)})")
-    if not index:
+    row = conn.execute(
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'chunks'::regclass"
+        " AND attname = 'embedding' AND NOT attisdropped"
+    ).fetchone()
+    if row is not None and int(row[0]) == int(dimension):
         return
+    if row is not None:
+        conn.execute("DROP INDEX IF EXISTS chunks_embedding")
+        conn.execute("ALTER TABLE chunks DROP COLUMN embedding")
+    conn.execute(f"ALTER TABLE chunks ADD COLUMN embedding vector({int(dimension)})")
+
+
+def has_vector_index(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('chunks_embedding')").fetchone()
+    return row is not None and row[0] is not None
+
+
+def create_vector_index(conn: psycopg.Connection[Any]) -> None:
+    """The HNSW graph over the vectors (cosine). Built once over every row after a bulk load, which is
+    several times faster than growing it row by row; CREATE INDEX blocks other writers, not readers."""
     conn.execute(
         "CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks USING hnsw (embedding vector_cosine_ops)"
     )

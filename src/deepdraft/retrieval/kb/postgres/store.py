@@ -170,25 +170,36 @@ class PostgresKnowledgeBase:
         settings = RetrievalSettings()
         limit = max_bytes if max_bytes is not None else int(settings.max_file_mb * 1024 * 1024)
         bounds = limits if limits is not None else DocumentLimits.from_settings(settings)
-        with self._connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg.lock_key(self.schema),))
-            meta = pg.read_meta(conn, self.label)
-            new_embedder = self._writer_embedder(meta, embedder, embedding)
-            changed = False
-            if new_embedder is not None and meta.get("embedder") is None:
-                self._set_embedder(conn, new_embedder, embedding)
+        with self._connection() as conn:
+            new_embedder = self._writer_embedder(pg.read_meta(conn, self.label), embedder, embedding)
+            if new_embedder is not None:
+                with conn.transaction():  # short: see `ensure_vector_column`
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg.lock_key(self.schema),))
+                    if pg.read_meta(conn, self.label).get("embedder") is None:
+                        pg.ensure_vector_column(conn, int(new_embedder.dimension))
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg.lock_key(self.schema),))
                 meta = pg.read_meta(conn, self.label)
-                changed = True
-            writer_embedder = self._embedder_for(meta)
-            changed |= ingest_paths(
-                conn, meta, paths, result, limit, bounds, ocr, prune, writer_embedder, say
-            )
-            record_failures(conn, result.failures)
-            revision = int(meta.get("revision", 0))
-            if changed:
-                revision = self._bump_revision(conn, meta)
-            result.revision = revision
-            result.changed = changed
+                self._writer_embedder(meta, new_embedder, None)  # another writer may have set one since
+                changed = False
+                if new_embedder is not None and meta.get("embedder") is None:
+                    self._set_embedder(conn, new_embedder, embedding)
+                    meta = pg.read_meta(conn, self.label)
+                    changed = True
+                writer_embedder = self._embedder_for(meta)
+                index_after = writer_embedder is not None and not pg.has_vector_index(conn)
+                changed |= ingest_paths(
+                    conn, meta, paths, result, limit, bounds, ocr, prune, writer_embedder, say
+                )
+                if index_after:
+                    say(IngestNote("indexing", "", "building the HNSW graph over the vectors"))
+                    pg.create_vector_index(conn)
+                record_failures(conn, result.failures)
+                revision = int(meta.get("revision", 0))
+                if changed:
+                    revision = self._bump_revision(conn, meta)
+                result.revision = revision
+                result.changed = changed
         self.refresh()
         result.seconds = time.monotonic() - started
         return result
@@ -337,7 +348,6 @@ class PostgresKnowledgeBase:
         pg.set_meta(conn, "embedder", embedder.name)
         pg.set_meta(conn, "embedder_dimension", str(embedder.dimension))
         pg.set_meta(conn, "embedder_spec", json.dumps(spec))
-        pg.add_vector_column(conn, int(embedder.dimension))
         self._embed_existing(conn, embedder)
 
     def _embed_existing(self, conn: Any, embedder: Any) -> None:
