@@ -16,7 +16,7 @@ from deepdraft.egress import public_dsn
 from deepdraft.errors import ConfigError, KnowledgeBaseError
 from deepdraft.retrieval.kb import names
 from deepdraft.retrieval.kb.copying import copy_kb
-from deepdraft.retrieval.kb.postgres.database import pool_for
+from deepdraft.retrieval.kb.postgres.database import close_pools, pool_for
 from deepdraft.settings import Settings
 from tests.retrieval.test_kb_engines import HashedEmbedder
 
@@ -157,3 +157,17 @@ def test_the_cli_adds_lists_searches_copies_and_removes_on_postgres(
     assert json.loads(cli("kb", "list", "--json").stdout)[0]["name"] == "offline"
     bad = cli("kb", "add", str(small), "--kb", "other", "--engine", "postgres")
     assert bad.returncode != 0 and "needs a dsn" in bad.stderr
+
+
+def test_the_workspace_config_gives_the_pool_size_and_the_password(
+    small: Path, postgres_dsn: str, isolated_workspace: Path
+) -> None:
+    dsn = with_password(postgres_dsn)
+    names.create_kb("team", engine="postgres", dsn=dsn).close()
+    names._DSNS.clear()  # a new process: it knows only the link, which has no password
+    close_pools()
+    isolated_workspace.mkdir(parents=True, exist_ok=True)
+    (isolated_workspace / "config.toml").write_text(f'[kb]\ndsn = "{dsn}"\npool_size = 2\n')
+    with names.open_kb("team") as kb:
+        assert kb._dsn == dsn  # the configured DSN, password included, for the same database
+    assert pool_for(dsn).max_size == 2

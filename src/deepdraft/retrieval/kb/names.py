@@ -78,20 +78,25 @@ def _link(folder: Path) -> dict[str, Any] | None:
 
 
 def _link_dsn(link: dict[str, Any]) -> str:
-    from deepdraft.retrieval.kb.postgres.database import safe_dsn
+    """The DSN to open a linked KB with: the one this process was given for that database, else the
+    workspace's ``[kb] dsn`` when it names the same database (it may carry the password), else the
+    link's own (libpq then finds the password in PGPASSWORD or ~/.pgpass)."""
+    from deepdraft.retrieval.kb.postgres.database import safe_dsn, set_pool_size
 
     dsn = str(link["dsn"])
     shown = safe_dsn(dsn)
-    if shown not in _DSNS:  # the workspace's [kb] dsn (or DEEPDRAFT_KB_DSN) may carry the password
+    if shown not in _DSNS:
         from deepdraft.config import load_settings
         from deepdraft.errors import ConfigError
 
         try:
-            configured = load_settings().kb.dsn
+            workspace = load_settings().kb
         except ConfigError:
-            configured = None
-        if configured and safe_dsn(configured) == shown:
-            _DSNS[shown] = configured
+            workspace = None
+        if workspace is not None:
+            set_pool_size(workspace.pool_size)
+            if workspace.dsn and safe_dsn(workspace.dsn) == shown:
+                _DSNS[shown] = workspace.dsn
     return _DSNS.get(shown, dsn)
 
 

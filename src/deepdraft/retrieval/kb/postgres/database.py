@@ -30,7 +30,7 @@ from deepdraft.egress import public_dsn
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.index.analysis import ANALYZER_VERSION
 from deepdraft.retrieval.kb.schema import FORMAT_VERSION
-from deepdraft.settings import RetrievalSettings
+from deepdraft.settings import KBSettings, RetrievalSettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -113,11 +113,14 @@ def check_dsn(dsn: str) -> str:
 _POOLS: dict[str, ConnectionPool] = {}
 
 
-def pool_for(dsn: str, size: int = 4) -> ConnectionPool:
-    """The process's pool for `dsn` (one per DSN: every KB of a database shares it)."""
+def pool_for(dsn: str, size: int | None = None) -> ConnectionPool:
+    """The process's pool for `dsn` (one per DSN: every KB of a database shares it), of `size`
+    connections at most (default: the workspace's ``[kb] pool_size``)."""
     pool = _POOLS.get(dsn)
     if pool is not None and not pool.closed:
         return pool
+    if size is None:
+        size = _pool_size
     try:
         from pgvector.psycopg import register_vector
         from psycopg_pool import ConnectionPool
@@ -148,6 +151,15 @@ def pool_for(dsn: str, size: int = 4) -> ConnectionPool:
         ) from None
     _POOLS[dsn] = pool
     return pool
+
+
+_pool_size = KBSettings().pool_size
+
+
+def set_pool_size(size: int) -> None:
+    """The size of the pools opened from now on (`names` sets it from the workspace's ``[kb] pool_size``)."""
+    global _pool_size
+    _pool_size = max(int(size), 1)
 
 
 @contextmanager
