@@ -586,7 +586,7 @@ def bench_scale_postgres(passages: int, dsn: str, queries: int, depth: int, rrf_
         with tempfile.TemporaryDirectory() as scratch:
             corpus = Path(scratch) / "corpus.jsonl"
             write_corpus(corpus, passages, 120, make_vocabulary(30_000, random.Random(7)), random.Random(8))
-            note(f"ingesting {passages:,} passages into Postgres (tsvector, vectors, HNSW grown row by row)")
+            note(f"ingesting {passages:,} passages into Postgres (tsvector, vectors, then the HNSW graph)")
             settings = RetrievalSettings(chunk_tokens=1000, chunk_overlap=0)
             started = time.perf_counter()
             with PostgresKnowledgeBase.create(dsn, name, settings, embedder=embedder) as new:

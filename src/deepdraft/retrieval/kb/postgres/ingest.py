@@ -213,9 +213,14 @@ def _store_document(
     if occurrence > 1:
         key = f"{key}#{occurrence}"
     content_hash = _document_hash(doc)
-    existing = conn.execute(
-        "SELECT id, content_hash FROM documents WHERE source = %s AND source_key = %s", (source_row, key)
+    # One round trip for what a new document needs to know: is there a previous version, and is
+    # its id taken (for a replaced document the id is asked again once the old version is gone).
+    found, taken = conn.execute(
+        "SELECT (SELECT ARRAY[id::text, content_hash] FROM documents WHERE source = %s AND source_key = %s),"
+        " EXISTS (SELECT 1 FROM documents WHERE doc_id = %s)",
+        (source_row, key, key),
     ).fetchone()
+    existing = (int(found[0]), str(found[1])) if found is not None else None
     if existing is not None and existing[1] == content_hash:
         conn.execute("UPDATE documents SET seen = %s WHERE id = %s", (options.revision, existing[0]))
         counts.unchanged += 1
@@ -234,7 +239,7 @@ def _store_document(
                 )
             }
         conn.execute("DELETE FROM documents WHERE id = %s", (existing[0],))
-    doc_id = _unique_doc_id(conn, key, source_path)
+    doc_id = key if existing is None and not taken else _unique_doc_id(conn, key, source_path)
     (row,) = conn.execute(
         "INSERT INTO documents (source, source_key, doc_id, location, title, format, content_hash, chars,"
         " pages, added_at, seen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
