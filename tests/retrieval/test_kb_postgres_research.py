@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.support.documents import PDF_TITLE, make_document_folder
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
-from tests.test_kb_research import QUESTION, cli
+
+QUESTION = "How fast are the Vatnajokull glaciers retreating?"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deepdraft", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, COLUMNS="200"),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_research_over_a_postgres_kb_cites_documents_and_pages(tmp_path: Path, postgres_dsn: str) -> None:
