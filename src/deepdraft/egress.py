@@ -61,7 +61,7 @@ __all__ = [
     "public_endpoint",
 ]
 
-EgressKind = Literal["web-search", "page-fetch", "llm", "embeddings"]
+EgressKind = Literal["web-search", "page-fetch", "llm", "embeddings", "kb-database"]
 
 ALWAYS_RECORDED: frozenset[str] = frozenset({"web-search", "page-fetch"})
 """Kinds recorded even on loopback: their content goes on to the internet (see the module docstring)."""

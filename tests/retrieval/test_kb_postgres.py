@@ -12,11 +12,12 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from deepdraft.config import load_settings
-from deepdraft.egress import public_dsn
+from deepdraft.egress import EgressLog, public_dsn
 from deepdraft.errors import ConfigError, KnowledgeBaseError
 from deepdraft.retrieval.kb import names
 from deepdraft.retrieval.kb.copying import copy_kb
-from deepdraft.retrieval.kb.postgres.database import close_pools, pool_for
+from deepdraft.retrieval.kb.postgres.database import close_pools, egress_endpoint, pool_for
+from deepdraft.run.wiring import meter_kb_embedders
 from deepdraft.settings import Settings
 from tests.retrieval.test_kb_engines import HashedEmbedder
 
@@ -171,3 +172,34 @@ def test_the_workspace_config_gives_the_pool_size_and_the_password(
     with names.open_kb("team") as kb:
         assert kb._dsn == dsn  # the configured DSN, password included, for the same database
     assert pool_for(dsn).max_size == 2
+
+
+@pytest.mark.parametrize(
+    ("dsn", "recorded"),
+    [
+        (f"postgresql://team:{SECRET}@db.example:5433/kb", "postgresql://team@db.example:5433/kb"),
+        ("host=/var/run/postgresql dbname=kb", None),  # a socket on this machine is not egress
+        ("postgresql://postgres:@/postgres?host=/tmp/pg", None),
+    ],
+)
+def test_the_database_a_kb_searches_is_an_egress_endpoint_without_secrets(
+    dsn: str, recorded: str | None
+) -> None:
+    assert egress_endpoint(dsn) == recorded
+
+
+def test_a_run_audits_the_searches_sent_to_a_remote_kb_database(
+    small: Path, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with names.create_kb("team", engine="postgres", dsn=postgres_dsn) as kb:
+        kb.add([small])
+        remote = f"postgresql://team@db.example:5432/{conninfo_to_dict(postgres_dsn)['dbname']}"
+        monkeypatch.setattr(kb, "database_endpoint", lambda: remote)  # as if the server were elsewhere
+        log = EgressLog()
+        meter_kb_embedders(kb, log)
+        kb.search("abominations", 3)
+        kb.search("negotiation", 3)
+    (record,) = log.records
+    assert (record.kind, record.requests) == ("kb-database", 2)
+    assert record.endpoint == "postgresql://db.example:5432/" + str(conninfo_to_dict(postgres_dsn)["dbname"])
+    assert SECRET not in json.dumps([record.endpoint, record.detail])

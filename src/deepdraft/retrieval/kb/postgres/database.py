@@ -86,6 +86,15 @@ def safe_dsn(dsn: str) -> str:
     return public_dsn(dsn)
 
 
+def egress_endpoint(dsn: str) -> str | None:
+    """The database as the egress audit records it (no password), or None for a Unix socket on this
+    machine, which is not egress."""
+    shown = safe_dsn(dsn)
+    if shown == "<invalid DSN>" or "@/" in shown or shown.startswith("postgresql:///"):
+        return None
+    return shown
+
+
 def without_password(dsn: str) -> str:
     """`dsn` with its password removed (libpq then takes it from PGPASSWORD or ~/.pgpass)."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo

@@ -74,6 +74,7 @@ class PostgresKnowledgeBase:
         self._allowed_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int] | None] = {}
         self._query_vectors: dict[str, Any] = {}
         self._closed = False
+        self._meter: Any = None  # counts searches for the egress audit once a run asks (`meter_searches`)
         self._meta: dict[str, Any] = {}
         self.refresh()
 
@@ -131,6 +132,8 @@ class PostgresKnowledgeBase:
         mode = self._effective_mode(mode or self.mode)
         vector = self._query_vector(query) if mode != "bm25" else None
         pool = max(k, self._depth) if mode == "hybrid" else k
+        if self._meter is not None:
+            self._meter.add(1, len(query.encode("utf-8", "surrogatepass")))
         with self._connection() as conn:
             ranked = ranked_ids(conn, query, pool, mode, vector, allowed, self._depth, self._rrf_k)
             return passages(conn, ranked)[:k]
@@ -294,6 +297,14 @@ class PostgresKnowledgeBase:
                 return None
         embedder = self._embedder_for(self._meta)
         return embedder if getattr(embedder, "base_url", None) else None
+
+    def database_endpoint(self) -> str | None:
+        """The database searches go to, as the egress audit records it (None: a socket on this machine)."""
+        return pg.egress_endpoint(self._dsn)
+
+    def meter_searches(self, meter: Any) -> None:
+        """Count each search (and its query's bytes) on `meter`, an `egress.EndpointMeter`."""
+        self._meter = meter
 
     @property
     def embedder_name(self) -> str | None:
