@@ -158,6 +158,13 @@ def test_the_cli_adds_lists_searches_copies_and_removes_on_postgres(
     assert json.loads(cli("kb", "list", "--json").stdout)[0]["name"] == "offline"
     bad = cli("kb", "add", str(small), "--kb", "other", "--engine", "postgres")
     assert bad.returncode != 0 and "needs a dsn" in bad.stderr
+    implied = cli(
+        "kb", "add", str(small / "debt.md"), "--kb", "implied", "--dsn", dsn
+    )  # --dsn alone: postgres
+    assert implied.returncode == 0, implied.stderr
+    assert names.kb_engine("implied") == "postgres"
+    wrong = cli("kb", "add", str(small), "--kb", "offline", "--dsn", dsn)  # an embedded KB stays embedded
+    assert wrong.returncode != 0 and "lives on the embedded engine" in wrong.stderr
 
 
 def test_the_workspace_config_gives_the_pool_size_and_the_password(

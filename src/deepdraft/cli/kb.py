@@ -93,14 +93,15 @@ def add(
             "base_url": embed_base_url,
             "model": embed_model,
         },
-        kb={"engine": engine, "dsn": dsn},
+        kb={"engine": engine or ("postgres" if dsn else None), "dsn": dsn},  # a --dsn alone means postgres
     )
     kbs.validate_kb_name(name)
     show = _Notes(quiet=as_json)
     if settings.kb.dsn:
         kbs.use_dsn(settings.kb.dsn)
     # A new KB goes to the configured engine; an existing one stays where it is (unless --engine differs).
-    new_engine = settings.kb.engine if engine is not None or not kbs.kb_exists(name) else None
+    asked = engine is not None or dsn is not None
+    new_engine = settings.kb.engine if asked or not kbs.kb_exists(name) else None
     with kbs.create_kb(name, settings.retrieval, engine=new_engine, dsn=settings.kb.dsn) as kb:
         result = kb.add(
             paths,
