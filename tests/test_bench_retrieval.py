@@ -78,3 +78,26 @@ def test_the_retrieval_bench_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     assert scale["build_s"] > 0 and scale["open_ms"] > 0  # built in this run: nothing was cached yet
     for heading in ("Ingestion", "Embedding throughput", "Retrieval quality", "Latency at 2,000 passages"):
         assert heading in result.stdout
+
+
+def test_the_retrieval_bench_runs_the_postgres_engine_beside_the_embedded_one(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    corpus, labels = write_corpus(tmp_path)
+    with FakeOpenAIServer.for_embeddings(dimension=32) as server:
+        result = subprocess.run(
+            [
+                sys.executable, str(BENCH), "--corpus", str(corpus), "--labels", str(labels),
+                "--cache", str(tmp_path / "cache"), "--scales", "1000", "--queries", "10",
+                "--known-items", "8", "--sample", "16", "--embed-base-url", server.base_url,
+                "--embed-model", "hashed", "--skip-ingest", "--no-sweep", "--postgres", postgres_dsn, "--json",
+            ],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert set(summary["postgres_quality"]["modes"]) == {"bm25", "dense", "hybrid"}
+    assert all(0 <= v <= 1 for row in summary["postgres_quality"]["modes"].values() for v in row.values())
+    scale = summary["postgres_scale"][0]
+    assert scale["passages"] == 1000 and scale["build_s"] > 0 and scale["hybrid"]["p50_ms"] > 0
+    assert "Postgres engine at 1,000 passages" in result.stdout

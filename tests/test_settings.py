@@ -265,7 +265,7 @@ def test_public_dict_without_a_key() -> None:
     public = Settings().public_dict()
     assert public["llm"]["api_key"] is None
     assert public["embedding"]["api_key"] is None
-    assert set(public) == {"llm", "research", "retrieval", "embedding", "web", "output"}
+    assert set(public) == {"llm", "research", "retrieval", "embedding", "web", "output", "kb"}
     json.dumps(public)  # serialisable as it is
 
 

@@ -37,6 +37,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("DEEPDRAFT_EMBED_MODEL", "embedding", "model"),
     ("DEEPDRAFT_EMBED_API_KEY", "embedding", "api_key"),
     ("SEARXNG_URL", "web", "searxng_url"),
+    ("DEEPDRAFT_KB_DSN", "kb", "dsn"),
 )
 
 

@@ -40,6 +40,7 @@ log, meters); `deepdraft.llm.metered.MeteredLLM` counts a chat endpoint's traffi
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ __all__ = [
     "public_endpoint",
 ]
 
-EgressKind = Literal["web-search", "page-fetch", "llm", "embeddings"]
+EgressKind = Literal["web-search", "page-fetch", "llm", "embeddings", "kb-database"]
 
 ALWAYS_RECORDED: frozenset[str] = frozenset({"web-search", "page-fetch"})
 """Kinds recorded even on loopback: their content goes on to the internet (see the module docstring)."""
@@ -100,6 +101,37 @@ def public_endpoint(url: str) -> str:
     shown_host = f"[{host}]" if ":" in host else host
     where = f"{shown_host}:{port}" if port is not None else shown_host
     return f"{scheme}://{where}{parts.path or '/'}"
+
+
+def public_dsn(dsn: str) -> str:
+    """A Postgres DSN as it may be shown and recorded: ``postgresql://user@host:port/dbname``.
+
+    Takes the URI and the ``key=value`` forms; the password (and every other option) is dropped, and
+    text that is neither form is shown as ``<invalid DSN>`` since it may be a password.
+    """
+    if dsn.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(dsn)
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            return "<invalid DSN>"
+        host = parts.hostname or ""
+        if not host:  # a socket folder given as ?host=/path
+            host = next((v for k, v in _query_pairs(parts.query) if k == "host"), "localhost")
+        user = f"{parts.username}@" if parts.username else ""
+        return f"postgresql://{user}{host}:{port}/{parts.path.lstrip('/')}"
+    pairs = dict(re.findall(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", dsn))
+    if not pairs:
+        return "<invalid DSN>"
+    user = f"{pairs['user'].strip(chr(39))}@" if pairs.get("user") else ""
+    host = pairs.get("host", "localhost").strip("'")
+    return f"postgresql://{user}{host}:{pairs.get('port', '5432')}/{pairs.get('dbname', '').strip(chr(39))}"
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    return parse_qsl(query)
 
 
 def is_loopback_url(url: str) -> bool:

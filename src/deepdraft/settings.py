@@ -204,6 +204,33 @@ class EmbeddingSettings(_Section):
         return http_url_or_none(value)
 
 
+class KBSettings(_Section):
+    engine: Literal["embedded", "postgres"] = "embedded"
+    """Where `kb add` creates a new KB: "embedded" (SQLite + files in the workspace) or "postgres"."""
+    dsn: str | None = None
+    """The Postgres database of the "postgres" engine (postgresql://user@host:port/dbname); its
+    password is better left to PGPASSWORD or ~/.pgpass. Never recorded with its password."""
+    pool_size: int = Field(4, ge=1, le=100)
+    """Connections each process keeps open to that database."""
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not (value.startswith(("postgresql://", "postgres://")) or "=" in value):
+            raise ValueError(
+                "must be a postgresql:// URL or 'host=... dbname=...' (the password is not shown)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _engine_has_dsn(self) -> KBSettings:
+        if self.engine == "postgres" and not self.dsn:
+            raise ValueError("engine 'postgres' needs a dsn (postgresql://user@host:port/dbname)")
+        return self
+
+
 class WebSettings(_Section):
     enabled: bool = False
     """Search the web too. Off by default: nothing leaves the machine unless asked."""
@@ -253,6 +280,7 @@ class Settings(_Section):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    kb: KBSettings = Field(default_factory=KBSettings)
 
     def with_default_depth(self, depth: Depth) -> Settings:
         """These settings with `depth`'s preset, unless a depth was chosen explicitly."""
@@ -268,8 +296,17 @@ class Settings(_Section):
         data = self.model_dump()
         data["llm"]["api_key"] = "***" if self.llm.api_key else None
         data["embedding"]["api_key"] = "***" if self.embedding.api_key else None
+        data["kb"]["dsn"] = _dsn_without_secrets(self.kb.dsn)
         data["output"]["template"] = str(self.output.template) if self.output.template else None
         return data
+
+
+def _dsn_without_secrets(dsn: str | None) -> str | None:
+    if dsn is None:
+        return None
+    from deepdraft.egress import public_dsn
+
+    return public_dsn(dsn)
 
 
 def fill_preset(data: dict[str, dict[str, Any]], depth: str) -> None:

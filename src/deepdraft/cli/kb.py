@@ -42,6 +42,20 @@ WaitOption = Annotated[
 ]
 
 
+EngineOption = Annotated[
+    str | None,
+    typer.Option("--engine", help="Where a new KB lives: embedded (default) or postgres ([kb] engine)."),
+]
+DsnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dsn",
+        help="The Postgres database: postgresql://user@host:port/dbname ([kb] dsn, DEEPDRAFT_KB_DSN; "
+        "leave the password to PGPASSWORD or ~/.pgpass).",
+    ),
+]
+
+
 @kb_app.command("add")
 def add(
     paths: Annotated[list[str], typer.Argument(help="Files, folders (read recursively) or glob patterns.")],
@@ -66,6 +80,8 @@ def add(
         typer.Option("--prune", help="Also remove documents whose files were deleted from these folders."),
     ] = False,
     wait: WaitOption = False,
+    engine: EngineOption = None,
+    dsn: DsnOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -77,10 +93,16 @@ def add(
             "base_url": embed_base_url,
             "model": embed_model,
         },
+        kb={"engine": engine or ("postgres" if dsn else None), "dsn": dsn},  # a --dsn alone means postgres
     )
     kbs.validate_kb_name(name)
     show = _Notes(quiet=as_json)
-    with kbs.create_kb(name, settings.retrieval) as kb:
+    if settings.kb.dsn:
+        kbs.use_dsn(settings.kb.dsn)
+    # A new KB goes to the configured engine; an existing one stays where it is (unless --engine differs).
+    asked = engine is not None or dsn is not None
+    new_engine = settings.kb.engine if asked or not kbs.kb_exists(name) else None
+    with kbs.create_kb(name, settings.retrieval, engine=new_engine, dsn=settings.kb.dsn) as kb:
         result = kb.add(
             paths,
             progress=show,
@@ -116,6 +138,40 @@ def add(
         raise typer.Exit(KnowledgeBaseError.exit_code)
 
 
+@kb_app.command("copy")
+def copy(
+    name: Annotated[str, typer.Argument(help="The knowledge base to copy.")],
+    to: Annotated[str, typer.Option("--to", help="The engine to copy it onto: postgres or embedded.")],
+    target: Annotated[
+        str | None, typer.Option("--as", help="The copy's name (default: NAME-postgres or NAME-embedded).")
+    ] = None,
+    dsn: DsnOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Copy a knowledge base onto the other engine, vectors included (nothing is read or embedded again)."""
+    from deepdraft.retrieval.kb.copying import copy_kb
+
+    if to not in ("postgres", "embedded"):
+        raise KnowledgeBaseError(f"unknown engine {to!r}: use postgres or embedded")
+    settings = _settings(config, kb={"dsn": dsn})
+    if settings.kb.dsn:
+        kbs.use_dsn(settings.kb.dsn)
+    kbs.validate_kb_name(name)
+    copied = copy_kb(name, "postgres" if to == "postgres" else "embedded", target=target, dsn=settings.kb.dsn)
+    with kbs.open_kb(copied) as kb:
+        documents = kb.document_count()
+    if as_json:
+        typer.echo(json.dumps({"kb": copied, "engine": to, "documents": documents}, indent=2))
+    else:
+        console.print(
+            f"[green]copied[/green] {escape(name)!r} to {escape(copied)!r} on the {to} engine "
+            f"({documents} document{'' if documents == 1 else 's'})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @kb_app.command("list")
 def list_(as_json: JsonOption = False) -> None:
     """List the knowledge bases of this workspace."""
@@ -127,6 +183,7 @@ def list_(as_json: JsonOption = False) -> None:
             rows.append(
                 {
                     "name": name,
+                    "engine": kbs.kb_engine(name),
                     "documents": info.documents,
                     "chunks": info.chunks,
                     "size_bytes": info.size_bytes,

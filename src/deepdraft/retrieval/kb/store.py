@@ -113,6 +113,8 @@ class KnowledgeBase:
         rrf_k: int = DEFAULT_K,
     ) -> None:
         self.folder = folder
+        self.location = str(folder)
+        """Where the KB lives, as shown to people (the Postgres engine shows its secret-free DSN)."""
         self.label = label
         self.only = tuple(only)
         self.exclude = tuple(exclude)
