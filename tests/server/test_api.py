@@ -339,3 +339,20 @@ def test_uploads_are_bounded_by_the_servers_own_retrieval_settings(tmp_path: Pat
     assert job["summary"]["documents_added"] == 1
     [failure] = job["summary"]["failures"]
     assert failure["location"].endswith("long.md") and "max_document_chars" in failure["reason"]
+
+
+def test_an_upload_creates_a_new_kb_on_the_configured_engine(tmp_path: Path, postgres_dsn: str) -> None:
+    from deepdraft.retrieval.kb.names import kb_engine
+
+    settings = load_settings(
+        flags={"research": {"depth": "standard"}, "kb": {"engine": "postgres", "dsn": postgres_dsn}}
+    )
+    app = create_app(settings, workers=1, llm_factory=lambda _: scenario_llm())
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "tariffs.md").write_text("# Tariffs\n\nDuties protect manufactures.\n", encoding="utf-8")
+    with LiveServer(app) as server, server.client() as client:
+        job = upload_kb(client, "shared", folder)
+        hits = client.get("/api/kbs/shared/search", params={"q": "duties", "k": 3}).json()
+    assert job["summary"]["documents_added"] == 1 and kb_engine("shared") == "postgres"
+    assert hits and "Duties" in hits[0]["text"]

@@ -213,7 +213,9 @@ def ingest(kb: str, files: list[Path], settings: Settings, say: Callable[[str], 
     """
     embedding = settings.embedding if settings.embedding.enabled else None
     say(f"adding {len(files)} file(s) to {kb}")
-    with kbs.create_kb(kb, settings.retrieval) as store:
+    # A new KB goes to the configured engine (`[kb] engine`), as with `kb add`; an existing one stays.
+    engine = None if kbs.kb_exists(kb) else settings.kb.engine
+    with kbs.create_kb(kb, settings.retrieval, engine=engine, dsn=settings.kb.dsn) as store:
         result = store.add(
             files,
             progress=lambda note: say(f"{note.kind}: {Path(note.location).name} {note.detail}".rstrip()),
