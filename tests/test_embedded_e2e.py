@@ -1,8 +1,10 @@
-"""One real research run with the embedded model, served over HTTP by `deepdraft serve-model`.
+"""One real research run with the embedded model in-process — the README's main job, as a new user runs it.
 
 This is the slowest test of the suite (a few minutes on two cores): a `quick` run with a fixed seed
-on the demo corpus. Its assertions read the model's own replies from the run journal, not the
-rendered report, so no later repair step could make them pass by construction.
+on the demo corpus, with no `--base-url`, so the model runs inside the `deepdraft research`
+process exactly as on a fresh machine. (Serving the same model over HTTP is covered by one short
+request in tests/server/test_serve_model.py.) Its assertions read the model's own replies from the
+run journal, not the rendered report, so no later repair step could make them pass by construction.
 """
 
 from __future__ import annotations
@@ -10,19 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from deepdraft.core.citations import cited_keys
+from deepdraft.run.runs import Runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
 
@@ -46,43 +44,9 @@ def require_embedded_setup() -> None:
         pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def model_server() -> Iterator[str]:
-    require_embedded_setup()
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "deepdraft", "serve-model", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as reply:
-                    assert json.load(reply)["data"][0]["id"] == "qwen2.5-coder-1.5b"
-                break
-            except OSError as exc:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    stderr = server.stderr.read() if server.stderr else ""
-                    raise AssertionError(f"serve-model did not start: {stderr}") from exc
-                time.sleep(0.5)
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.mark.timeout(900)
-def test_quick_research_with_the_embedded_model_over_http(model_server: str, tmp_path: Path) -> None:
+def test_quick_research_with_the_embedded_model_in_process(tmp_path: Path) -> None:
+    require_embedded_setup()
     output = tmp_path / "report.md"
     started = time.monotonic()
     result = subprocess.run(
@@ -98,8 +62,6 @@ def test_quick_research_with_the_embedded_model_over_http(model_server: str, tmp
             "7",
             "--max-steps",  # about 35 s an action on two cores, plus verification and synthesis
             "11",  # (4-6 calls): keeps the run within ten minutes
-            "--base-url",
-            model_server,
             "--output",
             str(output),
         ],
@@ -111,38 +73,34 @@ def test_quick_research_with_the_embedded_model_over_http(model_server: str, tmp
     assert result.returncode == 0, result.stderr
     print(f"quick embedded run: {minutes:.1f} min")  # shown with -s; the bench records timings
 
-    home = Path(os.environ["DEEPDRAFT_HOME"])
-    with sqlite3.connect(home / "journal.sqlite") as db:
-        (run_id,) = db.execute("SELECT id FROM runs").fetchone()
-        steps = db.execute(
-            "SELECT step, action, target, reply, valid, parsed, prompt FROM steps WHERE run_id = ? ORDER BY step",
-            (run_id,),
-        ).fetchall()
-        (blob,) = db.execute(
-            "SELECT state FROM checkpoints WHERE run_id = ? ORDER BY step DESC LIMIT 1", (run_id,)
-        ).fetchone()
-    state = json.loads(zlib.decompress(blob))
+    with Runs.open() as runs:
+        [run] = runs.all()
+        state = runs.state(run.id)
+        steps = runs.steps(run.id)
+    assert state is not None and state.outline is not None
+    # The embedded model answered, with no server named.
+    assert run.model == "qwen2.5-coder-1.5b" and run.settings.llm.base_url is None
 
     # The structure: a title and at least three top-level sections, most of them written.
-    outline = state["outline"]
-    assert outline["title"].strip()
-    assert len(outline["sections"]) >= 3
-    written = [s for s in outline["sections"] if s.get("content")]
-    assert len(written) >= 2, [s.get("note") for s in outline["sections"]]
+    outline = state.outline
+    assert outline.title.strip()
+    assert len(outline.sections) >= 3
+    written = [s for s in outline.sections if s.content]
+    assert len(written) >= 2, [s.note for s in outline.sections]
 
     # Citations, read from the model's own accepted write replies as journaled: every key it cited
     # was in the evidence shown for that very write (the prompt lists it), and the key is known.
-    accepted_writes = [s for s in steps if s[1] == "write" and s[4]]
+    accepted_writes = [s for s in steps if s.action == "write" and s.valid]
     assert accepted_writes
-    seen = set(state["registry"]["items"])
-    for _, _, target, reply, _, parsed, prompt in accepted_writes:
-        text = json.loads(parsed)["text"]
-        keys = {key for group in cited_keys(text) for key in group}
-        shown = set(re.findall(r"^bibkey:(textid\d+)$", prompt, flags=re.MULTILINE))
-        assert keys, f"{target}: the accepted text cites nothing"
-        assert keys <= shown <= seen, f"{target}: cites evidence it was not shown: {keys - shown}"
-        assert "\\cite" in reply or re.search(r"textid\d+", reply), (
-            f"{target}: the model itself cited nothing"
+    seen = set(state.registry.items)
+    for step in accepted_writes:
+        assert step.parsed is not None
+        keys = {key for group in cited_keys(step.parsed["text"]) for key in group}
+        shown = set(re.findall(r"^bibkey:(textid\d+)$", step.prompt, flags=re.MULTILINE))
+        assert keys, f"{step.target}: the accepted text cites nothing"
+        assert keys <= shown <= seen, f"{step.target}: cites evidence it was not shown: {keys - shown}"
+        assert "\\cite" in step.reply or re.search(r"textid\d+", step.reply), (
+            f"{step.target}: the model itself cited nothing"
         )
 
     # The report: [n] citations that all resolve to References entries naming demo documents.
@@ -159,7 +117,9 @@ def test_quick_research_with_the_embedded_model_over_http(model_server: str, tmp
     assert "State of the Union" in references
 
     # The finishing passes ran for real: the manifest counts the checked sentences.
-    manifest = json.loads((home / "runs" / run_id / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads(
+        (Path(os.environ["DEEPDRAFT_HOME"]) / "runs" / run.id / "manifest.json").read_text(encoding="utf-8")
+    )
     verification = manifest["verification"]
     assert verification["checked"] >= 1, verification
     assert verification["checked"] == sum(
