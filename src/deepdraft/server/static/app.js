@@ -105,7 +105,8 @@ function askForToken() {
 /**
  * Follow a run's Server-Sent Events with fetch (so the token travels in a header, not the URL).
  * Reconnects after a dropped connection with Last-Event-ID: the server then sends only what was
- * missed. Resolves when the server says the run has ended, or when `signal` aborts.
+ * missed. Resolves when the server says the run has finished, or when `signal` aborts; a stopped
+ * run keeps the stream open, and its events go on arriving here once it is resumed.
  */
 async function followEvents(runId, onMessage, signal) {
   let lastId = 0;
@@ -369,6 +370,7 @@ function apply(state, { event, data }) {
       state.status = "cancelled";
       state.log.push("cancelled");
       break;
+    case "stopped": // cancelled, interrupted or failed; the stream stays open for a resume
     case "end":
       state.status = data.status;
       break;
