@@ -75,6 +75,15 @@ def test_requests_without_or_with_a_wrong_token_get_401() -> None:
             assert allowed.get("/api/health").json()["token_required"] is True
 
 
+def test_the_bearer_scheme_is_accepted_in_any_case() -> None:
+    # HTTP auth schemes are case-insensitive: `bearer` got 401 before.
+    with LiveServer(make_app(token=TOKEN)) as live, live.client() as client:
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            answer = client.get("/api/runs", headers={"Authorization": f"{scheme} {TOKEN}"})
+            assert answer.status_code == 200, scheme
+        assert client.get("/api/runs", headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+
+
 @pytest.mark.parametrize(
     "name",
     ["../escape.md", "..", "/etc/passwd.md", "a/b.md", "a\\b.md", ".hidden.md", "C:evil.md"],
