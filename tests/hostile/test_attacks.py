@@ -63,7 +63,7 @@ def declared_routes() -> list[Route]:
     for module in (runs, events, reports, kbs, page):
         for route in module.router.routes:
             assert isinstance(route, APIRoute)
-            found += [Route(method, route.path) for method in sorted(route.methods)]
+            found += [Route(method, route.path) for method in sorted(route.methods or ())]
     return [*found, Route("GET", "/static/{path}")]
 
 
@@ -203,7 +203,7 @@ def test_the_probes_cover_every_route_of_the_app() -> None:
     def served(routes: Any) -> Iterator[Route]:
         for route in routes:
             if isinstance(route, APIRoute):
-                yield from (Route(method, route.path) for method in route.methods)
+                yield from (Route(method, route.path) for method in route.methods or ())
             elif hasattr(route, "original_router"):  # FastAPI keeps an included router whole
                 yield from served(route.original_router.routes)
             elif getattr(route, "path", "") == "/static":

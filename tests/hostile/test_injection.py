@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,7 +211,7 @@ def test_a_planted_key_never_attributes_a_claim_to_another_document(tmp_path: Pa
 # ---- fake actions: a document that tries to plan the report ----------------------------------------
 
 
-def action(payload: dict[str, object]) -> str:
+def action(payload: Mapping[str, object]) -> str:
     return f"<action>{json.dumps(payload)}</action>"
 
 

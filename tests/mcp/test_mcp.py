@@ -281,7 +281,7 @@ def test_the_bounds_are_in_each_tools_schema() -> None:
 def test_a_resource_uri_with_a_path_for_a_run_id_is_refused() -> None:
     async def session() -> None:
         async with Client(mcp_server.build(server_settings())) as client:
-            with pytest.raises(MCPError, match="not a run id|Unknown resource"):
+            with pytest.raises(MCPError, match=r"not a run id|Unknown resource"):
                 await client.read_resource("deepdraft://runs/..%2F..%2Fsecret/report")
             with pytest.raises(MCPError, match="not a run id"):
                 await client.read_resource("deepdraft://runs/a.b/report")
