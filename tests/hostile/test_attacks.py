@@ -27,6 +27,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from deepdraft.config import ENVIRONMENT
+from deepdraft.http import security
 from deepdraft.server.routes import events, kbs, page, reports, runs
 from tests.server.conftest import TOKEN, LiveServer, make_app
 
@@ -257,6 +258,33 @@ def test_every_api_route_needs_the_token(token_server: LiveServer, route: Route,
     answer = send(token_server, route.method, route.fill(), {"Content-Type": "application/json"}, b"{}")
     assert answer.status == 401, answer.text
     assert SECRET not in answer.text
+
+
+@pytest.fixture(scope="module")
+def model_endpoint() -> Iterator[LiveServer]:
+    """serve-model's arrangement (the token on every path, no page), on a bare app: no model needed."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+
+    app = Starlette(routes=[StarletteRoute("/v1/models", lambda _: PlainTextResponse("models"))])
+    security.protect(app, bind_host="127.0.0.1", token=TOKEN)
+    with LiveServer(app) as live:
+        yield live
+
+
+@pytest.mark.parametrize("scheme", ACCEPTED_SCHEMES)
+def test_the_model_endpoint_takes_the_scheme_in_any_case(model_endpoint: LiveServer, scheme: str) -> None:
+    answer = send(model_endpoint, "GET", "/v1/models", {"Authorization": f"{scheme} {TOKEN}"})
+    assert answer.status == 200 and answer.text == "models"
+
+
+@pytest.mark.parametrize("credentials", REFUSED_CREDENTIALS.values(), ids=REFUSED_CREDENTIALS.keys())
+def test_the_model_endpoint_refuses_a_missing_or_mangled_token(
+    model_endpoint: LiveServer, credentials: str | None
+) -> None:
+    headers = {} if credentials is None else {"Authorization": credentials}
+    assert send(model_endpoint, "GET", "/v1/models", headers).status == 401
 
 
 # ---- cross-site writes (CSRF) ----------------------------------------------------------------------
