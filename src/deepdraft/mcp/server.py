@@ -116,7 +116,8 @@ class ValidatingServer(MCPServer):
 
 
 def argument_problems(tool: str, error: ValidationError) -> str:
-    """The validation errors of a tool call as one line, e.g. "search_kb: k must be ... (got -1)"."""
+    """The validation errors of a tool call as one line, e.g. "invalid arguments for search_kb: k: input
+    should be greater than or equal to 1 (got -1)"."""
     problems = []
     for problem in error.errors(include_url=False):
         where = ".".join(str(part) for part in problem["loc"]) or "arguments"
