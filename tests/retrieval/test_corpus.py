@@ -212,6 +212,7 @@ def test_jsonl_is_streamed_not_loaded(tmp_path: Path) -> None:
         ('{"id": [1], "text": "t"}', '"id" must be a string or a number'),
         ('{"id": "a", "text": "t", "url": 3}', '"url" must be a string'),
         ('{"id": "a", "text": "t", "title": 3}', '"title" must be a string'),
+        ('{"id": "a", "text": "t", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a JSON line (nested"),
     ],
 )
 def test_jsonl_bad_line_is_a_failure_and_reading_goes_on(tmp_path: Path, line: str, message: str) -> None:

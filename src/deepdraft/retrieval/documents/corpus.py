@@ -348,6 +348,8 @@ def _parse_line(line: bytes, number: int) -> dict[str, Any]:
         raise Unreadable(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise Unreadable(f"not a JSON line ({exc.msg} at column {exc.colno})") from exc
+    except RecursionError as exc:  # the json module recurses once per nested array or object
+        raise Unreadable("not a JSON line (nested too deeply to read)") from exc
     if not isinstance(record, dict):
         raise Unreadable(f"expected a JSON object, got {type(record).__name__}")
     return record
