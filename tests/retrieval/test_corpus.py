@@ -213,6 +213,8 @@ def test_jsonl_is_streamed_not_loaded(tmp_path: Path) -> None:
         ('{"id": "a", "text": "t", "url": 3}', '"url" must be a string'),
         ('{"id": "a", "text": "t", "title": 3}', '"title" must be a string'),
         ('{"id": "a", "text": "t", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a JSON line (nested"),
+        ('{"id": "a", "text": "half \\ud800 a pair"}', "not Unicode text (a lone surrogate escape"),
+        ('{"id": "\\udfff", "text": "t"}', "not Unicode text (a lone surrogate escape"),
     ],
 )
 def test_jsonl_bad_line_is_a_failure_and_reading_goes_on(tmp_path: Path, line: str, message: str) -> None:
@@ -227,6 +229,12 @@ def test_jsonl_bad_line_is_a_failure_and_reading_goes_on(tmp_path: Path, line: s
     assert items[1] == Failure(f"{file}:3", items[1].reason)
     assert items[1].reason.startswith(message)
     assert [d.doc_id for d in items if isinstance(d, Document)] == ["ok", "after"]
+
+
+def test_jsonl_escaped_surrogate_pairs_are_one_character(tmp_path: Path) -> None:
+    file = write(tmp_path / "emoji.jsonl", '{"id": "e", "text": "snow \\ud83c\\udf28 cloud"}\n')
+    (doc,) = read_documents(file, max_bytes=MB)
+    assert isinstance(doc, Document) and doc.text == "snow \U0001f328 cloud"
 
 
 def test_jsonl_failures_become_skipped_notes_on_the_fly(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -372,7 +373,19 @@ def _parse_line(line: bytes, number: int) -> dict[str, Any]:
         raise Unreadable("not a JSON line (nested too deeply to read)") from exc
     if not isinstance(record, dict):
         raise Unreadable(f"expected a JSON object, got {type(record).__name__}")
+    if _SURROGATE_ESCAPE.search(line):
+        # JSON may escape half of a UTF-16 pair on its own ("\\ud800"), which json.loads turns into
+        # a string that no UTF-8 file or database can hold; pairs decode to one character and pass.
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Unreadable(
+                "not Unicode text (a lone surrogate escape such as \\ud800 in a string)"
+            ) from exc
     return record
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _record_document(
