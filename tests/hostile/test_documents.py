@@ -23,111 +23,29 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import pytest
 
-from deepdraft.config import ENVIRONMENT
 from tests.support.hostile_documents import CASES, HostileCase
+from tests.support.probes import ADDRESS_SPACE, CPU_SECONDS, KB, WALL_S, Probe, clean_environment, kb_add
 
 pytestmark = pytest.mark.slow
 
-ADDRESS_SPACE = 1024 * 1024 * 1024
-CPU_SECONDS = 60
-WALL_S = 120.0
 REPORT_ENV = "DEEPDRAFT_HOSTILE_REPORT"
 TOKEN = "hostile-probe-token-0123456789"
-KB = "hostile"
 FORKING_SERVER = Path(__file__).resolve().parents[1] / "support" / "forking_server.py"
 # What a crash, or a process that ran out of its limits or of Python's stack, says; never a refusal.
 CRASH_MARKERS = ("Traceback (most recent call last)", "MemoryError", "RecursionError")
 # A Python exception's name and message passed on as the reason ("UnicodeEncodeError: 'utf-8' ...").
 PYTHON_ERROR = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception): ")
-
-
-@dataclass
-class Probe:
-    """What one input did to one channel."""
-
-    case: str
-    channel: str
-    outcome: str = ""  # "accepted", "refused", or why the probe failed ("died", "hang", ...)
-    messages: list[str] = field(default_factory=list)
-    exit: int | None = None
-    peak_rss_mb: float = 0.0
-    cpu_s: float = 0.0
-    seconds: float = 0.0
-    log: str = ""
-
-
-def _clean_environment() -> dict[str, str]:
-    """This process's environment without a developer's LLM settings, with one BLAS thread."""
-    hidden = {name for name, _, _ in ENVIRONMENT}
-    env = {name: value for name, value in os.environ.items() if name not in hidden}
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def _limit_resources() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
-
-
-def _reap(pid: int, deadline: float) -> tuple[int, resource.struct_rusage, bool]:
-    """Wait for child `pid` until `deadline`, killing it past that: (exit code, its rusage, hung)."""
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status), usage, False
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            _, status, usage = os.wait4(pid, 0)
-            return os.waitstatus_to_exitcode(status), usage, True
-        time.sleep(0.02)
-
-
-def kb_add(case: HostileCase, target: Path, home: Path) -> Probe:
-    probe = Probe(case.id, "kb-add")
-    out_path, err_path = home.parent / "kb-add.out", home.parent / "kb-add.err"
-    env = {**_clean_environment(), "DEEPDRAFT_HOME": str(home)}
-    command: list[str | bytes] = [sys.executable, "-m", "deepdraft", "kb", "add", "--kb", KB, "--json"]
-    command.append(os.fsencode(target))
-    start = time.monotonic()
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        child = subprocess.Popen(
-            command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, preexec_fn=_limit_resources
-        )
-    probe.exit, usage, hung = _reap(child.pid, start + WALL_S)
-    child.returncode = probe.exit  # reaped here, for its rusage; Popen must not wait for it again
-    probe.seconds = round(time.monotonic() - start, 3)
-    probe.peak_rss_mb, probe.cpu_s = (
-        round(usage.ru_maxrss / 1024, 1),
-        round(usage.ru_utime + usage.ru_stime, 3),
-    )
-    stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
-    probe.log = stderr
-    if hung:
-        probe.outcome = "hang"
-    elif probe.exit < 0 or probe.exit not in (0, 1, 2):
-        probe.outcome = "died"
-    elif stdout.strip():
-        summary = json.loads(stdout)
-        probe.messages = [failure["reason"] for failure in summary["failures"]]
-        probe.outcome = "accepted" if summary["documents_added"] else "refused"
-    else:  # a mistake in what was asked ("nothing found at ..."): one "error:" line
-        probe.messages = [
-            line.removeprefix("error: ") for line in stderr.splitlines() if line.startswith("error: ")
-        ]
-        probe.outcome = "refused"
-    return probe
 
 
 class ForkingServer:
@@ -141,7 +59,7 @@ class ForkingServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            env=_clean_environment(),
+            env=clean_environment(),
             text=True,
         )
 
@@ -262,7 +180,7 @@ def test_hostile_document_is_refused_in_one_line_or_read(
     target = case.write(folder)
     home = tmp_path / "home"
     if channel == "kb-add":
-        probe = kb_add(case, target, home)
+        probe = kb_add(case.id, target, home)
     else:
         probe = upload(case, target, home, request.getfixturevalue("forking_server"))
     probes.append(probe)
