@@ -51,8 +51,8 @@ HOSTILE = ROOT / "tests" / "hostile"
 FIGURES = (
     # (what is counted, the verb for a passed case, the test files)
     ("faults", "injected", "survived", ("test_llm_faults.py",)),
-    ("bad inputs", "given", "handled", ("test_documents.py",)),
-    ("attacks", "tried", "blocked", ("test_attacks.py", "test_injection.py")),
+    ("bad inputs", "", "handled", ("test_documents.py",)),
+    ("attacks", "", "blocked", ("test_attacks.py", "test_injection.py")),
 )
 MEMORY_TARGET_MB = 1024
 
@@ -126,7 +126,7 @@ def run_suite(work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def print_suite(figures: list[dict[str, Any]], probes: list[dict[str, Any]]) -> None:
     print("The hostile suite (tests/hostile)")
     for row in figures:
-        label = f"  {row['figure']} {row['total_verb']} / {row['passed_verb']}:"
+        label = f"  {' '.join(filter(None, (row['figure'], row['total_verb'])))} / {row['passed_verb']}:"
         if row["cases"] is None:
             print(f"{label:<34} not present ({', '.join(row['files'])})")
             continue
