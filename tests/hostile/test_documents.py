@@ -177,7 +177,10 @@ def test_hostile_document_is_refused_in_one_line_or_read(
 ) -> None:
     folder = tmp_path / "input"
     folder.mkdir()
-    target = case.write(folder)
+    try:
+        target = case.write(folder)
+    except OSError as exc:  # a file system that takes only UTF-8 names (APFS), or no named pipes
+        pytest.skip(f"this file system cannot hold the input: {exc}")
     home = tmp_path / "home"
     if channel == "kb-add":
         probe = kb_add(case.id, target, home)
