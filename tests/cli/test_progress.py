@@ -75,3 +75,34 @@ def test_finishing_passes_are_not_counted_against_the_step_budget() -> None:
         "step 22/22 write section-3: ok",
         "finishing: summary report: refused: no citations",
     ]
+
+
+def test_batch_display_counts_lines_and_tokens() -> None:
+    from deepdraft.cli.progress import BatchProgress
+    from deepdraft.run.batch import LineState
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120, record=True)
+    with BatchProgress(console, total=3) as progress:
+        for line_id in ("a", "b", "c"):
+            progress.line(LineState(line_id, "q"))
+        progress.line(LineState("a", "q", status="running"))
+        progress.line(LineState("b", "q", status="running"))
+        progress.line(LineState("a", "q", status="finished", prompt_tokens=900, completion_tokens=100))
+        progress.line(LineState("b", "q", status="failed", error="boom"))
+        assert progress.counts() == {"finished": 1, "running": 0, "failed": 1}
+        assert progress.eta() != "-"
+        console.print(progress._render())
+    screen = console.export_text()
+    assert "done 1/3" in screen and "failed 1" in screen and "tokens 1,000" in screen
+
+
+def test_batch_plain_output_prints_one_line_per_ended_line() -> None:
+    from deepdraft.cli.progress import BatchProgress
+    from deepdraft.run.batch import LineState
+
+    buffer = io.StringIO()
+    with BatchProgress(Console(file=buffer, force_terminal=False, width=200), total=1) as progress:
+        progress.line(LineState("a", "q"))
+        progress.line(LineState("a", "q", status="running"))
+        progress.line(LineState("a", "q", status="failed", error="the server fell over", seconds=3))
+    assert buffer.getvalue() == "a: failed (3 s, 0 tokens) the server fell over\n"

@@ -7,7 +7,7 @@ import pytest
 from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
 from deepdraft.export.report import render_markdown
-from deepdraft.llm.limits import LimitedLLM
+from deepdraft.llm.limits import Budget, LimitedLLM
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest, ChatResult, Usage
@@ -73,3 +73,30 @@ def test_a_spent_budget_finishes_the_report_instead_of_failing() -> None:
         state.outline, state.registry, stop_note=f"run stopped: {state.stop_reason}"
     ).markdown
     assert "*Not written — run stopped: the token budget of 1,500 is spent" in markdown
+
+
+def test_one_budget_holds_for_every_model_that_shares_it() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    budget = Budget(max_tokens_total=250, requests_per_minute=2, clock=lambda: now[0], sleep=sleep)
+    first, second = LimitedLLM(Fixed(), budget=budget), LimitedLLM(Fixed(), budget=budget)
+    first.complete(ChatRequest.user("q"))
+    second.complete(ChatRequest.user("q"))
+    assert slept == []
+    first.complete(ChatRequest.user("q"))  # the third request of the minute, whichever run asks it
+    assert slept == [60.0]
+    assert budget.tokens_used == 300 and budget.exhausted
+    with pytest.raises(LLMBudgetExhausted):
+        second.complete(ChatRequest.user("q"))
+
+
+def test_a_budget_starts_from_what_earlier_sessions_spent() -> None:
+    llm = LimitedLLM(Fixed(), budget=Budget(max_tokens_total=250, spent=200))
+    llm.complete(ChatRequest.user("q"))
+    with pytest.raises(LLMBudgetExhausted, match="300 used"):
+        llm.complete(ChatRequest.user("q"))

@@ -19,18 +19,21 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from deepdraft.cli import batch as cli_batch
 from deepdraft.cli import review as cli_review
 from deepdraft.cli import serve as cli_serve
 from deepdraft.cli.eval import eval_app
 from deepdraft.cli.export import export_command
 from deepdraft.cli.kb import kb_app
 from deepdraft.cli.options import (
+    NO_RESEARCH_OPTIONS,
     ApiKeyOption,
     BaseUrlOption,
     ConfigOption,
-    ExcludeOption,
+    KbOption,
     ModelOption,
-    OnlyOption,
+    ResearchOptions,
+    with_research_options,
 )
 from deepdraft.cli.progress import Progress
 from deepdraft.cli.train import train_app
@@ -39,7 +42,7 @@ from deepdraft.errors import DeepdraftError, LLMError
 from deepdraft.llm import embedded_models as models
 from deepdraft.run import runner, wiring
 from deepdraft.run.runs import Runs, run_exists
-from deepdraft.settings import Depth, PolicyName, ReferencesStyle, Settings
+from deepdraft.settings import Settings
 
 app = typer.Typer(
     name="deepdraft",
@@ -66,129 +69,21 @@ def _settings(config: Path | None, **flags: dict[str, Any]) -> Settings:
 
 
 @app.command()
+@with_research_options
 def research(
     question: Annotated[str, typer.Argument(help="The research question.")],
-    kb: Annotated[
-        str | None,
-        typer.Option("--kb", help="A knowledge base name, or a folder of .txt/.md files or a .jsonl corpus."),
-    ] = None,
-    base_url: BaseUrlOption = None,
-    model: ModelOption = None,
-    api_key: ApiKeyOption = None,
+    kb: KbOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Where to write the Markdown report.")
     ] = None,
-    policy: Annotated[
-        PolicyName | None, typer.Option("--policy", help="warp (default), plan-write or single-pass.")
-    ] = None,
-    depth: Annotated[
-        Depth | None,
-        typer.Option("--depth", help="quick (small model, ~15 actions), standard (default) or deep."),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Base sampling seed, for reproducible runs.")
-    ] = None,
-    max_tokens_total: Annotated[
-        int | None,
-        typer.Option(
-            "--max-tokens-total", help="Token cap for the run; when spent, the report is finished as is."
-        ),
-    ] = None,
-    rpm: Annotated[float | None, typer.Option("--rpm", help="Most LLM requests per minute.")] = None,
-    language: Annotated[
-        str | None,
-        typer.Option("--language", help="Report language (default: the question's), e.g. English, zh."),
-    ] = None,
-    length: Annotated[
-        int | None, typer.Option("--length", help="Target length of the report in words.")
-    ] = None,
-    planner_model: Annotated[
-        str | None, typer.Option("--planner-model", help="Model for outline decisions (default: --model).")
-    ] = None,
-    writer_model: Annotated[
-        str | None, typer.Option("--writer-model", help="Model for writing sections (default: --model).")
-    ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Most LLM actions in the run (default 140).")
-    ] = None,
-    max_expansions: Annotated[
-        int | None, typer.Option("--max-expansions", help="Most deepening decisions (default 12).")
-    ] = None,
-    only: OnlyOption = None,
-    exclude: ExcludeOption = None,
-    web: Annotated[
-        bool | None, typer.Option("--web/--no-web", help="Search the web too (off by default).")
-    ] = None,
-    web_only: Annotated[
-        bool | None, typer.Option("--web-only", help="Search the web and no knowledge base.")
-    ] = None,
-    embed_base_url: Annotated[
-        str | None,
-        typer.Option("--embed-base-url", help="OpenAI-compatible /embeddings endpoint for --kb PATH."),
-    ] = None,
-    embed_model: Annotated[
-        str | None, typer.Option("--embed-model", help="Embedding model name at --embed-base-url.")
-    ] = None,
-    verify: Annotated[
-        bool | None,
-        typer.Option("--verify/--no-verify", help="Check each cited sentence against its sources (on)."),
-    ] = None,
-    synthesis: Annotated[
-        bool | None,
-        typer.Option("--synthesis/--no-synthesis", help="Add a summary and a conclusion (on)."),
-    ] = None,
-    formats: Annotated[
-        list[str] | None,  # typer cannot take a list of Literals; settings validate the names
-        typer.Option("--format", "-f", help="Also export as md, html, pdf, docx, json, bibtex or csl."),
-    ] = None,
-    references_style: Annotated[
-        ReferencesStyle | None,
-        typer.Option("--references-style", help="numbered (default) or author-date."),
-    ] = None,
-    template: Annotated[
-        Path | None, typer.Option("--template", help="A Jinja2 template for the final Markdown.")
-    ] = None,
+    research: ResearchOptions = NO_RESEARCH_OPTIONS,
     review_outline: Annotated[
         bool, typer.Option("--review-outline", help="Show the first outline and let me edit it first.")
     ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Research QUESTION in your documents and write a cited report."""
-    settings = _settings(
-        config,
-        llm={
-            "base_url": base_url,
-            "model": model,
-            "api_key": api_key,
-            "max_tokens_total": max_tokens_total,
-            "requests_per_minute": rpm,
-            "planner_model": planner_model,
-            "writer_model": writer_model,
-        },
-        research={
-            "policy": policy,
-            "depth": depth,
-            "seed": seed,
-            "language": language,
-            "length_words": length,
-            "max_steps": max_steps,
-            "max_expansions": max_expansions,
-        },
-        retrieval={"only": only or None, "exclude": exclude or None},
-        embedding={
-            "base_url": embed_base_url,
-            "model": embed_model,
-            "enabled": True if embed_base_url else None,
-        },
-        web={"enabled": True if web_only else web, "only": web_only},
-        output={
-            "verify": verify,
-            "synthesis": synthesis,
-            "formats": formats or None,
-            "references_style": references_style,
-            "template": template,
-        },
-    )
+    settings = _settings(config, **research.flags())
     if kb is None and not settings.web.only:
         console.print(wiring.default_kb()[1], markup=False, highlight=False, soft_wrap=True)
     run_id = runner.new_run_id()
@@ -512,6 +407,7 @@ def _print_outcome(report: runner.Report) -> None:
         console.print(f"[yellow]not exported[/yellow] {escape(problem)}", soft_wrap=True)
 
 
+app.command("batch")(cli_batch.batch)
 app.command("serve")(cli_serve.serve)
 app.command("serve-model")(cli_serve.serve_model)
 app.command("mcp")(cli_serve.mcp)

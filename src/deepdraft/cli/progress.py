@@ -1,4 +1,4 @@
-"""Live progress for the terminal: the outline growing, the current action, running counts.
+"""Live progress for the terminal: the outline growing, the current action, running counts; a batch's counts.
 
 On a terminal a `rich.live.Live` panel is redrawn on every event; elsewhere (pipes, CI, logs) each
 finished action is printed as one plain line, so the output stays readable in a file.
@@ -6,6 +6,8 @@ finished action is printed as one plain line, so the output stays readable in a 
 
 from __future__ import annotations
 
+import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +28,7 @@ from deepdraft.events import (
     RunStarted,
 )
 from deepdraft.export.report import clean_title
+from deepdraft.run.batch import LineState
 
 POLICY_ACTIONS = frozenset({"search", "init-plan", "write", "extend-plan", "full-plan"})
 """The actions a policy takes (and `max_steps` counts); the rest are finishing passes."""
@@ -133,3 +136,93 @@ class Progress:
         if self.outline is None:
             return Group(status)
         return Group(outline_tree(self.outline, self.new_nodes), status)
+
+
+class BatchProgress:
+    """Progress of a batch: lines done / running / failed, tokens and an ETA.
+
+    On a terminal one status line is redrawn as runs move; elsewhere each line that ends prints
+    one plain line. Listeners are called from the batch's worker threads, hence the lock.
+    """
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.console = console
+        self.total = total
+        self.statuses: dict[str, str] = {}
+        self.tokens_by_line: dict[str, int] = {}
+        self.started = time.monotonic()
+        self.finished_here = 0
+        """Lines finished by this call (the ETA is measured on them, not on earlier calls' lines)."""
+        self.live: Live | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> BatchProgress:
+        if self.console.is_terminal:
+            self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.live is not None:
+            self.live.__exit__(kind, value, tb)
+
+    def line(self, state: LineState) -> None:
+        with self._lock:
+            before = self.statuses.get(state.id)
+            self.statuses[state.id] = state.status
+            self.tokens_by_line[state.id] = state.tokens
+            ended = before is not None and before != state.status and state.status != "running"
+            if ended and state.status == "finished" and before == "running":
+                self.finished_here += 1
+            if ended and before == "running" and self.live is None:
+                detail = state.error if state.status != "finished" else state.reports.get("md", "")
+                self.console.print(
+                    f"{state.id}: {state.status} ({state.seconds:.0f} s, {state.tokens:,} tokens) {detail}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            self._refresh()
+
+    def event(self, line_id: str, event: Event) -> None:
+        if isinstance(event, ActionFinished) and not event.record.cached:
+            with self._lock:
+                used = event.record.prompt_tokens + event.record.completion_tokens
+                self.tokens_by_line[line_id] = self.tokens_by_line.get(line_id, 0) + used
+                self._refresh()
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def counts(self) -> dict[str, int]:
+        counted = {"finished": 0, "running": 0, "failed": 0}
+        for status in self.statuses.values():
+            if status in counted:
+                counted[status] += 1
+        return counted
+
+    def eta(self) -> str:
+        counted = self.counts()
+        left = self.total - counted["finished"] - counted["failed"]
+        if not self.finished_here or not left:
+            return "-"
+        seconds = (time.monotonic() - self.started) / self.finished_here * left
+        return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+    def _render(self) -> Text:
+        counted = self.counts()
+        return Text.assemble(
+            ("done ", "dim"),
+            (f"{counted['finished']}/{self.total}", "bold green"),
+            ("  running ", "dim"),
+            (str(counted["running"]), "bold cyan"),
+            ("  failed ", "dim"),
+            (str(counted["failed"]), "bold red" if counted["failed"] else "bold"),
+            ("  tokens ", "dim"),
+            (f"{sum(self.tokens_by_line.values()):,}", "bold"),
+            ("  ETA ", "dim"),
+            (self.eta(), "bold"),
+        )

@@ -51,7 +51,7 @@ from deepdraft.events import RunFailed as RunFailedEvent
 from deepdraft.events import RunFinished as RunFinishedEvent
 from deepdraft.export.report import Reference
 from deepdraft.llm.cache import CachingLLM
-from deepdraft.llm.limits import LimitedLLM
+from deepdraft.llm.limits import Budget, LimitedLLM, Limiter
 from deepdraft.policy.finishing.synthesis import Synthesizer
 from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.policy.warp import ReviewOutline
@@ -121,11 +121,13 @@ def start(
     run_id: str | None = None,
     cancel: threading.Event | None = None,
     review_outline: ReviewOutline | None = None,
+    budget: Limiter | None = None,
 ) -> Report:
     """Start a new run and drive it to the end. `kb`: a KB name or a path (see `resolve_kb`).
 
     `cancel`, once set, stops the run before its next action (`RunCancelled`; it stays resumable);
-    `review_outline` lets the user edit the first outline (see `WarpPolicy`).
+    `review_outline` lets the user edit the first outline (see `WarpPolicy`); `budget`, shared by
+    several runs, takes the place of the run's own token cap and request rate (see `llm.limits`).
     """
     question = _checked_question(question)
     settings = _default_depth(settings, llm)
@@ -150,6 +152,7 @@ def start(
         cancel,
         review_outline,
         egress=egress,
+        budget=budget,
     )
 
 
@@ -220,6 +223,7 @@ def resume(
     on_event: EventSink = ignore,
     cancel: threading.Event | None = None,
     review_outline: ReviewOutline | None = None,
+    budget: Limiter | None = None,
 ) -> Report:
     """Continue a run from its last checkpoint, with the settings it was started with.
 
@@ -253,6 +257,7 @@ def resume(
         cancel,
         review_outline,
         egress=egress,
+        budget=budget,
     )
 
 
@@ -281,6 +286,7 @@ def _drive(
     review_outline: ReviewOutline | None = None,
     *,
     egress: EgressLog | None = None,
+    budget: Limiter | None = None,
 ) -> Report:
     folder = run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,7 +305,7 @@ def _drive(
             getattr(llm, "context_window", None) or settings.llm.context_window
         ) - settings.llm.max_tokens
         counter = getattr(llm, "count_tokens", None)
-        llm, roles = _run_models(run_id, settings, llm, retriever, egress, journal)
+        llm, roles = _run_models(run_id, settings, llm, retriever, egress, journal, budget)
         sink = _JournalSink(journal, run_id, on_event, cancel, interrupted)
         policy = POLICIES[settings.research.policy](
             llm,
@@ -361,9 +367,19 @@ def _finish(
 
 
 def _run_models(
-    run_id: str, settings: Settings, llm: LLM, retriever: Retriever, egress: EgressLog, journal: Journal
+    run_id: str,
+    settings: Settings,
+    llm: LLM,
+    retriever: Retriever,
+    egress: EgressLog,
+    journal: Journal,
+    budget: Limiter | None = None,
 ) -> tuple[LLM, dict[str, LLM]]:
-    """The run's model and role models, metered for the egress audit, cached and budgeted."""
+    """The run's model and role models, metered for the egress audit, cached and budgeted.
+
+    The budget is the one given (shared with other runs), else one of the run's own when its
+    settings set a cap or a rate; the role models spend from the same budget as the main one.
+    """
     roles = build_role_llms(settings)
     # Metered inside the cache: only requests that really reach the endpoint are counted.
     llm, roles = audit_endpoints(egress, settings, llm, roles)
@@ -371,12 +387,14 @@ def _run_models(
     if settings.llm.cache:
         llm = CachingLLM(llm, journal, namespace=run_id)
         roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
-    if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
-        llm = LimitedLLM(
-            llm,
+    if budget is None and (settings.llm.max_tokens_total or settings.llm.requests_per_minute):
+        budget = Budget(
             max_tokens_total=settings.llm.max_tokens_total,
             requests_per_minute=settings.llm.requests_per_minute,
         )
+    if budget is not None:
+        llm = LimitedLLM(llm, budget=budget)
+        roles = {role: LimitedLLM(model, budget=budget) for role, model in roles.items()}
     return llm, roles
 
 

@@ -1,0 +1,488 @@
+"""`deepdraft batch`: one report per line of a JSONL file of questions, several runs at once, resumable.
+
+A line is ``{"id", "question"}`` with optional ``kb``, ``policy``, ``depth``, ``language`` and
+``length``; what a line leaves out comes from the command's settings. The whole file is checked
+before anything runs (`read_questions`), so a typo on line 80 does not surface after an hour.
+
+Every line is an ordinary run (`runner.start`/`runner.resume`: same journal, same folder, so
+`deepdraft runs`, `show`, `export` and `resume` work on it). The batch's own state is
+``batch.jsonl`` in the output folder: one line per id with its run id, status, attempts, timings
+and tokens. It is rewritten whole and atomically at every change, and a line's run id is written
+there *before* its run starts, so a batch killed at any moment loses nothing: the next call with
+the same output folder skips the finished ids, resumes the unfinished runs from their last
+checkpoint (the journal's LLM cache replays the replies already paid for) and retries failed ones,
+each up to `attempts` times per call.
+
+All runs of a call spend from one `Budget`, so `--rpm` and `--max-tokens-total` hold for the
+batch as a whole; a new call counts the tokens its runs spent before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from deepdraft.errors import DeepdraftError, RunCancelled, UserError
+from deepdraft.events import Event
+from deepdraft.export import FORMATS
+from deepdraft.fsutil import atomic_write_bytes, atomic_write_text
+from deepdraft.llm.limits import Budget
+from deepdraft.ports import LLM
+from deepdraft.retrieval.kb import names as kbs
+from deepdraft.run import runner
+from deepdraft.run.manager import settings_for_run
+from deepdraft.run.runs import run_exists, run_state
+from deepdraft.settings import Depth, PolicyName, Settings
+
+__all__ = [
+    "STATE_FILE",
+    "BatchLine",
+    "LineState",
+    "read_questions",
+    "run_batch",
+]
+
+STATE_FILE = "batch.jsonl"
+LINE_FIELDS = ("id", "question", "kb", "policy", "depth", "language", "length")
+_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+Status = Literal["pending", "running", "finished", "failed", "interrupted"]
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One question of the batch, as its line gives it (None: the batch's default)."""
+
+    number: int
+    id: str
+    question: str
+    kb: str | None = None
+    policy: PolicyName | None = None
+    depth: Depth | None = None
+    language: str | None = None
+    length: int | None = None
+
+    def settings(self, base: Settings) -> Settings:
+        return settings_for_run(
+            base,
+            {
+                "research": {
+                    "policy": self.policy,
+                    "depth": self.depth,
+                    "language": self.language,
+                    "length_words": self.length,
+                }
+            },
+        )
+
+
+@dataclass
+class LineState:
+    """One line of ``batch.jsonl``: where a question of the batch stands."""
+
+    id: str
+    question: str
+    run_id: str = ""
+    status: Status = "pending"
+    attempts: int = 0
+    """Runs started or resumed for this line, over every call of the batch."""
+    error: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    seconds: float = 0.0
+    """Wall time spent driving the run, over every attempt."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reports: dict[str, str] = field(default_factory=dict)
+    """Format → file in the output folder."""
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+# ---- the questions file ----------------------------------------------------------------------------
+
+
+def read_questions(path: Path, *, default_kb: str | None = None) -> list[BatchLine]:
+    """Every line of `path`, checked; bad lines are reported together with their numbers.
+
+    `default_kb` is the KB of lines that name none (None: the workspace default, see `resolve_kb`).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"no questions file {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder; give a JSONL file with one question per line") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines: list[BatchLine] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    known_kbs: dict[str, str | None] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            line = _parse_line(number, raw)
+        except ValueError as exc:
+            problems.append(f"line {number}: {exc}")
+            continue
+        if line.id in seen:
+            problems.append(f"line {number}: id {line.id!r} is already used on line {seen[line.id]}")
+            continue
+        seen[line.id] = number
+        kb = line.kb if line.kb is not None else default_kb
+        if kb is not None:
+            if kb not in known_kbs:
+                known_kbs[kb] = _kb_problem(kb)
+            if known_kbs[kb] is not None:
+                problems.append(f"line {number}: {known_kbs[kb]}")
+                continue
+        lines.append(line)
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise UserError(f"{path}: {len(problems)} bad line(s), nothing was run: {shown}")
+    if not lines:
+        raise UserError(f'{path} holds no questions (one JSON object per line: {{"id", "question"}})')
+    return lines
+
+
+def _parse_line(number: int, raw: str) -> BatchLine:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError('not a JSON object; write {"id": ..., "question": ...}')
+    unknown = sorted(set(data) - set(LINE_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(LINE_FIELDS)})"
+        )
+    line_id = data.get("id")
+    if isinstance(line_id, int) and not isinstance(line_id, bool):
+        line_id = str(line_id)
+    if not isinstance(line_id, str) or not _ID.fullmatch(line_id):
+        raise ValueError(
+            "missing or bad id: give a string or number of letters, digits, '.', '_' or '-' "
+            "(at most 100 characters; it names the report files)"
+        )
+    question = data.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("missing question (a non-empty string)")
+    return BatchLine(
+        number=number,
+        id=line_id,
+        question=question.strip(),
+        kb=_optional_text(data, "kb"),
+        policy=_choice(data, "policy", get_args(PolicyName)),  # type: ignore[arg-type]
+        depth=_choice(data, "depth", get_args(Depth)),  # type: ignore[arg-type]
+        language=_optional_text(data, "language"),
+        length=_length(data),
+    )
+
+
+def _optional_text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key} must be a non-empty string")
+    return value.strip()
+
+
+def _choice(data: dict[str, Any], key: str, choices: tuple[str, ...]) -> str | None:
+    value = data.get(key)
+    if value is None or value in choices:
+        return value
+    raise ValueError(f"{key} {value!r} is not one of {', '.join(choices)}")
+
+
+def _length(data: dict[str, Any]) -> int | None:
+    value = data.get("length")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("length must be a positive whole number of words")
+    return value
+
+
+def _kb_problem(kb: str) -> str | None:
+    """Why `kb` (a KB name or a path) cannot be searched, or None when it can."""
+    if kbs.is_kb_name(kb) and kbs.kb_exists(kb):
+        return None
+    if Path(kb).expanduser().exists():
+        return None
+    return f"no knowledge base named {kb!r} and no file or folder {kb} (see: deepdraft kb list)"
+
+
+# ---- the batch's state -----------------------------------------------------------------------------
+
+
+class BatchState:
+    """``batch.jsonl``: the state of every line, rewritten atomically whenever one changes."""
+
+    def __init__(self, folder: Path, lines: Sequence[BatchLine]) -> None:
+        self.path = folder / STATE_FILE
+        self._lock = threading.Lock()
+        known = self._read()
+        self.lines: dict[str, LineState] = {}
+        for line in lines:
+            state = known.pop(line.id, None)
+            if state is not None and state.question != line.question:
+                raise UserError(
+                    f"line {line.number}: id {line.id!r} was asked {state.question!r} in {self.path}; "
+                    "give the new question a new id, or use another --out folder"
+                )
+            self.lines[line.id] = state or LineState(line.id, line.question)
+        self._others = known  # ids no longer in the file: kept, never lost
+
+    def _read(self) -> dict[str, LineState]:
+        if not self.path.is_file():
+            return {}
+        states: dict[str, LineState] = {}
+        for number, raw in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                state = LineState(**json.loads(raw))
+            except (ValueError, TypeError) as exc:
+                raise UserError(f"{self.path}:{number}: not a batch state line ({exc})") from exc
+            states[state.id] = state
+        return states
+
+    def update(self, line_id: str, **changes: Any) -> LineState:
+        with self._lock:
+            state = replace(self.lines[line_id], **changes)
+            self.lines[line_id] = state
+            self._write()
+            return state
+
+    def _write(self) -> None:
+        rows = [*self.lines.values(), *self._others.values()]
+        text = "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in rows)
+        atomic_write_text(self.path, text)
+
+
+@contextmanager
+def _only_driver(folder: Path) -> Iterator[None]:
+    """One process drives a batch folder at a time (the kernel drops the lock if it dies)."""
+    handle = (folder / "batch.lock").open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise UserError(f"the batch in {folder} is being run by {owner} right now") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+# ---- running ---------------------------------------------------------------------------------------
+
+
+LineListener = Callable[[LineState], None]
+EventListener = Callable[[str, Event], None]
+
+
+@dataclass
+class BatchOutcome:
+    lines: list[LineState]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[LineState]:
+        return [line for line in self.lines if line.status != "finished"]
+
+
+def run_batch(
+    lines: Sequence[BatchLine],
+    settings: Settings,
+    folder: Path,
+    *,
+    concurrency: int,
+    attempts: int = 2,
+    default_kb: str | None = None,
+    llm: LLM | None = None,
+    on_line: LineListener = lambda state: None,
+    on_event: EventListener = lambda line_id, event: None,
+    cancel: threading.Event | None = None,
+) -> BatchOutcome:
+    """Drive every line not finished yet, `concurrency` at a time; each is tried up to `attempts` times.
+
+    `llm` replaces the endpoint `settings` name (tests); `cancel`, once set, stops every run
+    before its next action and the call returns with the unfinished lines interrupted.
+    """
+    if concurrency < 1:
+        raise UserError("--concurrency must be at least 1")
+    if attempts < 1:
+        raise UserError("--attempts must be at least 1")
+    folder = folder.expanduser().resolve()  # recorded as each run's output: resumes find it anywhere
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+    cancel = cancel or threading.Event()
+    with _only_driver(folder):
+        state = BatchState(folder, lines)
+        budget = Budget(
+            max_tokens_total=settings.llm.max_tokens_total,
+            requests_per_minute=settings.llm.requests_per_minute,
+            spent=sum(_spent(s.run_id) for s in state.lines.values() if s.run_id),
+        )
+        for line_state in state.lines.values():
+            on_line(line_state)
+        driver = _LineDriver(
+            state, settings, folder, budget, attempts, default_kb, llm, on_line, on_event, cancel
+        )
+        todo = [line for line in lines if state.lines[line.id].status != "finished"]
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deepdraft-batch")
+        futures = [pool.submit(driver.drive, line) for line in todo]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            # Ctrl-C: every run stops before its next action (a reply in flight is still kept),
+            # lines not started keep their status; the next call goes on from there.
+            cancel.set()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return BatchOutcome([state.lines[line.id] for line in lines], interrupted=cancel.is_set())
+
+
+def _spent(run_id: str) -> int:
+    """Tokens a run of an earlier call spent (they count against the batch's budget)."""
+    if not run_exists(run_id):
+        return 0
+    saved = run_state(run_id)
+    return 0 if saved is None else saved.prompt_tokens + saved.completion_tokens
+
+
+class _LineDriver:
+    """Drives one line to its end: start or resume its run, retry it, copy its reports out."""
+
+    def __init__(
+        self,
+        state: BatchState,
+        settings: Settings,
+        folder: Path,
+        budget: Budget,
+        attempts: int,
+        default_kb: str | None,
+        llm: LLM | None,
+        on_line: LineListener,
+        on_event: EventListener,
+        cancel: threading.Event,
+    ) -> None:
+        self.state, self.settings, self.folder, self.budget = state, settings, folder, budget
+        self.attempts, self.default_kb, self.llm = attempts, default_kb, llm
+        self.on_line, self.on_event, self.cancel = on_line, on_event, cancel
+
+    def drive(self, line: BatchLine) -> None:
+        for _ in range(self.attempts):
+            if self.cancel.is_set():
+                self._set(line.id, status="interrupted")
+                return
+            if self.budget.exhausted:
+                self._set(line.id, status="failed", error=f"not run: the batch's token budget of "
+                          f"{self.budget.max_tokens_total:,} is spent")  # fmt: skip
+                return
+            if self._attempt(line):
+                return
+
+    def _attempt(self, line: BatchLine) -> bool:
+        """One start or resume of the line's run; True when nothing is left to do for it now."""
+        current = self.state.lines[line.id]
+        run_id = current.run_id or f"{runner.new_run_id()}-{line.id}"[:100]
+        # The run id is in batch.jsonl before the run exists: a kill from here on loses nothing.
+        current = self._set(
+            line.id,
+            run_id=run_id,
+            status="running",
+            error="",
+            attempts=current.attempts + 1,
+            started_at=current.started_at or time.time(),
+        )
+        began = time.monotonic()
+        settings = line.settings(self.settings)
+        output = self.folder / f"{line.id}.md"
+
+        def forward(event: Event) -> None:
+            self.on_event(line.id, event)
+
+        try:
+            if run_exists(run_id):  # an earlier call's run, or this call's failed attempt: continue it
+                report = runner.resume(
+                    run_id, settings, llm=self.llm, on_event=forward, cancel=self.cancel, budget=self.budget
+                )
+            else:
+                report = runner.start(
+                    line.question,
+                    settings,
+                    kb=line.kb if line.kb is not None else self.default_kb,
+                    llm=self.llm,
+                    output=output,
+                    on_event=forward,
+                    run_id=run_id,
+                    cancel=self.cancel,
+                    budget=self.budget,
+                )
+        except RunCancelled:
+            self._set(line.id, status="interrupted", **self._usage(run_id, current, began))
+            return True
+        except DeepdraftError as exc:
+            self._set(line.id, status="failed", error=str(exc), **self._usage(run_id, current, began))
+            return False
+        except Exception as exc:  # a bug: recorded for this line, the other lines go on
+            error = f"{type(exc).__name__}: {exc}"
+            self._set(line.id, status="failed", error=error, **self._usage(run_id, current, began))
+            return False
+        reports, problems = {"md": str(output)}, list(report.problems)
+        for fmt, path in report.exports.items():
+            if fmt != "md":
+                target = self.folder / f"{line.id}{FORMATS[fmt]}"
+                try:
+                    atomic_write_bytes(target, path.read_bytes())
+                    reports[fmt] = str(target)
+                except OSError as exc:  # the run is finished; its folder still holds the file
+                    problems.append(f"{fmt}: cannot copy {path} to {target}: {exc.strerror or exc}")
+        self._set(
+            line.id,
+            status="finished",
+            finished_at=time.time(),
+            reports=reports,
+            error="; ".join(problems),
+            **self._usage(run_id, current, began),
+        )
+        return True
+
+    def _usage(self, run_id: str, before: LineState, began: float) -> dict[str, Any]:
+        saved = run_state(run_id) if run_exists(run_id) else None
+        return {
+            "seconds": round(before.seconds + time.monotonic() - began, 2),
+            "prompt_tokens": saved.prompt_tokens if saved else before.prompt_tokens,
+            "completion_tokens": saved.completion_tokens if saved else before.completion_tokens,
+        }
+
+    def _set(self, line_id: str, **changes: Any) -> LineState:
+        state = self.state.update(line_id, **changes)
+        self.on_line(state)
+        return state
