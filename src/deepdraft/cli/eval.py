@@ -468,6 +468,12 @@ def run_suite_command(
     output_dir: Annotated[
         Path, typer.Option("--output-dir", help="Where the table, CSV files and plot go (and runs.jsonl).")
     ] = Path("eval-results"),
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", help="Runs at once (default: 4 with --base-url, 1 with the embedded model)."
+        ),
+    ] = None,
     data_dir: DataDir = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
     judge: JudgeOptions = NO_JUDGE_OPTIONS,
@@ -507,6 +513,7 @@ def run_suite_command(
             references=refs,
             data_dir=data_dir,
             on_run=lambda label: console.print(f"research {label}", markup=False, highlight=False),
+            concurrency=concurrency,
         )
     metrics = suite_runner.metric_names(result)
     rows = [[policy, *(row[m] for m in metrics)] for policy, row in result.table.items()]

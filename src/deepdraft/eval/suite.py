@@ -18,10 +18,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deepdraft.errors import RunFailed, RunNotFound, UserError
 from deepdraft.eval.data import KeyPoint, benchmarks_dir, load_deepconsult, load_drb, load_gym
@@ -38,6 +39,9 @@ from deepdraft.eval.race import score_race
 from deepdraft.eval.report_io import match_key
 from deepdraft.ports import LLM, Retriever
 from deepdraft.settings import Settings
+
+if TYPE_CHECKING:
+    from deepdraft.llm.limits import Limiter
 
 __all__ = ["DEMO_QUESTIONS", "SUITES", "SuiteQuestion", "SuiteResult", "run_suite", "suite_questions"]
 
@@ -112,6 +116,7 @@ class _RunLedger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()  # runs of the suite start from several threads at once
         self.entries: dict[tuple[str, str], str] = {}
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -120,8 +125,8 @@ class _RunLedger:
                     self.entries[(row["question_id"], row["policy"])] = row["run_id"]
 
     def record(self, question_id: str, policy: str, run_id: str) -> None:
-        self.entries[(question_id, policy)] = run_id
-        with self.path.open("a", encoding="utf-8") as handle:
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            self.entries[(question_id, policy)] = run_id
             handle.write(json.dumps({"question_id": question_id, "policy": policy, "run_id": run_id}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -136,6 +141,7 @@ def _research(
     kb: str | None,
     llm: LLM | None,
     retriever: Retriever | None,
+    budget: Limiter | None = None,
 ) -> RunOutcome:
     from deepdraft.run import runner
     from deepdraft.run.runs import get_run
@@ -152,11 +158,13 @@ def _research(
                 if path.is_file():
                     return RunOutcome(question, policy, run_id, path.read_text(encoding="utf-8"))
             if record is not None:
-                report = runner.resume(run_id, settings, llm=llm, retriever=retriever)
+                report = runner.resume(run_id, settings, llm=llm, retriever=retriever, budget=budget)
                 return RunOutcome(question, policy, run_id, report.markdown)
         run_id = run_id or runner.new_run_id()
         ledger.record(question.id, policy, run_id)
-        report = runner.start(question.question, settings, kb=kb, llm=llm, retriever=retriever, run_id=run_id)
+        report = runner.start(
+            question.question, settings, kb=kb, llm=llm, retriever=retriever, run_id=run_id, budget=budget
+        )
         return RunOutcome(question, policy, run_id, report.markdown)
     except RunFailed as exc:  # the model could not produce a report; other policies still run
         return RunOutcome(question, policy, run_id or "", error=str(exc))
@@ -175,8 +183,14 @@ def run_suite(
     references: dict[str, str] | None = None,
     data_dir: Path | None = None,
     on_run: ProgressFn = lambda label: None,
+    concurrency: int | None = None,
 ) -> SuiteResult:
-    """Research every question with every policy, score the reports, write the comparison files."""
+    """Research every question with every policy, score the reports, write the comparison files.
+
+    The runs go through one `RunPool`: `concurrency` at a time (default: 4 with a server, 1 with
+    the embedded model), all spending from one budget.
+    """
+    from deepdraft.run.pool import RunPool
     from deepdraft.run.wiring import POLICIES
 
     unknown = [p for p in policies if p not in POLICIES]
@@ -184,21 +198,24 @@ def run_suite(
         raise UserError(f"unknown policy {', '.join(unknown)}: choose from {', '.join(POLICIES)}")
     output_dir.mkdir(parents=True, exist_ok=True)
     ledger = _RunLedger(output_dir / "runs.jsonl")
-    outcomes = []
-    for question in questions:
-        for policy in policies:
-            on_run(f"{policy}: {question.id}")
-            outcomes.append(
-                _research(
-                    question,
-                    policy,
-                    _policy_settings(settings, policy),
-                    ledger,
-                    kb=kb,
-                    llm=llm,
-                    retriever=retriever,
-                )
-            )
+    pool = RunPool.for_settings(settings, concurrency, name="eval-run")
+
+    def research(pair: tuple[SuiteQuestion, str]) -> RunOutcome:
+        question, policy = pair
+        on_run(f"{policy}: {question.id}")
+        return _research(
+            question,
+            policy,
+            _policy_settings(settings, policy),
+            ledger,
+            kb=kb,
+            llm=llm,
+            retriever=retriever,
+            budget=pool.budget,
+        )
+
+    with pool:
+        outcomes = pool.run_all(research, [(q, policy) for q in questions for policy in policies])
     result = SuiteResult(list(policies), outcomes)
     result.failures += [f"{o.policy} {o.question.id}: run failed: {o.error}" for o in outcomes if o.error]
     done = [o for o in outcomes if o.report is not None]

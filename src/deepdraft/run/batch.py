@@ -13,8 +13,9 @@ the same output folder skips the finished ids, resumes the unfinished runs from 
 checkpoint (the journal's LLM cache replays the replies already paid for) and retries failed ones,
 each up to `attempts` times per call.
 
-All runs of a call spend from one `Budget`, so `--rpm` and `--max-tokens-total` hold for the
-batch as a whole; a new call counts the tokens its runs spent before.
+The runs go through a `RunPool` (the bounded pool every interface uses for runs against one
+endpoint) and spend from its one budget, so `--rpm` and `--max-tokens-total` hold for the batch as
+a whole; a new call counts the tokens its runs spent before.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -36,12 +36,12 @@ from deepdraft.errors import DeepdraftError, RunCancelled, UserError
 from deepdraft.events import Event
 from deepdraft.export import FORMATS
 from deepdraft.fsutil import atomic_write_bytes, atomic_write_text
-from deepdraft.llm.limits import Budget
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
 from deepdraft.run.manager import settings_for_run
-from deepdraft.run.runs import run_exists, run_state
+from deepdraft.run.pool import RunPool
+from deepdraft.run.runs import run_exists, run_state, tokens_spent
 from deepdraft.settings import Depth, PolicyName, Settings
 
 __all__ = [
@@ -318,7 +318,7 @@ def run_batch(
     settings: Settings,
     folder: Path,
     *,
-    concurrency: int,
+    concurrency: int | None = None,
     attempts: int = 2,
     default_kb: str | None = None,
     llm: LLM | None = None,
@@ -328,10 +328,12 @@ def run_batch(
 ) -> BatchOutcome:
     """Drive every line not finished yet, `concurrency` at a time; each is tried up to `attempts` times.
 
+    `concurrency` None: `pool.default_concurrency` (4 with a server, 1 with the embedded model).
+
     `llm` replaces the endpoint `settings` name (tests); `cancel`, once set, stops every run
     before its next action and the call returns with the unfinished lines interrupted.
     """
-    if concurrency < 1:
+    if concurrency is not None and concurrency < 1:
         raise UserError("--concurrency must be at least 1")
     if attempts < 1:
         raise UserError("--attempts must be at least 1")
@@ -343,37 +345,19 @@ def run_batch(
     cancel = cancel or threading.Event()
     with _only_driver(folder):
         state = BatchState(folder, lines)
-        budget = Budget(
-            max_tokens_total=settings.llm.max_tokens_total,
-            requests_per_minute=settings.llm.requests_per_minute,
-            spent=sum(_spent(s.run_id) for s in state.lines.values() if s.run_id),
-        )
+        spent = sum(tokens_spent(line.run_id) for line in state.lines.values() if line.run_id)
+        pool = RunPool.for_settings(settings, concurrency, name="deepdraft-batch", spent=spent)
         for line_state in state.lines.values():
             on_line(line_state)
         driver = _LineDriver(
-            state, settings, folder, budget, attempts, default_kb, llm, on_line, on_event, cancel
+            state, settings, folder, pool, attempts, default_kb, llm, on_line, on_event, cancel
         )
         todo = [line for line in lines if state.lines[line.id].status != "finished"]
-        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deepdraft-batch")
-        futures = [pool.submit(driver.drive, line) for line in todo]
-        try:
-            for future in futures:
-                future.result()
-        except KeyboardInterrupt:
-            # Ctrl-C: every run stops before its next action (a reply in flight is still kept),
-            # lines not started keep their status; the next call goes on from there.
-            cancel.set()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        # On Ctrl-C every run stops before its next action (a reply in flight is still kept) and
+        # lines not started keep their status: the next call goes on from there.
+        with pool, suppress(KeyboardInterrupt):
+            pool.run_all(driver.drive, todo, cancel=cancel)
         return BatchOutcome([state.lines[line.id] for line in lines], interrupted=cancel.is_set())
-
-
-def _spent(run_id: str) -> int:
-    """Tokens a run of an earlier call spent (they count against the batch's budget)."""
-    if not run_exists(run_id):
-        return 0
-    saved = run_state(run_id)
-    return 0 if saved is None else saved.prompt_tokens + saved.completion_tokens
 
 
 class _LineDriver:
@@ -384,7 +368,7 @@ class _LineDriver:
         state: BatchState,
         settings: Settings,
         folder: Path,
-        budget: Budget,
+        pool: RunPool,
         attempts: int,
         default_kb: str | None,
         llm: LLM | None,
@@ -392,7 +376,8 @@ class _LineDriver:
         on_event: EventListener,
         cancel: threading.Event,
     ) -> None:
-        self.state, self.settings, self.folder, self.budget = state, settings, folder, budget
+        self.state, self.settings, self.folder = state, settings, folder
+        self.pool, self.budget = pool, pool.budget
         self.attempts, self.default_kb, self.llm = attempts, default_kb, llm
         self.on_line, self.on_event, self.cancel = on_line, on_event, cancel
 
@@ -401,9 +386,11 @@ class _LineDriver:
             if self.cancel.is_set():
                 self._set(line.id, status="interrupted")
                 return
-            if self.budget.exhausted:
-                self._set(line.id, status="failed", error=f"not run: the batch's token budget of "
-                          f"{self.budget.max_tokens_total:,} is spent")  # fmt: skip
+            if self.pool.exhausted:
+                cap = self.settings.llm.max_tokens_total or 0
+                self._set(
+                    line.id, status="failed", error=f"not run: the batch's token budget of {cap:,} is spent"
+                )
                 return
             if self._attempt(line):
                 return

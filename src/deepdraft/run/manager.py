@@ -9,9 +9,11 @@ path for "start" and "continue".
 
 Trade-offs:
 
-* Threads, not processes. A run spends its time waiting on the LLM (I/O) and on short searches;
-  threads share the process's indexes and the event loop stays free. `workers` bounds the runs
-  driven at once; the rest wait in the executor's queue, in order.
+* Threads, not processes: the runs go through a `RunPool`, the bounded pool every interface uses.
+  A run spends its time waiting on the LLM (I/O) and on short searches; threads share the
+  process's indexes and the event loop stays free. `workers` bounds the runs driven at once; the
+  rest wait in the pool's queue, in order. A request rate in the server's settings holds for all
+  its runs together (the pool's budget); a token cap stays each run's own.
 * The journal is the truth. Statuses shown to clients are the journal's, refined by what only this
   process knows (queued here, waiting for a plan review) and by the run-folder lock: a run the
   journal calls "running" that nobody drives — the server was killed — is "interrupted". At
@@ -27,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +38,7 @@ from deepdraft.errors import DeepdraftError, KnowledgeBaseError, RunCancelled, U
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
+from deepdraft.run.pool import RunPool
 from deepdraft.run.runs import RunInfo, Runs, is_active
 from deepdraft.settings import Settings
 
@@ -122,7 +125,7 @@ class RunManager:
         self.settings = settings
         self.llm_factory = llm_factory
         self.workers = workers
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deepdraft-run")
+        self._pool = RunPool.for_settings(settings, workers, name="deepdraft-run", share_tokens=False)
         self._live: dict[str, LiveRun] = {}
         self._lock = threading.Lock()
         self._closing = False
@@ -275,7 +278,14 @@ class RunManager:
             if self.llm_factory is not None:
                 with Runs.open() as runs:
                     llm = self.llm_factory(runs.get(live.run_id).settings)
-            runner.resume(live.run_id, self.settings, llm=llm, cancel=live.cancel, review_outline=live.gate)
+            runner.resume(
+                live.run_id,
+                self.settings,
+                llm=llm,
+                cancel=live.cancel,
+                review_outline=live.gate,
+                budget=self._pool.budget,
+            )
         except DeepdraftError as exc:
             # Once driving, the runner records the status and the reason itself; an error before
             # that (the KB was deleted, no LLM) is recorded here so the user sees why.

@@ -377,8 +377,8 @@ def _run_models(
 ) -> tuple[LLM, dict[str, LLM]]:
     """The run's model and role models, metered for the egress audit, cached and budgeted.
 
-    The budget is the one given (shared with other runs), else one of the run's own when its
-    settings set a cap or a rate; the role models spend from the same budget as the main one.
+    A cap or a rate in the run's settings gives the run a budget of its own; `budget`, shared with
+    other runs (a `RunPool`'s), applies on top of it. The role models spend from the same budgets.
     """
     roles = build_role_llms(settings)
     # Metered inside the cache: only requests that really reach the endpoint are counted.
@@ -387,14 +387,19 @@ def _run_models(
     if settings.llm.cache:
         llm = CachingLLM(llm, journal, namespace=run_id)
         roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
-    if budget is None and (settings.llm.max_tokens_total or settings.llm.requests_per_minute):
-        budget = Budget(
-            max_tokens_total=settings.llm.max_tokens_total,
-            requests_per_minute=settings.llm.requests_per_minute,
+    budgets: list[Limiter] = []
+    if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
+        budgets.append(
+            Budget(
+                max_tokens_total=settings.llm.max_tokens_total,
+                requests_per_minute=settings.llm.requests_per_minute,
+            )
         )
     if budget is not None:
-        llm = LimitedLLM(llm, budget=budget)
-        roles = {role: LimitedLLM(model, budget=budget) for role, model in roles.items()}
+        budgets.append(budget)
+    for limiter in budgets:
+        llm = LimitedLLM(llm, budget=limiter)
+        roles = {role: LimitedLLM(model, budget=limiter) for role, model in roles.items()}
     return llm, roles
 
 

@@ -308,3 +308,11 @@ def run_state(run_id: str) -> RunState | None:
 def run_exists(run_id: str) -> bool:
     with Runs.open() as runs:
         return runs.exists(run_id)
+
+
+def tokens_spent(run_id: str) -> int:
+    """Tokens a run has used so far (0 for an unknown run): what an earlier session spent of a budget."""
+    if not run_exists(run_id):
+        return 0
+    state = run_state(run_id)
+    return 0 if state is None else state.prompt_tokens + state.completion_tokens

@@ -13,8 +13,9 @@ Two settings differ from research, both recorded in the run's settings:
 The drafts are not stored a second time: `decision_points` reads them back from the checkpoints
 (the state after the write that completed each draft).
 
-Collection runs queries concurrently in a thread pool (the teacher is usually a server that
-batches requests) and is resumable: `collection.jsonl` in the output folder maps each query to its
+Collection runs queries concurrently through a `RunPool` (the teacher is usually a server that
+batches requests; the pool's one budget makes a token cap or a request rate hold for the whole
+collection) and is resumable: `collection.jsonl` in the output folder maps each query to its
 run id, written *before* the run starts, so a killed collection loses nothing. On the next call a
 finished run is skipped, an interrupted or failed one is resumed from its last checkpoint through
 `runner.resume` (the LLM cache replays any reply already paid for), and a new query is started.
@@ -26,7 +27,6 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from deepdraft.errors import DeepdraftError, UserError
 from deepdraft.export.report import assemble_markdown, render_markdown
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run import runner, wiring
-from deepdraft.run.runs import Runs, get_run, run_exists
+from deepdraft.run.pool import RunPool
+from deepdraft.run.runs import Runs, get_run, run_exists, tokens_spent
 from deepdraft.settings import Settings
 from deepdraft.train.queries import Query, load_queries, write_queries
 
@@ -128,6 +129,8 @@ def collect(
     write_queries(folder / QUERIES, [*previous.values(), *(q for q in queries if q.id not in previous)])
     teacher = llm or wiring.build_llm(settings)
     manifest_lock = threading.Lock()
+    spent = sum(tokens_spent(run_id) for run_id in known.values())
+    pool = RunPool.for_settings(settings, workers, name="collect", spent=spent)
 
     def register(query: Query) -> str:
         run_id = known.get(query.id)
@@ -143,9 +146,17 @@ def collect(
             if run_exists(run_id):
                 if get_run(run_id).recorded_status == "finished":
                     return CollectOutcome(query.id, run_id, "finished", skipped=True)
-                runner.resume(run_id, settings, llm=teacher, retriever=retriever)
+                runner.resume(run_id, settings, llm=teacher, retriever=retriever, budget=pool.budget)
             else:
-                runner.start(query.prompt, settings, kb=kb, llm=teacher, retriever=retriever, run_id=run_id)
+                runner.start(
+                    query.prompt,
+                    settings,
+                    kb=kb,
+                    llm=teacher,
+                    retriever=retriever,
+                    run_id=run_id,
+                    budget=pool.budget,
+                )
         except DeepdraftError as exc:
             return CollectOutcome(query.id, run_id, "failed", error=str(exc))
         return CollectOutcome(query.id, run_id, "finished")
@@ -155,10 +166,8 @@ def collect(
         on_done(outcome)
         return outcome
 
-    if workers == 1 or len(queries) <= 1:
-        return [tracked(q) for q in queries]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collect") as pool:
-        return list(pool.map(tracked, queries))
+    with pool:
+        return pool.run_all(tracked, queries)
 
 
 # ---- reading the trajectories back ----------------------------------------------------------------
