@@ -57,6 +57,14 @@ def batch(
     attempts: Annotated[
         int, typer.Option("--attempts", help="Tries per line and call: a failed run is resumed until then.")
     ] = DEFAULT_ATTEMPTS,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run the lines as Ray tasks: 'auto' starts a local Ray, an address joins a cluster "
+            "(needs the ray extra; see docs/scale.md).",
+        ),
+    ] = None,
     kb: KbOption = None,
     research: ResearchOptions = NO_RESEARCH_OPTIONS,
     config: ConfigOption = None,
@@ -77,6 +85,7 @@ def batch(
             default_kb=kb,
             on_line=progress.line,
             on_event=progress.event,
+            ray=ray,
         )
     _print_summary(outcome, folder)
     if outcome.interrupted:

@@ -49,9 +49,8 @@ class Budget:
         self.tokens_used = spent
         """Tokens spent so far (`spent`: what earlier sessions of the same batch already used)."""
         self._clock, self._sleep = clock, sleep
-        self._recent: deque[float] = deque()  # start times of the requests of the last minute
+        self._recent: deque[float] = deque()  # booked start times of the last minute's requests, in order
         self._tokens_lock = threading.Lock()
-        # Held while waiting for the rate: the waiting requests queue up on it and go one by one.
         self._rate_lock = threading.Lock()
 
     @property
@@ -59,29 +58,42 @@ class Budget:
         return self.max_tokens_total is not None and self.tokens_used >= self.max_tokens_total
 
     def admit(self) -> None:
+        self.check()
+        delay = self.reserve()
+        if delay > 0:
+            self._sleep(delay)
+
+    def check(self) -> None:
+        """Raise `LLMBudgetExhausted` once the tokens are spent."""
         if self.exhausted:
             raise LLMBudgetExhausted(
                 f"the token budget of {self.max_tokens_total:,} is spent ({self.tokens_used:,} used)"
             )
-        self._wait_for_rate()
+
+    def reserve(self) -> float:
+        """Book the next free start within the rate, and return how long to wait for it (seconds).
+
+        It never sleeps itself, so a budget serving other processes (a Ray actor) is never blocked
+        by one caller's wait: every caller gets its own slot and waits on its side.
+        """
+        if not self.requests_per_minute:
+            return 0.0
+        window = 60.0
+        allowed = max(1, int(self.requests_per_minute))
+        with self._rate_lock:
+            now = self._clock()
+            while self._recent and now - self._recent[0] >= window:
+                self._recent.popleft()
+            start = now
+            if len(self._recent) >= allowed:
+                # The slot frees when the request `allowed` places back is a window old.
+                start = max(now, self._recent[-allowed] + window)
+            self._recent.append(start)
+            return start - now
 
     def spend(self, tokens: int) -> None:
         with self._tokens_lock:
             self.tokens_used += tokens
-
-    def _wait_for_rate(self) -> None:
-        if not self.requests_per_minute:
-            return
-        with self._rate_lock:
-            window = 60.0
-            now = self._clock()
-            while self._recent and now - self._recent[0] >= window:
-                self._recent.popleft()
-            if len(self._recent) >= self.requests_per_minute:
-                self._sleep(window - (now - self._recent[0]))
-                now = self._clock()
-                self._recent.popleft()
-            self._recent.append(now)
 
 
 class LimitedLLM:

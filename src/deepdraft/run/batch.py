@@ -27,21 +27,21 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from deepdraft.errors import DeepdraftError, RunCancelled, UserError
 from deepdraft.events import Event
-from deepdraft.export import FORMATS
+from deepdraft.export import FORMATS, default_name
 from deepdraft.fsutil import atomic_write_bytes, atomic_write_text
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
 from deepdraft.run.manager import settings_for_run
-from deepdraft.run.pool import RunPool
-from deepdraft.run.runs import run_exists, run_state, tokens_spent
+from deepdraft.run.pool import LocalDriver, RunDriver, RunOrder, RunPool
+from deepdraft.run.runs import run_exists, run_folder, run_state, tokens_spent
 from deepdraft.settings import Depth, PolicyName, Settings
 
 __all__ = [
@@ -325,13 +325,16 @@ def run_batch(
     on_line: LineListener = lambda state: None,
     on_event: EventListener = lambda line_id, event: None,
     cancel: threading.Event | None = None,
+    ray: str | None = None,
 ) -> BatchOutcome:
     """Drive every line not finished yet, `concurrency` at a time; each is tried up to `attempts` times.
 
     `concurrency` None: `pool.default_concurrency` (4 with a server, 1 with the embedded model).
+    `ray`: run the lines as Ray tasks — "auto" starts a local Ray, anything else is the address of
+    a cluster to join (see `run.cluster`); None drives them in this process.
 
-    `llm` replaces the endpoint `settings` name (tests); `cancel`, once set, stops every run
-    before its next action and the call returns with the unfinished lines interrupted.
+    `llm` replaces the endpoint `settings` name (tests; not with `ray`); `cancel`, once set, stops
+    every run before its next action and the call returns with the unfinished lines interrupted.
     """
     if concurrency is not None and concurrency < 1:
         raise UserError("--concurrency must be at least 1")
@@ -349,14 +352,24 @@ def run_batch(
         pool = RunPool.for_settings(settings, concurrency, name="deepdraft-batch", spent=spent)
         for line_state in state.lines.values():
             on_line(line_state)
-        driver = _LineDriver(
-            state, settings, folder, pool, attempts, default_kb, llm, on_line, on_event, cancel
-        )
         todo = [line for line in lines if state.lines[line.id].status != "finished"]
-        # On Ctrl-C every run stops before its next action (a reply in flight is still kept) and
-        # lines not started keep their status: the next call goes on from there.
-        with pool, suppress(KeyboardInterrupt):
-            pool.run_all(driver.drive, todo, cancel=cancel)
+        with ExitStack() as stack:
+            runs: RunDriver
+            if ray is None:
+                runs = LocalDriver(pool, llm, cancel)
+            else:
+                if llm is not None:
+                    raise UserError("a batch on Ray builds each run's LLM on its worker; pass no llm")
+                from deepdraft.run.cluster import RayDriver
+
+                runs = stack.enter_context(RayDriver.connect(ray, settings, spent=spent, cancel=cancel))
+            driver = _LineDriver(
+                state, settings, folder, runs, attempts, default_kb, on_line, on_event, cancel
+            )
+            # On Ctrl-C every run stops before its next action (a reply in flight is still kept)
+            # and lines not started keep their status: the next call goes on from there.
+            with pool, suppress(KeyboardInterrupt):
+                pool.run_all(driver.drive, todo, cancel=cancel)
         return BatchOutcome([state.lines[line.id] for line in lines], interrupted=cancel.is_set())
 
 
@@ -368,17 +381,15 @@ class _LineDriver:
         state: BatchState,
         settings: Settings,
         folder: Path,
-        pool: RunPool,
+        runs: RunDriver,
         attempts: int,
         default_kb: str | None,
-        llm: LLM | None,
         on_line: LineListener,
         on_event: EventListener,
         cancel: threading.Event,
     ) -> None:
-        self.state, self.settings, self.folder = state, settings, folder
-        self.pool, self.budget = pool, pool.budget
-        self.attempts, self.default_kb, self.llm = attempts, default_kb, llm
+        self.state, self.settings, self.folder, self.runs = state, settings, folder, runs
+        self.attempts, self.default_kb = attempts, default_kb
         self.on_line, self.on_event, self.cancel = on_line, on_event, cancel
 
     def drive(self, line: BatchLine) -> None:
@@ -386,7 +397,7 @@ class _LineDriver:
             if self.cancel.is_set():
                 self._set(line.id, status="interrupted")
                 return
-            if self.pool.exhausted:
+            if self.runs.exhausted():
                 cap = self.settings.llm.max_tokens_total or 0
                 self._set(
                     line.id, status="failed", error=f"not run: the batch's token budget of {cap:,} is spent"
@@ -410,28 +421,13 @@ class _LineDriver:
         )
         began = time.monotonic()
         settings = line.settings(self.settings)
-        output = self.folder / f"{line.id}.md"
+        order = RunOrder(run_id, line.question, line.kb if line.kb is not None else self.default_kb, settings)
 
         def forward(event: Event) -> None:
             self.on_event(line.id, event)
 
         try:
-            if run_exists(run_id):  # an earlier call's run, or this call's failed attempt: continue it
-                report = runner.resume(
-                    run_id, settings, llm=self.llm, on_event=forward, cancel=self.cancel, budget=self.budget
-                )
-            else:
-                report = runner.start(
-                    line.question,
-                    settings,
-                    kb=line.kb if line.kb is not None else self.default_kb,
-                    llm=self.llm,
-                    output=output,
-                    on_event=forward,
-                    run_id=run_id,
-                    cancel=self.cancel,
-                    budget=self.budget,
-                )
+            problems = self.runs.drive(order, forward)
         except RunCancelled:
             self._set(line.id, status="interrupted", **self._usage(run_id, current, began))
             return True
@@ -442,15 +438,7 @@ class _LineDriver:
             error = f"{type(exc).__name__}: {exc}"
             self._set(line.id, status="failed", error=error, **self._usage(run_id, current, began))
             return False
-        reports, problems = {"md": str(output)}, list(report.problems)
-        for fmt, path in report.exports.items():
-            if fmt != "md":
-                target = self.folder / f"{line.id}{FORMATS[fmt]}"
-                try:
-                    atomic_write_bytes(target, path.read_bytes())
-                    reports[fmt] = str(target)
-                except OSError as exc:  # the run is finished; its folder still holds the file
-                    problems.append(f"{fmt}: cannot copy {path} to {target}: {exc.strerror or exc}")
+        reports = self._copy_reports(line.id, run_id, settings, problems)
         self._set(
             line.id,
             status="finished",
@@ -460,6 +448,23 @@ class _LineDriver:
             **self._usage(run_id, current, began),
         )
         return True
+
+    def _copy_reports(
+        self, line_id: str, run_id: str, settings: Settings, problems: list[str]
+    ) -> dict[str, str]:
+        """The run's report in every format it has, copied to the output folder as ID.<ext>."""
+        reports: dict[str, str] = {}
+        for fmt in dict.fromkeys(["md", *settings.output.formats]):
+            source = run_folder(run_id) / default_name(fmt)
+            if not source.is_file():
+                continue  # not written: the reason is among the problems
+            target = self.folder / f"{line_id}{FORMATS[fmt]}"
+            try:
+                atomic_write_bytes(target, source.read_bytes())
+                reports[fmt] = str(target)
+            except OSError as exc:  # the run is finished; its folder still holds the file
+                problems.append(f"{fmt}: cannot copy {source} to {target}: {exc.strerror or exc}")
+        return reports
 
     def _usage(self, run_id: str, before: LineState, began: float) -> dict[str, Any]:
         saved = run_state(run_id) if run_exists(run_id) else None

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -86,9 +88,33 @@ class RunEvent:
     created_at: float
 
 
+JournalOpener = Callable[[], Journal]
+_opener: JournalOpener | None = None
+
+
 def workspace_journal() -> Journal:
-    """The journal of the current workspace (``DEEPDRAFT_HOME/journal.sqlite``)."""
+    """The journal of the current workspace (``DEEPDRAFT_HOME/journal.sqlite``).
+
+    Inside `journal_elsewhere` it is the journal that opener gives instead (a Ray worker's runs are
+    journaled on the driver, see `run.cluster`).
+    """
+    if _opener is not None:
+        return _opener()
     return Journal(home_dir() / "journal.sqlite")
+
+
+@contextmanager
+def journal_elsewhere(opener: JournalOpener) -> Iterator[None]:
+    """For the length of the block, every run of this process is journaled where `opener` says.
+
+    For a process that drives one run at a time (a Ray worker): the setting is process-wide.
+    """
+    global _opener
+    previous, _opener = _opener, opener
+    try:
+        yield
+    finally:
+        _opener = previous
 
 
 def run_folder(run_id: str) -> Path:

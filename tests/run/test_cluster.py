@@ -1,0 +1,110 @@
+"""A batch on a real local Ray cluster (two CPUs, real worker processes) against a scripted server.
+
+A worker is SIGKILLed while it waits for an LLM reply: Ray runs its task again, the task finds
+the run in the driver's journal and resumes it, so the batch completes with the reports of an
+uninterrupted local batch, and only the request in flight at the kill is asked twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deepdraft.config import load_settings
+from deepdraft.run.batch import BatchLine, run_batch
+from deepdraft.run.runs import Runs
+from tests.run.test_resume import comparable
+from tests.support.openai_server import FakeOpenAIServer
+from tests.support.scenario import ScenarioModel, as_responder
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.slow
+
+MODEL = ScenarioModel(expansions=1)
+REQUESTS_PER_RUN = 14
+LINES = [BatchLine(number, f"q{number}", "How did presidents argue about tariffs?") for number in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def running_tasks() -> list[int]:
+    """Worker processes executing a batch line right now (Ray titles them after the task)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"ray::_drive_line"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def settings_for(base_url: str) -> Any:
+    return load_settings(
+        flags={
+            "llm": {"base_url": base_url, "model": "fake-model"},
+            "output": {"verify": False, "synthesis": False},
+        }
+    )
+
+
+def test_a_killed_worker_loses_one_request_and_the_batch_ends_as_if_nothing_happened(
+    local_ray: None, corpus_dir: Path, tmp_path: Path
+) -> None:
+    with FakeOpenAIServer(as_responder(MODEL)) as server:
+        local = run_batch(
+            LINES,
+            settings_for(server.base_url),
+            tmp_path / "local",
+            concurrency=1,
+            default_kb=str(corpus_dir),
+        )
+        assert [line.status for line in local.lines] == ["finished"] * 3
+        assert len(server.requests) == REQUESTS_PER_RUN * len(LINES)
+
+    killed: list[int] = []
+
+    def kill_the_worker(body: dict[str, Any], index: int) -> None:
+        if index == REQUESTS_PER_RUN + 5:  # the second line, in the middle of its writing
+            [pid] = running_tasks()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    with FakeOpenAIServer(as_responder(MODEL), on_request=kill_the_worker) as server:
+        outcome = run_batch(
+            LINES,
+            settings_for(server.base_url),
+            tmp_path / "ray",
+            concurrency=1,
+            default_kb=str(corpus_dir),
+            ray="auto",
+        )
+        asked = len(server.requests)
+    assert killed, "no worker was killed"
+    assert [line.status for line in outcome.lines] == ["finished"] * 3
+    assert [line.attempts for line in outcome.lines] == [1, 1, 1]  # Ray retried the task, not the batch
+    assert asked == REQUESTS_PER_RUN * len(LINES) + 1  # only the request in flight was asked again
+    for line in LINES:
+        ours, theirs = tmp_path / "ray" / f"{line.id}.md", tmp_path / "local" / f"{line.id}.md"
+        assert comparable(ours, corpus_dir) == comparable(theirs, corpus_dir)
+    with Runs.open() as runs:  # the runs are in the driver's workspace, as local runs are
+        for state in outcome.lines:
+            info = runs.get(state.run_id)
+            assert info.status == "finished" and info.report_path and Path(info.report_path).is_file()
+            assert [step.step for step in runs.steps(state.run_id)] == list(range(1, REQUESTS_PER_RUN + 1))
