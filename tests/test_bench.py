@@ -143,3 +143,13 @@ def test_hostile_bench_counts_cases_per_file_and_says_which_files_are_missing() 
     assert (by_name["bad inputs"]["cases"], by_name["bad inputs"]["passed"]) == (2, 1)
     assert (by_name["attacks"]["cases"], by_name["attacks"]["passed"]) == (2, 1)
     assert by_name["attacks"]["missing"] == ["test_injection.py"]
+
+
+@pytest.mark.slow
+def test_throughput_bench_feeds_the_batching_server_and_counts_every_request() -> None:
+    summary = json.loads(run_bench("throughput.py", "--runs", "1,3", "--speedup", "40", "--json"))
+    one, three = summary["batches"]
+    assert (one["requests"], three["requests"]) == (14, 42)  # every report took the whole path
+    # Three runs at once keep about three of the sixteen slots busy, one run about one.
+    assert 0 < one["utilisation"] < three["utilisation"] <= 3 / 16
+    assert three["reports_per_hour"] > one["reports_per_hour"]

@@ -108,3 +108,24 @@ def test_a_killed_worker_loses_one_request_and_the_batch_ends_as_if_nothing_happ
             info = runs.get(state.run_id)
             assert info.status == "finished" and info.report_path and Path(info.report_path).is_file()
             assert [step.step for step in runs.steps(state.run_id)] == list(range(1, REQUESTS_PER_RUN + 1))
+
+
+def test_train_collect_runs_its_queries_on_ray_through_the_same_path(local_ray: None, tmp_path: Path) -> None:
+    from deepdraft.settings import Settings
+    from deepdraft.train.collect import collect, collection_settings
+    from deepdraft.train.queries import load_queries
+    from tests.train.support import DATA, ForcedTeacher, write_kb
+
+    queries = load_queries(DATA / "criteria.jsonl")[:2]
+    with FakeOpenAIServer(as_responder(ForcedTeacher(expansions=0, topic="history"))) as server:
+        base = collection_settings(Settings(), 0)
+        settings = base.model_copy(
+            update={"llm": base.llm.model_copy(update={"base_url": server.base_url, "model": "fake-model"})}
+        )
+        outcomes = collect(
+            queries, settings, tmp_path / "c", kb=str(write_kb(tmp_path / "kb")), workers=2, ray="auto"
+        )
+    assert [o.status for o in outcomes] == ["finished", "finished"]
+    with Runs.open() as runs:
+        for outcome in outcomes:
+            assert runs.get(outcome.run_id).status == "finished" and runs.steps(outcome.run_id)

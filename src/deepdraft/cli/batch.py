@@ -14,6 +14,7 @@ from deepdraft.cli.options import (
     NO_RESEARCH_OPTIONS,
     ConfigOption,
     KbOption,
+    RayOption,
     ResearchOptions,
     with_research_options,
 )
@@ -57,14 +58,7 @@ def batch(
     attempts: Annotated[
         int, typer.Option("--attempts", help="Tries per line and call: a failed run is resumed until then.")
     ] = DEFAULT_ATTEMPTS,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            help="Run the lines as Ray tasks: 'auto' starts a local Ray, an address joins a cluster "
-            "(needs the ray extra; see docs/scale.md).",
-        ),
-    ] = None,
+    ray: RayOption = None,
     kb: KbOption = None,
     research: ResearchOptions = NO_RESEARCH_OPTIONS,
     config: ConfigOption = None,

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deepdraft.cli.options import NO_JUDGE_OPTIONS, JudgeOptions, with_judge_options
+from deepdraft.cli.options import NO_JUDGE_OPTIONS, JudgeOptions, RayOption, with_judge_options
 from deepdraft.errors import UserError
 from deepdraft.eval.data import DrbTask
 from deepdraft.eval.judge import Judge, open_eval_cache, open_judge
@@ -474,6 +474,7 @@ def run_suite_command(
             "--concurrency", help="Runs at once (default: 4 with --base-url, 1 with the embedded model)."
         ),
     ] = None,
+    ray: RayOption = None,
     data_dir: DataDir = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
     judge: JudgeOptions = NO_JUDGE_OPTIONS,
@@ -500,7 +501,7 @@ def run_suite_command(
     if references:
         refs = {r.question: r.text for r in load_reports(references) if r.question}
     # With no endpoint named for either, writer and judge are the same embedded model: load it once.
-    writer = build_llm(settings) if not settings.llm.base_url and not judge.base_url else None
+    writer = build_llm(settings) if not settings.llm.base_url and not judge.base_url and not ray else None
     with _judge(judge, llm=writer) as judged:
         result = suite_runner.run_suite(
             questions,
@@ -514,6 +515,7 @@ def run_suite_command(
             data_dir=data_dir,
             on_run=lambda label: console.print(f"research {label}", markup=False, highlight=False),
             concurrency=concurrency,
+            ray=ray,
         )
     metrics = suite_runner.metric_names(result)
     rows = [[policy, *(row[m] for m in metrics)] for policy, row in result.table.items()]

@@ -36,6 +36,14 @@ KbOption = Annotated[
     str | None,
     typer.Option("--kb", help="A knowledge base name, or a folder of .txt/.md files or a .jsonl corpus."),
 ]
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Run the reports as Ray tasks: 'auto' starts a local Ray, an address joins a cluster "
+        "(needs the ray extra; see docs/scale.md).",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 OnlyOption = Annotated[
     list[str] | None,

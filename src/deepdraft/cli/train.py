@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from deepdraft.cli.options import JudgeKeyOption, JudgeModelOption, JudgeUrlOption
+from deepdraft.cli.options import JudgeKeyOption, JudgeModelOption, JudgeUrlOption, RayOption
 from deepdraft.config import load_settings
 from deepdraft.errors import UserError
 from deepdraft.eval.judge import Judge, open_eval_cache, open_judge
@@ -109,6 +109,7 @@ def collect(
         int, typer.Option("--force-expansions", help="Deepening steps the teacher must take (spec §2.10).")
     ] = 12,
     workers: Annotated[int, typer.Option("--workers", help="Queries run at the same time.")] = 4,
+    ray: RayOption = None,
     config: ConfigFile = None,
 ) -> None:
     """Run a teacher model over a query set with forced deepening; journals are the trajectories."""
@@ -135,6 +136,7 @@ def collect(
         kb=kb,
         workers=workers,
         on_done=show,
+        ray=ray,
     )
     failed = [o for o in outcomes if o.status != "finished"]
     console.print(f"{len(outcomes) - len(failed)} finished, {len(failed)} failed (rerun to resume them)")

@@ -41,7 +41,7 @@ from deepdraft.ports import LLM, Retriever
 from deepdraft.settings import Settings
 
 if TYPE_CHECKING:
-    from deepdraft.llm.limits import Limiter
+    from deepdraft.run.drivers import RunDriver
 
 __all__ = ["DEMO_QUESTIONS", "SUITES", "SuiteQuestion", "SuiteResult", "run_suite", "suite_questions"]
 
@@ -139,16 +139,18 @@ def _research(
     ledger: _RunLedger,
     *,
     kb: str | None,
-    llm: LLM | None,
-    retriever: Retriever | None,
-    budget: Limiter | None = None,
+    runs: RunDriver,
 ) -> RunOutcome:
+    from deepdraft.events import ignore
     from deepdraft.run import runner
-    from deepdraft.run.runs import get_run
+    from deepdraft.run.pool import RunOrder
+    from deepdraft.run.runs import get_run, run_folder
 
-    run_id = ledger.entries.get((question.id, policy))
+    recorded = ledger.entries.get((question.id, policy))
+    run_id = recorded or runner.new_run_id()
+    record = None
     try:
-        if run_id is not None:
+        if recorded is not None:
             try:
                 record = get_run(run_id)
             except RunNotFound:
@@ -157,17 +159,13 @@ def _research(
                 path = Path(record.report_path)
                 if path.is_file():
                     return RunOutcome(question, policy, run_id, path.read_text(encoding="utf-8"))
-            if record is not None:
-                report = runner.resume(run_id, settings, llm=llm, retriever=retriever, budget=budget)
-                return RunOutcome(question, policy, run_id, report.markdown)
-        run_id = run_id or runner.new_run_id()
-        ledger.record(question.id, policy, run_id)
-        report = runner.start(
-            question.question, settings, kb=kb, llm=llm, retriever=retriever, run_id=run_id, budget=budget
-        )
-        return RunOutcome(question, policy, run_id, report.markdown)
+        if record is None:  # a new pair, or one whose run was lost with its journal: start it
+            ledger.record(question.id, policy, run_id)
+        runs.drive(RunOrder(run_id, question.question, kb, settings), ignore)
+        report = (run_folder(run_id) / "report.md").read_text(encoding="utf-8")
+        return RunOutcome(question, policy, run_id, report)
     except RunFailed as exc:  # the model could not produce a report; other policies still run
-        return RunOutcome(question, policy, run_id or "", error=str(exc))
+        return RunOutcome(question, policy, run_id, error=str(exc))
 
 
 def run_suite(
@@ -184,12 +182,15 @@ def run_suite(
     data_dir: Path | None = None,
     on_run: ProgressFn = lambda label: None,
     concurrency: int | None = None,
+    ray: str | None = None,
 ) -> SuiteResult:
     """Research every question with every policy, score the reports, write the comparison files.
 
     The runs go through one `RunPool`: `concurrency` at a time (default: 4 with a server, 1 with
-    the embedded model), all spending from one budget.
+    the embedded model), all spending from one budget; `ray` ("auto" or a cluster address) runs
+    them as Ray tasks, as `deepdraft batch --ray` does.
     """
+    from deepdraft.run.drivers import open_driver
     from deepdraft.run.pool import RunPool
     from deepdraft.run.wiring import POLICIES
 
@@ -199,23 +200,15 @@ def run_suite(
     output_dir.mkdir(parents=True, exist_ok=True)
     ledger = _RunLedger(output_dir / "runs.jsonl")
     pool = RunPool.for_settings(settings, concurrency, name="eval-run")
+    pairs = [(q, policy) for q in questions for policy in policies]
+    with pool, open_driver(pool, settings, ray=ray, llm=llm, retriever=retriever) as runs:
 
-    def research(pair: tuple[SuiteQuestion, str]) -> RunOutcome:
-        question, policy = pair
-        on_run(f"{policy}: {question.id}")
-        return _research(
-            question,
-            policy,
-            _policy_settings(settings, policy),
-            ledger,
-            kb=kb,
-            llm=llm,
-            retriever=retriever,
-            budget=pool.budget,
-        )
+        def research(pair: tuple[SuiteQuestion, str]) -> RunOutcome:
+            question, policy = pair
+            on_run(f"{policy}: {question.id}")
+            return _research(question, policy, _policy_settings(settings, policy), ledger, kb=kb, runs=runs)
 
-    with pool:
-        outcomes = pool.run_all(research, [(q, policy) for q in questions for policy in policies])
+        outcomes = pool.run_all(research, pairs)
     result = SuiteResult(list(policies), outcomes)
     result.failures += [f"{o.policy} {o.question.id}: run failed: {o.error}" for o in outcomes if o.error]
     done = [o for o in outcomes if o.report is not None]

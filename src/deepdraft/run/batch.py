@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -39,8 +39,9 @@ from deepdraft.fsutil import atomic_write_bytes, atomic_write_text
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
+from deepdraft.run.drivers import RunDriver, open_driver
 from deepdraft.run.manager import settings_for_run
-from deepdraft.run.pool import LocalDriver, RunDriver, RunOrder, RunPool
+from deepdraft.run.pool import RunOrder, RunPool
 from deepdraft.run.runs import run_exists, run_folder, run_state, tokens_spent
 from deepdraft.settings import Depth, PolicyName, Settings
 
@@ -353,16 +354,7 @@ def run_batch(
         for line_state in state.lines.values():
             on_line(line_state)
         todo = [line for line in lines if state.lines[line.id].status != "finished"]
-        with ExitStack() as stack:
-            runs: RunDriver
-            if ray is None:
-                runs = LocalDriver(pool, llm, cancel)
-            else:
-                if llm is not None:
-                    raise UserError("a batch on Ray builds each run's LLM on its worker; pass no llm")
-                from deepdraft.run.cluster import RayDriver
-
-                runs = stack.enter_context(RayDriver.connect(ray, settings, spent=spent, cancel=cancel))
+        with open_driver(pool, settings, ray=ray, llm=llm, spent=spent, cancel=cancel) as runs:
             driver = _LineDriver(
                 state, settings, folder, runs, attempts, default_kb, on_line, on_event, cancel
             )

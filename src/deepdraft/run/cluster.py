@@ -48,8 +48,8 @@ from deepdraft.store.journal import Journal
 
 __all__ = ["TASK_CPUS", "TASK_RETRIES", "RayDriver"]
 
-TASK_CPUS = 0.5
-"""CPU a run reserves on its node: a run mostly waits on the endpoint, so two share a core."""
+TASK_CPUS = 0.25
+"""CPU a run reserves on its node: a run mostly waits on the endpoint, so four share a core."""
 TASK_RETRIES = 3
 """How many times Ray starts a line's task again after its worker or node died."""
 _POLL_S = 0.5  # how often a waiting driver thread looks for a Ctrl-C

@@ -17,17 +17,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, TypeVar
 
 from deepdraft.errors import UserError
-from deepdraft.events import EventSink
 from deepdraft.llm.limits import Budget
-from deepdraft.ports import LLM
-from deepdraft.run import runner
-from deepdraft.run.runs import run_exists
 from deepdraft.settings import Settings
 
-__all__ = ["LocalDriver", "RunDriver", "RunOrder", "RunPool", "default_concurrency"]
+__all__ = ["RunOrder", "RunPool", "default_concurrency"]
 
 Params = ParamSpec("Params")
 Item = TypeVar("Item")
@@ -118,7 +114,7 @@ class RunPool:
         self.shutdown(wait=True, cancel_futures=kind is not None)
 
 
-# ---- driving one run, here or elsewhere ----------------------------------------------------------
+# ---- one run, as a driver is asked to drive it (see `drivers`) -----------------------------------
 
 
 @dataclass(frozen=True)
@@ -129,52 +125,3 @@ class RunOrder:
     question: str
     kb: str | None
     settings: Settings
-
-
-class RunDriver(Protocol):
-    """Drives the runs of a batch: in this process (`LocalDriver`) or on a Ray cluster (`run.cluster`)."""
-
-    def drive(self, order: RunOrder, on_event: EventSink) -> list[str]:
-        """Start the run, or continue it if the journal has it; return the formats it could not write.
-
-        On return the run's folder in this workspace holds its report. Raises `RunCancelled` when
-        the batch was stopped, another `DeepdraftError` when the run failed.
-        """
-        ...
-
-    def exhausted(self) -> bool:
-        """True once the batch's token budget is spent."""
-        ...
-
-
-class LocalDriver:
-    """Runs driven by this process's threads, spending from the pool's budget."""
-
-    def __init__(self, pool: RunPool, llm: LLM | None, cancel: threading.Event) -> None:
-        self.pool, self.llm, self.cancel = pool, llm, cancel
-
-    def drive(self, order: RunOrder, on_event: EventSink) -> list[str]:
-        if run_exists(order.run_id):  # an earlier call's run, or this call's failed attempt
-            report = runner.resume(
-                order.run_id,
-                order.settings,
-                llm=self.llm,
-                on_event=on_event,
-                cancel=self.cancel,
-                budget=self.pool.budget,
-            )
-        else:
-            report = runner.start(
-                order.question,
-                order.settings,
-                kb=order.kb,
-                llm=self.llm,
-                on_event=on_event,
-                run_id=order.run_id,
-                cancel=self.cancel,
-                budget=self.pool.budget,
-            )
-        return report.problems
-
-    def exhausted(self) -> bool:
-        return self.pool.exhausted

@@ -33,10 +33,12 @@ from typing import Any
 
 from deepdraft.core.state import RunState
 from deepdraft.errors import DeepdraftError, UserError
+from deepdraft.events import ignore
 from deepdraft.export.report import assemble_markdown, render_markdown
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run import runner, wiring
-from deepdraft.run.pool import RunPool
+from deepdraft.run.drivers import RunDriver, open_driver
+from deepdraft.run.pool import RunOrder, RunPool
 from deepdraft.run.runs import Runs, get_run, run_exists, tokens_spent
 from deepdraft.settings import Settings
 from deepdraft.train.queries import Query, load_queries, write_queries
@@ -115,11 +117,13 @@ def collect(
     retriever: Retriever | None = None,
     workers: int = 4,
     on_done: Callable[[CollectOutcome], None] = lambda outcome: None,
+    ray: str | None = None,
 ) -> list[CollectOutcome]:
     """Run (or resume) one WARP run per query; `settings` should come from `collection_settings`.
 
     `llm`: the teacher (default: the endpoint `settings` name); `kb` or `retriever`: what it
-    searches. A run that fails is reported, not fatal: the others go on.
+    searches. A run that fails is reported, not fatal: the others go on. `ray`: run the queries
+    as Ray tasks ("auto" or a cluster address, as `deepdraft batch --ray`).
     """
     if workers < 1:
         raise UserError("--workers must be at least 1")
@@ -127,7 +131,7 @@ def collect(
     known = read_collection(folder)
     previous = {q.id: q for q in load_queries(folder / QUERIES)} if (folder / QUERIES).is_file() else {}
     write_queries(folder / QUERIES, [*previous.values(), *(q for q in queries if q.id not in previous)])
-    teacher = llm or wiring.build_llm(settings)
+    teacher = llm or (wiring.build_llm(settings) if ray is None else None)
     manifest_lock = threading.Lock()
     spent = sum(tokens_spent(run_id) for run_id in known.values())
     pool = RunPool.for_settings(settings, workers, name="collect", spent=spent)
@@ -140,33 +144,26 @@ def collect(
                 handle.write(json.dumps({"query_id": query.id, "run_id": run_id}, ensure_ascii=False) + "\n")
         return run_id
 
-    def one(query: Query) -> CollectOutcome:
+    def one(runs: RunDriver, query: Query) -> CollectOutcome:
         run_id = register(query)
+        if run_exists(run_id) and get_run(run_id).recorded_status == "finished":
+            return CollectOutcome(query.id, run_id, "finished", skipped=True)
         try:
-            if run_exists(run_id):
-                if get_run(run_id).recorded_status == "finished":
-                    return CollectOutcome(query.id, run_id, "finished", skipped=True)
-                runner.resume(run_id, settings, llm=teacher, retriever=retriever, budget=pool.budget)
-            else:
-                runner.start(
-                    query.prompt,
-                    settings,
-                    kb=kb,
-                    llm=teacher,
-                    retriever=retriever,
-                    run_id=run_id,
-                    budget=pool.budget,
-                )
+            runs.drive(RunOrder(run_id, query.prompt, kb, settings), ignore)
         except DeepdraftError as exc:
             return CollectOutcome(query.id, run_id, "failed", error=str(exc))
         return CollectOutcome(query.id, run_id, "finished")
 
-    def tracked(query: Query) -> CollectOutcome:
-        outcome = one(query)
-        on_done(outcome)
-        return outcome
+    with (
+        pool,
+        open_driver(pool, settings, ray=ray, llm=teacher, retriever=retriever, spent=spent) as runs,
+    ):
 
-    with pool:
+        def tracked(query: Query) -> CollectOutcome:
+            outcome = one(runs, query)
+            on_done(outcome)
+            return outcome
+
         return pool.run_all(tracked, queries)
 
 
