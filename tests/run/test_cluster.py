@@ -2,7 +2,9 @@
 
 A worker is SIGKILLed while it waits for an LLM reply: Ray runs its task again, the task finds
 the run in the driver's journal and resumes it, so the batch completes with the reports of an
-uninterrupted local batch, and only the request in flight at the kill is asked twice.
+uninterrupted local batch, and only the request in flight at the kill is asked twice. The workers
+are denied the driver's workspace, as on a node without shared storage: each task works in a
+scratch folder of its own, so whatever the retried task knows of the run came through the driver.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 from deepdraft.config import load_settings
 from deepdraft.run.batch import BatchLine, run_batch
-from deepdraft.run.runs import Runs
+from deepdraft.run.runs import Runs, run_folder
 from tests.run.test_resume import comparable
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
@@ -65,8 +67,11 @@ def settings_for(base_url: str) -> Any:
 
 
 def test_a_killed_worker_loses_one_request_and_the_batch_ends_as_if_nothing_happened(
-    local_ray: None, corpus_dir: Path, tmp_path: Path
+    local_ray: None, corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deepdraft.run import cluster
+
+    monkeypatch.setattr(cluster, "offered_workspace", lambda: str(tmp_path / "not-on-this-node"))
     with FakeOpenAIServer(as_responder(MODEL)) as server:
         local = run_batch(
             LINES,
@@ -106,7 +111,10 @@ def test_a_killed_worker_loses_one_request_and_the_batch_ends_as_if_nothing_happ
     with Runs.open() as runs:  # the runs are in the driver's workspace, as local runs are
         for state in outcome.lines:
             info = runs.get(state.run_id)
-            assert info.status == "finished" and info.report_path and Path(info.report_path).is_file()
+            assert info.status == "finished" and info.report_path == str(
+                run_folder(state.run_id) / "report.md"
+            )
+            assert (run_folder(state.run_id) / "manifest.json").is_file()
             assert [step.step for step in runs.steps(state.run_id)] == list(range(1, REQUESTS_PER_RUN + 1))
 
 

@@ -190,6 +190,11 @@ def _drive_line(order: RunOrder, home: str, journal: Any, budget: Any) -> _TaskR
 # ---- the driver's side -----------------------------------------------------------------------------
 
 
+def offered_workspace() -> str:
+    """The workspace path a worker uses if it exists on its node: the driver's `DEEPDRAFT_HOME`."""
+    return str(home_dir())
+
+
 class RayDriver:
     """Drives a batch's runs as Ray tasks (see the module docstring); use `RayDriver.connect`."""
 
@@ -256,7 +261,7 @@ class RayDriver:
         import ray
         from ray.exceptions import RayError
 
-        ref = self._task.remote(order, str(home_dir()), self._journal, self._budget)
+        ref = self._task.remote(order, offered_workspace(), self._journal, self._budget)
         while not ray.wait([ref], timeout=_POLL_S)[0]:
             if self.cancel.is_set():
                 # The worker is stopped at once; every finished step is already in the journal.
