@@ -190,3 +190,35 @@ def test_the_token_cap_holds_across_the_whole_batch(tmp_path: Path, corpus_dir: 
     assert "token budget" in (out / "b.md").read_text(encoding="utf-8")
     assert rows["c"]["status"] == "failed" and "token budget" in rows["c"]["error"]
     assert REQUESTS_PER_RUN < asked < 2 * REQUESTS_PER_RUN
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_run_after_its_current_action_and_a_rerun_repeats_nothing(
+    tmp_path: Path, corpus_dir: Path
+) -> None:
+    ids = ["one", "two", "three"]
+    questions = write_questions(tmp_path / "q.jsonl", ids)
+    out = tmp_path / "out"
+    victim: dict[str, subprocess.Popen[str]] = {}
+
+    def ctrl_c(body: dict[str, Any], index: int) -> None:
+        if index == 5:
+            victim["process"].send_signal(signal.SIGINT)
+
+    with FakeOpenAIServer(as_responder(MODEL), on_request=ctrl_c) as server:
+        command = batch_command(questions, corpus_dir, server.base_url, out, "--concurrency", "2")
+        victim["process"] = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
+        _, stderr = victim["process"].communicate(timeout=180)
+        assert victim["process"].returncode == 130, stderr
+        assert "run the same command again" in stderr
+        stopped = state(out)
+        assert {row["status"] for row in stopped.values()} <= {"interrupted", "pending"}
+        assert sum(row["status"] == "interrupted" for row in stopped.values()) == 2  # the two running
+
+        resumed = run_batch(*command)
+        assert resumed.returncode == 0, resumed.stderr
+        # The replies in flight at Ctrl-C were kept: no request was asked twice.
+        assert len(server.requests) == REQUESTS_PER_RUN * len(ids)
+    assert {row["status"] for row in state(out).values()} == {"finished"}
