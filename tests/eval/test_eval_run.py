@@ -48,6 +48,7 @@ def test_eval_run_compares_policies_writes_table_csv_plot_and_resumes(
             out,
             llm=writer,
             retriever=WordOverlapRetriever(SOTU_LIKE),
+            concurrency=3,  # the six runs three at a time through the pool
         )
         assert list(result.table) == POLICIES and not result.failures
         for row in result.table.values():

@@ -247,6 +247,9 @@ class BatchState:
                     f"line {line.number}: id {line.id!r} was asked {state.question!r} in {self.path}; "
                     "give the new question a new id, or use another --out folder"
                 )
+            if state is not None and state.status == "running":
+                # Whoever ran it died (this process holds the batch's lock now): it was interrupted.
+                state = replace(state, status="interrupted")
             self.lines[line.id] = state or LineState(line.id, line.question)
         self._others = known  # ids no longer in the file: kept, never lost
 
@@ -341,7 +344,7 @@ def run_batch(
         raise UserError("--concurrency must be at least 1")
     if attempts < 1:
         raise UserError("--attempts must be at least 1")
-    folder = folder.expanduser().resolve()  # recorded as each run's output: resumes find it anywhere
+    folder = folder.expanduser().resolve()  # batch.jsonl names the reports by absolute paths
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
