@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,21 @@ def test_ctrl_c_stops_every_run_after_its_current_action_and_a_rerun_repeats_not
         # The replies in flight at Ctrl-C were kept: no request was asked twice.
         assert len(server.requests) == REQUESTS_PER_RUN * len(ids)
     assert {row["status"] for row in state(out).values()} == {"finished"}
+
+
+def test_a_ray_address_that_is_wrong_or_unreachable_fails_at_once_in_one_line(
+    tmp_path: Path, corpus_dir: Path
+) -> None:
+    pytest.importorskip("ray")
+    questions = write_questions(tmp_path / "q.jsonl", ["one"])
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    for address, expected in (
+        (f"127.0.0.1:{port}", "cannot reach the Ray cluster"),
+        ("head-node", "HOST:PORT"),
+    ):
+        result = run_batch(*batch_command(questions, corpus_dir, "http://127.0.0.1:9/v1", tmp_path / "out",
+                                          "--ray", address))  # fmt: skip
+        assert result.returncode == 2 and expected in result.stderr
+        assert result.stderr.strip().count("\n") == 0

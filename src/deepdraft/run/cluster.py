@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import tempfile
 import threading
 import time
@@ -190,6 +192,25 @@ def _drive_line(order: RunOrder, home: str, journal: Any, budget: Any) -> _TaskR
 # ---- the driver's side -----------------------------------------------------------------------------
 
 
+_ADDRESS = re.compile(r"(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[^:/\s]+):(?P<port>\d{1,5})")
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, in one line, when `address` is not HOST:PORT or nothing listens there."""
+    match = _ADDRESS.fullmatch(address)
+    if match is None:
+        raise ConfigError(f"--ray takes 'auto' or the HOST:PORT of a Ray head node, not {address!r}")
+    host, port = match["host"].strip("[]"), int(match["port"])
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start one with "
+            "`ray start --head`, or use --ray auto for a Ray on this machine"
+        ) from None
+
+
 def offered_workspace() -> str:
     """The workspace path a worker uses if it exists on its node: the driver's `DEEPDRAFT_HOME`."""
     return str(home_dir())
@@ -223,6 +244,8 @@ class RayDriver:
             raise ConfigError('--ray needs Ray: pip install -c constraints.txt -e ".[ray]"') from None
         started = not ray.is_initialized()
         if started:
+            if address != "auto":
+                _check_reachable(address)  # Ray itself retries an unreachable address for minutes
             try:
                 ray.init(
                     address=None if address == "auto" else address,
