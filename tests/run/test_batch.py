@@ -1,0 +1,73 @@
+"""The batch's questions file and its state file, without running anything."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from deepdraft.errors import UserError
+from deepdraft.run.batch import STATE_FILE, BatchLine, BatchState, LineState, read_questions
+from deepdraft.settings import Settings
+
+
+def test_numbers_are_ids_and_optional_fields_are_read(tmp_path: Path, corpus_dir: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        '{"id": 7, "question": "  Why?  "}\n'
+        f'{{"id": "b-2", "question": "How?", "kb": "{corpus_dir}", "policy": "plan-write", '
+        '"depth": "quick", "language": "zh", "length": 800}\n',
+        encoding="utf-8",
+    )
+    first, second = read_questions(questions)
+    assert (first.id, first.question, first.kb, first.number) == ("7", "Why?", None, 1)
+    assert (second.policy, second.depth, second.language, second.length) == ("plan-write", "quick", "zh", 800)
+    settings = second.settings(Settings())
+    assert settings.research.policy == "plan-write" and settings.research.length_words == 800
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"id": "a", "question": "Q", "colour": "red"}', "unknown field(s) 'colour'"),
+        ('{"id": "a", "question": "Q", "length": 0}', "length must be a positive whole number"),
+        ('{"id": true, "question": "Q"}', "missing or bad id"),
+        ('{"id": "../etc", "question": "Q"}', "missing or bad id"),
+        ('["a", "Q"]', "not a JSON object"),
+    ],
+)
+def test_each_bad_line_is_named_with_its_number(tmp_path: Path, line: str, reason: str) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "ok", "question": "Fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 2: " + re.escape(reason)):
+        read_questions(questions)
+
+
+def test_an_empty_or_missing_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(UserError, match="holds no questions"):
+        read_questions(tmp_path / "empty.jsonl")
+    with pytest.raises(UserError, match="no questions file"):
+        read_questions(tmp_path / "absent.jsonl")
+
+
+def test_a_changed_question_under_a_known_id_is_refused(tmp_path: Path) -> None:
+    BatchState(tmp_path, [BatchLine(1, "a", "Old question?")]).update("a", run_id="r1")
+    with pytest.raises(UserError, match="line 3: id 'a' was asked 'Old question\\?'"):
+        BatchState(tmp_path, [BatchLine(3, "a", "New question?")])
+
+
+def test_state_keeps_every_line_and_a_dead_calls_running_line_reads_as_interrupted(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_text(
+        json.dumps(vars(LineState("a", "Q?", run_id="r1", status="running", attempts=1))) + "\n"
+        + json.dumps(vars(LineState("gone", "Removed from the file?", run_id="r2", status="finished"))) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    state = BatchState(tmp_path, [BatchLine(1, "a", "Q?"), BatchLine(2, "b", "New?")])
+    assert state.lines["a"].status == "interrupted" and state.lines["a"].run_id == "r1"
+    assert state.lines["b"].status == "pending"
+    state.update("b", status="running")
+    kept = [json.loads(line)["id"] for line in (tmp_path / STATE_FILE).read_text().splitlines()]
+    assert kept == ["a", "b", "gone"]  # a line no longer in the questions file is never dropped
