@@ -15,9 +15,11 @@ For each N, N reports go through `run_batch` (what `deepdraft batch` runs) with 
                   spent at the server (waiting and served), divided by its requests
 
 `--ray` then compares the same batch of `--ray-runs` reports driven locally and as Ray tasks
-(a local Ray with two CPUs; the ratio of wall times, with Ray's worker start-up in the first
-batch and warm workers in the second), and kills a worker mid-run to time the recovery: from the
-kill to the moment the server sees the killed run's request asked again.
+(a local Ray with two CPUs; the ratio of wall times, on a fresh Ray and on one that ran a batch
+just before). Ray starts a worker process for each run in flight (and stops idle ones beyond its
+CPU count), so the bench also reports when the last run sent its first request, and the ratio of
+what follows. Last, it kills a worker mid-run to time the recovery: from the kill to the moment the
+server sees the killed run's request asked again.
 
 `--speedup S` divides the server's service times by S (a quick look; deepdraft's overhead then
 weighs S times more in the utilisation).
@@ -121,6 +123,10 @@ def one_batch(
             lines(count), settings, folder, concurrency=concurrency, default_kb=str(corpus), ray=ray
         )
         wall = time.monotonic() - started
+    firsts = [
+        min(served.arrived for served in server_model.served if served.report == number) - started
+        for number in range(1, count + 1)
+    ]
     failed = [line.id for line in outcome.lines if line.status != "finished"]
     if failed:
         raise SystemExit(f"reports failed: {failed}")
@@ -137,6 +143,7 @@ def one_batch(
         "utilisation": round(server_model.busy / (SLOTS * wall), 4),
         "reports_per_hour": round(count / wall * 3600, 1),
         "overhead_per_action_ms": round(1000 * statistics.median(overheads), 1),
+        "first_request_s": round(max(firsts), 2),
     }
 
 
@@ -152,6 +159,9 @@ def ray_figures(corpus: Path, root: Path, runs: int, speedup: float) -> dict[str
         recovery = _recovery(corpus, root / "ray-kill", speedup)
     finally:
         ray.shutdown()
+    # Ray starts a worker process per task slot; once every run has sent its first request,
+    # what is left is the steady state.
+    steady_local = local["wall_s"] - local["first_request_s"]
     return {
         "runs": runs,
         "local_wall_s": local["wall_s"],
@@ -159,6 +169,10 @@ def ray_figures(corpus: Path, root: Path, runs: int, speedup: float) -> dict[str
         "ray_warm_wall_s": warm["wall_s"],
         "ratio_cold": round(cold["wall_s"] / local["wall_s"], 3),
         "ratio_warm": round(warm["wall_s"] / local["wall_s"], 3),
+        "local_first_request_s": local["first_request_s"],
+        "ray_cold_first_request_s": cold["first_request_s"],
+        "ray_warm_first_request_s": warm["first_request_s"],
+        "ratio_after_start": round((warm["wall_s"] - warm["first_request_s"]) / steady_local, 3),
         "recovery_s": recovery,
     }
 
@@ -231,7 +245,10 @@ def main() -> None:
         figures = summary["ray"]
         print(f"Ray, {figures['runs']} reports: local {figures['local_wall_s']} s, "
               f"Ray cold {figures['ray_cold_wall_s']} s (×{figures['ratio_cold']}), "
-              f"warm {figures['ray_warm_wall_s']} s (×{figures['ratio_warm']}); "
+              f"warm {figures['ray_warm_wall_s']} s (×{figures['ratio_warm']}); every run started "
+              f"after {figures['local_first_request_s']} s locally, {figures['ray_cold_first_request_s']} s "
+              f"and {figures['ray_warm_first_request_s']} s on Ray; "
+              f"from there ×{figures['ratio_after_start']}; "
               f"recovery after a killed worker {figures['recovery_s']} s")  # fmt: skip
 
 

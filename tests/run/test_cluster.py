@@ -44,7 +44,7 @@ def local_ray() -> Iterator[None]:
 
 
 def running_tasks() -> list[int]:
-    """Worker processes executing a batch line right now (Ray titles them after the task)."""
+    """Our Ray's worker processes executing a batch line right now (Ray titles them after the task)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -52,9 +52,22 @@ def running_tasks() -> list[int]:
                 title = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if title.startswith(b"ray::_drive_line"):
+            if title.startswith(b"ray::_drive_line") and descends_from_us(int(entry.name)):
                 pids.append(int(entry.name))
     return pids
+
+
+def descends_from_us(pid: int) -> bool:
+    """The local Ray that this process started runs its workers under it (not another session's)."""
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's pid follows the state letter
+    return False
 
 
 def settings_for(base_url: str) -> Any:
