@@ -56,7 +56,10 @@ def batch(
         ),
     ] = None,
     attempts: Annotated[
-        int, typer.Option("--attempts", help="Tries per line and call: a failed run is resumed until then.")
+        int,
+        typer.Option(
+            "--attempts", help="Tries per line in one call (a failed run is resumed, not restarted)."
+        ),
     ] = DEFAULT_ATTEMPTS,
     ray: RayOption = None,
     kb: KbOption = None,
