@@ -71,3 +71,25 @@ def test_state_keeps_every_line_and_a_dead_calls_running_line_reads_as_interrupt
     state.update("b", status="running")
     kept = [json.loads(line)["id"] for line in (tmp_path / STATE_FILE).read_text().splitlines()]
     assert kept == ["a", "b", "gone"]  # a line no longer in the questions file is never dropped
+
+
+def test_the_embedded_model_is_loaded_once_for_the_whole_batch(
+    tmp_path: Path, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepdraft.llm.scripted import FunctionLLM
+    from deepdraft.run.batch import run_batch
+    from tests.support.scenario import ScenarioModel
+
+    loaded: list[Settings] = []
+
+    def load(settings: Settings) -> FunctionLLM:  # stands in for the embedded model (no base URL)
+        loaded.append(settings)
+        return FunctionLLM(ScenarioModel(expansions=0))
+
+    monkeypatch.setattr("deepdraft.run.wiring.build_llm", load)
+    monkeypatch.setattr("deepdraft.run.runner.build_llm", load)
+    settings = Settings.model_validate({"output": {"verify": False, "synthesis": False}})
+    lines = [BatchLine(1, "a", "How did presidents argue about tariffs?"), BatchLine(2, "b", "And duties?")]
+    outcome = run_batch(lines, settings, tmp_path / "out", default_kb=str(corpus_dir))
+    assert [line.status for line in outcome.lines] == ["finished", "finished"]
+    assert len(loaded) == 1 and loaded[0].research.depth == "quick"

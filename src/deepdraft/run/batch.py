@@ -38,7 +38,7 @@ from deepdraft.export import FORMATS, default_name
 from deepdraft.fsutil import atomic_write_bytes, atomic_write_text
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
-from deepdraft.run import runner
+from deepdraft.run import runner, wiring
 from deepdraft.run.drivers import RunDriver, open_driver
 from deepdraft.run.manager import settings_for_run
 from deepdraft.run.pool import RunOrder, RunPool
@@ -350,6 +350,11 @@ def run_batch(
     except OSError as exc:
         raise UserError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
     cancel = cancel or threading.Event()
+    if llm is None and ray is None and not settings.llm.base_url:
+        # The embedded model: loaded once for the batch, not once per line, and with the quick
+        # preset that a single run gets on it (an explicit --depth or a line's depth still wins).
+        settings = settings.with_default_depth("quick")
+        llm = wiring.build_llm(settings)
     with _only_driver(folder):
         state = BatchState(folder, lines)
         spent = sum(tokens_spent(line.run_id) for line in state.lines.values() if line.run_id)
