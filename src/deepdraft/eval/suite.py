@@ -201,14 +201,15 @@ def run_suite(
     ledger = _RunLedger(output_dir / "runs.jsonl")
     pool = RunPool.for_settings(settings, concurrency, name="eval-run")
     pairs = [(q, policy) for q in questions for policy in policies]
-    with pool, open_driver(pool, settings, ray=ray, llm=llm, retriever=retriever) as runs:
+    cancel = threading.Event()  # Ctrl-C stops the runs before their next action, resumable
+    with pool, open_driver(pool, settings, ray=ray, llm=llm, retriever=retriever, cancel=cancel) as runs:
 
         def research(pair: tuple[SuiteQuestion, str]) -> RunOutcome:
             question, policy = pair
             on_run(f"{policy}: {question.id}")
             return _research(question, policy, _policy_settings(settings, policy), ledger, kb=kb, runs=runs)
 
-        outcomes = pool.run_all(research, pairs)
+        outcomes = pool.run_all(research, pairs, cancel=cancel)
     result = SuiteResult(list(policies), outcomes)
     result.failures += [f"{o.policy} {o.question.id}: run failed: {o.error}" for o in outcomes if o.error]
     done = [o for o in outcomes if o.report is not None]

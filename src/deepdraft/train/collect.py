@@ -154,9 +154,13 @@ def collect(
             return CollectOutcome(query.id, run_id, "failed", error=str(exc))
         return CollectOutcome(query.id, run_id, "finished")
 
+    # Ctrl-C stops every run before its next action (resumable) instead of waiting for them to end.
+    cancel = threading.Event()
     with (
         pool,
-        open_driver(pool, settings, ray=ray, llm=teacher, retriever=retriever, spent=spent) as runs,
+        open_driver(
+            pool, settings, ray=ray, llm=teacher, retriever=retriever, spent=spent, cancel=cancel
+        ) as runs,
     ):
 
         def tracked(query: Query) -> CollectOutcome:
@@ -164,7 +168,7 @@ def collect(
             on_done(outcome)
             return outcome
 
-        return pool.run_all(tracked, queries)
+        return pool.run_all(tracked, queries, cancel=cancel)
 
 
 # ---- reading the trajectories back ----------------------------------------------------------------
