@@ -99,3 +99,15 @@ def test_a_token_cap_holds_for_a_whole_collection_not_for_each_run(tmp_path: Pat
     collect(queries, capped, tmp_path / "all", llm=teacher, kb=kb, workers=1)
     # Three runs with a cap of one and a half: the calls stop within the second run.
     assert len(single.requests) < len(teacher.requests) < 2 * len(single.requests)
+
+
+def test_the_cluster_budget_books_rate_slots_without_sleeping_and_refuses_once_spent() -> None:
+    from deepdraft.run.cluster import BudgetService  # the class the budget actor runs (no Ray needed)
+
+    service = BudgetService(max_tokens_total=100, requests_per_minute=2, spent=40)
+    waits = [service.admit() for _ in range(3)]
+    assert [refusal for refusal, _ in waits] == ["", "", ""]
+    assert waits[0][1] == waits[1][1] == 0 and 59 < waits[2][1] <= 60  # the third waits on its own side
+    service.spend(60)
+    refusal, wait = service.admit()
+    assert service.exhausted() and "100" in refusal and wait == 0
