@@ -103,7 +103,7 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
     assert plan_request.reply_shape is not None and "{2,3}" in plan_request.reply_shape.grammar
     five = {
         "name": "init-plan",
-        "title": "T",
+        "title": "Tariff debates",
         "sections": [{"title": f"S{i}", "plan": "p"} for i in range(5)],
     }
     outcome = read_plan(

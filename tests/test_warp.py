@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
+from deepdraft.core.evidence import Passage
 from deepdraft.core.state import RunState
 from deepdraft.errors import RunFailed
 from deepdraft.events import (
     ActionFinished,
     ActionStarted,
     Event,
-    EvidenceAdded,
     NodeSkipped,
     NodeWritten,
     OutlineChanged,
@@ -222,24 +222,48 @@ def test_no_expansion_budget_means_no_extend_prompt() -> None:
     assert state.stop_reason == "expansion budget of 0 reached"
 
 
-def test_keywords_that_find_nothing_are_refused_then_the_node_title_is_searched() -> None:
-    nothing = reply({"name": "search", "keywords": ["zzzz qqqq"]})
+class _Recording:
+    """A retriever that records the queries it is asked and finds nothing for some of them."""
 
-    def respond(request: ChatRequest) -> str:
-        if classify(request.messages[-1].content) == ("search", "section-1"):
-            return nothing
-        return ScenarioModel(expansions=0)(request)
+    def __init__(self, blind_to: tuple[str, ...] = ()) -> None:
+        self.inner, self.blind_to = WordOverlapRetriever(SOTU_LIKE), blind_to
+        self.queries: list[str] = []
 
-    llm = FunctionLLM(respond)
-    state, events = run(llm)
+    def search(self, query: str, k: int) -> list[Passage]:
+        self.queries.append(query)
+        return [] if any(word in query for word in self.blind_to) else self.inner.search(query, k)
+
+    def fingerprint(self) -> str:
+        return "recording"
+
+
+def _vague_searches_for_section_1(request: ChatRequest) -> str:
+    if classify(request.messages[-1].content) == ("search", "section-1"):
+        return reply({"name": "search", "keywords": ["zzzz qqqq"]})
+    return ScenarioModel(expansions=0)(request)
+
+
+def test_vague_keywords_are_searched_with_the_subject_and_the_node_title() -> None:
+    llm, retriever = FunctionLLM(_vague_searches_for_section_1), _Recording()
+    events: list[Event] = []
+    state = WarpPolicy(llm, retriever, ResearchSettings(), events.append).run(RunState(question=QUESTION))
+    assert "zzzz qqqq tariffs" in retriever.queries  # the keyword, with the subject it lacked
+    assert "Part early tariffs" in retriever.queries  # the node's own title
+    assert not any("matched nothing" in r.messages[-1].content for r in llm.requests)
+    assert state.outline is not None and state.outline.sections[0].written
+
+
+def test_keywords_that_find_nothing_are_refused_then_the_node_is_given_up() -> None:
+    llm, retriever = FunctionLLM(_vague_searches_for_section_1), _Recording(blind_to=("zzzz", "early"))
+    events: list[Event] = []
+    state = WarpPolicy(llm, retriever, ResearchSettings(), events.append).run(RunState(question=QUESTION))
     searches = [
         p for p in (r.messages[-1].content for r in llm.requests) if classify(p) == ("search", "section-1")
     ]
     assert len(searches) == 4  # the first try and three re-asks
     assert "matched nothing in the documents" in searches[1]
-    fallback = [e for e in events if isinstance(e, EvidenceAdded) and e.target == "section-1"][-1]
-    assert fallback.keywords[0] == "Part early" and fallback.keys
-    assert state.outline is not None and state.outline.sections[0].written
+    assert [e.position for e in events if isinstance(e, NodeSkipped)] == ["section-1"]
+    assert state.outline is not None and not state.outline.sections[0].written
 
 
 def test_chinese_question_requires_chinese_text() -> None:
