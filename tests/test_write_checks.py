@@ -78,3 +78,10 @@ def test_debris_is_cut_without_asking_again() -> None:
     raw = "<action>The panic drained gold from the Treasury over the winter \\cite{textid2}.\n3.4.5.</action>"
     written = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0)
     assert isinstance(written, Write) and "3.4" not in written.text
+
+
+def test_a_last_sentence_cut_off_by_the_token_limit_is_removed() -> None:
+    assert without_debris("Gold rose \\cite{textid1}. Silver fell and the") == "Gold rose \\cite{textid1}."
+    assert without_debris("It was 3.5 percent of the whole") == "It was 3.5 percent of the whole"  # no stop
+    assert without_debris("Gold rose.\n1. one\n2. two") == "Gold rose.\n1. one\n2. two"  # a list item
+    assert without_debris("历史上关税很高。后来降低了") == "历史上关税很高。"

@@ -101,6 +101,15 @@ def readable_facts(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("Constraints", f"{constraints.get('satisfied', 0)} of {constraints['total']} satisfied")
         )
     report = manifest.get("report") or {}
+    attached = report.get("citations_attached") or {}
+    if attached.get("sections"):
+        facts.append(
+            (
+                "Citations placed by deepdraft",
+                f"{attached.get('sentences', 0)} sentences in {attached['sections']} sections, where the "
+                "model cited nothing: each was cited from the passage it shares most words with",
+            )
+        )
     if report.get("stop_reason"):
         facts.append(("Stopped", str(report["stop_reason"])))
     facts.append(("Full manifest", "manifest.json in the run folder, and the JSON export"))

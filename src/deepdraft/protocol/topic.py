@@ -56,12 +56,12 @@ _ESSAY_PARTS = _set(
     overviews methodology methodologies methods method discussion analysis results result
     conclusion conclusions summary summaries references appendix scope context findings finding
     implications directions outlook remarks thoughts notes preface foreword abstract synopsis
-    recap recapitulation recommendations"""
+    recap recapitulation recommendations prospects perspectives developments state"""
 )
 _MODIFIERS = _set(
     """historical history general key main brief final concluding introductory executive future
-    further overall short detailed major primary important and the of a an to in for on our its
-    this report study"""
+    further overall short detailed major primary important current present recent and the of a
+    an to in for on our its this report study"""
 )
 # Chinese: question frames and essay parts, matched as whole phrases.
 _FRAME_ZH = (

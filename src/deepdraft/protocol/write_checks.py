@@ -45,12 +45,33 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def without_debris(text: str) -> str:
-    """`text` with numbering that has no text of its own removed."""
+    """`text` with numbering that has no text of its own removed, and without a last sentence cut
+    off by the token limit (a reply that stops mid-sentence)."""
     text = _LONE_NUMBER_LINE.sub("", text)
     text = _NUMBER_RUN_AT_END.sub("", text)
     text = _NUMBER_AFTER_STOP.sub("", text)
     text = _OUTLINE_NUMBER.sub(r"\1", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    return _without_unfinished_tail(re.sub(r"\n{3,}", "\n\n", text).strip())
+
+
+# The end of a finished sentence: its stop, then any citations and closing quotes or brackets.
+_FINISHED = re.compile(
+    r"[.!?][\"'”’)\]]*(?:\s*\\cite\{[^}]*\}[.!?]?)*(?=\s|$)"  # Latin stops: a space follows
+    r"|[。！？][”’）」]*(?:\\cite\{[^}]*\}[。！？]?)*"  # CJK stops: nothing need follow
+)
+
+
+def _without_unfinished_tail(text: str) -> str:
+    """Cut words after the last finished sentence when they run on to the end of the text without
+    a stop of their own, on the same line (a list item, table row or heading is left alone)."""
+    last_line = text.rsplit("\n", 1)[-1]
+    ends = list(_FINISHED.finditer(text))
+    if not ends or re.match(r"\s*(?:[-*+|#>]|\d+[.)])", last_line):
+        return text
+    tail = text[ends[-1].end() :]
+    if not tail.strip() or "\n" in tail.strip():
+        return text
+    return text[: ends[-1].end()].rstrip()
 
 
 @dataclass(frozen=True)
