@@ -120,12 +120,15 @@ def extend_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
 
 
 def node_length(state: RunState, research: ResearchSettings) -> str:
-    """Guidance toward the requested report length for one node's text ("" when none was asked)."""
+    """Guidance toward the requested report length for one node's text: from `length_words` when
+    a length was asked, else `node_words` (a preset's default), else none ("")."""
     target = research.length_words
-    if not target or state.outline is None:
-        return ""
-    per_node = max(60, target // max(3, state.outline.count()))
-    return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
+    if target and state.outline is not None:
+        per_node = max(60, target // max(3, state.outline.count()))
+        return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
+    if research.node_words:
+        return f"Aim for about {research.node_words} words in this part, in two or three paragraphs."
+    return ""
 
 
 def whole_length(state: RunState, research: ResearchSettings) -> str:
