@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from deepdraft.core.evidence import Passage
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.core.state import RunState
 from deepdraft.errors import RunFailed
 from deepdraft.events import (
@@ -154,7 +155,7 @@ def test_refused_reply_is_asked_again_with_the_reason() -> None:
     assert llm.remaining == 0
 
 
-def test_a_node_that_keeps_failing_gets_one_fresh_search_then_a_visible_note() -> None:
+def test_a_node_that_keeps_failing_gets_one_fresh_search_then_is_quoted_from_its_evidence() -> None:
     llm = ScriptedLLM([SEARCH, THREE_SECTIONS])
     llm.enqueue(SEARCH, *[NO_CITATION] * 4)  # first try + 3 re-asks
     llm.enqueue(SEARCH, *[NO_CITATION] * 4)  # one fresh search, then 4 more tries
@@ -166,11 +167,12 @@ def test_a_node_that_keeps_failing_gets_one_fresh_search_then_a_visible_note() -
     ] + [("write", "section-1")] * 4 + [("search", "section-2")]
     assert state.outline is not None
     node = state.outline.sections[0]
-    assert node.content is None and node.note and "refused" in node.note
-    assert [e.position for e in events if isinstance(e, NodeSkipped)] == ["section-1"]
+    assert node.content and node.content.startswith("The tariffs on imports protect our manufactures")
+    assert node.note and node.note.startswith(WRITTEN_FROM_EVIDENCE) and "refused" in node.note
+    assert not [e for e in events if isinstance(e, NodeSkipped)]
     assert state.stop_reason == "the model judged the report complete"
     markdown = render_markdown(state.outline, state.registry).markdown
-    assert "## 1 Origins\n\n*Not written — every draft was refused" in markdown
+    assert "## 1 Origins\n\nThe tariffs on imports protect our manufactures" in markdown
     assert llm.remaining == 0
 
 
@@ -364,3 +366,23 @@ def test_request_objects_carry_no_sampling_overrides() -> None:
     run(llm)
     request: ChatRequest = llm.requests[0]
     assert request.temperature is None and request.top_p is None and request.max_tokens is None
+
+
+def test_the_manifest_names_the_parts_quoted_from_their_evidence() -> None:
+    from deepdraft.run.manifest import build_manifest
+
+    unrelated = "<thought>t</thought><action>Zebras graze quietly on the open savanna at dawn, far from town.</action>"
+
+    def respond(request: ChatRequest) -> str:
+        if classify(request.messages[-1].content) == ("write", "section-2"):
+            return unrelated
+        return ScenarioModel(expansions=0)(request)
+
+    state, events = run(FunctionLLM(respond), ResearchSettings(max_retries=1))
+    assert state.outline is not None
+    node = state.outline.sections[1]
+    assert node.content and "\\cite{textid" in node.content and "Zebras" not in node.content
+    assert (node.note or "").startswith(WRITTEN_FROM_EVIDENCE)
+    assert not any(isinstance(e, NodeSkipped) for e in events)
+    manifest = build_manifest(run_id="r", question=QUESTION, settings={}, model="m", state=state)
+    assert manifest["report"]["written_from_evidence"] == ["section-2"]

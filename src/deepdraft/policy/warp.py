@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from deepdraft.core.citations import cited_keys
 from deepdraft.core.evidence import Passage, fingerprint, select_passages
-from deepdraft.core.outline import Outline
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE, Outline
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
 from deepdraft.errors import LLMBudgetExhausted, RunFailed
@@ -56,6 +56,7 @@ from deepdraft.ports import LLM, Retriever
 from deepdraft.protocol import action_prompts as ask
 from deepdraft.protocol import action_replies as reply
 from deepdraft.protocol.actions import Action, ExtendPlan, InitPlan, Nop, Refused, Search, Write
+from deepdraft.protocol.attach import extract_from_evidence
 from deepdraft.protocol.exchange import Attempt
 from deepdraft.protocol.fitting import ContextWindow, Fit
 from deepdraft.protocol.grammar import ShapeName, reply_shape
@@ -225,7 +226,7 @@ class WarpPolicy:
                 self.emit(NodeWritten(located.position, located.node.title, located.node.content))
                 self._advance(state)
             elif attempt.refusal and state.researched_again:
-                self._give_up(state, f"every draft was refused ({attempt.refusal.reason})")
+                self._write_from_evidence(state, f"every draft was refused ({attempt.refusal.reason})")
             else:
                 self._research_again(state)
 
@@ -331,6 +332,21 @@ class WarpPolicy:
         assert located is not None
         located.node.note = why
         self.emit(NodeSkipped(located.position, located.node.title, why))
+        self._advance(state)
+
+    def _write_from_evidence(self, state: RunState, why: str) -> None:
+        """The node's text quoted from its evidence (`attach.extract_from_evidence`), with a note
+        saying so, rather than a part left empty; given up when even that finds nothing."""
+        assert state.outline is not None
+        located = state.outline.find(state.target)
+        assert located is not None
+        node = located.node
+        evidence = {key: state.registry[key].text for key in state.evidence}
+        text = extract_from_evidence(f"{node.title} {node.plan} {state.question}", evidence)
+        if text is None:
+            return self._give_up(state, why)
+        node.content, node.note = text, f"{WRITTEN_FROM_EVIDENCE}: {why}"
+        self.emit(NodeWritten(located.position, node.title, text))
         self._advance(state)
 
     def _retrieve(self, state: RunState, keywords: list[str]) -> bool:

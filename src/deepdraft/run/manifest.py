@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from deepdraft._version import __version__
 from deepdraft.core.citations import CITE
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.core.sentences import sentences
 from deepdraft.egress import public_endpoint
 from deepdraft.events import StepRecord
@@ -124,6 +125,7 @@ def build_manifest(
             "stop_reason": str(getattr(state, "stop_reason", "")),
             "references_style": references_style,
             **_citations_attached(steps),
+            **_written_from_evidence(outline),
         },
         "settings": public,
     }
@@ -141,6 +143,19 @@ def _citations_attached(steps: Sequence[StepRecord]) -> dict[str, Any]:
         return {}
     cited = sum(1 for text in texts.values() for sentence in sentences(text) if CITE.search(sentence))
     return {"citations_attached": {"sections": len(texts), "sentences": cited}}
+
+
+def _written_from_evidence(outline: Any) -> dict[str, Any]:
+    """The nodes deepdraft quoted from their evidence because every draft was refused:
+    {"written_from_evidence": [positions]}, or {} when none."""
+    if outline is None:
+        return {}
+    quoted = [
+        located.position
+        for located in outline.walk()
+        if located.node.content is not None and (located.node.note or "").startswith(WRITTEN_FROM_EVIDENCE)
+    ]
+    return {"written_from_evidence": quoted} if quoted else {}
 
 
 def scrub_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
