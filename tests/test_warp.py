@@ -386,3 +386,15 @@ def test_the_manifest_names_the_parts_quoted_from_their_evidence() -> None:
     assert not any(isinstance(e, NodeSkipped) for e in events)
     manifest = build_manifest(run_id="r", question=QUESTION, settings={}, model="m", state=state)
     assert manifest["report"]["written_from_evidence"] == ["section-2"]
+
+
+def test_the_node_title_is_searched_first_so_it_always_contributes_evidence() -> None:
+    from deepdraft.policy.warp import search_queries
+
+    state, _ = run(FunctionLLM(ScenarioModel(expansions=0)))
+    state.target = "section-1"
+    assert search_queries(state, ["duties", "protection of industry"]) == [
+        "Part early tariffs",
+        "duties tariffs",
+        "protection of industry tariffs",
+    ]

@@ -393,20 +393,22 @@ ANCHOR_TERMS = 3
 
 
 def search_queries(state: RunState, keywords: list[str]) -> list[str]:
-    """The retriever queries for `keywords`: each with the request's subject words it lacks, and
-    the target's own words (the node's title, or before an outline the request itself)."""
+    """The retriever queries for `keywords`: the target's own words (the node's title, or before an
+    outline the request itself), then each keyword with the request's subject words it lacks."""
     subject = subject_terms(state.question)
 
     def anchored(text: str) -> str:
         missing = [term for term in subject if not names_subject(text, [term])][:ANCHOR_TERMS]
         return " ".join([text, *missing])
 
-    queries = [anchored(keyword) for keyword in keywords]
+    # The target's own words first: when the evidence budget leaves one passage per query, the
+    # query a model cannot get wrong must be among those that contribute.
+    own: list[str] = []
     if state.outline is None or state.target == "outline":
-        queries.append(state.question)
+        own = [state.question]
     elif (located := state.outline.find(state.target)) is not None:
-        queries.append(anchored(located.node.title))
-    return list(dict.fromkeys(queries))
+        own = [anchored(located.node.title)]
+    return list(dict.fromkeys([*own, *(anchored(keyword) for keyword in keywords)]))
 
 
 def on_subject_first(hits: list[Passage], subject: list[str]) -> list[Passage]:
