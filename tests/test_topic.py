@@ -64,6 +64,8 @@ def test_a_chinese_title_names_the_subject_by_a_shared_character_pair() -> None:
         ("3. Concluding Remarks", True),
         ("Current State", True),
         ("Future Prospects", True),
+        ("Search Results", True),
+        ("Background Evidence", True),
         ("研究背景", True),
         ("Background of the Silver Purchase Act", False),
         ("The Gold Standard Debate", False),

@@ -34,7 +34,8 @@ _STOPWORDS = _set(
     much can could would should will shall may might must do does did has have had also into
     over under about between through during before after above below up down out off again
     further once here there both few own same too very just only new one two three first second
-    there"""
+    already another upon within without however therefore thus since because whether every well
+    made make makes even still yet like others having become became given"""
 )
 # Words that frame a question or name, in general, whose views it asks about: never its subject.
 _FRAME = _set(
@@ -61,7 +62,8 @@ _ESSAY_PARTS = _set(
 _MODIFIERS = _set(
     """historical history general key main brief final concluding introductory executive future
     further overall short detailed major primary important current present recent and the of a
-    an to in for on our its this report study"""
+    an to in for on our its this report study evidence search documents document sources source
+    terms passages"""
 )
 # Chinese: question frames and essay parts, matched as whole phrases.
 _FRAME_ZH = (
@@ -158,10 +160,14 @@ def salient_terms(texts: Iterable[str], most: int = 12) -> list[str]:
     """The content words found in the most of `texts` (at least two), most widespread first: what
     a set of search results is about, for an outline to be made of facets of the evidence."""
     counts: dict[str, int] = {}
-    for text in texts:
+    seen = list(texts)
+    for text in seen:
         words = {w for w in _latin_words(text) if len(w) > 3 and w not in _STOPWORDS and w not in _FRAME}
         words |= _han_pairs(text, _FRAME_ZH)
         for word in words:
             counts[word] = counts.get(word, 0) + 1
-    ranked = sorted((word for word, count in counts.items() if count >= 2), key=lambda w: (-counts[w], w))
+    # A word in a third of the passages at least (two at the fewest): what they have in common,
+    # not what one of them happens to repeat.
+    floor = max(2, -(-len(seen) // 3))
+    ranked = sorted((word for word, count in counts.items() if count >= floor), key=lambda w: (-counts[w], w))
     return ranked[:most]
