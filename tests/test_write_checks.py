@@ -85,3 +85,17 @@ def test_a_last_sentence_cut_off_by_the_token_limit_is_removed() -> None:
     assert without_debris("It was 3.5 percent of the whole") == "It was 3.5 percent of the whole"  # no stop
     assert without_debris("Gold rose.\n1. one\n2. two") == "Gold rose.\n1. one\n2. two"  # a list item
     assert without_debris("历史上关税很高。后来降低了") == "历史上关税很高。"
+
+
+def test_no_re_ask_when_the_step_budget_would_leave_later_parts_unwritten() -> None:
+    from deepdraft.core.outline import Outline
+
+    state = _state()
+    state.outline = Outline(title="Gold and silver")
+    state.outline.add_tree(None, [(f"Part {i}", "p", []) for i in range(4)])
+    research = ResearchSettings(max_retries=1, max_steps=22)
+    state.step = 5  # three parts still to search and write after this one: room for a re-ask
+    assert isinstance(read_write(BAD, state, research, refused=0), Refused)
+    state.step = 15  # 7 steps left: a re-ask would eat into them
+    written = read_write(BAD, state, research, refused=0)
+    assert isinstance(written, Write) and written.text.startswith("The panic drained gold")

@@ -118,6 +118,14 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     return _checked(action, state, research, last_try=refused >= research.max_retries)
 
 
+def _room_to_ask_again(state: RunState, research: ResearchSettings) -> bool:
+    """Whether the step budget still covers a re-ask and a search and a write for every other node
+    without text, and a deepening decision: a re-ask must not leave later parts unwritten."""
+    pending = [] if state.outline is None else [n for n in state.outline.walk() if not n.node.settled]
+    others = len(pending) - 1
+    return research.max_steps - state.step - 1 > 2 * max(0, others) + 1
+
+
 REASK_SHARE = 0.3
 """Ask again when at least this share of the cited sentences is at fault (and a re-ask is left)."""
 
@@ -130,7 +138,7 @@ def _checked(
     if not faults:
         return action
     cited = sum(1 for _ in cited_sentences(action.text))
-    if not last_try and len(faults) >= max(2, REASK_SHARE * cited):
+    if not last_try and len(faults) >= max(2, REASK_SHARE * cited) and _room_to_ask_again(state, research):
         return Refused(faults_reason(faults), UNGROUNDED)
     trimmed = Write(without_sentences(action.text, faults), action.citations_attached)
     if validate_write(trimmed, state.question, state.evidence, research.language) is None:
