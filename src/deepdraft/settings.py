@@ -36,6 +36,7 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "hits_per_keyword": 8,
             "passage_tokens": 110,
             "attach_citations_after": 0,
+            "node_words": 180,
             "search_budget_tokens": 300,
             "draft_budget_tokens": 500,
             "report_budget_tokens": 900,
@@ -131,6 +132,9 @@ class ResearchSettings(_Section):
     """The report's language (e.g. "English", "zh"); None: the language of the question."""
     length_words: int | None = Field(None, ge=100, le=200_000)
     """A target length for the whole report, in words; None: as long as the research needs."""
+    node_words: int | None = Field(None, ge=30, le=5_000)
+    """Words to aim for in each part when no `length_words` is asked; None: no guidance. The quick
+    preset sets it: a small model left to itself writes two or three sentences a part."""
     attach_citations_after: int | None = Field(1, ge=0, le=10)
     """After this many re-asks of a write with no citations at all, cite it from the evidence by
     word overlap (sentences with no support are dropped); None: never (the write is re-asked)."""

@@ -327,3 +327,18 @@ def test_the_summary_gets_as_many_drafts_as_an_action_then_is_left_out() -> None
     assert kinds(llm) == ["summary", "summary", "conclusion"]
     assert state.summary == "" and state.conclusion == CONCLUSION
     assert any("2 drafts were refused" in note for note in state.synthesis_notes)
+
+
+def test_a_summary_loses_its_numbering_debris_and_its_cut_off_last_sentence() -> None:
+    from deepdraft.policy.finishing.synthesis import read_part
+
+    body = (
+        "Early presidents defended tariffs as revenue for the federal debt \\cite{textid1}. "
+        "Later ones argued over protection for manufactures and the burden it put on farmers, "
+        "and reformers asked for lower duties when the treasury ran a surplus \\cite{textid1}. "
+        "In the depression the walls of trade were blamed for deepening the slump \\cite{textid1}."
+    )
+    raw = f"<action>{body}\n3.4.5.\nLater presidents argued that the walls of</action>"
+    text = read_part(raw, "summary", ["textid1"], "How did presidents argue about tariffs?", None)
+    assert isinstance(text, str)
+    assert text.endswith("slump \\cite{textid1}.") and "3.4" not in text

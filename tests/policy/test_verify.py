@@ -150,6 +150,15 @@ def test_lexical_pre_checks() -> None:
     assert lexical_support("关税保护了制造业", ["关税保护了本国的制造业并增加收入"]).verdict == "supported"
 
 
+def test_a_name_none_of_the_passages_holds_fails_the_lexical_pre_check() -> None:
+    passage = [PASSAGES[0][1]]
+    named = lexical_support(
+        "Tariffs on imports protected manufactures, said Jackson, and raised revenue to pay the public debt.",
+        passage,
+    )
+    assert named.verdict == "unsupported" and "jackson" in named.reason
+
+
 @pytest.mark.parametrize(
     "reply",
     [

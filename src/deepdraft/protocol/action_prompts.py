@@ -13,6 +13,7 @@ from deepdraft.core.state import RunState
 from deepdraft.protocol import prompts
 from deepdraft.protocol.actions import SECTIONS_RANGE, SUBSECTIONS_RANGE
 from deepdraft.protocol.fitting import Fit
+from deepdraft.protocol.topic import salient_terms
 from deepdraft.settings import ResearchSettings
 
 NOTHING_FOUND = "these keywords matched nothing in the documents; try other, broader ones"
@@ -59,10 +60,32 @@ def plan_prompt(
         template,
         question=state.question,
         evidence=_evidence(state, fit),
+        found=search_findings(state),
         feedback=state.feedback,
         language=research.language or "",
         **_bounds(research),
     )
+
+
+MOST_DOCUMENTS_SHOWN = 10
+
+
+def search_findings(state: RunState) -> str:
+    """What the background search found, in brief: the documents it came from and the words its
+    passages share — so the outline's sections can be facets of the evidence, not essay parts."""
+    items = [state.registry[key] for key in state.evidence]
+    if not items:
+        return ""
+    titles = list(dict.fromkeys(item.source.title for item in items if item.source.title))
+    lines = []
+    if titles:
+        shown = "; ".join(titles[:MOST_DOCUMENTS_SHOWN])
+        more = f" and {len(titles) - MOST_DOCUMENTS_SHOWN} more" if len(titles) > MOST_DOCUMENTS_SHOWN else ""
+        lines.append(f"Documents: {shown}{more}.")
+    terms = salient_terms(item.text for item in items)
+    if terms:
+        lines.append(f"Terms the passages share: {', '.join(terms)}.")
+    return "\n".join(lines)
 
 
 def write_prompt(state: RunState, research: ResearchSettings, fit: Fit, length: str) -> str:
@@ -97,12 +120,15 @@ def extend_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
 
 
 def node_length(state: RunState, research: ResearchSettings) -> str:
-    """Guidance toward the requested report length for one node's text ("" when none was asked)."""
+    """Guidance toward the requested report length for one node's text: from `length_words` when
+    a length was asked, else `node_words` (a preset's default), else none ("")."""
     target = research.length_words
-    if not target or state.outline is None:
-        return ""
-    per_node = max(60, target // max(3, state.outline.count()))
-    return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
+    if target and state.outline is not None:
+        per_node = max(60, target // max(3, state.outline.count()))
+        return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
+    if research.node_words:
+        return f"Aim for about {research.node_words} words in this part, in two or three paragraphs."
+    return ""
 
 
 def whole_length(state: RunState, research: ResearchSettings) -> str:

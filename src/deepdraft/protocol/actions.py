@@ -26,6 +26,7 @@ from deepdraft.core.language import CJK_THRESHOLD, cjk_share, wants_chinese
 from deepdraft.core.outline import MAX_DEPTH, Outline, format_position, parse_position
 from deepdraft.core.scripts import CJK
 from deepdraft.protocol.json_reply import find_json, has_json_object
+from deepdraft.protocol.topic import is_essay_part, names_subject, subject_phrase, subject_terms
 
 ActionName = Literal["search", "init-plan", "extend-plan", "nop", "write"]
 
@@ -85,6 +86,8 @@ class Refused:
 
 
 NO_CITATIONS = "no-citations"
+OFF_SUBJECT = "off-subject"  # a report title that does not name what the request is about
+ESSAY_PART = "essay-part"  # a section titled as a part of an essay ("Background"), not a topic
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,19 @@ def _validate_nodes(
         problem = language_problem(f"{node.title} {node.plan}", question, language)
         if problem:
             return Refused(f"{what} “{node.title}”: {problem}")
+    for node in nodes:
+        if is_essay_part(node.title):
+            return Refused(essay_part_reason(node.title, what, question), ESSAY_PART)
     return None
+
+
+def essay_part_reason(title: str, what: str, question: str) -> str:
+    subject = subject_phrase(question)
+    aspect = f"one aspect of {subject}" if subject else "one aspect of the request"
+    return (
+        f"“{title}” is a part of an essay, not a topic: title each of the {what} after {aspect} "
+        "that the evidence shows (the summary and the conclusion are written separately)"
+    )
 
 
 _PLACEHOLDER = re.compile(r"<[^<>]{1,60}>")  # the prompts' examples use <…> for what to fill in
@@ -270,7 +285,18 @@ def validate_init_plan(
         return Refused("replace the <…> placeholder of the example with a real report title")
     if problem := language_problem(action.title, question, language):
         return Refused(f"title: {problem}")
-    return _validate_nodes(action.sections, sections, "sections", question, language)
+    if refused := _validate_nodes(action.sections, sections, "sections", question, language):
+        return refused
+    # A report asked in another script than the question's cannot repeat its words.
+    translated = wants_chinese(question, language) != wants_chinese(question)
+    subject = [] if translated else subject_terms(question)
+    if subject and not names_subject(action.title, subject):
+        return Refused(
+            f"the title “{action.title}” does not say what the report is about: "
+            f"put the request's subject ({subject_phrase(question)}) in the title",
+            OFF_SUBJECT,
+        )
+    return None
 
 
 def validate_full_plan(

@@ -60,6 +60,7 @@ from deepdraft.protocol.exchange import Attempt, Turn
 from deepdraft.protocol.fitting import Fit, fit_prompt
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.protocol.json_reply import find_json
+from deepdraft.protocol.write_checks import without_debris
 from deepdraft.settings import ResearchSettings
 
 PHASE = "synthesis"
@@ -114,7 +115,8 @@ def read_part(
     body = split_reply(raw).body
     if body is None:
         return None, "the reply has no <action>…</action> block"
-    text = normalise_citations(body.strip().strip("`").strip())
+    # Numbering left without text and a last sentence cut off by the token limit are never content.
+    text = without_debris(normalise_citations(body.strip().strip("`").strip()))
     lines = text.splitlines()
     if lines and _HEADING_LINE.match(lines[0]) and len(lines) > 1:
         text = "\n".join(lines[1:]).strip()  # the heading is the renderer's job

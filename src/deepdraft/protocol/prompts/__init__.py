@@ -34,10 +34,11 @@ def _load(name: str) -> str:
 
 def render(name: TemplateName | FinishingTemplateName, **variables: str | int) -> str:
     """Render a template; `feedback` (why the last reply was refused) defaults to none, the output
-    language to the question's and the length guidance to none."""
+    language to the question's, the length guidance and the search findings to none."""
     variables.setdefault("feedback", "")
     variables["language"] = variables.get("language") or "the language of the user's request"
     variables.setdefault("length", "")
+    variables.setdefault("found", "")
     return _environment().get_template(name).render(**variables).strip() + "\n"
 
 
