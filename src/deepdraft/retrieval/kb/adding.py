@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deepdraft.errors import KnowledgeBaseError
-from deepdraft.retrieval.documents.corpus import discover, read_documents
+from deepdraft.retrieval.documents.corpus import read_documents
 from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.documents.values import Failure
 from deepdraft.retrieval.kb.ingest import (
@@ -27,9 +27,9 @@ from deepdraft.retrieval.kb.ingest import (
     _FileCounts,
     _NothingUsable,
     _prune,
-    _root_of,
     _store_document,
     _upsert_source,
+    walk_paths,
 )
 from deepdraft.retrieval.kb.values import AddResult, IngestNote, ProgressSink, _count
 
@@ -66,22 +66,14 @@ def _ingest_paths(
         limits=limits,
         ocr=ocr,
     )
-    changed = False
-    roots: list[Path] = []
-    for raw in paths:
-        files, failures = discover([raw])
-        for failure in failures:
-            _fail(result, say, failure)
-        root = _root_of(raw)
-        roots.append(root)
-        for file in files:
-            changed |= _ingest_file(db, file, root, options, result, say)
-    if prune:
-        for location in _prune(db, roots):
-            result.documents_removed += 1
-            changed = True
-            say(IngestNote("removed", location, "file no longer exists"))
-    return changed
+    return walk_paths(
+        paths,
+        prune=prune,
+        result=result,
+        say=say,
+        ingest_file=lambda file, root: _ingest_file(db, file, root, options, result, say),
+        prune_missing=lambda roots: _prune(db, roots),
+    )
 
 
 def _ingest_file(

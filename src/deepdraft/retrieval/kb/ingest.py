@@ -24,13 +24,14 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.documents.chunking import chunk_document
+from deepdraft.retrieval.documents.corpus import discover
 from deepdraft.retrieval.documents.values import Document, Failure
 from deepdraft.retrieval.index.analysis import ANALYZER_VERSION, context_header, passage_terms
 from deepdraft.retrieval.kb.filters import DocumentMatcher
@@ -279,3 +280,33 @@ def _set_embedder_meta(db: sqlite3.Connection, embedder: Any, embedding: Embeddi
 def _stored_terms(terms: list[str]) -> str:
     """Index terms as the chunks table keeps them: space-separated (a term holding a space is left out)."""
     return " ".join(term for term in terms if " " not in term)
+
+
+def walk_paths(
+    paths: Sequence[str | Path],
+    *,
+    prune: bool,
+    result: AddResult,
+    say: ProgressSink,
+    ingest_file: Callable[[Path, Path], bool],
+    prune_missing: Callable[[list[Path]], Iterable[str]],
+) -> bool:
+    """The engine-independent part of one add: find the files under each path (reporting what cannot
+    be used), hand each to the engine's `ingest_file(file, root)`, then, with `prune`, let the engine
+    drop documents whose files are gone. True if any document changed."""
+    changed = False
+    roots: list[Path] = []
+    for raw in paths:
+        files, failures = discover([raw])
+        for failure in failures:
+            _fail(result, say, failure)
+        root = _root_of(raw)
+        roots.append(root)
+        for file in files:
+            changed |= ingest_file(file, root)
+    if prune:
+        for location in prune_missing(roots):
+            result.documents_removed += 1
+            changed = True
+            say(IngestNote("removed", location, "file no longer exists"))
+    return changed

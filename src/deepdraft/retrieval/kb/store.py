@@ -49,6 +49,7 @@ from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.index.fusion import DEFAULT_K
 from deepdraft.retrieval.index.hybrid import DEFAULT_DEPTH, HybridSearcher, SearchMode
 from deepdraft.retrieval.kb.adding import _ingest_paths
+from deepdraft.retrieval.kb.embedder_rules import EmbedderRules
 from deepdraft.retrieval.kb.generations import (
     EMBEDDING_CACHE,
     _build_generation,
@@ -92,7 +93,7 @@ class SearchOptions(TypedDict, total=False):
     rrf_k: int
 
 
-class KnowledgeBase:
+class KnowledgeBase(EmbedderRules):
     """A KB folder, open for searching and (under its write lock) for changing.
 
     Satisfies the `Retriever` port: `search(query, k)` and `fingerprint()`, with the document filters
@@ -455,57 +456,6 @@ class KnowledgeBase:
 
     def _cache_path(self) -> Path:
         return self.folder / EMBEDDING_CACHE
-
-    def _writer_embedder(
-        self, meta: dict[str, Any], embedder: Any, embedding: EmbeddingSettings | None
-    ) -> Any:
-        """The embedder this add brings (None: none asked for); refuses one the KB was not built with."""
-        if embedder is None and embedding is not None and embedding.enabled:
-            from deepdraft.retrieval.index.embedders import build_embedder
-
-            embedder = build_embedder(embedding)
-        if embedder is None:
-            return None
-        recorded = meta.get("embedder")
-        if recorded is not None and recorded != embedder.name:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.label!r} was built with the embedder {recorded!r}; it cannot mix in "
-                f"vectors of {embedder.name!r} (add without an embedder option, or use another KB)"
-            )
-        self._embedder = embedder
-        return embedder
-
-    def _embedder_for(self, meta: dict[str, Any]) -> Any:
-        """The embedder the KB was built with (built on first use from what it recorded), or None."""
-        if meta.get("embedder") is None:
-            return None
-        if self._embedder is None:
-            from deepdraft.retrieval.index.embedders import build_embedder
-
-            spec = json.loads(str(meta.get("embedder_spec") or "{}"))
-            settings = self._embedding.model_copy(
-                update={"enabled": True, "base_url": spec.get("base_url"), "model": spec.get("model")}
-            )
-            self._embedder = build_embedder(settings)
-            self._check_embedder(self._embedder)
-        return self._embedder
-
-    def _check_embedder(self, embedder: Any) -> None:
-        recorded = self._meta.get("embedder")
-        if recorded is not None and recorded != embedder.name:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.label!r} was built with the embedder {recorded!r}, "
-                f"not {embedder.name!r}; its vectors cannot be searched with another model"
-            )
-
-    def _effective_mode(self, mode: SearchMode) -> SearchMode:
-        has_vectors = self._meta.get("embedder") is not None
-        if mode == "dense" and not has_vectors:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.label!r} has no dense vectors (it was built without an embedder); "
-                "search it with mode bm25 or hybrid, or add its documents again with --embed"
-            )
-        return mode if has_vectors else "bm25"
 
     # -- internals: searching ----------------------------------------------------------------------
 

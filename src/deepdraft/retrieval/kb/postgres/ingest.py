@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.documents.chunking import chunk_document
-from deepdraft.retrieval.documents.corpus import discover, read_documents
+from deepdraft.retrieval.documents.corpus import read_documents
 from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.documents.values import Document, Failure
 from deepdraft.retrieval.index.analysis import context_header, passage_terms
@@ -30,8 +30,8 @@ from deepdraft.retrieval.kb.ingest import (
     _file_hash,
     _FileCounts,
     _NothingUsable,
-    _root_of,
     _stored_terms,
+    walk_paths,
 )
 from deepdraft.retrieval.kb.postgres.search import tsvector_literal
 from deepdraft.retrieval.kb.values import AddResult, IngestNote, ProgressSink, _count
@@ -72,22 +72,14 @@ def ingest_paths(
 ) -> bool:
     """Apply every file's changes inside `conn`'s transaction; True if any document changed."""
     options = _Options(int(meta.get("revision", 0)) + 1, meta, max_bytes, limits, ocr, embedder)
-    changed = False
-    roots: list[Path] = []
-    for raw in paths:
-        files, failures = discover([raw])
-        for failure in failures:
-            _fail(result, say, failure)
-        root = _root_of(raw)
-        roots.append(root)
-        for file in files:
-            changed |= _ingest_file(conn, file, root, options, result, say)
-    if prune:
-        for location in _prune(conn, roots):
-            result.documents_removed += 1
-            changed = True
-            say(IngestNote("removed", location, "file no longer exists"))
-    return changed
+    return walk_paths(
+        paths,
+        prune=prune,
+        result=result,
+        say=say,
+        ingest_file=lambda file, root: _ingest_file(conn, file, root, options, result, say),
+        prune_missing=lambda roots: _prune(conn, roots),
+    )
 
 
 def _ingest_file(

@@ -32,6 +32,7 @@ from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.index.fusion import DEFAULT_K
 from deepdraft.retrieval.index.hybrid import DEFAULT_DEPTH, SearchMode
+from deepdraft.retrieval.kb.embedder_rules import EmbedderRules
 from deepdraft.retrieval.kb.filters import DocumentMatcher
 from deepdraft.retrieval.kb.postgres import database as pg
 from deepdraft.retrieval.kb.postgres.ingest import ingest_paths, record_failures, select_for_removal
@@ -42,7 +43,7 @@ from deepdraft.settings import EmbeddingSettings, RetrievalSettings
 _SEARCH_MODES = ("hybrid", "bm25", "dense")
 
 
-class PostgresKnowledgeBase:
+class PostgresKnowledgeBase(EmbedderRules):
     """KB `label` in the database `dsn` names. Thread-safe; searches share the process's pool."""
 
     def __init__(
@@ -382,55 +383,6 @@ class PostgresKnowledgeBase:
                 "UPDATE chunks SET embedding = %s WHERE id = %s",
                 [(vector, row[0]) for vector, row in zip(vectors, rows, strict=True)],
             )
-
-    def _writer_embedder(
-        self, meta: dict[str, Any], embedder: Any, embedding: EmbeddingSettings | None
-    ) -> Any:
-        if embedder is None and embedding is not None and embedding.enabled:
-            from deepdraft.retrieval.index.embedders import build_embedder
-
-            embedder = build_embedder(embedding)
-        if embedder is None:
-            return None
-        recorded = meta.get("embedder")
-        if recorded is not None and recorded != embedder.name:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.label!r} was built with the embedder {recorded!r}; it cannot mix in "
-                f"vectors of {embedder.name!r} (add without an embedder option, or use another KB)"
-            )
-        self._embedder = embedder
-        return embedder
-
-    def _embedder_for(self, meta: dict[str, Any]) -> Any:
-        if meta.get("embedder") is None:
-            return None
-        if self._embedder is None:
-            from deepdraft.retrieval.index.embedders import build_embedder
-
-            spec = json.loads(str(meta.get("embedder_spec") or "{}"))
-            settings = self._embedding.model_copy(
-                update={"enabled": True, "base_url": spec.get("base_url"), "model": spec.get("model")}
-            )
-            self._embedder = build_embedder(settings)
-            self._check_embedder(self._embedder)
-        return self._embedder
-
-    def _check_embedder(self, embedder: Any) -> None:
-        recorded = self._meta.get("embedder")
-        if recorded is not None and recorded != embedder.name:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.label!r} was built with the embedder {recorded!r}, "
-                f"not {embedder.name!r}; its vectors cannot be searched with another model"
-            )
-
-    def _effective_mode(self, mode: SearchMode) -> SearchMode:
-        has_vectors = self._meta.get("embedder") is not None
-        if mode == "dense" and not has_vectors:
-            raise KnowledgeBaseError(
-                f"knowledge base {self.label!r} has no dense vectors (it was built without an embedder); "
-                "search it with mode bm25 or hybrid, or add its documents again with --embed"
-            )
-        return mode if has_vectors else "bm25"
 
     def _query_vector(self, query: str) -> Any:
         with self._lock:
