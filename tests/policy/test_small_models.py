@@ -381,8 +381,6 @@ def test_the_quick_preset_asks_each_part_for_a_length_and_standard_does_not() ->
         research = load_settings(flags={"research": {"depth": depth}}).research
         llm = FunctionLLM(ScenarioModel(expansions=0))
         WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
-        writes = [
-            r.messages[-1].content for r in llm.requests if classify(r)[0] == "write"
-        ]
+        writes = [r.messages[-1].content for r in llm.requests if classify(r)[0] == "write"]
         assert writes
         assert all((expected in w) if expected else ("Aim for about" not in w) for w in writes)
