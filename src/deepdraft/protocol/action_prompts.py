@@ -104,6 +104,11 @@ def write_prompt(state: RunState, research: ResearchSettings, fit: Fit, length: 
         evidence=_evidence(state, fit),
         feedback=state.feedback,
         language=research.language or "",
+        # A re-ask leaves the worked example out: a small model that wrote nothing usable from weak
+        # evidence tends to hand back the example itself, and the reason it was refused now says
+        # what to do instead.
+        example_thought="" if state.feedback else prompts.WRITE_EXAMPLE_THOUGHT,
+        example_action="" if state.feedback else prompts.WRITE_EXAMPLE_ACTION,
     )
 
 

@@ -26,6 +26,7 @@ from deepdraft.core.language import CJK_THRESHOLD, cjk_share, wants_chinese
 from deepdraft.core.outline import MAX_DEPTH, Outline, format_position, parse_position
 from deepdraft.core.scripts import CJK
 from deepdraft.protocol.json_reply import find_json, has_json_object
+from deepdraft.protocol.prompts import WRITE_EXAMPLE_ACTION
 from deepdraft.protocol.topic import is_essay_part, names_subject, subject_phrase, subject_terms
 
 ActionName = Literal["search", "init-plan", "extend-plan", "nop", "write"]
@@ -351,6 +352,11 @@ def validate_write(
     text = action.text.strip()
     if len(text) <= MIN_WRITE_CHARS:
         return Refused(f"the section text is too short ({len(text)} characters); write a full section")
+    if echoes_example(text):
+        return Refused(
+            "your text repeats the worked example of the instructions, which is about another subject; "
+            "write this part about its own topic, from the evidence shown"
+        )
     citations = cited_keys(text)
     low, high = CITATIONS_RANGE
     if not low <= len(citations) <= high:
@@ -370,6 +376,17 @@ def validate_write(
     if problem := language_problem(text, question, language):
         return Refused(problem)
     return None
+
+
+_ECHO_WORDS = 6  # a run of this many words of the worked example ...
+
+
+def echoes_example(text: str) -> bool:
+    """Whether `text` repeats the write prompt's worked example (a run of six of its words)."""
+    words = [w.lower() for w in _WORD.findall(CITE.sub(" ", text))]
+    example = [w.lower() for w in _WORD.findall(CITE.sub(" ", WRITE_EXAMPLE_ACTION))]
+    runs = {tuple(example[i : i + _ECHO_WORDS]) for i in range(len(example) - _ECHO_WORDS + 1)}
+    return any(tuple(words[i : i + _ECHO_WORDS]) in runs for i in range(len(words) - _ECHO_WORDS + 1))
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
