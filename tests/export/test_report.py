@@ -206,6 +206,18 @@ def test_unknown_keys_are_dropped_and_never_numbered() -> None:
     assert len(report.references) == 1
 
 
+def test_malformed_citation_commands_render_as_citations_or_not_at_all() -> None:
+    # Text journaled as the model wrote it: no `\\citetextid1` may reach the reader verbatim.
+    registry = _registry(("real", "docA", None), ("other", "docB", None))
+    outline = Outline.create("T", [("S1", "a"), ("S2", "b"), ("S3", "c")])
+    outline.sections[0].content = "Glued \\citetextid1. Bracketed \\cite[textid2]. Bare \\cite."
+    report = render_markdown(outline, registry, summary="In short \\citep{textid2}.")
+    assert "Glued [2]. Bracketed [1]. Bare." in report.markdown
+    assert "In short [1]." in report.markdown  # the summary is numbered first
+    assert "cite" not in report.markdown.split("<details>")[0]
+    assert len(report.references) == 2
+
+
 def test_reference_entry_falls_back_to_location_without_a_title() -> None:
     registry = EvidenceRegistry()
     registry.register(Passage("text", Source("d", "  ", "notes/file.md")))

@@ -11,8 +11,10 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 from deepdraft.mcp import server as mcp_server
+from deepdraft.ports import LLM
 from deepdraft.run import runner
 from tests.server.conftest import LiveServer, scenario_llm, server_settings
 from tests.support.openai_server import FakeOpenAIServer
@@ -110,3 +112,178 @@ def test_the_http_transport_serves_sdk_clients_and_refuses_pages_and_foreign_nam
                     "/mcp", json=initialize, headers={**accept, "Host": f"attacker.example:{port}"}
                 )
                 assert foreign.status_code == 400, (host, foreign.text)
+
+
+# ---- arguments (issue 18: k=-1 was quietly clamped to 1) ---------------------------------------------
+
+BAD_ARGUMENTS = [
+    pytest.param(
+        "search_kb",
+        {"kb": "notes", "query": "tariffs", "k": -1},
+        "k: input should be greater than or equal to 1",
+        id="search_kb-k-negative",
+    ),
+    pytest.param(
+        "search_kb",
+        {"kb": "notes", "query": "tariffs", "k": 0},
+        "k: input should be greater than or equal to 1",
+        id="search_kb-k-zero",
+    ),
+    pytest.param(
+        "search_kb",
+        {"kb": "notes", "query": "tariffs", "k": 51},
+        "k: input should be less than or equal to 50",
+        id="search_kb-k-too-large",
+    ),
+    pytest.param(
+        "search_kb",
+        {"kb": "notes", "query": "tariffs", "k": "many"},
+        "k: input should be a valid integer",
+        id="search_kb-k-not-a-number",
+    ),
+    pytest.param(
+        "search_kb",
+        {"kb": "notes", "query": "tariffs", "top_k": 3},
+        "search_kb takes no argument 'top_k'",
+        id="search_kb-unknown-argument",
+    ),
+    pytest.param(
+        "search_kb",
+        {"kb": "notes", "query": "   "},
+        "query: value error, must not be blank",
+        id="search_kb-blank-query",
+    ),
+    pytest.param(
+        "search_kb",
+        {"kb": "notes", "query": "x" * 1001},
+        "query: string should have at most 1000 characters",
+        id="search_kb-long-query",
+    ),
+    pytest.param(
+        "search_kb",
+        {"kb": "", "query": "tariffs"},
+        "kb: string should have at least 1 character",
+        id="search_kb-empty-kb",
+    ),
+    pytest.param("search_kb", {"query": "tariffs"}, "kb: field required", id="search_kb-missing-kb"),
+    pytest.param(
+        "list_runs",
+        {"limit": -1},
+        "limit: input should be greater than or equal to 1",
+        id="list_runs-limit-negative",
+    ),
+    pytest.param(
+        "list_runs",
+        {"limit": 501},
+        "limit: input should be less than or equal to 500",
+        id="list_runs-limit-too-large",
+    ),
+    pytest.param(
+        "list_runs",
+        {"status": "finished"},
+        "list_runs takes no argument 'status'",
+        id="list_runs-unknown-argument",
+    ),
+    pytest.param(
+        "get_report",
+        {"run_id": "../../etc/passwd"},
+        "run_id: string should match pattern",
+        id="get_report-path-in-run-id",
+    ),
+    pytest.param(
+        "get_report",
+        {"run_id": ""},
+        "run_id: string should have at least 1 character",
+        id="get_report-empty-run-id",
+    ),
+    pytest.param(
+        "get_report",
+        {"run_id": "x", "format": "exe"},
+        "format: input should be 'md'",
+        id="get_report-unknown-format",
+    ),
+    pytest.param(
+        "deep_research",
+        {"question": ""},
+        "question: string should have at least 1 character",
+        id="deep_research-empty-question",
+    ),
+    pytest.param(
+        "deep_research",
+        {"question": " \n "},
+        "question: value error, must not be blank",
+        id="deep_research-blank-question",
+    ),
+    pytest.param(
+        "deep_research",
+        {"question": "q" * 4001},
+        "question: string should have at most 4000 characters",
+        id="deep_research-long-question",
+    ),
+    pytest.param(
+        "deep_research",
+        {"question": "tariffs?", "depth": "huge"},
+        "depth: input should be 'quick'",
+        id="deep_research-unknown-depth",
+    ),
+    pytest.param(
+        "deep_research",
+        {"question": "tariffs?", "kb": " "},
+        "kb: value error, must not be blank",
+        id="deep_research-blank-kb",
+    ),
+    pytest.param(
+        "deep_research",
+        {"question": "tariffs?", "max_steps": 3},
+        "deep_research takes no argument 'max_steps'",
+        id="deep_research-unknown-argument",
+    ),
+]
+
+
+@pytest.mark.parametrize(("tool", "arguments", "problem"), BAD_ARGUMENTS)
+def test_every_tool_refuses_arguments_out_of_range_in_one_line(
+    tool: str, arguments: dict[str, object], problem: str
+) -> None:
+    calls: list[object] = []
+
+    def no_model(_: object) -> LLM:
+        calls.append(_)
+        raise AssertionError("the model must not be built for refused arguments")
+
+    async def session() -> None:
+        async with Client(mcp_server.build(server_settings(), llm_factory=no_model)) as client:
+            result = await client.call_tool(tool, arguments)
+            assert result.is_error, result.structured_content
+            text = result.content[0].text  # type: ignore[union-attr]
+            assert problem in text and "\n" not in text and "pydantic" not in text, text
+
+    anyio.run(session)
+    assert calls == []
+
+
+def test_the_bounds_are_in_each_tools_schema() -> None:
+    async def session() -> dict[str, dict[str, object]]:
+        async with Client(mcp_server.build(server_settings())) as client:
+            return {tool.name: tool.input_schema["properties"] for tool in (await client.list_tools()).tools}
+
+    schemas = anyio.run(session)
+    assert schemas["search_kb"]["k"] == {
+        "default": 5,
+        "maximum": 50,
+        "minimum": 1,
+        "title": "K",
+        "type": "integer",
+    }
+    assert schemas["list_runs"]["limit"]["maximum"] == 500  # type: ignore[index]
+
+
+def test_a_resource_uri_with_a_path_for_a_run_id_is_refused() -> None:
+    async def session() -> None:
+        async with Client(mcp_server.build(server_settings())) as client:
+            with pytest.raises(MCPError, match=r"not a run id|Unknown resource"):
+                await client.read_resource("deepdraft://runs/..%2F..%2Fsecret/report")
+            with pytest.raises(MCPError, match="not a run id"):
+                await client.read_resource("deepdraft://runs/a.b/report")
+
+    anyio.run(session)

@@ -534,6 +534,15 @@ def test_parse_write_normalises_citations() -> None:
     assert validate_write(action, EN, KEYS) is None
 
 
+def test_parse_write_repairs_a_malformed_cite_command() -> None:
+    # Before, `\\citetextid1` counted as no citation: deepdraft attached its own and the report kept both.
+    action = parse(_reply(f"{LONG_EN} \\citetextid1, and \\cite[textid2]."), {"write"})
+    assert isinstance(action, Write)
+    assert "\\citetextid1" not in action.text
+    assert cited_keys(action.text) == [["textid1"], ["textid2"]]
+    assert validate_write(action, EN, KEYS) is None
+
+
 def test_cited_keys() -> None:
     assert cited_keys("a \\cite{textid1, bibkey:textid2} b \\cite{} c \\cite{textid3}") == [
         ["textid1", "textid2"],

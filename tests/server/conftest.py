@@ -127,29 +127,69 @@ class SSEMessage:
 
 def read_sse(client: httpx.Client, path: str, headers: dict[str, str] | None = None) -> list[SSEMessage]:
     """Every message of an event stream until the server closes it (after its `end` message)."""
-    messages: list[SSEMessage] = []
-    fields: dict[str, str] = {}
     with client.stream("GET", path, headers=headers or {}, timeout=60) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith(":"):
-                continue  # a keep-alive comment
-            if line == "":
-                if "data" in fields:
-                    seq = fields.get("id")
-                    messages.append(
-                        SSEMessage(
-                            fields.get("event", "message"),
-                            json.loads(fields["data"]),
-                            int(seq) if seq else None,
-                        )
-                    )
-                fields = {}
-                continue
-            name, _, value = line.partition(":")
-            fields[name] = value[1:] if value.startswith(" ") else value
-    return messages
+        return list(iter_sse(response))
+
+
+def iter_sse(response: httpx.Response) -> Iterator[SSEMessage]:
+    """The messages of an open event stream, as they arrive."""
+    assert response.status_code == 200, response.read()
+    assert response.headers["content-type"].startswith("text/event-stream")
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            continue  # a keep-alive comment
+        if line == "":
+            if "data" in fields:
+                seq = fields.get("id")
+                yield SSEMessage(
+                    fields.get("event", "message"), json.loads(fields["data"]), int(seq) if seq else None
+                )
+            fields = {}
+            continue
+        name, _, value = line.partition(":")
+        fields[name] = value[1:] if value.startswith(" ") else value
+
+
+class SSEFollower:
+    """One event-stream connection read in a thread, so a test can act on the run while it watches.
+
+    `connections` counts the requests made: a test that wants one connection across a run's life
+    checks it stays 1. Leaving the block closes the connection, also when the stream is still open.
+    """
+
+    def __init__(self, url: str, path: str) -> None:
+        self.client = httpx.Client(base_url=url, timeout=httpx.Timeout(30, read=120))
+        self.path = path
+        self.messages: list[SSEMessage] = []
+        self.connections = 0
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        try:
+            with self.client.stream("GET", self.path) as response:
+                self.connections += 1
+                for message in iter_sse(response):
+                    self.messages.append(message)
+        except httpx.HTTPError:
+            pass  # closed from the test's side
+        finally:
+            self.closed.set()
+
+    def __enter__(self) -> SSEFollower:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.thread.join(timeout=30)
+
+    def wait_for_event(self, event: str, what: str | None = None) -> SSEMessage:
+        def seen() -> SSEMessage | None:
+            return next((m for m in self.messages if m.event == event), None)
+
+        return wait_for(seen, what=what or f"a {event!r} message")  # type: ignore[no-any-return]
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

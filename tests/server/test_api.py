@@ -16,11 +16,15 @@ import httpx
 import pytest
 
 from deepdraft.config import load_settings
+from deepdraft.errors import LLMRefused
+from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.ports import LLM, ChatRequest
 from deepdraft.run import runner
 from deepdraft.server.app import create_app
 from tests.server.conftest import (
     QUESTION,
     LiveServer,
+    SSEFollower,
     free_port,
     make_app,
     read_sse,
@@ -159,6 +163,50 @@ def test_a_run_can_be_cancelled_and_resumed(corpus_dir: Path) -> None:
         assert detail["status"] == "finished" and detail["steps"] > steps_when_cancelled
         # A finished run is not resumed again.
         assert client.post(f"/api/runs/{run_id}/resume").status_code == 409
+
+
+def stopping_llm(how: str, drives: itertools.count[int]) -> LLM:
+    """The scripted model; on the first drive it stops the run `how` after a few calls
+    (cancelled: slow enough for the test to cancel it)."""
+    if next(drives) > 0:
+        return scenario_llm()
+    if how == "cancelled":
+        return scenario_llm(delay_s=0.15)
+    model, calls = ScenarioModel(expansions=1), itertools.count()
+
+    def respond(request: ChatRequest) -> str:
+        if next(calls) == 3:
+            if how == "interrupted":
+                raise KeyboardInterrupt  # what a Ctrl-C in the driving process does
+            raise LLMRefused("the endpoint refused the request")
+        return model(request)
+
+    return FunctionLLM(respond, model="scenario")
+
+
+@pytest.mark.parametrize("how", ["cancelled", "interrupted", "failed"])
+def test_a_stream_stays_open_across_a_stop_and_a_resume(corpus_dir: Path, how: str) -> None:
+    drives = itertools.count()
+    with LiveServer(make_app(lambda _: stopping_llm(how, drives))) as live, live.client() as client:
+        upload_kb(client, "speeches", corpus_dir)
+        run_id = str(create_run(client)["id"])
+        with SSEFollower(live.url, f"/api/runs/{run_id}/events") as stream:
+            if how == "cancelled":
+                wait_for(lambda: client.get(f"/api/runs/{run_id}").json()["steps"] >= 2, what="two steps")
+                assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+            stopped = stream.wait_for_event("stopped", what=f"the stream to say the run is {how}")
+            assert stopped.data == {"kind": "stopped", "status": how, "resumable": True}
+            assert not stream.closed.is_set()
+
+            assert client.post(f"/api/runs/{run_id}/resume").status_code == 202
+            end = stream.wait_for_event("end", what="the resumed run to finish on the same stream")
+            assert end.data["status"] == "finished"
+            stream.closed.wait(timeout=10)
+            assert stream.connections == 1
+            kinds = [m.event for m in stream.messages]
+            assert kinds.count("stopped") == 1 and kinds.count("run_started") == 2
+            seqs = [m.id for m in stream.messages if m.id is not None]
+            assert seqs == list(range(1, len(seqs) + 1))  # every journal event once, in order
 
 
 def test_plan_review_pauses_the_run_until_an_edited_outline_is_sent(corpus_dir: Path) -> None:

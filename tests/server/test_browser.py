@@ -136,6 +136,47 @@ def test_the_page_shows_a_run_growing_and_its_report_with_working_citations(
     ]
 
 
+CLIPPED_OPTIONS = """(id) => {
+  const select = document.getElementById(id);
+  const style = getComputedStyle(select);
+  const pen = document.createElement("canvas").getContext("2d");
+  pen.font = style.font;
+  // The room for the chosen option's text: the box less its padding and the drop-down arrow.
+  const room = select.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 24;
+  return [...select.options].filter((option) => pen.measureText(option.text).width > room)
+    .map((option) => option.text);
+}"""
+FULLY_VISIBLE = """(element) => {
+  const box = element.getBoundingClientRect();
+  return box.left >= 0 && box.right <= window.innerWidth && element.scrollWidth <= element.clientWidth;
+}"""
+
+
+def test_the_form_fits_a_phone_without_cutting_off_a_label_or_a_choice(
+    browser: sync_api.Browser, corpus_dir: Path
+) -> None:
+    # At 390 px the knowledge-base choice used to show "Default (the default KB, else the d".
+    with LiveServer(make_app()) as live:
+        with live.client() as client:
+            upload_kb(client, "speeches", corpus_dir)
+        phone = browser.new_page(viewport=PHONE)
+        phone.set_default_timeout(30_000)
+        phone.goto(live.url)
+        phone.locator("#kb option[value='speeches']").wait_for(state="attached")
+        for name, select in (("Knowledge base", "kb"), ("Depth", "depth")):
+            label = phone.locator(f"label[for='{select}']")
+            assert label.inner_text() == name
+            assert label.evaluate(FULLY_VISIBLE), f"the label {name!r} is cut off"
+            assert phone.evaluate(CLIPPED_OPTIONS, select) == [], f"choices of {name!r} are cut off"
+        hint = phone.locator("#kb-hint")
+        assert "demo corpus" in hint.inner_text() and hint.evaluate(FULLY_VISIBLE)
+        phone.get_by_label("Knowledge base").select_option("speeches")
+        assert hint.inner_text() == "Knowledge base “speeches”: 5 documents."
+        phone.get_by_label("Depth").select_option("deep")
+        assert phone.locator("#depth-hint").inner_text() == "More sections, more evidence."
+        assert no_horizontal_scroll(phone)
+
+
 def test_a_page_from_elsewhere_can_neither_plant_documents_nor_read_the_api(
     browser: sync_api.Browser, corpus_dir: Path
 ) -> None:

@@ -21,6 +21,44 @@ _LOOSE_KEYS = re.compile(
 )
 
 
+_KEY_LIST = rf"(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+(?:\s*[,，;；]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+)*"
+# Every way models were seen to write a citation command, well-formed or not. The first branch
+# that fits wins, so `\citetextid1` is read as \cite + textid1, not as natbib's \citet + "extid1".
+_COMMAND = re.compile(
+    r"(?P<space>[ \t]*)(?:\\+|(?<![\w\\])(?=cite\s*\{))cite"  # \cite, \\cite, or cite{ without one
+    r"(?:"
+    r"(?:alp|alt|author|year|p|t)?\*?\s*(?:\[[^\[\]\n]*\]\s*)?\{(?P<brace>[^{}\n]*)\}"  # \citep[p. 4]{...}
+    rf"|[\s:：{{]*(?P<bare>{_KEY_LIST})\}}?"  # \citetextid1, \cite textid1, \cite{{textid1 unclosed
+    r"|(?:alp|alt|author|year|p|t)?\*?\s*(?:\[(?P<bracket>[^\[\]\n]*)\]|\((?P<paren>[^()\n]*)\))"
+    r"|(?:alp|alt|author|year|p|t)?\*?(?![^\W\d_])"  # a \cite with nothing after it
+    r")",
+    re.IGNORECASE,
+)
+_WELL_FORMED = re.compile(r"[ \t]*\\cite\{[^{}]*\}")
+
+
+def repair_cite_commands(text: str) -> str:
+    """Rewrite malformed citation commands as `\\cite{keys}`, and drop those that name no key.
+
+    Models write `\\citetextid1`, `\\cite textid1`, `\\cite[textid1]`, `\\citep{textid1}`, an
+    unclosed `\\cite{textid1` or a doubled backslash. Left alone they would reach the report
+    verbatim, next to the citation deepdraft attaches for the sentence. A well-formed
+    `\\cite{...}` that names no key is kept as it is: validation refuses it with a reason the model
+    can act on, and the report drops it.
+    """
+
+    def repair(match: re.Match[str]) -> str:
+        if _WELL_FORMED.fullmatch(match.group(0)):
+            return match.group(0)  # nothing to repair (an empty one is for validation to refuse)
+        content = next((group for group in match.group("brace", "bare", "bracket", "paren") if group), "")
+        keys = [m.group(1).lower() for m in _KEY.finditer(content)]
+        if not keys:
+            return ""  # a marker that cites nothing says nothing to the reader
+        return match.group("space") + "\\cite{" + ", ".join(keys) + "}"
+
+    return _COMMAND.sub(repair, text)
+
+
 def cited_keys(text: str) -> list[list[str]]:
     """The keys of every `\\cite{...}` in order, one list per citation command."""
     return [[m.group(1).lower() for m in _KEY.finditer(group)] for group in CITE.findall(text)]
@@ -29,8 +67,10 @@ def cited_keys(text: str) -> list[list[str]]:
 def normalise_citations(text: str) -> str:
     """Rewrite citation keys written in prose as `\\cite{...}` so they count and render.
 
-    Text already inside `\\cite{...}` is only cleaned (a stray `bibkey:` prefix is dropped).
+    Malformed citation commands are repaired first (`repair_cite_commands`). Text already inside
+    `\\cite{...}` is only cleaned (a stray `bibkey:` prefix is dropped).
     """
+    text = repair_cite_commands(text)
     pieces = []
     last = 0
     for match in CITE.finditer(text):

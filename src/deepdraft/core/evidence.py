@@ -11,6 +11,7 @@ Pure data and pure functions: no I/O.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -137,6 +138,32 @@ def select_passages(
     return chosen
 
 
+# What in a document could pass for the prompt's own structure: a citation key or the `bibkey:`
+# that introduces one, and the tags of a reply or of a chat template.
+_KEY_WORDS = re.compile(rf"({KEY_PREFIX[:4]})({KEY_PREFIX[4:]})|(bib)(key)", re.IGNORECASE)
+_TAG = re.compile(r"<(\s*/?\s*(?:action|thought|think)\b[^<>]{0,40})>|<(\|)", re.IGNORECASE)
+
+
+def quote_passage(text: str) -> str:
+    """`text` as a prompt shows it: nothing in it can look like another passage's key or a tag.
+
+    Evidence reaches the model as `bibkey:textidN` lines followed by the passage — the format the
+    AgentCPM-Report weights were trained on — so a document holding a line `bibkey:textid4` would
+    start a forged passage 4 inside its own, and the model would cite its claims to another
+    document; `textid4` in prose would even become a citation when the model copies it. Such words
+    are broken with a hyphen (`text-id4`, `bib-key`), and `<action>`, `<thought>` and `<|...`
+    lose their angle brackets (`‹action›`). Text without them is returned unchanged, so ordinary
+    prompts are exactly what they were.
+    """
+    text = _KEY_WORDS.sub(lambda m: "-".join(part for part in m.groups() if part), text)
+    return _TAG.sub(lambda m: f"‹{m.group(1)}›" if m.group(1) is not None else "‹|", text)
+
+
+def evidence_entry(key: str, text: str) -> str:
+    """One passage of a prompt's evidence: `bibkey:<key>` on its own line, then the quoted text."""
+    return f"bibkey:{key}\n{quote_passage(text)}"
+
+
 def render_evidence(
     registry: EvidenceRegistry, keys: Sequence[str], passage_tokens: int | None = None
 ) -> str:
@@ -151,4 +178,4 @@ def render_evidence(
         passage = registry[key].text
         return passage if passage_tokens is None else head_tail(passage, passage_tokens, 0)
 
-    return "\n\n".join(f"bibkey:{key}\n{text(key)}" for key in keys)
+    return "\n\n".join(evidence_entry(key, text(key)) for key in keys)

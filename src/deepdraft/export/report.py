@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from deepdraft.core.citations import cited_keys
+from deepdraft.core.citations import cited_keys, repair_cite_commands
 from deepdraft.core.evidence import EvidenceRegistry, Source
 from deepdraft.core.language import wants_chinese
 from deepdraft.core.outline import Located, Outline
@@ -291,7 +291,11 @@ def render_markdown(
     labels = Labels.for_language(wants_chinese(question or outline.title, language))
     summary_source, conclusion_source = _clean_text(summary), _clean_text(conclusion)
     located = list(outline.walk())
-    texts = [summary_source, *(item.node.content or "" for item in located), conclusion_source]
+    texts = [
+        summary_source,
+        *(repair_cite_commands(item.node.content or "") for item in located),
+        conclusion_source,
+    ]
     bibliography = Bibliography.collect(texts, registry, style, labels.no_date)
 
     sections: list[RenderedSection] = []
@@ -443,12 +447,13 @@ def _where(location: str) -> str:
 
 
 def _clean_text(text: str) -> str:
-    return re.sub(r"\n{3,}", "\n\n", text.strip())
+    # Text journaled before citation commands were repaired on reading may still hold malformed ones.
+    return re.sub(r"\n{3,}", "\n\n", repair_cite_commands(text).strip())
 
 
 def _clean_body(text: str, located: Located) -> str:
     """Make a node's text sit well under its heading."""
-    lines = text.strip().splitlines()
+    lines = repair_cite_commands(text).strip().splitlines()
     first = _HEADING.match(lines[0]) if lines else None
     if first and _same_title(first.group(2), located.node.title):
         lines = lines[1:]

@@ -7,10 +7,10 @@ three answer the same request the same way. The rules, and why:
 * **Where it listens.** 127.0.0.1 unless told otherwise. Anything else exposes the user's documents
   and LLM to the network, so a non-loopback address without a token is refused at start-up —
   there is no "I know what I'm doing" switch that skips it.
-* **The token.** With one, every protected request must carry ``Authorization: Bearer <token>``;
-  the comparison is constant-time. The REST server's page carries no data and is served without
-  it (the page asks for the token and sends it with each request; it never goes into a URL, where
-  logs and browser history would keep it).
+* **The token.** With one, every protected request must carry ``Authorization: Bearer <token>``
+  (the scheme in any case, as HTTP defines it); the comparison is constant-time. The REST
+  server's page carries no data and is served without it (the page asks for the token and sends
+  it with each request; it never goes into a URL, where logs and browser history would keep it).
 * **Host names (DNS rebinding).** A web page can point a name it controls at 127.0.0.1; its
   scripts then talk to the loopback server as if it were their own origin, and read the answers.
   Without a token, only requests addressed to a loopback name (127.0.0.1, localhost, [::1], or
@@ -145,7 +145,7 @@ class RequireToken:
 
     def __init__(self, app: ASGIApp, *, token: str, path_prefix: str) -> None:
         self.app, self.path_prefix = app, path_prefix
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A CORS preflight never carries credentials; the CORS middleware in front answers it.
@@ -154,13 +154,23 @@ class RequireToken:
             and scope["method"] != "OPTIONS"
             and scope["path"].startswith(self.path_prefix)
         ):
-            given = Headers(scope=scope).get("authorization", "").encode()
-            if not secrets.compare_digest(given, self.expected):
+            given = bearer_credentials(Headers(scope=scope).get("authorization", ""))
+            if not secrets.compare_digest(given.encode(), self.expected):
                 detail = "missing or wrong token: send the header Authorization: Bearer <token>"
                 refusal = JSONResponse({"detail": detail}, 401, headers={"WWW-Authenticate": "Bearer"})
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def bearer_credentials(header: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header ("" for any other kind of header).
+
+    HTTP auth schemes are case-insensitive (RFC 9110, section 11.1): clients send ``bearer`` and
+    ``BEARER`` as well, and refusing them would lock out a correctly configured client.
+    """
+    scheme, _, credentials = header.strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
 
 
 class RefuseCrossSiteChanges:

@@ -17,15 +17,16 @@ user's own machine, with the user's rights, exactly like the CLI.
 
 from __future__ import annotations
 
+import re
 import threading
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 
 from deepdraft._version import __version__
@@ -71,13 +72,73 @@ class RunEntry(BaseModel):
     has_report: bool
 
 
+# What each tool accepts. The bounds are part of each tool's input schema, so a client sees them
+# before it calls; a call outside them is an error, never quietly clamped to something else.
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+Question = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_not_blank)]
+KBName = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_not_blank)]
+Query = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_not_blank)]
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+RunId = Annotated[str, Field(min_length=1, max_length=200, pattern=RUN_ID_PATTERN)]
+MAX_HITS = 50
+MAX_RUNS = 500
+
+
+class ValidatingServer(MCPServer):
+    """An MCP server that refuses arguments a tool does not take, and says in one line what is wrong.
+
+    The SDK validates the declared arguments but drops unknown ones silently (a client that sends
+    `top_k` for `k` would get the default without knowing), and reports a violated bound as
+    pydantic's multi-line text with a link. Both become one sentence that names the argument.
+    """
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        tool = self._tool_manager.get_tool(name)
+        if tool is not None:
+            known = set(tool.parameters.get("properties", {}))
+            unknown = sorted(set(arguments) - known)
+            if unknown:
+                raise ToolError(
+                    f"{name} takes no argument {', '.join(map(repr, unknown))}; "
+                    f"its arguments are {', '.join(sorted(known))}"
+                )
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(argument_problems(name, exc.__cause__)) from exc.__cause__
+            raise
+
+
+def argument_problems(tool: str, error: ValidationError) -> str:
+    """The validation errors of a tool call as one line, e.g. "invalid arguments for search_kb: k: input
+    should be greater than or equal to 1 (got -1)"."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "arguments"
+        message = problem["msg"][0].lower() + problem["msg"][1:]
+        given = "" if problem["type"] == "missing" else f" (got {_short(problem.get('input'))})"
+        problems.append(f"{where}: {message}{given}")
+    return f"invalid arguments for {tool}: " + "; ".join(problems)
+
+
+def _short(value: Any) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPServer:
     """The MCP server over these settings; `llm_factory` replaces the configured LLM (tests)."""
-    server: MCPServer = MCPServer("deepdraft", instructions=INSTRUCTIONS, version=__version__)
+    server: MCPServer = ValidatingServer("deepdraft", instructions=INSTRUCTIONS, version=__version__)
 
     @server.tool()
     async def deep_research(
-        question: str, ctx: Context, kb: str | None = None, depth: Depth | None = None
+        question: Question, ctx: Context, kb: KBName | None = None, depth: Depth | None = None
     ) -> ResearchResult:
         """Research a question in a knowledge base and write a cited report (Markdown).
 
@@ -89,21 +150,24 @@ def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPSe
         return await _research(question, ctx, kb, run_settings, llm)
 
     @server.tool()
-    async def search_kb(kb: str, query: str, k: int = 5) -> list[PassageHit]:
-        """The k best passages for a query in a knowledge base (by name), best first."""
+    async def search_kb(
+        kb: KBName, query: Query, k: Annotated[int, Field(ge=1, le=MAX_HITS)] = 5
+    ) -> list[PassageHit]:
+        """The k best passages (1 to 50) for a query in a knowledge base (by name), best first."""
         try:
-            passages = await anyio.to_thread.run_sync(lookup.search, kb, query, max(1, min(k, 50)))
+            passages = await anyio.to_thread.run_sync(lookup.search, kb, query, k)
         except DeepdraftError as exc:
             raise ToolError(str(exc)) from exc
         return [PassageHit.model_validate(lookup.passage_json(p)) for p in passages]
 
     @server.tool()
-    async def list_runs(limit: int = 20) -> list[RunEntry]:
-        """Research runs, newest first, with their status and whether a report exists."""
-        return await anyio.to_thread.run_sync(_run_entries, max(1, min(limit, 500)))
+    async def list_runs(limit: Annotated[int, Field(ge=1, le=MAX_RUNS)] = 20) -> list[RunEntry]:
+        """Research runs (at most `limit`, 1 to 500), newest first, with their status and whether a
+        report exists."""
+        return await anyio.to_thread.run_sync(_run_entries, limit)
 
     @server.tool()
-    async def get_report(run_id: str, format: Literal["md", "html", "json", "bibtex", "csl"] = "md") -> str:
+    async def get_report(run_id: RunId, format: Literal["md", "html", "json", "bibtex", "csl"] = "md") -> str:
         """A finished run's report as text: md (default), html, json, bibtex or csl."""
         try:
             found = await anyio.to_thread.run_sync(reports.report, run_id, format)
@@ -114,6 +178,8 @@ def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPSe
     @server.resource("deepdraft://runs/{run_id}/report", mime_type="text/markdown")
     async def report_resource(run_id: str) -> str:
         """The Markdown report of a finished run."""
+        if not re.fullmatch(RUN_ID_PATTERN, run_id) or len(run_id) > 200:
+            raise ResourceError(f"not a run id: {_short(run_id)} (letters, digits, - and _ only)")
         try:
             found = await anyio.to_thread.run_sync(reports.report, run_id, "md")
         except DeepdraftError as exc:

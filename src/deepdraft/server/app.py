@@ -24,6 +24,7 @@ from deepdraft.http import security
 from deepdraft.run.manager import LLMFactory, RunConflict, RunManager
 from deepdraft.run.reports import ReportNotReady
 from deepdraft.server import kbs
+from deepdraft.server.body_limit import LimitBody
 from deepdraft.server.routes import events, page, reports, runs
 from deepdraft.server.routes import kbs as kb_routes
 from deepdraft.settings import Settings
@@ -66,6 +67,7 @@ def create_app(
     app.state.manager, app.state.ingest = manager, ingest
     app.state.workers, app.state.token_required = workers, bool(token)
     _errors(app)
+    app.add_middleware(LimitBody)  # added before `protect`: the access rules answer first
     security.protect(app, bind_host=host, token=token, cors_origins=cors_origins, token_paths="/api")
     app.middleware("http")(_page_headers)
     for router in (runs.router, events.router, reports.router, kb_routes.router, page.router):

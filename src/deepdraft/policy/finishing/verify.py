@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deepdraft.core.citations import cited_keys
-from deepdraft.core.evidence import EvidenceRegistry
+from deepdraft.core.evidence import EvidenceRegistry, evidence_entry
 from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
@@ -302,7 +302,7 @@ class Verifier:
 
         return prompts.render(
             "verify",
-            passages="\n\n".join(f"bibkey:{key}\n{passage(key)}" for key in keys),
+            passages="\n\n".join(evidence_entry(key, passage(key)) for key in keys),
             claims="\n".join(
                 f"{number}. {claim.text} [cites: {', '.join(claim.keys)}]"
                 for number, claim in enumerate(claims, start=1)
@@ -356,7 +356,7 @@ class Verifier:
             sentence=claim_text(check.sentence),
             citation="\\cite{" + ", ".join(check.keys) + "}",
             passages="\n\n".join(
-                f"bibkey:{k}\n{state.registry[k].text}" for k in check.keys if k in state.registry
+                evidence_entry(k, state.registry[k].text) for k in check.keys if k in state.registry
             ),
             language=self.research.language or "",
         )

@@ -105,7 +105,8 @@ function askForToken() {
 /**
  * Follow a run's Server-Sent Events with fetch (so the token travels in a header, not the URL).
  * Reconnects after a dropped connection with Last-Event-ID: the server then sends only what was
- * missed. Resolves when the server says the run has ended, or when `signal` aborts.
+ * missed. Resolves when the server says the run has finished, or when `signal` aborts; a stopped
+ * run keeps the stream open, and its events go on arriving here once it is resumed.
  */
 async function followEvents(runId, onMessage, signal) {
   let lastId = 0;
@@ -196,15 +197,31 @@ async function newView() {
   const kbs = await api("/api/kbs");
   const question = h("textarea", { id: "question", name: "question", required: true, rows: 3, maxlength: 4000,
     placeholder: "e.g. How did presidents argue about tariffs?" });
-  const kb = h("select", { id: "kb", name: "kb" },
-    h("option", { value: "" }, "Default (the default KB, else the demo corpus)"),
-    kbs.map((entry) => h("option", { value: entry.name },
-      entry.documents === null ? entry.name : `${entry.name} (${entry.documents} documents)`)));
-  const depth = h("select", { id: "depth", name: "depth" },
-    h("option", { value: "" }, "Automatic"),
-    h("option", { value: "quick" }, "Quick — a short report"),
-    h("option", { value: "standard" }, "Standard"),
-    h("option", { value: "deep" }, "Deep — more sections, more evidence"));
+  // A select cannot wrap its text, so the options stay short (a phone is about 300 px wide) and the
+  // hint below, which wraps, says what the chosen one means.
+  const kbHint = h("p", { id: "kb-hint", class: "hint" });
+  const kb = h("select", { id: "kb", name: "kb", "aria-describedby": "kb-hint",
+    onchange: () => describeKb() },
+    h("option", { value: "" }, "Default"),
+    kbs.map((entry) => h("option", { value: entry.name }, entry.name)));
+  const describeKb = () => {
+    const entry = kbs.find((candidate) => candidate.name === kb.value);
+    kbHint.textContent = !entry ? "The knowledge base named “default”, else the demo corpus."
+      : entry.documents === null ? `Knowledge base “${entry.name}”.`
+      : `Knowledge base “${entry.name}”: ${entry.documents} documents.`;
+  };
+  describeKb();
+  const depths = {
+    "": ["Automatic", "Quick on the built-in model, else standard."],
+    quick: ["Quick", "A short report."],
+    standard: ["Standard", "A full report."],
+    deep: ["Deep", "More sections, more evidence."],
+  };
+  const depthHint = h("p", { id: "depth-hint", class: "hint" });
+  const depth = h("select", { id: "depth", name: "depth", "aria-describedby": "depth-hint",
+    onchange: () => { depthHint.textContent = depths[depth.value][1]; } },
+    Object.entries(depths).map(([value, [name]]) => h("option", { value }, name)));
+  depthHint.textContent = depths[""][1];
   const review = h("input", { type: "checkbox", id: "review", name: "review" });
   const start = h("button", { type: "submit" }, "Start research");
   const form = h("form", { class: "card", onsubmit: async (event) => {
@@ -227,8 +244,8 @@ async function newView() {
     h("p", { class: "muted" }, "deepdraft searches your documents, drafts an outline, writes each part with citations and deepens the report as it goes."),
     h("div", { class: "field" }, h("label", { for: "question" }, "Question"), question),
     h("div", { class: "row" },
-      h("div", { class: "field" }, h("label", { for: "kb" }, "Knowledge base"), kb),
-      h("div", { class: "field" }, h("label", { for: "depth" }, "Depth"), depth)),
+      h("div", { class: "field" }, h("label", { for: "kb" }, "Knowledge base"), kb, kbHint),
+      h("div", { class: "field" }, h("label", { for: "depth" }, "Depth"), depth, depthHint)),
     h("div", { class: "field" }, h("label", { class: "check", for: "review" }, review,
       "Let me review and edit the outline before writing")),
     h("div", { class: "actions" }, start));
@@ -369,6 +386,7 @@ function apply(state, { event, data }) {
       state.status = "cancelled";
       state.log.push("cancelled");
       break;
+    case "stopped": // cancelled, interrupted or failed; the stream stays open for a resume
     case "end":
       state.status = data.status;
       break;

@@ -1,0 +1,50 @@
+"""Malformed citation commands, as models write them, are repaired or dropped (issue 18)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepdraft.core.citations import cited_keys, normalise_citations, repair_cite_commands
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("Rose \\citetextid1.", "Rose \\cite{textid1}.", id="no-braces"),
+        pytest.param(
+            "Rose \\citetextid1\\citetextid2.", "Rose \\cite{textid1}\\cite{textid2}.", id="two-glued"
+        ),
+        pytest.param("Rose \\cite textid1, textid2.", "Rose \\cite{textid1, textid2}.", id="space-no-braces"),
+        pytest.param("Rose \\cite:textid1.", "Rose \\cite{textid1}.", id="colon"),
+        pytest.param("Rose \\cite[textid1].", "Rose \\cite{textid1}.", id="square-brackets"),
+        pytest.param("Rose \\cite(textid1).", "Rose \\cite{textid1}.", id="parentheses"),
+        pytest.param("Rose \\cite{textid1.", "Rose \\cite{textid1}.", id="unclosed"),
+        pytest.param(
+            "Rose \\cite{textid1, textid3 and fell",
+            "Rose \\cite{textid1, textid3} and fell",
+            id="unclosed-list",
+        ),
+        pytest.param("Rose \\citep{textid1}.", "Rose \\cite{textid1}.", id="natbib-citep"),
+        pytest.param("Rose \\citet{textid2}.", "Rose \\cite{textid2}.", id="natbib-citet"),
+        pytest.param("Rose \\cite[p. 4]{textid1}.", "Rose \\cite{textid1}.", id="optional-argument"),
+        pytest.param("Rose \\\\cite{textid1}.", "Rose \\cite{textid1}.", id="doubled-backslash"),
+        pytest.param("Rose cite{textid1}.", "Rose \\cite{textid1}.", id="no-backslash"),
+        pytest.param("Rose \\cite.", "Rose.", id="bare-command-dropped"),
+        pytest.param("Rose \\cite[see above].", "Rose.", id="no-key-dropped"),
+        # Left as they are: well-formed (an empty or unknown one is validation's to refuse) or not a cite.
+        pytest.param("Rose \\cite{textid1}.", "Rose \\cite{textid1}.", id="well-formed"),
+        pytest.param("Rose \\cite{}.", "Rose \\cite{}.", id="empty-kept-for-validation"),
+        pytest.param("Rose \\cite{smith2020}.", "Rose \\cite{smith2020}.", id="unknown-kept-for-validation"),
+        pytest.param("He \\cited it.", "He \\cited it.", id="another-command"),
+    ],
+)
+def test_malformed_citation_commands_are_repaired(text: str, expected: str) -> None:
+    assert repair_cite_commands(text) == expected
+    assert normalise_citations(text) == expected
+
+
+def test_a_repaired_command_counts_as_one_citation() -> None:
+    assert cited_keys(normalise_citations("A \\citetextid1 and B \\cite[textid2, textid3].")) == [
+        ["textid1"],
+        ["textid2", "textid3"],
+    ]
