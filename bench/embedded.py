@@ -75,12 +75,12 @@ def quick_report(model: str | None) -> dict[str, Any]:
         "wall_min": round(seconds / 60, 2),
         "actions": manifest["steps"],
         "refused": sum(not step.valid for step in steps),
-        "prompt_tokens": manifest["prompt_tokens"],
-        "output_tokens": manifest["completion_tokens"],
-        "nodes": manifest["nodes"],
-        "unwritten": len(manifest["unwritten"]),
-        "sources_cited": manifest["sources_cited"],
-        "stop_reason": manifest["stop_reason"],
+        "prompt_tokens": manifest["tokens"]["prompt"],
+        "output_tokens": manifest["tokens"]["completion"],
+        "nodes": manifest["report"]["nodes"],
+        "unwritten": len(manifest["report"]["unwritten"]),
+        "sources_cited": manifest["report"]["sources_cited"],
+        "stop_reason": manifest["report"]["stop_reason"],
         "report_words": len(report.markdown.split()),
     }
 

@@ -36,3 +36,61 @@ def test_overhead_bench_runs_on_a_small_corpus() -> None:
     assert summary["steps"] > 40 and summary["nodes"] > 20 and summary["expansions"] == 9
     # Every component of the profile was found and timed (a moved function fails the bench).
     assert "unaccounted" in summary["profile_s"] and summary["profile_s"]["verification: the rest"] > 0
+
+
+SCORER = """
+import json, sys
+for pair in sys.argv[3:]:
+    qid, path = pair.split("=", 1)
+    report = json.load(open(path))
+    print(json.dumps({"id": qid, "words": len(json.dumps(report).split()), "title": report["title"]}))
+"""
+
+
+@pytest.mark.slow
+def test_quality_bench_scores_every_run_and_skips_finished_ones_when_run_again(tmp_path: Path) -> None:
+    """bench/quality.py end to end against a scripted model on loopback, with a stand-in scorer
+    (the real one lives outside the repository): a report per question, scored, in a table."""
+    from tests.conftest import SPEECHES
+    from tests.support.openai_server import FakeOpenAIServer
+    from tests.support.scenario import ScenarioModel, as_responder
+
+    corpus = tmp_path / "speeches.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"id": name, "title": name, "text": text}) + "\n" for name, text in SPEECHES.items()
+        ),
+        encoding="utf-8",
+    )
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        json.dumps({"id": "q1", "question": "How did presidents argue about tariffs?"}) + "\n"
+    )
+    scorer = tmp_path / "scorer.py"
+    scorer.write_text(SCORER, encoding="utf-8")
+    out = tmp_path / "runs"
+    args = [str(questions), str(corpus), "--scorer", str(scorer), "--kb", str(corpus), "--out", str(out)]
+    with FakeOpenAIServer(as_responder(ScenarioModel(expansions=1))) as server:
+        env = {"DEEPDRAFT_BASE_URL": server.base_url, "DEEPDRAFT_MODEL": "fake"}
+        first = run_bench_env("quality.py", env, *args, "--json")
+        asked = len(server.requests)
+        again = run_bench_env("quality.py", env, *args)
+        assert len(server.requests) == asked  # the finished run is not written again
+    [(key, row)] = json.loads(first).items()
+    assert key == "q1@warp" and row["actions"] > 0 and row["words"] > 0 and "tariff" in row["title"].lower()
+    assert (out / "q1.warp.json").is_file()
+    assert "q1@warp" in again and "median warp" in again
+
+
+def run_bench_env(name: str, env: dict[str, str], *args: str) -> str:
+    import os
+
+    result = subprocess.run(
+        [sys.executable, str(BENCH / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
