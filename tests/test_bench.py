@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -94,3 +96,50 @@ def run_bench_env(name: str, env: dict[str, str], *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def load_bench(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="7">
+  <testcase classname="tests.hostile.test_documents" name="test_probe[kb-add-zip-bomb-docx]" time="1.2"/>
+  <testcase classname="tests.hostile.test_documents" name="test_probe[upload-zip-bomb-docx]" time="0.8">
+    <failure message="died">the server died</failure>
+  </testcase>
+  <testcase classname="tests.hostile.test_documents" name="test_probe[kb-add-named-pipe]" time="0.1">
+    <skipped message="no fifo here"/>
+  </testcase>
+  <testcase classname="tests.hostile.test_attacks.TestRebinding" name="test_host[evil]" time="0.1"/>
+  <testcase classname="tests.hostile.test_attacks.TestRebinding" name="test_host[other]" time="0.1">
+    <error message="fixture">broken fixture</error>
+  </testcase>
+  <testcase classname="tests.hostile.test_injection" name="test_forged_key" time="0.3"/>
+  <testcase classname="tests.hostile.test_llm_faults" name="test_fault[truncated-json]" time="0.3"/>
+</testsuite></testsuites>
+"""
+
+
+def test_hostile_bench_counts_cases_per_file_and_says_which_files_are_missing() -> None:
+    hostile = load_bench("hostile")
+
+    counts = hostile.count_cases(JUNIT)
+
+    assert {name: (c.cases, c.passed) for name, c in counts.items()} == {
+        "test_documents.py": (2, 1),  # the skipped case is not counted
+        "test_attacks.py": (2, 1),
+        "test_injection.py": (1, 1),
+        "test_llm_faults.py": (1, 1),
+    }
+    figures = hostile.suite_figures(counts, present={"test_documents.py", "test_attacks.py"})
+    by_name = {row["figure"]: row for row in figures}
+    assert (by_name["faults"]["cases"], by_name["faults"]["missing"]) == (None, ["test_llm_faults.py"])
+    assert (by_name["bad inputs"]["cases"], by_name["bad inputs"]["passed"]) == (2, 1)
+    assert (by_name["attacks"]["cases"], by_name["attacks"]["passed"]) == (2, 1)
+    assert by_name["attacks"]["missing"] == ["test_injection.py"]

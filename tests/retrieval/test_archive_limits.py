@@ -17,6 +17,7 @@ import resource
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,27 @@ def test_the_size_counted_is_the_size_inflated_not_the_declared_one(tmp_path: Pa
     # Within the limits, a member that holds more than it declares is a broken archive.
     with pytest.raises(BrokenArchive, match=r"part.xml: its header says 10 bytes, it holds 3,145,728"):
         verify_archive(lying, DocumentLimits(max_compression_ratio=10**9))
+
+
+@pytest.mark.parametrize("declared", [4096, 50 * MiB])
+def test_an_epub_chapter_is_bounded_by_what_it_holds_whatever_it_declares(
+    tmp_path: Path, declared: int
+) -> None:
+    # 3 MiB of text under a header that says 4 KiB (or 50 MiB): the chapter's true size decides.
+    text = deflated(Payload(unit=b"<p>Storm log.</p>", count=3 * MiB // 17, prefix=b"<html><body>"))
+    book = write_bomb(tmp_path / "lying.epub", "epub", text, declared_size=declared)
+    limits = DocumentLimits(max_member_bytes=2 * MiB, max_compression_ratio=10**9, max_xml_elements=10**7)
+
+    (refusal,) = read_documents(book, max_bytes=MiB, limits=limits)
+    assert isinstance(refusal, Failure)
+    assert refusal.reason == (
+        "archive member OEBPS/text/ch1.xhtml unpacks to more than 2 MB "
+        "(set retrieval.max_unpacked_member_mb to read it)"
+    )
+    # Within the limits, a chapter that holds other than it declares is broken, never cut to the header.
+    (broken,) = read_documents(book, max_bytes=MiB, limits=replace(limits, max_member_bytes=4 * MiB))
+    assert isinstance(broken, Failure)
+    assert broken.reason.startswith("not a valid .epub file (OEBPS/text/ch1.xhtml: its header says")
 
 
 def test_xml_elements_are_counted_in_markup_parts_unless_streamed() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+import tracemalloc
 from itertools import pairwise
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepdraft.core.tokens import count_tokens
+from deepdraft.retrieval.documents import chunking
 from deepdraft.retrieval.documents.chunking import Chunk, chunk_document, first_heading, iter_blocks
 from deepdraft.retrieval.documents.values import Document, Page
 
@@ -76,6 +80,38 @@ def test_chunk_invariants_hold_for_any_text(parts: list[str], budget: int, overl
 def test_chunk_invariants_hold_for_arbitrary_unicode(text: str, budget: int, overlap: int) -> None:
     document = doc(text)
     check_invariants(document, chunk_document(document, budget, overlap), budget, min(overlap, budget - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(FRAGMENTS, max_size=120),
+    budget=st.integers(min_value=1, max_value=60),
+    overlap=st.integers(min_value=0, max_value=40),
+)
+def test_cutting_a_unit_a_few_parts_at_a_time_gives_the_same_chunks(
+    parts: list[str], budget: int, overlap: int
+) -> None:
+    document = doc("".join(parts))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chunking, "CUT_BATCH", 10**9)
+        at_once = chunk_document(document, budget, overlap)
+        patch.setattr(chunking, "CUT_BATCH", 1)
+        lazily = chunk_document(document, budget, overlap)
+    assert lazily == at_once
+
+
+def test_an_endless_paragraph_is_chunked_in_bounded_memory() -> None:
+    # 400,000 words without a full stop: cut into all of its words at once, they took ~50 MB.
+    document = doc("word " * 400_000)
+    tracemalloc.start()
+    try:
+        chunks = chunk_document(document, 220, 40)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    check_invariants(document, chunks, 220, 40)
+    chunk_bytes = sum(sys.getsizeof(chunk.text) + 200 for chunk in chunks)
+    assert peak < chunk_bytes + 5 * 1024 * 1024, (peak, chunk_bytes)
 
 
 def test_heading_paths_and_title_travelling_with_first_section() -> None:

@@ -212,6 +212,9 @@ def test_jsonl_is_streamed_not_loaded(tmp_path: Path) -> None:
         ('{"id": [1], "text": "t"}', '"id" must be a string or a number'),
         ('{"id": "a", "text": "t", "url": 3}', '"url" must be a string'),
         ('{"id": "a", "text": "t", "title": 3}', '"title" must be a string'),
+        ('{"id": "a", "text": "t", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a JSON line (nested"),
+        ('{"id": "a", "text": "half \\ud800 a pair"}', "not Unicode text (a lone surrogate escape"),
+        ('{"id": "\\udfff", "text": "t"}', "not Unicode text (a lone surrogate escape"),
     ],
 )
 def test_jsonl_bad_line_is_a_failure_and_reading_goes_on(tmp_path: Path, line: str, message: str) -> None:
@@ -226,6 +229,12 @@ def test_jsonl_bad_line_is_a_failure_and_reading_goes_on(tmp_path: Path, line: s
     assert items[1] == Failure(f"{file}:3", items[1].reason)
     assert items[1].reason.startswith(message)
     assert [d.doc_id for d in items if isinstance(d, Document)] == ["ok", "after"]
+
+
+def test_jsonl_escaped_surrogate_pairs_are_one_character(tmp_path: Path) -> None:
+    file = write(tmp_path / "emoji.jsonl", '{"id": "e", "text": "snow \\ud83c\\udf28 cloud"}\n')
+    (doc,) = read_documents(file, max_bytes=MB)
+    assert isinstance(doc, Document) and doc.text == "snow \U0001f328 cloud"
 
 
 def test_jsonl_failures_become_skipped_notes_on_the_fly(tmp_path: Path) -> None:
@@ -334,6 +343,46 @@ def test_discover_survives_symlink_loops_and_follows_linked_folders(tmp_path: Pa
 
     assert files == [tmp_path / "corpus" / "a.md", tmp_path / "corpus" / "linked" / "b.md"]
     assert failures == []
+
+
+def test_discover_tells_link_loops_and_special_files_from_broken_links(tmp_path: Path) -> None:
+    folder = tmp_path / "corpus"
+    write(folder / "a.md", "a")
+    os.symlink("self.md", folder / "self.md")  # a link to itself
+    os.symlink("/dev/zero", folder / "zeros.txt")  # exists, but reading it never ends
+    os.symlink("gone.md", folder / "dangling.md")
+    os.mkfifo(folder / "pipe.md")
+
+    walked = discover([folder])
+    named = discover([folder / "self.md", folder / "zeros.txt", folder / "dangling.md", folder / "pipe.md"])
+
+    expected = [
+        Failure(str(folder / "dangling.md"), "broken link: its target does not exist"),
+        Failure(str(folder / "pipe.md"), "not a regular file or folder"),
+        Failure(str(folder / "self.md"), "link loop: following this link leads back to it"),
+        Failure(str(folder / "zeros.txt"), "not a regular file or folder"),
+    ]
+    assert walked == ([folder / "a.md"], expected)
+    assert named[0] == [] and sorted(named[1], key=lambda failure: failure.location) == expected
+
+
+def test_discover_refuses_a_path_that_is_not_utf8_in_one_printable_line(tmp_path: Path) -> None:
+    folder = tmp_path / "corpus"
+    write(folder / "a.md", "a")
+    (folder / os.fsdecode(b"caf\xe9.md")).write_text("b", encoding="utf-8")
+    (folder / os.fsdecode(b"\xff")).mkdir()
+    (folder / os.fsdecode(b"\xff") / "c.md").write_text("c", encoding="utf-8")
+
+    files, failures = discover([folder])
+
+    assert files == [folder / "a.md"]
+    reason = "its name is not valid UTF-8: rename it to add it"
+    assert failures == [
+        Failure(f"{folder}/caf\ufffd.md", reason),
+        Failure(f"{folder}/\ufffd/c.md", reason),
+    ]
+    for failure in failures:
+        failure.location.encode("utf-8")  # printable, storable
 
 
 def test_discover_explicit_hidden_file_is_taken(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from deepdraft.retrieval.documents.formats import markup, office
 from deepdraft.retrieval.documents.formats.extracted import Extracted
 from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.documents.values import Document, Failure
+from tests.support import archive_bombs as bombs
 from tests.support import documents as sample
 from tests.support.documents import EXPECTED_FAILURES, make_document_folder, write_bytes, write_pdf
 
@@ -293,6 +294,42 @@ def test_html_block_fallback_keeps_headings_and_escapes_hash_lines() -> None:
     html = b"<body><h1>Top</h1><div># not a heading</div><ul><li>one</li><li>two</li></ul>tail</body>"
     assert markup.html_blocks_text(html) == "# Top\n\n\\# not a heading\n\none\n\ntwo\n\ntail"
     assert markup.html_blocks_text(b"<html></html>") == ""
+
+
+def nested(depth: int, inner: str) -> bytes:
+    return b"<div>" * depth + inner.encode() + b"</div>" * depth
+
+
+def test_html_nested_deeper_than_the_parser_reads_is_refused_not_read_as_empty(tmp_path: Path) -> None:
+    # libxml2 stops parsing at its depth bound: the text inside (and after) would silently vanish.
+    page = write_bytes(
+        tmp_path / "deep.html",
+        b"<html><body><p>Before the nest.</p>"
+        + nested(80_000, "Inside the nest.")
+        + b"<p>After.</p></body></html>",
+    )
+    assert fail(page) == (
+        "nested more than 2,048 elements deep: the HTML parser stops there, "
+        "so the rest of the document could not be read"
+    )
+
+
+def test_html_nested_deeper_than_trafilatura_reads_is_read_whole(tmp_path: Path) -> None:
+    # Past trafilatura's 256 levels and Python's recursion limit, within the parser's bound.
+    page = write_bytes(
+        tmp_path / "deep.html",
+        b"<html><body><p>Before the nest.</p>"
+        + nested(1500, "Inside the nest.")
+        + b"<p>After it.</p></body></html>",
+    )
+    assert read(page).text == "Before the nest.\n\nInside the nest.\n\nAfter it."
+
+
+def test_epub_chapter_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    sample_epub = bombs.write_sample("epub", tmp_path / "sample.epub")
+    payload = bombs.repeated("epub", sample_epub, b"<div>", 100_000 * len(b"<div>"))
+    book = bombs.write_bomb(tmp_path / "deep.epub", "epub", payload)
+    assert fail(book).startswith("nested more than 2,048 elements deep")
 
 
 # -- text and Markdown ----------------------------------------------------------------------------------

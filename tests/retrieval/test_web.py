@@ -19,7 +19,14 @@ from deepdraft.errors import ConfigError
 from deepdraft.ports import Passage, Retriever, Source
 from deepdraft.retrieval.combined import CombinedRetriever
 from deepdraft.retrieval.web import fetch
-from deepdraft.retrieval.web.fetch import BlockedAddress, PageFetcher, PageRefused, address_problem, vet_host
+from deepdraft.retrieval.web.fetch import (
+    BlockedAddress,
+    PageFetcher,
+    PageRefused,
+    address_problem,
+    extract_page,
+    vet_host,
+)
 from deepdraft.retrieval.web.search import (
     BraveSearch,
     SearxngSearch,
@@ -206,6 +213,27 @@ def test_only_web_pages_and_plain_text_are_read(web: FakeWeb) -> None:
         PageFetcher(allow_private=True).fetch(web.url("/empty"))
     with pytest.raises(PageRefused, match="HTTP 404"):
         PageFetcher(allow_private=True).fetch(web.url("/missing"))
+
+
+def test_a_page_nested_past_the_parsers_depth_says_so() -> None:
+    nest = b"<div>" * 80_000 + b"Inside." + b"</div>" * 80_000
+    page = b"<html><body><p>Before the nest, a paragraph of text.</p>" + nest + b"</body></html>"
+    with pytest.raises(PageRefused, match=r"^nested more than 2,048 elements deep"):
+        extract_page(page, "text/html", "https://example.org/deep")
+
+
+def test_a_page_nested_past_trafilaturas_depth_is_read_whole() -> None:
+    nest = b"<div>" * 1500 + b"Inside the nest, the second paragraph." + b"</div>" * 1500
+    page = (
+        b"<html><body><p>Before the nest, a paragraph of text.</p>"
+        + nest
+        + b"<p>After it, the end.</p></body></html>"
+    )
+    _, text = extract_page(page, "text/html; charset=utf-8", "https://example.org/deep")
+    assert (
+        text
+        == "Before the nest, a paragraph of text.\n\nInside the nest, the second paragraph.\n\nAfter it, the end."
+    )
 
 
 def test_a_slow_page_times_out(web: FakeWeb) -> None:

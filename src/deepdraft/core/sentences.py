@@ -34,6 +34,7 @@ are left out.
 
 from __future__ import annotations
 
+import itertools
 import re
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -86,17 +87,22 @@ def sentence_spans(
     text: str, start: int = 0, end: int | None = None, *, lines: LineBreaks = "every", prose: bool = True
 ) -> list[tuple[int, int]]:
     """Spans of the sentences of ``text[start:end]`` (see the module docstring for the rules)."""
+    return list(iter_sentence_spans(text, start, end, lines=lines, prose=prose))
+
+
+def iter_sentence_spans(
+    text: str, start: int = 0, end: int | None = None, *, lines: LineBreaks = "every", prose: bool = True
+) -> Iterator[tuple[int, int]]:
+    """`sentence_spans` one at a time, for texts of more sentences than are worth holding at once."""
     stop = len(text) if end is None else end
-    spans = []
     cursor = start
-    for cut in [*sentence_ends(text, start, stop, lines=lines, prose=prose), stop]:
+    for cut in itertools.chain(sentence_ends(text, start, stop, lines=lines, prose=prose), [stop]):
         begin = cursor
         while begin < cut and text[begin] == "\n":
             begin += 1
         if text[begin:cut].strip():
-            spans.append((begin, cut))
+            yield begin, cut
         cursor = cut
-    return spans
 
 
 def sentences(text: str, *, lines: LineBreaks = "every") -> list[str]:

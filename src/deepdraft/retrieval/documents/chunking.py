@@ -27,6 +27,11 @@ How a document is cut:
    headings — and a heading left alone at the end of a page becomes a chunk of its own rather than
    travel to the next page. Text outside the pages (the separators between them) is not chunked.
 
+A unit is cut lazily: its first `CUT_BATCH` parts are queued, and the rest waits as one span
+that is cut the same way when packing reaches it. A paragraph of millions of words without a full
+stop (a 19 MB one-line file) would otherwise queue millions of spans at once — gigabytes — to pack
+the same chunks.
+
 The size bound is strict (`count_tokens(chunk.text) <= chunk_tokens`): the estimate is subadditive,
 so the sum of the parts' counts bounds the count of their span. Setext headings (underlined with
 ``===``) and other Markdown are treated as plain paragraphs: cheap, and only the chunk boundaries
@@ -35,6 +40,7 @@ suffer.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -42,7 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from deepdraft.core.scripts import CJK
-from deepdraft.core.sentences import sentence_ends, sentence_spans
+from deepdraft.core.sentences import iter_sentence_spans, sentence_ends
 from deepdraft.core.tokens import count_tokens
 
 if TYPE_CHECKING:
@@ -59,6 +65,9 @@ repeated into each of them — work that grows with the square of the document."
 
 # Granularity of a unit waiting to be packed; a unit can be cut into units of the next level.
 _PARAGRAPH, _SENTENCE, _WORD_LEVEL, _PIECE = 0, 1, 2, 3
+
+CUT_BATCH = 1024
+"""Parts of a cut unit queued at once; the rest of the unit waits, uncut, behind them."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,9 @@ def _pack(text: str, units: list[tuple[int, int]], budget: int, overlap: int) ->
     cur_tokens = 0  # an upper bound of its token count (sum of its parts)
     while queue:
         start, end, level = queue.popleft()
+        if level < 0:  # the rest of a unit whose first parts were queued: the next parts, cut now
+            queue.extendleft(reversed(_batch(text, start, end, -level, budget)))
+            continue
         tokens = count_tokens(text[start:end])
         room = budget - cur_tokens if cur_start >= 0 else budget
         if tokens <= room:
@@ -220,40 +232,58 @@ def _pack(text: str, units: list[tuple[int, int]], budget: int, overlap: int) ->
 def _refine(
     text: str, start: int, end: int, level: int, budget: int, deepest: int
 ) -> list[tuple[int, int, int]] | None:
-    """Cut a unit at the next finer level that actually cuts it (down to `deepest`); None if none."""
+    """Cut a unit at the next finer level that actually cuts it (down to `deepest`); None if none.
+
+    At most `CUT_BATCH` parts come back, then (if the unit has more) the rest of it, as one span
+    whose level is the parts' level negated (see `_batch`).
+    """
     while level < deepest:
         level += 1
-        if level == _SENTENCE:
-            parts = _sentences(text, start, end)
-        elif level == _WORD_LEVEL:
-            parts = [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
-        else:
-            parts = _pieces(text, start, end, budget)
+        parts = _batch(text, start, end, level, budget)
         if len(parts) > 1:
-            return [(a, b, level) for a, b in parts]
+            return parts
     return None
 
 
-def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
+def _batch(text: str, start: int, end: int, level: int, budget: int) -> list[tuple[int, int, int]]:
+    """The first `CUT_BATCH` parts of ``text[start:end]`` cut at `level`, and the rest as one span.
+
+    The rest starts where its first part does, so cutting it later gives the very parts that
+    cutting the whole unit at once would have: each cut only looks forward from its start.
+    """
+    parts = itertools.islice(_cut(text, start, end, level, budget), CUT_BATCH + 1)
+    batch = [(a, b, level) for a, b in parts]
+    if len(batch) > CUT_BATCH:
+        rest_start = batch.pop()[0]
+        batch.append((rest_start, end, -level))
+    return batch
+
+
+def _cut(text: str, start: int, end: int, level: int, budget: int) -> Iterator[tuple[int, int]]:
+    if level == _SENTENCE:
+        return _sentences(text, start, end)
+    if level == _WORD_LEVEL:
+        return (match.span() for match in _WORD.finditer(text, start, end))
+    return _pieces(text, start, end, budget)
+
+
+def _sentences(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
     """Sentence spans without the whitespace around them (the plain rules: a line break ends one)."""
-    spans = []
-    for a, b in sentence_spans(text, start, end, prose=False):
+    for a, b in iter_sentence_spans(text, start, end, prose=False):
         while a < b and text[a].isspace():
             a += 1
         while b > a and text[b - 1].isspace():
             b -= 1
-        spans.append((a, b))
-    return spans
+        yield a, b
 
 
-def _pieces(text: str, start: int, end: int, budget: int) -> list[tuple[int, int]]:
+def _pieces(text: str, start: int, end: int, budget: int) -> Iterator[tuple[int, int]]:
     """Cut a whitespace-free run into the longest prefixes of at most `budget` tokens.
 
     The estimate never decreases as a prefix grows, so a binary search finds each cut. A piece of at
     most `budget` tokens is at most ``6 * budget`` characters long (one token per started six), which
     bounds the search window and keeps this linear in the run length.
     """
-    spans = []
     while start < end:
         low, high = start + 1, min(end, start + 6 * budget + 6)
         while low < high:  # largest cut in [low, high] whose prefix fits
@@ -262,9 +292,8 @@ def _pieces(text: str, start: int, end: int, budget: int) -> list[tuple[int, int
                 low = middle
             else:
                 high = middle - 1
-        spans.append((start, low))
+        yield start, low
         start = low
-    return spans
 
 
 def _overlap_start(text: str, start: int, end: int, limit: int) -> int | None:

@@ -35,11 +35,13 @@ Trade-offs:
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -141,10 +143,8 @@ def _expand(path: Path, recursive: bool, add: Any, failures: list[Failure]) -> N
             )
     elif path.is_file():
         _add_file(path, add, failures)
-    elif path.is_symlink():
-        failures.append(Failure(str(path), "broken link: its target does not exist"))
-    elif path.exists():
-        failures.append(Failure(str(path), "not a regular file or folder"))
+    elif path.is_symlink() or path.exists():
+        failures.append(Failure(str(path), _not_a_file(path)))
     else:
         failures.append(Failure(str(path), "not found"))
 
@@ -175,22 +175,43 @@ def _walk(root: Path, recursive: bool, add: Any, failures: list[Failure]) -> int
                             pending.append(path)
                 elif entry.is_file():
                     count += _add_file(path, add, failures)
-                elif entry.is_symlink():
-                    failures.append(Failure(str(path), "broken link: its target does not exist"))
                 else:
-                    failures.append(Failure(str(path), "not a regular file or folder"))
-            except OSError as exc:
-                failures.append(Failure(str(path), f"cannot read it ({exc.strerror or exc})"))
+                    failures.append(Failure(str(path), _not_a_file(path)))
+            except OSError as exc:  # a link loop makes even the question "is it a folder?" fail
+                reason = _LINK_LOOP if exc.errno == errno.ELOOP else f"cannot read it ({exc.strerror or exc})"
+                failures.append(Failure(str(path), reason))
     return count
 
 
 def _add_file(path: Path, add: Any, failures: list[Failure]) -> int:
+    # A name in another encoding (Latin-1 from an old archive) arrives with undecodable bytes as
+    # surrogates: it could be neither stored nor printed, so it is refused under a printable name.
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        printable = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        failures.append(Failure(printable, "its name is not valid UTF-8: rename it to add it"))
+        return 0
     suffix = path.suffix.lower()
     if suffix in SUPPORTED_SUFFIXES:
         add(path)
         return 1
     failures.append(Failure(str(path), unsupported_reason(suffix)))
     return 0
+
+
+_LINK_LOOP = "link loop: following this link leads back to it"
+
+
+def _not_a_file(path: Path) -> str:
+    """Why `path`, which exists as a name but is neither a regular file nor a folder, is not read."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return _LINK_LOOP
+        return "broken link: its target does not exist"
+    return "not a regular file or folder"  # a device, a pipe, a socket, or a link to one
 
 
 def unsupported_reason(suffix: str) -> str:
@@ -348,9 +369,23 @@ def _parse_line(line: bytes, number: int) -> dict[str, Any]:
         raise Unreadable(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise Unreadable(f"not a JSON line ({exc.msg} at column {exc.colno})") from exc
+    except RecursionError as exc:  # the json module recurses once per nested array or object
+        raise Unreadable("not a JSON line (nested too deeply to read)") from exc
     if not isinstance(record, dict):
         raise Unreadable(f"expected a JSON object, got {type(record).__name__}")
+    if _SURROGATE_ESCAPE.search(line):
+        # JSON may escape half of a UTF-16 pair on its own ("\\ud800"), which json.loads turns into
+        # a string that no UTF-8 file or database can hold; pairs decode to one character and pass.
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise Unreadable(
+                "not Unicode text (a lone surrogate escape such as \\ud800 in a string)"
+            ) from exc
     return record
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _record_document(

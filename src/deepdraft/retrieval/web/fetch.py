@@ -44,6 +44,8 @@ import httpx
 from deepdraft._version import __version__
 from deepdraft.egress import EgressLog
 from deepdraft.retrieval.documents.corpus import decode_text
+from deepdraft.retrieval.documents.formats import markup
+from deepdraft.retrieval.documents.formats.extracted import Unreadable
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -271,7 +273,9 @@ def extract_page(data: bytes, content_type: str, url: str) -> tuple[str, str]:
     """(title, main text) of a page's bytes; `PageRefused` when no readable text is left.
 
     HTML goes through trafilatura (boilerplate such as menus and footers removed, headings kept as
-    Markdown); plain text is decoded like a text file of a corpus.
+    Markdown); plain text is decoded like a text file of a corpus. A page nested deeper than
+    trafilatura's parser reads is read block by block, and one past the deeper bound of our own
+    parse is refused as such, as a document would be (see `deepdraft.retrieval.documents.formats.markup`).
     """
     charset = _charset(content_type)
     if _media_type(content_type) == "text/plain":
@@ -282,15 +286,22 @@ def extract_page(data: bytes, content_type: str, url: str) -> tuple[str, str]:
 
         # With a declared charset, decode here; otherwise trafilatura reads <meta charset> itself.
         document: str | bytes = data.decode(charset, errors="replace") if charset else data
-        text = trafilatura.extract(
-            document,
-            url=url,
-            output_format="markdown",
-            include_formatting=True,
-            include_comments=False,
-            include_links=False,
-            include_images=False,
-        )
+        try:
+            root = markup.parse_html(data)
+        except Unreadable as exc:
+            raise PageRefused(str(exc)) from exc
+        if root is not None and markup.nesting_depth(root) >= markup.TRAFILATURA_DEPTH:
+            text = markup.blocks_text(root)
+        else:
+            text = trafilatura.extract(
+                document,
+                url=url,
+                output_format="markdown",
+                include_formatting=True,
+                include_comments=False,
+                include_links=False,
+                include_images=False,
+            )
         metadata = trafilatura.extract_metadata(document)
         title = (metadata.title or "") if metadata is not None else ""
     if not text or not text.strip():

@@ -3,6 +3,14 @@
 A web page goes through trafilatura, which drops navigation and boilerplate. An EPUB is read with
 `zipfile` and `xml.etree` in spine (reading) order (EbookLib is AGPL), and each chapter's XHTML is
 taken whole: web-page boilerplate removal has nothing to remove in a book.
+
+Nesting depth: libxml2, under lxml and trafilatura alike, stops parsing at a fixed depth (256
+elements by default, `MAX_HTML_DEPTH` with lxml's ``huge_tree``) and hands back what it had, so
+whatever follows the deep part would silently go missing (text inside 100,000 nested ``<div>``
+elements read as no text at all). Pages are therefore parsed once by us with the larger
+bound: a page that passes it is refused in one line saying so, one nested deeper than trafilatura's
+parser reaches is read block by block from our tree, and the walk over the tree keeps its own stack
+rather than recursing, so no depth the parser accepts can exhaust Python's.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import logging
 import posixpath
 import re
 import zipfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
@@ -53,19 +61,28 @@ def html_to_markdown(data: bytes) -> str:
     """Main text with headings as ``#`` lines: trafilatura, or every text block if it finds none.
 
     trafilatura drops navigation and boilerplate, but also returns nothing for pages with little
-    text (a short EPUB chapter, a stub page); then all text of ``<body>`` is taken instead.
+    text (a short EPUB chapter, a stub page); then all text of ``<body>`` is taken instead. A page
+    nested deeper than trafilatura's parser reaches is read block by block (see the module docstring).
     """
     import trafilatura
 
-    try:
-        text = trafilatura.extract(
-            data, output_format="markdown", include_tables=True, include_comments=False, favor_recall=True
-        )
-    except Exception as exc:
-        log.debug("trafilatura failed (%s); reading all text blocks", exc)
-        text = None
-    return clean(text) if text and text.strip() else html_blocks_text(data)
+    root = parse_html(data)
+    text = None
+    if root is not None and nesting_depth(root) < TRAFILATURA_DEPTH:
+        try:
+            text = trafilatura.extract(
+                data, output_format="markdown", include_tables=True, include_comments=False, favor_recall=True
+            )
+        except Exception as exc:
+            log.debug("trafilatura failed (%s); reading all text blocks", exc)
+    return clean(text) if text and text.strip() else blocks_text(root)
 
+
+MAX_HTML_DEPTH = 2048
+"""Elements libxml2 nests at most under lxml's ``huge_tree`` option; it stops parsing past them."""
+
+TRAFILATURA_DEPTH = 256
+"""The same bound without ``huge_tree``, as trafilatura parses."""
 
 _BLOCK_TAGS = frozenset(
     {"address", "article", "aside", "blockquote", "body", "br", "dd", "details", "div", "dl", "dt"}
@@ -76,14 +93,52 @@ _BLOCK_TAGS = frozenset(
 _SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "head", "svg", "math"})
 
 
-def html_blocks_text(data: bytes) -> str:
-    """All visible text of an HTML document, one paragraph per block element, headings as ``#``."""
+def parse_html(data: bytes) -> HtmlElement | None:
+    """The document's tree, None if lxml finds no document; `Unreadable` if nested past `MAX_HTML_DEPTH`."""
     import lxml.html
     from lxml import etree
 
+    parser = lxml.html.HTMLParser(huge_tree=True)
     try:
-        root = lxml.html.document_fromstring(data)
+        root = lxml.html.document_fromstring(data, parser=parser)
     except (etree.ParserError, ValueError):
+        root = None
+    if any(_is_depth_limit(error) for error in parser.error_log):
+        raise Unreadable(
+            f"nested more than {MAX_HTML_DEPTH:,} elements deep: the HTML parser stops there, "
+            "so the rest of the document could not be read"
+        )
+    return root
+
+
+def _is_depth_limit(error: Any) -> bool:
+    # libxml2 2.13 and later report it as a resource limit; older ones only say it in the message.
+    return "Excessive depth" in str(error.message) or error.type_name == "ERR_RESOURCE_LIMIT"
+
+
+def nesting_depth(root: HtmlElement) -> int:
+    """How many elements deep the tree goes (the root alone is 1), found without recursing."""
+    deepest = 0
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in element)
+    return deepest
+
+
+def html_blocks_text(data: bytes) -> str:
+    """All visible text of an HTML document, one paragraph per block element, headings as ``#``."""
+    return blocks_text(parse_html(data))
+
+
+def blocks_text(root: HtmlElement | None) -> str:
+    """All visible text under `root`, one paragraph per block element, headings as ``#``.
+
+    The tree is walked with a stack of its own: each element is visited once on the way in (its
+    text) and once on the way out (the end of its block, then its tail).
+    """
+    if root is None:
         return ""
     blocks: list[str] = []
     line: list[str] = []
@@ -94,23 +149,26 @@ def html_blocks_text(data: bytes) -> str:
         if text:
             blocks.append(prefix + text if prefix else escape_markdown(text))
 
-    def walk(element: HtmlElement) -> None:
+    stack: list[tuple[HtmlElement, bool]] = [(root, False)]
+    while stack:
+        element, leaving = stack.pop()
         tag = element.tag if isinstance(element.tag, str) else ""
-        if tag in _SKIPPED_TAGS:
-            line.append(" ")  # the tail still counts
-        else:
-            block = tag in _BLOCK_TAGS
+        block = tag in _BLOCK_TAGS
+        if not leaving:
+            if tag in _SKIPPED_TAGS:
+                line.append(" ")  # the tail still counts
+                line.append(element.tail or "")
+                continue
             if block:
                 flush()
             line.append(element.text or "")
-            for child in element:
-                walk(child)
-            if block:
-                heading = re.fullmatch(r"h([1-6])", tag)
-                flush(f"{'#' * int(heading.group(1))} " if heading else "")
+            stack.append((element, True))
+            stack.extend((child, False) for child in reversed(element))
+            continue
+        if block:
+            heading = re.fullmatch(r"h([1-6])", tag)
+            flush(f"{'#' * int(heading.group(1))} " if heading else "")
         line.append(element.tail or "")
-
-    walk(root)
     flush()
     return "\n\n".join(blocks)
 
