@@ -66,6 +66,10 @@ def test_a_chinese_title_names_the_subject_by_a_shared_character_pair() -> None:
         ("Future Prospects", True),
         ("Search Results", True),
         ("Background Evidence", True),
+        ("What to Do", True),  # the headers of our own prompts, listed back as sections
+        ("What the Search Found", True),
+        ("The User's Request", True),
+        ("What the Gold Standard Did", False),
         ("研究背景", True),
         ("Background of the Silver Purchase Act", False),
         ("The Gold Standard Debate", False),
@@ -113,11 +117,23 @@ def test_the_last_try_mends_the_outline_instead_of_failing_the_run() -> None:
     research = ResearchSettings(depth="quick", max_retries=1)
     raw = _plan_reply("Overview", "Background", "Coinage Acts", "Bimetallism", "Panics of the Era")
     first = read_plan(raw, RunState(question=GOLD), research, refused=0)
-    assert isinstance(first, Refused) and first.code == ESSAY_PART
+    # The essay part is left out at once; the title that names no subject is asked again.
+    assert isinstance(first, Refused) and first.code == OFF_SUBJECT
     last = read_plan(raw, RunState(question=GOLD), research, refused=1)
     assert isinstance(last, InitPlan)
     assert last.title == GOLD.rstrip("?")
     assert [s.title for s in last.sections] == ["Coinage Acts", "Bimetallism", "Panics of the Era"]
+
+
+def test_essay_parts_are_left_out_at_once_when_enough_topical_sections_remain() -> None:
+    research = ResearchSettings(depth="quick", max_retries=1)  # 3 to 4 sections
+    raw = _plan_reply("Gold and Silver", "Introduction", "Coinage Acts", "Bimetallism", "What to Do")
+    too_few = read_plan(raw, RunState(question=GOLD), research, refused=0)
+    assert isinstance(too_few, Refused) and too_few.code == ESSAY_PART  # two left: asked again
+    raw = _plan_reply("Gold and Silver", "Introduction", "Coinage Acts", "Bimetallism", "Panics")
+    plan = read_plan(raw, RunState(question=GOLD), research, refused=0)
+    assert isinstance(plan, InitPlan)
+    assert [s.title for s in plan.sections] == ["Coinage Acts", "Bimetallism", "Panics"]
 
 
 def test_extend_plan_refuses_essay_part_subsections_then_leaves_them_out() -> None:
@@ -138,9 +154,12 @@ def test_extend_plan_refuses_essay_part_subsections_then_leaves_them_out() -> No
         + "</action>"
     )
     state = RunState(question=GOLD, outline=outline)
-    mended = read_extend(raw, state, ResearchSettings(max_retries=1), refused=1)
-    assert isinstance(mended, ExtendPlan)
-    assert [n.title for n in mended.subsections] == ["The Act of 1873", "Free Silver"]
+    for refused_before in (0, 1):  # two subsections remain, enough: left out at once
+        mended = read_extend(raw, state, ResearchSettings(max_retries=1), refused=refused_before)
+        assert isinstance(mended, ExtendPlan)
+        assert [n.title for n in mended.subsections] == ["The Act of 1873", "Free Silver"]
+    lone = raw.replace('"Free Silver"', '"Conclusion"')  # one would remain: asked again, then mended
+    assert isinstance(read_extend(lone, state, ResearchSettings(max_retries=1), refused=0), Refused)
 
 
 def test_the_plan_prompt_shows_the_documents_and_terms_the_first_search_found() -> None:
@@ -155,5 +174,5 @@ def test_the_plan_prompt_shows_the_documents_and_terms_the_first_search_found() 
     ]:
         state.evidence.append(state.registry.register(Passage(text, Source(title, title, f"/{title}"))))
     prompt = plan_prompt(state, ResearchSettings(), Fit(draft=1000, passages=6, passage_tokens=None))
-    assert "## What the search found\nDocuments: 1878 Address; 1893 Address." in prompt
-    assert "Terms the passages share: silver." in prompt
+    assert "These passages come from: 1878 Address; 1893 Address.\nWords they share: silver." in prompt
+    assert "What the search found" not in prompt  # no header of its own: models list headers as sections

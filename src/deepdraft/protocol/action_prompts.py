@@ -77,14 +77,16 @@ def search_findings(state: RunState) -> str:
     if not items:
         return ""
     titles = list(dict.fromkeys(item.source.title for item in items if item.source.title))
+    # Plain sentences under the evidence, not a header of their own: a small model lists a
+    # prompt's headers as the sections of its outline.
     lines = []
     if titles:
         shown = "; ".join(titles[:MOST_DOCUMENTS_SHOWN])
         more = f" and {len(titles) - MOST_DOCUMENTS_SHOWN} more" if len(titles) > MOST_DOCUMENTS_SHOWN else ""
-        lines.append(f"Documents: {shown}{more}.")
+        lines.append(f"These passages come from: {shown}{more}.")
     terms = salient_terms(item.text for item in items)
     if terms:
-        lines.append(f"Terms the passages share: {', '.join(terms)}.")
+        lines.append(f"Words they share: {', '.join(terms)}.")
     return "\n".join(lines)
 
 

@@ -57,9 +57,10 @@ def read_plan(
 ) -> Action | Refused:
     """An init-plan: WARP's one level of sections, or (`full`) the baseline's nested outline.
 
-    On the last try (`refused` re-asks spent) an outline whose only faults are a title off the
-    subject or essay-part sections is mended rather than refused: a run without an outline has
-    no report at all, and an imperfect outline still has one.
+    Essay-part sections are left out at once when enough other sections remain. On the last try
+    (`refused` re-asks spent) an outline whose only faults are a title off the subject or
+    essay-part sections is mended rather than refused: a run without an outline has no report at
+    all, and an imperfect outline still has one.
     """
     sections, subsections = count_ranges(research)
     action: Action | Refused = parse_full_plan(raw) if full else parse(raw, {"init-plan"})
@@ -72,6 +73,12 @@ def read_plan(
         return validate_init_plan(plan, state.question, sections, research.language)
 
     problem = validate(action)
+    if problem and problem.code == ESSAY_PART:
+        # Leaving the essay parts out costs nothing when enough topical sections remain; a re-ask
+        # costs a whole action, which a small budget cannot spare.
+        topical = InitPlan(action.title, _without_essay_parts(action.sections, sections[0]))
+        if topical.sections != action.sections:
+            action, problem = topical, validate(topical)
     if problem and problem.code in _MENDABLE and refused >= research.max_retries:
         mended = _mended_plan(action, state.question, sections[0])
         return validate(mended) or mended
@@ -147,18 +154,19 @@ def _checked(
 
 
 def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: int = 0) -> Action | Refused:
-    """A deepening decision; on the last try essay-part subsections are left out (see `read_plan`)."""
+    """A deepening decision; essay-part subsections are left out when enough others remain, and on
+    the last try in any case (see `read_plan`)."""
     assert state.outline is not None
     action = parse(raw, {"extend-plan", "nop"})
     if isinstance(action, ExtendPlan):
         subsections = count_ranges(research)[1]
         problem = validate_extend_plan(action, state.outline, state.question, subsections, research.language)
-        if problem and problem.code == ESSAY_PART and refused >= research.max_retries:
+        if problem and problem.code == ESSAY_PART:
             mended = ExtendPlan(action.position, _without_essay_parts(action.subsections, subsections[0]))
-            return (
-                validate_extend_plan(mended, state.outline, state.question, subsections, research.language)
-                or mended
-            )
+            still = validate_extend_plan(mended, state.outline, state.question, subsections, research.language)
+            # As for an outline: mended at once when enough subsections remain, else on the last try.
+            if still is None or refused >= research.max_retries:
+                return still or mended
         return problem or action
     return action
 

@@ -65,6 +65,20 @@ _MODIFIERS = _set(
     an to in for on our its this report study evidence search documents document sources source
     terms passages"""
 )
+# The headers of deepdraft's own prompts: a small model sometimes lists them as its sections.
+_PROMPT_HEADERS = frozenset(
+    re.sub(r"[^a-z ]+", "", header.lower())
+    for header in (
+        "The user's request",
+        "Background evidence from the document collection",
+        "What the search found",
+        "What to do",
+        "Answer format",
+        "Your previous reply was rejected",
+        "The report so far",
+        "Evidence you may cite",
+    )
+)
 # Chinese: question frames and essay parts, matched as whole phrases.
 _FRAME_ZH = (
     "如何", "怎样", "怎么", "什么", "哪些", "为什么", "是否", "讨论", "论述", "描述", "谈论", "看待", "评价",
@@ -133,7 +147,8 @@ def names_subject(title: str, subject: Iterable[str]) -> bool:
 
 def is_essay_part(title: str) -> bool:
     """A title made only of essay-part words and generic modifiers ("Background", "Key Findings",
-    "研究背景"): it names a part of an essay, not a facet of the subject."""
+    "研究背景"), or one of our prompts' own headers ("What to Do"): it names a part of an essay
+    or of the instructions, not a facet of the subject."""
     text = re.sub(r"^[\s\d.、:：-]+", "", title).strip()
     if not text:
         return False
@@ -142,6 +157,8 @@ def is_essay_part(title: str) -> bool:
         for phrase in sorted(_MODIFIERS_ZH + _ESSAY_PARTS_ZH, key=len, reverse=True):
             rest = rest.replace(phrase, "")
         return not rest and any(part in text for part in _ESSAY_PARTS_ZH)
+    if " ".join(re.sub(r"[^a-z ]+", "", text.lower()).split()) in _PROMPT_HEADERS:
+        return True
     words = _latin_words(text)
     return (
         bool(words)
