@@ -342,3 +342,27 @@ def test_a_summary_loses_its_numbering_debris_and_its_cut_off_last_sentence() ->
     text = read_part(raw, "summary", ["textid1"], "How did presidents argue about tariffs?", None)
     assert isinstance(text, str)
     assert text.endswith("slump \\cite{textid1}.") and "3.4" not in text
+
+
+def test_a_summary_that_restates_its_instructions_is_refused_and_asked_again() -> None:
+    """A 1.5B model asked for a summary answered with what a summary should be; the pass refuses
+    that draft with a reason and keeps the next one, about the findings."""
+    echo = (  # what the model wrote, in substance
+        "The executive summary should open with one or two sentences that answer the request "
+        "directly, then give the main findings behind that answer, most important first. It is read "
+        "before the report, so it should stand on its own, and it should back each finding with the "
+        "citations the sections give for it \\cite{textid1}."
+    )
+    drafts = iter([echo, SUMMARY])
+    base = editor()
+    asked: list[str] = []
+
+    def respond(request: ChatRequest) -> str:
+        if recognise(request).kind == "summary":
+            asked.append(request.messages[-1].content)
+            return f"<thought>t</thought><action>{next(drafts)}</action>"
+        return base(request)
+
+    state, _, _ = synthesize(respond, research=ResearchSettings(max_retries=1))
+    assert len(asked) == 2 and "do not restate these instructions" in asked[1]
+    assert state.summary == SUMMARY

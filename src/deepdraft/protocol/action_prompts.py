@@ -134,7 +134,13 @@ def node_length(state: RunState, research: ResearchSettings) -> str:
         per_node = max(60, target // max(3, state.outline.count()))
         return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
     if research.node_words:
-        return f"Aim for about {research.node_words} words in this part, in two or three paragraphs."
+        # A small model left to itself writes two sentences; one short paragraph per passage
+        # gives the part its length, its citations and its spread over the evidence.
+        return (
+            f"Aim for about {research.node_words} words in this part: for each passage above that "
+            "bears on it, write two or three sentences of your own on what that passage says, "
+            "citing it."
+        )
     return ""
 
 

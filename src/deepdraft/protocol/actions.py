@@ -383,10 +383,17 @@ _ECHO_WORDS = 6  # a run of this many words of the worked example ...
 
 def echoes_example(text: str) -> bool:
     """Whether `text` repeats the write prompt's worked example (a run of six of its words)."""
-    words = [w.lower() for w in _WORD.findall(CITE.sub(" ", text))]
-    example = [w.lower() for w in _WORD.findall(CITE.sub(" ", WRITE_EXAMPLE_ACTION))]
-    runs = {tuple(example[i : i + _ECHO_WORDS]) for i in range(len(example) - _ECHO_WORDS + 1)}
-    return any(tuple(words[i : i + _ECHO_WORDS]) in runs for i in range(len(words) - _ECHO_WORDS + 1))
+    return shares_run(text, WRITE_EXAMPLE_ACTION, _ECHO_WORDS)
+
+
+def shares_run(text: str, other: str, size: int) -> bool:
+    """Whether `text` and `other` share a run of `size` words (citations aside, any case)."""
+
+    def runs(value: str) -> set[tuple[str, ...]]:
+        words = [w.lower() for w in _WORD.findall(CITE.sub(" ", value))]
+        return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+    return not runs(text).isdisjoint(runs(other))
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)

@@ -54,7 +54,7 @@ from deepdraft.policy.finishing.terms import (
 from deepdraft.policy.finishing.verdicts import JUDGE_TRIES, parse_verdicts, verdict_schema, verdict_shape
 from deepdraft.ports import LLM, ChatRequest, ChatResult
 from deepdraft.protocol import prompts
-from deepdraft.protocol.actions import Refused, language_problem, repetition, split_reply
+from deepdraft.protocol.actions import Refused, language_problem, repetition, shares_run, split_reply
 from deepdraft.protocol.attach import attach_citations, content_words
 from deepdraft.protocol.exchange import Attempt, Turn
 from deepdraft.protocol.fitting import Fit, fit_prompt
@@ -105,12 +105,14 @@ def read_part(
     question: str,
     language: str | None,
     attach_from: Mapping[str, str] | None = None,
+    instructions: str = "",
 ) -> str | tuple[None, str]:
     """The summary or conclusion in the model's reply, validated; or (None, why it was refused).
 
     `attach_from` (key → passage text): when the text cites nothing, cite each sentence from the
     passage it overlaps most, dropping sentences that match none (see `attach.py`) — what a write
-    gets from a small model that will not cite.
+    gets from a small model that will not cite. `instructions`: what the prompt asked (see
+    `instructions_of`), which the text must not restate.
     """
     body = split_reply(raw).body
     if body is None:
@@ -140,7 +142,21 @@ def read_part(
         return None, "a \\cite{} holds no key"
     if problem := repetition(text) or language_problem(text, question, language):
         return None, problem
+    if instructions and shares_run(text, instructions, INSTRUCTION_RUN):
+        name = PART_NAMES.get(part, part)
+        return None, f"write the {name} itself, about the findings; do not restate these instructions"
     return text
+
+
+INSTRUCTION_RUN = 6
+"""A run of this many words of the instructions in a summary is the instructions restated (a small
+model asked for a summary sometimes describes what a summary should be)."""
+
+
+def instructions_of(prompt: str) -> str:
+    """The "What to do" paragraph of a rendered prompt, which a reply must not restate."""
+    _, _, rest = prompt.partition("## What to do")
+    return rest.split("\n## ", 1)[0]
 
 
 # ---- the pass -------------------------------------------------------------------------------------
@@ -194,6 +210,8 @@ class Synthesizer:
         # nicety, and on a CPU each refused draft costs half a minute.
         tries = min(PART_TRIES, self.research.max_retries + 1)
 
+        asked = {"instructions": ""}
+
         def request(turn: Turn) -> ChatRequest:
             prompt = self._fit(
                 lambda fit: prompts.render(
@@ -209,6 +227,7 @@ class Synthesizer:
                     language=self.research.language or "",
                 )
             )
+            asked["instructions"] = instructions_of(prompt)
             return self.calls.request(state, prompt, shape=reply_shape("write"))
 
         def read(result: ChatResult, turn: Turn) -> str | Refused:
@@ -218,7 +237,15 @@ class Synthesizer:
                 if attach_after is not None and turn.refused >= attach_after
                 else None
             )
-            text = read_part(result.text, part, allowed, state.question, self.research.language, attach_from)
+            text = read_part(
+                result.text,
+                part,
+                allowed,
+                state.question,
+                self.research.language,
+                attach_from,
+                asked["instructions"],
+            )
             return text if isinstance(text, str) else Refused(text[1])
 
         def settle(attempt: Attempt[str]) -> None:
@@ -321,6 +348,8 @@ class Synthesizer:
             progress.part = "done"
             return
         claims = "\n".join(f"{n}. {text}" for n, text in enumerate(statements, start=1))
+
+        asked = {"instructions": ""}
 
         def request(turn: Turn) -> ChatRequest:
             prompt = self._fit(
