@@ -163,7 +163,9 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
         problem = validate_extend_plan(action, state.outline, state.question, subsections, research.language)
         if problem and problem.code == ESSAY_PART:
             mended = ExtendPlan(action.position, _without_essay_parts(action.subsections, subsections[0]))
-            still = validate_extend_plan(mended, state.outline, state.question, subsections, research.language)
+            still = validate_extend_plan(
+                mended, state.outline, state.question, subsections, research.language
+            )
             # As for an outline: mended at once when enough subsections remain, else on the last try.
             if still is None or refused >= research.max_retries:
                 return still or mended

@@ -349,8 +349,6 @@ class Synthesizer:
             return
         claims = "\n".join(f"{n}. {text}" for n, text in enumerate(statements, start=1))
 
-        asked = {"instructions": ""}
-
         def request(turn: Turn) -> ChatRequest:
             prompt = self._fit(
                 lambda fit: prompts.render(

@@ -19,7 +19,8 @@ FinishingTemplateName = Literal["verify", "repair", "synthesis", "constraints"]
 
 
 WRITE_EXAMPLE_THOUGHT = (
-    "textid2 gives the conductivity of sulfides and their reaction with air; textid5 confirms the air sensitivity."
+    "textid2 gives the conductivity of sulfides and their reaction with air; "
+    "textid5 confirms the air sensitivity."
 )
 WRITE_EXAMPLE_ACTION = (
     "Sulfide electrolytes conduct lithium ions about as well as liquid electrolytes \\cite{textid2}. "
