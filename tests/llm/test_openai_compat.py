@@ -174,21 +174,55 @@ def test_no_answer_in_time_is_a_timeout() -> None:
     assert len(server.requests) == 2  # timeouts are retried too
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        NOT_JSON,
-        NO_CHOICES,
+MALFORMED = {
+    "html": (NOT_JSON, "an HTML page instead of JSON (HTTP 200)"),
+    "no-choices": (NO_CHOICES, "a chat completion with no choices (HTTP 200)"),
+    "empty-choices": (
         RawReply(b'{"object": "chat.completion", "choices": []}'),
+        "a chat completion with no choices (HTTP 200)",
+    ),
+    "null-content": (
         RawReply(b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": null}}]}'),
-        RawReply(b"{truncated", content_type="application/json"),
-    ],
-    ids=["html", "no-choices", "empty-choices", "null-content", "broken-json"],
-)
-def test_malformed_body_is_a_bad_response(reply: RawReply) -> None:
-    with FakeOpenAIServer.replaying([reply]) as server, pytest.raises(LLMBadResponse) as caught:
+        "a chat completion whose message has no text (HTTP 200)",
+    ),
+    "truncated-json": (
+        RawReply(b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hal'),
+        "JSON that breaks off after 74 bytes (HTTP 200)",
+    ),
+    "broken-json": (RawReply(b"{truncated"), "malformed JSON"),
+    "empty-body": (RawReply(b""), "an empty body (HTTP 200)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_body_is_asked_again_then_named_in_one_line(case: str) -> None:
+    reply, what = MALFORMED[case]
+    with FakeOpenAIServer(lambda body, i: reply) as server, pytest.raises(LLMBadResponse) as caught:
+        OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=2, retry_backoff_s=0).complete(ask())
+    message = str(caught.value)
+    assert message.startswith(f"the LLM at {server.base_url} sent {what}")
+    assert message.endswith("after 3 attempts")
+    assert "\n" not in message and "ChatCompletion(" not in message and "<html" not in message
+    assert len(server.requests) == 3  # like a 5xx: one try and max_retries more
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_body_once_is_a_transient_fault(case: str) -> None:
+    reply, _ = MALFORMED[case]
+    waits: list[float] = []
+    with FakeOpenAIServer.replaying([reply, "recovered"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=1, sleep=waits.append)
+        assert llm.complete(ask()).text == "recovered"
+    assert len(server.requests) == 2
+    assert len(waits) == 1 and 0.375 <= waits[0] <= 0.5  # retry_backoff_s, less up to a quarter of jitter
+
+
+def test_a_proxy_error_page_is_named_not_quoted() -> None:
+    page = b"<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
+    reply = RawReply(page, status=502, content_type="text/html")
+    with FakeOpenAIServer(lambda body, i: reply) as server, pytest.raises(LLMServerError) as caught:
         OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=0).complete(ask())
-    assert str(caught.value).startswith(f"the LLM at {server.base_url} sent")
+    assert str(caught.value).endswith("HTTP 502: an HTML error page (502 Bad Gateway)")
 
 
 @pytest.mark.parametrize("status", [401, 403])

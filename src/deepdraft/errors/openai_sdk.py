@@ -90,11 +90,19 @@ def _attempts(exc: Exception) -> str:
     return f" after {retries + 1} attempts" if retries else ""
 
 
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
 def _server_message(exc: openai.APIStatusError) -> str:
     body = exc.body  # the SDK has already unwrapped {"error": {...}}; servers differ in what is left
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         body = body["message"]
-    return one_line(body if isinstance(body, str) else exc.response.text) or "no details"
+    text = body if isinstance(body, str) else exc.response.text
+    if text.lstrip()[:1] == "<" or "html" in exc.response.headers.get("content-type", "").lower():
+        # A proxy's error page: its markup says nothing, its title at most what happened.
+        title = _HTML_TITLE.search(text)
+        return "an HTML error page" + (f" ({one_line(title.group(1), 120)})" if title else "")
+    return one_line(text) or "no details"
 
 
 def _connection_problem(exc: openai.APIConnectionError) -> tuple[str, str]:

@@ -3,10 +3,15 @@
 Trade-offs:
 
 - The official `openai` SDK does the HTTP work: it already retries timeouts, connection errors, 429 and
-  5xx with jittered exponential backoff and honours `Retry-After`, so there is no retry loop here. The
-  price is that its exception types must not leak: every failure is turned into one `LLMError` whose
-  message is a single line naming the base URL (`llm.errors.map_openai_error`, shared with the
-  embeddings client), and the SDK error is kept as `__cause__` for --debug.
+  5xx with jittered exponential backoff and honours `Retry-After`. The price is that its exception
+  types must not leak: every failure is turned into one `LLMError` whose message is a single line
+  naming the base URL (`errors.openai_sdk.map_openai_error`, shared with the embeddings client), and
+  the SDK error is kept as `__cause__` for --debug.
+- What the SDK cannot see is a 200 whose body is no chat completion: an HTML page from a proxy, JSON
+  cut off mid-way, an empty body, `choices: []`, `content: null`. Those are what overloaded servers
+  and gateways produce under load, so they are retried here like a 5xx (`max_retries` more tries,
+  waiting `retry_backoff_s`, doubling), and the body is read here rather than by the SDK so that
+  the error can say in one line what came back instead of quoting a parsed object.
 - Privacy: the base URL is always passed explicitly, so the SDK never falls back to `OPENAI_BASE_URL`
   or api.openai.com, and the key is never read from the environment here (settings decide that).
 - Constrained decoding is requested the portable way (`response_format` with a JSON schema). Servers
@@ -19,7 +24,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -27,7 +35,7 @@ import httpx
 import openai
 
 from deepdraft.errors import ConfigError, LLMBadResponse, LLMError
-from deepdraft.errors.openai_sdk import map_openai_error, one_line
+from deepdraft.errors.openai_sdk import map_openai_error
 from deepdraft.ports import ChatRequest, ChatResult, ReplyShape, Usage
 from deepdraft.settings import LLMSettings
 
@@ -36,6 +44,7 @@ log = logging.getLogger(__name__)
 ConstrainMode = Literal["auto", "grammar", "json", "off"]
 
 _KEY_HINT = "check the API key (llm.api_key, DEEPDRAFT_API_KEY or OPENAI_API_KEY)"
+_MAX_BACKOFF_S = 8.0  # the longest wait between two tries, as the SDK's own retries
 
 
 class OpenAICompatibleLLM:
@@ -52,9 +61,11 @@ class OpenAICompatibleLLM:
         max_tokens: int = 2048,
         timeout_s: float = 300.0,
         max_retries: int = 3,
+        retry_backoff_s: float = 0.5,
         constrain: ConstrainMode = "auto",
         extra_body: dict[str, Any] | None = None,
         http_client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.temperature = temperature
@@ -62,6 +73,8 @@ class OpenAICompatibleLLM:
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self._sleep = sleep
         self._model = model
         self._model_lock = threading.Lock()
         self._context_window: int | Literal[False] | None = False  # False: not asked yet
@@ -95,6 +108,7 @@ class OpenAICompatibleLLM:
             max_tokens=settings.max_tokens,
             timeout_s=settings.timeout_s,
             max_retries=settings.max_retries,
+            retry_backoff_s=settings.retry_backoff_s,
             constrain=settings.constrain,
             extra_body=settings.extra_body,
         )
@@ -170,20 +184,40 @@ class OpenAICompatibleLLM:
             params["extra_body"] = extra
         if request.seed is not None:
             params["seed"] = request.seed
-        try:
-            completion = self._create(params)
-        except (openai.OpenAIError, ValueError) as exc:  # ValueError: a 200 body that is broken JSON
-            raise self._translate(exc, f"model {model!r}") from exc
-        result = self._result(completion, model)
+        result = self._complete_with_retries(params, model)
         if envelope and "response_format" in params:
             return replace(result, text=_from_envelope(result.text))
         return result
 
-    def _create(self, params: dict[str, Any]) -> object:
-        """One chat completion; drops a constraint the server rejects (a 400 naming it) and retries."""
+    def _complete_with_retries(self, params: dict[str, Any], model: str) -> ChatResult:
+        """One completion; a 200 that is no usable completion is asked again, `max_retries` times."""
+        tries = self.max_retries + 1
+        for attempt in range(1, tries + 1):
+            try:
+                response = self._create(params)
+            except (openai.OpenAIError, ValueError) as exc:
+                raise self._translate(exc, f"model {model!r}") from exc
+            try:
+                return self._result(response.status_code, response.headers, response.content, model)
+            except LLMBadResponse as exc:
+                if attempt == tries:
+                    after = f" after {tries} attempts" if tries > 1 else ""
+                    raise LLMBadResponse(f"{exc}{after}") from None
+                log.debug("%s; asking again", exc)
+                self._sleep(self._backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _backoff(self, attempt: int) -> float:
+        """The wait before try `attempt + 1`: doubling from `retry_backoff_s`, jittered like the SDK's."""
+        delay = min(self.retry_backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
+        return float(delay * (1 - 0.25 * random.random()))
+
+    def _create(self, params: dict[str, Any]) -> Any:
+        """One chat completion's raw 2xx response; drops a constraint the server rejects (a 400
+        naming it) and asks again. The body is read by `_result`, not by the SDK."""
         while True:
             try:
-                return self._client.chat.completions.create(**params)
+                return self._client.chat.completions.with_raw_response.create(**params)
             # Servers report an unsupported field as 400 or 422, and some (llama-cpp-python) as 500.
             except (
                 openai.BadRequestError,
@@ -202,22 +236,31 @@ class OpenAICompatibleLLM:
                 else:
                     raise
 
-    def _result(self, completion: object, model: str) -> ChatResult:
-        # Servers behind proxies sometimes answer 200 with HTML or with JSON of another shape; the SDK
-        # then returns a str or a loosely built object instead of raising, so every field is checked.
-        choices = getattr(completion, "choices", None)
+    def _result(self, status: int, headers: Any, body: bytes, model: str) -> ChatResult:
+        """The completion in a 2xx response, or `LLMBadResponse` saying in one line what came instead.
+
+        Servers behind proxies answer 200 with HTML, gateways cut bodies short, and some servers
+        send a completion with no choices or no text under load: each is named, never quoted.
+        """
+        where = f"the LLM at {self.base_url} sent"
+        completion = _completion_body(where, status, headers.get("content-type", ""), body)
+        choices = completion.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else None
-        text = getattr(getattr(choice, "message", None), "content", None)
+        if not isinstance(choice, dict):
+            raise LLMBadResponse(f"{where} a chat completion with no choices (HTTP {status})")
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        finish = choice.get("finish_reason")
         if not isinstance(text, str):
-            what = "a chat completion without message text" if choice else one_line(str(completion), 200)
-            raise LLMBadResponse(f"the LLM at {self.base_url} sent {what}")
-        usage = getattr(completion, "usage", None)
-        served = getattr(completion, "model", None)
+            why = f", finish_reason {finish}" if isinstance(finish, str) and finish else ""
+            raise LLMBadResponse(f"{where} a chat completion whose message has no text (HTTP {status}{why})")
+        usage = completion.get("usage")
+        served = completion.get("model")
         return ChatResult(
             text=text,
             usage=Usage(_count(usage, "prompt_tokens"), _count(usage, "completion_tokens")),
             model=served if isinstance(served, str) and served else model,
-            finish_reason=str(getattr(choice, "finish_reason", None) or ""),
+            finish_reason=str(finish or ""),
         )
 
     def _translate(self, exc: Exception, what: str) -> LLMError:
@@ -232,9 +275,31 @@ class OpenAICompatibleLLM:
         )
 
 
+def _completion_body(where: str, status: int, content_type: str, body: bytes) -> dict[str, Any]:
+    """The JSON object of a 2xx body, or `LLMBadResponse` naming what the body is instead."""
+    if not body.strip():
+        raise LLMBadResponse(f"{where} an empty body (HTTP {status})")
+    if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
+        raise LLMBadResponse(f"{where} an HTML page instead of JSON (HTTP {status})")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise LLMBadResponse(f"{where} a body that is not UTF-8 text (HTTP {status})") from None
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(body.rstrip()) - 1 or "Unterminated" in exc.msg:
+            what = f"JSON that breaks off after {len(body):,} bytes"
+        else:
+            what = f"malformed JSON ({exc.msg} at byte {exc.pos:,})"
+        raise LLMBadResponse(f"{where} {what} (HTTP {status})") from None
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise LLMBadResponse(f"{where} a JSON {kind} instead of a chat completion (HTTP {status})")
+    return data
+
+
 def _count(usage: object, name: str) -> int:
-    value = getattr(usage, name, None)  # servers may omit usage entirely: count zero
-    return value if isinstance(value, int) else 0
+    value = usage.get(name) if isinstance(usage, dict) else None  # servers may omit usage: count zero
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _envelope_schema(shape: ReplyShape) -> dict[str, Any]:
