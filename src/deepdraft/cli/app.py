@@ -91,7 +91,15 @@ def research(
     max_tokens_total: Annotated[
         int | None,
         typer.Option(
-            "--max-tokens-total", help="Token cap for the run; when spent, the report is finished as is."
+            "--max-tokens-total",
+            help="Token cap for the run (resumes included); when spent, the report is finished as is.",
+        ),
+    ] = None,
+    max_time: Annotated[
+        str | None,
+        typer.Option(
+            "--max-time",
+            help="Time budget, e.g. 90s, 30m, 2h (resumes included); when spent, the report is finished.",
         ),
     ] = None,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Most LLM requests per minute.")] = None,
@@ -173,6 +181,7 @@ def research(
             "length_words": length,
             "max_steps": max_steps,
             "max_expansions": max_expansions,
+            "max_time": max_time,
         },
         retrieval={"only": only or None, "exclude": exclude or None},
         embedding={

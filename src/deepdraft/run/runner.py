@@ -391,12 +391,18 @@ def _run_models(
     if settings.llm.cache:
         llm = CachingLLM(llm, journal, namespace=run_id)
         roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
-    if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
-        llm = LimitedLLM(
+    if settings.llm.max_tokens_total or settings.llm.requests_per_minute or settings.research.max_time:
+        # Budgets are the run's: what earlier sessions spent counts, and the role models share them.
+        tokens, seconds = journal.spending(run_id)
+        limited = LimitedLLM(
             llm,
             max_tokens_total=settings.llm.max_tokens_total,
             requests_per_minute=settings.llm.requests_per_minute,
+            max_time_s=settings.research.max_time,
+            spent_tokens=tokens,
+            spent_seconds=seconds,
         )
+        llm, roles = limited, {role: limited.sharing(model) for role, model in roles.items()}
     return llm, roles
 
 

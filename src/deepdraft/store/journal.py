@@ -349,6 +349,34 @@ class Journal(Database):
             ).fetchall()
         return [step_from_row(r) for r in rows]
 
+    def spending(self, run_id: str) -> tuple[int, float]:
+        """What the run has spent so far: (tokens of its recorded steps, seconds it was driven).
+
+        Tokens: every step's prompt and completion, a step answered from the cache included (it
+        was paid for by the process that stopped before journaling it). Seconds: each time the run
+        was driven, from its `run_started` event to the last event journaled before the next one;
+        the time between a crash and the last journaled step is not known, so it is not counted.
+        """
+        with self._read("read spending") as conn:
+            self._require_run(conn, run_id)
+            tokens = conn.execute(
+                "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM steps WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()[0]
+            events = conn.execute(
+                "SELECT kind, created_at FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+        seconds, started, last = 0.0, None, None
+        for kind, at in events:
+            if kind == "run_started":
+                if started is not None and last is not None:
+                    seconds += last - started
+                started = at
+            last = at
+        if started is not None and last is not None:
+            seconds += last - started
+        return int(tokens), seconds
+
     def latest_checkpoint(self, run_id: str) -> tuple[int, dict[str, Any]] | None:
         """The last step recorded and the state after it; None for a run with no steps yet."""
         with self._read("read checkpoint") as conn:
