@@ -62,6 +62,7 @@ async def create_run(body: CreateRun, manager: Manager) -> RunDetail:
             "policy": body.policy,
             "max_steps": body.max_steps,
             "max_expansions": body.max_expansions,
+            "max_time": body.max_time,
             "language": body.language,
         },
     }
