@@ -191,6 +191,7 @@ MALFORMED = {
     ),
     "broken-json": (RawReply(b"{truncated"), "malformed JSON"),
     "empty-body": (RawReply(b""), "an empty body (HTTP 200)"),
+    "json-null": (RawReply(b"null"), "a JSON null instead of a chat completion (HTTP 200)"),
 }
 
 

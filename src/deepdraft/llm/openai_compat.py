@@ -275,6 +275,16 @@ class OpenAICompatibleLLM:
         )
 
 
+_JSON_NAMES: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
 def _completion_body(where: str, status: int, content_type: str, body: bytes) -> dict[str, Any]:
     """The JSON object of a 2xx body, or `LLMBadResponse` naming what the body is instead."""
     if not body.strip():
@@ -289,10 +299,10 @@ def _completion_body(where: str, status: int, content_type: str, body: bytes) ->
         if exc.pos >= len(body.rstrip()) - 1 or "Unterminated" in exc.msg:
             what = f"JSON that breaks off after {len(body):,} bytes"
         else:
-            what = f"malformed JSON ({exc.msg} at byte {exc.pos:,})"
+            what = f"malformed JSON ({exc.msg} at character {exc.pos:,})"
         raise LLMBadResponse(f"{where} {what} (HTTP {status})") from None
     if not isinstance(data, dict):
-        kind = type(data).__name__
+        kind = _JSON_NAMES.get(type(data), "value")
         raise LLMBadResponse(f"{where} a JSON {kind} instead of a chat completion (HTTP {status})")
     return data
 
