@@ -89,7 +89,9 @@ def test_an_llm_fault_ends_finished_or_resumably(fault: str, kind: Kind, referen
     spec = FAULTS[fault]
     stopped: LLMError | None = None
     with FaultServer(MODEL, fault, kind) as server:
-        config = settings(server.base_url, timeout_s=0.5 if spec.needs_short_timeout else 30.0)
+        # 1 s: short enough to meet a hang soon, long enough that a busy machine's slow answer is
+        # not taken for one (the other faults keep a timeout they never come near).
+        config = settings(server.base_url, timeout_s=1.0 if spec.needs_short_timeout else 30.0)
         try:
             report = runner.start(QUESTION, config, retriever=RETRIEVER, run_id=RUN_ID)
         except LLMError as exc:
