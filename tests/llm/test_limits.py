@@ -36,11 +36,12 @@ def test_token_cap_refuses_calls_once_spent() -> None:
         llm.complete(ChatRequest.user("q"))
 
 
-def test_replayed_replies_cost_nothing() -> None:
-    llm = LimitedLLM(Fixed(cached=True), max_tokens_total=10)
-    for _ in range(5):
-        llm.complete(ChatRequest.user("q"))
-    assert llm.tokens_used == 0
+def test_a_reply_replayed_on_resume_counts_as_the_step_it_becomes() -> None:
+    # Replayed from the run's cache: paid for by the session that stopped before journaling it,
+    # so the journaled steps a resume starts from (`spent_tokens`) do not hold it yet.
+    llm = LimitedLLM(Fixed(cached=True), max_tokens_total=10_000, spent_tokens=500)
+    llm.complete(ChatRequest.user("q"))
+    assert llm.tokens_used == 600
 
 
 def test_rate_limit_waits_for_the_window() -> None:

@@ -72,12 +72,27 @@ def test_the_token_budget_counts_what_earlier_sessions_spent() -> None:
                 runner.resume(
                     run_id, settings(), llm=llm, retriever=retriever, cancel=cancel, on_event=on_event
                 )
-    report = runner.resume(
-        run_id, settings(), llm=FunctionLLM(ScenarioModel(expansions=5)), retriever=retriever
-    )
+    # Then a crash right after the last step's reply arrived, before its step was journaled: the
+    # resume replays that reply from the cache, and it must count (the journal does not hold it yet).
+    last_step = expected[0]
+
+    def crash_on_the_last_step(event: Event) -> None:
+        if isinstance(event, ActionFinished) and event.record.step == last_step:
+            raise Crash
+
+    with pytest.raises(Crash):
+        runner.resume(run_id, settings(), llm=FunctionLLM(ScenarioModel(expansions=5)), retriever=retriever,
+                      on_event=crash_on_the_last_step)  # fmt: skip
+    llm = FunctionLLM(ScenarioModel(expansions=5))
+    report = runner.resume(run_id, settings(), llm=llm, retriever=retriever)
+    assert llm.requests == []  # the last reply came from the cache, and then the budget was spent
     assert report.stop_reason == whole.stop_reason
     # Before the fix every resume started from zero: the resumed run took more steps and tokens.
     assert steps_and_tokens(run_id) == expected
+
+
+class Crash(Exception):
+    """The process dies here (as far as the run can tell: nothing after it is journaled)."""
 
 
 def test_a_spent_time_budget_finishes_the_report_from_what_exists() -> None:

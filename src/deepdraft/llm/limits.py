@@ -7,6 +7,8 @@ finishes the report from what it has instead of failing the run.
 The caps are a run's, not a process's: a resumed run starts from what the journal says the run
 already spent (`spent_tokens`, `spent_seconds`), and the models a run uses for single roles share
 one tally with its main model (`sharing`), so that neither a resume nor a planner model escapes them.
+Every reply counts once: the journaled steps before a resume, each reply after it (one replayed from
+the run's cache included, since no journaled step holds it yet).
 """
 
 from __future__ import annotations
@@ -111,9 +113,10 @@ class LimitedLLM:
             )
         self._wait_for_rate()
         result = self.inner.complete(request)
-        if not result.cached:  # a reply replayed from the journal was counted when it was paid for
-            with tally.lock:
-                tally.tokens_used += result.usage.prompt_tokens + result.usage.completion_tokens
+        # A reply replayed from the run's cache counts too: it was paid for by a session that
+        # stopped before journaling its step, so `spent_tokens` (the journaled steps) lacks it.
+        with tally.lock:
+            tally.tokens_used += result.usage.prompt_tokens + result.usage.completion_tokens
         return result
 
     def _wait_for_rate(self) -> None:
