@@ -117,8 +117,8 @@ class LLMSettings(_Section):
     """How often a failed request is sent again: no connection, a timeout, HTTP 429 or 5xx, or a
     reply that is no chat completion (an HTML page, cut-off JSON, no choices, no text)."""
     retry_backoff_s: float = Field(0.5, ge=0, le=60)
-    """The wait before asking again after a reply that is no chat completion; it doubles with each
-    try (at most 8 s). HTTP errors wait as the OpenAI SDK decides (0.5 s doubling, or Retry-After)."""
+    """The wait before the first retry; it doubles with each one (at most 8 s), unless the server
+    asks for a pause of its own (Retry-After, up to a minute)."""
     constrain: Literal["auto", "grammar", "json", "off"] = "auto"
     """How replies are constrained: a GBNF grammar (llama.cpp servers; "auto" tries it and stops if
     the server refuses), a JSON envelope (OpenAI structured outputs, Ollama), or not at all."""

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from deepdraft.run import runner
 from deepdraft.settings import Settings
 from deepdraft.store.journal import REFUSED_REPLY_KEEP, Journal
 from tests.hostile.fault_server import FAULTS, FLOOD_BYTES, FaultServer
-from tests.support.openai_server import fast_sdk_backoff
 from tests.support.request_kinds import Kind
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
 
@@ -45,7 +43,8 @@ RUN_ID = "under-fire"
 
 
 def settings(base_url: str, *, timeout_s: float = 30.0) -> Settings:
-    # Fast retries come from the settings: two more tries, 10 ms apart for unusable 200s.
+    # Fast retries come from the settings: two more tries, 10 ms apart (a 429's Retry-After is
+    # still honoured as sent).
     return Settings.model_validate(
         {
             "llm": {
@@ -57,14 +56,6 @@ def settings(base_url: str, *, timeout_s: float = 30.0) -> Settings:
             }
         }
     )
-
-
-@pytest.fixture(autouse=True)
-def _fast_sdk_retries() -> Iterator[None]:
-    # The SDK's own backoff between HTTP retries (0.5 s doubling) has no setting; Retry-After is
-    # still honoured as sent.
-    with fast_sdk_backoff(0.01):
-        yield
 
 
 def comparable(markdown: str) -> str:

@@ -2,16 +2,18 @@
 
 Trade-offs:
 
-- The official `openai` SDK does the HTTP work: it already retries timeouts, connection errors, 429 and
-  5xx with jittered exponential backoff and honours `Retry-After`. The price is that its exception
-  types must not leak: every failure is turned into one `LLMError` whose message is a single line
-  naming the base URL (`errors.openai_sdk.map_openai_error`, shared with the embeddings client), and
-  the SDK error is kept as `__cause__` for --debug.
-- What the SDK cannot see is a 200 whose body is no chat completion: an HTML page from a proxy, JSON
-  cut off mid-way, an empty body, `choices: []`, `content: null`. Those are what overloaded servers
-  and gateways produce under load, so they are retried here like a 5xx (`max_retries` more tries,
-  waiting `retry_backoff_s`, doubling), and the body is read here rather than by the SDK so that
-  the error can say in one line what came back instead of quoting a parsed object.
+- The official `openai` SDK does the HTTP work. The price is that its exception types must not
+  leak: every failure is turned into one `LLMError` whose message is a single line naming the base
+  URL (`errors.openai_sdk.map_openai_error`, shared with the embeddings client), and the SDK error
+  is kept as `__cause__` for --debug.
+- Retries are this module's, not the SDK's, because the SDK cannot see every transient failure: a
+  200 whose body is no chat completion (an HTML page from a proxy, JSON cut off mid-way, an empty
+  body, `choices: []`, `content: null`) is what overloaded servers and gateways send under load,
+  just like a 5xx. So one policy covers them all: timeouts, refused or dropped connections, 408,
+  409, 429 and 5xx (unless the server says `x-should-retry: false`) and unusable 200s are asked
+  again `max_retries` times, waiting `retry_backoff_s`, doubling (at most 8 s, less up to a quarter
+  of jitter), or what `Retry-After` asks for (up to a minute). The body is read here rather than by
+  the SDK, so that an error says in one line what came back instead of quoting a parsed object.
 - Privacy: the base URL is always passed explicitly, so the SDK never falls back to `OPENAI_BASE_URL`
   or api.openai.com, and the key is never read from the environment here (settings decide that).
 - Constrained decoding is requested the portable way (`response_format` with a JSON schema). Servers
@@ -22,12 +24,14 @@ Trade-offs:
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -44,7 +48,8 @@ log = logging.getLogger(__name__)
 ConstrainMode = Literal["auto", "grammar", "json", "off"]
 
 _KEY_HINT = "check the API key (llm.api_key, DEEPDRAFT_API_KEY or OPENAI_API_KEY)"
-_MAX_BACKOFF_S = 8.0  # the longest wait between two tries, as the SDK's own retries
+_MAX_BACKOFF_S = 8.0  # the longest wait between two tries (as the SDK's own retries)
+_MAX_RETRY_AFTER_S = 60.0  # a server asking for a longer pause is not waited for: the run stops
 
 
 class OpenAICompatibleLLM:
@@ -90,10 +95,11 @@ class OpenAICompatibleLLM:
             # A short connect timeout: an unreachable host should fail in seconds, not in timeout_s
             # times the number of attempts; slow generation only affects the read timeout.
             timeout=openai.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            max_retries=max_retries,
+            max_retries=max_retries,  # for listing models; completions are retried here
             # The SDK accepts both httpx and httpx2 clients but only annotates the latter.
             http_client=http_client,  # type: ignore[arg-type]
         )
+        self._completions = self._client.with_options(max_retries=0).chat.completions
 
     @classmethod
     def from_settings(cls, settings: LLMSettings) -> OpenAICompatibleLLM:
@@ -190,21 +196,29 @@ class OpenAICompatibleLLM:
         return result
 
     def _complete_with_retries(self, params: dict[str, Any], model: str) -> ChatResult:
-        """One completion; a 200 that is no usable completion is asked again, `max_retries` times."""
+        """One completion, asked again after a transient failure, `max_retries` times."""
         tries = self.max_retries + 1
         for attempt in range(1, tries + 1):
+            wait: float | None = None
             try:
                 response = self._create(params)
-            except (openai.OpenAIError, ValueError) as exc:
-                raise self._translate(exc, f"model {model!r}") from exc
-            try:
                 return self._result(response.status_code, response.headers, response.content, model)
             except LLMBadResponse as exc:
                 if attempt == tries:
-                    after = f" after {tries} attempts" if tries > 1 else ""
-                    raise LLMBadResponse(f"{exc}{after}") from None
+                    raise LLMBadResponse(f"{exc}{_after(tries)}") from None
                 log.debug("%s; asking again", exc)
-                self._sleep(self._backoff(attempt))
+            except openai.APIStatusError as exc:
+                if attempt == tries or not _worth_retrying(exc.status_code, exc.response.headers):
+                    raise self._translate(exc, f"model {model!r}", attempt) from exc
+                wait = _retry_after(exc.response.headers)
+                if wait is not None and wait > _MAX_RETRY_AFTER_S:
+                    raise self._translate(exc, f"model {model!r}", attempt) from exc
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                if attempt == tries:
+                    raise self._translate(exc, f"model {model!r}", attempt) from exc
+            except (openai.OpenAIError, ValueError) as exc:
+                raise self._translate(exc, f"model {model!r}", attempt) from exc
+            self._sleep(self._backoff(attempt) if wait is None else wait)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _backoff(self, attempt: int) -> float:
@@ -217,7 +231,7 @@ class OpenAICompatibleLLM:
         naming it) and asks again. The body is read by `_result`, not by the SDK."""
         while True:
             try:
-                return self._client.chat.completions.with_raw_response.create(**params)
+                return self._completions.with_raw_response.create(**params)
             # Servers report an unsupported field as 400 or 422, and some (llama-cpp-python) as 500.
             except (
                 openai.BadRequestError,
@@ -263,7 +277,7 @@ class OpenAICompatibleLLM:
             finish_reason=str(finish or ""),
         )
 
-    def _translate(self, exc: Exception, what: str) -> LLMError:
+    def _translate(self, exc: Exception, what: str, attempts: int | None = None) -> LLMError:
         """One human line for an SDK error; the caller chains `exc` as the cause."""
         return map_openai_error(
             exc,
@@ -272,7 +286,39 @@ class OpenAICompatibleLLM:
             timeout_s=self.timeout_s,
             key_hint=_KEY_HINT,
             detect_overflow=True,
+            attempts=attempts,
         )
+
+
+def _after(tries: int) -> str:
+    return f" after {tries} attempts" if tries > 1 else ""
+
+
+def _worth_retrying(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether a failed HTTP answer may succeed when asked again (the SDK's rules; the server's word
+    first)."""
+    said = headers.get("x-should-retry")
+    if said in ("true", "false"):
+        return said == "true"
+    return status in (408, 409, 429) or status >= 500
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """The pause a server asks for (`retry-after-ms`, or `retry-after` in seconds or as a date)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    when = headers.get("retry-after")
+    parsed = email.utils.parsedate_tz(when) if when else None
+    if parsed is None:
+        return None
+    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
 _JSON_NAMES: dict[type, str] = {
