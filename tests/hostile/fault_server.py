@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from deepdraft.ports import ChatRequest
@@ -33,7 +33,8 @@ from tests.support.openai_server import (
     Reply,
     SlowReply,
 )
-from tests.support.request_kinds import Kind, recognise, request_from_body
+from tests.support.request_kinds import Kind, evidence_keys, recognise, request_from_body
+from tests.support.scenario import ScenarioModel
 
 HANG_S = 60.0
 """How long a hanging answer waits: far past any client timeout a test sets (closing the server ends it)."""
@@ -103,6 +104,24 @@ FAULTS: dict[str, FaultKind] = {
     "reply-40mb": FaultKind(lambda s: Reply("lorem ipsum " * (FLOOD_BYTES // 12)), "finished"),
     "connection-refused": FaultKind(_refuse_connections, "resumed"),
 }
+
+
+@dataclass
+class EveryCallScenario:
+    """`ScenarioModel`, with sections whose sentences need every finishing call: one the word
+    overlap cannot settle (the judge is asked: "verify") and others it finds unsupported ("repair")."""
+
+    model: ScenarioModel = field(default_factory=lambda: ScenarioModel(expansions=1))
+
+    def __call__(self, request: ChatRequest) -> str:
+        if recognise(request).kind != "write":
+            return self.model(request)
+        cite = ", ".join(evidence_keys(request.messages[-1].content)[:2])
+        return (
+            f"<thought>Use {cite}.</thought><action>Presidents weighed tariffs on imports against the "
+            f"burden they placed on farmers \\cite{{{cite}}}. Later addresses favoured open markets and "
+            f"lower duties as the lesson of history \\cite{{{cite}}}.</action>"
+        )
 
 
 class FaultServer(FakeOpenAIServer):

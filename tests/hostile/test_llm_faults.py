@@ -27,17 +27,19 @@ from deepdraft.errors import LLMError
 from deepdraft.run import runner
 from deepdraft.settings import Settings
 from deepdraft.store.journal import REFUSED_REPLY_KEEP, Journal
-from tests.hostile.fault_server import FAULTS, FLOOD_BYTES, FaultServer
+from tests.hostile.fault_server import FAULTS, FLOOD_BYTES, EveryCallScenario, FaultServer
 from tests.support.request_kinds import Kind
-from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever
+from tests.support.scenario import SOTU_LIKE, WordOverlapRetriever
 
 pytestmark = pytest.mark.slow
 
 QUESTION = "How did presidents argue about tariffs?"
-MODEL = ScenarioModel(expansions=1)
+MODEL = EveryCallScenario()
 RETRIEVER = WordOverlapRetriever(SOTU_LIKE)
-KINDS: tuple[Kind, ...] = ("search", "init-plan", "write", "extend-plan", "repair", "summary", "conclusion")
-"""Every action of the method, and the finishing passes' calls (repair is verification's)."""
+KINDS: tuple[Kind, ...] = (
+    "search", "init-plan", "write", "extend-plan", "verify", "repair", "summary", "conclusion"
+)  # fmt: skip
+"""Every action of the method, and the finishing passes' calls (verify and repair: verification's)."""
 CASES = [(fault, kind) for fault in FAULTS for kind in KINDS]
 RUN_ID = "under-fire"
 
@@ -118,7 +120,7 @@ def test_an_llm_fault_ends_finished_or_resumably(fault: str, kind: Kind, referen
 
 # ---- kill -9 ---------------------------------------------------------------------------------------
 
-REQUESTS_PER_RUN = 21  # the scenario's run: 14 actions, 5 repairs, a summary and a conclusion
+REQUESTS_PER_RUN = 18  # over the speeches: 14 actions, 2 verifications, a summary and a conclusion
 # Kill points are request numbers: the kill comes once that many steps are journaled, and the next
 # request is held until it has come (steps outnumber requests: some finishing steps ask nothing).
 KILL_AFTER = sorted(random.Random(20261206).sample(range(1, REQUESTS_PER_RUN), 3))
