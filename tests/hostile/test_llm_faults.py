@@ -123,7 +123,12 @@ def test_an_llm_fault_ends_finished_or_resumably(fault: str, kind: Kind, referen
 REQUESTS_PER_RUN = 18  # over the speeches: 14 actions, 2 verifications, a summary and a conclusion
 # Kill points are request numbers: the kill comes once that many steps are journaled, and the next
 # request is held until it has come (steps outnumber requests: some finishing steps ask nothing).
-KILL_AFTER = sorted(random.Random(20261206).sample(range(1, REQUESTS_PER_RUN), 3))
+POLICY_REQUESTS = 14
+_rng = random.Random(20261206)
+# Seeded: two kill points among the method's actions, one in the finishing passes.
+KILL_AFTER = sorted(
+    [*_rng.sample(range(1, POLICY_REQUESTS), 2), _rng.randrange(POLICY_REQUESTS, REQUESTS_PER_RUN)]
+)
 
 
 def research(corpus: Path, base_url: str, output: Path) -> subprocess.Popen[str]:
