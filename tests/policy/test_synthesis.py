@@ -327,3 +327,15 @@ def test_the_summary_gets_as_many_drafts_as_an_action_then_is_left_out() -> None
     assert kinds(llm) == ["summary", "summary", "conclusion"]
     assert state.summary == "" and state.conclusion == CONCLUSION
     assert any("2 drafts were refused" in note for note in state.synthesis_notes)
+
+
+def test_a_runaway_summary_is_refused_by_its_length_before_it_is_read() -> None:
+    from deepdraft.policy.finishing.synthesis import read_part
+
+    flood = (
+        "<thought>sum up</thought><action>"
+        + "Tariffs were argued over \\cite{textid1}. " * 50_000
+        + "</action>"
+    )
+    refused = read_part(flood, "summary", ["textid1"], "How did presidents argue about tariffs?", None)
+    assert refused == (None, "write between 40 and 300 words (this has 2,049,999 characters)")
