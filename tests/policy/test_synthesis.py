@@ -366,3 +366,15 @@ def test_a_summary_that_restates_its_instructions_is_refused_and_asked_again() -
     state, _, _ = synthesize(respond, research=ResearchSettings(max_retries=1))
     assert len(asked) == 2 and "do not restate these instructions" in asked[1]
     assert state.summary == SUMMARY
+
+
+def test_a_runaway_summary_is_refused_by_its_length_before_it_is_read() -> None:
+    from deepdraft.policy.finishing.synthesis import read_part
+
+    flood = (
+        "<thought>sum up</thought><action>"
+        + "Tariffs were argued over \\cite{textid1}. " * 50_000
+        + "</action>"
+    )
+    refused = read_part(flood, "summary", ["textid1"], "How did presidents argue about tariffs?", None)
+    assert refused == (None, "write between 40 and 300 words (this has 2,049,999 characters)")

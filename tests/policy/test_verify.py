@@ -19,7 +19,7 @@ from deepdraft.events import ActionFinished, Event, VerificationFinished
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.finishing.lexical import claim_text, lexical_support
-from deepdraft.policy.finishing.rewrite import rewrite_node
+from deepdraft.policy.finishing.rewrite import read_rewrite, rewrite_node
 from deepdraft.policy.finishing.verdicts import parse_verdicts
 from deepdraft.policy.finishing.verify import EMPTIED_NOTE, Verifier
 from deepdraft.ports import ChatRequest
@@ -563,3 +563,10 @@ def test_a_pass_interrupted_at_any_step_resumes_from_its_changes_without_paying_
             # Steps 1 to `crash_at` asked one request each before the crash; none is asked again
             # (the reply of the step in flight at the crash comes back from the cache).
             assert len(second.requests) == len(reference.requests) - crash_at
+
+
+def test_a_runaway_repair_reply_is_refused_before_it_is_read_word_by_word() -> None:
+    passages = ["The tariffs on imports protect our manufactures and raise revenue for the debt."]
+    flood = "<thought>restate</thought><action>" + "The tariffs protect manufactures. " * 30_000 + "</action>"
+    refusal = read_rewrite(flood, ["textid1"], passages, "Why tariffs?", None)
+    assert refusal == "the rewrite is 1,019,999 characters long: write one sentence"

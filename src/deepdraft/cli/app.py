@@ -35,7 +35,7 @@ from deepdraft.cli.options import (
 from deepdraft.cli.progress import Progress
 from deepdraft.cli.train import train_app
 from deepdraft.config import load_settings
-from deepdraft.errors import DeepdraftError, LLMError
+from deepdraft.errors import DeepdraftError, LLMError, RunAlreadyFinished
 from deepdraft.llm import embedded_models as models
 from deepdraft.run import runner, wiring
 from deepdraft.run.runs import Runs, run_exists
@@ -91,7 +91,15 @@ def research(
     max_tokens_total: Annotated[
         int | None,
         typer.Option(
-            "--max-tokens-total", help="Token cap for the run; when spent, the report is finished as is."
+            "--max-tokens-total",
+            help="Token cap for the run (resumes included); when spent, the report is finished as is.",
+        ),
+    ] = None,
+    max_time: Annotated[
+        str | None,
+        typer.Option(
+            "--max-time",
+            help="Time budget, e.g. 90s, 30m, 2h (resumes included); when spent, the report is finished.",
         ),
     ] = None,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Most LLM requests per minute.")] = None,
@@ -173,6 +181,7 @@ def research(
             "length_words": length,
             "max_steps": max_steps,
             "max_expansions": max_expansions,
+            "max_time": max_time,
         },
         retrieval={"only": only or None, "exclude": exclude or None},
         embedding={
@@ -222,10 +231,15 @@ def resume(
     with Runs.open() as runs:
         record, outline = runs.get(run_id), runs.outline(run_id)
     stored_steps = record.settings.research.max_steps
-    with Progress(console, stored_steps, start_step=record.steps, outline=outline) as progress:
-        report = _interruptible(
-            record.id, lambda: runner.resume(record.id, settings, on_event=progress.update)
-        )
+    try:
+        runner.ensure_unfinished(record.id)
+        with Progress(console, stored_steps, start_step=record.steps, outline=outline) as progress:
+            report = _interruptible(
+                record.id, lambda: runner.resume(record.id, settings, on_event=progress.update)
+            )
+    except RunAlreadyFinished as done:  # not a failure: the run has what was asked of it
+        typer.echo(str(done))
+        return
     _print_outcome(report)
 
 

@@ -138,7 +138,7 @@ def _research(
     retriever: Retriever | None,
 ) -> RunOutcome:
     from deepdraft.run import runner
-    from deepdraft.run.runs import get_run
+    from deepdraft.run.runs import Runs, get_run
 
     run_id = ledger.entries.get((question.id, policy))
     try:
@@ -147,10 +147,15 @@ def _research(
                 record = get_run(run_id)
             except RunNotFound:
                 record = None
-            if record is not None and record.recorded_status == "finished" and record.report_path:
-                path = Path(record.report_path)
-                if path.is_file():
+            if record is not None and record.recorded_status == "finished":
+                path = Path(record.report_path or "")
+                if record.report_path and path.is_file():
                     return RunOutcome(question, policy, run_id, path.read_text(encoding="utf-8"))
+                # The file is gone; the journal still holds the finished report (a finished run
+                # is never driven again).
+                with Runs.open() as runs:
+                    markdown = runs.report_document(run_id).markdown
+                return RunOutcome(question, policy, run_id, markdown)
             if record is not None:
                 report = runner.resume(run_id, settings, llm=llm, retriever=retriever)
                 return RunOutcome(question, policy, run_id, report.markdown)

@@ -33,6 +33,7 @@ from deepdraft.egress import EgressLog
 from deepdraft.errors import (
     DeepdraftError,
     KnowledgeBaseError,
+    RunAlreadyFinished,
     RunCancelled,
     RunFailed,
     RunNotFound,
@@ -224,11 +225,13 @@ def resume(
     """Continue a run from its last checkpoint, with the settings it was started with.
 
     Only how to reach the LLM (`settings.llm` connection fields) is taken from the current
-    settings, since keys are never stored.
+    settings, since keys are never stored. A finished run is not driven again
+    (`RunAlreadyFinished`): it would journal another start and finish of a run that did nothing.
     """
     with open_journal() as journal:
         record = journal.get_run(run_id)
         checkpoint = journal.latest_checkpoint(record.id)
+    _refuse_finished(record)
     stored = Settings.model_validate(_restore_secret(record.settings["settings"], settings))
     egress = EgressLog()
     if retriever is None and not stored.web.only:
@@ -254,6 +257,21 @@ def resume(
         review_outline,
         egress=egress,
     )
+
+
+def ensure_unfinished(run_id: str) -> None:
+    """`RunAlreadyFinished` when the run has its report already (checked before showing progress)."""
+    with open_journal() as journal:
+        _refuse_finished(journal.get_run(run_id))
+
+
+def _refuse_finished(record: RunRecord) -> None:
+    if record.status == "finished":
+        where = f" (report: {record.report_path})" if record.report_path else ""
+        raise RunAlreadyFinished(
+            f"run {record.id} is already finished{where}; nothing to resume "
+            f"(deepdraft export {record.id} writes its report again)"
+        )
 
 
 def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]:
@@ -293,6 +311,8 @@ def _drive(
         open_journal() as journal,
         egress.attached(journal, run_id),
     ):
+        # Asked again under the lock: another process may have finished the run meanwhile.
+        _refuse_finished(journal.get_run(run_id))
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
         prompt_limit = (
@@ -371,12 +391,18 @@ def _run_models(
     if settings.llm.cache:
         llm = CachingLLM(llm, journal, namespace=run_id)
         roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
-    if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
-        llm = LimitedLLM(
+    if settings.llm.max_tokens_total or settings.llm.requests_per_minute or settings.research.max_time:
+        # Budgets are the run's: what earlier sessions spent counts, and the role models share them.
+        tokens, seconds = journal.spending(run_id)
+        limited = LimitedLLM(
             llm,
             max_tokens_total=settings.llm.max_tokens_total,
             requests_per_minute=settings.llm.requests_per_minute,
+            max_time_s=settings.research.max_time,
+            spent_tokens=tokens,
+            spent_seconds=seconds,
         )
+        llm, roles = limited, {role: limited.sharing(model) for role, model in roles.items()}
     return llm, roles
 
 

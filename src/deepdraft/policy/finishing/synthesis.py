@@ -68,6 +68,8 @@ PART_TRIES = 3
 """Drafts of the summary (and of the conclusion) before it is left out."""
 LENGTH_BOUNDS = {"summary": (40, 300), "conclusion": (40, 350)}
 """Words for an English text; Chinese texts count characters, twice these bounds."""
+_MAX_CHARS_PER_UNIT = 40
+"""A reply longer than this many characters per allowed word is too long whatever its words."""
 PART_NAMES = {"summary": "executive summary", "conclusion": "conclusion"}
 EXTRACTION_SCHEMA = {
     "type": "object",
@@ -117,16 +119,18 @@ def read_part(
     body = split_reply(raw).body
     if body is None:
         return None, "the reply has no <action>…</action> block"
+    chinese = wants_chinese(question, language)
+    low, high = LENGTH_BOUNDS[part]
+    low, high = (low * 2, high * 2) if chinese else (low, high)
+    unit = "characters" if chinese else "words"
+    if len(body) > high * _MAX_CHARS_PER_UNIT:  # refused before a runaway reply is read word by word
+        return None, f"write between {low} and {high} {unit} (this has {len(body):,} characters)"
     # Numbering left without text and a last sentence cut off by the token limit are never content.
     text = without_debris(normalise_citations(body.strip().strip("`").strip()))
     lines = text.splitlines()
     if lines and _HEADING_LINE.match(lines[0]) and len(lines) > 1:
         text = "\n".join(lines[1:]).strip()  # the heading is the renderer's job
-    chinese = wants_chinese(question, language)
-    low, high = LENGTH_BOUNDS[part]
-    low, high = (low * 2, high * 2) if chinese else (low, high)
     words = count_words(text)
-    unit = "characters" if chinese else "words"
     if not low <= words <= high:
         return None, f"write between {low} and {high} {unit} (this has {words})"
     cited = [key for group in cited_keys(text) for key in group]
