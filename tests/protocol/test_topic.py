@@ -136,6 +136,14 @@ def test_essay_parts_are_left_out_at_once_when_enough_topical_sections_remain() 
     assert [s.title for s in plan.sections] == ["Coinage Acts", "Bimetallism", "Panics"]
 
 
+def test_the_last_try_accepts_an_outline_with_too_few_topical_sections_to_drop_its_essay_parts() -> None:
+    research = ResearchSettings(depth="quick", max_retries=1)  # 3 to 4 sections
+    raw = _plan_reply("Gold and Silver", "Introduction", "Coinage Acts", "Bimetallism", "Conclusion")
+    assert isinstance(read_plan(raw, RunState(question=GOLD), research, refused=0), Refused)
+    last = read_plan(raw, RunState(question=GOLD), research, refused=1)
+    assert isinstance(last, InitPlan) and len(last.sections) == 4  # a report, not a failed run
+
+
 def test_extend_plan_refuses_essay_part_subsections_then_leaves_them_out() -> None:
     outline = Outline(title="Gold and Silver")
     outline.add_tree(None, [("Coinage", "p", []), ("Panics", "p", []), ("Reform", "p", [])])

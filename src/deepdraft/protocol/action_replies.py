@@ -81,7 +81,10 @@ def read_plan(
             action, problem = topical, validate(topical)
     if problem and problem.code in _MENDABLE and refused >= research.max_retries:
         mended = _mended_plan(action, state.question, sections[0])
-        return validate(mended) or mended
+        left = validate(mended)
+        # Essay parts kept because too few others remain are still accepted now: an outline with
+        # an "Introduction" yields a report, a failed run none.
+        return mended if left is None or left.code in _MENDABLE else left
     return problem or action
 
 
