@@ -21,6 +21,7 @@ from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.finishing.lexical import claim_text, lexical_support
 from deepdraft.policy.finishing.rewrite import read_rewrite, rewrite_node
 from deepdraft.policy.finishing.verdicts import parse_verdicts
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.policy.finishing.verify import EMPTIED_NOTE, Verifier
 from deepdraft.ports import ChatRequest
 from deepdraft.protocol import prompts
@@ -252,8 +253,19 @@ def test_remove_policy_removes_every_unsupported_sentence_with_one_batched_judge
     assert len(finished) == 1 and finished[0].removed == 4 and finished[0].llm_calls == 1
 
 
-def test_a_node_whose_every_claim_fails_keeps_a_visible_note() -> None:
+def test_a_node_whose_every_claim_fails_is_quoted_from_the_passages_it_cited_and_says_so() -> None:
     state, _, _ = verify("remove")
+    assert state.outline is not None
+    asides = state.outline.sections[1]
+    # Its one claim cited the 1832 address: the part now quotes that passage's sentence, cited.
+    assert asides.content == f"{PASSAGES[1][1][:-1]} \\cite{{textid2}}."
+    assert asides.note == f"{WRITTEN_FROM_EVIDENCE}: {EMPTIED_NOTE}"
+
+
+def test_a_node_whose_every_claim_fails_and_whose_passages_give_no_sentence_keeps_a_visible_note() -> None:
+    state = make_state()
+    state.registry.items["textid2"].text = "Too short."  # no sentence of 8 to 60 words to quote
+    state, _, _ = verify("remove", state=state)
     assert state.outline is not None
     asides = state.outline.sections[1]
     assert asides.content is None and asides.note == EMPTIED_NOTE
