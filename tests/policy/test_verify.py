@@ -11,7 +11,7 @@ import pytest
 
 import deepdraft
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
-from deepdraft.core.outline import Outline
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE, Outline
 from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
@@ -21,7 +21,6 @@ from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.finishing.lexical import claim_text, lexical_support
 from deepdraft.policy.finishing.rewrite import read_rewrite, rewrite_node
 from deepdraft.policy.finishing.verdicts import parse_verdicts
-from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.policy.finishing.verify import EMPTIED_NOTE, Verifier
 from deepdraft.ports import ChatRequest
 from deepdraft.protocol import prompts
