@@ -10,8 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from deepdraft.config import ENVIRONMENT
+
+# Property tests check behaviour, not speed: on a loaded two-core machine one example can take
+# longer than Hypothesis's default 200 ms deadline without anything being wrong.
+hypothesis_settings.register_profile("deepdraft", deadline=None)
+hypothesis_settings.load_profile("deepdraft")
 
 # The real model cache, kept for the tests marked `embedded` before the fixture below hides it.
 REAL_MODELS = Path(os.environ.get("DEEPDRAFT_MODELS") or Path.home() / ".cache" / "deepdraft" / "models")

@@ -67,7 +67,11 @@ def resume(
     api_key: str | None = None,
     on_event: EventSink = ignore,
 ) -> runner.Report:
-    """Continue an interrupted run from its last checkpoint."""
+    """Continue an interrupted run from its last checkpoint.
+
+    A finished run raises `deepdraft.errors.RunAlreadyFinished` (its report is already written;
+    `deepdraft export` writes it again in any format).
+    """
     settings = load_settings(flags={"llm": {"base_url": base_url, "model": model, "api_key": api_key}})
     return runner.resume(run_id, settings, llm=llm, retriever=retriever, on_event=on_event)
 

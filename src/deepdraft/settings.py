@@ -11,6 +11,7 @@ selects a hosted service.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "hits_per_keyword": 8,
             "passage_tokens": 110,
             "attach_citations_after": 0,
+            "node_words": 180,
             "search_budget_tokens": 300,
             "draft_budget_tokens": 500,
             "report_budget_tokens": 900,
@@ -64,6 +66,35 @@ def http_url_or_none(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([hms])", re.IGNORECASE)
+_SECONDS_PER = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def duration_seconds(value: object) -> object:
+    """A duration as seconds: a number, or text such as "90s", "30m", "2h", "1h30m" or "600".
+
+    Anything else is left for the field's own validation to refuse (a bool, a list…); text that is
+    no duration raises ValueError with an example of what is meant.
+    """
+    if isinstance(value, bool):  # TOML's `true` is no duration, though Python counts it as 1
+        raise ValueError(f"give a duration such as 90s, 30m or 2h (got {value!r})")
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or _DURATION_PART.sub("", text).strip():
+        raise ValueError(
+            f"give a duration such as 90s, 30m, 2h or 1h30m, or a number of seconds (got {value!r})"
+        )
+    return sum(float(amount) * _SECONDS_PER[unit.lower()] for amount, unit in parts)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -84,11 +115,17 @@ class LLMSettings(_Section):
     """Tokens the model accepts; prompts are condensed to fit inside it."""
     timeout_s: float = Field(300.0, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+    """How often a failed request is sent again: no connection, a timeout, HTTP 429 or 5xx, or a
+    reply that is no chat completion (an HTML page, cut-off JSON, no choices, no text)."""
+    retry_backoff_s: float = Field(0.5, ge=0, le=60)
+    """The wait before the first retry; it doubles with each one (at most 8 s), unless the server
+    asks for a pause of its own (Retry-After, up to a minute)."""
     constrain: Literal["auto", "grammar", "json", "off"] = "auto"
     """How replies are constrained: a GBNF grammar (llama.cpp servers; "auto" tries it and stops if
     the server refuses), a JSON envelope (OpenAI structured outputs, Ollama), or not at all."""
     max_tokens_total: int | None = Field(None, ge=1)
-    """Cap on prompt + output tokens per run; when spent the report is finished from what exists."""
+    """Cap on prompt + output tokens per run, resumes included (the journal counts what was spent);
+    when spent the report is finished from what exists."""
     requests_per_minute: float | None = Field(None, gt=0)
     """Rate limit for paid endpoints: requests wait rather than fail."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
@@ -108,6 +145,10 @@ class ResearchSettings(_Section):
     policy: PolicyName = "warp"
     max_steps: int = Field(140, ge=1, le=10_000)
     """Upper bound on LLM actions in one run."""
+    max_time: float | None = Field(None, gt=0)
+    """Wall-time budget of a run, in seconds ("90s", "30m", "2h" are read too): once spent, no
+    model call is started and the report is finished from what exists. It counts the time the run
+    was being driven, summed over its resumes (not the time it lay stopped); None: no limit."""
     max_expansions: int = Field(12, ge=0, le=100)
     """Upper bound on deepening decisions (each failed extend-plan counts too)."""
     max_retries: int = Field(3, ge=0, le=10)
@@ -131,6 +172,9 @@ class ResearchSettings(_Section):
     """The report's language (e.g. "English", "zh"); None: the language of the question."""
     length_words: int | None = Field(None, ge=100, le=200_000)
     """A target length for the whole report, in words; None: as long as the research needs."""
+    node_words: int | None = Field(None, ge=30, le=5_000)
+    """Words to aim for in each part when no `length_words` is asked; None: no guidance. The quick
+    preset sets it: a small model left to itself writes two or three sentences a part."""
     attach_citations_after: int | None = Field(1, ge=0, le=10)
     """After this many re-asks of a write with no citations at all, cite it from the evidence by
     word overlap (sentences with no support are dropped); None: never (the write is re-asked)."""
@@ -139,6 +183,11 @@ class ResearchSettings(_Section):
     force_expansions: int | None = Field(None, ge=1, le=100)
     """Training-data collection (spec §2.10): refuse `nop` until this many deepening steps were
     taken, so a teacher's trajectory passes through ever finer drafts; None: the model decides."""
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return duration_seconds(value)
 
 
 class RetrievalSettings(_Section):

@@ -515,3 +515,28 @@ def test_the_readers_manifest_lists_only_cited_documents_and_leaves_the_manifest
     assert documents[3]["hash"] == "h3" and manifest["settings"] == {"llm": {"x": [1]}}
     assert len(manifest["kb"]["documents"]) == 1000 and "documents_listed" not in manifest["kb"]
     assert for_readers({"run_id": "r", "kb": None}, []) == {"run_id": "r", "kb": None}
+
+
+def test_the_manifest_and_the_about_block_count_the_citations_deepdraft_placed() -> None:
+    from deepdraft.events import StepRecord
+    from deepdraft.export.facts import readable_facts
+    from deepdraft.run.manifest import build_manifest
+
+    def write(target: str, text: str, attached: bool) -> StepRecord:
+        parsed = {"name": "write", "text": text, "citations_attached": attached}
+        return StepRecord(1, "write", "", "", parsed, True, None, 0, 0, 0.0, 0.0, False, target)
+
+    steps = [
+        write("section-1", "Tariffs rose \\cite{textid1}. Duties fell \\cite{textid2}.", True),
+        write("section-2", "Trade grew \\cite{textid3}.", False),
+    ]
+    manifest = build_manifest(
+        run_id="r", question="q", settings={}, model="m", state=RunState(question="q"), steps=steps
+    )
+    assert manifest["report"]["citations_attached"] == {"sections": 1, "sentences": 2}
+    facts = dict(readable_facts(manifest))
+    assert facts["Citations placed by deepdraft"].startswith("2 sentences in 1 sections")
+    unaided = build_manifest(
+        run_id="r", question="q", settings={}, model="m", state=RunState(question="q"), steps=steps[1:]
+    )
+    assert "citations_attached" not in unaided["report"]

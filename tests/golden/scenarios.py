@@ -128,8 +128,8 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("show-interrupted-json", ["show", INTERRUPTED_RUN, "--json"]),
     ("export-md", ["export", FINISHED_RUN, "--format", "md", "--output", "{out}/report.md"]),
     ("export-json", ["export", FINISHED_RUN, "--format", "json", "--output", "{out}/report.json"]),
-    # Last, since it writes the run's report and manifest again. A finished run asks the model for
-    # nothing more: a closed port as the endpoint shows that.
+    # A finished run is not driven again: one line says so, and the model is asked nothing (a
+    # closed port as the endpoint shows that). The path is the one recorded when the fixture was made.
     ("resume-finished", ["resume", FINISHED_RUN, "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]),
 ]
 

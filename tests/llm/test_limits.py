@@ -7,7 +7,7 @@ import pytest
 from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
 from deepdraft.export.report import render_markdown
-from deepdraft.llm.limits import Budget, LimitedLLM
+from deepdraft.llm.limits import Budget, LimitedLLM, format_duration
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.warp import WarpPolicy
 from deepdraft.ports import ChatRequest, ChatResult, Usage
@@ -36,11 +36,12 @@ def test_token_cap_refuses_calls_once_spent() -> None:
         llm.complete(ChatRequest.user("q"))
 
 
-def test_replayed_replies_cost_nothing() -> None:
-    llm = LimitedLLM(Fixed(cached=True), max_tokens_total=10)
-    for _ in range(5):
-        llm.complete(ChatRequest.user("q"))
-    assert llm.tokens_used == 0
+def test_a_reply_replayed_on_resume_counts_as_the_step_it_becomes() -> None:
+    # Replayed from the run's cache: paid for by the session that stopped before journaling it,
+    # so the journaled steps a resume starts from (`spent_tokens`) do not hold it yet.
+    llm = LimitedLLM(Fixed(cached=True), max_tokens_total=10_000, spent_tokens=500)
+    llm.complete(ChatRequest.user("q"))
+    assert llm.tokens_used == 600
 
 
 def test_rate_limit_waits_for_the_window() -> None:
@@ -84,7 +85,7 @@ def test_one_budget_holds_for_every_model_that_shares_it() -> None:
         now[0] += seconds
 
     budget = Budget(max_tokens_total=250, requests_per_minute=2, clock=lambda: now[0], sleep=sleep)
-    first, second = LimitedLLM(Fixed(), budget=budget), LimitedLLM(Fixed(), budget=budget)
+    first, second = LimitedLLM(Fixed(), budget), LimitedLLM(Fixed(), budget)
     first.complete(ChatRequest.user("q"))
     second.complete(ChatRequest.user("q"))
     assert slept == []
@@ -96,7 +97,56 @@ def test_one_budget_holds_for_every_model_that_shares_it() -> None:
 
 
 def test_a_budget_starts_from_what_earlier_sessions_spent() -> None:
-    llm = LimitedLLM(Fixed(), budget=Budget(max_tokens_total=250, spent=200))
+    llm = LimitedLLM(Fixed(), Budget(max_tokens_total=250, spent_tokens=200))
     llm.complete(ChatRequest.user("q"))
     with pytest.raises(LLMBudgetExhausted, match="300 used"):
         llm.complete(ChatRequest.user("q"))
+
+
+def test_the_time_budget_refuses_calls_once_spent() -> None:
+    now = [100.0]
+    llm = LimitedLLM(Fixed(), max_time_s=90, spent_seconds=30, clock=lambda: now[0])
+    llm.complete(ChatRequest.user("q"))
+    now[0] += 59  # 30 s in earlier sessions and 59 s in this one
+    llm.complete(ChatRequest.user("q"))
+    now[0] += 1
+    with pytest.raises(LLMBudgetExhausted, match=r"^the time budget of 1m 30s is spent \(1m 30s used\)$"):
+        llm.complete(ChatRequest.user("q"))
+
+
+def test_role_models_share_the_runs_budget_and_earlier_spending_counts() -> None:
+    main, planner = Fixed(), Fixed()
+    llm = LimitedLLM(main, max_tokens_total=450, spent_tokens=200)
+    role = llm.sharing(planner)
+    role.complete(ChatRequest.user("q"))
+    llm.complete(ChatRequest.user("q"))
+    assert llm.tokens_used == role.tokens_used == 400
+    role.complete(ChatRequest.user("q"))
+    with pytest.raises(LLMBudgetExhausted, match="500 used"):
+        llm.complete(ChatRequest.user("q"))
+    assert (main.calls, planner.calls) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(45, "45s"), (60, "1m"), (725, "12m 5s"), (7200, "2h"), (7380, "2h 3m")]
+)
+def test_durations_read_as_people_write_them(seconds: float, shown: str) -> None:
+    assert format_duration(seconds) == shown
+
+
+def test_a_run_in_a_pool_is_held_to_its_own_budget_and_to_the_shared_one() -> None:
+    shared = Budget(max_tokens_total=1_000)
+    first = LimitedLLM(Fixed(), Budget(max_tokens_total=250), shared)
+    planner = first.sharing(Fixed())  # the first run's role model: both budgets, as its main model
+    second = LimitedLLM(Fixed(), Budget(max_tokens_total=10_000, spent_tokens=400), shared)
+    first.complete(ChatRequest.user("q"))
+    planner.complete(ChatRequest.user("q"))
+    planner.complete(ChatRequest.user("q"))
+    with pytest.raises(LLMBudgetExhausted, match="token budget of 250 is spent"):
+        first.complete(ChatRequest.user("q"))
+    assert first.tokens_used == 300 and shared.tokens_used == 300
+    for _ in range(7):
+        second.complete(ChatRequest.user("q"))
+    with pytest.raises(LLMBudgetExhausted, match="token budget of 1,000 is spent"):
+        second.complete(ChatRequest.user("q"))
+    assert second.tokens_used == 1_100  # its own 400 from earlier sessions, and this session's 700

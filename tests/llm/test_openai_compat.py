@@ -143,7 +143,9 @@ def test_several_or_no_served_models_need_explicit_model() -> None:
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_transient_failure_is_retried(status: int) -> None:
     with FakeOpenAIServer.replaying([ErrorReply(status, "busy"), "recovered"]) as server:
-        result = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=2).complete(ask())
+        result = OpenAICompatibleLLM(
+            server.base_url, "fake-model", max_retries=2, retry_backoff_s=0.01
+        ).complete(ask())
     assert result.text == "recovered"
     assert len(server.requests) == 2
 
@@ -151,7 +153,7 @@ def test_transient_failure_is_retried(status: int) -> None:
 @pytest.mark.parametrize("status", [500, 429])
 def test_persistent_failure_becomes_server_error(status: int) -> None:
     with FakeOpenAIServer(lambda body, i: ErrorReply(status, "GPU on fire")) as server:
-        llm = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=2)
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=2, retry_backoff_s=0.01)
         with pytest.raises(LLMServerError) as caught:
             llm.complete(ask())
     message = str(caught.value)
@@ -164,7 +166,9 @@ def test_persistent_failure_becomes_server_error(status: int) -> None:
 
 def test_no_answer_in_time_is_a_timeout() -> None:
     with FakeOpenAIServer(lambda body, i: SlowReply(5.0, "too late")) as server:
-        llm = OpenAICompatibleLLM(server.base_url, "fake-model", timeout_s=0.3, max_retries=1)
+        llm = OpenAICompatibleLLM(
+            server.base_url, "fake-model", timeout_s=0.3, max_retries=1, retry_backoff_s=0.01
+        )
         started = time.monotonic()
         with pytest.raises(LLMTimeout) as caught:
             llm.complete(ask())
@@ -174,21 +178,80 @@ def test_no_answer_in_time_is_a_timeout() -> None:
     assert len(server.requests) == 2  # timeouts are retried too
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        NOT_JSON,
-        NO_CHOICES,
+MALFORMED = {
+    "html": (NOT_JSON, "an HTML page instead of JSON (HTTP 200)"),
+    "no-choices": (NO_CHOICES, "a chat completion with no choices (HTTP 200)"),
+    "empty-choices": (
         RawReply(b'{"object": "chat.completion", "choices": []}'),
+        "a chat completion with no choices (HTTP 200)",
+    ),
+    "null-content": (
         RawReply(b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": null}}]}'),
-        RawReply(b"{truncated", content_type="application/json"),
-    ],
-    ids=["html", "no-choices", "empty-choices", "null-content", "broken-json"],
-)
-def test_malformed_body_is_a_bad_response(reply: RawReply) -> None:
-    with FakeOpenAIServer.replaying([reply]) as server, pytest.raises(LLMBadResponse) as caught:
+        "a chat completion whose message has no text (HTTP 200)",
+    ),
+    "truncated-json": (
+        RawReply(b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hal'),
+        "JSON that breaks off after 74 bytes (HTTP 200)",
+    ),
+    "broken-json": (RawReply(b"{truncated"), "malformed JSON"),
+    "empty-body": (RawReply(b""), "an empty body (HTTP 200)"),
+    "json-null": (RawReply(b"null"), "a JSON null instead of a chat completion (HTTP 200)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_body_is_asked_again_then_named_in_one_line(case: str) -> None:
+    reply, what = MALFORMED[case]
+    with FakeOpenAIServer(lambda body, i: reply) as server, pytest.raises(LLMBadResponse) as caught:
+        OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=2, retry_backoff_s=0).complete(ask())
+    message = str(caught.value)
+    assert message.startswith(f"the LLM at {server.base_url} sent {what}")
+    assert message.endswith("after 3 attempts")
+    assert "\n" not in message and "ChatCompletion(" not in message and "<html" not in message
+    assert len(server.requests) == 3  # like a 5xx: one try and max_retries more
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_body_once_is_a_transient_fault(case: str) -> None:
+    reply, _ = MALFORMED[case]
+    waits: list[float] = []
+    with FakeOpenAIServer.replaying([reply, "recovered"]) as server:
+        llm = OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=1, sleep=waits.append)
+        assert llm.complete(ask()).text == "recovered"
+    assert len(server.requests) == 2
+    assert len(waits) == 1 and 0.375 <= waits[0] <= 0.5  # retry_backoff_s, less up to a quarter of jitter
+
+
+def test_every_transient_failure_waits_by_the_same_policy() -> None:
+    # One policy for HTTP errors and unusable 200s: retry_backoff_s doubling, or what Retry-After says.
+    script = [ErrorReply(503, "busy"), NOT_JSON, ErrorReply(429, "slow down", {"retry-after": "2"}), "fine"]
+    waits: list[float] = []
+    with FakeOpenAIServer.replaying(script) as server:
+        llm = OpenAICompatibleLLM(
+            server.base_url, "fake-model", max_retries=3, retry_backoff_s=1.0, sleep=waits.append
+        )
+        assert llm.complete(ask()).text == "fine"
+    assert len(waits) == 3
+    assert 0.75 <= waits[0] <= 1.0 and 1.5 <= waits[1] <= 2.0 and waits[2] == 2.0
+
+
+def test_a_server_asking_for_a_long_pause_is_not_waited_for() -> None:
+    script = [ErrorReply(429, "come back tomorrow", {"retry-after": "86400"}), "never asked"]
+    waits: list[float] = []
+    with (
+        FakeOpenAIServer.replaying(script) as server,
+        pytest.raises(LLMServerError, match="HTTP 429: come back"),
+    ):
+        OpenAICompatibleLLM(server.base_url, "fake-model", sleep=waits.append).complete(ask())
+    assert waits == [] and len(server.requests) == 1
+
+
+def test_a_proxy_error_page_is_named_not_quoted() -> None:
+    page = b"<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
+    reply = RawReply(page, status=502, content_type="text/html")
+    with FakeOpenAIServer(lambda body, i: reply) as server, pytest.raises(LLMServerError) as caught:
         OpenAICompatibleLLM(server.base_url, "fake-model", max_retries=0).complete(ask())
-    assert str(caught.value).startswith(f"the LLM at {server.base_url} sent")
+    assert str(caught.value).endswith("HTTP 502: an HTML error page (502 Bad Gateway)")
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -228,7 +291,7 @@ def test_nothing_listening_is_unreachable() -> None:
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(LLMUnreachable) as caught:
-        OpenAICompatibleLLM(url, "fake-model", max_retries=1).complete(ask())
+        OpenAICompatibleLLM(url, "fake-model", max_retries=1, retry_backoff_s=0.01).complete(ask())
     assert str(caught.value) == f"cannot reach the LLM at {url}: connection refused. Is the server running?"
     assert isinstance(caught.value.__cause__, openai.APIConnectionError)
     with pytest.raises(LLMUnreachable, match="connection refused"):

@@ -125,3 +125,10 @@ def test_the_reviewed_outline_is_written_journaled_and_not_asked_for_again_after
     assert [s.title for s in report.outline.sections] == ["Late", "Early", "Middle"]
     assert all(s.content for s in report.outline.sections)
     assert runner.load_run(run_id)[0].status == "finished"
+
+
+def test_a_persons_outline_is_not_held_to_the_rules_that_steer_the_model() -> None:
+    edited = reviewed_outline(
+        QUESTION, "My notes", [("Introduction", "a"), ("Duties", "b"), ("Conclusion", "c")]
+    )
+    assert edited.title == "My notes" and edited.sections[0].title == "Introduction"

@@ -108,7 +108,7 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
     assert plan_request.reply_shape is not None and "{2,3}" in plan_request.reply_shape.grammar
     five = {
         "name": "init-plan",
-        "title": "T",
+        "title": "Tariff debates",
         "sections": [{"title": f"S{i}", "plan": "p"} for i in range(5)],
     }
     outcome = read_plan(
@@ -374,3 +374,13 @@ def test_a_target_length_guides_writes_and_the_deepening_decision() -> None:
     assert "Aim for about 400 words in this part (the whole report: about 1200 words)." in writes[0]
     extend = next(r.messages[-1].content for r in llm.requests if classify(r)[0] == "extend-plan")
     assert "the user asked for about 1200" in extend
+
+
+def test_the_quick_preset_asks_each_part_for_a_length_and_standard_does_not() -> None:
+    for depth, expected in (("quick", "Aim for about 180 words in this part"), ("standard", None)):
+        research = load_settings(flags={"research": {"depth": depth}}).research
+        llm = FunctionLLM(ScenarioModel(expansions=0))
+        WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
+        writes = [r.messages[-1].content for r in llm.requests if classify(r)[0] == "write"]
+        assert writes
+        assert all((expected in w) if expected else ("Aim for about" not in w) for w in writes)

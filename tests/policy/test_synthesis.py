@@ -327,3 +327,54 @@ def test_the_summary_gets_as_many_drafts_as_an_action_then_is_left_out() -> None
     assert kinds(llm) == ["summary", "summary", "conclusion"]
     assert state.summary == "" and state.conclusion == CONCLUSION
     assert any("2 drafts were refused" in note for note in state.synthesis_notes)
+
+
+def test_a_summary_loses_its_numbering_debris_and_its_cut_off_last_sentence() -> None:
+    from deepdraft.policy.finishing.synthesis import read_part
+
+    body = (
+        "Early presidents defended tariffs as revenue for the federal debt \\cite{textid1}. "
+        "Later ones argued over protection for manufactures and the burden it put on farmers, "
+        "and reformers asked for lower duties when the treasury ran a surplus \\cite{textid1}. "
+        "In the depression the walls of trade were blamed for deepening the slump \\cite{textid1}."
+    )
+    raw = f"<action>{body}\n3.4.5.\nLater presidents argued that the walls of</action>"
+    text = read_part(raw, "summary", ["textid1"], "How did presidents argue about tariffs?", None)
+    assert isinstance(text, str)
+    assert text.endswith("slump \\cite{textid1}.") and "3.4" not in text
+
+
+def test_a_summary_that_restates_its_instructions_is_refused_and_asked_again() -> None:
+    """A 1.5B model asked for a summary answered with what a summary should be; the pass refuses
+    that draft with a reason and keeps the next one, about the findings."""
+    echo = (  # what the model wrote, in substance
+        "The executive summary should open with one or two sentences that answer the request "
+        "directly, then give the main findings behind that answer, most important first. It is read "
+        "before the report, so it should stand on its own, and it should back each finding with the "
+        "citations the sections give for it \\cite{textid1}."
+    )
+    drafts = iter([echo, SUMMARY])
+    base = editor()
+    asked: list[str] = []
+
+    def respond(request: ChatRequest) -> str:
+        if recognise(request).kind == "summary":
+            asked.append(request.messages[-1].content)
+            return f"<thought>t</thought><action>{next(drafts)}</action>"
+        return base(request)
+
+    state, _, _ = synthesize(respond, research=ResearchSettings(max_retries=1))
+    assert len(asked) == 2 and "do not restate these instructions" in asked[1]
+    assert state.summary == SUMMARY
+
+
+def test_a_runaway_summary_is_refused_by_its_length_before_it_is_read() -> None:
+    from deepdraft.policy.finishing.synthesis import read_part
+
+    flood = (
+        "<thought>sum up</thought><action>"
+        + "Tariffs were argued over \\cite{textid1}. " * 50_000
+        + "</action>"
+    )
+    refused = read_part(flood, "summary", ["textid1"], "How did presidents argue about tariffs?", None)
+    assert refused == (None, "write between 40 and 300 words (this has 2,049,999 characters)")

@@ -11,7 +11,7 @@ import pytest
 
 import deepdraft
 from deepdraft.core.evidence import EvidenceRegistry, Passage, Source
-from deepdraft.core.outline import Outline
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE, Outline
 from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.errors import LLMBudgetExhausted
@@ -19,7 +19,7 @@ from deepdraft.events import ActionFinished, Event, VerificationFinished
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.scripted import FunctionLLM
 from deepdraft.policy.finishing.lexical import claim_text, lexical_support
-from deepdraft.policy.finishing.rewrite import rewrite_node
+from deepdraft.policy.finishing.rewrite import read_rewrite, rewrite_node
 from deepdraft.policy.finishing.verdicts import parse_verdicts
 from deepdraft.policy.finishing.verify import EMPTIED_NOTE, Verifier
 from deepdraft.ports import ChatRequest
@@ -150,6 +150,15 @@ def test_lexical_pre_checks() -> None:
     assert lexical_support("关税保护了制造业", ["关税保护了本国的制造业并增加收入"]).verdict == "supported"
 
 
+def test_a_name_none_of_the_passages_holds_fails_the_lexical_pre_check() -> None:
+    passage = [PASSAGES[0][1]]
+    named = lexical_support(
+        "Tariffs on imports protected manufactures, said Jackson, and raised revenue to pay the public debt.",
+        passage,
+    )
+    assert named.verdict == "unsupported" and "jackson" in named.reason
+
+
 @pytest.mark.parametrize(
     "reply",
     [
@@ -243,8 +252,19 @@ def test_remove_policy_removes_every_unsupported_sentence_with_one_batched_judge
     assert len(finished) == 1 and finished[0].removed == 4 and finished[0].llm_calls == 1
 
 
-def test_a_node_whose_every_claim_fails_keeps_a_visible_note() -> None:
+def test_a_node_whose_every_claim_fails_is_quoted_from_the_passages_it_cited_and_says_so() -> None:
     state, _, _ = verify("remove")
+    assert state.outline is not None
+    asides = state.outline.sections[1]
+    # Its one claim cited the 1832 address: the part now quotes that passage's sentence, cited.
+    assert asides.content == f"{PASSAGES[1][1][:-1]} \\cite{{textid2}}."
+    assert asides.note == f"{WRITTEN_FROM_EVIDENCE}: {EMPTIED_NOTE}"
+
+
+def test_a_node_whose_every_claim_fails_and_whose_passages_give_no_sentence_keeps_a_visible_note() -> None:
+    state = make_state()
+    state.registry.items["textid2"].text = "Too short."  # no sentence of 8 to 60 words to quote
+    state, _, _ = verify("remove", state=state)
     assert state.outline is not None
     asides = state.outline.sections[1]
     assert asides.content is None and asides.note == EMPTIED_NOTE
@@ -554,3 +574,10 @@ def test_a_pass_interrupted_at_any_step_resumes_from_its_changes_without_paying_
             # Steps 1 to `crash_at` asked one request each before the crash; none is asked again
             # (the reply of the step in flight at the crash comes back from the cache).
             assert len(second.requests) == len(reference.requests) - crash_at
+
+
+def test_a_runaway_repair_reply_is_refused_before_it_is_read_word_by_word() -> None:
+    passages = ["The tariffs on imports protect our manufactures and raise revenue for the debt."]
+    flood = "<thought>restate</thought><action>" + "The tariffs protect manufactures. " * 30_000 + "</action>"
+    refusal = read_rewrite(flood, ["textid1"], passages, "Why tariffs?", None)
+    assert refusal == "the rewrite is 1,019,999 characters long: write one sentence"

@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import pytest
 
+from deepdraft.core.evidence import Passage
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.core.state import RunState
 from deepdraft.errors import RunFailed
 from deepdraft.events import (
     ActionFinished,
     ActionStarted,
     Event,
-    EvidenceAdded,
     NodeSkipped,
     NodeWritten,
     OutlineChanged,
@@ -153,7 +154,7 @@ def test_refused_reply_is_asked_again_with_the_reason() -> None:
     assert llm.remaining == 0
 
 
-def test_a_node_that_keeps_failing_gets_one_fresh_search_then_a_visible_note() -> None:
+def test_a_node_that_keeps_failing_gets_one_fresh_search_then_is_quoted_from_its_evidence() -> None:
     llm = ScriptedLLM([SEARCH, THREE_SECTIONS])
     llm.enqueue(SEARCH, *[NO_CITATION] * 4)  # first try + 3 re-asks
     llm.enqueue(SEARCH, *[NO_CITATION] * 4)  # one fresh search, then 4 more tries
@@ -165,11 +166,12 @@ def test_a_node_that_keeps_failing_gets_one_fresh_search_then_a_visible_note() -
     ] + [("write", "section-1")] * 4 + [("search", "section-2")]
     assert state.outline is not None
     node = state.outline.sections[0]
-    assert node.content is None and node.note and "refused" in node.note
-    assert [e.position for e in events if isinstance(e, NodeSkipped)] == ["section-1"]
+    assert node.content and node.content.startswith("The tariffs on imports protect our manufactures")
+    assert node.note and node.note.startswith(WRITTEN_FROM_EVIDENCE) and "refused" in node.note
+    assert not [e for e in events if isinstance(e, NodeSkipped)]
     assert state.stop_reason == "the model judged the report complete"
     markdown = render_markdown(state.outline, state.registry).markdown
-    assert "## 1 Origins\n\n*Not written — every draft was refused" in markdown
+    assert "## 1 Origins\n\nThe tariffs on imports protect our manufactures" in markdown
     assert llm.remaining == 0
 
 
@@ -221,22 +223,46 @@ def test_no_expansion_budget_means_no_extend_prompt() -> None:
     assert state.stop_reason == "expansion budget of 0 reached"
 
 
-def test_keywords_that_find_nothing_are_refused_then_the_node_title_is_searched() -> None:
-    nothing = reply({"name": "search", "keywords": ["zzzz qqqq"]})
+class _Recording:
+    """A retriever that records the queries it is asked and finds nothing for some of them."""
 
-    def respond(request: ChatRequest) -> str:
-        if classify(request) == ("search", "section-1"):
-            return nothing
-        return ScenarioModel(expansions=0)(request)
+    def __init__(self, blind_to: tuple[str, ...] = ()) -> None:
+        self.inner, self.blind_to = WordOverlapRetriever(SOTU_LIKE), blind_to
+        self.queries: list[str] = []
 
-    llm = FunctionLLM(respond)
-    state, events = run(llm)
+    def search(self, query: str, k: int) -> list[Passage]:
+        self.queries.append(query)
+        return [] if any(word in query for word in self.blind_to) else self.inner.search(query, k)
+
+    def fingerprint(self) -> str:
+        return "recording"
+
+
+def _vague_searches_for_section_1(request: ChatRequest) -> str:
+    if classify(request) == ("search", "section-1"):
+        return reply({"name": "search", "keywords": ["zzzz qqqq"]})
+    return ScenarioModel(expansions=0)(request)
+
+
+def test_vague_keywords_are_searched_with_the_subject_and_the_node_title() -> None:
+    llm, retriever = FunctionLLM(_vague_searches_for_section_1), _Recording()
+    events: list[Event] = []
+    state = WarpPolicy(llm, retriever, ResearchSettings(), events.append).run(RunState(question=QUESTION))
+    assert "zzzz qqqq tariffs" in retriever.queries  # the keyword, with the subject it lacked
+    assert "Part early tariffs" in retriever.queries  # the node's own title
+    assert not any("matched nothing" in r.messages[-1].content for r in llm.requests)
+    assert state.outline is not None and state.outline.sections[0].written
+
+
+def test_keywords_that_find_nothing_are_refused_then_the_node_is_given_up() -> None:
+    llm, retriever = FunctionLLM(_vague_searches_for_section_1), _Recording(blind_to=("zzzz", "early"))
+    events: list[Event] = []
+    state = WarpPolicy(llm, retriever, ResearchSettings(), events.append).run(RunState(question=QUESTION))
     searches = [r.messages[-1].content for r in llm.requests if classify(r) == ("search", "section-1")]
     assert len(searches) == 4  # the first try and three re-asks
     assert "matched nothing in the documents" in searches[1]
-    fallback = [e for e in events if isinstance(e, EvidenceAdded) and e.target == "section-1"][-1]
-    assert fallback.keywords[0] == "Part early" and fallback.keys
-    assert state.outline is not None and state.outline.sections[0].written
+    assert [e.position for e in events if isinstance(e, NodeSkipped)] == ["section-1"]
+    assert state.outline is not None and not state.outline.sections[0].written
 
 
 def test_chinese_question_requires_chinese_text() -> None:
@@ -337,3 +363,35 @@ def test_request_objects_carry_no_sampling_overrides() -> None:
     run(llm)
     request: ChatRequest = llm.requests[0]
     assert request.temperature is None and request.top_p is None and request.max_tokens is None
+
+
+def test_the_manifest_names_the_parts_quoted_from_their_evidence() -> None:
+    from deepdraft.run.manifest import build_manifest
+
+    unrelated = "<thought>t</thought><action>Zebras graze quietly on the open savanna at dawn, far from town.</action>"
+
+    def respond(request: ChatRequest) -> str:
+        if classify(request) == ("write", "section-2"):
+            return unrelated
+        return ScenarioModel(expansions=0)(request)
+
+    state, events = run(FunctionLLM(respond), ResearchSettings(max_retries=1))
+    assert state.outline is not None
+    node = state.outline.sections[1]
+    assert node.content and "\\cite{textid" in node.content and "Zebras" not in node.content
+    assert (node.note or "").startswith(WRITTEN_FROM_EVIDENCE)
+    assert not any(isinstance(e, NodeSkipped) for e in events)
+    manifest = build_manifest(run_id="r", question=QUESTION, settings={}, model="m", state=state)
+    assert manifest["report"]["written_from_evidence"] == ["section-2"]
+
+
+def test_the_node_title_is_searched_first_so_it_always_contributes_evidence() -> None:
+    from deepdraft.policy.warp import search_queries
+
+    state, _ = run(FunctionLLM(ScenarioModel(expansions=0)))
+    state.target = "section-1"
+    assert search_queries(state, ["duties", "protection of industry"]) == [
+        "Part early tariffs",
+        "duties tariffs",
+        "protection of industry tariffs",
+    ]

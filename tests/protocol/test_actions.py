@@ -284,7 +284,7 @@ def test_empty_keywords_are_refused(keywords: list[str]) -> None:
     ("count", "ok"), [(2, False), (3, True), (7, True), (12, True), (13, False), (0, False)]
 )
 def test_three_to_twelve_sections(count: int, ok: bool) -> None:
-    refused = validate_init_plan(InitPlan("Title", _nodes(count)), EN)
+    refused = validate_init_plan(InitPlan("Solid-state batteries", _nodes(count)), EN)
     if ok:
         assert refused is None
     else:
@@ -557,7 +557,7 @@ def test_cited_keys() -> None:
 def test_parse_full_plan_accepts_nested_subsections() -> None:
     data = {
         "name": "init-plan",
-        "title": "T",
+        "title": "Batteries compared",
         "sections": [
             {
                 "title": "A",
@@ -588,15 +588,15 @@ def _deep(levels: int) -> PlannedNode:
 
 def test_full_plan_depth_and_counts() -> None:
     sections = lambda first: (first, PlannedNode("B", "b"), PlannedNode("C", "c"))  # noqa: E731
-    assert validate_full_plan(InitPlan("T", sections(_deep(3))), EN) is None
-    refused = validate_full_plan(InitPlan("T", sections(_deep(4))), EN)
+    assert validate_full_plan(InitPlan("Batteries", sections(_deep(3))), EN) is None
+    refused = validate_full_plan(InitPlan("Batteries", sections(_deep(4))), EN)
     assert isinstance(refused, Refused)
     assert "at most 3 levels" in refused.reason
     lonely = PlannedNode("A", "a", (PlannedNode("only child", "x"),))
-    refused = validate_full_plan(InitPlan("T", sections(lonely)), EN)
+    refused = validate_full_plan(InitPlan("Batteries", sections(lonely)), EN)
     assert isinstance(refused, Refused)
     assert "between 2 and 7 subsections" in refused.reason
-    assert isinstance(validate_full_plan(InitPlan("T", _nodes(2)), EN), Refused)
+    assert isinstance(validate_full_plan(InitPlan("Batteries", _nodes(2)), EN), Refused)
 
 
 # ---- fuzz: the parser and the validators are total functions ----------------------------------------
@@ -797,3 +797,13 @@ def test_write_validation_never_raises(text: str, question: str) -> None:
         assert normalise_citations(outcome.text) == outcome.text
         for group in cited_keys(outcome.text):
             assert all(key.startswith("textid") and key[6:].isdigit() for key in group)
+
+
+def test_a_write_that_repeats_the_worked_example_is_refused_with_what_to_do() -> None:
+    from deepdraft.protocol.prompts import WRITE_EXAMPLE_ACTION
+
+    echoed = validate_write(Write(WRITE_EXAMPLE_ACTION.replace("textid5", "textid3")), EN, KEYS)
+    assert isinstance(echoed, Refused) and "worked example" in echoed.reason
+    # Its own words on the same subject are fine: only a run of the example's words is an echo.
+    own = f"{LONG_EN} \\cite{{textid1}}. They react with moist air, so cells are built in dry rooms \\cite{{textid2}}."
+    assert validate_write(Write(own), EN, KEYS) is None

@@ -151,3 +151,11 @@ def test_unknown_template_is_an_error() -> None:
 
 def test_templates_are_loaded_once() -> None:
     assert prompts._environment() is prompts._environment()
+
+
+def test_write_prompt_shows_its_worked_example_except_on_a_re_ask() -> None:
+    first = render("write", **VARIABLES["write"])
+    assert prompts.WRITE_EXAMPLE_ACTION in first and "An example for a different question" in first
+    again = render("write", **VARIABLES["write"], feedback="REASON", example_thought="", example_action="")
+    assert prompts.WRITE_EXAMPLE_ACTION not in again and "An example" not in again
+    assert "REASON" in again and "inside <action></action>" in again  # the answer format stays

@@ -93,3 +93,34 @@ def test_the_embedded_model_is_loaded_once_for_the_whole_batch(
     outcome = run_batch(lines, settings, tmp_path / "out", default_kb=str(corpus_dir))
     assert [line.status for line in outcome.lines] == ["finished", "finished"]
     assert len(loaded) == 1 and loaded[0].research.depth == "quick"
+
+
+def test_a_line_left_running_after_its_run_finished_is_finished_from_the_journal(
+    tmp_path: Path, corpus_dir: Path
+) -> None:
+    # A call killed after the run finished but before batch.jsonl said so: the next call must not
+    # drive the run again (a finished run refuses to resume) nor fail the line; its report stands.
+    from deepdraft.llm.scripted import FunctionLLM
+    from deepdraft.run.batch import run_batch
+    from deepdraft.run.runs import run_folder
+    from tests.support.scenario import ScenarioModel
+
+    settings = Settings.model_validate({"output": {"verify": False, "synthesis": False}})
+    lines = [BatchLine(1, "a", "How did presidents argue about tariffs?")]
+    out = tmp_path / "out"
+    first = run_batch(
+        lines, settings, out, llm=FunctionLLM(ScenarioModel(expansions=0)), default_kb=str(corpus_dir)
+    )
+    [line] = first.lines
+    assert line.status == "finished"
+    report = (out / "a.md").read_text(encoding="utf-8")
+    row = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
+    (out / STATE_FILE).write_text(json.dumps({**row, "status": "running"}) + "\n", encoding="utf-8")
+    (out / "a.md").unlink()
+    (run_folder(line.run_id) / "report.md").unlink()  # gone too: the journal still has the report
+
+    again = FunctionLLM(ScenarioModel(expansions=0))
+    second = run_batch(lines, settings, out, llm=again, default_kb=str(corpus_dir))
+    assert [(x.status, x.run_id, x.error) for x in second.lines] == [("finished", line.run_id, "")]
+    assert again.requests == []
+    assert (out / "a.md").read_text(encoding="utf-8") == report

@@ -211,14 +211,49 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(
     assert only_run()["status"] == "finished"
 
 
-def test_resume_of_a_finished_run_only_rewrites_the_report(corpus_dir: Path, tmp_path: Path) -> None:
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(corpus_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "report.md"
     with FakeOpenAIServer(as_responder(ScenarioModel(expansions=0))) as server:
         assert cli("research", QUESTION, "--kb", str(corpus_dir), "--base-url", server.base_url,
                    "--output", str(output)).returncode == 0  # fmt: skip
-        first = comparable(output, corpus_dir)
-        output.unlink()
+        run_id = only_run()["id"]
+        events = journal_events(run_id)
+        report = output.read_bytes()
         count = len(server.requests)
-        assert cli("resume", only_run()["id"], "--base-url", server.base_url).returncode == 0
+        for _ in range(2):
+            resumed = cli("resume", run_id, "--base-url", server.base_url)
+            assert resumed.returncode == 0, resumed.stderr
+            assert resumed.stdout.strip().splitlines() == [
+                f"run {run_id} is already finished (report: {output}); nothing to resume "
+                f"(deepdraft export {run_id} writes its report again)"
+            ]
         assert len(server.requests) == count
-    assert comparable(output, corpus_dir) == first
+    # No second run_started / run_finished pair: the event stream still ends with the one finish.
+    assert journal_events(run_id) == events
+    assert [kind for kind in events if kind in ("run_started", "run_finished")] == [
+        "run_started",
+        "run_finished",
+    ]
+    assert output.read_bytes() == report and only_run()["status"] == "finished"
+
+
+def test_the_python_api_refuses_to_drive_a_finished_run_again(corpus_dir: Path) -> None:
+    from deepdraft.errors import RunAlreadyFinished
+    from deepdraft.llm.scripted import FunctionLLM
+    from deepdraft.run import runner
+    from deepdraft.settings import Settings
+
+    settings = Settings.model_validate({"output": {"verify": False, "synthesis": False}})
+    llm = FunctionLLM(ScenarioModel(expansions=0))
+    report = runner.start(QUESTION, settings, kb=str(corpus_dir), llm=llm)
+    asked = len(llm.requests)
+    with pytest.raises(RunAlreadyFinished, match="already finished"):
+        runner.resume(report.run_id, settings, llm=llm)
+    assert len(llm.requests) == asked
+
+
+def journal_events(run_id: str) -> list[str]:
+    home = Path(os.environ["DEEPDRAFT_HOME"])
+    with sqlite3.connect(home / "journal.sqlite") as db:
+        rows = db.execute("SELECT kind FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [row[0] for row in rows]

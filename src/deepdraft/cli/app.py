@@ -38,7 +38,7 @@ from deepdraft.cli.options import (
 from deepdraft.cli.progress import Progress
 from deepdraft.cli.train import train_app
 from deepdraft.config import load_settings
-from deepdraft.errors import DeepdraftError, LLMError
+from deepdraft.errors import DeepdraftError, LLMError, RunAlreadyFinished
 from deepdraft.llm import embedded_models as models
 from deepdraft.run import runner, wiring
 from deepdraft.run.runs import Runs, run_exists
@@ -117,10 +117,15 @@ def resume(
     with Runs.open() as runs:
         record, outline = runs.get(run_id), runs.outline(run_id)
     stored_steps = record.settings.research.max_steps
-    with Progress(console, stored_steps, start_step=record.steps, outline=outline) as progress:
-        report = _interruptible(
-            record.id, lambda: runner.resume(record.id, settings, on_event=progress.update)
-        )
+    try:
+        runner.ensure_unfinished(record.id)
+        with Progress(console, stored_steps, start_step=record.steps, outline=outline) as progress:
+            report = _interruptible(
+                record.id, lambda: runner.resume(record.id, settings, on_event=progress.update)
+            )
+    except RunAlreadyFinished as done:  # not a failure: the run has what was asked of it
+        typer.echo(str(done))
+        return
     _print_outcome(report)
 
 

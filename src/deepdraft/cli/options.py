@@ -121,7 +121,16 @@ MaxTokensTotalOption = Annotated[
     int | None,
     typer.Option(
         "--max-tokens-total",
-        help="Token cap (a batch: for all its runs together); when spent, reports are finished as they are.",
+        help="Token cap, resumes included (a batch: for all its runs together); when spent, reports are "
+        "finished as they are.",
+    ),
+]
+MaxTimeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--max-time",
+        help="Time budget of a run, e.g. 90s, 30m, 2h (resumes included; a batch: each run's); when spent, "
+        "the report is finished.",
     ),
 ]
 RpmOption = Annotated[
@@ -187,6 +196,7 @@ class ResearchOptions:
     depth: Depth | None = None
     seed: int | None = None
     max_tokens_total: int | None = None
+    max_time: str | None = None
     rpm: float | None = None
     language: str | None = None
     length: int | None = None
@@ -226,6 +236,7 @@ class ResearchOptions:
                 "length_words": self.length,
                 "max_steps": self.max_steps,
                 "max_expansions": self.max_expansions,
+                "max_time": self.max_time,
             },
             "retrieval": {"only": self.only or None, "exclude": self.exclude or None},
             "embedding": {
@@ -255,6 +266,7 @@ _RESEARCH_PARAMETERS: tuple[tuple[str, Any, str], ...] = (
     ("depth", DepthOption, "depth"),
     ("seed", SeedOption, "seed"),
     ("max_tokens_total", MaxTokensTotalOption, "max_tokens_total"),
+    ("max_time", MaxTimeOption, "max_time"),
     ("rpm", RpmOption, "rpm"),
     ("language", LanguageOption, "language"),
     ("length", LengthOption, "length"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
@@ -48,7 +48,8 @@ class EvidenceItem(BaseModel):
     source: Source
 
 
-def _fingerprint(text: str) -> str:
+def fingerprint(text: str) -> str:
+    """The identity of a passage's text (the registry keys a text once, whoever found it)."""
     return hashlib.sha1(text.strip().encode("utf-8")).hexdigest()
 
 
@@ -60,12 +61,12 @@ class EvidenceRegistry(BaseModel):
 
     def register(self, passage: Passage) -> str:
         """Return the passage's key, assigning the next one if its text is new."""
-        fingerprint = _fingerprint(passage.text)
-        if fingerprint in self.by_fingerprint:
-            return self.by_fingerprint[fingerprint]
+        identity = fingerprint(passage.text)
+        if identity in self.by_fingerprint:
+            return self.by_fingerprint[identity]
         key = f"{KEY_PREFIX}{len(self.items) + 1}"
         self.items[key] = EvidenceItem(key=key, text=passage.text.strip(), source=passage.source)
-        self.by_fingerprint[fingerprint] = key
+        self.by_fingerprint[identity] = key
         return key
 
     def __getitem__(self, key: str) -> EvidenceItem:
@@ -75,25 +76,44 @@ class EvidenceRegistry(BaseModel):
         return key in self.items
 
 
-def select_passages(hits_per_keyword: Sequence[Sequence[Passage]], budget: int) -> list[Passage]:
+def select_passages(
+    hits_per_keyword: Sequence[Sequence[Passage]],
+    budget: int,
+    *,
+    per_document: int | None = None,
+    avoid: Collection[str] = (),
+) -> list[Passage]:
     """Choose up to `budget` distinct passages from ranked per-keyword result lists.
 
     Every keyword first gets an equal quota of its best results (so one broad keyword cannot crowd
     out the others); leftover slots are then filled from the remaining results, keyword by keyword.
     Passages with identical text are taken once.
+
+    Diversity: at most `per_document` passages come from one document, and passages whose
+    fingerprint (`fingerprint`) is in `avoid` (already cited enough elsewhere) are left out — both
+    only while other results can fill the budget; the slots still empty afterwards are filled
+    from what those rules held back, in the same order.
     """
     if not hits_per_keyword or budget <= 0:
         return []
     quota = max(1, budget // len(hits_per_keyword))
     chosen: list[Passage] = []
     seen: set[str] = set()
+    per_doc: dict[str, int] = {}
+    held_back: list[Passage] = []
     leftovers: list[list[Passage]] = []
 
-    def take(passage: Passage) -> bool:
-        fingerprint = _fingerprint(passage.text)
-        if fingerprint in seen or not passage.text.strip():
+    def take(passage: Passage, strict: bool = True) -> bool:
+        print_ = fingerprint(passage.text)
+        if print_ in seen or not passage.text.strip():
             return False
-        seen.add(fingerprint)
+        doc = passage.source.doc_id
+        crowded = per_document is not None and per_doc.get(doc, 0) >= per_document
+        if strict and (crowded or print_ in avoid):
+            held_back.append(passage)
+            return False
+        seen.add(print_)
+        per_doc[doc] = per_doc.get(doc, 0) + 1
         chosen.append(passage)
         return True
 
@@ -111,6 +131,10 @@ def select_passages(hits_per_keyword: Sequence[Sequence[Passage]], budget: int) 
             if len(chosen) >= budget:
                 return chosen
             take(passage)
+    for passage in held_back:
+        if len(chosen) >= budget:
+            break
+        take(passage, strict=False)
     return chosen
 
 

@@ -33,13 +33,18 @@ POSITION_PREFIX = "section-"
 _POSITION = re.compile(r"^\s*(?:section[-\s_]*)?(\d{1,9}(?:\.\d{1,9})*)\s*$", re.IGNORECASE)
 
 
+WRITTEN_FROM_EVIDENCE = "quoted from its evidence by deepdraft"
+"""How the note of a node starts whose text deepdraft quoted from its passages (every draft refused)."""
+
+
 class Node(BaseModel):
     id: str
     title: str
     plan: str
     content: str | None = None
     note: str | None = None
-    """Why the node was left without content (shown to readers)."""
+    """Why the node was left without content (shown to readers); on a node with content, how
+    deepdraft wrote it when the model could not (it starts with `WRITTEN_FROM_EVIDENCE`)."""
     children: list[Node] = Field(default_factory=list)
 
     @property

@@ -5,7 +5,8 @@
      │    ├── ConfigError       bad or unknown settings, no LLM configured
      │    ├── KnowledgeBaseError missing, empty or unreadable corpus
      │    ├── WebSearchError    the web search provider is unreachable, refuses the key or misreplies
-     │    └── RunNotFound       an unknown run id
+     │    ├── RunNotFound       an unknown run id
+     │    └── RunAlreadyFinished resuming a run that has its report already
      ├── LLMError               the LLM endpoint failed us
      │    ├── LLMUnreachable    connection refused, DNS, TLS
      │    ├── LLMTimeout        no answer in time (after retries)
@@ -50,6 +51,10 @@ class WebSearchError(UserError):
 
 class RunNotFound(UserError):
     pass
+
+
+class RunAlreadyFinished(UserError):
+    """A finished run was asked to resume: there is nothing left to do (the CLI says so, exit 0)."""
 
 
 class LLMError(DeepdraftError):

@@ -42,15 +42,17 @@ def map_openai_error(
     key_hint: str,
     rejected_hint: str = "",
     detect_overflow: bool = False,
+    attempts: int | None = None,
 ) -> LLMError:
     """The `LLMError` for an SDK exception (or a ValueError from a 200 body that is not JSON).
 
     `where` names the endpoint ("the LLM at http://…"), `what` the request ("model 'x'"),
     `key_hint` what to check on 401/403, `rejected_hint` what to try on another 4xx. With
     `detect_overflow`, a 400/413/422 that says the prompt is too long becomes `LLMContextOverflow`
-    (which the policy answers with shorter prompts).
+    (which the policy answers with shorter prompts). `attempts`: how often the request was sent, for
+    a caller that retries on its own (else the SDK's count of its retries is read from the request).
     """
-    tries = _attempts(exc)
+    tries = _attempts(exc) if attempts is None else (f" after {attempts} attempts" if attempts > 1 else "")
     if isinstance(exc, openai.APITimeoutError):
         return LLMTimeout(f"{where} did not answer within {timeout_s:g} s{tries}")
     if isinstance(exc, openai.APIConnectionError):
@@ -90,11 +92,19 @@ def _attempts(exc: Exception) -> str:
     return f" after {retries + 1} attempts" if retries else ""
 
 
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
 def _server_message(exc: openai.APIStatusError) -> str:
     body = exc.body  # the SDK has already unwrapped {"error": {...}}; servers differ in what is left
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         body = body["message"]
-    return one_line(body if isinstance(body, str) else exc.response.text) or "no details"
+    text = body if isinstance(body, str) else exc.response.text
+    if text.lstrip()[:1] == "<" or "html" in exc.response.headers.get("content-type", "").lower():
+        # A proxy's error page: its markup says nothing, its title at most what happened.
+        title = _HTML_TITLE.search(text)
+        return "an HTML error page" + (f" ({one_line(title.group(1), 120)})" if title else "")
+    return one_line(text) or "no details"
 
 
 def _connection_problem(exc: openai.APIConnectionError) -> tuple[str, str]:

@@ -144,7 +144,7 @@ def _research(
     from deepdraft.events import ignore
     from deepdraft.run import runner
     from deepdraft.run.pool import RunOrder
-    from deepdraft.run.runs import get_run, run_folder
+    from deepdraft.run.runs import Runs, get_run, run_folder
 
     recorded = ledger.entries.get((question.id, policy))
     run_id = recorded or runner.new_run_id()
@@ -155,10 +155,15 @@ def _research(
                 record = get_run(run_id)
             except RunNotFound:
                 record = None
-            if record is not None and record.recorded_status == "finished" and record.report_path:
-                path = Path(record.report_path)
-                if path.is_file():
+            if record is not None and record.recorded_status == "finished":
+                path = Path(record.report_path or "")
+                if record.report_path and path.is_file():
                     return RunOutcome(question, policy, run_id, path.read_text(encoding="utf-8"))
+                # The file is gone; the journal still holds the finished report (a finished run
+                # is never driven again).
+                with Runs.open() as stored:
+                    markdown = stored.report_document(run_id).markdown
+                return RunOutcome(question, policy, run_id, markdown)
         if record is None:  # a new pair, or one whose run was lost with its journal: start it
             ledger.record(question.id, policy, run_id)
         runs.drive(RunOrder(run_id, question.question, kb, settings), ignore)

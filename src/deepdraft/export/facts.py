@@ -101,6 +101,24 @@ def readable_facts(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("Constraints", f"{constraints.get('satisfied', 0)} of {constraints['total']} satisfied")
         )
     report = manifest.get("report") or {}
+    attached = report.get("citations_attached") or {}
+    if attached.get("sections"):
+        facts.append(
+            (
+                "Citations placed by deepdraft",
+                f"{attached.get('sentences', 0)} sentences in {attached['sections']} sections, where the "
+                "model cited nothing: each was cited from the passage it shares most words with",
+            )
+        )
+    quoted = report.get("written_from_evidence") or []
+    if quoted:
+        facts.append(
+            (
+                "Quoted from the evidence",
+                f"{len(quoted)} part(s) ({', '.join(quoted)}): every draft the model wrote was refused, so "
+                "deepdraft quoted the passages found for it",
+            )
+        )
     if report.get("stop_reason"):
         facts.append(("Stopped", str(report["stop_reason"])))
     facts.append(("Full manifest", "manifest.json in the run folder, and the JSON export"))

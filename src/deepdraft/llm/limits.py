@@ -1,11 +1,24 @@
-"""Spending limits for paid endpoints: a total token cap and a requests-per-minute rate.
+"""Spending limits: a total token cap, a wall-time cap and a requests-per-minute rate.
 
-A `Budget` holds the limits and what has been spent; `LimitedLLM` wraps any LLM and asks a budget
-before each call. One budget can be shared by many runs at once (a batch, a server's pool), so the
-cap and the rate hold for all of them together; where runs live in other processes (Ray), anything
-with the same two methods (`Limiter`) can stand in for it. The rate limit waits (it never fails a
-request); the token cap raises `LLMBudgetExhausted` before a call that would start past it, and the
-policy then finishes the report from what it has instead of failing the run.
+A `Budget` holds limits and what has been spent against them, safe to share between threads. The
+same mechanism serves two scopes, and a call may be held to both:
+
+* a run's own budget (its settings' token cap, rate and `max_time`). It is the run's, not a
+  process's: a resumed run starts from what the journal says the run already spent
+  (`spent_tokens`, `spent_seconds`), and the models a run uses for single roles spend from the same
+  budget as its main model (`LimitedLLM.sharing`), so that neither a resume nor a planner model
+  escapes the caps;
+* a budget shared by many runs at once (a `RunPool`'s: a batch, a server, an evaluation), so that a
+  cap or a rate holds for all of them together; a new session of the same work starts it from what
+  the work's runs already spent. Where runs live in other processes (Ray), anything with the same
+  two methods (`Limiter`) stands in for it.
+
+`LimitedLLM` wraps any LLM and asks each of its budgets before each call. The rate limit waits (it
+never fails a request); the token and time caps raise `LLMBudgetExhausted` before a call that would
+start past them, and the policy then finishes the report from what it has instead of failing the run.
+
+Every reply counts once: the journaled steps before a resume, each reply after it (one replayed
+from the run's cache included, since no journaled step holds it yet).
 """
 
 from __future__ import annotations
@@ -24,38 +37,66 @@ class Limiter(Protocol):
     """What `LimitedLLM` asks before and tells after each call."""
 
     def admit(self) -> None:
-        """Return when a request may start; raise `LLMBudgetExhausted` when the tokens are spent."""
+        """Return when a request may start; raise `LLMBudgetExhausted` when a cap is spent."""
         ...
 
     def spend(self, tokens: int) -> None:
-        """Count the tokens of a request that reached the endpoint."""
+        """Count the tokens of a request that was answered."""
         ...
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as people write it: 45s, 12m 5s, 2h 3m."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+    return f"{secs}s"
+
+
 class Budget:
-    """A token cap and a request rate, safe to share between threads."""
+    """A token cap, a time cap and a request rate, and what has been spent: safe to share between threads.
+
+    `spent_tokens` and `spent_seconds` are what earlier sessions of the same work already used (a
+    run's journal, or the runs of a batch); the time counted in this session starts when the
+    budget is made.
+    """
 
     def __init__(
         self,
         *,
         max_tokens_total: int | None = None,
         requests_per_minute: float | None = None,
-        spent: int = 0,
+        max_time_s: float | None = None,
+        spent_tokens: int = 0,
+        spent_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.max_tokens_total = max_tokens_total
         self.requests_per_minute = requests_per_minute
-        self.tokens_used = spent
-        """Tokens spent so far (`spent`: what earlier sessions of the same batch already used)."""
+        self.max_time_s = max_time_s
+        self.tokens_used = spent_tokens
+        self._seconds_before = spent_seconds
         self._clock, self._sleep = clock, sleep
+        self._started = clock()
         self._recent: deque[float] = deque()  # booked start times of the last minute's requests, in order
         self._tokens_lock = threading.Lock()
         self._rate_lock = threading.Lock()
 
     @property
+    def seconds_used(self) -> float:
+        """Time the work has been driven: earlier sessions' and this one's so far."""
+        return self._seconds_before + (self._clock() - self._started)
+
+    @property
     def exhausted(self) -> bool:
-        return self.max_tokens_total is not None and self.tokens_used >= self.max_tokens_total
+        """True once the token cap or the time cap is spent (the next request would be refused)."""
+        tokens_spent = self.max_tokens_total is not None and self.tokens_used >= self.max_tokens_total
+        return tokens_spent or (self.max_time_s is not None and self.seconds_used >= self.max_time_s)
 
     def admit(self) -> None:
         self.check()
@@ -64,11 +105,18 @@ class Budget:
             self._sleep(delay)
 
     def check(self) -> None:
-        """Raise `LLMBudgetExhausted` once the tokens are spent."""
-        if self.exhausted:
+        """Raise `LLMBudgetExhausted` once the tokens or the time are spent."""
+        if self.max_tokens_total is not None and self.tokens_used >= self.max_tokens_total:
             raise LLMBudgetExhausted(
                 f"the token budget of {self.max_tokens_total:,} is spent ({self.tokens_used:,} used)"
             )
+        if self.max_time_s is not None:
+            used = self.seconds_used
+            if used >= self.max_time_s:
+                raise LLMBudgetExhausted(
+                    f"the time budget of {format_duration(self.max_time_s)} is spent "
+                    f"({format_duration(used)} used)"
+                )
 
     def reserve(self) -> float:
         """Book the next free start within the rate, and return how long to wait for it (seconds).
@@ -97,25 +145,39 @@ class Budget:
 
 
 class LimitedLLM:
-    """`inner`, asking `budget` before each call (or a budget of its own built from the limits given)."""
+    """`inner`, held to every one of `budgets` (none given: one of its own, built from the limits given).
+
+    The first budget is the one `tokens_used` reports: the run's own where a run has one.
+    """
 
     def __init__(
         self,
         inner: LLM,
-        *,
+        *budgets: Limiter,
         max_tokens_total: int | None = None,
         requests_per_minute: float | None = None,
+        max_time_s: float | None = None,
+        spent_tokens: int = 0,
+        spent_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        budget: Limiter | None = None,
     ) -> None:
         self.inner = inner
-        self.budget: Limiter = budget or Budget(
-            max_tokens_total=max_tokens_total,
-            requests_per_minute=requests_per_minute,
-            clock=clock,
-            sleep=sleep,
+        self.budgets: tuple[Limiter, ...] = budgets or (
+            Budget(
+                max_tokens_total=max_tokens_total,
+                requests_per_minute=requests_per_minute,
+                max_time_s=max_time_s,
+                spent_tokens=spent_tokens,
+                spent_seconds=spent_seconds,
+                clock=clock,
+                sleep=sleep,
+            ),
         )
+
+    def sharing(self, inner: LLM) -> LimitedLLM:
+        """`inner` held to these same budgets, its spending counted in them."""
+        return LimitedLLM(inner, *self.budgets)
 
     @property
     def model_name(self) -> str:
@@ -123,11 +185,15 @@ class LimitedLLM:
 
     @property
     def tokens_used(self) -> int:
-        return int(getattr(self.budget, "tokens_used", 0))
+        return int(getattr(self.budgets[0], "tokens_used", 0))
 
     def complete(self, request: ChatRequest) -> ChatResult:
-        self.budget.admit()
+        for budget in self.budgets:
+            budget.admit()
         result = self.inner.complete(request)
-        if not result.cached:  # a reply replayed from the journal costs nothing
-            self.budget.spend(result.usage.prompt_tokens + result.usage.completion_tokens)
+        # A reply replayed from the run's cache counts too: it was paid for by a session that
+        # stopped before journaling its step, so what the journal says was spent lacks it.
+        tokens = result.usage.prompt_tokens + result.usage.completion_tokens
+        for budget in self.budgets:
+            budget.spend(tokens)
         return result

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from deepdraft.core.outline import Outline
 from deepdraft.errors import UserError
-from deepdraft.protocol.actions import InitPlan, PlannedNode, validate_init_plan
+from deepdraft.protocol.actions import ESSAY_PART, OFF_SUBJECT, InitPlan, PlannedNode, validate_init_plan
 
 SEPARATOR = "::"
 TITLE_PREFIX = "Title:"
@@ -34,7 +34,8 @@ def reviewed_outline(question: str, title: str, sections: list[tuple[str, str]])
         sections=tuple(PlannedNode(t.strip(), p.strip()) for t, p in sections),
     )
     refused = validate_init_plan(plan, question)
-    if refused is not None:
+    # The rules on the subject and on essay parts steer a model; a person's outline is theirs.
+    if refused is not None and refused.code not in (OFF_SUBJECT, ESSAY_PART):
         raise UserError(f"the edited outline is not valid: {refused.reason}")
     return Outline.create(plan.title, [(node.title, node.plan) for node in plan.sections])
 

@@ -36,8 +36,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from deepdraft.core.evidence import select_passages
-from deepdraft.core.outline import Outline
+from deepdraft.core.citations import cited_keys
+from deepdraft.core.evidence import Passage, fingerprint, select_passages
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE, Outline
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
 from deepdraft.errors import LLMBudgetExhausted, RunFailed
@@ -55,10 +56,12 @@ from deepdraft.ports import LLM, Retriever
 from deepdraft.protocol import action_prompts as ask
 from deepdraft.protocol import action_replies as reply
 from deepdraft.protocol.actions import Action, ExtendPlan, InitPlan, Nop, Refused, Search, Write
+from deepdraft.protocol.attach import extract_from_evidence
 from deepdraft.protocol.exchange import Attempt
 from deepdraft.protocol.fitting import ContextWindow, Fit
 from deepdraft.protocol.grammar import ShapeName, reply_shape
 from deepdraft.protocol.prompts import TemplateName
+from deepdraft.protocol.topic import names_subject, subject_terms
 from deepdraft.settings import ResearchSettings
 
 MUST_DEEPEN = "must-deepen"  # a stop refused because the run collects training data (force_expansions)
@@ -204,7 +207,7 @@ class WarpPolicy:
             "init-plan",
             lambda: self._fit(lambda fit: ask.plan_prompt(state, self.budgets, fit, template), None, state),
             reply_shape(shape, sections, subsections),
-            lambda raw: reply.read_plan(raw, state, self.budgets, full=full),
+            lambda raw: reply.read_plan(raw, state, self.budgets, full=full, refused=state.retries),
             settle,
         )
         if attempt.refusal and state.outline is None and state.phase == "plan":
@@ -223,7 +226,7 @@ class WarpPolicy:
                 self.emit(NodeWritten(located.position, located.node.title, located.node.content))
                 self._advance(state)
             elif attempt.refusal and state.researched_again:
-                self._give_up(state, f"every draft was refused ({attempt.refusal.reason})")
+                self._write_from_evidence(state, f"every draft was refused ({attempt.refusal.reason})")
             else:
                 self._research_again(state)
 
@@ -264,7 +267,7 @@ class WarpPolicy:
             "extend-plan",
             lambda: self._fit(lambda fit: ask.extend_prompt(state, self.budgets, fit), budget),
             reply_shape("extend-plan", *ask.count_ranges(self.budgets)),
-            lambda raw: self._deepening(state, reply.read_extend(raw, state, self.budgets)),
+            lambda raw: self._deepening(state, reply.read_extend(raw, state, self.budgets, state.retries)),
             settle,
             give_up=lambda attempt: state.expansions >= limit,
         )
@@ -331,11 +334,38 @@ class WarpPolicy:
         self.emit(NodeSkipped(located.position, located.node.title, why))
         self._advance(state)
 
+    def _write_from_evidence(self, state: RunState, why: str) -> None:
+        """The node's text quoted from its evidence (`attach.extract_from_evidence`), with a note
+        saying so, rather than a part left empty; given up when even that finds nothing."""
+        assert state.outline is not None
+        located = state.outline.find(state.target)
+        assert located is not None
+        node = located.node
+        evidence = {key: state.registry[key].text for key in state.evidence}
+        text = extract_from_evidence(f"{node.title} {node.plan} {state.question}", evidence)
+        if text is None:
+            return self._give_up(state, why)
+        node.content, node.note = text, f"{WRITTEN_FROM_EVIDENCE}: {why}"
+        self.emit(NodeWritten(located.position, node.title, text))
+        self._advance(state)
+
     def _retrieve(self, state: RunState, keywords: list[str]) -> bool:
-        """Search every keyword, keep the best distinct passages as the current evidence."""
+        """Search every keyword, keep the best distinct passages as the current evidence.
+
+        A small model's keywords are often vague ("economic impact"), so each is searched together
+        with the request's subject words it lacks, and the node's own title is searched too; the
+        passages that name the subject come first. The evidence is spread over documents, and a
+        passage already cited in two parts is offered again only when nothing else is found.
+        """
         budget = self.budgets.outline_evidence if state.outline is None else self.budgets.node_evidence
-        hits = [self.retriever.search(keyword, self.budgets.hits_per_keyword) for keyword in keywords]
-        passages = select_passages(hits, budget)
+        queries = search_queries(state, keywords)
+        subject = subject_terms(state.question)
+        hits = [
+            on_subject_first(self.retriever.search(query, self.budgets.hits_per_keyword), subject)
+            for query in queries
+        ]
+        overused = {fingerprint(state.registry[key].text) for key in cited_in_parts(state, 2)}
+        passages = select_passages(hits, budget, per_document=max(1, budget // 4), avoid=overused)
         known = set(state.registry.items)
         state.evidence = [state.registry.register(passage) for passage in passages]
         keys = list(state.evidence)
@@ -354,3 +384,48 @@ class WarpPolicy:
         """`render` fitted into the window; `shown`: the state whose evidence the prompt shows."""
         passages = len(shown.evidence) if shown is not None else 0
         return self.window.fit(render, draft, passages, self.budgets.passage_tokens)
+
+
+# ---- what a search asks the retriever ------------------------------------------------------------
+
+ANCHOR_TERMS = 3
+"""Subject words of the request added to a keyword that lacks them."""
+
+
+def search_queries(state: RunState, keywords: list[str]) -> list[str]:
+    """The retriever queries for `keywords`: the target's own words (the node's title, or before an
+    outline the request itself), then each keyword with the request's subject words it lacks."""
+    subject = subject_terms(state.question)
+
+    def anchored(text: str) -> str:
+        missing = [term for term in subject if not names_subject(text, [term])][:ANCHOR_TERMS]
+        return " ".join([text, *missing])
+
+    # The target's own words first: when the evidence budget leaves one passage per query, the
+    # query a model cannot get wrong must be among those that contribute.
+    own: list[str] = []
+    if state.outline is None or state.target == "outline":
+        own = [state.question]
+    elif (located := state.outline.find(state.target)) is not None:
+        own = [anchored(located.node.title)]
+    return list(dict.fromkeys([*own, *(anchored(keyword) for keyword in keywords)]))
+
+
+def on_subject_first(hits: list[Passage], subject: list[str]) -> list[Passage]:
+    """`hits` with the passages that name a subject word first, each group in its ranked order."""
+    if not subject:
+        return hits
+    naming = [passage for passage in hits if names_subject(passage.text, subject)]
+    return naming + [passage for passage in hits if not names_subject(passage.text, subject)]
+
+
+def cited_in_parts(state: RunState, parts: int) -> set[str]:
+    """Evidence keys cited in at least `parts` written nodes of the outline."""
+    if state.outline is None:
+        return set()
+    counts: dict[str, int] = {}
+    for located in state.outline.walk():
+        keys = {key for group in cited_keys(located.node.content or "") for key in group}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+    return {key for key, count in counts.items() if count >= parts and key in state.registry}

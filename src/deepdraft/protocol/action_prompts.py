@@ -13,6 +13,7 @@ from deepdraft.core.state import RunState
 from deepdraft.protocol import prompts
 from deepdraft.protocol.actions import SECTIONS_RANGE, SUBSECTIONS_RANGE
 from deepdraft.protocol.fitting import Fit
+from deepdraft.protocol.topic import salient_terms
 from deepdraft.settings import ResearchSettings
 
 NOTHING_FOUND = "these keywords matched nothing in the documents; try other, broader ones"
@@ -59,10 +60,34 @@ def plan_prompt(
         template,
         question=state.question,
         evidence=_evidence(state, fit),
+        found=search_findings(state),
         feedback=state.feedback,
         language=research.language or "",
         **_bounds(research),
     )
+
+
+MOST_DOCUMENTS_SHOWN = 10
+
+
+def search_findings(state: RunState) -> str:
+    """What the background search found, in brief: the documents it came from and the words its
+    passages share — so the outline's sections can be facets of the evidence, not essay parts."""
+    items = [state.registry[key] for key in state.evidence]
+    if not items:
+        return ""
+    titles = list(dict.fromkeys(item.source.title for item in items if item.source.title))
+    # Plain sentences under the evidence, not a header of their own: a small model lists a
+    # prompt's headers as the sections of its outline.
+    lines = []
+    if titles:
+        shown = "; ".join(titles[:MOST_DOCUMENTS_SHOWN])
+        more = f" and {len(titles) - MOST_DOCUMENTS_SHOWN} more" if len(titles) > MOST_DOCUMENTS_SHOWN else ""
+        lines.append(f"These passages come from: {shown}{more}.")
+    terms = salient_terms(item.text for item in items)
+    if terms:
+        lines.append(f"Words they share: {', '.join(terms)}.")
+    return "\n".join(lines)
 
 
 def write_prompt(state: RunState, research: ResearchSettings, fit: Fit, length: str) -> str:
@@ -81,6 +106,11 @@ def write_prompt(state: RunState, research: ResearchSettings, fit: Fit, length: 
         evidence=_evidence(state, fit),
         feedback=state.feedback,
         language=research.language or "",
+        # A re-ask leaves the worked example out: a small model that wrote nothing usable from weak
+        # evidence tends to hand back the example itself, and the reason it was refused now says
+        # what to do instead.
+        example_thought="" if state.feedback else prompts.WRITE_EXAMPLE_THOUGHT,
+        example_action="" if state.feedback else prompts.WRITE_EXAMPLE_ACTION,
     )
 
 
@@ -97,12 +127,21 @@ def extend_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
 
 
 def node_length(state: RunState, research: ResearchSettings) -> str:
-    """Guidance toward the requested report length for one node's text ("" when none was asked)."""
+    """Guidance toward the requested report length for one node's text: from `length_words` when
+    a length was asked, else `node_words` (a preset's default), else none ("")."""
     target = research.length_words
-    if not target or state.outline is None:
-        return ""
-    per_node = max(60, target // max(3, state.outline.count()))
-    return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
+    if target and state.outline is not None:
+        per_node = max(60, target // max(3, state.outline.count()))
+        return f"Aim for about {per_node} words in this part (the whole report: about {target} words)."
+    if research.node_words:
+        # A small model left to itself writes two sentences; one short paragraph per passage
+        # gives the part its length, its citations and its spread over the evidence.
+        return (
+            f"Aim for about {research.node_words} words in this part: for each passage above that "
+            "bears on it, write two or three sentences of your own on what that passage says, "
+            "citing it."
+        )
+    return ""
 
 
 def whole_length(state: RunState, research: ResearchSettings) -> str:

@@ -10,7 +10,9 @@ from deepdraft.core.outline import NodeSpec
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_prompts import count_ranges
 from deepdraft.protocol.actions import (
+    ESSAY_PART,
     NO_CITATIONS,
+    OFF_SUBJECT,
     Action,
     ExtendPlan,
     InitPlan,
@@ -28,7 +30,19 @@ from deepdraft.protocol.actions import (
     validate_write,
 )
 from deepdraft.protocol.attach import attach_citations
+from deepdraft.protocol.topic import is_essay_part
+from deepdraft.protocol.write_checks import (
+    cited_sentences,
+    faults_reason,
+    sentence_faults,
+    without_debris,
+    without_sentences,
+)
 from deepdraft.settings import ResearchSettings
+
+UNGROUNDED = "ungrounded"  # cited sentences that their passages do not bear out
+_MENDABLE = {OFF_SUBJECT, ESSAY_PART}
+"""Outline faults mended on the last try instead of failing the plan (see `_mended_plan`)."""
 
 
 def read_search(raw: str) -> Action | Refused:
@@ -39,29 +53,67 @@ def read_search(raw: str) -> Action | Refused:
 
 
 def read_plan(
-    raw: str, state: RunState, research: ResearchSettings, *, full: bool = False
+    raw: str, state: RunState, research: ResearchSettings, *, full: bool = False, refused: int = 0
 ) -> Action | Refused:
-    """An init-plan: WARP's one level of sections, or (`full`) the baseline's nested outline."""
+    """An init-plan: WARP's one level of sections, or (`full`) the baseline's nested outline.
+
+    Essay-part sections are left out at once when enough other sections remain. On the last try
+    (`refused` re-asks spent) an outline whose only faults are a title off the subject or
+    essay-part sections is mended rather than refused: a run without an outline has no report at
+    all, and an imperfect outline still has one.
+    """
     sections, subsections = count_ranges(research)
-    if full:
-        action: Action | Refused = parse_full_plan(raw)
-        if isinstance(action, InitPlan):
-            return (
-                validate_full_plan(action, state.question, sections, subsections, research.language) or action
-            )
+    action: Action | Refused = parse_full_plan(raw) if full else parse(raw, {"init-plan"})
+    if not isinstance(action, InitPlan):
         return action
-    action = parse(raw, {"init-plan"})
-    if isinstance(action, InitPlan):
-        return validate_init_plan(action, state.question, sections, research.language) or action
-    return action
+
+    def validate(plan: InitPlan) -> Refused | None:
+        if full:
+            return validate_full_plan(plan, state.question, sections, subsections, research.language)
+        return validate_init_plan(plan, state.question, sections, research.language)
+
+    problem = validate(action)
+    if problem and problem.code == ESSAY_PART:
+        # Leaving the essay parts out costs nothing when enough topical sections remain; a re-ask
+        # costs a whole action, which a small budget cannot spare.
+        topical = InitPlan(action.title, _without_essay_parts(action.sections, sections[0]))
+        if topical.sections != action.sections:
+            action, problem = topical, validate(topical)
+    if problem and problem.code in _MENDABLE and refused >= research.max_retries:
+        mended = _mended_plan(action, state.question, sections[0])
+        left = validate(mended)
+        # Essay parts kept because too few others remain are still accepted now: an outline with
+        # an "Introduction" yields a report, a failed run none.
+        return mended if left is None or left.code in _MENDABLE else left
+    return problem or action
+
+
+def _mended_plan(plan: InitPlan, question: str, fewest: int) -> InitPlan:
+    """The request itself as the title when the model's names no subject; essay-part sections
+    left out while enough others remain (the summary and conclusion are written anyway)."""
+    title = plan.title
+    if validate_init_plan(InitPlan(title, ()), question, (0, 12)) is not None:
+        title = question.strip().rstrip("?？.。!！").strip() or title
+    return InitPlan(title, _without_essay_parts(plan.sections, fewest))
+
+
+def _without_essay_parts(nodes: tuple[PlannedNode, ...], fewest: int) -> tuple[PlannedNode, ...]:
+    kept = tuple(node for node in nodes if not is_essay_part(node.title))
+    return kept if len(kept) >= fewest else nodes
 
 
 def read_write(raw: str, state: RunState, research: ResearchSettings, refused: int) -> Action | Refused:
     """A node's text; after `research.attach_citations_after` refusals, uncited text gets citations
-    placed from the evidence it was shown (a small model that will not cite)."""
+    placed from the evidence it was shown (a small model that will not cite).
+
+    Numbering debris is cut at once. A text whose cited sentences do not hold up against their
+    passages (`write_checks`) is asked again when much of it is at fault and a re-ask is left;
+    otherwise the unsupported sentences are dropped, and a text that copies is kept as it is.
+    """
     action = parse(raw, {"write"})
     if not isinstance(action, Write):
         return action
+    action = Write(without_debris(action.text))
     problem = validate_write(action, state.question, state.evidence, research.language)
     attach_after = research.attach_citations_after
     if problem and problem.code == NO_CITATIONS and attach_after is not None and refused >= attach_after:
@@ -69,16 +121,57 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
         attached = attach_citations(action.text, evidence)
         if attached is not None:
             repaired = Write(attached, citations_attached=True)
-            return validate_write(repaired, state.question, state.evidence, research.language) or repaired
-    return problem or action
+            problem = validate_write(repaired, state.question, state.evidence, research.language)
+            action = repaired
+    if problem:
+        return problem
+    return _checked(action, state, research, last_try=refused >= research.max_retries)
 
 
-def read_extend(raw: str, state: RunState, research: ResearchSettings) -> Action | Refused:
+def _room_to_ask_again(state: RunState, research: ResearchSettings) -> bool:
+    """Whether the step budget still covers a re-ask and a search and a write for every other node
+    without text, and a deepening decision: a re-ask must not leave later parts unwritten."""
+    pending = [] if state.outline is None else [n for n in state.outline.walk() if not n.node.settled]
+    others = len(pending) - 1
+    return research.max_steps - state.step - 1 > 2 * max(0, others) + 1
+
+
+REASK_SHARE = 0.3
+"""Ask again when at least this share of the cited sentences is at fault (and a re-ask is left)."""
+
+
+def _checked(
+    action: Write, state: RunState, research: ResearchSettings, *, last_try: bool
+) -> Action | Refused:
+    evidence = {key: state.registry[key].text for key in state.evidence}
+    faults = sentence_faults(action.text, evidence)
+    if not faults:
+        return action
+    cited = sum(1 for _ in cited_sentences(action.text))
+    if not last_try and len(faults) >= max(2, REASK_SHARE * cited) and _room_to_ask_again(state, research):
+        return Refused(faults_reason(faults), UNGROUNDED)
+    trimmed = Write(without_sentences(action.text, faults), action.citations_attached)
+    if validate_write(trimmed, state.question, state.evidence, research.language) is None:
+        return trimmed
+    return action
+
+
+def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: int = 0) -> Action | Refused:
+    """A deepening decision; essay-part subsections are left out when enough others remain, and on
+    the last try in any case (see `read_plan`)."""
     assert state.outline is not None
     action = parse(raw, {"extend-plan", "nop"})
     if isinstance(action, ExtendPlan):
         subsections = count_ranges(research)[1]
         problem = validate_extend_plan(action, state.outline, state.question, subsections, research.language)
+        if problem and problem.code == ESSAY_PART:
+            mended = ExtendPlan(action.position, _without_essay_parts(action.subsections, subsections[0]))
+            still = validate_extend_plan(
+                mended, state.outline, state.question, subsections, research.language
+            )
+            # As for an outline: mended at once when enough subsections remain, else on the last try.
+            if still is None or refused >= research.max_retries:
+                return still or mended
         return problem or action
     return action
 

@@ -26,6 +26,8 @@ from deepdraft.core.language import CJK_THRESHOLD, cjk_share, wants_chinese
 from deepdraft.core.outline import MAX_DEPTH, Outline, format_position, parse_position
 from deepdraft.core.scripts import CJK
 from deepdraft.protocol.json_reply import find_json, has_json_object
+from deepdraft.protocol.prompts import WRITE_EXAMPLE_ACTION
+from deepdraft.protocol.topic import is_essay_part, names_subject, subject_phrase, subject_terms
 
 ActionName = Literal["search", "init-plan", "extend-plan", "nop", "write"]
 
@@ -85,6 +87,8 @@ class Refused:
 
 
 NO_CITATIONS = "no-citations"
+OFF_SUBJECT = "off-subject"  # a report title that does not name what the request is about
+ESSAY_PART = "essay-part"  # a section titled as a part of an essay ("Background"), not a topic
 
 
 @dataclass(frozen=True)
@@ -255,7 +259,19 @@ def _validate_nodes(
         problem = language_problem(f"{node.title} {node.plan}", question, language)
         if problem:
             return Refused(f"{what} “{node.title}”: {problem}")
+    for node in nodes:
+        if is_essay_part(node.title):
+            return Refused(essay_part_reason(node.title, what, question), ESSAY_PART)
     return None
+
+
+def essay_part_reason(title: str, what: str, question: str) -> str:
+    subject = subject_phrase(question)
+    aspect = f"one aspect of {subject}" if subject else "one aspect of the request"
+    return (
+        f"“{title}” is a part of an essay, not a topic: title each of the {what} after {aspect} "
+        "that the evidence shows (the summary and the conclusion are written separately)"
+    )
 
 
 _PLACEHOLDER = re.compile(r"<[^<>]{1,60}>")  # the prompts' examples use <…> for what to fill in
@@ -270,7 +286,18 @@ def validate_init_plan(
         return Refused("replace the <…> placeholder of the example with a real report title")
     if problem := language_problem(action.title, question, language):
         return Refused(f"title: {problem}")
-    return _validate_nodes(action.sections, sections, "sections", question, language)
+    if refused := _validate_nodes(action.sections, sections, "sections", question, language):
+        return refused
+    # A report asked in another script than the question's cannot repeat its words.
+    translated = wants_chinese(question, language) != wants_chinese(question)
+    subject = [] if translated else subject_terms(question)
+    if subject and not names_subject(action.title, subject):
+        return Refused(
+            f"the title “{action.title}” does not say what the report is about: "
+            f"put the request's subject ({subject_phrase(question)}) in the title",
+            OFF_SUBJECT,
+        )
+    return None
 
 
 def validate_full_plan(
@@ -325,6 +352,11 @@ def validate_write(
     text = action.text.strip()
     if len(text) <= MIN_WRITE_CHARS:
         return Refused(f"the section text is too short ({len(text)} characters); write a full section")
+    if echoes_example(text):
+        return Refused(
+            "your text repeats the worked example of the instructions, which is about another subject; "
+            "write this part about its own topic, from the evidence shown"
+        )
     citations = cited_keys(text)
     low, high = CITATIONS_RANGE
     if not low <= len(citations) <= high:
@@ -344,6 +376,24 @@ def validate_write(
     if problem := language_problem(text, question, language):
         return Refused(problem)
     return None
+
+
+_ECHO_WORDS = 6  # a run of this many words of the worked example ...
+
+
+def echoes_example(text: str) -> bool:
+    """Whether `text` repeats the write prompt's worked example (a run of six of its words)."""
+    return shares_run(text, WRITE_EXAMPLE_ACTION, _ECHO_WORDS)
+
+
+def shares_run(text: str, other: str, size: int) -> bool:
+    """Whether `text` and `other` share a run of `size` words (citations aside, any case)."""
+
+    def runs(value: str) -> set[tuple[str, ...]]:
+        words = [w.lower() for w in _WORD.findall(CITE.sub(" ", value))]
+        return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+    return not runs(text).isdisjoint(runs(other))
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)

@@ -142,3 +142,33 @@ def cite_sentence(sentence: str, key: str) -> str:
     if end:
         return f"{body[: end.start()].rstrip()} \\cite{{{key}}}{end.group()}{tail}"
     return f"{body} \\cite{{{key}}}{tail}"
+
+
+EXTRACT_WORDS = (8, 60)
+"""Sentences shorter or longer than this (in words) are not taken whole into a report."""
+
+
+def extract_from_evidence(focus: str, evidence: Mapping[str, str], most: int = 3) -> str | None:
+    """A node's text made of its evidence, for a node every draft of which was refused: from each
+    of up to `most` passages, the sentence sharing most content words with `focus` (the node's
+    title and plan, the request), cited to its passage. None when no passage has such a sentence.
+
+    Quoting is not writing, so this is the last resort, and the run says where it was used.
+    """
+    wanted = content_words(focus)
+    picked: list[tuple[int, int, str]] = []
+    for order, (key, passage) in enumerate(evidence.items()):
+        best, best_shared = "", 0
+        for start, end in sentence_spans(passage):
+            sentence = " ".join(passage[start:end].split())
+            if not EXTRACT_WORDS[0] <= len(sentence.split()) <= EXTRACT_WORDS[1]:
+                continue
+            shared = len(content_words(sentence) & wanted)
+            if shared > best_shared:
+                best, best_shared = sentence, shared
+        if best:
+            picked.append((-best_shared, order, cite_sentence(best, key)))
+    if not picked:
+        return None
+    chosen = sorted(sorted(picked)[:most], key=lambda item: item[1])  # the best, in evidence order
+    return " ".join(sentence for _, _, sentence in chosen)

@@ -38,13 +38,20 @@ from pathlib import Path
 from typing import Any, cast
 
 from deepdraft.config import home_dir
-from deepdraft.errors import ConfigError, DeepdraftError, LLMBudgetExhausted, RunCancelled, RunFailed
+from deepdraft.errors import (
+    ConfigError,
+    DeepdraftError,
+    LLMBudgetExhausted,
+    RunAlreadyFinished,
+    RunCancelled,
+    RunFailed,
+)
 from deepdraft.events import EventSink
 from deepdraft.fsutil import atomic_write_bytes
 from deepdraft.llm.limits import Budget
 from deepdraft.run import runner
 from deepdraft.run.pool import RunOrder
-from deepdraft.run.runs import journal_elsewhere, run_exists, run_folder
+from deepdraft.run.runs import journal_elsewhere, restore_report, run_exists, run_folder
 from deepdraft.settings import Settings
 from deepdraft.store.journal import Journal
 
@@ -80,7 +87,7 @@ class BudgetService:
 
     def __init__(self, max_tokens_total: int | None, requests_per_minute: float | None, spent: int) -> None:
         self.budget = Budget(
-            max_tokens_total=max_tokens_total, requests_per_minute=requests_per_minute, spent=spent
+            max_tokens_total=max_tokens_total, requests_per_minute=requests_per_minute, spent_tokens=spent
         )
 
     def admit(self) -> tuple[str, float]:
@@ -168,11 +175,16 @@ def _drive_line(order: RunOrder, home: str, journal: Any, budget: Any) -> _TaskR
             limiter = _ClusterBudget(budget) if budget is not None else None
             try:
                 if run_exists(order.run_id):  # a retry after a dead worker, or an earlier attempt
-                    report = runner.resume(order.run_id, order.settings, budget=limiter)
+                    problems = runner.resume(order.run_id, order.settings, budget=limiter).problems
                 else:
-                    report = runner.start(
+                    problems = runner.start(
                         order.question, order.settings, kb=order.kb, run_id=order.run_id, budget=limiter
-                    )
+                    ).problems
+            except RunAlreadyFinished:
+                # A worker that finished the run died before its files came back: the report is
+                # read from the journal, not written by driving the run again.
+                restore_report(order.run_id)
+                problems = []
             except DeepdraftError as exc:
                 return _TaskResult(error=exc)
         folder = run_folder(order.run_id)
@@ -181,7 +193,7 @@ def _drive_line(order: RunOrder, home: str, journal: Any, budget: Any) -> _TaskR
             for path in folder.iterdir()
             if path.is_file() and path.name != "lock"
         }
-        return _TaskResult(files, report.problems)
+        return _TaskResult(files, problems)
     finally:
         if previous is None:
             os.environ.pop("DEEPDRAFT_HOME", None)

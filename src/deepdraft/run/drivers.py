@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from deepdraft.errors import UserError
+from deepdraft.errors import RunAlreadyFinished, UserError
 from deepdraft.events import EventSink
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run import runner
 from deepdraft.run.pool import RunOrder, RunPool
-from deepdraft.run.runs import run_exists
+from deepdraft.run.runs import restore_report, run_exists
 from deepdraft.settings import Settings
 
 __all__ = ["LocalDriver", "RunDriver", "open_driver"]
@@ -52,15 +52,19 @@ class LocalDriver:
 
     def drive(self, order: RunOrder, on_event: EventSink) -> list[str]:
         if run_exists(order.run_id):  # an earlier call's run, or this call's failed attempt
-            report = runner.resume(
-                order.run_id,
-                order.settings,
-                llm=self.llm,
-                retriever=self.retriever,
-                on_event=on_event,
-                cancel=self.cancel,
-                budget=self.pool.budget,
-            )
+            try:
+                report = runner.resume(
+                    order.run_id,
+                    order.settings,
+                    llm=self.llm,
+                    retriever=self.retriever,
+                    on_event=on_event,
+                    cancel=self.cancel,
+                    budget=self.pool.budget,
+                )
+            except RunAlreadyFinished:  # finished by a call that stopped before recording it
+                restore_report(order.run_id)
+                return []
         else:
             report = runner.start(
                 order.question,

@@ -27,6 +27,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from deepdraft._version import __version__
+from deepdraft.core.citations import CITE
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
+from deepdraft.core.sentences import sentences
 from deepdraft.egress import public_endpoint
 from deepdraft.events import StepRecord
 
@@ -121,9 +124,38 @@ def build_manifest(
             "passages_seen": len(getattr(getattr(state, "registry", None), "items", {}) or {}),
             "stop_reason": str(getattr(state, "stop_reason", "")),
             "references_style": references_style,
+            **_citations_attached(steps),
+            **_written_from_evidence(outline),
         },
         "settings": public,
     }
+
+
+def _citations_attached(steps: Sequence[StepRecord]) -> dict[str, Any]:
+    """Where deepdraft, not the model, placed a node's citations (a write that cited nothing, cited
+    by word overlap): {"citations_attached": {"sections": n, "sentences": m}}, or {} when nowhere."""
+    texts = {
+        step.target: str(step.parsed.get("text", ""))
+        for step in steps
+        if step.action == "write" and step.valid and step.parsed and step.parsed.get("citations_attached")
+    }
+    if not texts:
+        return {}
+    cited = sum(1 for text in texts.values() for sentence in sentences(text) if CITE.search(sentence))
+    return {"citations_attached": {"sections": len(texts), "sentences": cited}}
+
+
+def _written_from_evidence(outline: Any) -> dict[str, Any]:
+    """The nodes deepdraft quoted from their evidence because every draft was refused:
+    {"written_from_evidence": [positions]}, or {} when none."""
+    if outline is None:
+        return {}
+    quoted = [
+        located.position
+        for located in outline.walk()
+        if located.node.content is not None and (located.node.note or "").startswith(WRITTEN_FROM_EVIDENCE)
+    ]
+    return {"written_from_evidence": quoted} if quoted else {}
 
 
 def scrub_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,11 @@ class RunPool:
         """
         cap = settings.llm.max_tokens_total if share_tokens else None
         rate = settings.llm.requests_per_minute
-        budget = Budget(max_tokens_total=cap, requests_per_minute=rate, spent=spent) if cap or rate else None
+        budget = (
+            Budget(max_tokens_total=cap, requests_per_minute=rate, spent_tokens=spent)
+            if cap or rate
+            else None
+        )
         return cls(size if size is not None else default_concurrency(settings), budget=budget, name=name)
 
     @property

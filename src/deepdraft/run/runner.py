@@ -33,6 +33,7 @@ from deepdraft.egress import EgressLog
 from deepdraft.errors import (
     DeepdraftError,
     KnowledgeBaseError,
+    RunAlreadyFinished,
     RunCancelled,
     RunFailed,
     RunNotFound,
@@ -127,7 +128,7 @@ def start(
 
     `cancel`, once set, stops the run before its next action (`RunCancelled`; it stays resumable);
     `review_outline` lets the user edit the first outline (see `WarpPolicy`); `budget`, shared by
-    several runs, takes the place of the run's own token cap and request rate (see `llm.limits`).
+    several runs, holds the run too, on top of its own limits (see `llm.limits`).
     """
     question = _checked_question(question)
     settings = _default_depth(settings, llm)
@@ -228,11 +229,13 @@ def resume(
     """Continue a run from its last checkpoint, with the settings it was started with.
 
     Only how to reach the LLM (`settings.llm` connection fields) is taken from the current
-    settings, since keys are never stored.
+    settings, since keys are never stored. A finished run is not driven again
+    (`RunAlreadyFinished`): it would journal another start and finish of a run that did nothing.
     """
     with open_journal() as journal:
         record = journal.get_run(run_id)
         checkpoint = journal.latest_checkpoint(record.id)
+    _refuse_finished(record)
     stored = Settings.model_validate(_restore_secret(record.settings["settings"], settings))
     egress = EgressLog()
     if retriever is None and not stored.web.only:
@@ -259,6 +262,21 @@ def resume(
         egress=egress,
         budget=budget,
     )
+
+
+def ensure_unfinished(run_id: str) -> None:
+    """`RunAlreadyFinished` when the run has its report already (checked before showing progress)."""
+    with open_journal() as journal:
+        _refuse_finished(journal.get_run(run_id))
+
+
+def _refuse_finished(record: RunRecord) -> None:
+    if record.status == "finished":
+        where = f" (report: {record.report_path})" if record.report_path else ""
+        raise RunAlreadyFinished(
+            f"run {record.id} is already finished{where}; nothing to resume "
+            f"(deepdraft export {record.id} writes its report again)"
+        )
 
 
 def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]:
@@ -299,6 +317,8 @@ def _drive(
         open_journal() as journal,
         egress.attached(journal, run_id),
     ):
+        # Asked again under the lock: another process may have finished the run meanwhile.
+        _refuse_finished(journal.get_run(run_id))
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
         prompt_limit = (
@@ -377,8 +397,9 @@ def _run_models(
 ) -> tuple[LLM, dict[str, LLM]]:
     """The run's model and role models, metered for the egress audit, cached and budgeted.
 
-    A cap or a rate in the run's settings gives the run a budget of its own; `budget`, shared with
-    other runs (a `RunPool`'s), applies on top of it. The role models spend from the same budgets.
+    A cap, a rate or a time limit in the run's settings gives the run a budget of its own, counted
+    from what the journal says the run spent before; `budget`, shared with other runs (a
+    `RunPool`'s), applies on top of it. The role models spend from the same budgets.
     """
     roles = build_role_llms(settings)
     # Metered inside the cache: only requests that really reach the endpoint are counted.
@@ -388,18 +409,24 @@ def _run_models(
         llm = CachingLLM(llm, journal, namespace=run_id)
         roles = {role: CachingLLM(model, journal, namespace=run_id) for role, model in roles.items()}
     budgets: list[Limiter] = []
-    if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
+    if settings.llm.max_tokens_total or settings.llm.requests_per_minute or settings.research.max_time:
+        # The run's own budget is the run's, not this process's: what earlier sessions spent counts.
+        tokens, seconds = journal.spending(run_id)
         budgets.append(
             Budget(
                 max_tokens_total=settings.llm.max_tokens_total,
                 requests_per_minute=settings.llm.requests_per_minute,
+                max_time_s=settings.research.max_time,
+                spent_tokens=tokens,
+                spent_seconds=seconds,
             )
         )
     if budget is not None:
         budgets.append(budget)
-    for limiter in budgets:
-        llm = LimitedLLM(llm, budget=limiter)
-        roles = {role: LimitedLLM(model, budget=limiter) for role, model in roles.items()}
+    if budgets:
+        # The role models spend from the same budgets as the main model.
+        limited = LimitedLLM(llm, *budgets)
+        llm, roles = limited, {role: limited.sharing(model) for role, model in roles.items()}
     return llm, roles
 
 

@@ -34,6 +34,7 @@ from deepdraft.errors import ConfigError, RunNotFound, StoreError, UserError
 from deepdraft.events import StepRecord
 from deepdraft.export.document import ReportDocument, build_document
 from deepdraft.export.report import STYLES, CitationStyle
+from deepdraft.fsutil import atomic_write_bytes
 from deepdraft.run.manifest import build_manifest
 from deepdraft.settings import Settings
 from deepdraft.store.journal import Journal, RunRecord
@@ -337,8 +338,25 @@ def run_exists(run_id: str) -> bool:
 
 
 def tokens_spent(run_id: str) -> int:
-    """Tokens a run has used so far (0 for an unknown run): what an earlier session spent of a budget."""
-    if not run_exists(run_id):
-        return 0
-    state = run_state(run_id)
-    return 0 if state is None else state.prompt_tokens + state.completion_tokens
+    """Tokens a run's journaled steps spent (0 for an unknown run): what earlier sessions used of a
+    budget shared by several runs, counted as a run's own budget counts them (`Journal.spending`)."""
+    with Runs.open() as runs:
+        if not runs.exists(run_id):
+            return 0
+        return runs._journal.spending(runs.get(run_id).id)[0]
+
+
+def restore_report(run_id: str) -> None:
+    """Write a finished run's report.md into its folder again, from the journal, if the file is gone.
+
+    A call that finished a run can stop before it recorded so (a batch line left 'running', a Ray
+    worker that died before its files came back); the run is not driven again
+    (`RunAlreadyFinished`), and its report, kept in the journal, stands.
+    """
+    path = run_folder(run_id) / "report.md"
+    if path.is_file():
+        return
+    with Runs.open() as runs:
+        markdown = runs.report_document(run_id).markdown
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, markdown.encode("utf-8"))

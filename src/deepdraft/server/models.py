@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deepdraft.run.manager import Status
-from deepdraft.settings import Depth, PolicyName
+from deepdraft.settings import Depth, PolicyName, duration_seconds
 
 
 class _Body(BaseModel):
@@ -23,8 +23,16 @@ class CreateRun(_Body):
     max_steps: int | None = Field(None, ge=1, le=10_000)
     max_expansions: int | None = Field(None, ge=0, le=100)
     max_tokens_total: int | None = Field(None, ge=1)
+    max_time: float | None = Field(
+        None, gt=0, description='Wall-time budget in seconds, or text such as "90s", "30m", "2h".'
+    )
     language: str | None = Field(None, max_length=40)
     review_outline: bool = Field(False, description="Pause after the first outline for the user to edit it.")
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return duration_seconds(value)
 
 
 class ResumeRun(_Body):

@@ -12,6 +12,11 @@ What it stores
     ``events``       the typed progress stream, numbered 1, 2, 3… per run, so a server can replay it
                      to a client that reconnects (``events(run_id, after=last_seen)``).
     ``llm_cache``    LLM replies keyed by request hash (see `deepdraft.llm.cache.CachingLLM`).
+    ``texts``        long replies, once, by SHA-256: a cache entry and a step row holding the same
+                     reply both point here (a 40 MB reply costs 40 MB, not twice that). A refused
+                     reply's step keeps only its first `REFUSED_REPLY_KEEP` characters, and its
+                     full text is dropped once the step is recorded: the cache needs a reply only
+                     until its step is journaled, since a recorded step is never asked again.
     ``egress``       the run's requests off this machine (web searches, page fetches, remote LLM and
                      embedding endpoints), numbered per run; see `deepdraft.egress`.
     ``migrations``   the names of the schema migrations applied to this file.
@@ -46,6 +51,7 @@ at least four characters (what a user types); callers pass ``get_run(...).id`` o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -79,6 +85,29 @@ __all__ = [
 ]
 
 MIN_PREFIX = 4
+
+LONG_TEXT = 4096
+"""Replies longer than this (characters) are stored once in `texts` and pointed at."""
+REFUSED_REPLY_KEEP = 65_536
+"""How much of a refused reply a step keeps: enough to see what went wrong, not a 40 MB flood."""
+
+_STEP_COLUMNS = (
+    "steps.run_id, steps.step, action, prompt, coalesce(texts.text, reply) AS reply, parsed, valid,"
+    " reason, prompt_tokens, completion_tokens, started_at, finished_at, cached, target"
+)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _kept_reply(record: StepRecord) -> str:
+    """The reply as a step keeps it: whole, unless it was refused and is very long."""
+    reply = record.reply
+    if record.valid or len(reply) <= REFUSED_REPLY_KEEP:
+        return reply
+    cut = len(reply) - REFUSED_REPLY_KEEP
+    return f"{reply[:REFUSED_REPLY_KEEP]}\n[… {cut:,} more characters of this refused reply were not kept]"
 
 
 class Journal(Database):
@@ -235,6 +264,10 @@ class Journal(Database):
         """
         # Encode before taking the write lock: big states take milliseconds to serialise and
         # compress, and the other process should not wait for that.
+        reply = _kept_reply(record)
+        long_reply = len(reply) > LONG_TEXT
+        reply_sha = _sha256(reply) if long_reply else None
+        full_sha = _sha256(record.reply) if len(reply) != len(record.reply) else None  # a cut refused reply
         try:
             encoding, blob = encode_checkpoint(state)
             parsed = None if record.parsed is None else dumps(record.parsed)
@@ -266,14 +299,14 @@ class Journal(Database):
                     )
             conn.execute(
                 "INSERT INTO steps (run_id, step, action, prompt, reply, parsed, valid, reason,"
-                " prompt_tokens, completion_tokens, started_at, finished_at, cached, target)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " prompt_tokens, completion_tokens, started_at, finished_at, cached, target, reply_sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     record.step,
                     record.action,
                     record.prompt,
-                    record.reply,
+                    "" if long_reply else reply,
                     parsed,
                     int(record.valid),
                     record.reason,
@@ -283,8 +316,19 @@ class Journal(Database):
                     record.finished_at,
                     int(record.cached),
                     record.target,
+                    reply_sha,
                 ),
             )
+            if reply_sha is not None:
+                conn.execute("INSERT OR IGNORE INTO texts (sha256, text) VALUES (?, ?)", (reply_sha, reply))
+            if full_sha is not None:
+                # The whole refused reply was kept only for the cache, to replay it should the run
+                # stop before this step was journaled; now nothing will ask for it again.
+                conn.execute(
+                    "DELETE FROM texts WHERE sha256 = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM steps WHERE reply_sha256 = ?)",
+                    (full_sha, full_sha),
+                )
             conn.execute(
                 "INSERT INTO checkpoints (run_id, step, encoding, state) VALUES (?, ?, ?, ?)",
                 (run_id, record.step, encoding, blob),
@@ -298,8 +342,40 @@ class Journal(Database):
     def steps(self, run_id: str) -> list[StepRecord]:
         with self._read("read steps") as conn:
             self._require_run(conn, run_id)
-            rows = conn.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
+            rows = conn.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps LEFT JOIN texts ON texts.sha256 = steps.reply_sha256"
+                " WHERE steps.run_id = ? ORDER BY steps.step",
+                (run_id,),
+            ).fetchall()
         return [step_from_row(r) for r in rows]
+
+    def spending(self, run_id: str) -> tuple[int, float]:
+        """What the run has spent so far: (tokens of its recorded steps, seconds it was driven).
+
+        Tokens: every step's prompt and completion, a step answered from the cache included (it
+        was paid for by the process that stopped before journaling it). Seconds: each time the run
+        was driven, from its `run_started` event to the last event journaled before the next one;
+        the time between a crash and the last journaled step is not known, so it is not counted.
+        """
+        with self._read("read spending") as conn:
+            self._require_run(conn, run_id)
+            tokens = conn.execute(
+                "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM steps WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()[0]
+            events = conn.execute(
+                "SELECT kind, created_at FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+        seconds, started, last = 0.0, None, None
+        for kind, at in events:
+            if kind == "run_started":
+                if started is not None and last is not None:
+                    seconds += last - started
+                started = at
+            last = at
+        if started is not None and last is not None:
+            seconds += last - started
+        return int(tokens), seconds
 
     def latest_checkpoint(self, run_id: str) -> tuple[int, dict[str, Any]] | None:
         """The last step recorded and the state after it; None for a run with no steps yet."""
@@ -395,19 +471,43 @@ class Journal(Database):
     # -- LLM cache -------------------------------------------------------------------------------
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
+        """The cached value, its long text read back from `texts`; None when there is none (or its
+        text was dropped after its step was journaled: a miss, as for any entry that cannot be read)."""
         with self._lock:
             try:
-                row = self._conn.execute("SELECT value FROM llm_cache WHERE key = ?", (key,)).fetchone()
+                row = self._conn.execute(
+                    "SELECT value, texts.text AS text FROM llm_cache"
+                    " LEFT JOIN texts ON texts.sha256 = json_extract(llm_cache.value, '$.text_sha256')"
+                    " WHERE key = ?",
+                    (key,),
+                ).fetchone()
             except sqlite3.Error as e:
                 raise StoreError(f"journal {self.path}: read cache: {e}") from e
         if row is None:
             return None
         value = json.loads(row["value"])
-        return value if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            return None
+        if "text_sha256" in value:
+            if row["text"] is None:
+                return None
+            value["text"] = row["text"]
+            del value["text_sha256"]
+        return value
 
     def cache_put(self, key: str, value: dict[str, Any]) -> None:
+        """Store `value`; a long ``text`` in it goes to `texts`, where a step holding the same reply
+        finds it (one copy for both)."""
+        text = value.get("text")
+        long_text = isinstance(text, str) and len(text) > LONG_TEXT
+        if long_text:
+            assert isinstance(text, str)
+            sha = _sha256(text)
+            value = {**{k: v for k, v in value.items() if k != "text"}, "text_sha256": sha}
         value_json = dumps(value)
         with self._write("write cache") as conn:
+            if long_text:
+                conn.execute("INSERT OR IGNORE INTO texts (sha256, text) VALUES (?, ?)", (sha, text))
             conn.execute(
                 "INSERT OR REPLACE INTO llm_cache (key, value, created_at) VALUES (?, ?, ?)",
                 (key, value_json, time.time()),

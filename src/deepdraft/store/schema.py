@@ -94,11 +94,22 @@ CREATE TABLE egress (
 );
 """
 
+# Long texts (LLM replies) live once in `texts`, named by their SHA-256, and the cache entry and
+# the step row that both hold a reply point there instead of each carrying a copy.
+_TEXTS_SCHEMA = """
+CREATE TABLE texts (
+    sha256 TEXT PRIMARY KEY,                -- hex SHA-256 of the UTF-8 text
+    text   TEXT NOT NULL
+);
+ALTER TABLE steps ADD COLUMN reply_sha256 TEXT;   -- set: the reply is texts.text, `reply` is empty
+"""
+
 # Append only: never edit, reorder or remove an entry once released — files in the wild record
 # these names, and a renamed migration would be reapplied or make the file look newer.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _INITIAL_SCHEMA),
     Migration("0002_egress", _EGRESS_SCHEMA),
+    Migration("0003_texts", _TEXTS_SCHEMA),
 )
 
 

@@ -1,10 +1,11 @@
 """Word overlap: what a sentence's own passages say of it without asking a model.
 
 A sentence whose content words nearly all occur in its passages, with no figure or negation the
-passages lack, is supported; one that shares (almost) nothing with them, or states a number that
-none of them contains, is unsupported; anything between is unclear and goes to the judge. Overlap
-is not entailment, so the thresholds are strict on the "supported" side: a wrongly passed claim is
-worse than a call. Also here: a sentence's claim (its words without citations or list marker).
+passages lack, is supported; one that shares (almost) nothing with them, or states a number or a
+name (a capitalised word inside the sentence) that none of them contains, is unsupported; anything
+between is unclear and goes to the judge. Overlap is not entailment, so the thresholds are strict on
+the "supported" side: a wrongly passed claim is worse than a call. Also here: a sentence's claim
+(its words without citations or list marker).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ UNSUPPORTED_SHARE = 0.2
 # Figures: at least two digits or a decimal ("1890", "45%", "3.5"); single digits are too often
 # written out in words ("three") for their absence from a passage to mean anything.
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+# Names: a capitalised word inside a sentence (after a lower-case word or a comma), the way a
+# reader spots one; a sentence's first word is capitalised anyway and says nothing.
+_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]{2,}")
 _NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|none|without|cannot)\b|n't|不|没有|未|无|非", re.I)
 # What opens a line without being part of the claim: indentation, a list marker, a quote mark.
 PREFIX = re.compile(r"^\s*(?:(?:[-*+]|\d{1,3}[.)])\s+|>\s*)?")
@@ -62,11 +66,14 @@ class TextFeatures:
     words: frozenset[str]
     figures: frozenset[str]
     negated: bool
+    names: frozenset[str] = frozenset()
+    """Names inside the text, lower-cased (they are compared with a passage's `words`)."""
 
     @classmethod
     def of(cls, text: str) -> TextFeatures:
         negated = _NEGATION.search(text) is not None
-        return cls(frozenset(content_words(text)), _figures(text), negated)
+        names = frozenset(name.lower() for name in _NAME.findall(text))
+        return cls(frozenset(content_words(text)), _figures(text), negated, names)
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,11 @@ def lexical_verdict(claim: TextFeatures, passages: Sequence[TextFeatures]) -> Le
     if missing:
         return Lexical(
             "unsupported", share, f"the figure(s) {', '.join(missing)} appear in none of its passages"
+        )
+    absent = sorted(n for n in claim.names if not any(n in passage.words for passage in passages))
+    if absent:
+        return Lexical(
+            "unsupported", share, f"the name(s) {', '.join(absent)} appear in none of its passages"
         )
     if shared <= 1 and share < UNSUPPORTED_SHARE:
         return Lexical("unsupported", share, f"it shares almost no words with its passages ({share:.0%})")

@@ -14,6 +14,9 @@ from deepdraft.protocol.attach import cite_sentence, content_words
 
 REWRITE_SHARE = 0.5
 """Share a repaired sentence must reach: it was written from the passages, so it should echo them."""
+MAX_REWRITE_CHARS = 3000
+"""A repaired sentence replaces one sentence; a reply longer than this is refused before it is read
+word by word (a runaway 40 MB reply took a quarter of a minute of language and overlap checks)."""
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)\n?\s*```", re.S)
 _BARE_MARKER = re.compile(r"^[ \t]*(?:[-*+]|\d{1,3}[.)]|>)[ \t]*$", re.MULTILINE)
 
@@ -36,6 +39,8 @@ def read_rewrite(
     body = split_reply(raw).body or ""
     fenced = _FENCE.search(body)
     text = " ".join((fenced.group(1) if fenced else body).split())
+    if len(text) > MAX_REWRITE_CHARS:
+        return f"the rewrite is {len(text):,} characters long: write one sentence"
     text = normalise_citations(text).strip().strip('"“”')
     # A sentence replaces a sentence: heading or list markers the model copied from a passage
     # ("# Address of 1832 …") would turn the repaired sentence into a heading or a list.

@@ -54,12 +54,13 @@ from deepdraft.policy.finishing.terms import (
 from deepdraft.policy.finishing.verdicts import JUDGE_TRIES, parse_verdicts, verdict_schema, verdict_shape
 from deepdraft.ports import LLM, ChatRequest, ChatResult
 from deepdraft.protocol import prompts
-from deepdraft.protocol.actions import Refused, language_problem, repetition, split_reply
+from deepdraft.protocol.actions import Refused, language_problem, repetition, shares_run, split_reply
 from deepdraft.protocol.attach import attach_citations, content_words
 from deepdraft.protocol.exchange import Attempt, Turn
 from deepdraft.protocol.fitting import Fit, fit_prompt
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.protocol.json_reply import find_json
+from deepdraft.protocol.write_checks import without_debris
 from deepdraft.settings import ResearchSettings
 
 PHASE = "synthesis"
@@ -67,6 +68,8 @@ PART_TRIES = 3
 """Drafts of the summary (and of the conclusion) before it is left out."""
 LENGTH_BOUNDS = {"summary": (40, 300), "conclusion": (40, 350)}
 """Words for an English text; Chinese texts count characters, twice these bounds."""
+_MAX_CHARS_PER_UNIT = 40
+"""A reply longer than this many characters per allowed word is too long whatever its words."""
 PART_NAMES = {"summary": "executive summary", "conclusion": "conclusion"}
 EXTRACTION_SCHEMA = {
     "type": "object",
@@ -104,25 +107,30 @@ def read_part(
     question: str,
     language: str | None,
     attach_from: Mapping[str, str] | None = None,
+    instructions: str = "",
 ) -> str | tuple[None, str]:
     """The summary or conclusion in the model's reply, validated; or (None, why it was refused).
 
     `attach_from` (key → passage text): when the text cites nothing, cite each sentence from the
     passage it overlaps most, dropping sentences that match none (see `attach.py`) — what a write
-    gets from a small model that will not cite.
+    gets from a small model that will not cite. `instructions`: what the prompt asked (see
+    `instructions_of`), which the text must not restate.
     """
     body = split_reply(raw).body
     if body is None:
         return None, "the reply has no <action>…</action> block"
-    text = normalise_citations(body.strip().strip("`").strip())
-    lines = text.splitlines()
-    if lines and _HEADING_LINE.match(lines[0]) and len(lines) > 1:
-        text = "\n".join(lines[1:]).strip()  # the heading is the renderer's job
     chinese = wants_chinese(question, language)
     low, high = LENGTH_BOUNDS[part]
     low, high = (low * 2, high * 2) if chinese else (low, high)
-    words = count_words(text)
     unit = "characters" if chinese else "words"
+    if len(body) > high * _MAX_CHARS_PER_UNIT:  # refused before a runaway reply is read word by word
+        return None, f"write between {low} and {high} {unit} (this has {len(body):,} characters)"
+    # Numbering left without text and a last sentence cut off by the token limit are never content.
+    text = without_debris(normalise_citations(body.strip().strip("`").strip()))
+    lines = text.splitlines()
+    if lines and _HEADING_LINE.match(lines[0]) and len(lines) > 1:
+        text = "\n".join(lines[1:]).strip()  # the heading is the renderer's job
+    words = count_words(text)
     if not low <= words <= high:
         return None, f"write between {low} and {high} {unit} (this has {words})"
     cited = [key for group in cited_keys(text) for key in group]
@@ -138,7 +146,21 @@ def read_part(
         return None, "a \\cite{} holds no key"
     if problem := repetition(text) or language_problem(text, question, language):
         return None, problem
+    if instructions and shares_run(text, instructions, INSTRUCTION_RUN):
+        name = PART_NAMES.get(part, part)
+        return None, f"write the {name} itself, about the findings; do not restate these instructions"
     return text
+
+
+INSTRUCTION_RUN = 6
+"""A run of this many words of the instructions in a summary is the instructions restated (a small
+model asked for a summary sometimes describes what a summary should be)."""
+
+
+def instructions_of(prompt: str) -> str:
+    """The "What to do" paragraph of a rendered prompt, which a reply must not restate."""
+    _, _, rest = prompt.partition("## What to do")
+    return rest.split("\n## ", 1)[0]
 
 
 # ---- the pass -------------------------------------------------------------------------------------
@@ -192,6 +214,8 @@ class Synthesizer:
         # nicety, and on a CPU each refused draft costs half a minute.
         tries = min(PART_TRIES, self.research.max_retries + 1)
 
+        asked = {"instructions": ""}
+
         def request(turn: Turn) -> ChatRequest:
             prompt = self._fit(
                 lambda fit: prompts.render(
@@ -207,6 +231,7 @@ class Synthesizer:
                     language=self.research.language or "",
                 )
             )
+            asked["instructions"] = instructions_of(prompt)
             return self.calls.request(state, prompt, shape=reply_shape("write"))
 
         def read(result: ChatResult, turn: Turn) -> str | Refused:
@@ -216,7 +241,15 @@ class Synthesizer:
                 if attach_after is not None and turn.refused >= attach_after
                 else None
             )
-            text = read_part(result.text, part, allowed, state.question, self.research.language, attach_from)
+            text = read_part(
+                result.text,
+                part,
+                allowed,
+                state.question,
+                self.research.language,
+                attach_from,
+                asked["instructions"],
+            )
             return text if isinstance(text, str) else Refused(text[1])
 
         def settle(attempt: Attempt[str]) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 from deepdraft.core.citations import cited_keys
 from deepdraft.core.evidence import EvidenceRegistry, evidence_entry
+from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
@@ -63,7 +64,7 @@ from deepdraft.policy.finishing.verdicts import JUDGE_TRIES, parse_verdicts, ver
 from deepdraft.ports import LLM, ChatRequest, ChatResult
 from deepdraft.protocol import prompts
 from deepdraft.protocol.actions import Refused
-from deepdraft.protocol.attach import cite_sentence, content_words
+from deepdraft.protocol.attach import cite_sentence, content_words, extract_from_evidence
 from deepdraft.protocol.exchange import Attempt, Turn
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.settings import OutputSettings, ResearchSettings
@@ -494,12 +495,25 @@ class Verifier:
             text = rewrite_node(located.node.content, decided)
             if "\\cite{" in text:
                 located.node.content = text
+                continue
+            # Every cited claim failed. Keeping the least bad one would leave a claim known to be
+            # unsupported; keeping only the uncited rest would pass off unsourced text. So the part
+            # is quoted from the passages it cited (their sentences closest to its plan, which
+            # support themselves), said as such in its note; when none has such a sentence it
+            # shows the gap, like a part the policy could not write. The original text stays in
+            # the journal's checkpoints either way.
+            node = located.node
+            cited = {
+                key for group in cited_keys(node.content or "") for key in group if key in state.registry
+            }
+            quoted = extract_from_evidence(
+                f"{node.title} {node.plan} {state.question}",
+                {key: state.registry[key].text for key in sorted(cited)},
+            )
+            if quoted is None:
+                node.content, node.note = None, EMPTIED_NOTE
             else:
-                # Every cited claim failed. Keeping the least bad one would leave a claim known to be
-                # unsupported; keeping only the uncited rest would pass off unsourced text. So the part
-                # shows what happened instead, like a part the policy could not write: the gap stays
-                # visible, and the original text stays in the journal's checkpoints.
-                located.node.content, located.node.note = None, EMPTIED_NOTE
+                node.content, node.note = quoted, f"{WRITTEN_FROM_EVIDENCE}: {EMPTIED_NOTE}"
         verification.recount()
         state.verification_progress = None
         state.finished_phases.append(PHASE)

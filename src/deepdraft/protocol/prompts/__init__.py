@@ -18,6 +18,20 @@ FinishingTemplateName = Literal["verify", "repair", "synthesis", "constraints"]
 """The finishing passes' prompts (verify.py, synthesis.py): JSON verdicts or free text."""
 
 
+WRITE_EXAMPLE_THOUGHT = (
+    "textid2 gives the conductivity of sulfides and their reaction with air; "
+    "textid5 confirms the air sensitivity."
+)
+WRITE_EXAMPLE_ACTION = (
+    "Sulfide electrolytes conduct lithium ions about as well as liquid electrolytes \\cite{textid2}. "
+    "Their weakness is chemical: they react with moist air and release hydrogen sulfide "
+    "\\cite{textid2, textid5}, so cells must be assembled in dry rooms."
+)
+"""The write prompt's worked example, on a subject far from any request. Kept here so that a
+reply repeating it can be recognised (a small model with weak evidence sometimes answers with
+the example itself) and the re-ask can leave it out."""
+
+
 @cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
@@ -34,10 +48,14 @@ def _load(name: str) -> str:
 
 def render(name: TemplateName | FinishingTemplateName, **variables: str | int) -> str:
     """Render a template; `feedback` (why the last reply was refused) defaults to none, the output
-    language to the question's and the length guidance to none."""
+    language to the question's, the length guidance and the search findings to none, the write
+    prompt's worked example to `WRITE_EXAMPLE_*` (a re-ask passes it empty)."""
     variables.setdefault("feedback", "")
     variables["language"] = variables.get("language") or "the language of the user's request"
     variables.setdefault("length", "")
+    variables.setdefault("found", "")
+    variables.setdefault("example_thought", WRITE_EXAMPLE_THOUGHT)
+    variables.setdefault("example_action", WRITE_EXAMPLE_ACTION)
     return _environment().get_template(name).render(**variables).strip() + "\n"
 
 

@@ -55,13 +55,14 @@ def detail(manager: RunManager, run_id: str) -> RunDetail:
 @router.post("/api/runs", status_code=201)
 async def create_run(body: CreateRun, manager: Manager) -> RunDetail:
     """Start a research run; it is queued and driven by the next free worker."""
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "llm": {"model": body.model, "max_tokens_total": body.max_tokens_total},
         "research": {
             "depth": body.depth,
             "policy": body.policy,
             "max_steps": body.max_steps,
             "max_expansions": body.max_expansions,
+            "max_time": body.max_time,
             "language": body.language,
         },
     }

@@ -1,0 +1,145 @@
+"""Checks of a node's text against the passages it cites, before the text is accepted.
+
+Citations that are well-formed can still carry a bad text: a small model writes a name or a year
+that none of its passages holds, cites a passage for a sentence that shares nothing with it,
+pastes a passage whole, or leaves the numbering of a list it never finished (`3.4.5.`, a lone
+`3.`). Verification later checks claims one by one, but a fault caught here costs one re-ask
+instead of a repaired or dropped sentence in the finished report.
+
+- `without_debris` removes numbering left without text: it is never content, so it is cut at
+  once, without asking the model again;
+- `sentence_faults` lists each cited sentence's faults, phrased for the model to read:
+  a number (3+ digits) or a name (a capitalised word inside the sentence) that none of its cited
+  passages contains, no content word in common with them, or a verbatim run of `COPIED_RUN` words;
+- `without_sentences` drops the sentences whose faults cannot be mended by rewording alone (the
+  unsupported and unrelated ones), for when asking again is not worth it.
+
+Lexical rules, English and Chinese; the same measures a reader can recompute from the report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from deepdraft.core.citations import CITE, cited_keys
+from deepdraft.core.sentences import sentence_spans
+from deepdraft.protocol.attach import content_words
+
+COPIED_RUN = 12
+"""A run of this many words shared with a cited passage is pasting, not writing."""
+MIN_SUPPORT = 0.2
+"""Below this share of its content words found in its passages, a sentence is about something else."""
+
+# Numbering that lost its text: a line that is only a number ("3."), numbers run together at the
+# end of a line ("3.4.5."), a bare number left after a sentence's full stop ("tariffs. 3."), and
+# outline numbering before a paragraph ("1.2. Background: ...").
+_LONE_NUMBER_LINE = re.compile(r"(?m)^[ \t]*(?:\d+\.)+\d*[ \t]*$\n?")
+_NUMBER_RUN_AT_END = re.compile(r"(?m)[ \t]*(?:\b\d+\.[ \t]*){2,}$")
+_NUMBER_AFTER_STOP = re.compile(r"(?m)(?<=[.!?。！？])[ \t]+\d+\.[ \t]*$")
+_OUTLINE_NUMBER = re.compile(r"(?m)^([ \t]*)\d+\.\d+(?:\.\d+)*\.?[ \t]+")
+_NUMBER = re.compile(r"(?<![\d.,])\d{3,}(?![\d])")
+_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]{2,}")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def without_debris(text: str) -> str:
+    """`text` with numbering that has no text of its own removed, and without a last sentence cut
+    off by the token limit (a reply that stops mid-sentence)."""
+    text = _LONE_NUMBER_LINE.sub("", text)
+    text = _NUMBER_RUN_AT_END.sub("", text)
+    text = _NUMBER_AFTER_STOP.sub("", text)
+    text = _OUTLINE_NUMBER.sub(r"\1", text)
+    return _without_unfinished_tail(re.sub(r"\n{3,}", "\n\n", text).strip())
+
+
+# The end of a finished sentence: its stop, then any citations and closing quotes or brackets.
+_FINISHED = re.compile(
+    r"[.!?][\"'”’)\]]*(?:\s*\\cite\{[^}]*\}[.!?]?)*(?=\s|$)"  # Latin stops: a space follows
+    r"|[。！？][”’）」]*(?:\\cite\{[^}]*\}[。！？]?)*"  # CJK stops: nothing need follow
+)
+
+
+def _without_unfinished_tail(text: str) -> str:
+    """Cut words after the last finished sentence when they run on to the end of the text without
+    a stop of their own, on the same line (a list item, table row or heading is left alone)."""
+    last_line = text.rsplit("\n", 1)[-1]
+    ends = list(_FINISHED.finditer(text))
+    if not ends or re.match(r"\s*(?:[-*+|#>]|\d+[.)])", last_line):
+        return text
+    tail = text[ends[-1].end() :]
+    if not tail.strip() or "\n" in tail.strip():
+        return text
+    return text[: ends[-1].end()].rstrip()
+
+
+@dataclass(frozen=True)
+class Fault:
+    start: int
+    end: int
+    problem: str
+    droppable: bool
+    """Whether dropping the sentence mends it (unsupported, unrelated), or only rewording does."""
+
+
+def _runs(text: str, size: int) -> set[tuple[str, ...]]:
+    words = [w.lower() for w in _WORD.findall(text)]
+    return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+def sentence_faults(text: str, evidence: Mapping[str, str]) -> list[Fault]:
+    """The faults of each sentence of `text` that cites passages of `evidence` (keys to texts)."""
+    faults: list[Fault] = []
+    for start, end in sentence_spans(text):
+        sentence = text[start:end]
+        keys = [key for group in cited_keys(sentence) for key in group if key in evidence]
+        if not keys:
+            continue
+        claim = CITE.sub(" ", sentence)
+        passages = " ".join(evidence[key] for key in keys)
+        lowered = passages.lower()
+        shown = _shorten(claim)
+        numbers = [n for n in _NUMBER.findall(claim) if n not in passages]
+        names = [n for n in dict.fromkeys(_NAME.findall(claim)) if n.lower() not in lowered]
+        if numbers or names:
+            missing = ", ".join([*numbers, *names][:3])
+            faults.append(Fault(start, end, f"“{shown}” names {missing}, which its passages do not", True))
+            continue
+        words = content_words(claim)
+        if words and len(words & content_words(passages)) / len(words) < MIN_SUPPORT:
+            faults.append(Fault(start, end, f"“{shown}” says nothing its cited passage says", True))
+            continue
+        if _runs(claim, COPIED_RUN) & _runs(passages, COPIED_RUN):
+            faults.append(Fault(start, end, f"“{shown}” copies its passage word for word", False))
+    return faults
+
+
+def cited_sentences(text: str) -> list[str]:
+    """The sentences of `text` that carry a citation."""
+    return [text[start:end] for start, end in sentence_spans(text) if CITE.search(text[start:end])]
+
+
+def faults_reason(faults: Sequence[Fault], most: int = 3) -> str:
+    """One reason for the model: the first faults, and what to do about them."""
+    listed = "; ".join(fault.problem for fault in faults[:most])
+    more = f" (and {len(faults) - most} more)" if len(faults) > most else ""
+    return (
+        f"{listed}{more}. Write every sentence in your own words from what its cited passages say, "
+        "with no name or number they do not contain"
+    )
+
+
+def without_sentences(text: str, faults: Sequence[Fault]) -> str:
+    """`text` without the sentences of the droppable `faults`."""
+    kept, cursor = [], 0
+    for fault in sorted((f for f in faults if f.droppable), key=lambda f: f.start):
+        kept.append(text[cursor : fault.start])
+        cursor = fault.end
+    kept.append(text[cursor:])
+    return re.sub(r"[ \t]+\n", "\n", re.sub(r"\n{3,}", "\n\n", "".join(kept))).strip()
+
+
+def _shorten(sentence: str, most: int = 70) -> str:
+    plain = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(sentence.split()))
+    return plain if len(plain) <= most else plain[: most - 1].rstrip() + "…"

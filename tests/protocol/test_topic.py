@@ -1,0 +1,186 @@
+"""The request's subject and essay-part titles (protocol/topic), and the outline rules built on them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepdraft.core.outline import Outline
+from deepdraft.core.state import RunState
+from deepdraft.protocol.action_replies import read_extend, read_plan
+from deepdraft.protocol.actions import (
+    ESSAY_PART,
+    OFF_SUBJECT,
+    ExtendPlan,
+    InitPlan,
+    PlannedNode,
+    Refused,
+    validate_extend_plan,
+    validate_init_plan,
+)
+from deepdraft.protocol.topic import is_essay_part, names_subject, salient_terms, subject_terms
+from deepdraft.settings import ResearchSettings
+
+GOLD = "How did presidents discuss the gold and silver standard and the currency question?"
+TARIFFS_ZH = "历届总统如何讨论关税问题？"
+
+
+def test_the_subject_leaves_out_the_words_that_frame_the_question() -> None:
+    assert subject_terms(GOLD) == ["gold", "silver", "standard", "currency"]
+    assert subject_terms("How did presidents talk about labor, wages and strikes?") == [
+        "labor",
+        "wages",
+        "strikes",
+    ]
+    assert "关税" in subject_terms(TARIFFS_ZH) and "讨论" not in subject_terms(TARIFFS_ZH)
+
+
+@pytest.mark.parametrize(
+    ("title", "named"),
+    [
+        ("The Currency Question in the Gilded Age", True),
+        ("Silverites and Gold Men", True),  # a shared stem counts
+        ("Introduction", False),
+        ("What Presidents Said in Their Addresses", False),  # frame words name no subject
+    ],
+)
+def test_a_title_names_the_subject_by_a_shared_stem(title: str, named: bool) -> None:
+    assert names_subject(title, subject_terms(GOLD)) is named
+
+
+def test_a_chinese_title_names_the_subject_by_a_shared_character_pair() -> None:
+    assert names_subject("关税政策的演变", subject_terms(TARIFFS_ZH))
+    assert not names_subject("引言", subject_terms(TARIFFS_ZH))
+
+
+@pytest.mark.parametrize(
+    ("title", "essay"),
+    [
+        ("Introduction", True),
+        ("Historical Background", True),
+        ("Key Findings", True),
+        ("Purpose and Structure", True),
+        ("3. Concluding Remarks", True),
+        ("Current State", True),
+        ("Future Prospects", True),
+        ("Search Results", True),
+        ("Background Evidence", True),
+        ("What to Do", True),  # the headers of our own prompts, listed back as sections
+        ("What the Search Found", True),
+        ("The User's Request", True),
+        ("What the Gold Standard Did", False),
+        ("研究背景", True),
+        ("Background of the Silver Purchase Act", False),
+        ("The Gold Standard Debate", False),
+        ("关税的历史", False),
+    ],
+)
+def test_essay_parts_are_titles_made_only_of_essay_words(title: str, essay: bool) -> None:
+    assert is_essay_part(title) is essay
+
+
+def test_salient_terms_are_the_words_several_passages_share() -> None:
+    texts = ["The coinage of silver and gold.", "Silver coinage again.", "Gold and paper money."]
+    assert salient_terms(texts) == ["coinage", "gold", "silver"]
+
+
+def _nodes(*titles: str) -> tuple[PlannedNode, ...]:
+    return tuple(PlannedNode(title, f"Cover {title}.") for title in titles)
+
+
+def test_init_plan_refuses_a_title_off_the_subject_with_the_subject_words() -> None:
+    refused = validate_init_plan(InitPlan("A Report", _nodes("Coinage", "Bimetallism", "Panics")), GOLD)
+    assert isinstance(refused, Refused) and refused.code == OFF_SUBJECT
+    assert '"gold", "silver"' in refused.reason
+    assert validate_init_plan(InitPlan("Gold, Silver and the Dollar", _nodes("A", "B", "C")), GOLD) is None
+
+
+def test_init_plan_refuses_essay_part_sections() -> None:
+    plan = InitPlan("Gold and Silver", _nodes("Introduction", "Coinage Acts", "Conclusion"))
+    refused = validate_init_plan(plan, GOLD)
+    assert isinstance(refused, Refused) and refused.code == ESSAY_PART
+    assert "“Introduction” is a part of an essay" in refused.reason
+
+
+def test_a_report_in_another_language_than_the_question_is_not_held_to_its_words() -> None:
+    plan = InitPlan("关税辩论", _nodes("起源", "保护", "开放"))
+    assert validate_init_plan(plan, "How did presidents argue about tariffs?", language="zh") is None
+
+
+def _plan_reply(title: str, *sections: str) -> str:
+    data = {"name": "init-plan", "title": title, "sections": [{"title": t, "plan": "p"} for t in sections]}
+    return f"<thought>t</thought><action>{json.dumps(data)}</action>"
+
+
+def test_the_last_try_mends_the_outline_instead_of_failing_the_run() -> None:
+    research = ResearchSettings(depth="quick", max_retries=1)
+    raw = _plan_reply("Overview", "Background", "Coinage Acts", "Bimetallism", "Panics of the Era")
+    first = read_plan(raw, RunState(question=GOLD), research, refused=0)
+    # The essay part is left out at once; the title that names no subject is asked again.
+    assert isinstance(first, Refused) and first.code == OFF_SUBJECT
+    last = read_plan(raw, RunState(question=GOLD), research, refused=1)
+    assert isinstance(last, InitPlan)
+    assert last.title == GOLD.rstrip("?")
+    assert [s.title for s in last.sections] == ["Coinage Acts", "Bimetallism", "Panics of the Era"]
+
+
+def test_essay_parts_are_left_out_at_once_when_enough_topical_sections_remain() -> None:
+    research = ResearchSettings(depth="quick", max_retries=1)  # 3 to 4 sections
+    raw = _plan_reply("Gold and Silver", "Introduction", "Coinage Acts", "Bimetallism", "What to Do")
+    too_few = read_plan(raw, RunState(question=GOLD), research, refused=0)
+    assert isinstance(too_few, Refused) and too_few.code == ESSAY_PART  # two left: asked again
+    raw = _plan_reply("Gold and Silver", "Introduction", "Coinage Acts", "Bimetallism", "Panics")
+    plan = read_plan(raw, RunState(question=GOLD), research, refused=0)
+    assert isinstance(plan, InitPlan)
+    assert [s.title for s in plan.sections] == ["Coinage Acts", "Bimetallism", "Panics"]
+
+
+def test_the_last_try_accepts_an_outline_with_too_few_topical_sections_to_drop_its_essay_parts() -> None:
+    research = ResearchSettings(depth="quick", max_retries=1)  # 3 to 4 sections
+    raw = _plan_reply("Gold and Silver", "Introduction", "Coinage Acts", "Bimetallism", "Conclusion")
+    assert isinstance(read_plan(raw, RunState(question=GOLD), research, refused=0), Refused)
+    last = read_plan(raw, RunState(question=GOLD), research, refused=1)
+    assert isinstance(last, InitPlan) and len(last.sections) == 4  # a report, not a failed run
+
+
+def test_extend_plan_refuses_essay_part_subsections_then_leaves_them_out() -> None:
+    outline = Outline(title="Gold and Silver")
+    outline.add_tree(None, [("Coinage", "p", []), ("Panics", "p", []), ("Reform", "p", [])])
+    action = ExtendPlan("section-1", _nodes("Overview", "The Act of 1873", "Free Silver"))
+    refused = validate_extend_plan(action, outline, GOLD)
+    assert isinstance(refused, Refused) and refused.code == ESSAY_PART
+    raw = (
+        "<action>"
+        + json.dumps(
+            {
+                "name": "extend-plan",
+                "position": "section-1",
+                "subsections": [{"title": n.title, "plan": n.plan} for n in action.subsections],
+            }
+        )
+        + "</action>"
+    )
+    state = RunState(question=GOLD, outline=outline)
+    for refused_before in (0, 1):  # two subsections remain, enough: left out at once
+        mended = read_extend(raw, state, ResearchSettings(max_retries=1), refused=refused_before)
+        assert isinstance(mended, ExtendPlan)
+        assert [n.title for n in mended.subsections] == ["The Act of 1873", "Free Silver"]
+    lone = raw.replace('"Free Silver"', '"Conclusion"')  # one would remain: asked again, then mended
+    assert isinstance(read_extend(lone, state, ResearchSettings(max_retries=1), refused=0), Refused)
+
+
+def test_the_plan_prompt_shows_the_documents_and_terms_the_first_search_found() -> None:
+    from deepdraft.core.evidence import Passage, Source
+    from deepdraft.protocol.action_prompts import plan_prompt
+    from deepdraft.protocol.fitting import Fit
+
+    state = RunState(question=GOLD)
+    for title, text in [
+        ("1878 Address", "Silver coinage and the Treasury."),
+        ("1893 Address", "Silver purchases hurt."),
+    ]:
+        state.evidence.append(state.registry.register(Passage(text, Source(title, title, f"/{title}"))))
+    prompt = plan_prompt(state, ResearchSettings(), Fit(draft=1000, passages=6, passage_tokens=None))
+    assert "These passages come from: 1878 Address; 1893 Address.\nWords they share: silver." in prompt
+    assert "What the search found" not in prompt  # no header of its own: models list headers as sections

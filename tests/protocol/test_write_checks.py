@@ -1,0 +1,101 @@
+"""A node's text checked against the passages it cites before it is accepted (protocol/write_checks)."""
+
+from __future__ import annotations
+
+from deepdraft.core.evidence import Passage, Source
+from deepdraft.core.state import RunState
+from deepdraft.protocol.action_replies import UNGROUNDED, read_write
+from deepdraft.protocol.actions import Refused, Write
+from deepdraft.protocol.write_checks import sentence_faults, without_debris
+from deepdraft.settings import ResearchSettings
+
+QUESTION = "How did presidents discuss the gold and silver standard?"
+COINAGE = (
+    "The coinage of silver at the ratio of sixteen to one was urged upon the Congress in 1878, "
+    "and the Treasury bought silver bullion every month under the law passed that year."
+)
+PANIC = "The panic shook confidence in the currency, and gold flowed out of the Treasury through the winter."
+
+
+def test_numbering_left_without_text_is_removed_and_lists_are_kept() -> None:
+    text = (
+        "1.2. Background: silver was coined.\nGold left the Treasury. 3.\n3.\nIt ended 3.4.5.\n1. one\n2. two"
+    )
+    assert (
+        without_debris(text)
+        == "Background: silver was coined.\nGold left the Treasury.\nIt ended\n1. one\n2. two"
+    )
+
+
+def test_a_name_or_number_no_cited_passage_holds_is_a_fault() -> None:
+    evidence = {"textid1": COINAGE}
+    good = "Silver was bought every month under the law of 1878 \\cite{textid1}."
+    assert sentence_faults(good, evidence) == []
+    (fault,) = sentence_faults(
+        "The Congress bought silver in 1890 under pressure from Bryan \\cite{textid1}.", evidence
+    )
+    assert "1890, Bryan" in fault.problem and fault.droppable
+
+
+def test_a_sentence_sharing_nothing_with_its_passage_is_a_fault() -> None:
+    (fault,) = sentence_faults("Railroads crossed the prairie quickly \\cite{textid1}.", {"textid1": COINAGE})
+    assert "says nothing its cited passage says" in fault.problem and fault.droppable
+
+
+def test_a_pasted_passage_is_a_fault_that_only_rewording_mends() -> None:
+    pasted = COINAGE.split(",")[0] + " \\cite{textid1}."
+    (fault,) = sentence_faults(pasted, {"textid1": COINAGE})
+    assert "copies its passage word for word" in fault.problem and not fault.droppable
+
+
+def _state() -> RunState:
+    state = RunState(question=QUESTION)
+    for text in (COINAGE, PANIC):
+        state.evidence.append(state.registry.register(Passage(text, Source("d", "Address", "/d"))))
+    return state
+
+
+BAD = (
+    "<action>In 1896 the orator Bryan demanded free silver \\cite{textid1}. "
+    "Railroads crossed the prairie quickly \\cite{textid2}. "
+    "The panic drained gold from the Treasury over the winter \\cite{textid2}.</action>"
+)
+
+
+def test_a_write_mostly_at_fault_is_asked_again_with_the_reason() -> None:
+    refused = read_write(BAD, _state(), ResearchSettings(max_retries=1), refused=0)
+    assert isinstance(refused, Refused) and refused.code == UNGROUNDED
+    assert "1896, Bryan" in refused.reason and "own words" in refused.reason
+
+
+def test_on_the_last_try_the_unsupported_sentences_are_dropped() -> None:
+    written = read_write(BAD, _state(), ResearchSettings(max_retries=1), refused=1)
+    assert isinstance(written, Write)
+    assert written.text == "The panic drained gold from the Treasury over the winter \\cite{textid2}."
+
+
+def test_debris_is_cut_without_asking_again() -> None:
+    raw = "<action>The panic drained gold from the Treasury over the winter \\cite{textid2}.\n3.4.5.</action>"
+    written = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0)
+    assert isinstance(written, Write) and "3.4" not in written.text
+
+
+def test_a_last_sentence_cut_off_by_the_token_limit_is_removed() -> None:
+    assert without_debris("Gold rose \\cite{textid1}. Silver fell and the") == "Gold rose \\cite{textid1}."
+    assert without_debris("It was 3.5 percent of the whole") == "It was 3.5 percent of the whole"  # no stop
+    assert without_debris("Gold rose.\n1. one\n2. two") == "Gold rose.\n1. one\n2. two"  # a list item
+    assert without_debris("历史上关税很高。后来降低了") == "历史上关税很高。"
+
+
+def test_no_re_ask_when_the_step_budget_would_leave_later_parts_unwritten() -> None:
+    from deepdraft.core.outline import Outline
+
+    state = _state()
+    state.outline = Outline(title="Gold and silver")
+    state.outline.add_tree(None, [(f"Part {i}", "p", []) for i in range(4)])
+    research = ResearchSettings(max_retries=1, max_steps=22)
+    state.step = 5  # three parts still to search and write after this one: room for a re-ask
+    assert isinstance(read_write(BAD, state, research, refused=0), Refused)
+    state.step = 15  # 7 steps left: a re-ask would eat into them
+    written = read_write(BAD, state, research, refused=0)
+    assert isinstance(written, Write) and written.text.startswith("The panic drained gold")
