@@ -105,14 +105,17 @@ def test_a_line_left_running_after_its_run_finished_is_finished_from_the_journal
     from deepdraft.run.runs import run_folder
     from tests.support.scenario import ScenarioModel
 
-    settings = Settings.model_validate({"output": {"verify": False, "synthesis": False}})
+    # The run ends on the batch's token cap, so the next call finds that budget spent as well.
+    settings = Settings.model_validate(
+        {"llm": {"max_tokens_total": 3000}, "output": {"verify": False, "synthesis": False}}
+    )
     lines = [BatchLine(1, "a", "How did presidents argue about tariffs?")]
     out = tmp_path / "out"
     first = run_batch(
         lines, settings, out, llm=FunctionLLM(ScenarioModel(expansions=0)), default_kb=str(corpus_dir)
     )
     [line] = first.lines
-    assert line.status == "finished"
+    assert line.status == "finished" and "token budget of 3,000" in (out / "a.md").read_text(encoding="utf-8")
     report = (out / "a.md").read_text(encoding="utf-8")
     row = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
     (out / STATE_FILE).write_text(json.dumps({**row, "status": "running"}) + "\n", encoding="utf-8")

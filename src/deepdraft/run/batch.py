@@ -42,7 +42,7 @@ from deepdraft.run import runner, wiring
 from deepdraft.run.drivers import RunDriver, open_driver
 from deepdraft.run.manager import settings_for_run
 from deepdraft.run.pool import RunOrder, RunPool
-from deepdraft.run.runs import run_exists, run_folder, run_state, tokens_spent
+from deepdraft.run.runs import get_run, run_exists, run_folder, run_state, tokens_spent
 from deepdraft.settings import Depth, PolicyName, Settings
 
 __all__ = [
@@ -397,7 +397,7 @@ class _LineDriver:
             if self.cancel.is_set():
                 self._set(line.id, status="interrupted")
                 return
-            if self.runs.exhausted():
+            if self.runs.exhausted() and not self._run_finished(line.id):
                 cap = self.settings.llm.max_tokens_total or 0
                 self._set(
                     line.id, status="failed", error=f"not run: the batch's token budget of {cap:,} is spent"
@@ -405,6 +405,12 @@ class _LineDriver:
                 return
             if self._attempt(line):
                 return
+
+    def _run_finished(self, line_id: str) -> bool:
+        """True when the line's run finished though the line does not say so (its call was killed
+        in between): it needs no more tokens, only its report copied."""
+        run_id = self.state.lines[line_id].run_id
+        return bool(run_id) and run_exists(run_id) and get_run(run_id).recorded_status == "finished"
 
     def _attempt(self, line: BatchLine) -> bool:
         """One start or resume of the line's run; True when nothing is left to do for it now."""

@@ -270,6 +270,12 @@ class Runs:
         language = recorded.get("research", {}).get("language")
         if state.outline is None:
             raise StoreError(f"run {info.id} is marked finished but its last checkpoint has no outline")
+        if not state.stop_reason:
+            # A cap that stopped the run refused a call, so no step (and no checkpoint) followed:
+            # the reason the report was written with is in the run's run_finished event.
+            finished = [e for e in self._journal.events(info.id) if e.kind == "run_finished"]
+            if finished:
+                state.stop_reason = str(finished[-1].payload.get("stop_reason") or "")
         return build_document(
             state, run_id=info.id, manifest=manifest, style=cast(CitationStyle, chosen), language=language
         )
