@@ -18,6 +18,8 @@ servers and the proxies in front of them do:
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,12 +111,24 @@ FAULTS: dict[str, FaultKind] = {
 @dataclass
 class EveryCallScenario:
     """`ScenarioModel`, with sections whose sentences need every finishing call: one the word
-    overlap cannot settle (the judge is asked: "verify") and others it finds unsupported ("repair")."""
+    overlap cannot settle (the judge is asked: "verify"), which the judge finds unsupported
+    ("repair")."""
 
     model: ScenarioModel = field(default_factory=lambda: ScenarioModel(expansions=1))
 
     def __call__(self, request: ChatRequest) -> str:
-        if recognise(request).kind != "write":
+        recognised = recognise(request)
+        if recognised.kind == "verify":
+            # The judge finds the first sentence unsupported, so verification asks for a repair: a
+            # write whose sentence shared (almost) nothing with its passages would be refused or
+            # trimmed before verification ever saw it.
+            lines = dict(re.findall(r"^(\d+)\. (.*)$", request.messages[-1].content, re.M))
+            verdicts = [
+                {"claim": n, "supported": "no" if "weighed" in lines.get(str(n), "") else "yes"}
+                for n in range(1, recognised.count + 1)
+            ]
+            return json.dumps({"verdicts": verdicts})
+        if recognised.kind != "write":
             return self.model(request)
         cite = ", ".join(evidence_keys(request.messages[-1].content)[:2])
         return (

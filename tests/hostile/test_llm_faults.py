@@ -120,7 +120,7 @@ def test_an_llm_fault_ends_finished_or_resumably(fault: str, kind: Kind, referen
 
 # ---- kill -9 ---------------------------------------------------------------------------------------
 
-REQUESTS_PER_RUN = 18  # over the speeches: 14 actions, 2 verifications, a summary and a conclusion
+REQUESTS_PER_RUN = 23  # over the speeches: 14 actions, 2 verifications, 5 repairs, a summary and a conclusion
 # Kill points are request numbers: the kill comes once that many steps are journaled, and the next
 # request is held until it has come (steps outnumber requests: some finishing steps ask nothing).
 POLICY_REQUESTS = 14

@@ -220,8 +220,14 @@ class Verifier:
         claims = batch(progress.feedback)[0]
         target = verification.sentences[claims[0].index].position
 
+        # The claims each request packed, by the turn's feedback: `settle` applies the verdicts to
+        # the progress before the exchange is journaled, and packing again after that would give
+        # the next claims, not the ones the judge answered.
+        packed: dict[str, list[_Claim]] = {}
+
         def request(turn: Turn) -> ChatRequest:
             claims, prompt = batch(turn.feedback)
+            packed[turn.feedback] = claims
             count = len(claims)
             return self.calls.request(
                 state,
@@ -233,19 +239,19 @@ class Verifier:
             )
 
         def read(result: ChatResult, turn: Turn) -> dict[int, bool] | Refused:
-            verdicts = parse_verdicts(result.text, len(batch(turn.feedback)[0]))
+            verdicts = parse_verdicts(result.text, len(packed[turn.feedback]))
             return verdicts if isinstance(verdicts, dict) else Refused(verdicts)
 
         def settle(attempt: Attempt[dict[int, bool]]) -> None:
             outcome = attempt.outcome
             decide(
-                batch(attempt.turn.feedback)[0], outcome.reason if isinstance(outcome, Refused) else outcome
+                packed[attempt.turn.feedback], outcome.reason if isinstance(outcome, Refused) else outcome
             )
 
         def parsed(attempt: Attempt[dict[int, bool]]) -> dict[str, Any] | None:
             if not isinstance(verdicts := attempt.outcome, dict):
                 return None
-            claims = batch(attempt.turn.feedback)[0]
+            claims = packed[attempt.turn.feedback]
             return {
                 "claims": [verification.sentences[c.index].sentence for c in claims],
                 "keys": [list(c.keys) for c in claims],
