@@ -244,9 +244,7 @@ class Verifier:
 
         def settle(attempt: Attempt[dict[int, bool]]) -> None:
             outcome = attempt.outcome
-            decide(
-                packed[attempt.turn.feedback], outcome.reason if isinstance(outcome, Refused) else outcome
-            )
+            decide(packed[attempt.turn.feedback], outcome.reason if isinstance(outcome, Refused) else outcome)
 
         def parsed(attempt: Attempt[dict[int, bool]]) -> dict[str, Any] | None:
             if not isinstance(verdicts := attempt.outcome, dict):
