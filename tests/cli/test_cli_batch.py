@@ -215,7 +215,14 @@ def test_ctrl_c_stops_every_run_after_its_current_action_and_a_rerun_repeats_not
     with FakeOpenAIServer(as_responder(MODEL), on_request=ctrl_c) as server:
         command = batch_command(questions, corpus_dir, server.base_url, out, "--concurrency", "2")
         victim["process"] = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            # SIGINT handled as at a terminal, even when the suite runs as a background job (which
+            # starts every child with SIGINT ignored, so the Ctrl-C would never arrive).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         _, stderr = victim["process"].communicate(timeout=180)
         assert sent and victim["process"].returncode == 130, stderr

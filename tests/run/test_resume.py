@@ -144,10 +144,14 @@ def test_sigkill_at_random_moments_then_resume(
         output = tmp_path / f"random-{attempt}.md"
         with FakeOpenAIServer(as_responder(MODEL)) as server:
             process = start_research(corpus_dir, server.base_url, output)
+            # Somewhere in the run — in a call, a checkpoint, a write: after a random number of
+            # requests (a state, not a duration: scripted runs take a fraction of a second), then a
+            # random instant of up to 20 ms.
+            asked = rng.randrange(1, 12)
             deadline = time.monotonic() + 60
-            while not server.requests and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.4))  # somewhere in the run: in a call, a checkpoint, a write
+            while len(server.requests) < asked and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.02))
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=60)
             run = only_run()
