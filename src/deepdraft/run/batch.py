@@ -20,14 +20,12 @@ a whole; a new call counts the tokens its runs spent before.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -40,6 +38,7 @@ from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner, wiring
 from deepdraft.run.drivers import RunDriver, open_driver
+from deepdraft.run.locks import held_alone
 from deepdraft.run.manager import settings_for_run
 from deepdraft.run.pool import RunOrder, RunPool
 from deepdraft.run.runs import get_run, run_exists, run_folder, run_state, tokens_spent
@@ -280,24 +279,11 @@ class BatchState:
         atomic_write_text(self.path, text)
 
 
-@contextmanager
-def _only_driver(folder: Path) -> Iterator[None]:
+def _only_driver(folder: Path) -> AbstractContextManager[None]:
     """One process drives a batch folder at a time (the kernel drops the lock if it dies)."""
-    handle = (folder / "batch.lock").open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            raise UserError(f"the batch in {folder} is being run by {owner} right now") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+    return held_alone(
+        folder / "batch.lock", lambda owner: f"the batch in {folder} is being run by {owner} right now"
+    )
 
 
 # ---- running ---------------------------------------------------------------------------------------

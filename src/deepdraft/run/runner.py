@@ -15,17 +15,14 @@ drops it when a process dies, even by SIGKILL.
 from __future__ import annotations
 
 import copy
-import fcntl
 import json
-import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
@@ -58,6 +55,7 @@ from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.policy.warp import ReviewOutline
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run.interrupts import ctrl_c_recorded
+from deepdraft.run.locks import held_alone
 from deepdraft.run.runs import run_folder, workspace_journal
 from deepdraft.run.wiring import (
     POLICIES,
@@ -476,24 +474,8 @@ class _JournalSink:
             self.pending = []
 
 
-@contextmanager
-def _exclusive(folder: Path, run_id: str) -> Iterator[None]:
-    lock_path = folder / "lock"
-    handle: TextIO = lock_path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            raise UserError(f"run {run_id} is being driven by {owner} right now") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+def _exclusive(folder: Path, run_id: str) -> AbstractContextManager[None]:
+    return held_alone(folder / "lock", lambda owner: f"run {run_id} is being driven by {owner} right now")
 
 
 def _write_report(
