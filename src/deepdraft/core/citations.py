@@ -88,3 +88,21 @@ def _cite_loose(text: str) -> str:
         return "\\cite{" + ", ".join(keys) + "}"
 
     return _LOOSE_KEYS.sub(replace, text)
+
+
+_CITE_WITH_SPACE = re.compile(r"[ \t]*\\cite\{[^{}]*\}")
+
+
+def without_citations(text: str) -> str:
+    """`text` with its citation commands removed (and the space before each)."""
+    return _CITE_WITH_SPACE.sub("", text)
+
+
+def keeping_keys(text: str, allowed: set[str]) -> str:
+    """`text` with each citation's keys narrowed to `allowed`; a citation left with none is removed."""
+
+    def narrow(match: re.Match[str]) -> str:
+        keys = [key for key in (m.group(1).lower() for m in _KEY.finditer(match.group(0))) if key in allowed]
+        return " \\cite{" + ", ".join(keys) + "}" if keys else ""
+
+    return _CITE_WITH_SPACE.sub(narrow, text)

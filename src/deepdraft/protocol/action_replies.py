@@ -6,11 +6,13 @@ asked again. `describe` is how an action is written into the journal.
 
 from __future__ import annotations
 
+from deepdraft.core.citations import keeping_keys
 from deepdraft.core.outline import NodeSpec
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_prompts import count_ranges
 from deepdraft.protocol.actions import (
     ESSAY_PART,
+    FOREIGN_KEYS,
     NO_CITATIONS,
     OFF_SUBJECT,
     Action,
@@ -36,6 +38,7 @@ from deepdraft.protocol.write_checks import (
     faults_reason,
     sentence_faults,
     without_debris,
+    without_repeats,
     without_sentences,
 )
 from deepdraft.settings import ResearchSettings
@@ -116,7 +119,13 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     action = Write(without_debris(action.text))
     problem = validate_write(action, state.question, state.evidence, research.language)
     attach_after = research.attach_citations_after
-    if problem and problem.code == NO_CITATIONS and attach_after is not None and refused >= attach_after:
+    may_attach = attach_after is not None and refused >= attach_after
+    if problem and problem.code == FOREIGN_KEYS and may_attach:
+        # Keys of passages this part was not shown are dropped rather than asked about again:
+        # where deepdraft may place citations itself, the sentences left uncited are placed below.
+        action = Write(keeping_keys(action.text, set(state.evidence)))
+        problem = validate_write(action, state.question, state.evidence, research.language)
+    if problem and problem.code == NO_CITATIONS and may_attach:
         evidence = {key: state.registry[key].text for key in state.evidence}
         attached = attach_citations(action.text, evidence)
         if attached is not None:
@@ -125,7 +134,21 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
             action = repaired
     if problem:
         return problem
+    action = _without_repeats(action, state, research)
     return _checked(action, state, research, last_try=refused >= research.max_retries)
+
+
+def _without_repeats(action: Write, state: RunState, research: ResearchSettings) -> Write:
+    """The write without the sentences other written parts hold already, when what is left is
+    still a valid write; else the write as it is (a part is never left empty for this)."""
+    walk = state.outline.walk() if state.outline is not None else ()
+    others = [item.node.content for item in walk if item.position != state.target and item.node.content]
+    text = without_repeats(action.text, others)
+    if text == action.text:
+        return action
+    trimmed = Write(text, action.citations_attached)
+    valid = validate_write(trimmed, state.question, state.evidence, research.language) is None
+    return trimmed if valid else action
 
 
 def _room_to_ask_again(state: RunState, research: ResearchSettings) -> bool:

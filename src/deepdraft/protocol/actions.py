@@ -89,6 +89,7 @@ class Refused:
 NO_CITATIONS = "no-citations"
 OFF_SUBJECT = "off-subject"  # a report title that does not name what the request is about
 ESSAY_PART = "essay-part"  # a section titled as a part of an essay ("Background"), not a topic
+FOREIGN_KEYS = "foreign-keys"  # citations of passages this write was not shown
 
 
 @dataclass(frozen=True)
@@ -368,7 +369,9 @@ def validate_write(
     unknown = sorted({key for group in citations for key in group} - set(evidence_keys))
     if unknown:
         allowed = ", ".join(sorted(evidence_keys, key=_key_number)) or "none"
-        return Refused(f"cite only the evidence shown now ({allowed}); not {', '.join(unknown)}")
+        return Refused(
+            f"cite only the evidence shown now ({allowed}); not {', '.join(unknown)}", FOREIGN_KEYS
+        )
     if any(not group for group in citations):
         return Refused("a \\cite{} holds no evidence key")
     if problem := repetition(text):

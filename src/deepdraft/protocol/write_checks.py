@@ -12,7 +12,8 @@ instead of a repaired or dropped sentence in the finished report.
   a number (3+ digits) or a name (a capitalised word inside the sentence) that none of its cited
   passages contains, no content word in common with them, or a verbatim run of `COPIED_RUN` words;
 - `without_sentences` drops the sentences whose faults cannot be mended by rewording alone (the
-  unsupported and unrelated ones), for when asking again is not worth it.
+  unsupported and unrelated ones), for when asking again is not worth it;
+- `without_repeats` drops the sentences another part of the report already says word for word.
 
 Lexical rules, English and Chinese; the same measures a reader can recompute from the report.
 """
@@ -20,7 +21,7 @@ Lexical rules, English and Chinese; the same measures a reader can recompute fro
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deepdraft.core.citations import CITE, cited_keys
@@ -143,3 +144,30 @@ def without_sentences(text: str, faults: Sequence[Fault]) -> str:
 def _shorten(sentence: str, most: int = 70) -> str:
     plain = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(sentence.split()))
     return plain if len(plain) <= most else plain[: most - 1].rstrip() + "…"
+
+
+REPEAT_WORDS = 5
+"""Sentences shorter than this ("See below.") may well recur; longer ones say the same thing twice."""
+
+
+def without_repeats(text: str, others: Iterable[str]) -> str:
+    """`text` without the sentences that one of the `others` (the report's other parts) already
+    holds, citations and case aside.
+
+    A small model shown the same passage for two parts pastes the same sentences into both
+    (measured: one report repeated 14 sentences); the second copy tells the reader nothing.
+    """
+    seen = {_sentence_key(text[a:b]) for other in others for a, b in sentence_spans(other)}
+    seen.discard(None)
+    kept, cursor = [], 0
+    for start, end in sentence_spans(text):
+        if _sentence_key(text[start:end]) in seen:
+            kept.append(text[cursor:start])
+            cursor = end
+    kept.append(text[cursor:])
+    return re.sub(r"[ \t]+\n", "\n", re.sub(r"\n{3,}", "\n\n", "".join(kept))).strip()
+
+
+def _sentence_key(sentence: str) -> tuple[str, ...] | None:
+    words = tuple(w.lower() for w in _WORD.findall(CITE.sub(" ", sentence)))
+    return words if len(words) >= REPEAT_WORDS else None

@@ -20,12 +20,18 @@ FinishingTemplateName = Literal["verify", "repair", "synthesis", "constraints"]
 
 WRITE_EXAMPLE_THOUGHT = (
     "textid2 gives the conductivity of sulfides and their reaction with air; "
-    "textid5 confirms the air sensitivity."
+    "textid5 confirms the air sensitivity; textid7 gives the cost of dry rooms."
 )
+# A paragraph per passage, every sentence cited: a small model copies the example's length and
+# shape more than it follows a word count (measured: with a two-sentence example its parts ran to
+# about 66 words whatever length was asked).
 WRITE_EXAMPLE_ACTION = (
     "Sulfide electrolytes conduct lithium ions about as well as liquid electrolytes \\cite{textid2}. "
+    "That makes them the strongest candidate for solid-state cells, since conductivity was the "
+    "long-standing weakness of solid electrolytes \\cite{textid2}.\n\n"
     "Their weakness is chemical: they react with moist air and release hydrogen sulfide "
-    "\\cite{textid2, textid5}, so cells must be assembled in dry rooms."
+    "\\cite{textid2, textid5}. Cells must therefore be assembled in dry rooms \\cite{textid5}, "
+    "and the cost of keeping those rooms dry adds to every cell made \\cite{textid7}."
 )
 """The write prompt's worked example, on a subject far from any request. Kept here so that a
 reply repeating it can be recognised (a small model with weak evidence sometimes answers with
