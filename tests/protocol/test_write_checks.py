@@ -99,3 +99,98 @@ def test_no_re_ask_when_the_step_budget_would_leave_later_parts_unwritten() -> N
     state.step = 15  # 7 steps left: a re-ask would eat into them
     written = read_write(BAD, state, research, refused=0)
     assert isinstance(written, Write) and written.text.startswith("The panic drained gold")
+
+
+def _written(state: RunState, position: str, text: str) -> None:
+    from deepdraft.core.outline import Outline
+
+    if state.outline is None:
+        state.outline = Outline(title="Gold and silver")
+        state.outline.add_tree(None, [(f"Part {i}", "p", []) for i in range(3)])
+    located = state.outline.find(position)
+    assert located is not None
+    located.node.content = text
+
+
+SILVER = "The Treasury bought silver bullion every month under the law passed that year \\cite{textid1}."
+DRAIN = "The panic drained gold from the Treasury over the winter \\cite{textid2}."
+
+
+def test_a_sentence_another_part_already_says_is_left_out() -> None:
+    state = _state()
+    _written(state, "section-1", f"Silver was urged upon the Congress. {SILVER}")
+    state.target = "section-2"
+    written = read_write(f"<action>{SILVER} {DRAIN}</action>", state, ResearchSettings(), refused=0)
+    assert isinstance(written, Write) and written.text == DRAIN
+
+
+def test_a_sentence_said_twice_within_a_part_is_said_once() -> None:
+    state = _state()
+    state.target = "section-1"
+    written = read_write(
+        f"<action>{DRAIN} {SILVER}\n\n{DRAIN}</action>", state, ResearchSettings(), refused=0
+    )
+    assert isinstance(written, Write) and written.text == f"{DRAIN} {SILVER}"
+
+
+def test_a_part_made_only_of_repeats_is_kept_rather_than_emptied() -> None:
+    state = _state()
+    _written(state, "section-1", DRAIN)
+    state.target = "section-2"
+    written = read_write(f"<action>{DRAIN}</action>", state, ResearchSettings(), refused=0)
+    assert isinstance(written, Write) and written.text == DRAIN
+
+
+def test_a_text_that_loops_keeps_what_came_before_the_loop() -> None:
+    loop = "Gold and silver circulated together in the coinage. " * 4
+    raw = f"<action>{SILVER} {DRAIN} {loop}Gold and silver circ</action>"
+    written = read_write(raw, _state(), ResearchSettings(), refused=0)
+    assert isinstance(written, Write)
+    assert written.text == f"{SILVER} {DRAIN} Gold and silver circulated together in the coinage."
+
+
+def test_a_text_that_is_only_a_loop_is_asked_again() -> None:
+    raw = "<action>" + "Gold rose again \\cite{textid1}. " * 6 + "</action>"
+    refused = read_write(raw, _state(), ResearchSettings(), refused=0)
+    assert isinstance(refused, Refused) and "repeats itself" in refused.reason
+
+
+def test_too_many_citations_are_merged_where_sentences_cite_the_same_passage() -> None:
+    # Seven sentences a paragraph, each true to the passage and each cited: fourteen in all.
+    facts = (
+        "The Treasury bought silver bullion every month",
+        "Silver was coined at the ratio of sixteen to one",
+        "The Congress passed the silver law in 1878",
+        "The coinage of silver was urged upon the Congress",
+        "The law fixed how much silver the mints coined",
+        "The Treasury coined the silver bullion it bought",
+        "The law of 1878 made the Treasury buy bullion every month",
+    )
+    first = " ".join(f"{fact} \\cite{{textid1}}." for fact in facts)
+    panic = (
+        "The panic shook confidence in the currency",
+        "Gold flowed out of the Treasury",
+        "The flow went on through the winter",
+        "Confidence in the currency was shaken",
+        "The Treasury lost gold in the panic",
+        "The winter of the panic drained the Treasury",
+        "The currency itself was in doubt during the panic",
+    )
+    second = " ".join(f"{fact} \\cite{{textid2}}." for fact in panic)
+    raw = f"<action>{first}\n\n{second}</action>"
+    written = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=1)
+    assert isinstance(written, Write)
+    assert written.text.count("\\cite{") == 2  # once after each paragraph's run
+    assert written.text.split("\n\n")[0].endswith("bullion every month \\cite{textid1}.")
+
+
+def test_keys_of_passages_the_part_was_not_shown_are_dropped_where_citations_may_be_placed() -> None:
+    raw = f"<action>{SILVER.replace('textid1', 'textid1, textid9')} {DRAIN.replace('textid2', 'textid7')}</action>"
+    state = _state()
+    written = read_write(raw, state, ResearchSettings(attach_citations_after=0), refused=0)
+    assert isinstance(written, Write)
+    assert "textid9" not in written.text and "textid7" not in written.text
+    assert written.text.startswith(SILVER)
+    # Where the model must cite on its own, it is asked again instead.
+    refused = read_write(raw, state, ResearchSettings(attach_citations_after=1), refused=0)
+    assert isinstance(refused, Refused) and "not textid7, textid9" in refused.reason

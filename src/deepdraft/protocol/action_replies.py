@@ -13,8 +13,10 @@ from deepdraft.protocol.action_prompts import count_ranges
 from deepdraft.protocol.actions import (
     ESSAY_PART,
     FOREIGN_KEYS,
+    LOOPING,
     NO_CITATIONS,
     OFF_SUBJECT,
+    TOO_MANY_CITATIONS,
     Action,
     ExtendPlan,
     InitPlan,
@@ -31,9 +33,10 @@ from deepdraft.protocol.actions import (
     validate_search,
     validate_write,
 )
-from deepdraft.protocol.attach import attach_citations
+from deepdraft.protocol.attach import attach_citations, merged_citations
 from deepdraft.protocol.topic import is_essay_part
 from deepdraft.protocol.write_checks import (
+    before_loop,
     cited_sentences,
     faults_reason,
     sentence_faults,
@@ -109,9 +112,13 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     """A node's text; after `research.attach_citations_after` refusals, uncited text gets citations
     placed from the evidence it was shown (a small model that will not cite).
 
-    Numbering debris is cut at once. A text whose cited sentences do not hold up against their
-    passages (`write_checks`) is asked again when much of it is at fault and a re-ask is left;
-    otherwise the unsupported sentences are dropped, and a text that copies is kept as it is.
+    Faults that need no new text are mended at once, since a re-ask costs a whole write on a
+    CPU: numbering debris is cut; a loop is cut where it began; keys of passages the part was not
+    shown are dropped (where citations may be placed); a run of sentences citing the same
+    passages is cited once when there are too many citations; sentences said already in another
+    part are left out. A text whose cited sentences do not hold up against their passages
+    (`write_checks`) is asked again when much of it is at fault and a re-ask is left; otherwise
+    the unsupported sentences are dropped, and a text that copies is kept as it is.
     """
     action = parse(raw, {"write"})
     if not isinstance(action, Write):
@@ -120,22 +127,40 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     problem = validate_write(action, state.question, state.evidence, research.language)
     attach_after = research.attach_citations_after
     may_attach = attach_after is not None and refused >= attach_after
-    if problem and problem.code == FOREIGN_KEYS and may_attach:
-        # Keys of passages this part was not shown are dropped rather than asked about again:
-        # where deepdraft may place citations itself, the sentences left uncited are placed below.
-        action = Write(keeping_keys(action.text, set(state.evidence)))
-        problem = validate_write(action, state.question, state.evidence, research.language)
-    if problem and problem.code == NO_CITATIONS and may_attach:
-        evidence = {key: state.registry[key].text for key in state.evidence}
-        attached = attach_citations(action.text, evidence)
-        if attached is not None:
-            repaired = Write(attached, citations_attached=True)
-            problem = validate_write(repaired, state.question, state.evidence, research.language)
-            action = repaired
+    for _ in range(len(_MENDS)):  # each mend takes away one kind of fault, so each applies once
+        if problem is None or (mended := _mended(action, problem.code, state, may_attach)) is None:
+            break
+        left = validate_write(mended, state.question, state.evidence, research.language)
+        if left is not None and left.code not in _MENDS:
+            break  # the mend left a text the model must redo: it hears of its own fault
+        action, problem = mended, left
     if problem:
         return problem
     action = _without_repeats(action, state, research)
     return _checked(action, state, research, last_try=refused >= research.max_retries)
+
+
+_MENDS = (LOOPING, FOREIGN_KEYS, NO_CITATIONS, TOO_MANY_CITATIONS)
+
+
+def _mended(action: Write, fault: str, state: RunState, may_attach: bool) -> Write | None:
+    """The write with `fault` mended without asking the model again, or None when it cannot be."""
+    evidence = {key: state.registry[key].text for key in state.evidence}
+    if fault == LOOPING:
+        # What came before the loop is kept when it makes a part; else the model is asked again.
+        start = before_loop(action.text)
+        return Write(start, action.citations_attached) if start else None
+    if fault == FOREIGN_KEYS and may_attach:
+        # Keys of passages this part was not shown are dropped; where deepdraft may place
+        # citations itself, the sentences left uncited are placed in the next round.
+        return Write(keeping_keys(action.text, set(evidence)), action.citations_attached)
+    if fault == NO_CITATIONS and may_attach:
+        attached = attach_citations(action.text, evidence)
+        return Write(attached, citations_attached=True) if attached is not None else None
+    if fault == TOO_MANY_CITATIONS:
+        merged = merged_citations(action.text)
+        return Write(merged, action.citations_attached) if merged != action.text else None
+    return None
 
 
 def _without_repeats(action: Write, state: RunState, research: ResearchSettings) -> Write:

@@ -28,6 +28,7 @@ from deepdraft.core.scripts import CJK
 from deepdraft.protocol.json_reply import find_json, has_json_object
 from deepdraft.protocol.prompts import WRITE_EXAMPLE_ACTION
 from deepdraft.protocol.topic import is_essay_part, names_subject, subject_phrase, subject_terms
+from deepdraft.protocol.write_checks import LOOP_COUNT, LOOP_RUN
 
 ActionName = Literal["search", "init-plan", "extend-plan", "nop", "write"]
 
@@ -89,6 +90,8 @@ class Refused:
 NO_CITATIONS = "no-citations"
 OFF_SUBJECT = "off-subject"  # a report title that does not name what the request is about
 ESSAY_PART = "essay-part"  # a section titled as a part of an essay ("Background"), not a topic
+TOO_MANY_CITATIONS = "too-many-citations"
+LOOPING = "looping"  # a text that repeats itself over and over
 FOREIGN_KEYS = "foreign-keys"  # citations of passages this write was not shown
 
 
@@ -364,7 +367,7 @@ def validate_write(
         return Refused(
             f"use between {low} and {high} \\cite{{...}} citations (found {len(citations)}); "
             "cite the evidence keys shown, like \\cite{textid1}",
-            NO_CITATIONS if not citations else "",
+            NO_CITATIONS if not citations else TOO_MANY_CITATIONS,
         )
     unknown = sorted({key for group in citations for key in group} - set(evidence_keys))
     if unknown:
@@ -375,7 +378,7 @@ def validate_write(
     if any(not group for group in citations):
         return Refused("a \\cite{} holds no evidence key")
     if problem := repetition(text):
-        return Refused(problem)
+        return Refused(problem, LOOPING)
     if problem := language_problem(text, question, language):
         return Refused(problem)
     return None
@@ -401,8 +404,6 @@ def shares_run(text: str, other: str, size: int) -> bool:
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CJK = re.compile(rf"[{CJK}]")
-_LOOP_NGRAM = 6  # a run of this many words ...
-_LOOP_COUNT = 3  # ... seen this often means the model is looping
 
 
 def repetition(text: str) -> str | None:
@@ -415,10 +416,10 @@ def repetition(text: str) -> str | None:
     words = [w.lower() for w in _WORD.findall(CITE.sub(" ", text))]
     words = [piece for w in words for piece in (list(w) if _CJK.search(w) else [w])]
     seen: dict[tuple[str, ...], int] = {}
-    for i in range(len(words) - _LOOP_NGRAM + 1):
-        gram = tuple(words[i : i + _LOOP_NGRAM])
+    for i in range(len(words) - LOOP_RUN + 1):
+        gram = tuple(words[i : i + LOOP_RUN])
         seen[gram] = seen.get(gram, 0) + 1
-        if seen[gram] >= _LOOP_COUNT:
+        if seen[gram] >= LOOP_COUNT:
             return f'the text repeats itself ("{" ".join(gram)}" again and again); make each point once'
     if len(words) >= 60 and len(set(words)) / len(words) < 0.25:
         return "the text uses very few distinct words over and over; write varied, informative prose"

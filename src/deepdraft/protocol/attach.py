@@ -17,9 +17,11 @@ none).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 
+from deepdraft.core.citations import CITE, cited_keys
 from deepdraft.core.scripts import HAN
 from deepdraft.core.sentences import sentence_spans
 
@@ -172,3 +174,32 @@ def extract_from_evidence(focus: str, evidence: Mapping[str, str], most: int = 3
         return None
     chosen = sorted(sorted(picked)[:most], key=lambda item: item[1])  # the best, in evidence order
     return " ".join(sentence for _, _, sentence in chosen)
+
+
+def merged_citations(text: str) -> str:
+    """`text` with each run of sentences citing the same passages cited once, after its last
+    sentence, inside each paragraph.
+
+    A model told to cite every claim (or citations placed sentence by sentence) can exceed the
+    protocol's twelve citations in a long part; citing a run once says the same thing.
+    """
+    spans = sentence_spans(text)
+    drop: list[tuple[int, int]] = []
+    for (start, end), (next_start, next_end) in itertools.pairwise(spans):
+        keys = _keys_of(text[start:end])
+        same_paragraph = "\n\n" not in text[end:next_start]
+        if keys and same_paragraph and keys == _keys_of(text[next_start:next_end]):
+            drop.extend((m.start(), m.end()) for m in _SPACED_CITE.finditer(text, start, end))
+    kept, cursor = [], 0
+    for start, end in drop:
+        kept.append(text[cursor:start])
+        cursor = end
+    kept.append(text[cursor:])
+    return "".join(kept)
+
+
+_SPACED_CITE = re.compile(r"[ \t]*" + CITE.pattern)
+
+
+def _keys_of(sentence: str) -> frozenset[str]:
+    return frozenset(key for group in cited_keys(sentence) for key in group)

@@ -13,7 +13,9 @@ instead of a repaired or dropped sentence in the finished report.
   passages contains, no content word in common with them, or a verbatim run of `COPIED_RUN` words;
 - `without_sentences` drops the sentences whose faults cannot be mended by rewording alone (the
   unsupported and unrelated ones), for when asking again is not worth it;
-- `without_repeats` drops the sentences another part of the report already says word for word.
+- `without_repeats` drops the sentences another part of the report (or the part itself) already
+  says word for word;
+- `before_loop` keeps what a model wrote before it started repeating itself.
 
 Lexical rules, English and Chinese; the same measures a reader can recompute from the report.
 """
@@ -152,18 +154,21 @@ REPEAT_WORDS = 5
 
 def without_repeats(text: str, others: Iterable[str]) -> str:
     """`text` without the sentences that one of the `others` (the report's other parts) already
-    holds, citations and case aside.
+    holds, or that it said before itself, citations and case aside.
 
     A small model shown the same passage for two parts pastes the same sentences into both
     (measured: one report repeated 14 sentences); the second copy tells the reader nothing.
     """
-    seen = {_sentence_key(text[a:b]) for other in others for a, b in sentence_spans(other)}
+    seen = {_sentence_key(other[a:b]) for other in others for a, b in sentence_spans(other)}
     seen.discard(None)
     kept, cursor = [], 0
     for start, end in sentence_spans(text):
-        if _sentence_key(text[start:end]) in seen:
+        key = _sentence_key(text[start:end])
+        if key in seen:
             kept.append(text[cursor:start])
             cursor = end
+        elif key is not None:
+            seen.add(key)  # a sentence said twice within the part is also said once
     kept.append(text[cursor:])
     return re.sub(r"[ \t]+\n", "\n", re.sub(r"\n{3,}", "\n\n", "".join(kept))).strip()
 
@@ -171,3 +176,26 @@ def without_repeats(text: str, others: Iterable[str]) -> str:
 def _sentence_key(sentence: str) -> tuple[str, ...] | None:
     words = tuple(w.lower() for w in _WORD.findall(CITE.sub(" ", sentence)))
     return words if len(words) >= REPEAT_WORDS else None
+
+
+LOOP_RUN = 6
+LOOP_COUNT = 3
+"""A run of `LOOP_RUN` words seen `LOOP_COUNT` times means the model is going round in circles."""
+
+
+def before_loop(text: str) -> str | None:
+    """The text a model wrote before it went round in circles (the second time the looping run of
+    words began), cut back to its last finished sentence; None when it does not loop.
+
+    A small model at low temperature can repeat its last paragraphs until the token limit; what
+    came before the loop is usually sound, and asking again costs a whole write.
+    """
+    words = list(_WORD.finditer(CITE.sub(lambda m: " " * len(m.group()), text)))
+    first_seen: dict[tuple[str, ...], list[int]] = {}
+    for i in range(len(words) - LOOP_RUN + 1):
+        gram = tuple(w.group().lower() for w in words[i : i + LOOP_RUN])
+        starts = first_seen.setdefault(gram, [])
+        starts.append(words[i].start())
+        if len(starts) >= LOOP_COUNT:
+            return _without_unfinished_tail(text[: starts[1]].rstrip())
+    return None
