@@ -19,7 +19,7 @@ from deepdraft.protocol.actions import (
     validate_extend_plan,
     validate_init_plan,
 )
-from deepdraft.protocol.topic import is_essay_part, names_subject, salient_terms, subject_terms
+from deepdraft.protocol.topic import is_essay_part, names_subject, salient_terms, subject_terms, subject_title
 from deepdraft.settings import ResearchSettings
 
 GOLD = "How did presidents discuss the gold and silver standard and the currency question?"
@@ -103,6 +103,14 @@ def test_init_plan_refuses_essay_part_sections() -> None:
     assert "“Introduction” is a part of an essay" in refused.reason
 
 
+def test_a_subject_title_is_the_request_from_its_first_subject_word() -> None:
+    assert subject_title(GOLD) == "Gold and silver standard and the currency question"
+    assert (
+        subject_title("What did presidents say about labor, unions and wages?") == "Labor, unions and wages"
+    )
+    assert subject_title("总统如何讨论关税？") == "总统如何讨论关税"  # no frame cut off a Chinese request
+
+
 def test_a_report_in_another_language_than_the_question_is_not_held_to_its_words() -> None:
     plan = InitPlan("关税辩论", _nodes("起源", "保护", "开放"))
     assert validate_init_plan(plan, "How did presidents argue about tariffs?", language="zh") is None
@@ -141,7 +149,14 @@ def test_the_last_try_accepts_an_outline_with_too_few_topical_sections_to_drop_i
     raw = _plan_reply("Gold and Silver", "Introduction", "Coinage Acts", "Bimetallism", "Conclusion")
     assert isinstance(read_plan(raw, RunState(question=GOLD), research, refused=0), Refused)
     last = read_plan(raw, RunState(question=GOLD), research, refused=1)
-    assert isinstance(last, InitPlan) and len(last.sections) == 4  # a report, not a failed run
+    assert isinstance(last, InitPlan)  # a report, not a failed run
+    # The first essay part is titled after the request's subject, and the other left out.
+    subject = "Gold and silver standard and the currency question"
+    assert [s.title for s in last.sections] == [subject, "Coinage Acts", "Bimetallism"]
+    only_parts = _plan_reply("Gold and Silver", "Introduction", "Background", "Conclusion")
+    last = read_plan(only_parts, RunState(question=GOLD), research, refused=1)
+    assert isinstance(last, InitPlan)
+    assert [s.title for s in last.sections] == [subject, "Background", "Conclusion"]
 
 
 def test_extend_plan_refuses_essay_part_subsections_then_leaves_them_out() -> None:

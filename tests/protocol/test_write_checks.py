@@ -6,7 +6,7 @@ from deepdraft.core.evidence import Passage, Source
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_replies import UNGROUNDED, read_write
 from deepdraft.protocol.actions import Refused, Write
-from deepdraft.protocol.write_checks import sentence_faults, without_debris
+from deepdraft.protocol.write_checks import pasted_sentences, sentence_faults, without_debris
 from deepdraft.settings import ResearchSettings
 
 QUESTION = "How did presidents discuss the gold and silver standard?"
@@ -15,6 +15,8 @@ COINAGE = (
     "and the Treasury bought silver bullion every month under the law passed that year."
 )
 PANIC = "The panic shook confidence in the currency, and gold flowed out of the Treasury through the winter."
+SILVER = "Under the law of that year the Treasury bought silver bullion every month \\cite{textid1}."
+DRAIN = "The panic drained gold from the Treasury over the winter \\cite{textid2}."
 
 
 def test_numbering_left_without_text_is_removed_and_lists_are_kept() -> None:
@@ -42,10 +44,22 @@ def test_a_sentence_sharing_nothing_with_its_passage_is_a_fault() -> None:
     assert "says nothing its cited passage says" in fault.problem and fault.droppable
 
 
-def test_a_pasted_passage_is_a_fault_that_only_rewording_mends() -> None:
+def test_a_pasted_passage_is_a_fault_whether_cited_or_not() -> None:
     pasted = COINAGE.split(",")[0] + " \\cite{textid1}."
     (fault,) = sentence_faults(pasted, {"textid1": COINAGE})
-    assert "copies its passage word for word" in fault.problem and not fault.droppable
+    assert "copies its passage word for word" in fault.problem and fault.droppable
+    uncited = COINAGE.split(",")[0] + "."
+    assert sentence_faults(uncited, {"textid1": COINAGE}) == []  # only cited sentences are checked...
+    (fault,) = pasted_sentences(f"Silver was coined. {uncited}", {"textid1": COINAGE})
+    assert "copies a passage word for word" in fault.problem  # ... and uncited ones for pasting
+
+
+def test_uncited_pasted_sentences_are_left_out_without_asking_again() -> None:
+    pasted = PANIC.split(",")[1].strip().capitalize()  # "And gold flowed out of the Treasury..."
+    raw = f"<action>{SILVER} {PANIC} {DRAIN}</action>"
+    written = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0)
+    assert isinstance(written, Write) and written.text == f"{SILVER} {DRAIN}"
+    assert pasted not in written.text
 
 
 def _state() -> RunState:
@@ -110,10 +124,6 @@ def _written(state: RunState, position: str, text: str) -> None:
     located = state.outline.find(position)
     assert located is not None
     located.node.content = text
-
-
-SILVER = "The Treasury bought silver bullion every month under the law passed that year \\cite{textid1}."
-DRAIN = "The panic drained gold from the Treasury over the winter \\cite{textid2}."
 
 
 def test_a_sentence_another_part_already_says_is_left_out() -> None:

@@ -6,6 +6,8 @@ asked again. `describe` is how an action is written into the journal.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from deepdraft.core.citations import keeping_keys
 from deepdraft.core.outline import NodeSpec
 from deepdraft.core.state import RunState
@@ -34,11 +36,12 @@ from deepdraft.protocol.actions import (
     validate_write,
 )
 from deepdraft.protocol.attach import attach_citations, merged_citations
-from deepdraft.protocol.topic import is_essay_part
+from deepdraft.protocol.topic import is_essay_part, subject_title
 from deepdraft.protocol.write_checks import (
     before_loop,
     cited_sentences,
     faults_reason,
+    pasted_sentences,
     sentence_faults,
     without_debris,
     without_repeats,
@@ -96,11 +99,22 @@ def read_plan(
 
 def _mended_plan(plan: InitPlan, question: str, fewest: int) -> InitPlan:
     """The request itself as the title when the model's names no subject; essay-part sections
-    left out while enough others remain (the summary and conclusion are written anyway)."""
+    left out while enough others remain (the summary and conclusion are written anyway), else the
+    first one titled after the request's subject instead."""
     title = plan.title
     if validate_init_plan(InitPlan(title, ()), question, (0, 12)) is not None:
         title = question.strip().rstrip("?？.。!！").strip() or title
-    return InitPlan(title, _without_essay_parts(plan.sections, fewest))
+    sections = plan.sections
+    topical = [node for node in sections if not is_essay_part(node.title)]
+    if len(topical) < min(fewest, len(sections)):
+        # An "Introduction" kept for want of other sections gets a plan's worth of generic text
+        # from a small model (measured: three drafts of one such part cited nothing); titled
+        # after the subject, its search and its text are about the request.
+        first = next(i for i, node in enumerate(sections) if is_essay_part(node.title))
+        named = replace(sections[first], title=subject_title(question))
+        sections = (*sections[:first], named, *sections[first + 1 :])
+    sections = _without_essay_parts(sections, fewest)
+    return InitPlan(title, sections)
 
 
 def _without_essay_parts(nodes: tuple[PlannedNode, ...], fewest: int) -> tuple[PlannedNode, ...]:
@@ -118,7 +132,8 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     passages is cited once when there are too many citations; sentences said already in another
     part are left out. A text whose cited sentences do not hold up against their passages
     (`write_checks`) is asked again when much of it is at fault and a re-ask is left; otherwise
-    the unsupported sentences are dropped, and a text that copies is kept as it is.
+    the sentences at fault are dropped, and so are uncited sentences pasted from a passage (a
+    text with nothing left once they are gone is kept as it is).
     """
     action = parse(raw, {"write"})
     if not isinstance(action, Write):
@@ -193,12 +208,14 @@ def _checked(
 ) -> Action | Refused:
     evidence = {key: state.registry[key].text for key in state.evidence}
     faults = sentence_faults(action.text, evidence)
-    if not faults:
+    pasted = pasted_sentences(action.text, evidence)
+    if not faults and not pasted:
         return action
     cited = sum(1 for _ in cited_sentences(action.text))
     if not last_try and len(faults) >= max(2, REASK_SHARE * cited) and _room_to_ask_again(state, research):
         return Refused(faults_reason(faults), UNGROUNDED)
-    trimmed = Write(without_sentences(action.text, faults), action.citations_attached)
+    # Uncited pasted sentences never cost a re-ask: they are left out, as the faults are now.
+    trimmed = Write(without_sentences(action.text, [*faults, *pasted]), action.citations_attached)
     if validate_write(trimmed, state.question, state.evidence, research.language) is None:
         return trimmed
     return action

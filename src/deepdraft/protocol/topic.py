@@ -173,6 +173,21 @@ def subject_phrase(question: str, most: int = 4) -> str:
     return ", ".join(f'"{term}"' for term in shown)
 
 
+def subject_title(question: str) -> str:
+    """The request from its first subject word on, as a title: "How did presidents discuss the
+    gold standard?" gives "Gold standard". The request itself when no subject word is found
+    (a Chinese request is kept whole: its frame words are not cut off)."""
+    plain = question.strip().rstrip("?？.。!！").strip()
+    subject = subject_terms(question)
+    if not subject or _HAN_RUN.search(plain):
+        return plain
+    match = re.search(rf"\b{re.escape(subject[0])}", plain, re.IGNORECASE)
+    if match is None:
+        return plain
+    rest = plain[match.start() :]
+    return rest[:1].upper() + rest[1:]
+
+
 def salient_terms(texts: Iterable[str], most: int = 12) -> list[str]:
     """The content words found in the most of `texts` (at least two), most widespread first: what
     a set of search results is about, for an outline to be made of facets of the evidence."""

@@ -12,7 +12,8 @@ instead of a repaired or dropped sentence in the finished report.
   a number (3+ digits) or a name (a capitalised word inside the sentence) that none of its cited
   passages contains, no content word in common with them, or a verbatim run of `COPIED_RUN` words;
 - `without_sentences` drops the sentences whose faults cannot be mended by rewording alone (the
-  unsupported and unrelated ones), for when asking again is not worth it;
+  unsupported, unrelated and pasted ones), for when asking again is not worth it;
+- `pasted_sentences` lists the uncited sentences that copy a passage word for word;
 - `without_repeats` drops the sentences another part of the report (or the part itself) already
   says word for word;
 - `before_loop` keeps what a model wrote before it started repeating itself.
@@ -83,7 +84,7 @@ class Fault:
     end: int
     problem: str
     droppable: bool
-    """Whether dropping the sentence mends it (unsupported, unrelated), or only rewording does."""
+    """Whether dropping the sentence mends it (unsupported, unrelated, pasted), or only rewording does."""
 
 
 def _runs(text: str, size: int) -> set[tuple[str, ...]]:
@@ -114,7 +115,22 @@ def sentence_faults(text: str, evidence: Mapping[str, str]) -> list[Fault]:
             faults.append(Fault(start, end, f"“{shown}” says nothing its cited passage says", True))
             continue
         if _runs(claim, COPIED_RUN) & _runs(passages, COPIED_RUN):
-            faults.append(Fault(start, end, f"“{shown}” copies its passage word for word", False))
+            faults.append(Fault(start, end, f"“{shown}” copies its passage word for word", True))
+    return faults
+
+
+def pasted_sentences(text: str, evidence: Mapping[str, str]) -> list[Fault]:
+    """The sentences of `text` that cite nothing and copy one of the `evidence` passages word for
+    word: a passage pasted into the text, which a small model does to fill a part (measured: one
+    part was four passages pasted end to end under a single citation)."""
+    passages: set[tuple[str, ...]] = set()
+    for passage in evidence.values():
+        passages |= _runs(passage, COPIED_RUN)
+    faults = []
+    for start, end in sentence_spans(text):
+        sentence = text[start:end]
+        if not CITE.search(sentence) and _runs(sentence, COPIED_RUN) & passages:
+            faults.append(Fault(start, end, f"“{_shorten(sentence)}” copies a passage word for word", True))
     return faults
 
 
@@ -154,21 +170,26 @@ REPEAT_WORDS = 5
 
 def without_repeats(text: str, others: Iterable[str]) -> str:
     """`text` without the sentences that one of the `others` (the report's other parts) already
-    holds, or that it said before itself, citations and case aside.
+    holds, or that it said before itself — the same sentence, or a run of `COPIED_RUN` words in
+    common — citations and case aside.
 
     A small model shown the same passage for two parts pastes the same sentences into both
     (measured: one report repeated 14 sentences); the second copy tells the reader nothing.
     """
-    seen = {_sentence_key(other[a:b]) for other in others for a, b in sentence_spans(other)}
-    seen.discard(None)
+    said: set[tuple[str, ...]] = set()
+    for other in others:
+        said |= _runs(CITE.sub(" ", other), COPIED_RUN)
+        said |= {key for a, b in sentence_spans(other) if (key := _sentence_key(other[a:b]))}
     kept, cursor = [], 0
     for start, end in sentence_spans(text):
-        key = _sentence_key(text[start:end])
-        if key in seen:
+        sentence = CITE.sub(" ", text[start:end])
+        key = _sentence_key(sentence)
+        runs = _runs(sentence, COPIED_RUN)
+        if (key is not None and key in said) or runs & said:
             kept.append(text[cursor:start])
             cursor = end
-        elif key is not None:
-            seen.add(key)  # a sentence said twice within the part is also said once
+        else:  # what the part says once it does not say again either
+            said |= runs | ({key} if key else set())
     kept.append(text[cursor:])
     return re.sub(r"[ \t]+\n", "\n", re.sub(r"\n{3,}", "\n\n", "".join(kept))).strip()
 
