@@ -378,3 +378,22 @@ def test_a_runaway_summary_is_refused_by_its_length_before_it_is_read() -> None:
     )
     refused = read_part(flood, "summary", ["textid1"], "How did presidents argue about tariffs?", None)
     assert refused == (None, "write between 40 and 300 words (this has 2,049,999 characters)")
+
+
+def test_a_summary_that_goes_round_in_circles_keeps_what_came_before() -> None:
+    from deepdraft.policy.finishing.synthesis import read_part
+
+    opening = (
+        "Presidents argued about tariffs as protection for industry \\cite{textid1}. "
+        "Some defended them as revenue, others attacked them as a tax on farmers \\cite{textid1}. "
+        "The argument shifted with each depression and each war, and it never settled \\cite{textid1}. "
+    )
+    loop = "The tariff debate went on and on in every era. " * 5
+    text = read_part(
+        f"<action>{opening}{loop}</action>",
+        "summary",
+        ["textid1"],
+        "How did presidents argue about tariffs?",
+        None,
+    )
+    assert text == opening + "The tariff debate went on and on in every era."
