@@ -204,3 +204,39 @@ def test_keys_of_passages_the_part_was_not_shown_are_dropped_where_citations_may
     # Where the model must cite on its own, it is asked again instead.
     refused = read_write(raw, state, ResearchSettings(attach_citations_after=1), refused=0)
     assert isinstance(refused, Refused) and "not textid7, textid9" in refused.reason
+
+
+def test_a_plan_keeps_only_what_the_evidence_or_the_request_names() -> None:
+    from deepdraft.protocol.write_checks import without_unfounded
+
+    known = f"{QUESTION}\n{COINAGE}\n{PANIC}"
+    plan = (
+        "Trace the silver purchases the Congress urged in 1878. "
+        "Follow the story from Andrew Johnson in 1867 to the Smoot-Hawley tariff of 1930. "
+        "Explain what the panic did to the Treasury."
+    )
+    assert without_unfounded(plan, known) == (
+        "Trace the silver purchases the Congress urged in 1878. Explain what the panic did to the Treasury."
+    )
+    assert without_unfounded("Cover Andrew Johnson in 1867.", known) == ""
+
+
+def test_an_outline_s_plans_lose_what_no_passage_names_and_an_emptied_plan_becomes_its_title() -> None:
+    import json
+
+    from deepdraft.protocol.action_replies import read_plan
+    from deepdraft.protocol.actions import InitPlan
+
+    sections = [
+        {"title": "Silver purchases", "plan": "The law of 1878. The Bland act of 1899 and Bryan."},
+        {"title": "The panic", "plan": "What the panic did to the Treasury."},
+        {"title": "Johnson and silver", "plan": "Andrew Johnson in 1867."},
+    ]
+    data = {"name": "init-plan", "title": "Gold and silver standard", "sections": sections}
+    plan = read_plan(f"<action>{json.dumps(data)}</action>", _state(), ResearchSettings(depth="quick"))
+    assert isinstance(plan, InitPlan)
+    assert [node.plan for node in plan.sections] == [
+        "The law of 1878.",
+        "What the panic did to the Treasury.",
+        "Johnson and silver",
+    ]

@@ -46,6 +46,7 @@ from deepdraft.protocol.write_checks import (
     without_debris,
     without_repeats,
     without_sentences,
+    without_unfounded,
 )
 from deepdraft.settings import ResearchSettings
 
@@ -93,8 +94,29 @@ def read_plan(
         left = validate(mended)
         # Essay parts kept because too few others remain are still accepted now: an outline with
         # an "Introduction" yields a report, a failed run none.
-        return mended if left is None or left.code in _MENDABLE else left
-    return problem or action
+        return _grounded(mended, state) if left is None or left.code in _MENDABLE else left
+    return problem or _grounded(action, state)
+
+
+def _grounded(plan: InitPlan, state: RunState) -> InitPlan:
+    """The outline with its plans held to what the evidence and the request name."""
+    return InitPlan(plan.title, _grounded_nodes(plan.sections, _known(state)))
+
+
+def _known(state: RunState) -> str:
+    return "\n".join([state.question, *(item.text for item in state.registry.items.values())])
+
+
+def _grounded_nodes(nodes: tuple[PlannedNode, ...], known: str) -> tuple[PlannedNode, ...]:
+    # A plan left with nothing is the node's title: the part is then written from its evidence.
+    return tuple(
+        replace(
+            node,
+            plan=without_unfounded(node.plan, known) or node.title,
+            children=_grounded_nodes(node.children, known),
+        )
+        for node in nodes
+    )
 
 
 def _mended_plan(plan: InitPlan, question: str, fewest: int) -> InitPlan:
@@ -236,9 +258,13 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
             )
             # As for an outline: mended at once when enough subsections remain, else on the last try.
             if still is None or refused >= research.max_retries:
-                return still or mended
-        return problem or action
+                return still or _grounded_extension(mended, state)
+        return problem or _grounded_extension(action, state)
     return action
+
+
+def _grounded_extension(action: ExtendPlan, state: RunState) -> ExtendPlan:
+    return ExtendPlan(action.position, _grounded_nodes(action.subsections, _known(state)))
 
 
 def as_pairs(nodes: tuple[PlannedNode, ...]) -> list[tuple[str, str]]:

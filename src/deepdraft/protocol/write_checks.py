@@ -16,7 +16,8 @@ instead of a repaired or dropped sentence in the finished report.
 - `pasted_sentences` lists the uncited sentences that copy a passage word for word;
 - `without_repeats` drops the sentences another part of the report (or the part itself) already
   says word for word;
-- `before_loop` keeps what a model wrote before it started repeating itself.
+- `before_loop` keeps what a model wrote before it started repeating itself;
+- `without_unfounded` drops from an outline node's plan the sentences naming what no passage does.
 
 Lexical rules, English and Chinese; the same measures a reader can recompute from the report.
 """
@@ -220,3 +221,22 @@ def before_loop(text: str) -> str | None:
         if len(starts) >= LOOP_COUNT:
             return _without_unfinished_tail(text[: starts[1]].rstrip())
     return None
+
+
+def without_unfounded(plan: str, known: str) -> str:
+    """`plan` without its sentences that name a number (3+ digits) or a name that `known` (the
+    passages the outline was made from, and the request) does not contain.
+
+    A small model fills an outline's plans from its own memory ("from Andrew Johnson in 1867 to
+    the Smoot-Hawley Tariff of 1930"); the writer then follows the plan rather than its evidence
+    (measured: four drafts of one part wrote the plan's invented story and cited nothing).
+    """
+    lowered = known.lower()
+    kept = []
+    for start, end in sentence_spans(plan):
+        sentence = plan[start:end]
+        numbers = [n for n in _NUMBER.findall(sentence) if n not in known]
+        names = [n for n in _NAME.findall(sentence) if n.lower() not in lowered]
+        if not numbers and not names:
+            kept.append(sentence.strip())
+    return " ".join(kept)
