@@ -46,9 +46,7 @@ def search_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
     return prompts.render(
         "search",
         question=state.question,
-        # The other parts are shown without their citations: their keys name passages this part is
-        # not shown, and a small model copied them into its own text (measured: a third of the
-        # refused writes of ten quick runs cited a key from the report so far).
+        # Citation keys tell a search nothing (and the writer is shown none either: see below).
         outline=without_citations(_draft_view(state, fit.draft, focus=state.target)),
         instruction=prompts.instruction(state.target),
         feedback=state.feedback,
