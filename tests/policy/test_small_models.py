@@ -96,7 +96,7 @@ def test_every_action_sends_its_shape_and_write_only_its_frame() -> None:
 def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -> None:
     settings_ = load_settings(flags={"research": {"depth": "quick"}})
     research = settings_.research
-    assert (research.max_sections, research.max_subsections, research.max_expansions) == (4, 3, 1)
+    assert (research.max_sections, research.max_subsections, research.max_expansions) == (4, 3, 2)
     assert settings_.llm.max_tokens == 480
     llm = FunctionLLM(ScenarioModel(expansions=1))
     WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
