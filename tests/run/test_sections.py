@@ -47,7 +47,7 @@ class Model:
         self.requests.append(request)
         reply = self.scenario(request)
         if WISH in request.messages[-1].content and recognise(request).kind == "write":
-            reply = reply.replace("It adds context.", "It follows what the user asked.")
+            reply = reply.replace(" explains how ", " explains, as the user asked, how ")
         return reply
 
 
@@ -96,7 +96,10 @@ def test_deepen_splits_the_section_writes_its_subsections_and_finishes_the_repor
     old, new = sections_of(first.markdown), sections_of(report.markdown)
     assert set(new) == set(old) | {"2.1", "2.2", "2.3"}
     assert all(new[number] == text for number, text in old.items())
-    assert all("follows what the user asked" in new[f"2.{i}"] for i in (1, 2, 3))
+    with Runs.open() as runs:
+        writes = [step for step in runs.steps(first.run_id) if step.action == "write" and step.directed]
+    assert [step.target for step in writes] == ["section-2.1", "section-2.2", "section-2.3"]
+    assert all("as the user asked" in str((step.parsed or {})["text"]) for step in writes)
     # Sources keep their numbers; the new one takes the next free number.
     old_refs, new_refs = references_of(first.markdown), references_of(report.markdown)
     assert {title: new_refs[title] for title in old_refs} == old_refs
@@ -142,7 +145,7 @@ def test_rewrite_searches_again_and_writes_only_that_section() -> None:
         llm=FunctionLLM(model), retriever=retriever,
     )  # fmt: skip
     old, new = sections_of(first.markdown), sections_of(report.markdown)
-    assert new["3"] != old["3"] and "follows what the user asked" in new["3"]
+    assert new["3"] != old["3"] and "as the user asked" in new["3"]
     assert {n: t for n, t in new.items() if n != "3"} == {n: t for n, t in old.items() if n != "3"}
     assert [(recognise(r).kind, recognise(r).target) for r in model.requests] == [
         ("search", "section-3"),
@@ -199,7 +202,9 @@ def test_the_commands_step_budget_ends_it_with_notes_and_the_report_still_writte
     )  # fmt: skip
     assert report.command_outcome == "the command's step budget ran out"
     new = sections_of(report.markdown)
-    assert "follows" not in new["3.1"] and "This part (section-3.1)" in new["3.1"]  # split, search, write
+    assert (
+        "as the user asked" not in new["3.1"] and "This part (section-3.1)" in new["3.1"]
+    )  # split, search, write
     assert new["3.2"].startswith("*Not written — not written: the command's step budget ran out")
     assert report.unwritten == ["section-3.2"]
 
