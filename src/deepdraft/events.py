@@ -55,6 +55,9 @@ class StepRecord:
     finished_at: float
     cached: bool
     target: str = ""  # "outline" or the position the action worked on
+    directed: bool = False
+    """Taken for a command the user gave the finished run (deepen, rewrite, recheck): the user,
+    not the policy, chose what to work on, so training data leaves the step out."""
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,29 @@ def test_citations_are_numbered_by_source_in_order_of_first_appearance() -> None
     ]
 
 
+def test_earlier_numbers_are_kept_and_new_sources_take_the_next_free_ones() -> None:
+    """A report changed after it was finished (`deepdraft deepen`): "[2]" still means the source it
+    meant, a source cited first in a new part ahead of the others gets a new number, and a source
+    no longer cited leaves its number unused rather than hand it to another."""
+    registry = _registry(
+        ("passage of A", "docA", None),  # textid1
+        ("passage of B", "docB", None),  # textid2
+        ("passage of C", "docC", None),  # textid3
+        ("passage of N", "docN", None),  # textid4, new
+    )
+    outline = Outline.create("T", [("S1", "a"), ("S2", "b"), ("S3", "c")])
+    outline.sections[0].content = "About N \\cite{textid4} and A \\cite{textid1}."
+    outline.sections[1].content = "About C \\cite{textid3}."
+    earlier = {"docA": 1, "docB": 2, "docC": 3}
+    report = render_markdown(outline, registry, numbering=earlier)
+    assert [(r.number, r.source.doc_id) for r in report.references] == [(1, "docA"), (3, "docC"), (4, "docN")]
+    assert "About N [4] and A [1]." in _body(report.markdown) and "About C [3]." in _body(report.markdown)
+    assert _references(report.markdown)[0].startswith("[1] Document docA")
+    # Without earlier numbers, the order of first citation decides, as for any new report.
+    fresh = render_markdown(outline, registry)
+    assert [(r.number, r.source.doc_id) for r in fresh.references] == [(1, "docN"), (2, "docA"), (3, "docC")]
+
+
 def test_a_passage_with_a_page_is_cited_with_it() -> None:
     registry = _registry(
         ("page twelve", "book", 12),  # textid1

@@ -43,6 +43,16 @@ VARIABLES: dict[str, dict[str, str]] = {
         "min_subsections": "21",
         "max_subsections": "29",
     },
+    "split_section": {
+        "question": "Q-TEXT",
+        "outline": "OUTLINE-TEXT",
+        "instruction": "INSTRUCTION-TEXT",
+        "position": "POSITION-TEXT",
+        "title": "TITLE-TEXT",
+        "plan": "PLAN-TEXT",
+        "min_subsections": "21",
+        "max_subsections": "29",
+    },
 }
 NAMES = list(get_args(TemplateName))
 EXAMPLE_ACTION = re.compile(r"<action>(.*?)</action>", re.DOTALL)
@@ -103,15 +113,20 @@ def test_example_actions_parse_as_the_actions_they_show() -> None:
         "init_plan": [InitPlan],
         "extend_plan": [ExtendPlan, Nop],
         "write": [Write],
+        "split_section": [ExtendPlan],
     }
     kinds = {
         "search": {"search"},
         "init_plan": {"init-plan"},
         "extend_plan": {"extend-plan", "nop"},
         "write": {"write"},
+        "split_section": {"extend-plan"},
     }
     for name, types in expected.items():
-        text = render(name, **VARIABLES[name])  # type: ignore[arg-type]
+        variables = (
+            {**VARIABLES[name], "position": "section-2"} if name == "split_section" else VARIABLES[name]
+        )
+        text = render(name, **variables)  # type: ignore[arg-type]
         examples = [
             body for body in EXAMPLE_ACTION.findall(text) if body.strip()
         ]  # not "inside <action></action>"
@@ -159,3 +174,25 @@ def test_write_prompt_shows_its_worked_example_except_on_a_re_ask() -> None:
     again = render("write", **VARIABLES["write"], feedback="REASON", example_thought="", example_action="")
     assert prompts.WRITE_EXAMPLE_ACTION not in again and "An example" not in again
     assert "REASON" in again and "inside <action></action>" in again  # the answer format stays
+
+
+@pytest.mark.parametrize("name", ["search", "write", "split_section"])
+def test_the_users_instructions_appear_only_when_given(name: TemplateName) -> None:
+    """A command on a finished report (`deepdraft deepen --instructions`) shows them; without any,
+    the prompt is the research run's own, byte for byte."""
+    without = render(name, **VARIABLES[name])
+    assert without == render(name, **VARIABLES[name], instructions="")
+    given = render(name, **VARIABLES[name], instructions="USER-WISH: compare the farm states")
+    assert "USER-WISH: compare the farm states" not in without
+    assert given.index("USER-WISH") < given.rindex("<action>")
+    assert (
+        given.replace("The user's own instructions for this part: USER-WISH: compare the farm states\n", "")
+        == without
+    )
+
+
+def test_split_prompt_asks_for_an_exact_count_when_one_was_given() -> None:
+    counts: dict[str, str | int] = {"min_subsections": 3, "max_subsections": 3}
+    exact = render("split_section", **{**VARIABLES["split_section"], **counts})
+    assert "into exactly 3 new subsections" in exact
+    assert "between 21 and 29" in render("split_section", **VARIABLES["split_section"])

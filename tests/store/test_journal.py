@@ -263,6 +263,13 @@ def test_steps_and_checkpoints(journal: Journal) -> None:
         journal.checkpoint("r1", 7)
 
 
+def test_a_step_the_user_directed_reads_back_as_such(journal: Journal) -> None:
+    journal.create_run("r1", "q", "warp", {})
+    journal.record_step("r1", _step(1), {"step": 1})
+    journal.record_step("r1", _step(2, action="extend-plan", directed=True), {"step": 2})
+    assert [step.directed for step in journal.steps("r1")] == [False, True]
+
+
 def test_state_key_order_survives(journal: Journal) -> None:
     journal.create_run("r1", "q", "warp", {})
     state = {"sections": {"zeta": 1, "alpha": 2, "mid": 3}}

@@ -69,7 +69,9 @@ def recognise(request: ChatRequest) -> Recognised:
     if kind == "verdicts":
         return Recognised("verify" if evidence_keys(prompt) else "constraint-check", count=count)
     if kind != "free-text":
-        return Recognised(kind, target if kind == "search" else "outline")  # type: ignore[arg-type]
+        # A split the user asked for (`deepdraft deepen`) names its node like a search does.
+        targeted = kind in ("search", "extend-plan")
+        return Recognised(kind, target if targeted else "outline")  # type: ignore[arg-type]
     if _INSTRUCTION.search(prompt):
         return Recognised("write", target)
     if evidence_keys(prompt):
@@ -86,6 +88,22 @@ def classify(request: ChatRequest) -> tuple[Kind, str]:
 def classify_body(body: dict[str, Any]) -> tuple[Kind, str]:
     """(kind, target) of an OpenAI chat-completion body."""
     return classify(request_from_body(body))
+
+
+_GRAMMAR_NODES = re.compile(r'node \( ws "," ws node \)\{(\d+),(\d+)\}')
+
+
+def subsection_bounds(request: ChatRequest) -> tuple[int, int]:
+    """How many subsections an extend-plan request allows, from its schema or its grammar."""
+    shape = request.reply_shape
+    schema = shape.action_schema if shape is not None else None
+    if schema is not None:
+        subsections = schema["anyOf"][0]["properties"]["subsections"]
+        return int(subsections["minItems"]), int(subsections["maxItems"])
+    assert shape is not None
+    found = _GRAMMAR_NODES.search(shape.grammar)
+    assert found is not None, "an extend-plan grammar without a list of nodes"
+    return int(found.group(1)) + 1, int(found.group(2)) + 1
 
 
 def evidence_keys(prompt: str) -> list[str]:

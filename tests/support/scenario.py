@@ -22,6 +22,7 @@ from tests.support.request_kinds import (
     outline_positions,
     recognise,
     request_from_body,
+    subsection_bounds,
 )
 
 __all__ = [
@@ -82,6 +83,13 @@ class ScenarioModel:
                 f"<thought>Use {cite}.</thought><action>This part ({target}) explains how {self.topic} "
                 f"were argued over, as the sources show \\cite{{{cite}}}. It adds context.</action>"
             )
+        if kind == "extend-plan" and target != "outline":  # the node the user chose: split it
+            low, _ = subsection_bounds(request)
+            subsections = [
+                {"title": f"Facet {i} of {target}", "plan": f"Go deeper into {target}, point {i}."}
+                for i in range(1, low + 1)
+            ]
+            return _reply("split", {"name": "extend-plan", "position": target, "subsections": subsections})
         if kind == "extend-plan":
             positions = outline_positions(prompt)
             done = sum(1 for p in positions if p.count(".") >= 1) // 2

@@ -206,3 +206,34 @@ def test_prune_skips_trajectories_already_pruned(collected: Path) -> None:
     second_judge = FunctionLLM(scripted_judge())
     again = prune(collected, ChecklistScorer(Judge(second_judge)))
     assert len(again) == 3 and not second_judge.requests
+
+
+def test_steps_the_user_directed_are_left_out_of_the_training_data(collected: Path, tmp_path: Path) -> None:
+    """A collected run the user deepened afterwards (`deepdraft deepen`): the split was the user's
+    choice, not the teacher's, so it is no decision point, and no step of the command is a sample."""
+    from dataclasses import replace
+
+    from deepdraft.policy.sections import SectionCommand
+    from deepdraft.train.dataset import trajectory_samples
+    from deepdraft.train.prune import read_pruned
+
+    run_id = sorted(read_collection(collected).values())[0]
+    with Runs.open() as runs:
+        points = decision_points(runs, run_id)
+        settings = runs.get(run_id).settings
+    teacher = FunctionLLM(ForcedTeacher(expansions=1, topic="history"))
+    runner.run_command(run_id, SectionCommand("deepen", "1.1", into=2), settings, llm=teacher)
+
+    with Runs.open() as runs:
+        directed = {step.step for step in runs.steps(run_id) if step.directed}
+        assert {step.action for step in runs.steps(run_id) if step.step in directed} >= {
+            "extend-plan",
+            "write",
+        }
+        assert [point.step for point in decision_points(runs, run_id)] == [point.step for point in points]
+        prune(collected, ChecklistScorer(Judge(FunctionLLM(scripted_judge()))))
+        pruned = next(result for result in read_pruned(collected).values() if result.run_id == run_id)
+        # Even with no cut at all, no sample comes from a step of the command.
+        whole = replace(pruned, cut_step=max(directed) + 1)
+        samples = trajectory_samples(runs, whole, runs.get(run_id).question)
+    assert samples and not {sample.step for sample in samples} & directed

@@ -40,6 +40,7 @@ from deepdraft.cli.train import train_app
 from deepdraft.config import load_settings
 from deepdraft.errors import DeepdraftError, LLMError, RunAlreadyFinished
 from deepdraft.llm import embedded_models as models
+from deepdraft.policy.sections import SectionCommand
 from deepdraft.run import runner, wiring
 from deepdraft.run.runs import Runs, run_exists
 from deepdraft.settings import Settings
@@ -127,6 +128,104 @@ def resume(
         typer.echo(str(done))
         return
     _print_outcome(report)
+
+
+# ---- commands on a finished run's report (policy/sections.py) -------------------------------------
+
+SectionArgument = Annotated[
+    str, typer.Argument(help="The section as the report numbers it (3, 3.2) or by position (section-3.2).")
+]
+InstructionsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--instructions", help="What you want of this part; shown to the model in the command's prompts."
+    ),
+]
+CommandStepsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-steps", help="Most LLM actions the command may take (default: the run's --max-steps)."
+    ),
+]
+
+
+@app.command()
+def deepen(
+    run_id: Annotated[str, typer.Argument(help="A finished run (an id or a unique prefix).")],
+    section: SectionArgument,
+    into: Annotated[
+        int | None,
+        typer.Option(
+            "--into", help="Split it into exactly N subsections (2–7; default: the model's choice)."
+        ),
+    ] = None,
+    instructions: InstructionsOption = None,
+    max_steps: CommandStepsOption = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Split one section of a finished report into subsections, research and write them."""
+    command = SectionCommand("deepen", section, into, instructions or "", max_steps)
+    _section_command(run_id, command, config, base_url, model, api_key)
+
+
+@app.command()
+def rewrite(
+    run_id: Annotated[str, typer.Argument(help="A finished run (an id or a unique prefix).")],
+    section: SectionArgument,
+    instructions: InstructionsOption = None,
+    max_steps: CommandStepsOption = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Search again for one section of a finished report and write it again."""
+    command = SectionCommand("rewrite", section, None, instructions or "", max_steps)
+    _section_command(run_id, command, config, base_url, model, api_key)
+
+
+@app.command()
+def recheck(
+    run_id: Annotated[str, typer.Argument(help="A finished run (an id or a unique prefix).")],
+    section: Annotated[
+        str | None, typer.Argument(help="The section to check (3, 3.2); default: the whole report.")
+    ] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Verify the citations of one section of a finished report (or all of it) again, with repair."""
+    _section_command(run_id, SectionCommand("recheck", section), config, base_url, model, api_key)
+
+
+def _section_command(
+    run_id: str,
+    command: SectionCommand,
+    config: Path | None,
+    base_url: str | None,
+    model: str | None,
+    api_key: str | None,
+) -> None:
+    """Continue the finished run with `command` and write its report again (see `runner.run_command`)."""
+    settings = _settings(config, llm={"base_url": base_url, "model": model, "api_key": api_key})
+    with Runs.open() as runs:
+        record = runs.get(run_id)
+        outline = runs.outline(record.id)
+    runner.ensure_commandable(record.id, command)  # a bad section or a busy run: one line, no display
+    allowance = command.max_steps or record.settings.research.max_steps
+    with Progress(console, record.steps + allowance, start_step=record.steps, outline=outline) as progress:
+        report = _interruptible(
+            record.id, lambda: runner.run_command(record.id, command, settings, on_event=progress.update)
+        )
+    _print_outcome(report)
+    if report.command_outcome:
+        console.print(
+            f"[yellow]{escape(command.describe())}:[/yellow] {escape(report.command_outcome)}", soft_wrap=True
+        )
 
 
 @app.command()

@@ -22,6 +22,39 @@ from deepdraft.core.verification import (
 Phase = Literal["search", "plan", "write", "extend", "done"]
 STATE_FORMAT = 1
 
+Command = Literal["deepen", "rewrite", "recheck"]
+Stage = Literal["split", "draft", "finish", "done"]
+
+
+class Continuation(BaseModel):
+    """A command the user gave a finished run (`deepdraft deepen`, `rewrite`, `recheck`).
+
+    It lives in the state, so every checkpoint of the command carries it and a resumed run knows
+    what it was doing; `stage` says how far it got: splitting the node ("split", deepen only),
+    researching and writing what has no text ("draft"), the finishing passes over what changed
+    ("finish"), or over ("done").
+    """
+
+    command: Command
+    node_id: str | None
+    """The node the command is about (a stable id, see `Outline`); None: the whole report."""
+    position: str
+    """Where that node was when the command was given, as the user named it ("section-3")."""
+    into: int | None = None
+    """deepen: how many subsections exactly (None: the run's bounds)."""
+    instructions: str = ""
+    """What the user asked for this part; shown in the command's prompts."""
+    max_steps: int
+    """The policy's step count at which this command must stop (the run's step count when the
+    command began, plus its allowance)."""
+    stage: Stage
+    earlier_text: str | None = None
+    earlier_note: str | None = None
+    """rewrite: the node's text and note before the command, put back if it cannot be written again."""
+    outcome: str = ""
+    """How the command ended when it did not do what was asked (the model refused the split, a
+    budget ran out); "" when it did."""
+
 
 class RunState(BaseModel):
     format: int = STATE_FORMAT
@@ -59,6 +92,29 @@ class RunState(BaseModel):
     synthesis_progress: SynthesisProgress | None = None
     synthesis_notes: list[str] = Field(default_factory=list)
     """What the synthesis pass left out and why (e.g. a summary that failed validation)."""
+    # ---- a command on the finished run (policy/sections.py) ----
+    source_numbers: dict[str, int] = Field(default_factory=dict)
+    """The numbers the finished report gave its sources (document id → number), set when a command
+    begins: the report written after it keeps them, and new sources take the next free numbers."""
+    continuation: Continuation | None = None
+    """The user's latest command on the finished run; while its stage is not "done", the run is
+    continuing and a resume takes the command up where it stopped."""
+
+    @property
+    def continuing(self) -> bool:
+        return self.continuation is not None and self.continuation.stage != "done"
+
+    def user_instructions(self) -> str:
+        """The user's instructions for the current target: those of the command under way, when the
+        target is the node it is about or lies under it; "" otherwise."""
+        command = self.continuation
+        if command is None or not self.continuing or not command.instructions or self.outline is None:
+            return ""
+        located = self.outline.find_id(command.node_id) if command.node_id else None
+        if located is None:
+            return ""
+        inside = self.target == located.position or self.target.startswith(located.position + ".")
+        return command.instructions if inside else ""
 
     def snapshot(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

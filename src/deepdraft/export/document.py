@@ -182,6 +182,7 @@ def build_document(
         conclusion=conclusion_text,
         question=state.question,
         language=language,
+        numbering=getattr(state, "source_numbers", None),
     )
     bibliography = rendered.bibliography
     assert bibliography is not None  # render_markdown always sets it

@@ -6,7 +6,8 @@ keys into references to *source documents*, with these guarantees (citation hygi
 * every passage of one document shares one References entry; the pages of the passages cited
   are given inline (`[3, p. 12]`, `[3, pp. 3, 7]`) and collected in the entry;
 * numbers follow the order in which sources are first cited, reading the summary, the sections
-  and the conclusion in document order;
+  and the conclusion in document order; a report changed after it was finished (`deepdraft
+  deepen` …) keeps the numbers its sources had, and new sources take the next free ones;
 * one source cited twice in one `\\cite{}` is one number, and adjacent citations merge
   (`\\cite{a}\\cite{b}` → `[1, 2]`);
 * the set of sources cited in the text and the set of References entries are the same: a key the
@@ -136,8 +137,13 @@ class Bibliography:
         registry: EvidenceRegistry,
         style: CitationStyle = "numbered",
         no_date: str = "n.d.",
+        numbering: Mapping[str, int] | None = None,
     ) -> Bibliography:
-        """Number every source cited in `texts` (read in this order) that the registry knows."""
+        """Number every source cited in `texts` (read in this order) that the registry knows.
+
+        `numbering` (document id → number): the numbers an earlier version of the report gave its
+        sources, which they keep in numbered style; a source it lacks takes the next free number.
+        """
         if style not in STYLES:
             raise ValueError(f"unknown references style {style!r}; use one of {', '.join(STYLES)}")
         order: dict[str, Source] = {}
@@ -170,7 +176,10 @@ class Bibliography:
         if style == "author-date":
             # Alphabetical by name, then year; a stable sort keeps first-citation order for ties.
             entries.sort(key=lambda entry: (entry.name.casefold(), entry.year))
-        references = [_renumber(entry, number) for number, entry in enumerate(entries, start=1)]
+        if style == "numbered" and numbering:
+            references = _keep_numbers(entries, numbering)
+        else:
+            references = [_renumber(entry, number) for number, entry in enumerate(entries, start=1)]
         return cls(references, {r.source.doc_id: r for r in references}, registry, style)
 
     def citation(self, keys: Iterable[str]) -> Citation | None:
@@ -282,11 +291,14 @@ def render_markdown(
     question: str = "",
     language: str | None = None,
     manifest: Mapping[str, Any] | None = None,
+    numbering: Mapping[str, int] | None = None,
 ) -> RenderedReport:
     """The whole report in Markdown, and its parts for other renderers.
 
     `summary` and `conclusion` are Markdown citing `\\cite{key}` like node contents. With a
     `manifest`, a collapsed "About this report" block closes the document (see `about_markdown`).
+    `numbering`: the numbers the sources had in an earlier version of the report, which they keep
+    (see `Bibliography.collect`).
     """
     labels = Labels.for_language(wants_chinese(question or outline.title, language))
     summary_source, conclusion_source = _clean_text(summary), _clean_text(conclusion)
@@ -296,7 +308,7 @@ def render_markdown(
         *(repair_cite_commands(item.node.content or "") for item in located),
         conclusion_source,
     ]
-    bibliography = Bibliography.collect(texts, registry, style, labels.no_date)
+    bibliography = Bibliography.collect(texts, registry, style, labels.no_date, numbering)
 
     sections: list[RenderedSection] = []
     unwritten: list[str] = []
@@ -380,6 +392,23 @@ def about_markdown(manifest: Mapping[str, Any], labels: Labels) -> str:
 
 def _renumber(reference: Reference, number: int) -> Reference:
     return replace(reference, number=number)
+
+
+def _keep_numbers(entries: list[Reference], numbering: Mapping[str, int]) -> list[Reference]:
+    """`entries` (in first-citation order) numbered as `numbering` says, the others after them.
+
+    A source the report no longer cites leaves its number unused rather than move every later
+    number down: a reader's "[7]" must mean the same source in every version of the report.
+    """
+    taken = set(numbering.values())
+    following = max(taken, default=0) + 1
+    numbered: list[Reference] = []
+    for entry in entries:
+        number = numbering.get(entry.source.doc_id)
+        if number is None:
+            number, following = following, following + 1
+        numbered.append(_renumber(entry, number))
+    return sorted(numbered, key=lambda entry: entry.number)
 
 
 def _author_or_short_title(source: Source) -> str:

@@ -4,11 +4,16 @@ Every exchange with the model is a journal step with a checkpoint of the state, 
 tagged so that a resumed run asks the very requests it asked before and the LLM cache answers the
 ones already paid for:
 
-- `ActionCalls`: the policy's actions, steps ``state.step + 1`` tagged ``step-N``; they count
-  against `max_steps` (`StepBudgetSpent`), and a prompt the server finds too long shrinks the
-  context window for every later one (`PromptsShrunk`: ask the same action again);
-- `FinishingCalls`: the finishing passes (verify, synthesis), numbered after the policy's steps
-  and tagged ``finish-N``; they are not policy actions, so `max_steps` never refuses them.
+- `ActionCalls`: the policy's actions, tagged ``step-N``; they count against `max_steps`
+  (`StepBudgetSpent`), and a prompt the server finds too long shrinks the context window for every
+  later one (`PromptsShrunk`: ask the same action again);
+- `FinishingCalls`: the finishing passes (verify, synthesis), tagged ``finish-N``; they are not
+  policy actions, so `max_steps` never refuses them.
+
+Both number their steps after every step the run journaled so far, ``state.step`` policy actions
+plus ``state.finishing_steps`` finishing records (`journal_step`): while the policy drafts there
+are no finishing records yet, and a command on a finished run (`policy/sections.py`) takes policy
+actions again after them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ from deepdraft.protocol.fitting import ContextWindow
 from deepdraft.settings import ResearchSettings
 
 ROLES = {"init-plan": "planner", "extend-plan": "planner", "write": "writer"}
+
+
+def journal_step(state: RunState) -> int:
+    """The number of the run's latest journal step: its policy actions and finishing records."""
+    return state.step + state.finishing_steps
 
 
 class StepBudgetSpent(Exception):
@@ -69,7 +79,7 @@ class ActionCalls:
         target = state.target
 
         def request(turn: Turn) -> ChatRequest:
-            step, seed = state.step + 1, self.budgets.seed
+            step, seed = journal_step(state) + 1, self.budgets.seed
             # The tag makes the cache key unique per step, so a resumed run replays this very reply.
             return ChatRequest.user(
                 prompt(), reply_shape=shape, seed=None if seed is None else seed + step, tag=f"step-{step}"
@@ -81,7 +91,9 @@ class ActionCalls:
             outcome = attempt.outcome
             parsed = None if isinstance(outcome, Refused) else describe(outcome)
             self.emit(
-                ActionFinished(step_record(state.step, action, target, attempt, parsed), state.snapshot())
+                ActionFinished(
+                    step_record(journal_step(state), action, target, attempt, parsed), state.snapshot()
+                )
             )
 
         return exchange(
@@ -98,8 +110,7 @@ class ActionCalls:
     def _complete(self, state: RunState, action: str, target: str, request: ChatRequest) -> ChatResult:
         if state.step >= self.budgets.max_steps:
             raise StepBudgetSpent
-        step = state.step + 1
-        self.emit(ActionStarted(step, action, target))
+        self.emit(ActionStarted(journal_step(state) + 1, action, target))
         try:
             result = self.roles.get(ROLES.get(action, ""), self.llm).complete(request)
         except LLMContextOverflow:
@@ -109,7 +120,7 @@ class ActionCalls:
                 raise PromptsShrunk from None
             raise
         self.window.accepted()
-        state.step = step
+        state.step += 1
         state.prompt_tokens += result.usage.prompt_tokens
         state.completion_tokens += result.usage.completion_tokens
         return result
@@ -126,9 +137,9 @@ class Checkpoints(Protocol):
 class FinishingCalls:
     """Exchanges of a finishing pass on the engine, each journaled as a step with its checkpoint.
 
-    Steps are numbered after the policy's (`state.step + state.finishing_steps`) and tagged by that
-    number. The pass keeps the turn of each exchange (tries so far, the last reason) in its own
-    progress record and passes it as `start`, so an interrupted pass re-asks what it would have.
+    Steps are numbered after the run's latest (`journal_step`) and tagged by that number. The pass
+    keeps the turn of each exchange (tries so far, the last reason) in its own progress record and
+    passes it as `start`, so an interrupted pass re-asks what it would have.
     """
 
     def __init__(self, llm: LLM, emit: EventSink, seed: int | None) -> None:
@@ -144,7 +155,7 @@ class FinishingCalls:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> ChatRequest:
-        step = state.step + state.finishing_steps + 1
+        step = journal_step(state) + 1
         return ChatRequest.user(
             prompt,
             reply_shape=shape,
@@ -189,7 +200,7 @@ class FinishingCalls:
         )
 
     def complete(self, state: RunState, action: str, target: str, request: ChatRequest) -> ChatResult:
-        self.emit(ActionStarted(state.step + state.finishing_steps + 1, action, target))
+        self.emit(ActionStarted(journal_step(state) + 1, action, target))
         result = self.llm.complete(request)
         state.finishing_steps += 1
         state.prompt_tokens += result.usage.prompt_tokens
@@ -213,7 +224,7 @@ class FinishingCalls:
         """
         if attempt is None:
             state.finishing_steps += 1
-        row = step_record(state.step + state.finishing_steps, action, target, attempt, parsed)
+        row = step_record(journal_step(state), action, target, attempt, parsed)
         if changes is None:
             self.emit(ActionFinished(row, state.snapshot()))
         else:

@@ -272,6 +272,38 @@ class WarpPolicy:
             give_up=lambda attempt: state.expansions >= limit,
         )
 
+    def split(
+        self, state: RunState, subsections: tuple[int, int], then: Callable[[Attempt[Action]], None]
+    ) -> None:
+        """Split the node at `state.target`, which the user chose, into `subsections` (low, high)
+        parts: the extend-plan action aimed at one node (`deepdraft deepen`, see `sections`).
+
+        A split the user asked for is not the model's deepening decision, so it spends no
+        expansion; `then` is told the final attempt, before its checkpoint is journaled.
+        """
+        assert state.outline is not None
+        outline, budget = state.outline, self.budgets.report_budget_tokens
+
+        def settle(attempt: Attempt[Action]) -> None:
+            if isinstance(attempt.outcome, ExtendPlan):
+                added = outline.add_children(
+                    attempt.outcome.position, reply.as_pairs(attempt.outcome.subsections)
+                )
+                self._outline_changed(state, added)
+                self._advance(state)
+            else:
+                state.retries, state.feedback = 0, ""
+            then(attempt)
+
+        self.calls.act(
+            state,
+            "extend-plan",
+            lambda: self._fit(lambda fit: ask.split_prompt(state, self.budgets, fit, subsections), budget),
+            reply_shape("extend-plan", ask.count_ranges(self.budgets)[0], subsections),
+            lambda raw: reply.read_split(raw, state, self.budgets, subsections, state.retries),
+            settle,
+        )
+
     def stop(self, state: RunState, reason: str) -> None:
         state.phase, state.stop_reason = "done", reason
 

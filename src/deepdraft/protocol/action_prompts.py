@@ -49,6 +49,7 @@ def search_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
         # Citation keys tell a search nothing (and the writer is shown none either: see below).
         outline=without_citations(_draft_view(state, fit.draft, focus=state.target)),
         instruction=prompts.instruction(state.target),
+        instructions=state.user_instructions(),
         feedback=state.feedback,
         language=research.language or "",
     )
@@ -108,6 +109,7 @@ def write_prompt(state: RunState, research: ResearchSettings, fit: Fit, length: 
         title=located.node.title,
         plan=located.node.plan,
         length=length,
+        instructions=state.user_instructions(),
         evidence=_evidence(state, fit),
         feedback=state.feedback,
         language=research.language or "",
@@ -128,6 +130,28 @@ def extend_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
         feedback=state.feedback,
         language=research.language or "",
         **_bounds(research),
+    )
+
+
+def split_prompt(state: RunState, research: ResearchSettings, fit: Fit, subsections: tuple[int, int]) -> str:
+    """Split the node at `state.target`, which the user chose, into `subsections` (low, high) parts."""
+    assert state.outline is not None
+    located = state.outline.find(state.target)
+    assert located is not None
+    low, high = subsections
+    return prompts.render(
+        "split_section",
+        question=state.question,
+        outline=_draft_view(state, fit.draft, focus=state.target),
+        instruction=prompts.instruction(state.target),
+        position=located.position,
+        title=located.node.title,
+        plan=located.node.plan,
+        instructions=state.user_instructions(),
+        feedback=state.feedback,
+        language=research.language or "",
+        min_subsections=low,
+        max_subsections=high,
     )
 
 

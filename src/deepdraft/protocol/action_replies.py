@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from deepdraft.core.citations import keeping_keys
-from deepdraft.core.outline import NodeSpec
+from deepdraft.core.outline import NodeSpec, parse_position
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_prompts import count_ranges
 from deepdraft.protocol.actions import (
@@ -265,6 +265,28 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
 
 def _grounded_extension(action: ExtendPlan, state: RunState) -> ExtendPlan:
     return ExtendPlan(action.position, _grounded_nodes(action.subsections, _known(state)))
+
+
+def read_split(
+    raw: str, state: RunState, research: ResearchSettings, subsections: tuple[int, int], refused: int = 0
+) -> Action | Refused:
+    """The split of the node the user chose (`state.target`): an extend-plan of that very node,
+    with `subsections` (low, high) new parts; a stop or another node is refused."""
+    assert state.outline is not None
+    action = parse(raw, {"extend-plan", "nop"})
+    if isinstance(action, Nop):
+        return Refused(f"the user asked for {state.target} to be split; do not stop, answer with extend-plan")
+    if not isinstance(action, ExtendPlan):
+        return action
+    if parse_position(action.position) != parse_position(state.target):
+        return Refused(f"split {state.target}, the part the user chose (not {action.position})")
+    bounded = research.model_copy(update={"max_subsections": subsections[1]})
+    decision = read_extend(raw, state, bounded, refused)
+    if isinstance(decision, ExtendPlan) and len(decision.subsections) < subsections[0]:
+        return Refused(
+            f"give {state.target} exactly {subsections[0]} subsections (got {len(decision.subsections)})"
+        )
+    return decision
 
 
 def as_pairs(nodes: tuple[PlannedNode, ...]) -> list[tuple[str, str]]:

@@ -138,7 +138,7 @@ class RunManager:
         orphaned: list[str] = []
         with Runs.open() as runs:
             for record in runs.all():
-                stale = record.recorded_status == "running" or (
+                stale = record.recorded_status in ("running", "continuing") or (
                     record.recorded_status == "created" and now - record.updated_at > STALE_AFTER_S
                 )
                 if stale and record.id not in self._live and not is_active(record.id):
@@ -250,7 +250,8 @@ class RunManager:
                 "awaiting_review" if live.gate is not None and live.gate.proposed is not None else "running"
             )
         recorded = record.recorded_status
-        if recorded in ("running", "created"):
+        # "continuing": a command on the finished report (`deepdraft deepen` …) is under way.
+        if recorded in ("running", "created", "continuing"):
             return "running" if is_active(record.id) else "interrupted"
         if recorded in ("finished", "failed", "cancelled", "interrupted"):
             return recorded  # type: ignore[return-value]  # checked just above

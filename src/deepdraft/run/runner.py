@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,18 @@ from deepdraft.events import (
 from deepdraft.events import RunCancelled as RunCancelledEvent
 from deepdraft.events import RunFailed as RunFailedEvent
 from deepdraft.events import RunFinished as RunFinishedEvent
-from deepdraft.export.report import Reference
+from deepdraft.export.report import Reference, render_markdown
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.limits import Budget, LimitedLLM, Limiter
+from deepdraft.policy import sections
 from deepdraft.policy.finishing.synthesis import Synthesizer
 from deepdraft.policy.finishing.verify import Verifier
-from deepdraft.policy.warp import ReviewOutline
+from deepdraft.policy.sections import SectionCommand, SectionSteps
+from deepdraft.policy.warp import ReviewOutline, WarpPolicy
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run.interrupts import ctrl_c_recorded
 from deepdraft.run.locks import held_alone
-from deepdraft.run.runs import run_folder, workspace_journal
+from deepdraft.run.runs import current_status, run_folder, workspace_journal
 from deepdraft.run.wiring import (
     POLICIES,
     audit_endpoints,
@@ -88,6 +90,9 @@ class Report:
     """Every file written for the report, by format ("md", "html", …)."""
     problems: list[str] = field(default_factory=list)
     """Formats that could not be written, and why (the run itself is finished)."""
+    command_outcome: str = ""
+    """A command on the finished run (deepen, rewrite, recheck) that did not do all it was asked:
+    why (a refused split, a budget); "" otherwise."""
 
     def __str__(self) -> str:
         return self.markdown
@@ -229,11 +234,94 @@ def resume(
     Only how to reach the LLM (`settings.llm` connection fields) is taken from the current
     settings, since keys are never stored. A finished run is not driven again
     (`RunAlreadyFinished`): it would journal another start and finish of a run that did nothing.
+    A run stopped during a command on its report (`run_command`) takes that command up again.
     """
+    return _drive_recorded(
+        run_id,
+        settings,
+        None,
+        llm=llm,
+        retriever=retriever,
+        on_event=on_event,
+        cancel=cancel,
+        review_outline=review_outline,
+        budget=budget,
+    )
+
+
+def run_command(
+    run_id: str,
+    command: SectionCommand,
+    settings: Settings,
+    *,
+    llm: LLM | None = None,
+    retriever: Retriever | None = None,
+    on_event: EventSink = ignore,
+    cancel: threading.Event | None = None,
+) -> Report:
+    """Continue a finished run with a command on its report (`policy/sections.py`), and finish it again.
+
+    The run is the same run: same journal, same settings and budgets (`command.max_steps` aside),
+    every LLM call a step. Its status goes finished → continuing → finished; stopped on the way,
+    it is resumed (`resume`) into the same command.
+    """
+    ensure_commandable(run_id, command)
+    return _drive_recorded(
+        run_id, settings, command, llm=llm, retriever=retriever, on_event=on_event, cancel=cancel
+    )
+
+
+def ensure_commandable(run_id: str, command: SectionCommand) -> None:
+    """A `UserError` unless `command` can be given to the run now: the run is finished (not running,
+    not stopped during a command) and the command's section and options fit its outline."""
     with open_journal() as journal:
         record = journal.get_run(run_id)
         checkpoint = journal.latest_checkpoint(record.id)
-    _refuse_finished(record)
+    state = None if checkpoint is None else RunState.restore(checkpoint[1])
+    _refuse_unless_finished(record, state)
+    sections.check(state, command, record.id)
+
+
+def _refuse_unless_finished(record: RunRecord, state: RunState | None, *, locked: bool = False) -> None:
+    """A command is given to a finished run only. `locked`: asked under the run's lock, where a run
+    recorded as running or continuing is one whose process died (see `runs.current_status`)."""
+    status = "interrupted" if locked and record.status in ("running", "continuing") else record.status
+    status = current_status(record.id, status)
+    if status == "finished":
+        return
+    if status in ("running", "continuing"):
+        raise UserError(f"run {record.id} is being driven right now; wait until it is finished")
+    if state is not None and state.continuing and state.continuation is not None:
+        command = state.continuation
+        given = command.command if command.node_id is None else f"{command.command} {command.position}"
+        raise UserError(
+            f"run {record.id} stopped during `{given.replace('section-', '')}`; "
+            f"finish that first with: deepdraft resume {record.id}"
+        )
+    raise UserError(
+        f"run {record.id} is not finished (it is {status}); "
+        f"finish it first with: deepdraft resume {record.id}"
+    )
+
+
+def _drive_recorded(
+    run_id: str,
+    settings: Settings,
+    command: SectionCommand | None,
+    *,
+    llm: LLM | None = None,
+    retriever: Retriever | None = None,
+    on_event: EventSink = ignore,
+    cancel: threading.Event | None = None,
+    review_outline: ReviewOutline | None = None,
+    budget: Limiter | None = None,
+) -> Report:
+    """Drive a recorded run from its last checkpoint (with `command`: a command on its report)."""
+    with open_journal() as journal:
+        record = journal.get_run(run_id)
+        checkpoint = journal.latest_checkpoint(record.id)
+    if command is None:
+        _refuse_finished(record)
     stored = Settings.model_validate(_restore_secret(record.settings["settings"], settings))
     egress = EgressLog()
     if retriever is None and not stored.web.only:
@@ -259,6 +347,7 @@ def resume(
         review_outline,
         egress=egress,
         budget=budget,
+        command=command,
     )
 
 
@@ -303,7 +392,11 @@ def _drive(
     *,
     egress: EgressLog | None = None,
     budget: Limiter | None = None,
+    command: SectionCommand | None = None,
 ) -> Report:
+    """Drive the run to its report: the policy and the finishing passes, or, for a command on a
+    finished run (`command`, or one a resumed run was stopped in), that command's steps and the
+    finishing passes over what it changed. Either way `_write_report` writes the report."""
     folder = run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -315,8 +408,15 @@ def _drive(
         open_journal() as journal,
         egress.attached(journal, run_id),
     ):
-        # Asked again under the lock: another process may have finished the run meanwhile.
-        _refuse_finished(journal.get_run(run_id))
+        # Asked again under the lock: another process may have finished the run meanwhile (or,
+        # for a command, started one on it).
+        if command is None:
+            _refuse_finished(journal.get_run(run_id))
+        else:
+            _refuse_unless_finished(journal.get_run(run_id), state, locked=True)
+            state.source_numbers = _source_numbers(state)
+            sections.begin(state, command, settings.research, run_id)
+        continuing = state.continuing
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
         prompt_limit = (
@@ -324,11 +424,16 @@ def _drive(
         ) - settings.llm.max_tokens
         counter = getattr(llm, "count_tokens", None)
         llm, roles = _run_models(run_id, settings, llm, retriever, egress, journal, budget)
-        sink = _JournalSink(journal, run_id, on_event, cancel, interrupted)
-        policy = POLICIES[settings.research.policy](
+        # Every step of a command on the finished run was directed by the user (see `StepRecord`).
+        sink = _JournalSink(journal, run_id, on_event, cancel, interrupted, directed=continuing)
+        research = settings.research
+        if state.continuation is not None and continuing:
+            # A command takes WARP's steps whatever policy wrote the report, within its own steps.
+            research = research.model_copy(update={"max_steps": state.continuation.max_steps})
+        policy = (WarpPolicy if continuing else POLICIES[settings.research.policy])(
             llm,
             retriever,
-            settings.research,
+            research,
             sink,
             prompt_limit=prompt_limit,
             count_tokens=counter,
@@ -336,10 +441,19 @@ def _drive(
             review_outline=review_outline,
             force_expansions=settings.research.force_expansions,  # training-data collection only
         )
-        journal.update_run(run_id, status="running", error="")
-        sink(RunStarted(run_id, state.question, policy.name, state.step, settings.research.max_steps))
+        # A command: "continuing" before its start is journaled, so a kill in between leaves a run
+        # that a resume simply finishes again, never a finished run whose state is mid-command.
+        journal.update_run(run_id, status="continuing" if continuing else "running", error="")
+        sink(RunStarted(run_id, state.question, policy.name, state.step, research.max_steps))
         try:
-            state = _finish(policy.run(state), settings, llm, sink, prompt_limit, counter)
+            if command is not None:
+                assert isinstance(policy, WarpPolicy)
+                SectionSteps(policy).record_start(state)
+            if continuing:
+                assert isinstance(policy, WarpPolicy)
+                state = _continue(policy, state, settings, llm, sink, prompt_limit, counter)
+            else:
+                state = _finish(policy.run(state), settings, llm, sink, prompt_limit, counter)
             sink.stop_if_interrupted()  # a Ctrl-C during the last action leaves the report unwritten
         except KeyboardInterrupt:
             journal.update_run(run_id, status="interrupted")
@@ -370,17 +484,64 @@ def _drive(
 
 
 def _finish(
-    state: RunState, settings: Settings, llm: LLM, sink: EventSink, prompt_limit: int, counter: Any
+    state: RunState,
+    settings: Settings,
+    llm: LLM,
+    sink: EventSink,
+    prompt_limit: int,
+    counter: Any,
+    *,
+    scope: set[str] | None = None,
+    verify: bool | None = None,
 ) -> RunState:
     """The finishing passes over the policy's draft: verification, then synthesis.
 
     They resume like the policy does; they are not policy actions, so the step budget never
-    refuses them (the token budget does, see verify/synthesis).
+    refuses them (the token budget does, see verify/synthesis). `scope`: the nodes verification
+    checks (None: all); `verify`: whether it runs (None: as the settings say).
     """
-    if settings.output.verify:
-        state = Verifier(llm, settings.research, settings.output, sink, prompt_limit, counter).run(state)
+    if settings.output.verify if verify is None else verify:
+        verifier = Verifier(llm, settings.research, settings.output, sink, prompt_limit, counter, scope)
+        state = verifier.run(state)
     if settings.output.synthesis:
         state = Synthesizer(llm, settings.research, sink, prompt_limit, counter).run(state)
+    return state
+
+
+def _source_numbers(state: RunState) -> dict[str, int]:
+    """The numbers the finished report gives its sources (numbered style), with those of sources an
+    earlier command left uncited, so that no number ever passes to another source."""
+    assert state.outline is not None
+    rendered = render_markdown(
+        state.outline,
+        state.registry,
+        summary=state.summary,
+        conclusion=state.conclusion,
+        question=state.question,
+        numbering=state.source_numbers,
+    )
+    return {**state.source_numbers, **{ref.source.doc_id: ref.number for ref in rendered.references}}
+
+
+def _continue(
+    policy: WarpPolicy,
+    state: RunState,
+    settings: Settings,
+    llm: LLM,
+    sink: EventSink,
+    prompt_limit: int,
+    counter: Any,
+) -> RunState:
+    """A command on a finished run: its policy actions, then the finishing passes over what it
+    changed (a recheck verifies whatever the settings say: that is what it was asked to do)."""
+    state = SectionSteps(policy).run(state)
+    assert state.continuation is not None
+    recheck = state.continuation.command == "recheck"
+    verify = settings.output.verify or recheck
+    state = _finish(
+        state, settings, llm, sink, prompt_limit, counter, scope=sections.verify_scope(state), verify=verify
+    )
+    sections.concluded(state)
     return state
 
 
@@ -447,9 +608,11 @@ class _JournalSink:
         forward: EventSink,
         cancel: threading.Event | None = None,
         interrupted: threading.Event | None = None,
+        *,
+        directed: bool = False,
     ) -> None:
         self.journal, self.run_id, self.forward = journal, run_id, forward
-        self.cancel, self.interrupted = cancel, interrupted
+        self.cancel, self.interrupted, self.directed = cancel, interrupted, directed
         self.pending: list[tuple[str, dict[str, Any]]] = []
 
     def stop_if_interrupted(self) -> None:
@@ -470,7 +633,8 @@ class _JournalSink:
             return
         self.pending.append((event.kind, event.to_dict()))
         if isinstance(event, ActionFinished):
-            self.journal.record_step(self.run_id, event.record, event.state, self.pending)
+            record = replace(event.record, directed=True) if self.directed else event.record
+            self.journal.record_step(self.run_id, record, event.state, self.pending)
             self.pending = []
 
 
@@ -495,8 +659,6 @@ def _write_report(
     `Report.problems` so the caller can say how to export again (`deepdraft export`).
     """
     assert state.outline is not None
-    from dataclasses import replace
-
     from deepdraft.export import default_name, export, render, write_atomically
     from deepdraft.export.document import build_document
     from deepdraft.run.manifest import build_manifest
@@ -556,6 +718,7 @@ def _write_report(
         manifest=manifest,
         exports=exports,
         problems=problems,
+        command_outcome=state.continuation.outcome if state.continuation is not None else "",
     )
 
 

@@ -9,10 +9,11 @@ settings dictionaries the journal keeps, so the journal's layout can change behi
         info = runs.get("2026")          # an id or a unique prefix (at least 4 characters)
         later = runs.events(info.id, after=12)
 
-A run whose journal says "running" while no process holds its lock was killed (or its machine
-went off): its `status` is "interrupted", as `deepdraft runs` shows it; `recorded_status` keeps
-what the journal says. The few writes an interface makes (the server marks orphaned runs
-interrupted, records a cancellation) go through `Runs.mark` and `Runs.record_cancelled`.
+A run whose journal says "running" (or "continuing": a command on its finished report is under
+way) while no process holds its lock was killed (or its machine went off): its `status` is
+"interrupted", as `deepdraft runs` shows it; `recorded_status` keeps what the journal says. The
+few writes an interface makes (the server marks orphaned runs interrupted, records a
+cancellation) go through `Runs.mark` and `Runs.record_cancelled`.
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ def is_active(run_id: str) -> bool:
 
 
 def current_status(run_id: str, recorded: str) -> str:
-    """A run recorded as running whose process is gone is really interrupted."""
-    return "interrupted" if recorded == "running" and not is_active(run_id) else recorded
+    """A run recorded as running (or continuing, see `policy/sections.py`) whose process is gone is
+    really interrupted."""
+    return "interrupted" if recorded in ("running", "continuing") and not is_active(run_id) else recorded
 
 
 class Runs:

@@ -2,7 +2,8 @@
 
 What it stores
     ``runs``         one row per research run (question, policy, settings, status, step count).
-    ``steps``        one row per action: prompt, raw reply, parsed action, validity, token usage.
+    ``steps``        one row per action: prompt, raw reply, parsed action, validity, token usage,
+                     and whether the user directed it (a command on a finished run).
     ``checkpoints``  the policy state after every step, zlib-compressed JSON. All of them are kept:
                      resuming needs only the latest, but later tooling reads intermediate drafts.
                      A checkpoint is the whole state, or (encoding ``zlib+json-changes``) the values
@@ -93,7 +94,7 @@ REFUSED_REPLY_KEEP = 65_536
 
 _STEP_COLUMNS = (
     "steps.run_id, steps.step, action, prompt, coalesce(texts.text, reply) AS reply, parsed, valid,"
-    " reason, prompt_tokens, completion_tokens, started_at, finished_at, cached, target"
+    " reason, prompt_tokens, completion_tokens, started_at, finished_at, cached, target, directed"
 )
 
 
@@ -299,8 +300,8 @@ class Journal(Database):
                     )
             conn.execute(
                 "INSERT INTO steps (run_id, step, action, prompt, reply, parsed, valid, reason,"
-                " prompt_tokens, completion_tokens, started_at, finished_at, cached, target, reply_sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " prompt_tokens, completion_tokens, started_at, finished_at, cached, target, reply_sha256,"
+                " directed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     record.step,
@@ -317,6 +318,7 @@ class Journal(Database):
                     int(record.cached),
                     record.target,
                     reply_sha,
+                    int(record.directed),
                 ),
             )
             if reply_sha is not None:

@@ -68,6 +68,7 @@ def step_from_row(row: sqlite3.Row) -> StepRecord:
         finished_at=row["finished_at"],
         cached=bool(row["cached"]),
         target=row["target"],
+        directed=bool(row["directed"]),
     )
 
 

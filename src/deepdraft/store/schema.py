@@ -104,12 +104,19 @@ CREATE TABLE texts (
 ALTER TABLE steps ADD COLUMN reply_sha256 TEXT;   -- set: the reply is texts.text, `reply` is empty
 """
 
+# A step taken for a command the user gave a finished run (`deepdraft deepen` …): the user chose
+# what the policy worked on, so training data must leave it out.
+_DIRECTED_SCHEMA = """
+ALTER TABLE steps ADD COLUMN directed INTEGER NOT NULL DEFAULT 0;
+"""
+
 # Append only: never edit, reorder or remove an entry once released — files in the wild record
 # these names, and a renamed migration would be reapplied or make the file look newer.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _INITIAL_SCHEMA),
     Migration("0002_egress", _EGRESS_SCHEMA),
     Migration("0003_texts", _TEXTS_SCHEMA),
+    Migration("0004_directed_steps", _DIRECTED_SCHEMA),
 )
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from deepdraft.core.state import RunState
 from deepdraft.errors import DeepdraftError, UserError
-from deepdraft.events import ignore
+from deepdraft.events import StepRecord, ignore
 from deepdraft.export.report import assemble_markdown, render_markdown
 from deepdraft.ports import LLM, Retriever
 from deepdraft.run import runner, wiring
@@ -50,6 +50,7 @@ __all__ = [
     "collection_settings",
     "decision_points",
     "draft_markdown",
+    "policy_steps",
     "read_collection",
 ]
 
@@ -191,9 +192,10 @@ def decision_points(runs: Runs, run_id: str) -> list[DecisionPoint]:
 
     A decision re-asked after a refused reply is the same decision point; only its first
     attempt counts. A final draft that got no decision (the step or expansion budget ended the
-    run) is not a decision point: there is no prompt to label there.
+    run) is not a decision point: there is no prompt to label there. Neither is a split the user
+    asked for (`deepdraft deepen`): the steps of a command on the finished run are left out.
     """
-    steps = runs.steps(run_id)
+    steps = policy_steps(runs, run_id)
     points: list[DecisionPoint] = []
     previous = ""
     for record in steps:
@@ -203,6 +205,12 @@ def decision_points(runs: Runs, run_id: str) -> list[DecisionPoint]:
                 points.append(DecisionPoint(len(points), record.step, state))
         previous = record.action
     return points
+
+
+def policy_steps(runs: Runs, run_id: str) -> list[StepRecord]:
+    """The run's steps that the policy chose: without those of commands the user gave the finished
+    run (deepen, rewrite, recheck), whose node the user chose, not the model."""
+    return [record for record in runs.steps(run_id) if not record.directed]
 
 
 def draft_markdown(state: RunState) -> str:

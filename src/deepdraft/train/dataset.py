@@ -35,7 +35,7 @@ from deepdraft.core.citations import cited_keys
 from deepdraft.core.state import RunState
 from deepdraft.errors import UserError
 from deepdraft.run.runs import Runs
-from deepdraft.train.collect import collection_queries
+from deepdraft.train.collect import collection_queries, policy_steps
 from deepdraft.train.prune import PruneResult, read_pruned
 from deepdraft.train.rewards import passage_id
 
@@ -115,7 +115,7 @@ def trajectory_samples(runs: Runs, pruned: PruneResult, question: str) -> list[S
     samples: list[Sample] = []
     previous: RunState | None = None
     first_prompt, attempt = "", ("", "")
-    for step in runs.steps(pruned.run_id):
+    for step in policy_steps(runs, pruned.run_id):  # a step the user directed teaches nothing
         if step.step > pruned.cut_step:
             break
         # A reply accepted after refusals is paired with the first, clean prompt of that action

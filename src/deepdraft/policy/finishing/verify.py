@@ -30,13 +30,16 @@ pass's first, a step's checkpoint holds only what the step changed (`PassCheckpo
 budget runs out, sentences not yet judged stay as written, marked "unverified", and sentences
 already found unsupported are removed (which costs nothing).
 
+A command on a finished report (`policy/sections.py`) verifies only what it changed: the
+`scope` names those nodes, and the earlier results of the others are kept as they are.
+
 Cost, in calls: one per batch of unclear sentences, plus one per repaired sentence and at most one
 per re-cite; a report whose sentences are close paraphrases of their passages needs few.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,8 +111,12 @@ class Verifier:
         on_event: EventSink,
         prompt_limit: int | None = None,
         count_tokens: Callable[[str], int] | None = None,
+        scope: Collection[str] | None = None,
     ) -> None:
+        """`scope`: the ids of the nodes to check (a command on a finished run checks what it
+        changed); the other nodes keep the results of their earlier check. None: every node."""
         self.research, self.output = research, output
+        self.scope = None if scope is None else frozenset(scope)
         self.calls = FinishingCalls(llm, on_event, research.seed)
         self.emit = on_event
         self.count_tokens = count_tokens or estimate_tokens
@@ -141,9 +148,17 @@ class Verifier:
         """Split every written node and settle what word overlap can settle (no calls)."""
         assert state.outline is not None
         verification, progress = Verification(), VerificationProgress(spans=[])
+        if self.scope is not None and state.verification is not None:
+            # The earlier results of the nodes outside the scope stand; their spans are never used
+            # (`_apply` rewrites only the nodes in the scope).
+            earlier = state.verification
+            verification = earlier.model_copy(
+                update={"sentences": [c for c in earlier.sentences if c.node_id not in self.scope]}, deep=True
+            )
+            progress.spans = [(0, 0)] * len(verification.sentences)
         for located in state.outline.walk():
             content = located.node.content
-            if not content:
+            if not content or (self.scope is not None and located.node.id not in self.scope):
                 continue
             for start, end in sentence_spans(content):
                 sentence = content[start:end]
@@ -491,7 +506,8 @@ class Verifier:
         assert state.outline is not None
         by_node: dict[str, list[tuple[tuple[int, int], SentenceCheck]]] = {}
         for span, check in zip(progress.spans, verification.sentences, strict=True):
-            by_node.setdefault(check.node_id, []).append((span, check))
+            if self.scope is None or check.node_id in self.scope:
+                by_node.setdefault(check.node_id, []).append((span, check))
         for node_id, decided in by_node.items():
             located = state.outline.find_id(node_id)
             if located is None or located.node.content is None:

@@ -12,7 +12,7 @@ from typing import Literal
 
 import jinja2
 
-TemplateName = Literal["search", "init_plan", "write", "extend_plan", "full_plan"]
+TemplateName = Literal["search", "init_plan", "write", "extend_plan", "full_plan", "split_section"]
 """The policy's action prompts (the WARP protocol's answer format)."""
 FinishingTemplateName = Literal["verify", "repair", "synthesis", "constraints"]
 """The finishing passes' prompts (verify.py, synthesis.py): JSON verdicts or free text."""
@@ -54,12 +54,14 @@ def _load(name: str) -> str:
 
 def render(name: TemplateName | FinishingTemplateName, **variables: str | int) -> str:
     """Render a template; `feedback` (why the last reply was refused) defaults to none, the output
-    language to the question's, the length guidance and the search findings to none, the write
-    prompt's worked example to `WRITE_EXAMPLE_*` (a re-ask passes it empty)."""
+    language to the question's, the length guidance, the search findings and the user's instructions
+    (a command on a finished run) to none, the write prompt's worked example to `WRITE_EXAMPLE_*`
+    (a re-ask passes it empty)."""
     variables.setdefault("feedback", "")
     variables["language"] = variables.get("language") or "the language of the user's request"
     variables.setdefault("length", "")
     variables.setdefault("found", "")
+    variables.setdefault("instructions", "")
     variables.setdefault("example_thought", WRITE_EXAMPLE_THOUGHT)
     variables.setdefault("example_action", WRITE_EXAMPLE_ACTION)
     return _environment().get_template(name).render(**variables).strip() + "\n"
