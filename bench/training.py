@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -229,7 +230,8 @@ def components(step: Any, question: str) -> dict[str, float]:
         scores["writing_basic"] = writing_basic(text, question)
         keys = {key for group in cited_keys(text) for key in group}
         # A cited key that was not in the evidence the prompt showed is invented.
-        scores["citation_validity"] = float(all(key in step.prompt.lower() for key in keys))
+        shown = set(re.findall(r"\btextid\d+\b", step.prompt.lower()))
+        scores["citation_validity"] = float(keys <= shown)
     return scores
 
 
