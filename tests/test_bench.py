@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -154,3 +155,41 @@ def test_throughput_bench_feeds_the_batching_server_and_counts_every_request() -
     # Three runs at once keep about three of the sixteen slots busy, one run about one.
     assert 0 < one["utilisation"] < three["utilisation"] <= 3 / 16
     assert three["reports_per_hour"] > one["reports_per_hour"]
+
+
+def step(
+    action: str, target: str, valid: bool, reply: str = "", parsed: dict[str, object] | None = None
+) -> Any:
+    from deepdraft.events import StepRecord
+
+    prompt = "Evidence: bibkey:textid1 and bibkey:textid10"
+    return StepRecord(1, action, prompt, reply, parsed, valid, None, 1, 1, 0.0, 0.0, False, target)
+
+
+def test_training_bench_counts_retries_of_one_target_as_one_attempt() -> None:
+    training = load_bench("training")
+    steps = [
+        step("search", "section-1", False),
+        step("search", "section-1", True),  # the retry: the attempt was not accepted at first try
+        step("write", "section-1", True),
+        step("search", "section-2", True),
+        step("write", "section-2", False),
+        step("write", "section-2", False),
+    ]
+    assert training.first_try(steps) == {"search": [False, True], "write": [True, False]}
+
+
+def test_training_bench_scores_the_rule_components_of_an_action() -> None:
+    training = load_bench("training")
+    from deepdraft.core.citations import normalise_citations
+
+    text = normalise_citations("Tariffs rose [textid1] and fell [textid9].")
+    write = step("write", "section-1", True, f"<action>{text}</action>", {"name": "write", "text": text})
+    scores = training.components(write, "How did tariffs change?")
+    assert scores["format_validity"] == 1.0
+    assert scores["citation_validity"] == 0.0  # textid9 was not in the evidence the prompt showed
+    shown = normalise_citations("Tariffs rose [textid1] and [textid10].")
+    cited = step("write", "section-1", True, shown, {"name": "write", "text": shown})
+    assert training.components(cited, "How did tariffs change?")["citation_validity"] == 1.0
+    search = step("search", "section-1", False, '<action>{"name": "search"}</action>')
+    assert training.components(search, "How did tariffs change?") == {"format_validity": 0.5}

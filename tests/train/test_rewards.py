@@ -16,6 +16,7 @@ from deepdraft.train.rewards import (
     checklist_score,
     citation_precision,
     decision_accuracy,
+    format_validity,
     planning_basic,
     planning_faithfulness,
     planning_quality,
@@ -141,3 +142,21 @@ def test_atomic_reward_combines_components_after_a_format_gate(judge: Judge) -> 
     assert AtomicReward()('<action>{"name": "nop"}</action>', terminate) == 1.0
     extend = {"action": "extend-plan", "question": Q, "teacher_reply": ""}
     assert AtomicReward()('<action>{"name": "nop"}</action>', extend) == 0.0
+
+
+def test_format_validity_grades_how_close_a_reply_came_to_the_action_asked_for() -> None:
+    search = '<action>{"name": "search", "keywords": ["tariffs", "farmers"]}</action>'
+    assert format_validity(search, "search") == 1.0
+    assert format_validity('{"name": "search", "keywords": ["tariffs"]}', "search") == 1.0  # tags optional
+    assert format_validity('<action>{"name": "search", "keywords": "tariffs"}</action>', "search") == 0.5
+    assert format_validity('<action>{"name": "search"}</action>', "search") == 0.5  # a key missing
+    assert format_validity(search, "init-plan") == 0.5  # a valid action, but not the one asked for
+    assert format_validity("<action>search for tariffs</action>", "search") == 0.0  # no JSON object
+    assert format_validity("I would search for tariffs.", "search") == 0.0
+    assert format_validity(plan(4), "init-plan") == 1.0
+    assert format_validity('<action>{"name": "nop"}</action>', "extend-plan") == 1.0  # stopping is a decision
+    assert format_validity('<action>{"name": "nop"}</action>', "terminate") == 1.0
+    assert format_validity("<action>Tariffs raised prices [textid1].</action>", "write") == 1.0
+    assert format_validity("<thought>Nothing to say.</thought>", "write") == 0.0
+    with pytest.raises(ValueError, match="no reward for action 'summarise'"):
+        format_validity(search, "summarise")

@@ -6,6 +6,8 @@
     export        one chat sample per action, balanced, split by query
     sft, rl       the training stages (`--profile cpu-smoke` for a few steps on CPU)
     tiny-model    a random tiny model + tokenizer built from a dataset, for smoke runs offline
+    base-model    an embedded model's GGUF (e.g. SmolLM2) as a Hugging Face folder to train from
+    export-gguf   a trained folder as a GGUF the embedded runtime serves
 
 Every stage skips or resumes finished work when run again. Heavy libraries are imported only by
 the commands that need them.
@@ -289,3 +291,38 @@ def tiny_model(
     rows = load_samples(data / "train.jsonl")
     build_tiny_model((m["content"] for row in rows for m in row["messages"]), out)
     console.print(f"model written: {out}", markup=False, highlight=False)
+
+
+@train_app.command("base-model")
+def base_model(
+    model: Annotated[
+        str, typer.Argument(help="Embedded model name (see `deepdraft models`) or a .gguf file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
+) -> None:
+    """A GGUF model, dequantised, as a Hugging Face folder for `train sft` (nothing downloaded)."""
+    from deepdraft.train.gguf_models import gguf_source, import_gguf
+
+    import_gguf(gguf_source(model), out)
+    console.print(f"model written: {out}", markup=False, highlight=False)
+
+
+@train_app.command("export-gguf")
+def export_gguf_file(
+    model: Annotated[Path, typer.Option("--model", help="Trained model folder (e.g. sft/final).")],
+    like: Annotated[
+        str, typer.Option("--like", help="The GGUF it was trained from: embedded model name or file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="GGUF file to write.")],
+    kind: Annotated[
+        str, typer.Option("--type", help="f16 (default), q8_0, f32, or source (the template's types).")
+    ] = "f16",
+) -> None:
+    """Write a trained model as a GGUF shaped like the one it came from, for llama.cpp to serve."""
+    from deepdraft.train.gguf_models import EXPORT_TYPES, export_gguf, gguf_source
+
+    chosen = next((t for t in EXPORT_TYPES if t == kind), None)
+    if chosen is None:
+        raise UserError(f"--type must be one of {', '.join(EXPORT_TYPES)} (got {kind!r})")
+    written = export_gguf(model, gguf_source(like), out, chosen)
+    console.print(f"GGUF written: {written}", markup=False, highlight=False)

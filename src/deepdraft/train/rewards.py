@@ -9,6 +9,7 @@ All rewards lie in [0, 1]. The paper does not say how components are combined; `
 takes their plain mean, after a format gate: a reply that is not the expected action scores 0.
 
 | ability (actions)          | component            | function                 |
+| every action               | format validity      | `format_validity`        |
 | planning (init, extend)    | basic properties     | `planning_basic`         |
 |                            | holistic quality     | `planning_quality`       |
 |                            | faithfulness         | `planning_faithfulness`  |
@@ -39,14 +40,18 @@ from deepdraft.ports import Retriever
 from deepdraft.protocol.actions import (
     SECTIONS_RANGE,
     SUBSECTIONS_RANGE,
+    ActionName,
     ExtendPlan,
     InitPlan,
     Nop,
     PlannedNode,
+    Refused,
     Search,
     Write,
     language_problem,
     parse,
+    parse_json_action,
+    split_reply,
 )
 from deepdraft.train.queries import Query
 
@@ -57,6 +62,8 @@ __all__ = [
     "checklist_score",
     "citation_precision",
     "decision_accuracy",
+    "expected_kinds",
+    "format_validity",
     "passage_id",
     "planning_basic",
     "planning_faithfulness",
@@ -78,6 +85,40 @@ def passage_id(text: str) -> str:
 
 
 # ---- rule-based ---------------------------------------------------------------------------------------
+
+
+_KINDS: dict[str, frozenset[ActionName]] = {
+    "init-plan": frozenset({"init-plan"}),
+    "search": frozenset({"search"}),
+    "write": frozenset({"write"}),
+    # A deepening step may stop instead: that is a (right or wrong) decision, not a format error.
+    "extend-plan": frozenset({"extend-plan", "nop"}),
+    "terminate": frozenset({"extend-plan", "nop"}),
+}
+
+
+def expected_kinds(action: str) -> frozenset[ActionName]:
+    """The action names a reply to a sample of type `action` (a reference's "action") may take."""
+    try:
+        return _KINDS[action]
+    except KeyError:
+        raise ValueError(f"no reward for action {action!r}") from None
+
+
+def format_validity(reply: str, action: str) -> float:
+    """Whether the reply is an action of the kind asked for: 1.0 if it parses as one, else 0.
+
+    Between the two, 0.5 for a reply that holds a JSON object that is not such an action (wrong
+    name, keys or value types): graded so that a small model whose replies are all invalid still
+    shows GRPO which of them came closer. Structure only — the policy's rules (counts, language,
+    citations) are the other components' job.
+    """
+    if not isinstance(parse(reply, expected_kinds(action)), Refused):
+        return 1.0
+    body = split_reply(reply).body
+    if action != "write" and body is not None and isinstance(parse_json_action(body), dict):
+        return 0.5
+    return 0.0
 
 
 def _plan_nodes(action: InitPlan | ExtendPlan) -> tuple[PlannedNode, ...]:
@@ -419,10 +460,7 @@ class AtomicReward:
         action = reference["action"]
         question = str(reference["question"])
         language = reference.get("language") or None
-        expected = {"terminate": {"extend-plan", "nop"}, "extend-plan": {"extend-plan", "nop"}}.get(
-            action, {action}
-        )
-        parsed = parse(completion, expected)
+        parsed = parse(completion, expected_kinds(action))
         components: list[float | None]
         if action == "terminate":
             components = [decision_accuracy(completion, "terminate")]

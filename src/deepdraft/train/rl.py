@@ -51,7 +51,7 @@ from deepdraft.train.queries import Query
 from deepdraft.train.rewards import AtomicReward, ReportScorer
 from deepdraft.train.sft import last_checkpoint, save_final
 
-__all__ = ["group_advantages", "run_atomic", "run_pipeline"]
+__all__ = ["group_advantages", "policy_gradient_step", "run_atomic", "run_pipeline"]
 
 
 # ---- atomic-skill RL ----------------------------------------------------------------------------------
@@ -133,6 +133,10 @@ def run_atomic(
 
 def group_advantages(rewards: Sequence[float], eps: float = 1e-4) -> list[float]:
     """(r − mean) / (std + eps) within one query's group; all equal → all 0 (nothing to learn)."""
+    if max(rewards) == min(rewards):
+        # Exactly 0, not the rounding error of the mean (three 0.7s average to 0.7000000000000001):
+        # Adam would scale that ~1e-12 signal up to a full step in an arbitrary direction.
+        return [0.0] * len(rewards)
     mean, spread = fmean(rewards), pstdev(rewards)
     return [(r - mean) / (spread + eps) for r in rewards]
 
@@ -202,7 +206,7 @@ def run_pipeline(
                 rewards.append(reward)
                 generations.append(generated)
             groups.append((rewards, generations))
-        loss = _policy_gradient_step(policy, optimizer, groups)
+        loss = policy_gradient_step(policy, optimizer, groups)
         row = {"step": step + 1, "rewards": [g[0] for g in groups], "loss": loss}
         with (output / "log.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -241,9 +245,13 @@ def _rollout(
     return (score or 0.0), recorder.take()
 
 
-def _policy_gradient_step(
-    policy: Any, optimizer: Any, groups: list[tuple[list[float], list[list[Generation]]]]
+def policy_gradient_step(
+    policy: Any, optimizer: Any, groups: Sequence[tuple[Sequence[float], Sequence[Sequence[Generation]]]]
 ) -> float:
+    """One group-relative update: each group is (the rewards of its runs, each run's generations).
+
+    Every generation of a run is weighted by its run's advantage within the group; returns the loss.
+    """
     import torch
 
     weighted: list[tuple[float, Generation]] = []
@@ -263,7 +271,7 @@ def _policy_gradient_step(
         # Backward per action keeps memory at one sequence; the sum of the parts is the batch loss.
         loss = -advantage * logprob / len(weighted)
         loss.backward()  # type: ignore[no-untyped-call]
-        total += float(loss)
+        total += loss.item()
     torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
     optimizer.step()
     return total if math.isfinite(total) else float("nan")
