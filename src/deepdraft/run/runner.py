@@ -30,6 +30,7 @@ from deepdraft.egress import EgressLog
 from deepdraft.errors import (
     DeepdraftError,
     KnowledgeBaseError,
+    ReportEdited,
     RunAlreadyFinished,
     RunCancelled,
     RunFailed,
@@ -54,6 +55,7 @@ from deepdraft.policy.finishing.synthesis import Synthesizer
 from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.policy.warp import ReviewOutline
 from deepdraft.ports import LLM, Retriever
+from deepdraft.run import versions
 from deepdraft.run.interrupts import ctrl_c_recorded
 from deepdraft.run.locks import held_alone
 from deepdraft.run.runs import run_folder, workspace_journal
@@ -223,12 +225,15 @@ def resume(
     cancel: threading.Event | None = None,
     review_outline: ReviewOutline | None = None,
     budget: Limiter | None = None,
+    force: bool = False,
 ) -> Report:
     """Continue a run from its last checkpoint, with the settings it was started with.
 
     Only how to reach the LLM (`settings.llm` connection fields) is taken from the current
     settings, since keys are never stored. A finished run is not driven again
     (`RunAlreadyFinished`): it would journal another start and finish of a run that did nothing.
+    A report.md edited by hand since the run's last report version is not overwritten unless
+    `force` (`ReportEdited`; see `versions.ensure_unedited`).
     """
     with open_journal() as journal:
         record = journal.get_run(run_id)
@@ -259,6 +264,8 @@ def resume(
         review_outline,
         egress=egress,
         budget=budget,
+        version_kind="resumed",
+        force=force,
     )
 
 
@@ -303,10 +310,13 @@ def _drive(
     *,
     egress: EgressLog | None = None,
     budget: Limiter | None = None,
+    version_kind: str = "research",
+    force: bool = False,
 ) -> Report:
+    """Drive the policy and the finishing passes from `state`, then write the report as a new
+    report version of kind `version_kind` (see `versions`)."""
     folder = run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     # Every request off this machine is written to the journal as it happens (see `egress`).
     egress = egress or EgressLog()
     with (
@@ -317,6 +327,9 @@ def _drive(
     ):
         # Asked again under the lock: another process may have finished the run meanwhile.
         _refuse_finished(journal.get_run(run_id))
+        # Refused now, before any work, rather than after the research: a hand edit is checked
+        # again right before the report is written (the user may edit while the run goes on).
+        versions.ensure_unedited(folder, None, force=force)
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
         prompt_limit = (
@@ -359,9 +372,9 @@ def _drive(
             raise RunFailed("the run ended without an outline")
         try:
             report = _write_report(
-                run_id, state, settings, llm, retriever, output, folder, time.time() - started
+                run_id, state, settings, llm, retriever, output, folder, version_kind, force
             )
-        except KeyboardInterrupt:  # every action is kept: a resume only writes the report
+        except (KeyboardInterrupt, ReportEdited):  # every action is kept: a resume only writes the report
             journal.update_run(run_id, status="interrupted")
             raise
         journal.update_run(run_id, status="finished", report_path=str(report.path))
@@ -486,9 +499,11 @@ def _write_report(
     retriever: Retriever,
     output: Path | None,
     folder: Path,
-    seconds: float,
+    version_kind: str,
+    force: bool,
 ) -> Report:
-    """Write report.md, manifest.json and every format in `settings.output.formats` to the run folder.
+    """Write report.md (a new report version), manifest.json and every format in
+    `settings.output.formats` to the run folder.
 
     A format that cannot be produced (a missing optional package, a broken template) does not
     fail the finished run: the default Markdown is always written, and the problem is returned in
@@ -531,8 +546,11 @@ def _write_report(
         problems.append(f"md: {exc} (the default layout was written instead)")
         markdown = document.markdown
     path = output or folder / "report.md"
-    for target in dict.fromkeys((folder / "report.md", path)):
-        write_atomically(target, markdown.encode("utf-8"))
+    versions.ensure_unedited(folder, None, force=force)
+    note = f"{versions.KINDS.get(version_kind, version_kind)} ({state.stop_reason or 'done'})"
+    versions.record_version(folder, markdown, kind=version_kind, note=note, step=state.step)
+    if path != folder / "report.md":
+        write_atomically(path, markdown.encode("utf-8"))
     manifest_json = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     write_atomically(folder / "manifest.json", manifest_json.encode("utf-8"))
     exports: dict[str, Path] = {"md": path}
