@@ -119,8 +119,18 @@ def test_citations_map_to_references_entries_in_both_styles() -> None:
         "# T\n\n## 1 Revenue\n\nDuties (Address, 1790, p. 3; Message, 1890).\n\n## 2 Other\n\nNone.\n\n"
         "## References\n\n- Address (1790). `/kb/a.md`, p. 3\n\n- Message (1890). `/kb/b.md`\n"
     )
-    assert cited_sources(dated)["1"] == {"Address (1790). `/kb/a.md`", "Message (1890). `/kb/b.md`"}
+    assert cited_sources(dated)["1"] == {"Address — `/kb/a.md`", "Message — `/kb/b.md`"}
     assert cited_sources(dated)["2"] == set()
+    titled = "## References\n\n- Smith (1790). Annual message. <https://example.org/a>, pp. 3, 4\n"
+    assert references(titled) == {"Smith, 1790": "Annual message — <https://example.org/a>"}
+    # The same sources in the other style are the same sources: only the marks changed.
+    numbered = "# T\n\n## 1 Revenue\n\nDuties [1, p. 3; 2].\n\n## 2 Other\n\nNone.\n\n## References\n\n"
+    numbered += "[1] Address — `/kb/a.md`, p. 3\n\n[2] Message — `/kb/b.md`\n"
+    changes = compare(numbered, dated)
+    assert changes.sources_added == changes.sources_removed == []
+    [revenue, listing] = changes.sections
+    assert (revenue.key, revenue.sources_added, revenue.sources_removed) == ("1", (), ())
+    assert listing.key == "References"
 
 
 def test_compare_names_rewritten_added_removed_and_renumbered_sections_and_sources() -> None:

@@ -32,6 +32,11 @@ _POSITION = re.compile(r"^section-(\d+(?:\.\d+)*)$")
 # A numbered citation mark as `Bibliography.mark` draws it: [1], [1, 2], [1, p. 12; 2], [3, pp. 4, 5].
 _NUMBERED_MARK = re.compile(r"\[(\d+(?:, p{1,2}\. [\d, ]+)?(?:[;,] \d+(?:, p{1,2}\. [\d, ]+)?)*)\]")
 _PAGES = re.compile(r", p{1,2}\. [\d, ]+$")
+# References entries as `Bibliography.reference_line` writes them, pages already cut off:
+# "[3] Title — `path`" and "- Name (1790). Title. <https://…>" (the title left out when it is the name).
+_WHERE = r"(?P<where>`[^`]+`|<[^>]+>)"
+_NUMBERED_ENTRY = re.compile(rf"^\[(?P<number>\d+)\] (?P<title>.*) — {_WHERE}$")
+_DATED_ENTRY = re.compile(rf"^- (?P<name>.+?) \((?P<year>[^()]+)\)\.(?: (?P<title>.+?)\.)? {_WHERE}$")
 _REFERENCE_HEADINGS = {Labels.for_language(chinese).references for chinese in (False, True)}
 
 
@@ -119,20 +124,22 @@ def covers(section_id: str, key: str) -> bool:
 
 def references(markdown: str) -> dict[str, str]:
     """The References entries, by how the text cites them: "3" in numbered style, the label
-    ("Annual message, 1790") in author-date style; each maps to the entry without its number."""
+    ("Annual message, 1790") in author-date style. Each maps to the source as "title — `where`",
+    the same in both styles and without pages, so two versions name one source alike."""
     for section in report_sections(markdown):
         if section.level == 2 and section.key in _REFERENCE_HEADINGS:
             entries: dict[str, str] = {}
             for paragraph in section.text.split("\n\n"):
-                entry = paragraph.strip()
+                entry = _PAGES.sub("", " ".join(paragraph.split()))
                 if entry.startswith("<details"):
                     break  # the "About this report" facts close the References
-                numbered = re.match(r"^\[(\d+)\] (.+)$", entry, re.DOTALL)
-                dated = re.match(r"^- (.+?) \(([^()]+)\)\.(.*)$", entry, re.DOTALL)
+                numbered = _NUMBERED_ENTRY.match(entry)
+                dated = _DATED_ENTRY.match(entry)
                 if numbered:
-                    entries[numbered.group(1)] = _PAGES.sub("", numbered.group(2).strip())
+                    entries[numbered["number"]] = f"{numbered['title']} — {numbered['where']}"
                 elif dated:
-                    entries[f"{dated.group(1)}, {dated.group(2)}"] = _PAGES.sub("", entry[2:].strip())
+                    title = dated["title"] or dated["name"]
+                    entries[f"{dated['name']}, {dated['year']}"] = f"{title} — {dated['where']}"
             return entries
     return {}
 
