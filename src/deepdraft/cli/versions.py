@@ -1,6 +1,6 @@
 """A run's report versions from the command line: `show --versions`, `diff` and `restore`.
 
-Version numbers are read here from text, not by the option parser, so "0", "x" or "-1" get the
+Version numbers are read here from text, not by the option parser, so "0" or "x" get the
 same one-line error as an unknown version (see `run.versions.version_number`).
 """
 
@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from deepdraft.errors import UserError
-from deepdraft.export.changes import compare
-from deepdraft.run import versions
+from deepdraft.run import history, versions
 from deepdraft.run.runs import Runs, run_folder
 
-console = Console()
 ForceOption = Annotated[
     bool,
     typer.Option(
@@ -29,35 +24,23 @@ ForceOption = Annotated[
 ]
 
 
-def _folder(run_id: str) -> tuple[str, Path]:
-    with Runs.open() as runs:
-        info = runs.get(run_id)
-    return info.id, run_folder(info.id)
-
-
 def show_versions(run_id: str, as_json: bool) -> None:
     """`deepdraft show RUN_ID --versions`: each version, why it was written, and what it changed."""
-    run, folder = _folder(run_id)
-    listed = versions.list_versions(folder)
-    rows = []
-    previous: str | None = None
-    for version in listed:
-        markdown = versions.read_version(folder, version)
-        changed = "first version" if previous is None else compare(previous, markdown).summary()
-        previous = markdown
-        rows.append(
-            {
-                "version": version.number,
-                "kind": version.kind,
-                "note": version.note,
-                "created": datetime.fromtimestamp(version.created_at).isoformat(timespec="seconds"),
-                "step": version.step,
-                "changed": changed,
-                "file": str(folder / version.file),
-                "current": version is listed[-1],
-            }
-        )
-    edit = versions.find_hand_edit(folder)
+    listed = history.listing(run_id)
+    run, edit = listed.run_id, listed.unrecorded_edit
+    rows = [
+        {
+            "version": entry.version.number,
+            "kind": entry.version.kind,
+            "note": entry.version.note,
+            "created": datetime.fromtimestamp(entry.version.created_at).isoformat(timespec="seconds"),
+            "step": entry.version.step,
+            "changed": entry.changed,
+            "file": str(entry.path),
+            "current": entry.current,
+        }
+        for entry in listed.entries
+    ]
     if as_json:
         typer.echo(
             json.dumps(
@@ -91,18 +74,12 @@ def diff(
     newer: Annotated[str | None, typer.Argument(help="The newer version (default: the current one).")] = None,
 ) -> None:
     """Show what changed between two report versions, section by section."""
-    run, folder = _folder(run_id)
-    listed = versions.list_versions(folder)
-    if not listed:
-        raise UserError(f"run {run} has no report versions yet, so there is nothing to compare")
-    b = versions.get_version(folder, versions.version_number(newer)) if newer is not None else listed[-1]
-    if older is not None:
-        a = versions.get_version(folder, versions.version_number(older))
-    elif b.number > 1:
-        a = versions.get_version(folder, b.number - 1)
-    else:
-        raise UserError(f"run {run} has only version 1; there is nothing before it to compare with")
-    changes = compare(versions.read_version(folder, a), versions.read_version(folder, b))
+    found = history.compare_versions(
+        run_id,
+        versions.version_number(older) if older is not None else None,
+        versions.version_number(newer) if newer is not None else None,
+    )
+    a, b, changes = found.older, found.newer, found.changes
     typer.echo(f"version {a.number} ({a.kind}) → version {b.number} ({b.kind}): {changes.summary()}")
     if not changes.unchanged:
         for line in changes.readable():
@@ -117,8 +94,9 @@ def restore(
     force: ForceOption = False,
 ) -> None:
     """Make an earlier report version current again, as a new version (nothing is deleted)."""
-    _, folder = _folder(run_id)
     number = versions.version_number(version)
+    with Runs.open() as runs:
+        folder = run_folder(runs.get(run_id).id)
     before = versions.list_versions(folder)
     restored = versions.restore_version(folder, number, force=force)
     if before and restored.number == before[-1].number:

@@ -7,7 +7,8 @@
      │    ├── WebSearchError    the web search provider is unreachable, refuses the key or misreplies
      │    ├── RunNotFound       an unknown run id
      │    ├── RunAlreadyFinished resuming a run that has its report already
-     │    └── ReportEdited      a command would overwrite what the user edited in report.md
+     │    ├── ReportEdited      a command would overwrite what the user edited in report.md
+     │    └── VersionNotFound   a report version the run does not have
      ├── LLMError               the LLM endpoint failed us
      │    ├── LLMUnreachable    connection refused, DNS, TLS
      │    ├── LLMTimeout        no answer in time (after retries)
@@ -61,6 +62,10 @@ class RunAlreadyFinished(UserError):
 class ReportEdited(UserError):
     """report.md holds the user's own edit where a command would write; `--force` keeps the edit
     as a report version and goes on (see `run.versions.ensure_unedited`)."""
+
+
+class VersionNotFound(UserError):
+    """A report version number the run does not have (the message names those it has)."""
 
 
 class LLMError(DeepdraftError):

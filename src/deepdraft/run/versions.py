@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deepdraft.errors import ReportEdited, StoreError, UserError
+from deepdraft.errors import ReportEdited, StoreError, UserError, VersionNotFound
 from deepdraft.export.sections import covers, headings, report_sections, section_texts
 from deepdraft.fsutil import atomic_write_bytes, atomic_write_text
 from deepdraft.run.locks import held_alone
@@ -139,9 +139,11 @@ def get_version(run_dir: Path, number: int) -> Version:
             return version
     run = run_dir.name
     if not listed:
-        raise UserError(f"run {run} has no report versions yet (it has not finished since they were kept)")
+        raise VersionNotFound(
+            f"run {run} has no report versions yet (it has not finished since they were kept)"
+        )
     numbers = f"1 to {listed[-1].number}" if len(listed) > 1 else "1"
-    raise UserError(
+    raise VersionNotFound(
         f"run {run} has no version {number}: its versions are {numbers} (deepdraft show {run} --versions)"
     )
 
