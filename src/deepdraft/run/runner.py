@@ -329,7 +329,12 @@ def _drive(
         _refuse_finished(journal.get_run(run_id))
         # Refused now, before any work, rather than after the research: a hand edit is checked
         # again right before the report is written (the user may edit while the run goes on).
-        versions.ensure_unedited(folder, None, force=force)
+        # The reason is recorded so that a client that queued the resume (the server) can show it.
+        try:
+            versions.ensure_unedited(folder, None, force=force)
+        except ReportEdited as exc:
+            journal.update_run(run_id, error=str(exc))
+            raise
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
         prompt_limit = (
@@ -374,8 +379,11 @@ def _drive(
             report = _write_report(
                 run_id, state, settings, llm, retriever, output, folder, version_kind, force
             )
-        except (KeyboardInterrupt, ReportEdited):  # every action is kept: a resume only writes the report
+        except KeyboardInterrupt:  # every action is kept: a resume only writes the report
             journal.update_run(run_id, status="interrupted")
+            raise
+        except ReportEdited as exc:  # the user edited report.md meanwhile: resume --force goes on
+            journal.update_run(run_id, status="interrupted", error=str(exc))
             raise
         journal.update_run(run_id, status="finished", report_path=str(report.path))
         sink(RunFinishedEvent(state.stop_reason, str(report.path)))

@@ -37,6 +37,9 @@ class CreateRun(_Body):
 
 class ResumeRun(_Body):
     review_outline: bool = False
+    force: bool = Field(
+        False, description="Write the report even over a hand edit of report.md (kept as a version first)."
+    )
 
 
 class RunSummary(BaseModel):
