@@ -264,8 +264,7 @@ def resume(
         review_outline,
         egress=egress,
         budget=budget,
-        version_kind="resumed",
-        force=force,
+        writing=versions.Writing("resumed", force=force),
     )
 
 
@@ -297,6 +296,9 @@ def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]
     return data
 
 
+_FINISHED_RESEARCH = versions.Writing("research")
+
+
 def _drive(
     run_id: str,
     state: RunState,
@@ -310,11 +312,11 @@ def _drive(
     *,
     egress: EgressLog | None = None,
     budget: Limiter | None = None,
-    version_kind: str = "research",
-    force: bool = False,
+    writing: versions.Writing = _FINISHED_RESEARCH,
 ) -> Report:
     """Drive the policy and the finishing passes from `state`, then write the report as a new
-    report version of kind `version_kind` (see `versions`)."""
+    report version, as `writing` says (its kind and note; the sections it may overwrite, and
+    `force`, for `versions.ensure_unedited`)."""
     folder = run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
     # Every request off this machine is written to the journal as it happens (see `egress`).
@@ -331,7 +333,7 @@ def _drive(
         # again right before the report is written (the user may edit while the run goes on).
         # The reason is recorded so that a client that queued the resume (the server) can show it.
         try:
-            versions.ensure_unedited(folder, None, force=force)
+            versions.ensure_unedited(folder, writing.sections, force=writing.force)
         except ReportEdited as exc:
             journal.update_run(run_id, error=str(exc))
             raise
@@ -376,9 +378,7 @@ def _drive(
         if state.outline is None:  # pragma: no cover - the policy raises before this can happen
             raise RunFailed("the run ended without an outline")
         try:
-            report = _write_report(
-                run_id, state, settings, llm, retriever, output, folder, version_kind, force
-            )
+            report = _write_report(run_id, state, settings, llm, retriever, output, folder, writing)
         except KeyboardInterrupt:  # every action is kept: a resume only writes the report
             journal.update_run(run_id, status="interrupted")
             raise
@@ -507,8 +507,7 @@ def _write_report(
     retriever: Retriever,
     output: Path | None,
     folder: Path,
-    version_kind: str,
-    force: bool,
+    writing: versions.Writing,
 ) -> Report:
     """Write report.md (a new report version), manifest.json and every format in
     `settings.output.formats` to the run folder.
@@ -554,9 +553,9 @@ def _write_report(
         problems.append(f"md: {exc} (the default layout was written instead)")
         markdown = document.markdown
     path = output or folder / "report.md"
-    versions.ensure_unedited(folder, None, force=force)
-    note = f"{versions.KINDS.get(version_kind, version_kind)} ({state.stop_reason or 'done'})"
-    versions.record_version(folder, markdown, kind=version_kind, note=note, step=state.step)
+    versions.ensure_unedited(folder, writing.sections, force=writing.force)
+    note = writing.note or f"{versions.KINDS.get(writing.kind, writing.kind)} ({state.stop_reason or 'done'})"
+    versions.record_version(folder, markdown, kind=writing.kind, note=note, step=state.step)
     if path != folder / "report.md":
         write_atomically(path, markdown.encode("utf-8"))
     manifest_json = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"

@@ -92,6 +92,20 @@ class Version:
 
 
 @dataclass(frozen=True)
+class Writing:
+    """What a command that writes a run's report says about it, for the version it records."""
+
+    kind: str = "research"
+    """The version's kind (see `KINDS`; a command's own name, e.g. "rewrite")."""
+    note: str = ""
+    """Why, in words ("" for the kind's own description and the run's stop reason)."""
+    sections: Collection[str] | None = None
+    """The report sections it rewrites ("3.2", "section-3.2"); None for the whole report."""
+    force: bool = False
+    """Write even over a hand edit of those sections (the edit is kept as a version first)."""
+
+
+@dataclass(frozen=True)
 class HandEdit:
     """report.md holds Markdown that no version holds: the user's own edit."""
 
@@ -354,6 +368,7 @@ __all__ = [
     "KINDS",
     "HandEdit",
     "Version",
+    "Writing",
     "ensure_unedited",
     "find_hand_edit",
     "get_version",
