@@ -223,3 +223,22 @@ def test_an_unknown_version_names_the_versions_there_are(isolated_workspace: Pat
         UserError, match=r"run versions-1 has no version 4: its versions are 1 \(deepdraft show"
     ):
         versions.get_version(folder, 4)
+
+
+def test_a_version_file_changed_after_it_was_recorded_is_named_and_the_others_still_listed(
+    isolated_workspace: Path,
+) -> None:
+    from deepdraft.run import history
+
+    folder = finished()
+    versions.restore_version(folder, 1)  # the same report: nothing new
+    edit(folder, "## 2 Part middle\n\n", "## 2 Part middle\n\nMine. ")
+    versions.ensure_unedited(folder, None, force=True)  # version 2
+    (folder / "report.v1.md").write_text("tampered\n", encoding="utf-8")
+    with pytest.raises(StoreError, match=r"report\.v1\.md was changed after it was recorded"):
+        versions.restore_version(folder, 1)
+    rows = history.listing("versions-1").entries
+    assert (
+        rows[0].changed.startswith("cannot be read: ")
+        and rows[1].changed == "(no readable version before it)"
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepdraft.errors import UserError
+from deepdraft.errors import StoreError, UserError
 from deepdraft.export.changes import ReportChanges, compare
 from deepdraft.run import versions
 from deepdraft.run.runs import Runs, run_folder
@@ -57,8 +57,15 @@ def listing(run_id: str) -> VersionListing:
     entries: list[VersionEntry] = []
     previous: str | None = None
     for version in listed:
-        markdown = versions.read_version(folder, version)
-        changed = "first version" if previous is None else compare(previous, markdown).summary()
+        try:
+            markdown: str | None = versions.read_version(folder, version)
+        except StoreError as exc:  # one damaged file must not hide the others: say so in its row
+            markdown, changed = None, f"cannot be read: {exc}"
+        if markdown is not None:
+            if previous is None:
+                changed = "first version" if version.number == 1 else "(no readable version before it)"
+            else:
+                changed = compare(previous, markdown).summary()
         entries.append(VersionEntry(version, changed, folder / version.file, version is listed[-1]))
         previous = markdown
     return VersionListing(run, entries, versions.find_hand_edit(folder))
