@@ -33,7 +33,10 @@ writes the report again) renders the same checkpoint step to the same text, all 
 twice. A hand-edited report.md is recorded as its own version before anything replaces it.
 
 Callers hold the run folder's lock (`runner` does while it drives a run; `replace_report` takes
-it), so two processes never number a version at once.
+it), so two processes never number a version at once. A command that continues a finished run
+(rewriting one section, say) gets both through the runner: it drives the run with
+`Writing("rewrite", "3.2 written again", sections=["3.2"], force=force)`, and the runner calls
+`ensure_unedited` before any work and again right before the write, then `record_version`.
 """
 
 from __future__ import annotations
