@@ -150,8 +150,8 @@ def test_resume_goes_through_the_guard(isolated_workspace: Path, monkeypatch: py
     edit(folder, "## 1 Part early\n\n", "## 1 Part early\n\nWritten by me. ")
     with pytest.raises(ReportEdited, match="1 Part early"):
         runner.resume("edited-1", settings(), llm=llm, retriever=retriever)
-    record = runner.load_run("edited-1")[0]  # why, for a client that queued the resume (the server)
-    assert record.status == "interrupted" and "1 Part early" in (record.error or "")
+    stopped = runner.load_run("edited-1")[0]  # why, for a client that queued the resume (the server)
+    assert stopped.status == "interrupted" and "1 Part early" in (stopped.error or "")
     assert "Written by me." in (folder / "report.md").read_text(encoding="utf-8")
     runner.resume("edited-1", settings(), llm=llm, retriever=retriever, force=True)
     kinds = [(v.number, v.kind) for v in versions.list_versions(folder)]
