@@ -320,6 +320,9 @@ def test_openapi_schema_documents_every_route(live: LiveServer) -> None:
         ("/api/runs/{run_id}/outline", "post"): "OutlineReview",
         ("/api/runs/{run_id}/events", "get"): None,
         ("/api/runs/{run_id}/report", "get"): None,
+        ("/api/runs/{run_id}/versions", "get"): None,  # tested in test_versions_api.py
+        ("/api/runs/{run_id}/versions/{number}", "get"): None,
+        ("/api/runs/{run_id}/diff", "get"): None,
         ("/api/kbs", "get"): None,
         ("/api/kbs/{kb}/documents", "post"): None,
         ("/api/kbs/{kb}/search", "get"): None,

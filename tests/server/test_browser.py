@@ -211,3 +211,33 @@ def test_a_page_from_elsewhere_can_neither_plant_documents_nor_read_the_api(
         with live.client() as client:
             assert client.get("/api/kbs").json()[0]["documents"] == len(list(corpus_dir.iterdir()))
             assert client.get("/api/kbs/default/search", params={"q": "abolished"}).json() == []
+
+
+def test_the_report_view_switches_versions_and_shows_what_changed(
+    browser: sync_api.Browser, live: LiveServer
+) -> None:
+    from tests.server.test_versions_api import RUN, finished_with_two_versions
+
+    finished_with_two_versions()  # version 2 rewrote section 3
+    page = browser.new_page(viewport=PHONE)
+    page.set_default_timeout(30_000)
+    page.goto(f"{live.url}/?view=report&id={RUN}")
+    page.locator("article.report h1").wait_for()
+    picker = page.get_by_label("Version")
+    assert picker.input_value() == "2"
+    assert [text.split(" — ")[0] for text in picker.locator("option").all_inner_texts()] == ["1", "2"]
+    assert "A new opening sentence." in page.locator("article.report").inner_text()
+
+    page.get_by_role("button", name="What changed").click()
+    changes = page.locator("section.changes")
+    changes.get_by_text("Version 1 → 2: 1 section rewritten").wait_for()
+    shown = changes.inner_text()
+    assert "3 Part late" in shown and "+A new opening sentence." in shown and "null" not in shown
+    assert no_horizontal_scroll(page)
+
+    picker.select_option("1")
+    page.wait_for_url("**version=1")
+    # The view is drawn again for version 1 (wait for that state, not for time).
+    sync_api.expect(page.locator("article.report")).not_to_contain_text("A new opening sentence.")
+    assert page.get_by_label("Version").input_value() == "1"
+    assert page.get_by_role("button", name="What changed").is_disabled()  # nothing before version 1

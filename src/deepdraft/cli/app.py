@@ -22,6 +22,7 @@ from rich.markup import escape
 from deepdraft.cli import batch as cli_batch
 from deepdraft.cli import review as cli_review
 from deepdraft.cli import serve as cli_serve
+from deepdraft.cli import versions as cli_versions
 from deepdraft.cli.eval import eval_app
 from deepdraft.cli.export import export_command
 from deepdraft.cli.kb import kb_app
@@ -38,7 +39,7 @@ from deepdraft.cli.options import (
 from deepdraft.cli.progress import Progress
 from deepdraft.cli.train import train_app
 from deepdraft.config import load_settings
-from deepdraft.errors import DeepdraftError, LLMError, RunAlreadyFinished
+from deepdraft.errors import DeepdraftError, LLMError, RunAlreadyFinished, UserError
 from deepdraft.llm import embedded_models as models
 from deepdraft.policy.sections import SectionCommand
 from deepdraft.run import runner, wiring
@@ -112,6 +113,7 @@ def resume(
     model: ModelOption = None,
     api_key: ApiKeyOption = None,
     config: ConfigOption = None,
+    force: cli_versions.ForceOption = False,
 ) -> None:
     """Continue a run exactly where it stopped."""
     settings = _settings(config, llm={"base_url": base_url, "model": model, "api_key": api_key})
@@ -122,7 +124,7 @@ def resume(
         runner.ensure_unfinished(record.id)
         with Progress(console, stored_steps, start_step=record.steps, outline=outline) as progress:
             report = _interruptible(
-                record.id, lambda: runner.resume(record.id, settings, on_event=progress.update)
+                record.id, lambda: runner.resume(record.id, settings, on_event=progress.update, force=force)
             )
     except RunAlreadyFinished as done:  # not a failure: the run has what was asked of it
         typer.echo(str(done))
@@ -161,6 +163,7 @@ def deepen(
     ] = None,
     instructions: InstructionsOption = None,
     max_steps: CommandStepsOption = None,
+    force: cli_versions.ForceOption = False,
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
     api_key: ApiKeyOption = None,
@@ -168,7 +171,7 @@ def deepen(
 ) -> None:
     """Split one section of a finished report into subsections, research and write them."""
     command = SectionCommand("deepen", section, into, instructions or "", max_steps)
-    _section_command(run_id, command, config, base_url, model, api_key)
+    _section_command(run_id, command, config, base_url, model, api_key, force)
 
 
 @app.command()
@@ -177,6 +180,7 @@ def rewrite(
     section: SectionArgument,
     instructions: InstructionsOption = None,
     max_steps: CommandStepsOption = None,
+    force: cli_versions.ForceOption = False,
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
     api_key: ApiKeyOption = None,
@@ -184,7 +188,7 @@ def rewrite(
 ) -> None:
     """Search again for one section of a finished report and write it again."""
     command = SectionCommand("rewrite", section, None, instructions or "", max_steps)
-    _section_command(run_id, command, config, base_url, model, api_key)
+    _section_command(run_id, command, config, base_url, model, api_key, force)
 
 
 @app.command()
@@ -193,13 +197,15 @@ def recheck(
     section: Annotated[
         str | None, typer.Argument(help="The section to check (3, 3.2); default: the whole report.")
     ] = None,
+    force: cli_versions.ForceOption = False,
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
     api_key: ApiKeyOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Verify the citations of one section of a finished report (or all of it) again, with repair."""
-    _section_command(run_id, SectionCommand("recheck", section), config, base_url, model, api_key)
+    command = SectionCommand("recheck", section)
+    _section_command(run_id, command, config, base_url, model, api_key, force)
 
 
 def _section_command(
@@ -209,6 +215,7 @@ def _section_command(
     base_url: str | None,
     model: str | None,
     api_key: str | None,
+    force: bool,
 ) -> None:
     """Continue the finished run with `command` and write its report again (see `runner.run_command`)."""
     settings = _settings(config, llm={"base_url": base_url, "model": model, "api_key": api_key})
@@ -219,7 +226,8 @@ def _section_command(
     allowance = command.max_steps or record.settings.research.max_steps
     with Progress(console, record.steps + allowance, start_step=record.steps, outline=outline) as progress:
         report = _interruptible(
-            record.id, lambda: runner.run_command(record.id, command, settings, on_event=progress.update)
+            record.id,
+            lambda: runner.run_command(record.id, command, settings, on_event=progress.update, force=force),
         )
     _print_outcome(report)
     if report.command_outcome:
@@ -274,10 +282,19 @@ def show(
         bool,
         typer.Option("--egress", help="List what the run sent off this machine: queries, URLs, endpoints."),
     ] = False,
+    versions: Annotated[
+        bool,
+        typer.Option("--versions", help="List the report's versions: why each was written, what changed."),
+    ] = False,
 ) -> None:
     """Show a run: status, outline and where its report is."""
+    if egress and versions:
+        raise UserError("--egress and --versions are two listings: ask for one at a time")
     if egress:
         _show_egress(run_id, as_json)
+        return
+    if versions:
+        cli_versions.show_versions(run_id, as_json)
         return
     with Runs.open() as runs:
         record = runs.get(run_id)
@@ -516,6 +533,8 @@ app.command("serve")(cli_serve.serve)
 app.command("serve-model")(cli_serve.serve_model)
 app.command("mcp")(cli_serve.mcp)
 app.command("export")(export_command)
+app.command("diff")(cli_versions.diff)
+app.command("restore")(cli_versions.restore)
 app.add_typer(eval_app, name="eval")
 app.add_typer(kb_app, name="kb")
 app.add_typer(train_app, name="train")

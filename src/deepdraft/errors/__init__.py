@@ -6,7 +6,9 @@
      │    ├── KnowledgeBaseError missing, empty or unreadable corpus
      │    ├── WebSearchError    the web search provider is unreachable, refuses the key or misreplies
      │    ├── RunNotFound       an unknown run id
-     │    └── RunAlreadyFinished resuming a run that has its report already
+     │    ├── RunAlreadyFinished resuming a run that has its report already
+     │    ├── ReportEdited      a command would overwrite what the user edited in report.md
+     │    └── VersionNotFound   a report version the run does not have
      ├── LLMError               the LLM endpoint failed us
      │    ├── LLMUnreachable    connection refused, DNS, TLS
      │    ├── LLMTimeout        no answer in time (after retries)
@@ -55,6 +57,15 @@ class RunNotFound(UserError):
 
 class RunAlreadyFinished(UserError):
     """A finished run was asked to resume: there is nothing left to do (the CLI says so, exit 0)."""
+
+
+class ReportEdited(UserError):
+    """report.md holds the user's own edit where a command would write; `--force` keeps the edit
+    as a report version and goes on (see `run.versions.ensure_unedited`)."""
+
+
+class VersionNotFound(UserError):
+    """A report version number the run does not have (the message names those it has)."""
 
 
 class LLMError(DeepdraftError):

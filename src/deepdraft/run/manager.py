@@ -189,14 +189,15 @@ class RunManager:
         self._submit(run_id, review=review)
         return run_id
 
-    def resume(self, run_id: str, *, review: bool = False) -> str:
-        """Queue a stopped run again; it continues from its last checkpoint."""
+    def resume(self, run_id: str, *, review: bool = False, force: bool = False) -> str:
+        """Queue a stopped run again; it continues from its last checkpoint. `force`: write its
+        report even over a hand edit of report.md (kept as a report version first)."""
         with Runs.open() as runs:
             record = runs.get(run_id)
         status = self.status(record)
         if status not in RESUMABLE:
             raise RunConflict(f"run {record.id} is {status.replace('_', ' ')}; only a stopped run can resume")
-        self._submit(record.id, review=review)
+        self._submit(record.id, review=review, force=force)
         return record.id
 
     def cancel(self, run_id: str) -> Literal["cancelled", "cancelling"]:
@@ -259,7 +260,7 @@ class RunManager:
 
     # ---- internals -------------------------------------------------------------------------------
 
-    def _submit(self, run_id: str, *, review: bool) -> None:
+    def _submit(self, run_id: str, *, review: bool, force: bool = False) -> None:
         with self._lock:
             if self._closing:
                 raise RunConflict("the server is shutting down")
@@ -269,9 +270,9 @@ class RunManager:
             if review:
                 live.gate = ReviewGate(live.cancel)
             self._live[run_id] = live
-            live.future = self._pool.submit(self._drive, live)
+            live.future = self._pool.submit(self._drive, live, force)
 
-    def _drive(self, live: LiveRun) -> None:
+    def _drive(self, live: LiveRun, force: bool = False) -> None:
         with self._lock:
             live.started = True
         try:
@@ -286,6 +287,7 @@ class RunManager:
                 cancel=live.cancel,
                 review_outline=live.gate,
                 budget=self._pool.budget,
+                force=force,
             )
         except DeepdraftError as exc:
             # Once driving, the runner records the status and the reason itself; an error before

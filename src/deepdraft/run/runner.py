@@ -30,6 +30,7 @@ from deepdraft.egress import EgressLog
 from deepdraft.errors import (
     DeepdraftError,
     KnowledgeBaseError,
+    ReportEdited,
     RunAlreadyFinished,
     RunCancelled,
     RunFailed,
@@ -56,6 +57,7 @@ from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.policy.sections import SectionCommand, SectionSteps
 from deepdraft.policy.warp import ReviewOutline, WarpPolicy
 from deepdraft.ports import LLM, Retriever
+from deepdraft.run import versions
 from deepdraft.run.interrupts import ctrl_c_recorded
 from deepdraft.run.locks import held_alone
 from deepdraft.run.runs import current_status, run_folder, workspace_journal
@@ -228,6 +230,7 @@ def resume(
     cancel: threading.Event | None = None,
     review_outline: ReviewOutline | None = None,
     budget: Limiter | None = None,
+    force: bool = False,
 ) -> Report:
     """Continue a run from its last checkpoint, with the settings it was started with.
 
@@ -235,6 +238,8 @@ def resume(
     settings, since keys are never stored. A finished run is not driven again
     (`RunAlreadyFinished`): it would journal another start and finish of a run that did nothing.
     A run stopped during a command on its report (`run_command`) takes that command up again.
+    A report.md edited by hand since the run's last report version is not overwritten unless
+    `force` (`ReportEdited`; see `versions.ensure_unedited`).
     """
     return _drive_recorded(
         run_id,
@@ -246,6 +251,7 @@ def resume(
         cancel=cancel,
         review_outline=review_outline,
         budget=budget,
+        force=force,
     )
 
 
@@ -258,16 +264,18 @@ def run_command(
     retriever: Retriever | None = None,
     on_event: EventSink = ignore,
     cancel: threading.Event | None = None,
+    force: bool = False,
 ) -> Report:
     """Continue a finished run with a command on its report (`policy/sections.py`), and finish it again.
 
     The run is the same run: same journal, same settings and budgets (`command.max_steps` aside),
     every LLM call a step. Its status goes finished → continuing → finished; stopped on the way,
-    it is resumed (`resume`) into the same command.
+    it is resumed (`resume`) into the same command. A section the user edited by hand since the
+    last report version is not overwritten unless `force` (`ReportEdited`).
     """
     ensure_commandable(run_id, command)
     return _drive_recorded(
-        run_id, settings, command, llm=llm, retriever=retriever, on_event=on_event, cancel=cancel
+        run_id, settings, command, llm=llm, retriever=retriever, on_event=on_event, cancel=cancel, force=force
     )
 
 
@@ -315,6 +323,7 @@ def _drive_recorded(
     cancel: threading.Event | None = None,
     review_outline: ReviewOutline | None = None,
     budget: Limiter | None = None,
+    force: bool = False,
 ) -> Report:
     """Drive a recorded run from its last checkpoint (with `command`: a command on its report)."""
     with open_journal() as journal:
@@ -348,6 +357,8 @@ def _drive_recorded(
         egress=egress,
         budget=budget,
         command=command,
+        kind="resumed",
+        force=force,
     )
 
 
@@ -379,6 +390,17 @@ def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]
     return data
 
 
+def _writing(state: RunState, kind: str, force: bool) -> versions.Writing:
+    """How the report this drive ends with is recorded: as `kind` (a research run's first
+    report, a resumed one's), or as a command's on the sections it works on (also when the
+    command is resumed)."""
+    command = state.continuation if state.continuing else None
+    if command is None:
+        return versions.Writing(kind, force=force)
+    touched = None if command.node_id is None else [command.position]
+    return versions.Writing(command.command, sections=touched, force=force)
+
+
 def _drive(
     run_id: str,
     state: RunState,
@@ -393,13 +415,16 @@ def _drive(
     egress: EgressLog | None = None,
     budget: Limiter | None = None,
     command: SectionCommand | None = None,
+    kind: str = "research",
+    force: bool = False,
 ) -> Report:
     """Drive the run to its report: the policy and the finishing passes, or, for a command on a
     finished run (`command`, or one a resumed run was stopped in), that command's steps and the
-    finishing passes over what it changed. Either way `_write_report` writes the report."""
+    finishing passes over what it changed. Either way `_write_report` writes the report as a new
+    report version (see `run/versions`): one that would overwrite a section the user edited by
+    hand since the last version is refused unless `force`."""
     folder = run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     # Every request off this machine is written to the journal as it happens (see `egress`).
     egress = egress or EgressLog()
     with (
@@ -417,6 +442,15 @@ def _drive(
             state.source_numbers = _source_numbers(state)
             sections.begin(state, command, settings.research, run_id)
         continuing = state.continuing
+        writing = _writing(state, kind, force)
+        # Refused now, before any work, rather than after the research: a hand edit is checked
+        # again right before the report is written (the user may edit while the run goes on).
+        # The reason is recorded so that a client that queued the resume (the server) can show it.
+        try:
+            versions.ensure_unedited(folder, writing.sections, force=writing.force)
+        except ReportEdited as exc:
+            journal.update_run(run_id, error=str(exc))
+            raise
         # The model's own window and tokenizer when it has them (the embedded model does), before
         # the cache wrapper hides them.
         prompt_limit = (
@@ -472,11 +506,12 @@ def _drive(
         if state.outline is None:  # pragma: no cover - the policy raises before this can happen
             raise RunFailed("the run ended without an outline")
         try:
-            report = _write_report(
-                run_id, state, settings, llm, retriever, output, folder, time.time() - started
-            )
+            report = _write_report(run_id, state, settings, llm, retriever, output, folder, writing)
         except KeyboardInterrupt:  # every action is kept: a resume only writes the report
             journal.update_run(run_id, status="interrupted")
+            raise
+        except ReportEdited as exc:  # the user edited report.md meanwhile: resume --force goes on
+            journal.update_run(run_id, status="interrupted", error=str(exc))
             raise
         journal.update_run(run_id, status="finished", report_path=str(report.path))
         sink(RunFinishedEvent(state.stop_reason, str(report.path)))
@@ -650,9 +685,10 @@ def _write_report(
     retriever: Retriever,
     output: Path | None,
     folder: Path,
-    seconds: float,
+    writing: versions.Writing,
 ) -> Report:
-    """Write report.md, manifest.json and every format in `settings.output.formats` to the run folder.
+    """Write report.md (a new report version), manifest.json and every format in
+    `settings.output.formats` to the run folder.
 
     A format that cannot be produced (a missing optional package, a broken template) does not
     fail the finished run: the default Markdown is always written, and the problem is returned in
@@ -693,8 +729,11 @@ def _write_report(
         problems.append(f"md: {exc} (the default layout was written instead)")
         markdown = document.markdown
     path = output or folder / "report.md"
-    for target in dict.fromkeys((folder / "report.md", path)):
-        write_atomically(target, markdown.encode("utf-8"))
+    versions.ensure_unedited(folder, writing.sections, force=writing.force)
+    note = writing.note or f"{versions.KINDS.get(writing.kind, writing.kind)} ({state.stop_reason or 'done'})"
+    versions.record_version(folder, markdown, kind=writing.kind, note=note, step=state.step)
+    if path != folder / "report.md":
+        write_atomically(path, markdown.encode("utf-8"))
     manifest_json = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     write_atomically(folder / "manifest.json", manifest_json.encode("utf-8"))
     exports: dict[str, Path] = {"md": path}

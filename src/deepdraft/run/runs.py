@@ -36,6 +36,7 @@ from deepdraft.events import StepRecord
 from deepdraft.export.document import ReportDocument, build_document
 from deepdraft.export.report import STYLES, CitationStyle
 from deepdraft.fsutil import atomic_write_bytes
+from deepdraft.run import versions
 from deepdraft.run.manifest import build_manifest
 from deepdraft.settings import Settings
 from deepdraft.store.journal import Journal, RunRecord
@@ -361,10 +362,15 @@ def restore_report(run_id: str) -> None:
     worker that died before its files came back); the run is not driven again
     (`RunAlreadyFinished`), and its report, kept in the journal, stands.
     """
-    path = run_folder(run_id) / "report.md"
+    folder = run_folder(run_id)
+    path = folder / "report.md"
     if path.is_file():
         return
-    with Runs.open() as runs:
-        markdown = runs.report_document(run_id).markdown
+    listed = versions.list_versions(folder)
+    if listed:  # the current version is the report as it stood, hand edits and restores included
+        markdown = versions.read_version(folder, listed[-1])
+    else:
+        with Runs.open() as runs:
+            markdown = runs.report_document(run_id).markdown
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, markdown.encode("utf-8"))
+    atomic_write_bytes(path, markdown.encode("utf-8", errors="surrogateescape"))

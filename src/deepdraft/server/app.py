@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from deepdraft._version import __version__
-from deepdraft.errors import DeepdraftError, RunNotFound, StoreError, UserError
+from deepdraft.errors import DeepdraftError, RunNotFound, StoreError, UserError, VersionNotFound
 from deepdraft.http import security
 from deepdraft.run.manager import LLMFactory, RunConflict, RunManager
 from deepdraft.run.reports import ReportNotReady
@@ -94,6 +94,7 @@ def _errors(app: FastAPI) -> None:
         return handler
 
     app.add_exception_handler(RunNotFound, answer(404))
+    app.add_exception_handler(VersionNotFound, answer(404))
     app.add_exception_handler(RunConflict, answer(409))
     app.add_exception_handler(ReportNotReady, answer(409))
     app.add_exception_handler(UserError, answer(400))

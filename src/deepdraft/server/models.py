@@ -37,6 +37,9 @@ class CreateRun(_Body):
 
 class ResumeRun(_Body):
     review_outline: bool = False
+    force: bool = Field(
+        False, description="Write the report even over a hand edit of report.md (kept as a version first)."
+    )
 
 
 class RunSummary(BaseModel):
@@ -58,6 +61,42 @@ class RunDetail(RunSummary):
     outline: dict[str, Any] | None
     review: dict[str, Any] | None = Field(description="The outline waiting for review, if any.")
     formats: list[str]
+
+
+class VersionOut(BaseModel):
+    number: int
+    kind: str = Field(description="What wrote it: research, resumed, export, restore, hand-edit, earlier, …")
+    note: str = Field(description="Why it was written, in words.")
+    created_at: float
+    step: int | None = Field(description="The journal step it was rendered from (none for a hand edit).")
+    changed: str = Field(description="What it changed from the version before, in one line.")
+    current: bool
+
+
+class VersionList(BaseModel):
+    run_id: str
+    versions: list[VersionOut]
+    unrecorded_edit: str | None = Field(description="report.md's hand edits that no version holds yet.")
+
+
+class SectionChangeOut(BaseModel):
+    key: str
+    change: str = Field(description="added, removed, rewritten or renumbered")
+    heading: str
+    old_heading: str
+    lines: list[str] = Field(description='The changed lines ("-" old, "+" new).')
+    sources_added: list[str]
+    sources_removed: list[str]
+
+
+class VersionDiff(BaseModel):
+    run_id: str
+    older: int
+    newer: int
+    summary: str
+    sections: list[SectionChangeOut]
+    sources_added: list[str]
+    sources_removed: list[str]
 
 
 class CancelResult(BaseModel):

@@ -100,7 +100,8 @@ async def cancel_run(run_id: str, manager: Manager) -> CancelResult:
 async def resume_run(run_id: str, manager: Manager, body: ResumeRun | None = None) -> RunDetail:
     """Continue a stopped run (interrupted, cancelled or failed) from its last checkpoint."""
     review = body.review_outline if body is not None else False
-    resumed = await asyncio.to_thread(manager.resume, run_id, review=review)
+    force = body.force if body is not None else False
+    resumed = await asyncio.to_thread(manager.resume, run_id, review=review, force=force)
     return await asyncio.to_thread(detail, manager, resumed)
 
 

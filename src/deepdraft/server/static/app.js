@@ -172,7 +172,7 @@ async function route() {
   }
   try {
     if (view === "run") await runView(params.get("id"));
-    else if (view === "report") await reportView(params.get("id"));
+    else if (view === "report") await reportView(params.get("id"), params.get("version"));
     else if (view === "runs") await runsView();
     else if (view === "kbs") await kbsView();
     else await newView();
@@ -532,21 +532,67 @@ function renderReview(box, state, runId) {
 
 // ---- the report ------------------------------------------------------------------------------
 
-async function reportView(runId) {
-  const [detail, markdown] = await Promise.all([
-    api(`/api/runs/${encodeURIComponent(runId)}`),
-    api(`/api/runs/${encodeURIComponent(runId)}/report?format=md`),
+async function reportView(runId, version) {
+  const run = encodeURIComponent(runId);
+  const [detail, listing] = await Promise.all([
+    api(`/api/runs/${run}`),
+    api(`/api/runs/${run}/versions`).catch(() => ({ versions: [] })),  // a run from before versions
   ]);
+  const versions = listing.versions;
+  const current = versions.find((v) => v.current);
+  const shown = versions.find((v) => String(v.number) === version) || current;
+  const markdown = await (shown && !shown.current
+    ? api(`/api/runs/${run}/versions/${shown.number}`)
+    : api(`/api/runs/${run}/report?format=md`));
   const downloads = detail.formats.map((format) => h("a", {
-    class: "button secondary", href: `/api/runs/${encodeURIComponent(runId)}/report?format=${format}&download=true`,
+    class: "button secondary", href: `/api/runs/${run}/report?format=${format}&download=true`,
     onclick: (event) => { if (sessionStorage.getItem(TOKEN_KEY)) { event.preventDefault(); download(runId, format); } },
   }, format.toUpperCase()));
+  const changes = h("section", { class: "changes", "aria-live": "polite", hidden: true });
   main.replaceChildren(
     h("div", { class: "report-bar" },
-      h("a", { href: `/?view=run&id=${encodeURIComponent(runId)}`, "data-route": "" }, "← Back to the run"),
+      h("a", { href: `/?view=run&id=${run}`, "data-route": "" }, "← Back to the run"),
+      versions.length ? versionPicker(runId, versions, shown, changes) : null,
       h("div", { class: "actions", "aria-label": "Download" }, downloads)),
+    changes,
     h("article", { class: "report" }, renderMarkdown(markdown)));
   if (location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
+}
+
+/** Choose the version to read, and see in `changes` what it changed from the one before. */
+function versionPicker(runId, versions, shown, changes) {
+  const select = h("select", { id: "version", onchange: () => go({ view: "report", id: runId, version: select.value }) },
+    versions.map((v) => h("option", { value: v.number, selected: v.number === shown.number },
+      `${v.number} — ${v.kind}${v.current ? " (current)" : ""}, ${when(v.created_at)}`)));
+  const toggle = h("button", { type: "button", class: "secondary", disabled: shown.number === 1, onclick: async () => {
+    if (!changes.hidden) { changes.hidden = true; toggle.textContent = "What changed"; return; }
+    try {
+      const diff = await api(`/api/runs/${encodeURIComponent(runId)}/diff?newer=${shown.number}`);
+      changes.replaceChildren(...renderChanges(diff).filter(Boolean));
+      changes.hidden = false;
+      toggle.textContent = "Hide the changes";
+    } catch (error) { show(error.message, "error"); }
+  } }, "What changed");
+  return h("div", { class: "versions" }, h("label", { for: "version" }, "Version"), select, toggle);
+}
+
+/** A diff of two versions (from /api/runs/{id}/diff) as a list of changed sections. */
+function renderChanges(diff) {
+  const sign = { added: "+", removed: "−", rewritten: "~", renumbered: "~" };
+  const title = (heading) => heading.replace(/^#+\s*/, "");
+  return [
+    h("h2", {}, `Version ${diff.older} → ${diff.newer}: ${diff.summary}`),
+    h("ul", {}, diff.sections.map((section) => h("li", { class: `change ${section.change}` },
+      h("strong", {}, `${sign[section.change]} ${section.old_heading ? `${title(section.old_heading)} → ` : ""}${title(section.heading)}`),
+      ` (${section.change})`,
+      section.lines.length ? h("pre", {}, section.lines.map((line) =>
+        h("span", { class: line.startsWith("+") ? "plus" : "minus" }, `${line}\n`))) : null,
+      section.sources_added.map((source) => h("div", { class: "plus" }, `cites now: ${source}`)),
+      section.sources_removed.map((source) => h("div", { class: "minus" }, `no longer cites: ${source}`))))),
+    diff.sources_added.length || diff.sources_removed.length
+      ? h("p", {}, [...diff.sources_added.map((s) => `+ ${s}`), ...diff.sources_removed.map((s) => `− ${s}`)].join("; "))
+      : null,
+  ];
 }
 
 async function download(runId, format) {
