@@ -300,3 +300,24 @@ def test_the_start_of_a_command_is_recorded_with_what_the_user_asked() -> None:
     assert start.directed and start.prompt == "" and start.target == "section-3"
     assert start.parsed == {"command": "deepen", "position": "section-3", "into": 2, "instructions": WISH}
     assert json.dumps(start.parsed)  # plain JSON in the journal
+
+
+def test_a_command_keeps_the_users_hand_edit_and_overwrites_only_its_own_section() -> None:
+    from deepdraft.errors import ReportEdited
+    from deepdraft.run import versions
+
+    retriever = WordOverlapRetriever(SOTU_LIKE)
+    first = finished_run(retriever, settings(verify=False, synthesis=False))
+    report_md = Path(os.environ["DEEPDRAFT_HOME"]) / "runs" / first.run_id / "report.md"
+    section_3 = sections_of(first.markdown)["3"]
+    report_md.write_text(first.markdown.replace(section_3, "My own words about section three."))
+    rewrite = SectionCommand("rewrite", "section-3", instructions=WISH)
+    with pytest.raises(ReportEdited, match="--force"):
+        runner.run_command(first.run_id, rewrite, settings(), llm=FunctionLLM(Model()), retriever=retriever)
+    assert "My own words" in report_md.read_text()  # refused before anything was overwritten
+    report = runner.run_command(
+        first.run_id, rewrite, settings(), llm=FunctionLLM(Model()), retriever=retriever, force=True
+    )
+    assert "as the user asked" in sections_of(report.markdown)["3"]
+    kinds = [version.kind for version in versions.list_versions(report_md.parent)]
+    assert kinds[-2:] == ["hand-edit", "rewrite"]  # the edit is kept as a version of its own
