@@ -41,7 +41,7 @@ anywhere: the bench reports, `tests/test_bench_retrieval.py` only checks that it
     .venv/bin/python bench/retrieval.py
     .venv/bin/python bench/retrieval.py --scales 100000 --skip-ingest      # quicker
     .venv/bin/python bench/retrieval.py --scales 100000 --postgres local   # both engines
-    .venv/bin/python bench/retrieval.py --scales 1000000 --scales-only --scale-engines postgres --postgres local
+    .venv/bin/python bench/retrieval.py --scales-only --scale-engines postgres --postgres local  # 100k and 1M
 """
 
 from __future__ import annotations
