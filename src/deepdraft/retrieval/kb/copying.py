@@ -82,6 +82,7 @@ def copy_kb(
 def copy_folder_to_postgres(folder: Path, target: str, dsn: str, progress: ProgressSink | None = None) -> int:
     """Copy the embedded KB in `folder` into Postgres as KB `target` (no name link); the passages copied."""
     from deepdraft.retrieval.kb.postgres import database as pg
+    from deepdraft.retrieval.kb.postgres import statistics
     from deepdraft.retrieval.kb.postgres.search import tsvector_literal
 
     source = _connect(folder / DB_NAME, readonly=True)
@@ -104,6 +105,7 @@ def copy_folder_to_postgres(folder: Path, target: str, dsn: str, progress: Progr
                     _copy_rows(source, conn, "sources", "id, path, content_hash, size, added_at")
                     _copy_rows(source, conn, "documents", _DOCUMENT_COLUMNS)
                     copied = _copy_chunks(source, cache, conn, embedder, tsvector_literal)
+                    statistics.rebuild(conn)
                     if embedder is not None:
                         pg.create_vector_index(conn)
                     for table in ("sources", "documents", "chunks"):  # new rows continue after the copied ids

@@ -4,13 +4,14 @@ and the schema each KB lives in.
 One database holds any number of KBs. ``public.deepdraft_kbs`` maps a KB name to a schema of its own
 (``dd_kb_<n>``: KB names may be longer than Postgres identifiers and hold '.' or '-'); the schema has
 the tables `meta`, `sources`, `documents`, `chunks` and `failures`, shaped like kb.sqlite's so a
-KB can be copied between engines row for row.
+KB can be copied between engines row for row, and the BM25 statistics of `statistics`.
 
 Trade-offs:
 
-* Full text is a ``tsvector`` built with the ``simple`` configuration from the terms the KB's own
-  analyzer made (Snowball stemming for Latin scripts, jieba for Chinese, the same as the embedded
-  engine's BM25): both engines agree on what a term is, and Chinese needs no Postgres parser.
+* Full text is a ``tsvector`` (with positions, whose count is a term's frequency) built from the
+  terms the KB's own analyzer made (Snowball stemming for Latin scripts, jieba for Chinese, the same
+  as the embedded engine's BM25): both engines agree on what a term is, and Chinese needs no
+  Postgres parser.
 * Vectors are a ``vector(d)`` column with an HNSW index (cosine), made when the KB gets an embedder
   (the dimension is known only then).
 * Writers serialise on a transaction-scoped advisory lock per KB, taken only for the short write
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from deepdraft.egress import public_dsn
 from deepdraft.errors import KnowledgeBaseError
 from deepdraft.retrieval.index.analysis import ANALYZER_VERSION
+from deepdraft.retrieval.kb.postgres import statistics
 from deepdraft.retrieval.kb.schema import FORMAT_VERSION
 from deepdraft.settings import KBSettings, RetrievalSettings
 
@@ -232,7 +234,7 @@ def create_schema(conn: psycopg.Connection[Any], name: str, settings: RetrievalS
         schema = "dd_kb_" + hashlib.sha256(name.encode()).hexdigest()[:16]
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)))
-        for statement in filter(str.strip, _SCHEMA.split(";")):
+        for statement in filter(str.strip, (_SCHEMA + statistics.SCHEMA).split(";")):
             conn.execute(statement)  # fixed DDL, no user input
         now = datetime.now(UTC).isoformat(timespec="seconds")
         conn.cursor().executemany(
@@ -245,6 +247,7 @@ def create_schema(conn: psycopg.Connection[Any], name: str, settings: RetrievalS
                 ("chunk_overlap", str(settings.chunk_overlap)),
                 ("analyzer", ANALYZER_VERSION),
                 ("revision", "0"),
+                (statistics.META_KEY, statistics.META_VALUE),
             ],
         )
         conn.execute(f"INSERT INTO public.{REGISTRY} VALUES (%s, %s, %s)", (name, schema, now))

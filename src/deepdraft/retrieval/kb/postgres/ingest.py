@@ -22,7 +22,7 @@ from deepdraft.retrieval.documents.chunking import chunk_document
 from deepdraft.retrieval.documents.corpus import read_documents
 from deepdraft.retrieval.documents.limits import DocumentLimits
 from deepdraft.retrieval.documents.values import Document, Failure
-from deepdraft.retrieval.index.analysis import context_header, passage_terms
+from deepdraft.retrieval.index.analysis import ANALYZER_VERSION, context_header, passage_terms
 from deepdraft.retrieval.kb.filters import DocumentMatcher
 from deepdraft.retrieval.kb.ingest import (
     _document_hash,
@@ -33,7 +33,9 @@ from deepdraft.retrieval.kb.ingest import (
     _stored_terms,
     walk_paths,
 )
+from deepdraft.retrieval.kb.postgres import statistics
 from deepdraft.retrieval.kb.postgres.search import tsvector_literal
+from deepdraft.retrieval.kb.postgres.statistics import StatisticsDelta
 from deepdraft.retrieval.kb.values import AddResult, IngestNote, ProgressSink, _count
 
 Conn = Any  # psycopg.Connection: typed loosely so this module imports without the extra installed
@@ -48,6 +50,7 @@ class _Options:
         limits: DocumentLimits,
         ocr: bool,
         embedder: Any,
+        stats: StatisticsDelta,
     ) -> None:
         self.revision = revision
         self.chunk_tokens = int(meta["chunk_tokens"])
@@ -56,6 +59,7 @@ class _Options:
         self.limits = limits
         self.ocr = ocr
         self.embedder = embedder
+        self.stats = stats
 
 
 def ingest_paths(
@@ -68,17 +72,19 @@ def ingest_paths(
     ocr: bool,
     prune: bool,
     embedder: Any,
+    stats: StatisticsDelta,
     say: ProgressSink,
 ) -> bool:
-    """Apply every file's changes inside `conn`'s transaction; True if any document changed."""
-    options = _Options(int(meta.get("revision", 0)) + 1, meta, max_bytes, limits, ocr, embedder)
+    """Apply every file's changes inside `conn`'s transaction, counting what they change in the BM25
+    statistics into `stats` (for the caller to flush); True if any document changed."""
+    options = _Options(int(meta.get("revision", 0)) + 1, meta, max_bytes, limits, ocr, embedder, stats)
     return walk_paths(
         paths,
         prune=prune,
         result=result,
         say=say,
         ingest_file=lambda file, root: _ingest_file(conn, file, root, options, result, say),
-        prune_missing=lambda roots: _prune(conn, roots),
+        prune_missing=lambda roots: _prune(conn, roots, stats),
     )
 
 
@@ -143,6 +149,7 @@ def _store_file(
     """Read a changed file and store its documents under a savepoint (rolled back if nothing usable)."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     counts = _FileCounts()
+    stats = StatisticsDelta()  # this file's: merged into the add's only if its savepoint is kept
     try:
         with conn.transaction():  # nested: a savepoint
             try:
@@ -154,13 +161,18 @@ def _store_file(
                     if isinstance(item, Failure):
                         counts.failures.append(item)
                         continue
-                    _store_document(conn, item, source_row, path, options, now, seen_keys, counts)
+                    _store_document(conn, item, source_row, path, options, now, seen_keys, counts, stats)
                 if counts.added + counts.updated + counts.unchanged == 0:
                     raise _NothingUsable()
-                stale = conn.execute(
-                    "DELETE FROM documents WHERE source = %s AND seen < %s RETURNING id",
-                    (source_row, options.revision),
-                ).fetchall()
+                stale = [
+                    int(row)
+                    for (row,) in conn.execute(
+                        "SELECT id FROM documents WHERE source = %s AND seen < %s",
+                        (source_row, options.revision),
+                    )
+                ]
+                stats.forget_documents(conn, stale)
+                conn.execute("DELETE FROM documents WHERE id = ANY(%s)", (stale,))
                 counts.removed = len(stale)
             except (_NothingUsable, KnowledgeBaseError) as exc:
                 raise _Rollback(exc) from None
@@ -170,6 +182,8 @@ def _store_file(
         counts.failures = counts.failures or [Failure(path, "no text found")]
         counts.kept_previous = True
         counts.added = counts.updated = counts.unchanged = counts.chunks = counts.pages = 0
+    else:
+        options.stats.merge(stats)
     return counts
 
 
@@ -198,6 +212,7 @@ def _store_document(
     now: str,
     seen_keys: dict[str, int],
     counts: _FileCounts,
+    stats: StatisticsDelta,
 ) -> None:
     key = doc.doc_id
     occurrence = seen_keys.get(key, 0) + 1
@@ -230,6 +245,7 @@ def _store_document(
                     "SELECT embed_key, embedding FROM chunks WHERE document = %s", (existing[0],)
                 )
             }
+        stats.forget_documents(conn, [existing[0]])
         conn.execute("DELETE FROM documents WHERE id = %s", (existing[0],))
     doc_id = key if existing is None and not taken else _unique_doc_id(conn, key, source_path)
     (row,) = conn.execute(
@@ -254,6 +270,7 @@ def _store_document(
     for chunk in chunks:
         context = context_header(doc.title, chunk.headings)
         terms = _stored_terms(passage_terms(doc.title, chunk.headings, chunk.text))
+        stats.add_passage(terms.split())
         embed_text = f"{context}\n{chunk.text}"
         embed_key = hashlib.sha256(embed_text.encode("utf-8", "surrogatepass")).digest()
         embed_texts.append(embed_text)
@@ -319,15 +336,50 @@ def _unique_doc_id(conn: Conn, key: str, source_path: str) -> str:
     return candidate
 
 
-def _prune(conn: Conn, roots: list[Path]) -> list[str]:
+def _prune(conn: Conn, roots: list[Path], stats: StatisticsDelta) -> list[str]:
     removed: list[str] = []
     for source_row, path in conn.execute("SELECT id, path FROM sources").fetchall():
         under = any(path == str(root) or path.startswith(str(root).rstrip("/") + "/") for root in roots)
         if not under or Path(path).exists():
             continue
+        documents = conn.execute("SELECT id FROM documents WHERE source = %s", (source_row,)).fetchall()
+        stats.forget_documents(conn, [int(row) for (row,) in documents])
         conn.execute("DELETE FROM sources WHERE id = %s", (source_row,))  # cascades to documents, chunks
         removed.append(path)
     return removed
+
+
+_REANALYSE_BATCH = 2000
+
+
+def reanalyse(conn: Conn, meta: dict[str, Any], say: ProgressSink) -> bool:
+    """Re-analyse every passage when the KB's terms were made by another analyzer (a deepdraft
+    upgrade), as the embedded engine does on its next add: new terms and tsvectors, then the BM25
+    statistics recounted. Inside the add's transaction, under the writers' lock; True if it had to."""
+    if meta.get("analyzer") == ANALYZER_VERSION:
+        return False
+    say(IngestNote("indexing", "", "the text analyzer changed: re-analysing every passage"))
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT c.id, c.text, c.headings, d.title FROM chunks c JOIN documents d ON d.id = c.document"
+            " WHERE c.id > %s ORDER BY c.id LIMIT %s",
+            (last, _REANALYSE_BATCH),
+        ).fetchall()
+        if not rows:
+            break
+        updates = []
+        for chunk_id, text, headings, title in rows:
+            terms = _stored_terms(passage_terms(title, json.loads(headings), text))
+            updates.append((terms, tsvector_literal(terms), chunk_id))
+        conn.cursor().executemany("UPDATE chunks SET terms = %s, tsv = %s::tsvector WHERE id = %s", updates)
+        last = rows[-1][0]
+    statistics.rebuild(conn)
+    conn.execute(
+        "INSERT INTO meta VALUES ('analyzer', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (ANALYZER_VERSION,),
+    )
+    return True
 
 
 def select_for_removal(conn: Conn, selectors: Sequence[str]) -> dict[int, tuple[str, str]]:

@@ -11,8 +11,8 @@ Trade-offs:
 
 * A reader is not pinned to one revision (the embedded engine's generations are): every search sees
   the newest committed content, and `fingerprint()` follows the revision, which `refresh()` rereads.
-* The lexical score is Postgres's ``ts_rank`` (no corpus-wide idf), not BM25; `bench/retrieval.py`
-  measures what that costs against the embedded engine.
+* The lexical score is BM25 with the embedded engine's parameters, from statistics the writers keep
+  (`statistics`); a KB made before they existed ranks with ``ts_rank`` until its next add counts them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ from deepdraft.retrieval.index.hybrid import DEFAULT_DEPTH, SearchMode
 from deepdraft.retrieval.kb.embedder_rules import EmbedderRules
 from deepdraft.retrieval.kb.filters import DocumentMatcher
 from deepdraft.retrieval.kb.postgres import database as pg
-from deepdraft.retrieval.kb.postgres.ingest import ingest_paths, record_failures, select_for_removal
+from deepdraft.retrieval.kb.postgres import statistics
+from deepdraft.retrieval.kb.postgres.ingest import (
+    ingest_paths,
+    reanalyse,
+    record_failures,
+    select_for_removal,
+)
 from deepdraft.retrieval.kb.postgres.search import passages, ranked_ids
 from deepdraft.retrieval.kb.values import AddResult, IngestNote, KBInfo, ProgressSink, _ignore
 from deepdraft.settings import EmbeddingSettings, RetrievalSettings
@@ -135,8 +141,12 @@ class PostgresKnowledgeBase(EmbedderRules):
         pool = max(k, self._depth) if mode == "hybrid" else k
         if self._meter is not None:
             self._meter.add(1, len(query.encode("utf-8", "surrogatepass")))
-        with self._connection() as conn:
-            ranked = ranked_ids(conn, query, pool, mode, vector, allowed, self._depth, self._rrf_k)
+        bm25 = self.lexical_ranking == "bm25"
+        with self._connection() as conn, conn.transaction():
+            # One snapshot for the statistics, the ranking and the passages: a commit between them
+            # would score with counts that do not match the passages scored.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            ranked = ranked_ids(conn, query, pool, mode, vector, allowed, self._depth, self._rrf_k, bm25=bm25)
             return passages(conn, ranked)[:k]
 
     def fingerprint(self) -> str:
@@ -190,11 +200,15 @@ class PostgresKnowledgeBase(EmbedderRules):
                     self._set_embedder(conn, new_embedder, embedding)
                     meta = pg.read_meta(conn, self.label)
                     changed = True
+                changed |= statistics.ensure(conn, meta)
+                changed |= reanalyse(conn, meta, say)
                 writer_embedder = self._embedder_for(meta)
                 index_after = writer_embedder is not None and not pg.has_vector_index(conn)
+                counted = statistics.StatisticsDelta()
                 changed |= ingest_paths(
-                    conn, meta, paths, result, limit, bounds, ocr, prune, writer_embedder, say
+                    conn, meta, paths, result, limit, bounds, ocr, prune, writer_embedder, counted, say
                 )
+                counted.flush(conn)
                 if index_after:
                     say(IngestNote("indexing", "", "building the HNSW graph over the vectors"))
                     pg.create_vector_index(conn)
@@ -218,7 +232,11 @@ class PostgresKnowledgeBase(EmbedderRules):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg.lock_key(self.schema),))
             meta = pg.read_meta(conn, self.label)
             removed = select_for_removal(conn, selectors)
+            statistics.ensure(conn, meta)
+            counted = statistics.StatisticsDelta()
+            counted.forget_documents(conn, removed)
             conn.execute("DELETE FROM documents WHERE id = ANY(%s)", (list(removed),))
+            counted.flush(conn)
             for doc_id, location in removed.values():
                 say(IngestNote("removed", location, doc_id))
             conn.execute("DELETE FROM sources WHERE id NOT IN (SELECT DISTINCT source FROM documents)")
@@ -322,6 +340,11 @@ class PostgresKnowledgeBase(EmbedderRules):
     @property
     def revision(self) -> int:
         return int(self._meta.get("revision", 0))
+
+    @property
+    def lexical_ranking(self) -> str:
+        """``bm25``, or ``ts_rank`` for a KB whose BM25 statistics its next add will count."""
+        return "bm25" if self._meta.get(statistics.META_KEY) == statistics.META_VALUE else "ts_rank"
 
     @property
     def vectors(self) -> None:
