@@ -253,7 +253,11 @@ def test_a_named_kb_is_shipped_to_workers_without_shared_storage(
         }
     )
     refused = run_batch(LINES[2:], small, tmp_path / "too-big", default_kb="speeches", ray="auto")
-    [line] = refused.lines
-    assert line.status == "failed"
-    assert "knowledge base 'speeches' is not on this worker's node" in line.error
-    assert "kb.ship_max_mb" in line.error and "PostgreSQL" in line.error and "shared storage" in line.error
+    [refusal] = refused.lines
+    assert refusal.status == "failed"
+    assert "knowledge base 'speeches' is not on this worker's node" in refusal.error
+    assert (
+        "kb.ship_max_mb" in refusal.error
+        and "PostgreSQL" in refusal.error
+        and "shared storage" in refusal.error
+    )

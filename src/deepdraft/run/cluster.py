@@ -166,33 +166,30 @@ class CorpusService:
         from deepdraft.retrieval.kb import names as kbs
         from deepdraft.retrieval.kb import snapshot
 
+        label, limit_mb = kb.removeprefix("kb:"), settings.kb.ship_max_mb
+        if limit_mb == 0:
+            return ShippedKB(refusal=_not_sent(label, "is not sent to workers (kb.ship_max_mb is 0)"))
         try:
             if kb.startswith("kb:"):
-                folder, label = kbs.kb_dir(kb.removeprefix("kb:")), kb.removeprefix("kb:")
+                folder = kbs.kb_dir(label)
             else:
                 # Brought up to date first: the workers search the documents as they are now.
                 with cast("KnowledgeBase", wiring.open_corpus(Path(kb), settings)) as index:
-                    folder, label = index.folder, kb
-            limit_mb = settings.kb.ship_max_mb
+                    folder = index.folder
             size_mb = snapshot.size_of(folder) / 2**20
             if size_mb > limit_mb:
-                return ShippedKB(refusal=_too_big(label, size_mb, limit_mb))
+                why = f"is {size_mb:,.2f} MB, above the {limit_mb:g} MB a batch sends (kb.ship_max_mb)"
+                return ShippedKB(refusal=_not_sent(label, why))
             return ShippedKB(data=ray.put(snapshot.take(folder, label)))
         except DeepdraftError as exc:
-            return ShippedKB(refusal=f"the driver cannot send knowledge base {kb!r}: {exc}")
+            return ShippedKB(refusal=f"the driver cannot send knowledge base {label!r} to a worker: {exc}")
 
 
-def _too_big(label: str, size_mb: float, limit_mb: float) -> str:
-    size = f"{size_mb:,.1f} MB" if size_mb >= 0.1 else "small"
-    why = (
-        f"is {size}, above the {limit_mb:g} MB a batch sends to workers (kb.ship_max_mb)"
-        if limit_mb > 0
-        else "is not sent to workers (kb.ship_max_mb is 0)"
-    )
+def _not_sent(label: str, why: str) -> str:
     return (
         f"knowledge base {label!r} is not on this worker's node and {why}: put it on shared storage "
-        "that every node mounts at the same path, or in PostgreSQL (deepdraft kb add --engine postgres, with "
-        "the DSN in every node's config), or raise kb.ship_max_mb"
+        "that every node mounts at the same path, or in PostgreSQL (deepdraft kb add --engine postgres, "
+        "with the DSN in every node's config), or raise kb.ship_max_mb"
     )
 
 
@@ -572,8 +569,10 @@ class RayDriver:
                     logging_level=logging.WARNING,
                     log_to_driver=False,
                 )
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise ConfigError(f"cannot join the Ray cluster at {address}: {exc}") from None
+            except Exception as exc:  # Ray raises bare Exceptions too (a local node that did not start)
+                where = "start a local Ray" if address == "auto" else f"join the Ray cluster at {address}"
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"cannot {where}: {first_line}") from None
         crew: _Crew | None = None
         budget: Any = None
         workers: _Workers | None = None
