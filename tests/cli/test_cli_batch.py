@@ -269,7 +269,10 @@ def test_ctrl_c_stops_a_batch_on_ray_at_once_and_a_rerun_finishes_it(
     sent: list[int] = []
 
     def ctrl_c(body: dict[str, Any], index: int) -> None:
-        if sent or index < 5 or not (out / "batch.jsonl").is_file():
+        if sent:  # every later request waits for the batch to stop, so no run can finish first
+            victim["process"].wait(timeout=300)
+            return
+        if index < 5 or not (out / "batch.jsonl").is_file():
             return
         if sum(row["status"] == "running" for row in state(out).values()) == 2:
             sent.append(index)
@@ -290,7 +293,9 @@ def test_ctrl_c_stops_a_batch_on_ray_at_once_and_a_rerun_finishes_it(
         _, stderr = victim["process"].communicate(timeout=300)
         assert sent and victim["process"].returncode == 130, stderr
         stopped = state(out)
-        assert sum(row["status"] == "interrupted" for row in stopped.values()) == 2, stopped
+        assert sum(row["status"] == "interrupted" for row in stopped.values()) == 2, [
+            (row["status"], row["error"]) for row in stopped.values()
+        ]
 
         resumed = subprocess.run(
             command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
