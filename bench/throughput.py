@@ -14,17 +14,18 @@ For each N, N reports go through `run_batch` (what `deepdraft batch` runs) with 
     overhead      deepdraft's own time per action: a run's wall time less the time its requests
                   spent at the server (waiting and served), divided by its requests
 
-`--ray` then compares the same batch of `--ray-runs` reports driven locally and as Ray tasks
-(a local Ray with two CPUs; the ratio of wall times, on a fresh Ray and on one that ran a batch
-just before). Ray starts a worker process for each run in flight (and stops idle ones beyond its
-CPU count), so the bench also reports when the last run sent its first request, and the ratio of
-what follows. Last, it kills a worker mid-run to time the recovery: from the kill to the moment the
-server sees the killed run's request asked again.
+`--ray` then compares the same batch of `--ray-runs` reports driven locally and on Ray (a local
+Ray with two CPUs; the ratio of wall times, on a fresh Ray and on one that ran a batch just
+before; `--ray-repeat` rounds, medians). The batch starts its line workers when it connects, so
+the bench also reports when the last run sent its first request, and the ratio of what follows.
+Last, it kills a worker mid-run to time the recovery: from the kill to the moment the server sees
+the killed run's request asked again.
 
 `--speedup S` divides the server's service times by S (a quick look; deepdraft's overhead then
 weighs S times more in the utilisation).
 
-Usage: python bench/throughput.py [--runs 1,8,16,32] [--speedup 1] [--ray] [--ray-runs 8] [--json]
+Usage: python bench/throughput.py [--runs 1,8,16,32] [--speedup 1] [--ray] [--ray-runs 8] [--ray-repeat 1]
+       [--json]
 """
 
 from __future__ import annotations
@@ -147,32 +148,50 @@ def one_batch(
     }
 
 
-def ray_figures(corpus: Path, root: Path, runs: int, speedup: float) -> dict[str, Any]:
+def ray_figures(corpus: Path, root: Path, runs: int, speedup: float, repeat: int = 1) -> dict[str, Any]:
+    """Local, then Ray cold (a fresh Ray) and warm (the same Ray again), `repeat` times; medians."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    local = one_batch(runs, runs, corpus, root / "ray-local", speedup)
+    rounds = []
+    for number in range(repeat):
+        local = one_batch(runs, runs, corpus, root / f"ray-local-{number}", speedup)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            cold = one_batch(runs, runs, corpus, root / f"ray-cold-{number}", speedup, ray="auto")
+            warm = one_batch(runs, runs, corpus, root / f"ray-warm-{number}", speedup, ray="auto")
+        finally:
+            ray.shutdown()
+        rounds.append((local, cold, warm))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        cold = one_batch(runs, runs, corpus, root / "ray-cold", speedup, ray="auto")
-        warm = one_batch(runs, runs, corpus, root / "ray-warm", speedup, ray="auto")
         recovery = _recovery(corpus, root / "ray-kill", speedup)
     finally:
         ray.shutdown()
-    # Ray starts a worker process per task slot; once every run has sent its first request,
-    # what is left is the steady state.
-    steady_local = local["wall_s"] - local["first_request_s"]
+
+    def median(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    # Once every run has sent its first request, what is left is the steady state.
     return {
         "runs": runs,
-        "local_wall_s": local["wall_s"],
-        "ray_cold_wall_s": cold["wall_s"],
-        "ray_warm_wall_s": warm["wall_s"],
-        "ratio_cold": round(cold["wall_s"] / local["wall_s"], 3),
-        "ratio_warm": round(warm["wall_s"] / local["wall_s"], 3),
-        "local_first_request_s": local["first_request_s"],
-        "ray_cold_first_request_s": cold["first_request_s"],
-        "ray_warm_first_request_s": warm["first_request_s"],
-        "ratio_after_start": round((warm["wall_s"] - warm["first_request_s"]) / steady_local, 3),
+        "repeat": repeat,
+        "local_wall_s": median([local["wall_s"] for local, _, _ in rounds]),
+        "ray_cold_wall_s": median([cold["wall_s"] for _, cold, _ in rounds]),
+        "ray_warm_wall_s": median([warm["wall_s"] for _, _, warm in rounds]),
+        "ratio_cold": median([cold["wall_s"] / local["wall_s"] for local, cold, _ in rounds]),
+        "ratio_warm": median([warm["wall_s"] / local["wall_s"] for local, _, warm in rounds]),
+        "ratios_cold": [round(cold["wall_s"] / local["wall_s"], 3) for local, cold, _ in rounds],
+        "ratios_warm": [round(warm["wall_s"] / local["wall_s"], 3) for local, _, warm in rounds],
+        "local_first_request_s": median([local["first_request_s"] for local, _, _ in rounds]),
+        "ray_cold_first_request_s": median([cold["first_request_s"] for _, cold, _ in rounds]),
+        "ray_warm_first_request_s": median([warm["first_request_s"] for _, _, warm in rounds]),
+        "ratio_after_start": median(
+            [
+                (warm["wall_s"] - warm["first_request_s"]) / (local["wall_s"] - local["first_request_s"])
+                for local, _, warm in rounds
+            ]
+        ),
         "recovery_s": recovery,
     }
 
@@ -190,7 +209,7 @@ def _recovery(corpus: Path, folder: Path, speedup: float) -> float:
                         title = (entry / "cmdline").read_bytes()
                     except OSError:
                         continue
-                    if title.startswith(b"ray::_drive_line"):
+                    if title.startswith(b"ray::LineWorker"):
                         kill["text"] = json.dumps(body["messages"], ensure_ascii=False)
                         kill["at"] = time.monotonic()
                         os.kill(int(entry.name), signal.SIGKILL)
@@ -216,6 +235,7 @@ def main() -> None:
     parser.add_argument("--speedup", type=float, default=1.0, help="Divide the server's service times.")
     parser.add_argument("--ray", action="store_true", help="Also time the Ray path and its recovery.")
     parser.add_argument("--ray-runs", type=int, default=8, help="Reports in the Ray comparison.")
+    parser.add_argument("--ray-repeat", type=int, default=1, help="Rounds of the Ray comparison (medians).")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="deepdraft-throughput-") as tmp:
@@ -231,7 +251,7 @@ def main() -> None:
         ]
         summary: dict[str, Any] = {"slots": SLOTS, "speedup": args.speedup, "batches": rows}
         if args.ray:
-            summary["ray"] = ray_figures(corpus, root, args.ray_runs, args.speedup)
+            summary["ray"] = ray_figures(corpus, root, args.ray_runs, args.speedup, args.ray_repeat)
     if args.json:
         print(json.dumps(summary, indent=2))
         return
@@ -243,7 +263,8 @@ def main() -> None:
               f"{row['reports_per_hour']:>10.1f} {row['overhead_per_action_ms']:>13.1f} ms")  # fmt: skip
     if "ray" in summary:
         figures = summary["ray"]
-        print(f"Ray, {figures['runs']} reports: local {figures['local_wall_s']} s, "
+        print(f"Ray, {figures['runs']} reports (medians of {figures['repeat']}): "
+              f"local {figures['local_wall_s']} s, "
               f"Ray cold {figures['ray_cold_wall_s']} s (×{figures['ratio_cold']}), "
               f"warm {figures['ray_warm_wall_s']} s (×{figures['ratio_warm']}); every run started "
               f"after {figures['local_first_request_s']} s locally, {figures['ray_cold_first_request_s']} s "

@@ -12,6 +12,7 @@ import pytest
 
 from deepdraft.config import load_settings
 from deepdraft.errors import KnowledgeBaseError
+from deepdraft.retrieval.kb import snapshot
 from deepdraft.retrieval.kb.names import create_kb
 from deepdraft.run import wiring
 from tests.support.documents import PDF_TITLE, make_document_folder
@@ -82,6 +83,27 @@ def test_filters_and_search_mode_come_from_the_settings_and_survive_resume(docum
     nothing = load_settings(flags={"retrieval": {"exclude": ["**"]}})
     with pytest.raises(KnowledgeBaseError, match="no document of knowledge base 'work' is left by --exclude"):
         wiring.resolve_kb("work", nothing)
+
+
+def test_a_corpus_not_on_this_machine_is_searched_in_a_copy_of_its_index_under_its_own_path(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a Ray worker does with a corpus the driver indexed (see `run.cluster`)."""
+    monkeypatch.setattr(wiring, "_index_copies", {})
+    settings = load_settings()
+    original, ref = wiring.resolve_kb(str(corpus_dir), settings)
+    data = snapshot.take(original.folder, ref)  # type: ignore[attr-defined]  # a KnowledgeBase
+    query = "tariffs on imported steel"
+    expected = [(p.source.doc_id, p.text) for p in original.search(query, 5)]
+    corpus_dir.rename(tmp_path / "not-here")
+    with pytest.raises(KnowledgeBaseError, match="no file or folder"):
+        wiring.resolve_kb(ref, settings)
+    snapshot.restore(data, tmp_path / "copy")
+    wiring.use_index_copy(ref, tmp_path / "copy")
+    copy, copy_ref = wiring.resolve_kb(ref, settings)
+    assert copy_ref == ref  # recorded as the corpus, so references and resume name the documents
+    assert copy.fingerprint() == original.fingerprint()
+    assert [(p.source.doc_id, p.text) for p in copy.search(query, 5)] == expected
 
 
 def test_a_folder_is_indexed_on_the_fly_and_a_name_wins_over_a_path(

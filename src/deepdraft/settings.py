@@ -265,6 +265,9 @@ class KBSettings(_Section):
     password is better left to PGPASSWORD or ~/.pgpass. Never recorded with its password."""
     pool_size: int = Field(4, ge=1, le=100)
     """Connections each process keeps open to that database."""
+    ship_max_mb: float = Field(256.0, ge=0)
+    """The largest KB `batch --ray` sends to workers whose nodes cannot see it (a snapshot of the
+    KB or of a corpus's index, as a Ray object); 0 sends none. Above it: shared storage or Postgres."""
 
     @field_validator("dsn")
     @classmethod

@@ -254,3 +254,52 @@ def test_a_ray_address_that_is_wrong_or_unreachable_fails_at_once_in_one_line(
                                           "--ray", address))  # fmt: skip
         assert result.returncode == 2 and expected in result.stderr
         assert result.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_batch_on_ray_at_once_and_a_rerun_finishes_it(
+    tmp_path: Path, corpus_dir: Path
+) -> None:
+    """On Ray the workers are stopped at once: only the replies in flight at Ctrl-C are asked again."""
+    pytest.importorskip("ray")
+    ids = ["one", "two", "three"]
+    questions = write_questions(tmp_path / "q.jsonl", ids)
+    out = tmp_path / "out"
+    victim: dict[str, subprocess.Popen[str]] = {}
+    sent: list[int] = []
+
+    def ctrl_c(body: dict[str, Any], index: int) -> None:
+        if sent:  # every later request waits for the batch to stop, so no run can finish first
+            victim["process"].wait(timeout=300)
+            return
+        if index < 5 or not (out / "batch.jsonl").is_file():
+            return
+        if sum(row["status"] == "running" for row in state(out).values()) == 2:
+            sent.append(index)
+            victim["process"].send_signal(signal.SIGINT)
+
+    with FakeOpenAIServer(as_responder(MODEL), on_request=ctrl_c) as server:
+        command = batch_command(
+            questions, corpus_dir, server.base_url, out, "--concurrency", "2", "--ray", "auto"
+        )
+        victim["process"] = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as at a terminal
+        )
+        _, stderr = victim["process"].communicate(timeout=300)
+        assert sent and victim["process"].returncode == 130, stderr
+        stopped = state(out)
+        assert sum(row["status"] == "interrupted" for row in stopped.values()) == 2, [
+            (row["status"], row["error"]) for row in stopped.values()
+        ]
+
+        resumed = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert len(server.requests) <= REQUESTS_PER_RUN * len(ids) + 2  # at most the two in flight
+    assert {row["status"] for row in state(out).values()} == {"finished"}

@@ -9,8 +9,11 @@ scratch folder of its own, so whatever the retried task knows of the run came th
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 
 from deepdraft.config import load_settings
+from deepdraft.retrieval.kb.names import create_kb
 from deepdraft.run.batch import BatchLine, run_batch
 from deepdraft.run.runs import Runs, run_folder
 from tests.run.test_resume import comparable
@@ -36,7 +40,14 @@ LINES = [BatchLine(number, f"q{number}", "How did presidents argue about tariffs
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as exc:  # Ray gives its node a fixed 30 s to register: a loaded machine misses it
+            ray.shutdown()
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
     try:
         yield
     finally:
@@ -44,7 +55,7 @@ def local_ray() -> Iterator[None]:
 
 
 def running_tasks() -> list[int]:
-    """Our Ray's worker processes executing a batch line right now (Ray titles them after the task)."""
+    """Our Ray's line workers (Ray titles a process after its actor)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -52,7 +63,7 @@ def running_tasks() -> list[int]:
                 title = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if title.startswith(b"ray::_drive_line") and descends_from_us(int(entry.name)):
+            if title.startswith(b"ray::LineWorker") and descends_from_us(int(entry.name)):
                 pids.append(int(entry.name))
     return pids
 
@@ -150,3 +161,110 @@ def test_train_collect_runs_its_queries_on_ray_through_the_same_path(local_ray: 
     with Runs.open() as runs:
         for outcome in outcomes:
             assert runs.get(outcome.run_id).status == "finished" and runs.steps(outcome.run_id)
+
+
+NOT_DRIVING = (  # Ray's own processes, idle workers, and the batch's actors on the driver's node
+    b"ray::IDLE",
+    b"ray::DashboardAgent",
+    b"ray::RuntimeEnvAgent",
+    b"ray::JournalService",
+    b"ray::BudgetService",
+    b"ray::CorpusService",
+)
+
+
+def line_drivers() -> dict[int, bytes]:
+    """Our Ray's processes that drive batch lines, with their titles."""
+    pids = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if (
+                title.startswith(b"ray::")
+                and not title.startswith(NOT_DRIVING)
+                and descends_from_us(int(entry.name))
+            ):
+                pids[int(entry.name)] = title.split(b"\0")[0]
+    return pids
+
+
+def test_eight_runs_at_once_are_driven_by_two_worker_processes_not_eight(
+    local_ray: None, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """A worker process per run in flight made a batch wait for as many processes to start."""
+    lines = [
+        BatchLine(n, f"q{n}", f"How did presidents argue about tariffs? (report {n})") for n in range(1, 9)
+    ]
+    respond = as_responder(MODEL)
+    seen: set[str] = set()
+    lock = threading.Lock()
+    drivers: list[dict[int, bytes]] = []
+    # Every run's first request waits here until all eight are in flight: then they are counted.
+    all_in_flight = threading.Barrier(len(lines), action=lambda: drivers.append(line_drivers()), timeout=600)
+
+    def answer(body: dict[str, Any], index: int) -> str:
+        text = json.dumps(body["messages"])
+        tag = re.search(r"\(report (\d+)\)", text)
+        assert tag is not None
+        with lock:
+            first = tag.group(1) not in seen
+            seen.add(tag.group(1))
+        if first:
+            all_in_flight.wait()
+        return respond(body, index)
+
+    with FakeOpenAIServer(answer) as server:
+        outcome = run_batch(
+            lines,
+            settings_for(server.base_url),
+            tmp_path / "ray",
+            concurrency=len(lines),
+            default_kb=str(corpus_dir),
+            ray="auto",
+        )
+    assert [line.status for line in outcome.lines] == ["finished"] * len(lines)
+    assert len(drivers) == 1 and len(drivers[0]) == 2, drivers  # four runs each, in threads
+
+
+def test_a_named_kb_is_shipped_to_workers_without_shared_storage(
+    local_ray: None, corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepdraft.run import cluster
+
+    with create_kb("speeches") as kb:
+        kb.add([corpus_dir])
+    with FakeOpenAIServer(as_responder(MODEL)) as server:
+        local = run_batch(LINES[:2], settings_for(server.base_url), tmp_path / "local", default_kb="speeches")
+    assert [line.status for line in local.lines] == ["finished"] * 2
+
+    # The workers' nodes see neither the driver's workspace nor its KBs: the KB travels to them.
+    monkeypatch.setattr(cluster, "offered_workspace", lambda: str(tmp_path / "not-on-this-node"))
+    with FakeOpenAIServer(as_responder(MODEL)) as server:
+        outcome = run_batch(
+            LINES[:2], settings_for(server.base_url), tmp_path / "ray", default_kb="speeches", ray="auto"
+        )
+    assert [line.status for line in outcome.lines] == ["finished"] * 2, [line.error for line in outcome.lines]
+    for line in LINES[:2]:
+        ours, theirs = tmp_path / "ray" / f"{line.id}.md", tmp_path / "local" / f"{line.id}.md"
+        assert comparable(ours, corpus_dir) == comparable(theirs, corpus_dir)
+
+    # Above the size limit nothing is shipped, and every line says what to do instead.
+    small = load_settings(
+        flags={
+            "llm": {"base_url": server.base_url, "model": "fake-model"},
+            "output": {"verify": False, "synthesis": False},
+            "kb": {"ship_max_mb": 0.001},
+        }
+    )
+    refused = run_batch(LINES[2:], small, tmp_path / "too-big", default_kb="speeches", ray="auto")
+    [refusal] = refused.lines
+    assert refusal.status == "failed"
+    assert "knowledge base 'speeches' is not on this worker's node" in refusal.error
+    assert (
+        "kb.ship_max_mb" in refusal.error
+        and "PostgreSQL" in refusal.error
+        and "shared storage" in refusal.error
+    )

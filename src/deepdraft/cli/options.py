@@ -40,7 +40,7 @@ RayOption = Annotated[
     str | None,
     typer.Option(
         "--ray",
-        help="Run the reports as Ray tasks: 'auto' starts a local Ray, an address joins a cluster "
+        help="Run the reports on Ray: 'auto' starts a local Ray, an address joins a cluster "
         "(needs the ray extra; see docs/scale.md).",
     ),
 ]

@@ -193,7 +193,7 @@ def run_suite(
 
     The runs go through one `RunPool`: `concurrency` at a time (default: 4 with a server, 1 with
     the embedded model), all spending from one budget; `ray` ("auto" or a cluster address) runs
-    them as Ray tasks, as `deepdraft batch --ray` does.
+    them on Ray, as `deepdraft batch --ray` does.
     """
     from deepdraft.run.drivers import open_driver
     from deepdraft.run.pool import RunPool

@@ -320,7 +320,7 @@ def run_batch(
     """Drive every line not finished yet, `concurrency` at a time; each is tried up to `attempts` times.
 
     `concurrency` None: `pool.default_concurrency` (4 with a server, 1 with the embedded model).
-    `ray`: run the lines as Ray tasks — "auto" starts a local Ray, anything else is the address of
+    `ray`: run the lines on Ray — "auto" starts a local Ray, anything else is the address of
     a cluster to join (see `run.cluster`); None drives them in this process.
 
     `llm` replaces the endpoint `settings` name (tests; not with `ray`); `cancel`, once set, stops

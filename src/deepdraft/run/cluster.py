@@ -1,46 +1,59 @@
-"""A batch's runs as Ray tasks (`deepdraft batch --ray auto|ADDRESS`), durable off the workers.
+"""A batch's runs on a Ray cluster (`deepdraft batch --ray auto|ADDRESS`), durable off the workers.
 
 What runs where:
 
 * The driver (the `deepdraft batch` process) keeps the batch's state, bounds the runs in flight
   with its `RunPool`, and owns the workspace: `DEEPDRAFT_HOME`, its journal and its run folders.
+* **Line workers** drive the runs: long-lived Ray actors, each a process that drives up to
+  `RUNS_PER_WORKER` runs at once in threads (a run mostly waits on the endpoint, as in a local
+  batch). They are started when the driver connects, while the batch is still being prepared,
+  and each takes lines as soon as it is up: a batch pays for starting a few processes and
+  importing deepdraft in them once, not for a process per run in flight. Where the Ray outlives
+  the batch, the next batch of the same process finds them up (`KEEP_WORKERS_S`). A worker
+  drives a line with `runner.start`/`runner.resume` and returns the files of its run folder
+  (report, manifest, exports); the driver writes them into its own `DEEPDRAFT_HOME/runs/<id>/`,
+  so `runs`, `show`, `export` and `resume` work on them as on local runs.
 * A **journal actor**, pinned to the driver's node, is the only writer of the driver's journal for
-  the tasks: a worker's runner opens the journal through `journal_elsewhere`, so every step,
+  the workers: a worker's runner opens the journal through `journal_elsewhere`, so every step,
   checkpoint, event, egress record and cached LLM reply of a run is written on the driver's node
-  the moment it happens. A worker that dies loses at most the LLM call it was waiting for: Ray
-  runs the task again (on any node), the runner finds the run in the journal and resumes it from
-  its last checkpoint — `runner.resume`, as after a local crash.
+  the moment it happens. A worker process that dies loses at most the LLM calls it was waiting
+  for: Ray starts the worker again (on any node) and calls it again for each of its lines, which
+  find their runs in the journal and resume them from their last checkpoint (`runner.resume`, as
+  after a local crash).
 * A **budget actor** holds the batch's one `Budget`: `--rpm` and `--max-tokens-total` hold across
   every node. Its `admit` only books a slot; the waiting is done by the worker that asked.
-* Each **task** drives one line's run with `runner.start`/`runner.resume` and returns the files
-  of its run folder (report, manifest, exports); the driver writes them into its own
-  `DEEPDRAFT_HOME/runs/<id>/`, so `runs`, `show`, `export` and `resume` work on them as on
-  local runs. A worker uses the driver's `DEEPDRAFT_HOME` where that folder exists on its node
-  (shared storage: knowledge bases by name), else a scratch folder of its own (then give `kb` as
-  a path every node can read).
+* A **corpus actor**, on the driver's node too, ships a knowledge base to a worker that cannot see
+  it (no shared storage): a snapshot of the KB folder or of a corpus's index, put once in Ray's
+  object store, up to `kb.ship_max_mb` (see `retrieval.kb.snapshot`).
 
-Every node needs deepdraft (with the `ray` extra) installed and the LLM endpoint reachable.
+A worker uses the driver's `DEEPDRAFT_HOME` where that folder exists on its node (shared storage),
+else a scratch folder of its own. Every node needs deepdraft (with the `ray` extra) installed and
+the LLM endpoint reachable.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
+import shutil
 import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from deepdraft.config import home_dir
 from deepdraft.errors import (
     ConfigError,
     DeepdraftError,
+    KnowledgeBaseError,
     LLMBudgetExhausted,
     RunAlreadyFinished,
     RunCancelled,
@@ -49,22 +62,35 @@ from deepdraft.errors import (
 from deepdraft.events import EventSink
 from deepdraft.fsutil import atomic_write_bytes
 from deepdraft.llm.limits import Budget
-from deepdraft.run import runner
+from deepdraft.run import runner, wiring
 from deepdraft.run.pool import RunOrder
 from deepdraft.run.runs import journal_elsewhere, restore_report, run_exists, run_folder
 from deepdraft.settings import Settings
 from deepdraft.store.journal import Journal
 
-__all__ = ["TASK_CPUS", "TASK_RETRIES", "RayDriver"]
+if TYPE_CHECKING:
+    from deepdraft.retrieval.kb.store import KnowledgeBase
+
+__all__ = ["RUNS_PER_WORKER", "TASK_CPUS", "TASK_RETRIES", "RayDriver"]
 
 TASK_CPUS = 0.25
 """CPU a run reserves on its node: a run mostly waits on the endpoint, so four share a core."""
+RUNS_PER_WORKER = 4
+"""Runs one worker process drives at once (threads): one core's worth of runs, by `TASK_CPUS`."""
 TASK_RETRIES = 3
-"""How many times Ray starts a line's task again after its worker or node died."""
+"""How many times Ray gives a line to its worker again after that worker's process or node died."""
 _POLL_S = 0.5  # how often a waiting driver thread looks for a Ctrl-C
+_CLOSE_S = 10.0  # how long the workers get to clear their scratch folders at the end
+_WARM_MODULES = (  # what every run imports on its first action; a worker imports it while it starts
+    "deepdraft.llm.openai_compat",
+    "deepdraft.retrieval.kb.names",
+    "deepdraft.retrieval.kb.folder",
+    "deepdraft.export.document",
+    "deepdraft.run.manifest",
+)
 
 
-# ---- the actors ------------------------------------------------------------------------------------
+# ---- the actors on the driver's node ---------------------------------------------------------------
 
 
 class JournalService:
@@ -103,6 +129,68 @@ class BudgetService:
 
     def exhausted(self) -> bool:
         return self.budget.exhausted
+
+
+@dataclass(frozen=True)
+class ShippedKB:
+    """A knowledge base as the corpus actor sends it: a snapshot in the object store, or why not."""
+
+    data: Any = None
+    """The `ObjectRef` of the snapshot's bytes (None when refused)."""
+    refusal: str = ""
+
+
+class CorpusService:
+    """The driver's knowledge bases, shipped to workers that cannot see them (a Ray actor on the
+    driver's node). Each KB is snapshotted and put in the object store once per batch, on the
+    first worker's request: a batch whose workers share the driver's storage ships nothing."""
+
+    def __init__(self, home: str) -> None:
+        os.environ["DEEPDRAFT_HOME"] = home  # this process is the actor's own: names resolve here
+        self._batch = ""
+        self._shipped: dict[tuple[str, str], ShippedKB] = {}
+
+    def fetch(self, kb: str, settings: Settings, batch: str) -> ShippedKB:
+        """KB `kb` ("kb:NAME", or a corpus's absolute path) as `settings` search it, as it is
+        when the first worker of `batch` asks (a later batch sees it as it is then)."""
+        if batch != self._batch:
+            self._batch, self._shipped = batch, {}
+        key = (kb, settings.retrieval.model_dump_json() + settings.embedding.model_dump_json())
+        if key not in self._shipped:
+            self._shipped[key] = self._ship(kb, settings)
+        return self._shipped[key]
+
+    def _ship(self, kb: str, settings: Settings) -> ShippedKB:
+        import ray
+
+        from deepdraft.retrieval.kb import names as kbs
+        from deepdraft.retrieval.kb import snapshot
+
+        label, limit_mb = kb.removeprefix("kb:"), settings.kb.ship_max_mb
+        if limit_mb == 0:
+            return ShippedKB(refusal=_not_sent(label, "is not sent to workers (kb.ship_max_mb is 0)"))
+        try:
+            if kb.startswith("kb:"):
+                folder = kbs.kb_dir(label)
+            else:
+                # Brought up to date first: the workers search the documents as they are now.
+                with cast("KnowledgeBase", wiring.open_corpus(Path(kb), settings)) as index:
+                    folder = index.folder
+            size_mb = snapshot.size_of(folder) / 2**20
+            if size_mb > limit_mb:
+                why = f"is {size_mb:,.2f} MB, above the {limit_mb:g} MB a batch sends (kb.ship_max_mb)"
+                return ShippedKB(refusal=_not_sent(label, why))
+            return ShippedKB(data=ray.put(snapshot.take(folder, label)))
+        except DeepdraftError as exc:
+            return ShippedKB(refusal=f"the driver cannot send knowledge base {label!r} to a worker: {exc}")
+
+
+def _not_sent(label: str, why: str) -> str:
+    return (
+        f"knowledge base {label!r} is not on this worker's node and {why}: put it on shared storage "
+        "that every node mounts at the same path, or in PostgreSQL (deepdraft kb add --engine postgres, "
+        "with the DSN in every node's config), or raise kb.ship_max_mb"
+    )
 
 
 # ---- what a worker sees ----------------------------------------------------------------------------
@@ -159,46 +247,113 @@ class _ClusterBudget:
 
 
 @dataclass
-class _TaskResult:
+class _LineResult:
     files: dict[str, bytes] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     error: DeepdraftError | None = None
 
 
-def _drive_line(order: RunOrder, home: str, journal: Any, budget: Any) -> _TaskResult:
-    """The body of a line's Ray task: start or resume its run, journaled on the driver."""
-    workspace = home if Path(home).is_dir() else tempfile.mkdtemp(prefix="deepdraft-worker-")
-    previous = os.environ.get("DEEPDRAFT_HOME")
-    os.environ["DEEPDRAFT_HOME"] = workspace
-    try:
-        with journal_elsewhere(lambda: cast(Journal, _DriverJournal(journal))):
-            limiter = _ClusterBudget(budget) if budget is not None else None
-            try:
-                if run_exists(order.run_id):  # a retry after a dead worker, or an earlier attempt
-                    problems = runner.resume(order.run_id, order.settings, budget=limiter).problems
-                else:
-                    problems = runner.start(
-                        order.question, order.settings, kb=order.kb, run_id=order.run_id, budget=limiter
-                    ).problems
-            except RunAlreadyFinished:
-                # A worker that finished the run died before its files came back: the report is
-                # read from the journal, not written by driving the run again.
-                restore_report(order.run_id)
-                problems = []
-            except DeepdraftError as exc:
-                return _TaskResult(error=exc)
-        folder = run_folder(order.run_id)
-        files = {
-            path.name: path.read_bytes()
-            for path in folder.iterdir()
-            if path.is_file() and path.name != "lock"
-        }
-        return _TaskResult(files, problems)
-    finally:
-        if previous is None:
-            os.environ.pop("DEEPDRAFT_HOME", None)
+class LineWorker:
+    """A worker process that drives batch lines, several at once in threads (a Ray actor).
+
+    Everything a line needs that is the same for every line — the workspace, the driver's journal,
+    the imports — is set up once, when the worker starts; a worker may serve several batches of the
+    same driver in turn (see `_Crew`). Ray starts it again after its process died (its `__init__`
+    runs again) and gives it the lines it was driving once more.
+    """
+
+    def __init__(self, home: str, journal: Any, corpora: Any) -> None:
+        import importlib
+
+        self._scratch: list[str] = []
+        if Path(home).is_dir():  # the driver's workspace, on storage this node shares
+            self.workspace = home
         else:
-            os.environ["DEEPDRAFT_HOME"] = previous
+            self.workspace = self._scratch_folder("deepdraft-worker-")
+        os.environ["DEEPDRAFT_HOME"] = self.workspace  # this process is the actor's own
+        self._stack = ExitStack()  # held for the worker's life: every run here journals on the driver
+        self._stack.enter_context(journal_elsewhere(lambda: cast(Journal, _DriverJournal(journal))))
+        self._corpora = corpora
+        self._batch = ""
+        self._reached: dict[str, Path] = {}  # KB → where its snapshot was unpacked, this batch
+        self._reaching = threading.Lock()
+        for module in _WARM_MODULES:
+            importlib.import_module(module)
+
+    def _scratch_folder(self, prefix: str) -> str:
+        folder = tempfile.mkdtemp(prefix=prefix)
+        self._scratch.append(folder)
+        return folder
+
+    def ready(self) -> str:
+        """Answers once the worker is up."""
+        return self.workspace
+
+    def drive(self, order: RunOrder, batch: str, budget: Any) -> _LineResult:
+        """Start or resume the line's run, journaled on the driver; the files of its folder.
+
+        `batch` names the driver's batch (a KB sent for an earlier one is not searched in a later
+        one); `budget` is its budget actor, if any.
+        """
+        limiter = _ClusterBudget(budget) if budget is not None else None
+        try:
+            self._reach(order.kb, order.settings, batch)
+            if run_exists(order.run_id):  # a retry after a dead worker, or an earlier attempt
+                problems = runner.resume(order.run_id, order.settings, budget=limiter).problems
+            else:
+                problems = runner.start(
+                    order.question, order.settings, kb=order.kb, run_id=order.run_id, budget=limiter
+                ).problems
+        except RunAlreadyFinished:
+            # A worker that finished the run died before its files came back: the report is read
+            # from the journal, not written by driving the run again.
+            restore_report(order.run_id)
+            problems = []
+        except DeepdraftError as exc:
+            return _LineResult(error=exc)
+        folder = run_folder(order.run_id)
+        files = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+        files.pop("lock", None)  # the run's lock is this node's, not part of its folder
+        if self._scratch and self.workspace == self._scratch[0]:
+            shutil.rmtree(folder, ignore_errors=True)  # on its way to the driver: not kept here too
+        return _LineResult(files, problems)
+
+    def _reach(self, kb: str | None, settings: Settings, batch: str) -> None:
+        """Make knowledge base `kb` searchable here: as it is when this node sees it, else from a
+        snapshot the driver sends (once per worker and batch)."""
+        from deepdraft.retrieval.kb import names as kbs
+
+        with self._reaching:
+            if batch != self._batch:  # the lines of an earlier batch are done: so are its KBs
+                for folder in self._reached.values():
+                    shutil.rmtree(folder, ignore_errors=True)
+                self._batch, self._reached = batch, {}
+            if kb is None:
+                return  # the workspace's default KB, or the bundled demo
+            name = kb.removeprefix("kb:") if kb.startswith("kb:") else None
+            if kb in self._reached or (kbs.kb_exists(name) if name else Path(kb).exists()):
+                return
+            import ray
+
+            from deepdraft.retrieval.kb import snapshot
+
+            shipped: ShippedKB = ray.get(self._corpora.fetch.remote(kb, settings, batch))
+            if shipped.refusal:
+                raise KnowledgeBaseError(shipped.refusal)
+            data: bytes = ray.get(shipped.data)
+            if name:
+                folder = kbs.kb_dir(name)
+                snapshot.restore(data, folder)
+            else:
+                folder = Path(self._scratch_folder("deepdraft-corpus-"))
+                snapshot.restore(data, folder / "index")
+                wiring.use_index_copy(kb, folder / "index")
+            self._reached[kb] = folder
+
+    def close(self) -> None:
+        """Remove the scratch folders (the runs' files went back to the driver)."""
+        for folder in self._scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---- the driver's side -----------------------------------------------------------------------------
@@ -228,30 +383,179 @@ def offered_workspace() -> str:
     return str(home_dir())
 
 
-class RayDriver:
-    """Drives a batch's runs as Ray tasks (see the module docstring); use `RayDriver.connect`."""
+def _as_seen_here(kb: str | None) -> str | None:
+    """`kb` as the driver resolves it, for a worker: "kb:NAME" for a KB name, an absolute path
+    for a corpus (a worker's current folder is not the driver's)."""
+    from deepdraft.retrieval.kb import names as kbs
 
-    def __init__(self, journal: Any, budget: Any, cancel: threading.Event) -> None:
+    if kb is None:
+        name, _ = wiring.default_kb()
+        return f"kb:{name}" if name == kbs.DEFAULT_KB else None  # the demo: every worker has it
+    if kb.startswith("kb:") or (kbs.is_kb_name(kb) and kbs.kb_exists(kb)):
+        return f"kb:{kb.removeprefix('kb:')}"
+    return str(Path(kb).expanduser().resolve())
+
+
+class _Workers:
+    """The batch's line workers, and which of their run slots are free.
+
+    A worker's slots become free when it is up, so the first lines go to the first workers to
+    start; a worker Ray cannot place (the cluster is full) never takes a line.
+    """
+
+    def __init__(self, actors: list[tuple[Any, int]]) -> None:
+        self.up: list[Any] = []
+        """The workers that started (the others are still waiting for room, or could not start)."""
+        self._free: queue.Queue[Any] = queue.Queue()
+        self._lock = threading.Lock()
+        self._starting = len(actors)
+        self._slots = 0  # slots of the workers that are up, less those lost with a dead worker
+        self._failure = ""
+        self._stopped = threading.Event()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(actors,), name="deepdraft-ray-workers", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self, actors: list[tuple[Any, int]]) -> None:
+        import ray
+        from ray.exceptions import RayError
+
+        pending = {actor.ready.remote(): (actor, slots) for actor, slots in actors}
+        while pending and not self._stopped.is_set():
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
+            for ref in done:
+                actor, slots = pending.pop(ref)
+                try:
+                    ray.get(ref)
+                except RayError as exc:  # it cannot start on its node (deepdraft missing, ...)
+                    with self._lock:
+                        self._failure = self._failure or str(exc).strip().splitlines()[-1]
+                        self._starting -= 1
+                    continue
+                with self._lock:
+                    self.up.append(actor)
+                    self._slots += slots
+                    self._starting -= 1
+                for _ in range(slots):
+                    self._free.put(actor)
+
+    def take(self, cancel: threading.Event) -> Any:
+        """The worker of a free slot, once there is one."""
+        while True:
+            try:
+                return self._free.get(timeout=_POLL_S)
+            except queue.Empty:
+                if cancel.is_set():
+                    raise RunCancelled("the batch was stopped; the same batch command continues it") from None
+                with self._lock:
+                    if self._starting == 0 and self._slots == 0:
+                        raise RunFailed(
+                            f"no Ray worker is left to drive the run: {self._failure or 'every one died'}"
+                        ) from None
+
+    def give_back(self, worker: Any) -> None:
+        self._free.put(worker)
+
+    def lose(self) -> None:
+        """A slot whose worker is gone for good (Ray gave up on it, or the batch killed it)."""
+        with self._lock:
+            self._slots -= 1
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._watcher.join()
+
+
+@dataclass
+class _Crew:
+    """The actors a batch starts that the next batch of this process may use as they are: the
+    journal and corpus actors, and the line workers with their slots."""
+
+    key: tuple[str, str, str]
+    """Ray's job, the workspace offered to the workers, the driver's journal: what they are bound to."""
+    journal: Any
+    corpora: Any
+    workers: list[tuple[Any, int]]
+
+    def dismiss(self, up: list[Any] | None = None) -> None:
+        """Stop them all, after the workers that are `up` (default: all) cleared their scratch folders."""
         import ray
 
-        self._journal, self._budget, self.cancel = journal, budget, cancel
-        self._task = ray.remote(_drive_line).options(
-            num_cpus=TASK_CPUS, max_retries=TASK_RETRIES, retry_exceptions=False
-        )
+        _close_quietly(up if up is not None else [worker for worker, _ in self.workers])
+        for actor in [self.journal, self.corpora, *(worker for worker, _ in self.workers)]:
+            with suppress(Exception):  # already gone, or Ray shut down since
+                ray.kill(actor)
+
+
+KEEP_WORKERS_S = 60.0
+"""How long a batch's line workers wait for another batch of the same process before they stop.
+
+Only where the Ray outlives the batch (one this process had started before: a notebook's, a
+script's): a batch after another then finds its workers up, with deepdraft imported. Meanwhile
+they keep their CPU reservation, as Ray keeps idle workers for a while."""
+
+_kept_lock = threading.Lock()
+_kept: tuple[_Crew, threading.Timer] | None = None
+
+
+def _take_kept(key: tuple[str, str, str]) -> _Crew | None:
+    """The crew a finished batch left, if it is bound to `key`; another one is dismissed."""
+    global _kept
+    with _kept_lock:
+        kept, _kept = _kept, None
+    if kept is None:
+        return None
+    crew, timer = kept
+    timer.cancel()
+    if crew.key == key:
+        return crew
+    crew.dismiss()  # bound elsewhere, and only in the way of this batch's workers
+    return None
+
+
+def _keep(crew: _Crew) -> None:
+    global _kept
+    timer = threading.Timer(KEEP_WORKERS_S, _expire, args=(crew,))
+    timer.daemon = True
+    with _kept_lock:
+        previous, _kept = _kept, (crew, timer)
+    if previous is not None:
+        previous[1].cancel()
+        previous[0].dismiss()
+    timer.start()
+
+
+def _expire(crew: _Crew) -> None:
+    global _kept
+    with _kept_lock:
+        if _kept is None or _kept[0] is not crew:
+            return  # taken by a batch meanwhile
+        _kept = None
+    crew.dismiss()
+
+
+class RayDriver:
+    """Drives a batch's runs on line workers (see the module docstring); use `RayDriver.connect`."""
+
+    def __init__(self, workers: _Workers, budget: Any, cancel: threading.Event) -> None:
+        self._workers, self._budget, self.cancel = workers, budget, cancel
+        self._batch = uuid.uuid4().hex
 
     @classmethod
     @contextmanager
     def connect(
-        cls, address: str, settings: Settings, *, spent: int = 0, cancel: threading.Event
+        cls, address: str, settings: Settings, *, slots: int, spent: int = 0, cancel: threading.Event
     ) -> Iterator[RayDriver]:
-        """Start a local Ray ("auto") or join the cluster at `address`, for the length of the block.
+        """Start a local Ray ("auto") or join the cluster at `address`, and start workers for
+        `slots` runs at once, for the length of the block.
 
-        A Ray this process already started (tests, a notebook) is used as it is and left running.
+        A Ray this process already started (tests, a notebook) is used as it is and left running,
+        and the workers are kept for the next batch a while (`KEEP_WORKERS_S`).
         """
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports from a CLI tool
         try:
             import ray
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         except ImportError:
             raise ConfigError('--ray needs Ray: pip install -c constraints.txt -e ".[ray]"') from None
         started = not ray.is_initialized()
@@ -265,47 +569,71 @@ class RayDriver:
                     logging_level=logging.WARNING,
                     log_to_driver=False,
                 )
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise ConfigError(f"cannot join the Ray cluster at {address}: {exc}") from None
+            except Exception as exc:  # Ray raises bare Exceptions too (a local node that did not start)
+                where = "start a local Ray" if address == "auto" else f"join the Ray cluster at {address}"
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"cannot {where}: {first_line}") from None
+        crew: _Crew | None = None
+        budget: Any = None
+        workers: _Workers | None = None
+        finished = False
         try:
-            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-            journal: Any = (
-                ray.remote(JournalService)
-                .options(num_cpus=0, scheduling_strategy=here)
-                .remote(str(home_dir() / "journal.sqlite"))
-            )
-            budget: Any = None
+            crew = _crew_for(slots)
             if settings.llm.max_tokens_total or settings.llm.requests_per_minute:
                 budget = (
                     ray.remote(BudgetService)
-                    .options(num_cpus=0, scheduling_strategy=here)
+                    .options(**_on_driver_node())
                     .remote(settings.llm.max_tokens_total, settings.llm.requests_per_minute, spent)
                 )
-            try:
-                yield cls(journal, budget, cancel)
-            finally:
-                ray.kill(journal)
-                if budget is not None:
-                    ray.kill(budget)
+            workers = _Workers(crew.workers)
+            yield cls(workers, budget, cancel)
+            finished = not cancel.is_set()  # a stopped batch killed its workers
         finally:
+            if workers is not None:
+                workers.stop()
+            if budget is not None:
+                ray.kill(budget)
+            if crew is not None and workers is not None and finished and not started:
+                # Kept as they are up; one still waiting for room in the cluster would only hold it.
+                for worker, _ in crew.workers:
+                    if worker not in workers.up:
+                        ray.kill(worker)
+                _keep(replace(crew, workers=[w for w in crew.workers if w[0] in workers.up]))
+            elif crew is not None:
+                crew.dismiss(workers.up if workers is not None else [])
             if started:
                 ray.shutdown()
 
     def drive(self, order: RunOrder, on_event: EventSink) -> list[str]:
-        """Run the line's task and wait for it; its run folder is then written in this workspace."""
+        """Drive the line on a free worker and wait; its run folder is then written in this workspace."""
         import ray
-        from ray.exceptions import RayError
+        from ray.exceptions import RayActorError, RayError
 
-        ref = self._task.remote(order, offered_workspace(), self._journal, self._budget)
-        while not ray.wait([ref], timeout=_POLL_S)[0]:
-            if self.cancel.is_set():
-                # The worker is stopped at once; every finished step is already in the journal.
-                ray.cancel(ref, force=True)
-                raise RunCancelled(f"run {order.run_id} was stopped; the same batch command continues it")
+        order = RunOrder(order.run_id, order.question, _as_seen_here(order.kb), order.settings)
+        worker = self._workers.take(self.cancel)
+        ref = worker.drive.remote(order, self._batch, self._budget)
+        lost = False
         try:
-            result: _TaskResult = ray.get(ref)
-        except RayError as exc:
-            raise RunFailed(f"the Ray task of run {order.run_id} failed: {exc}") from None
+            while not ray.wait([ref], timeout=_POLL_S)[0]:
+                if self.cancel.is_set():
+                    # The worker is stopped at once (with the other lines it drives: the whole
+                    # batch is stopping); every finished step is already in the journal.
+                    ray.kill(worker, no_restart=True)
+                    raise RunCancelled(f"run {order.run_id} was stopped; the same batch command continues it")
+            try:
+                result: _LineResult = ray.get(ref)
+            except RayError as exc:
+                if self.cancel.is_set():
+                    raise RunCancelled(
+                        f"run {order.run_id} was stopped; the same batch command continues it"
+                    ) from None
+                lost = isinstance(exc, RayActorError)
+                raise RunFailed(f"the Ray worker of run {order.run_id} failed: {exc}") from None
+        finally:
+            if lost or self.cancel.is_set():
+                self._workers.lose()
+            else:
+                self._workers.give_back(worker)
         if result.error is not None:
             raise result.error
         folder = run_folder(order.run_id)
@@ -323,3 +651,61 @@ class RayDriver:
         import ray
 
         return bool(ray.get(self._budget.exhausted.remote()))
+
+
+def _on_driver_node() -> dict[str, Any]:
+    """Actor options: on the driver's node (its storage), reserving no CPU (they mostly wait)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return {"num_cpus": 0, "scheduling_strategy": here}
+
+
+def _crew_for(slots: int) -> _Crew:
+    """The journal and corpus actors and line workers for `slots` runs: those a batch of this
+    process left, as far as they go, and new ones for the rest (they start now, in the background)."""
+    import ray
+
+    workspace, journal_path = offered_workspace(), str(home_dir() / "journal.sqlite")
+    key = (ray.get_runtime_context().get_job_id(), workspace, journal_path)
+    crew = _take_kept(key)
+    if crew is None:
+        journal = ray.remote(JournalService).options(**_on_driver_node()).remote(journal_path)
+        corpora = ray.remote(CorpusService).options(**_on_driver_node()).remote(str(home_dir()))
+        crew = _Crew(key, journal, corpora, [])
+    workers: list[tuple[Any, int]] = []
+    have = 0
+    for worker, runs in crew.workers:
+        if have < slots:
+            workers.append((worker, runs))
+            have += runs
+        else:  # more than this batch needs
+            with suppress(Exception):
+                ray.kill(worker)
+    while have < slots:
+        runs = min(RUNS_PER_WORKER, slots - have)
+        worker = (
+            ray.remote(LineWorker)
+            .options(
+                num_cpus=TASK_CPUS * runs,
+                max_concurrency=runs,
+                max_restarts=-1,  # a worker is started again as long as lines need it
+                max_task_retries=TASK_RETRIES,
+                scheduling_strategy="SPREAD",
+            )
+            .remote(workspace, crew.journal, crew.corpora)
+        )
+        workers.append((worker, runs))
+        have += runs
+    return replace(crew, workers=workers)
+
+
+def _close_quietly(workers: list[Any]) -> None:
+    """Ask the workers to clear their scratch folders; one that is gone or stuck is not waited for."""
+    import ray
+    from ray.exceptions import RayError
+
+    refs = [worker.close.options(max_task_retries=0).remote() for worker in workers]
+    with suppress(RayError):
+        ray.wait(refs, num_returns=len(refs), timeout=_CLOSE_S)

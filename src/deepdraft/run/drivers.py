@@ -111,5 +111,5 @@ def open_driver(
         )
     from deepdraft.run.cluster import RayDriver
 
-    with RayDriver.connect(ray, settings, spent=spent, cancel=cancel) as driver:
+    with RayDriver.connect(ray, settings, slots=pool.size, spent=spent, cancel=cancel) as driver:
         yield driver

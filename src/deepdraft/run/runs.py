@@ -110,7 +110,7 @@ def workspace_journal() -> Journal:
 def journal_elsewhere(opener: JournalOpener) -> Iterator[None]:
     """For the length of the block, every run of this process is journaled where `opener` says.
 
-    For a process that drives one run at a time (a Ray worker): the setting is process-wide.
+    For a process whose every run is journaled elsewhere (a Ray worker's): the setting is process-wide.
     """
     global _opener
     previous, _opener = _opener, opener

@@ -87,6 +87,19 @@ def default_kb() -> tuple[str, str]:
     )
 
 
+_index_copies: dict[str, Path] = {}
+
+
+def use_index_copy(corpus: str, folder: Path) -> None:
+    """Search the corpus at the absolute path `corpus`, which is not on this machine, in `folder`:
+    a copy of the index built where it is (a Ray worker's, see `run.cluster`). Process-wide.
+
+    The runs record `corpus` itself, so their references and their resume name the documents
+    where they are, not the copy.
+    """
+    _index_copies[corpus] = folder
+
+
 def resolve_kb(kb: str | None, settings: Settings) -> tuple[Retriever, str]:
     """The retriever for `--kb`, and how to find it again on resume.
 
@@ -107,6 +120,11 @@ def resolve_kb(kb: str | None, settings: Settings) -> tuple[Retriever, str]:
     if kbs.is_kb_name(kb) and kbs.kb_exists(kb):
         return _open_named_kb(kb, settings), f"kb:{kb}"
     path = Path(kb).expanduser()
+    copy = _index_copies.get(str(path.resolve()))
+    if copy is not None and not path.exists():
+        from deepdraft.retrieval.kb.folder import open_folder_index
+
+        return open_folder_index(copy, str(path.resolve()), settings), str(path.resolve())
     if not path.exists():
         raise KnowledgeBaseError(
             f"no knowledge base named {kb!r} and no file or folder {path} "

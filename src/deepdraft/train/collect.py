@@ -124,7 +124,7 @@ def collect(
 
     `llm`: the teacher (default: the endpoint `settings` name); `kb` or `retriever`: what it
     searches. A run that fails is reported, not fatal: the others go on. `ray`: run the queries
-    as Ray tasks ("auto" or a cluster address, as `deepdraft batch --ray`).
+    on Ray ("auto" or a cluster address, as `deepdraft batch --ray`).
     """
     if workers < 1:
         raise UserError("--workers must be at least 1")

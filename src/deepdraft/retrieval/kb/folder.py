@@ -60,11 +60,18 @@ def open_folder_kb(corpus: Path, cache_root: Path, settings: Settings) -> Knowle
             raise KnowledgeBaseError(
                 f"no readable documents in {corpus}" + (f": {shown}{more}" if shown else "")
             )
+    return open_folder_index(folder, label, settings)
+
+
+def open_folder_index(folder: Path, label: str, settings: Settings) -> KnowledgeBase:
+    """The cached KB of a corpus in `folder`, as it is (documents not looked at), searched as
+    `settings.retrieval` says; `label` names the corpus (its path where it was indexed)."""
+    retrieval = settings.retrieval
     return KnowledgeBase.open(
         folder,
         label=label,
         only=retrieval.only,
         exclude=retrieval.exclude,
         mode=retrieval.mode,
-        embedding=embedding,
+        embedding=settings.embedding,
     )
