@@ -482,6 +482,12 @@ class _Crew:
         """Stop them all, after the workers that are `up` (default: all) cleared their scratch folders."""
         import ray
 
+        # Actors go with the Ray they were started in: once this process has shut it down (a
+        # notebook, a test), their handles must not be used — Ray ends a process that sends to a
+        # Ray it left (measured: the whole test suite exited when a kept crew expired after the
+        # fixture's shutdown).
+        if not ray.is_initialized() or ray.get_runtime_context().get_job_id() != self.key[0]:
+            return
         _close_quietly(up if up is not None else [worker for worker, _ in self.workers])
         for actor in [self.journal, self.corpora, *(worker for worker, _ in self.workers)]:
             with suppress(Exception):  # already gone, or Ray shut down since
