@@ -304,6 +304,6 @@ def test_home_dir_default_and_tilde(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_a_default_depth_applies_only_where_nothing_was_chosen() -> None:
     quick = load_settings(environ={}, flags={"research": {"max_steps": 50}}).with_default_depth("quick")
     assert quick.research.depth == "quick" and quick.research.max_steps == 50  # explicit value kept
-    assert quick.research.max_expansions == 1 and quick.llm.max_tokens == 480
+    assert quick.research.max_expansions == 2 and quick.llm.max_tokens == 480
     chosen = load_settings(environ={}, flags={"research": {"depth": "deep"}})
     assert chosen.with_default_depth("quick") == chosen
