@@ -34,7 +34,8 @@ _COMMAND = re.compile(
     r")",
     re.IGNORECASE,
 )
-_WELL_FORMED = re.compile(r"[ \t]*\\cite\{[^{}]*\}")
+CITE_WITH_SPACE = re.compile(r"[ \t]*\\cite\{[^{}]*\}")
+"""One well-formed citation command with the spaces before it (what removing it should remove)."""
 
 
 def repair_cite_commands(text: str) -> str:
@@ -48,7 +49,7 @@ def repair_cite_commands(text: str) -> str:
     """
 
     def repair(match: re.Match[str]) -> str:
-        if _WELL_FORMED.fullmatch(match.group(0)):
+        if CITE_WITH_SPACE.fullmatch(match.group(0)):
             return match.group(0)  # nothing to repair (an empty one is for validation to refuse)
         content = next((group for group in match.group("brace", "bare", "bracket", "paren") if group), "")
         keys = [m.group(1).lower() for m in _KEY.finditer(content)]
@@ -90,12 +91,9 @@ def _cite_loose(text: str) -> str:
     return _LOOSE_KEYS.sub(replace, text)
 
 
-_CITE_WITH_SPACE = re.compile(r"[ \t]*\\cite\{[^{}]*\}")
-
-
 def without_citations(text: str) -> str:
     """`text` with its citation commands removed (and the space before each)."""
-    return _CITE_WITH_SPACE.sub("", text)
+    return CITE_WITH_SPACE.sub("", text)
 
 
 def keeping_keys(text: str, allowed: set[str]) -> str:
@@ -105,4 +103,4 @@ def keeping_keys(text: str, allowed: set[str]) -> str:
         keys = [key for key in (m.group(1).lower() for m in _KEY.finditer(match.group(0))) if key in allowed]
         return " \\cite{" + ", ".join(keys) + "}" if keys else ""
 
-    return _CITE_WITH_SPACE.sub(narrow, text)
+    return CITE_WITH_SPACE.sub(narrow, text)

@@ -21,7 +21,7 @@ import itertools
 import re
 from collections.abc import Mapping
 
-from deepdraft.core.citations import CITE, cited_keys
+from deepdraft.core.citations import CITE_WITH_SPACE, cited_keys
 from deepdraft.core.scripts import HAN
 from deepdraft.core.sentences import sentence_spans
 
@@ -189,16 +189,13 @@ def merged_citations(text: str) -> str:
         keys = _keys_of(text[start:end])
         same_paragraph = "\n\n" not in text[end:next_start]
         if keys and same_paragraph and keys == _keys_of(text[next_start:next_end]):
-            drop.extend((m.start(), m.end()) for m in _SPACED_CITE.finditer(text, start, end))
+            drop.extend((m.start(), m.end()) for m in CITE_WITH_SPACE.finditer(text, start, end))
     kept, cursor = [], 0
     for start, end in drop:
         kept.append(text[cursor:start])
         cursor = end
     kept.append(text[cursor:])
     return "".join(kept)
-
-
-_SPACED_CITE = re.compile(r"[ \t]*" + CITE.pattern)
 
 
 def _keys_of(sentence: str) -> frozenset[str]:
