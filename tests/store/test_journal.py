@@ -449,6 +449,14 @@ _WORKER = textwrap.dedent(
         while not Path(go).exists():  # start together, so the writes really interleave
             time.sleep(0.002)
         for i in range(1, count + 1):
+            if i == count // 2 + 1:
+                # Halfway, wait until the other worker has written too: however the scheduler runs the
+                # two, neither can write all its ticks before the other starts (so >= 2 switches).
+                deadline = time.monotonic() + 60
+                while not any(e.payload["worker"] != name for e in j.events("shared")):
+                    if time.monotonic() > deadline:
+                        sys.exit("the other worker never wrote")
+                    time.sleep(0.002)
             rec = StepRecord(i, "write", "p" * 200, "r" * 200, {"i": i}, True, None, 1, 1, 0.0, 0.0, False)
             j.record_step(name, rec, {"worker": name, "i": i, "draft": "x" * 2000})
             j.append_event(name, "step", {"i": i})
@@ -526,7 +534,8 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
         for name in ("alpha", "beta"):
             mine = [e.payload["i"] for e in shared if e.payload["worker"] == name]
             assert mine == list(range(1, count + 1))
-        # The writes really overlapped (dozens of switches in practice), so the lock was contended.
+        # The writes really interleaved (the halfway rendezvous makes at least two switches certain;
+        # dozens in practice), so each process wrote while the other held the file open.
         workers = [e.payload["worker"] for e in shared]
         assert sum(a != b for a, b in itertools.pairwise(workers)) >= 2
 
