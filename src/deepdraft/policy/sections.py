@@ -43,6 +43,11 @@ from deepdraft.settings import ResearchSettings
 
 FINISHING = ("verify", "synthesis")
 """The finishing passes a command that changes text runs again."""
+SECTION_PATTERN = r"^(?:section-)?[1-9][0-9]{0,3}(?:\.[1-9][0-9]{0,3}){0,2}$"
+"""A section as an interface accepts it: as the report numbers it ("3.2") or by position
+("section-3.2"), at most three levels; the REST API and the MCP tools check it before anything else."""
+MAX_INSTRUCTIONS = 2000
+"""The most characters of instructions a command takes (they go into every prompt of the command)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,10 @@ def check(state: RunState | None, command: SectionCommand, run_id: str) -> Locat
         raise UserError(f"--into must be between {low} and {high} (got {command.into})")
     if command.max_steps is not None and command.max_steps < 1:
         raise UserError(f"--max-steps must be at least 1 (got {command.max_steps})")
+    if len(command.instructions) > MAX_INSTRUCTIONS:
+        raise UserError(
+            f"--instructions may be at most {MAX_INSTRUCTIONS} characters (got {len(command.instructions)})"
+        )
     if command.section is None:
         if command.command != "recheck":
             raise UserError(
@@ -291,6 +300,8 @@ class SectionSteps:
 
 
 __all__ = [
+    "MAX_INSTRUCTIONS",
+    "SECTION_PATTERN",
     "SectionCommand",
     "SectionSteps",
     "begin",

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deepdraft.policy.sections import MAX_INSTRUCTIONS, SECTION_PATTERN
 from deepdraft.protocol.actions import SUBSECTIONS_RANGE
 from deepdraft.run.manager import Status
 from deepdraft.settings import Depth, PolicyName, duration_seconds
@@ -43,7 +44,6 @@ class ResumeRun(_Body):
     )
 
 
-SECTION_PATTERN = r"^(?:section-)?[1-9][0-9]{0,3}(?:\.[1-9][0-9]{0,3}){0,2}$"
 SectionName = Annotated[
     str,
     Field(
@@ -57,7 +57,7 @@ SectionName = Annotated[
 Instructions = Annotated[
     str,
     Field(
-        max_length=2000,
+        max_length=MAX_INSTRUCTIONS,
         description="What you want of this part; shown to the model in the command's prompts.",
     ),
 ]

@@ -18,10 +18,9 @@ from typing import Annotated
 from fastapi import APIRouter
 from fastapi import Path as PathParam
 
-from deepdraft.policy.sections import SectionCommand
+from deepdraft.policy.sections import SECTION_PATTERN, SectionCommand
 from deepdraft.run.section_evidence import section_evidence
 from deepdraft.server.models import (
-    SECTION_PATTERN,
     CommandStarted,
     DeepenSection,
     EvidencePassageOut,
