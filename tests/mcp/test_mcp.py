@@ -341,6 +341,10 @@ def test_the_bounds_are_in_each_tools_schema() -> None:
         "type": "integer",
     }
     assert schemas["list_runs"]["limit"]["maximum"] == 500  # type: ignore[index]
+    into = schemas["deepen_section"]["into"]["anyOf"][0]  # type: ignore[index]
+    assert (into["minimum"], into["maximum"]) == (2, 7)
+    assert schemas["rewrite_section"]["instructions"]["maxLength"] == 2000  # type: ignore[index]
+    assert "pattern" in schemas["recheck_section"]["section"]["anyOf"][0]  # type: ignore[index]
 
 
 def test_a_resource_uri_with_a_path_for_a_run_id_is_refused() -> None:
