@@ -248,3 +248,49 @@ def test_the_openapi_schema_documents_each_command(live: LiveServer, command: st
     operation = paths[f"/api/runs/{{run_id}}/{command}"]["post"]
     assert "202" in operation["responses"]
     assert "/api/runs/{run_id}/sections/{section}/evidence" in paths
+
+
+def test_a_cancelled_command_resumes_into_the_same_command(corpus_dir: Path) -> None:
+    run_id = finished_run(corpus_dir)
+    gate = threading.Event()
+    with LiveServer(make_app(lambda _: scenario_llm(gate=gate))) as live, live.client() as client:
+        assert client.post(f"/api/runs/{run_id}/deepen", json={"section": "3", "into": 2}).status_code == 202
+        wait_for(lambda: status_of(client, run_id) == "continuing", what="the command to be driven")
+        cancelled = client.post(f"/api/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelling"
+        gate.set()  # the call in flight ends; the command stops before its next action
+        wait_for(lambda: status_of(client, run_id) == "cancelled", what="the cancellation")
+        refused = client.post(f"/api/runs/{run_id}/rewrite", json={"section": "2"})
+        assert refused.status_code == 409 and "stopped during `deepen 3`" in refused.json()["detail"]
+
+        assert client.post(f"/api/runs/{run_id}/resume").status_code == 202
+        assert read_sse(client, f"/api/runs/{run_id}/events")[-1].data["status"] == "finished"
+        after = client.get(f"/api/runs/{run_id}").json()
+        assert [c["title"] for c in after["outline"]["sections"][2]["children"]] == [
+            "Facet 1 of section-3",
+            "Facet 2 of section-3",
+        ]
+        assert versions_of(client, run_id) == [(1, "research", False), (2, "deepen", True)]
+    with Runs.open() as runs:
+        split = [s for s in runs.steps(run_id) if s.action == "extend-plan" and s.directed]
+    assert len(split) == 1  # the split was not asked again after the resume
+
+
+def test_a_command_cancelled_before_it_started_leaves_the_run_finished(corpus_dir: Path) -> None:
+    busy, waiting = finished_run(corpus_dir), finished_run(corpus_dir)
+    gate = threading.Event()
+    with LiveServer(make_app(lambda _: scenario_llm(gate=gate), workers=1)) as live, live.client() as client:
+        assert client.post(f"/api/runs/{busy}/recheck").status_code == 202
+        wait_for(lambda: status_of(client, busy) == "continuing", what="the first command to hold the worker")
+        queued = client.post(f"/api/runs/{waiting}/deepen", json={"section": "2"})
+        assert queued.status_code == 202 and queued.json()["status"] == "queued"
+        cancelled = client.post(f"/api/runs/{waiting}/cancel")
+        assert cancelled.json()["status"] == "cancelled"
+        # Nothing of the command happened: the run is finished with its report, and takes commands.
+        assert status_of(client, waiting) == "finished"
+        assert versions_of(client, waiting) == [(1, "research", True)]
+        assert client.get(f"/api/runs/{waiting}/report").status_code == 200
+        gate.set()
+        assert read_sse(client, f"/api/runs/{busy}/events")[-1].data["status"] == "finished"
+        assert client.post(f"/api/runs/{waiting}/recheck", json={"section": "2"}).status_code == 202
+        assert read_sse(client, f"/api/runs/{waiting}/events")[-1].data["status"] == "finished"
