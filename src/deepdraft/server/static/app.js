@@ -637,7 +637,7 @@ async function showEvidence(runId, number, box, error) {
     box.replaceChildren(
       h("h3", {}, `Evidence of ${found.number} ${found.title}`),
       found.passages.length
-        ? h("ol", { class: "passages" }, found.passages.map((passage) => h("li", {},
+        ? h("ul", { class: "passages" }, found.passages.map((passage) => h("li", {},
           h("div", { class: "passage-source" },
             passage.number !== null
               ? h("a", { class: "cite", href: `#ref-${passage.number}` }, passage.label || `[${passage.number}]`)
@@ -688,6 +688,7 @@ function followCommand(runId, started, box, title) {
     log.replaceChildren(...state.log.slice(-30).reverse().map((line) => h("li", {}, line)));
   };
   render();
+  if (title) box.scrollIntoView({ block: "start" }); // the user clicked a heading further down
   const controller = new AbortController();
   leave = () => controller.abort();
   let stoppedShown = false;
