@@ -124,7 +124,8 @@ def settings_for_run(base: Settings, overrides: dict[str, dict[str, Any]]) -> Se
 
 
 class RunManager:
-    """Creates, queues, drives, cancels and resumes runs for the HTTP API (one per server)."""
+    """Creates, queues, drives, cancels and resumes runs for the HTTP API (one per server), and
+    queues the commands on a finished run's report (`command`) the same way."""
 
     def __init__(self, settings: Settings, *, workers: int, llm_factory: LLMFactory | None = None) -> None:
         if workers < 1:
