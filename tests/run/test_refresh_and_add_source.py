@@ -22,6 +22,7 @@ from deepdraft.settings import RetrievalSettings, Settings
 from tests.conftest import SPEECHES
 from tests.run.test_sections import QUESTION, Model, journal_rows, references_of, sections_of
 from tests.support.scenario import evidence_keys, recognise
+from tests.support.web_server import FakeWeb, html_page
 
 KB = "speeches"
 # Which speeches each section of the scripted run cites (its writes cite their first two passages):
@@ -349,3 +350,31 @@ def test_a_hand_edit_of_the_section_is_kept_and_refused_without_force(speeches: 
     )
     assert report_versions(first.run_id)[-2:] == ["hand-edit", "refresh"]
     assert re.search(r"My own words", report_md.read_text(encoding="utf-8")) is None
+
+
+def test_add_source_fetches_a_url_when_the_run_uses_the_web(speeches: Path) -> None:
+    page = "The late tariff debates turned on reciprocity treaties, the page says."
+    with FakeWeb() as web:
+        web.pages["/reciprocity"] = html_page("Reciprocity and tariffs", page)
+        config = Settings.model_validate(
+            {
+                "output": {"verify": False, "synthesis": False},
+                "web": {"enabled": True, "searxng_url": web.base_url, "allow_private": True, "timeout_s": 5},
+            }
+        )
+        first = runner.start(QUESTION, config, kb=KB, llm=FunctionLLM(Model()))
+        # The manifest of a run that searched the web too lists its knowledge base's documents, so
+        # refresh can compare: nothing changed yet.
+        assert runner.find_stale(first.run_id, settings()).stale == []
+        url = web.url("/reciprocity")
+        model = CitingAll()
+        report = runner.run_command(
+            first.run_id, SectionCommand("add-source", "3", source=url), settings(), llm=FunctionLLM(model)
+        )
+    assert url in kb_documents()  # the page's document is cited by its address
+    write = next(r for r in model.requests if recognise(r).kind == "write")
+    assert "reciprocity treaties" in write.messages[-1].content
+    assert f"— <{url}>" in report.markdown.split("## References")[1]
+    with Runs.open() as runs:
+        fetched = [record.detail for record in runs.egress(first.run_id) if record.kind == "page-fetch"]
+    assert url in fetched  # the fetch is in the run's egress audit
