@@ -231,6 +231,8 @@ def test_refresh_with_nothing_changed_says_so_and_writes_no_version(speeches: Pa
         runner.run_command(
             first.run_id, SectionCommand("refresh", None), settings(), llm=FunctionLLM(Model())
         )
+    with pytest.raises(UserError, match="refresh looks at the whole report; it takes no section"):
+        runner.run_command(first.run_id, SectionCommand("refresh", "2"), settings(), llm=FunctionLLM(Model()))
     assert len(journal_rows(first.run_id)) == steps and report_versions(first.run_id) == ["research"]
 
 
@@ -313,6 +315,7 @@ def test_add_source_to_a_run_on_a_folder_copies_the_file_into_it(corpus_dir: Pat
         ("{tmp}", "3", r"is a folder; add-source adds one document"),
         ("{tmp}/notes.md", None, r"add-source needs the section to write with it: --to 3\.2"),
         ("{tmp}/notes.md", "7", r"has no section 7"),
+        (" ", "3", r"add-source needs a file to add \(or, when the run uses the web, a URL\)"),
     ],
 )
 def test_add_source_refuses_in_one_line(

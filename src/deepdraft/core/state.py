@@ -81,8 +81,14 @@ class Continuation(BaseModel):
     def set_aside(self) -> list[SetAside]:
         """The nodes this command writes again, with their earlier text ([] for deepen, recheck)."""
         if self.command == "rewrite" and self.node_id is not None:
-            return [SetAside(node_id=self.node_id, position=self.position,
-                             earlier_text=self.earlier_text, earlier_note=self.earlier_note)]  # fmt: skip
+            return [
+                SetAside(
+                    node_id=self.node_id,
+                    position=self.position,
+                    earlier_text=self.earlier_text,
+                    earlier_note=self.earlier_note,
+                )
+            ]
         return list(self.rewrites)
 
 

@@ -98,9 +98,13 @@ def check(state: RunState | None, command: SectionCommand, run_id: str) -> Locat
     if command.max_steps is not None and command.max_steps < 1:
         raise UserError(f"--max-steps must be at least 1 (got {command.max_steps})")
     if command.command == "refresh":
+        if command.section is not None:
+            raise UserError("refresh looks at the whole report; it takes no section")
         for stale in command.stale:  # found on this outline by the runner: a bug if not
             assert state.outline.find(stale.position) is not None, stale
         return None
+    if command.command == "add-source" and not command.source.strip():
+        raise UserError("add-source needs a file to add (or, when the run uses the web, a URL)")
     if command.section is None:
         if command.command == "add-source":
             raise UserError(
@@ -181,9 +185,14 @@ def begin(state: RunState, command: SectionCommand, budgets: ResearchSettings, r
         for item, reason in chosen:
             node = item.node
             continuation.rewrites.append(
-                SetAside(node_id=node.id, position=item.position, earlier_text=node.content,
-                         earlier_note=node.note, reason=reason)
-            )  # fmt: skip
+                SetAside(
+                    node_id=node.id,
+                    position=item.position,
+                    earlier_text=node.content,
+                    earlier_note=node.note,
+                    reason=reason,
+                )
+            )
             node.content, node.note = None, None  # kept in the continuation meanwhile
         continuation.stage = "draft"
         state.target, state.phase = chosen[0][0].position, "search"
