@@ -381,3 +381,43 @@ def test_add_source_fetches_a_url_when_the_run_uses_the_web(speeches: Path) -> N
     with Runs.open() as runs:
         fetched = [record.detail for record in runs.egress(first.run_id) if record.kind == "page-fetch"]
     assert url in fetched  # the fetch is in the run's egress audit
+
+
+def test_a_rewrite_checkpointed_before_add_source_and_refresh_existed_is_read_and_resumed_alike() -> None:
+    from deepdraft.core.state import RunState
+
+    older = {
+        "question": QUESTION,
+        "continuation": {
+            "command": "rewrite",
+            "node_id": "n3",
+            "position": "section-3",
+            "instructions": "",
+            "max_steps": 40,
+            "stage": "draft",
+            "earlier_text": "The earlier text.",
+            "earlier_note": None,
+            "outcome": "",
+        },
+    }
+    command = RunState.restore(older).continuation
+    assert command is not None and command.rewrites == [] and command.pinned == []
+    assert [(item.node_id, item.earlier_text) for item in command.set_aside()] == [
+        ("n3", "The earlier text.")
+    ]
+
+
+def test_a_refresh_the_step_budget_ends_keeps_the_earlier_text_of_what_it_did_not_reach(
+    speeches: Path,
+) -> None:
+    first = finished_run()
+    (speeches / "address-1930.md").write_text(
+        "# Address of 1930\n\nRetaliation abroad closed foreign markets to our farmers.\n", encoding="utf-8"
+    )
+    add_to_kb(speeches)
+    report = runner.run_command(
+        first.run_id, SectionCommand("refresh", None, max_steps=2), settings(), llm=FunctionLLM(CitingAll())
+    )
+    assert report.command_outcome == "the command's step budget ran out; the earlier text of 3 stays"
+    old, new = sections_of(first.markdown), sections_of(report.markdown)
+    assert new["1.1"] != old["1.1"] and new["3"] == old["3"] and report.unwritten == []

@@ -361,13 +361,13 @@ class SectionSteps:
             detail = f" ({node.note})" if node.note else ""
             node.content, node.note = item.earlier_text, item.earlier_note
             kept.append((located.position.removeprefix("section-"), detail))
-        if not kept or command.outcome:
+        if not kept or (command.outcome and command.command == "rewrite"):
             return
         if command.command == "rewrite":
             command.outcome = f"{why}{kept[0][1]}; its earlier text stays"
-        else:
+        else:  # several nodes: say which kept their text, also when a budget ended the command
             names = ", ".join(f"{name}{detail}" for name, detail in kept)
-            command.outcome = f"{why}; the earlier text of {names} stays"
+            command.outcome = f"{command.outcome or why}; the earlier text of {names} stays"
 
     @staticmethod
     def _say_if_uncited(state: RunState, command: Continuation) -> None:
