@@ -301,6 +301,19 @@ def test_add_source_to_a_run_on_a_folder_copies_the_file_into_it(corpus_dir: Pat
             llm=FunctionLLM(Model()),
         )
 
+    # A file already in the folder (a subfolder, say) is taken where it is.
+    inside = corpus_dir / "more" / "early-notes.md"
+    inside.parent.mkdir()
+    inside.write_text("# Early notes\n\nThe early tariff of 1789 raised revenue.\n", encoding="utf-8")
+    report = runner.run_command(
+        first.run_id,
+        SectionCommand("add-source", "1", source=str(inside)),
+        settings(),
+        llm=FunctionLLM(CitingAll()),
+    )
+    assert "Early notes" in references_of(report.markdown)
+    assert sorted(p.name for p in corpus_dir.rglob("*notes.md")) == ["early-notes.md", "late-notes.md"]
+
 
 @pytest.mark.parametrize(
     ("source", "section", "message"),

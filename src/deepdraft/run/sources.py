@@ -180,7 +180,8 @@ def _documents_of(listing: list[dict[str, Any]], file: Path, url: str | None) ->
     if url is not None:
         return [row["doc_id"] for row in listing if row["doc_id"] == url]
     path = str(file.absolute())
-    exact = [row["doc_id"] for row in listing if row["location"] == path]
+    places = {path, str(file.resolve())}  # a folder KB is indexed from its resolved path
+    exact = [row["doc_id"] for row in listing if row["location"] in places]
     if exact:
         return exact
     for candidate in (f"{path}#{file.name}", file.name):
