@@ -171,7 +171,7 @@ def deepen(
 ) -> None:
     """Split one section of a finished report into subsections, research and write them."""
     command = SectionCommand("deepen", section, into, instructions or "", max_steps)
-    _section_command(run_id, command, config, base_url, model, api_key, force)
+    _section_command(run_id, command, _llm_settings(config, base_url, model, api_key), force)
 
 
 @app.command()
@@ -188,7 +188,7 @@ def rewrite(
 ) -> None:
     """Search again for one section of a finished report and write it again."""
     command = SectionCommand("rewrite", section, None, instructions or "", max_steps)
-    _section_command(run_id, command, config, base_url, model, api_key, force)
+    _section_command(run_id, command, _llm_settings(config, base_url, model, api_key), force)
 
 
 @app.command()
@@ -205,20 +205,73 @@ def recheck(
 ) -> None:
     """Verify the citations of one section of a finished report (or all of it) again, with repair."""
     command = SectionCommand("recheck", section)
-    _section_command(run_id, command, config, base_url, model, api_key, force)
+    _section_command(run_id, command, _llm_settings(config, base_url, model, api_key), force)
 
 
-def _section_command(
-    run_id: str,
-    command: SectionCommand,
-    config: Path | None,
-    base_url: str | None,
-    model: str | None,
-    api_key: str | None,
-    force: bool,
+@app.command("add-source")
+def add_source(
+    run_id: Annotated[str, typer.Argument(help="A finished run (an id or a unique prefix).")],
+    source: Annotated[
+        str,
+        typer.Argument(help="A file to add to the run's knowledge base, or a URL when the run uses the web."),
+    ],
+    to: Annotated[
+        str | None, typer.Option("--to", help="The section to write again with it (3, 3.2, section-3.2).")
+    ] = None,
+    instructions: InstructionsOption = None,
+    max_steps: CommandStepsOption = None,
+    force: cli_versions.ForceOption = False,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
 ) -> None:
+    """Add a document to a finished run's knowledge base and write one section again with it."""
+    command = SectionCommand("add-source", to, None, instructions or "", max_steps, source=source)
+    _section_command(run_id, command, _llm_settings(config, base_url, model, api_key), force)
+
+
+@app.command()
+def refresh(
+    run_id: Annotated[str, typer.Argument(help="A finished run (an id or a unique prefix).")],
+    max_steps: CommandStepsOption = None,
+    force: cli_versions.ForceOption = False,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write again the sections of a finished report that its knowledge base's changes concern."""
+    settings = _llm_settings(config, base_url, model, api_key)
+    with Runs.open() as runs:
+        record = runs.get(run_id)
+    findings = runner.find_stale(record.id, settings)
+    if not findings.stale:
+        console.print(
+            runner.nothing_to_refresh(record.id, findings), markup=False, highlight=False, soft_wrap=True
+        )
+        return
+    console.print(
+        f"the knowledge base changed ({findings.changes.describe()}); writing again:",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    for stale in findings.stale:
+        console.print(f"  {stale.describe()}", markup=False, highlight=False, soft_wrap=True)
+    command = SectionCommand("refresh", None, max_steps=max_steps, stale=tuple(findings.stale))
+    _section_command(record.id, command, settings, force)
+
+
+def _llm_settings(
+    config: Path | None, base_url: str | None, model: str | None, api_key: str | None
+) -> Settings:
+    """The settings a command on a run needs of this session: how to reach the LLM (the rest is the run's)."""
+    return _settings(config, llm={"base_url": base_url, "model": model, "api_key": api_key})
+
+
+def _section_command(run_id: str, command: SectionCommand, settings: Settings, force: bool) -> None:
     """Continue the finished run with `command` and write its report again (see `runner.run_command`)."""
-    settings = _settings(config, llm={"base_url": base_url, "model": model, "api_key": api_key})
     with Runs.open() as runs:
         record = runs.get(run_id)
         outline = runs.outline(record.id)

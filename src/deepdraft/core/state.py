@@ -22,12 +22,26 @@ from deepdraft.core.verification import (
 Phase = Literal["search", "plan", "write", "extend", "done"]
 STATE_FORMAT = 1
 
-Command = Literal["deepen", "rewrite", "recheck"]
+Command = Literal["deepen", "rewrite", "recheck", "add-source", "refresh"]
 Stage = Literal["split", "draft", "finish", "done"]
 
 
+class SetAside(BaseModel):
+    """A written node a command writes again, with what it said before (put back if no new text
+    can be had) and why the command chose it."""
+
+    node_id: str
+    position: str
+    """Where the node was when the command was given ("section-3.2")."""
+    earlier_text: str | None = None
+    earlier_note: str | None = None
+    reason: str = ""
+    """refresh: why this node is written again, as the user is told ("a cited passage … was removed")."""
+
+
 class Continuation(BaseModel):
-    """A command the user gave a finished run (`deepdraft deepen`, `rewrite`, `recheck`).
+    """A command the user gave a finished run (`deepdraft deepen`, `rewrite`, `recheck`,
+    `add-source`, `refresh`).
 
     It lives in the state, so every checkpoint of the command carries it and a resumed run knows
     what it was doing; `stage` says how far it got: splitting the node ("split", deepen only),
@@ -54,6 +68,28 @@ class Continuation(BaseModel):
     outcome: str = ""
     """How the command ended when it did not do what was asked (the model refused the split, a
     budget ran out); "" when it did."""
+    # Fields added with add-source and refresh; their defaults keep older checkpoints readable.
+    rewrites: list[SetAside] = Field(default_factory=list)
+    """add-source and refresh: the nodes written again, in document order (rewrite keeps its one
+    node in `earlier_text` and `earlier_note`, as checkpoints from before these fields have it)."""
+    source: str = ""
+    """add-source: the file or URL the user added, as given."""
+    pinned: list[str] = Field(default_factory=list)
+    """add-source: evidence keys of the added document's passages, shown to the writer of the node
+    first whatever its search finds."""
+
+    def set_aside(self) -> list[SetAside]:
+        """The nodes this command writes again, with their earlier text ([] for deepen, recheck)."""
+        if self.command == "rewrite" and self.node_id is not None:
+            return [
+                SetAside(
+                    node_id=self.node_id,
+                    position=self.position,
+                    earlier_text=self.earlier_text,
+                    earlier_note=self.earlier_note,
+                )
+            ]
+        return list(self.rewrites)
 
 
 class RunState(BaseModel):
@@ -115,6 +151,17 @@ class RunState(BaseModel):
             return ""
         inside = self.target == located.position or self.target.startswith(located.position + ".")
         return command.instructions if inside else ""
+
+    def pinned_evidence(self) -> list[str]:
+        """The evidence keys the user added for the current target (`deepdraft add-source`): those
+        of the command under way when the target is the node it is about; [] otherwise."""
+        command = self.continuation
+        if command is None or not self.continuing or not command.pinned or self.outline is None:
+            return []
+        located = self.outline.find_id(command.node_id) if command.node_id else None
+        if located is None or located.position != self.target:
+            return []
+        return [key for key in command.pinned if key in self.registry]
 
     def snapshot(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -9,7 +9,12 @@ continue the same run with WARP's own public steps:
   subsection (`WarpPolicy.draft_all`);
 - **rewrite**: the node's text is set aside, and the node is searched for and written again (the
   user's instructions in both prompts); if no new text can be had, the earlier text is put back;
-- **recheck**: no policy action at all.
+- **recheck**: no policy action at all;
+- **add-source**: a rewrite whose evidence holds the passages of a document the user just added to
+  the run's knowledge base (the runner adds it and finds them, `run/sources`): they are registered
+  when the command begins and shown to the writer first (`RunState.pinned_evidence`);
+- **refresh**: a rewrite of several nodes in turn — those the runner found out of date after the
+  knowledge base changed (`run/refresh`), each with the reason the user is told.
 
 Then the runner re-runs the finishing passes over what changed (`verify_scope`): verification of
 the changed nodes (the others keep their results) and, after deepen and rewrite, the synthesis,
@@ -31,8 +36,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deepdraft.core.citations import cited_keys
+from deepdraft.core.evidence import Passage
 from deepdraft.core.outline import MAX_DEPTH, WRITTEN_FROM_EVIDENCE, Located, Outline, parse_position
-from deepdraft.core.state import Command, Continuation, RunState
+from deepdraft.core.state import Command, Continuation, RunState, SetAside
 from deepdraft.errors import CommandRefused, LLMBudgetExhausted, SectionNotFound, UserError
 from deepdraft.policy.calls import FinishingCalls, PromptsShrunk, StepBudgetSpent
 from deepdraft.policy.warp import WarpPolicy
@@ -51,6 +58,18 @@ MAX_INSTRUCTIONS = 2000
 
 
 @dataclass(frozen=True)
+class Stale:
+    """A written node `deepdraft refresh` writes again, and why (one line for the user)."""
+
+    position: str
+    """Where it is ("section-3.2")."""
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.position.removeprefix('section-')}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class SectionCommand:
     """What the user asked: a command, the node it is about, and its options."""
 
@@ -62,6 +81,12 @@ class SectionCommand:
     instructions: str = ""
     max_steps: int | None = None
     """How many policy actions the command may take (None: the run's `max_steps`)."""
+    source: str = ""
+    """add-source: the file or URL the user added, as given."""
+    pinned: tuple[Passage, ...] = ()
+    """add-source: the added document's passages for the node (the runner finds them)."""
+    stale: tuple[Stale, ...] = ()
+    """refresh: the nodes to write again (the runner finds them)."""
 
     def describe(self) -> str:
         """The command as the user would type it, for messages."""
@@ -83,7 +108,19 @@ def check(state: RunState | None, command: SectionCommand, run_id: str) -> Locat
         raise UserError(
             f"--instructions may be at most {MAX_INSTRUCTIONS} characters (got {len(command.instructions)})"
         )
+    if command.command == "refresh":
+        if command.section is not None:
+            raise UserError("refresh looks at the whole report; it takes no section")
+        for stale in command.stale:  # found on this outline by the runner: a bug if not
+            assert state.outline.find(stale.position) is not None, stale
+        return None
+    if command.command == "add-source" and not command.source.strip():
+        raise UserError("add-source needs a file to add (or, when the run uses the web, a URL)")
     if command.section is None:
+        if command.command == "add-source":
+            raise UserError(
+                f"add-source needs the section to write with it: --to 3.2 (see: deepdraft show {run_id})"
+            )
         if command.command != "recheck":
             raise UserError(
                 f"{command.command} needs a section, e.g. 3 or 3.2 (see: deepdraft show {run_id})"
@@ -151,9 +188,43 @@ def begin(state: RunState, command: SectionCommand, budgets: ResearchSettings, r
         located.node.content, located.node.note = None, None  # kept in the continuation meanwhile
         state.target, state.phase = located.position, "search"
         set_aside_finishing(state, FINISHING)
+    elif command.command in ("add-source", "refresh"):
+        if command.command == "add-source":
+            assert located is not None and command.pinned
+            chosen = [(located, "")]
+            continuation.source = command.source
+            # Registered now, so the command's start step journals them and a resume shows the
+            # writer the very same passages, whatever the knowledge base holds by then.
+            keys = [state.registry.register(passage) for passage in command.pinned]
+            continuation.pinned = list(dict.fromkeys(keys))
+        else:
+            assert command.stale, "refresh begins only with sections to write again"
+            chosen = [(_found(state, stale.position), stale.reason) for stale in command.stale]
+        for item, reason in chosen:
+            node = item.node
+            continuation.rewrites.append(
+                SetAside(
+                    node_id=node.id,
+                    position=item.position,
+                    earlier_text=node.content,
+                    earlier_note=node.note,
+                    reason=reason,
+                )
+            )
+            node.content, node.note = None, None  # kept in the continuation meanwhile
+        continuation.stage = "draft"
+        state.target, state.phase = chosen[0][0].position, "search"
+        set_aside_finishing(state, FINISHING)
     else:
         set_aside_finishing(state, ("verify",))
     state.continuation = continuation
+
+
+def _found(state: RunState, position: str) -> Located:
+    assert state.outline is not None
+    located = state.outline.find(position)
+    assert located is not None, position
+    return located
 
 
 def set_aside_finishing(state: RunState, passes: tuple[str, ...]) -> None:
@@ -170,6 +241,8 @@ def verify_scope(state: RunState) -> set[str] | None:
     """The ids of the nodes the command changed, which verification checks again (None: all)."""
     command = state.continuation
     assert command is not None and state.outline is not None
+    if command.command == "refresh":
+        return {item.node_id for item in command.rewrites}
     if command.node_id is None:
         return None
     located = state.outline.find_id(command.node_id)
@@ -180,7 +253,7 @@ def verify_scope(state: RunState) -> set[str] | None:
     }
     if command.command == "deepen":
         return under
-    if command.command == "rewrite":
+    if command.command in ("rewrite", "add-source"):
         return {command.node_id}
     return {command.node_id, *under}
 
@@ -203,12 +276,19 @@ class SectionSteps:
         """Journal the command as a step of its own (no LLM call): from here on it is resumable."""
         command = state.continuation
         assert command is not None
-        parsed = {
+        parsed: dict[str, object] = {
             "command": command.command,
             "position": command.position,
             "into": command.into,
             "instructions": command.instructions,
         }
+        if command.command == "add-source":
+            parsed["source"] = command.source
+            parsed["pinned"] = list(command.pinned)
+        if command.command == "refresh":
+            parsed["sections"] = [
+                {"position": item.position, "reason": item.reason} for item in command.rewrites
+            ]
         self.records.record(state, command.command, command.position, parsed=parsed)
 
     def run(self, state: RunState) -> RunState:
@@ -269,16 +349,16 @@ class SectionSteps:
                 state.target, state.phase = pending.position, "search"
                 state.retries, state.feedback, state.researched_again = 0, "", False
             self.steps.draft(state, pending.position)
-        if command.command == "rewrite":
-            self._keep_earlier_unless_rewritten(state, command, "the model could not write it again")
+        self._keep_earlier_unless_rewritten(state, command, "the model could not write it again")
+        if command.command == "add-source":
+            self._say_if_uncited(state, command)
         command.stage = "finish"
 
     def _stopped(self, state: RunState, command: Continuation, why: str) -> None:
         """A budget ended the command: what is still unwritten says so, and the passes still run."""
         assert state.outline is not None
         command.outcome = why
-        if command.command == "rewrite":
-            self._keep_earlier_unless_rewritten(state, command, why)
+        self._keep_earlier_unless_rewritten(state, command, why)
         scope = verify_scope(state)
         for located in state.outline.walk():
             if not located.node.settled and (scope is None or located.node.id in scope):
@@ -287,16 +367,41 @@ class SectionSteps:
 
     @staticmethod
     def _keep_earlier_unless_rewritten(state: RunState, command: Continuation, why: str) -> None:
-        """A rewrite that got no text of the model's own puts the earlier text back."""
+        """A node written again that got no text of the model's own gets its earlier text back."""
+        assert state.outline is not None
+        kept: list[tuple[str, str]] = []
+        for item in command.set_aside():
+            located = state.outline.find_id(item.node_id)
+            assert located is not None
+            node = located.node
+            if node.content is not None and not (node.note or "").startswith(WRITTEN_FROM_EVIDENCE):
+                continue
+            detail = f" ({node.note})" if node.note else ""
+            node.content, node.note = item.earlier_text, item.earlier_note
+            kept.append((located.position.removeprefix("section-"), detail))
+        if not kept or (command.outcome and command.command == "rewrite"):
+            return
+        if command.command == "rewrite":
+            command.outcome = f"{why}{kept[0][1]}; its earlier text stays"
+        else:  # several nodes: say which kept their text, also when a budget ended the command
+            names = ", ".join(f"{name}{detail}" for name, detail in kept)
+            command.outcome = f"{command.outcome or why}; the earlier text of {names} stays"
+
+    @staticmethod
+    def _say_if_uncited(state: RunState, command: Continuation) -> None:
+        """add-source: the user wants the new document used; say so when the new text cites none
+        of its passages (the text is kept: the model may have judged them beside the point)."""
         assert state.outline is not None and command.node_id is not None
         located = state.outline.find_id(command.node_id)
         assert located is not None
-        node = located.node
-        if node.content is not None and not (node.note or "").startswith(WRITTEN_FROM_EVIDENCE):
+        cited = {key for group in cited_keys(located.node.content or "") for key in group}
+        if command.outcome or cited & set(command.pinned):
             return
-        detail = f" ({node.note})" if node.note else ""
-        node.content, node.note = command.earlier_text, command.earlier_note
-        command.outcome = command.outcome or f"{why}{detail}; its earlier text stays"
+        titles = sorted({state.registry[key].source.title for key in command.pinned if key in state.registry})
+        command.outcome = (
+            f"the new text of {located.position.removeprefix('section-')} cites nothing from "
+            f"{', '.join(titles) or command.source}"
+        )
 
 
 __all__ = [
@@ -304,6 +409,7 @@ __all__ = [
     "SECTION_PATTERN",
     "SectionCommand",
     "SectionSteps",
+    "Stale",
     "begin",
     "check",
     "concluded",

@@ -391,17 +391,13 @@ class WarpPolicy:
         two parts is offered again only when nothing else is found.
         """
         budget = self.budgets.outline_evidence if state.outline is None else self.budgets.node_evidence
-        queries = search_queries(state, keywords)
-        subject = subject_terms(state.question)
-        cited = cited_documents(state)
-        hits = [
-            on_subject_first(self.retriever.search(query, self.budgets.hits_per_keyword), subject, cited)
-            for query in queries
-        ]
-        overused = {fingerprint(state.registry[key].text) for key in cited_in_parts(state, 2)}
-        passages = select_passages(hits, budget, per_document=max(1, budget // 4), avoid=overused)
+        # Passages the user added for this node (`deepdraft add-source`) come first, whatever the
+        # keywords find; the search fills the rest of the evidence budget.
+        pinned = state.pinned_evidence()
+        passages = find_evidence(self.retriever, state, keywords, self.budgets, budget - len(pinned))
         known = set(state.registry.items)
-        state.evidence = [state.registry.register(passage) for passage in passages]
+        found = [state.registry.register(passage) for passage in passages]
+        state.evidence = list(dict.fromkeys([*pinned, *found]))
         keys = list(state.evidence)
         self.emit(
             EvidenceAdded(
@@ -412,7 +408,7 @@ class WarpPolicy:
                 sources=list(dict.fromkeys(state.registry[key].source.title for key in keys)),
             )
         )
-        return bool(passages)
+        return bool(keys)
 
     def _fit(self, render: Callable[[Fit], str], draft: int | None, shown: RunState | None = None) -> str:
         """`render` fitted into the window; `shown`: the state whose evidence the prompt shows."""
@@ -421,6 +417,25 @@ class WarpPolicy:
 
 
 # ---- what a search asks the retriever ------------------------------------------------------------
+
+
+def find_evidence(
+    retriever: Retriever, state: RunState, keywords: list[str], budgets: ResearchSettings, budget: int
+) -> list[Passage]:
+    """The passages a search for `state.target` with `keywords` shows the model: up to `budget`,
+    chosen from every query's hits (see `WarpPolicy._retrieve`). Also how `deepdraft refresh`
+    tells what a written node would be shown now."""
+    if budget <= 0:
+        return []
+    subject = subject_terms(state.question)
+    cited = cited_documents(state)
+    hits = [
+        on_subject_first(retriever.search(query, budgets.hits_per_keyword), subject, cited)
+        for query in search_queries(state, keywords)
+    ]
+    overused = {fingerprint(state.registry[key].text) for key in cited_in_parts(state, 2)}
+    return select_passages(hits, budget, per_document=max(1, budget // 4), avoid=overused)
+
 
 ANCHOR_TERMS = 3
 """Subject words of the request added to a keyword that lacks them."""

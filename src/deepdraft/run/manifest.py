@@ -208,6 +208,11 @@ def _is_secret(name: object) -> bool:
 def _documents(retriever: object | None) -> list[dict[str, str]] | None:
     listing = getattr(retriever, "documents", None)
     if not callable(listing):
+        # A knowledge base searched together with the web: the documents are the KB's (what
+        # `deepdraft refresh` compares the KB with later).
+        for part in getattr(retriever, "parts", ()):
+            if callable(getattr(part, "documents", None)):
+                return _documents(part)
         return None
     documents = []
     for entry in listing():

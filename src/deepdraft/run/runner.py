@@ -58,10 +58,12 @@ from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.policy.sections import SectionCommand, SectionSteps
 from deepdraft.policy.warp import ReviewOutline, WarpPolicy
 from deepdraft.ports import LLM, Retriever
-from deepdraft.run import versions
+from deepdraft.run import refresh, versions
 from deepdraft.run.interrupts import ctrl_c_recorded
 from deepdraft.run.locks import held_alone
+from deepdraft.run.refresh import Findings
 from deepdraft.run.runs import current_status, run_folder, workspace_journal
+from deepdraft.run.sources import add_source, pinned_passages
 from deepdraft.run.wiring import (
     POLICIES,
     audit_endpoints,
@@ -276,6 +278,13 @@ def run_command(
     last report version is not overwritten unless `force` (`ReportEdited`).
     """
     ensure_commandable(run_id, command, force=force)
+    if command.command == "add-source" and not command.pinned:
+        command, retriever = _with_added_source(run_id, command, settings, retriever)
+    elif command.command == "refresh" and not command.stale:
+        findings = find_stale(run_id, settings, retriever=retriever)
+        if not findings.stale:
+            raise UserError(nothing_to_refresh(run_id, findings))
+        command = replace(command, stale=tuple(findings.stale))
     return _drive_recorded(
         run_id,
         settings,
@@ -286,6 +295,75 @@ def run_command(
         cancel=cancel,
         budget=budget,
         force=force,
+    )
+
+
+def _with_added_source(
+    run_id: str, command: SectionCommand, settings: Settings, retriever: Retriever | None
+) -> tuple[SectionCommand, Retriever]:
+    """`command` with the passages of the document it adds, once that is in the run's knowledge
+    base (`run/sources`); and the retriever the command searches (the KB, opened with it).
+
+    Done before the command's first step: adding is idempotent, so a command that is killed before
+    its start is journaled is simply given again."""
+    record, state = load_run(run_id)
+    assert state is not None and state.outline is not None and command.section is not None  # checked
+    stored = _stored_settings(record, settings)
+    egress = EgressLog()
+    with open_journal() as journal, egress.attached(journal, record.id):  # a fetched page is audited
+        added = add_source(
+            record.id, record.settings.get("kb"), command.source, stored, run_dir(record.id), egress,
+            command.section,
+        )  # fmt: skip
+    located = state.outline.find(command.section)
+    assert located is not None
+    count = max(1, stored.research.node_evidence // 2)  # the search still fills the other half
+    pinned = pinned_passages(added.kb, added, state, located.position, count)
+    return replace(command, pinned=tuple(pinned)), retriever or added.kb
+
+
+def find_stale(run_id: str, settings: Settings, *, retriever: Retriever | None = None) -> Findings:
+    """The sections of a finished run that `deepdraft refresh` would write again, and why: how its
+    knowledge base changed since the current report was written (`run/refresh`). Changes nothing.
+
+    `retriever`: the knowledge base to compare with (None: the one the run recorded)."""
+    with open_journal() as journal:
+        record = journal.get_run(run_id)
+        checkpoint = journal.latest_checkpoint(record.id)
+        steps = journal.steps(record.id)
+    state = None if checkpoint is None else RunState.restore(checkpoint[1])
+    _refuse_unless_finished(record, state)
+    if state is None or state.outline is None:
+        raise UserError(f"run {record.id} has no outline to work on")
+    stored = _stored_settings(record, settings)
+    if retriever is None:
+        kb_ref = record.settings.get("kb")
+        if kb_ref is None:
+            raise UserError(
+                f"run {record.id} searched no knowledge base of its own (a --web-only run, or one given a "
+                "retriever object), so there is no change to refresh it from"
+            )
+        retriever, _ = resolve_kb(kb_ref, stored)
+    kb = refresh.knowledge_base(retriever)
+    if kb is None:
+        raise UserError(
+            f"the knowledge base of run {record.id} cannot list its documents, so refresh cannot compare"
+        )
+    before = refresh.recorded_documents(run_dir(record.id), record.id)
+    changes = refresh.compare(before, refresh.listed_documents(kb))
+    keywords = refresh.latest_keywords(steps)
+    numbers = _source_numbers(state)
+    stale = refresh.stale_sections(state, kb, changes, keywords, stored.research, numbers)
+    return Findings(changes, stale)
+
+
+def nothing_to_refresh(run_id: str, findings: Findings) -> str:
+    """What `refresh` says when no section needs writing again."""
+    if not findings.changes:
+        return f"nothing to refresh: the knowledge base of run {run_id} is as its report saw it"
+    return (
+        f"nothing to refresh: the knowledge base of run {run_id} changed ({findings.changes.describe()}), "
+        "but no section cites what changed or would be shown a new passage"
     )
 
 
@@ -350,7 +428,7 @@ def _drive_recorded(
         checkpoint = journal.latest_checkpoint(record.id)
     if command is None:
         _refuse_finished(record)
-    stored = Settings.model_validate(_restore_secret(record.settings["settings"], settings))
+    stored = _stored_settings(record, settings)
     egress = EgressLog()
     if retriever is None and not stored.web.only:
         kb = record.settings.get("kb")
@@ -396,6 +474,11 @@ def _refuse_finished(record: RunRecord) -> None:
         )
 
 
+def _stored_settings(record: RunRecord, current: Settings) -> Settings:
+    """The settings the run was started with, reaching the LLM as `current` says."""
+    return Settings.model_validate(_restore_secret(record.settings["settings"], current))
+
+
 def _restore_secret(stored: dict[str, Any], current: Settings) -> dict[str, Any]:
     """The recorded settings, with how to reach the LLM taken from now (keys are never stored)."""
     data: dict[str, Any] = copy.deepcopy(stored)
@@ -416,8 +499,19 @@ def _writing(state: RunState, kind: str, force: bool) -> versions.Writing:
     command = state.continuation if state.continuing else None
     if command is None:
         return versions.Writing(kind, force=force)
-    touched = None if command.node_id is None else [command.position]
-    return versions.Writing(command.command, sections=touched, force=force)
+    if command.command in ("add-source", "refresh"):
+        touched = [item.position for item in command.set_aside()]
+        names = ", ".join(position.removeprefix("section-") for position in touched)
+        why = (
+            f"with {command.source}"
+            if command.command == "add-source"
+            else "after the knowledge base changed"
+        )
+        return versions.Writing(
+            command.command, f"{names} written again {why}", sections=touched, force=force
+        )
+    whole = command.node_id is None  # recheck of the whole report
+    return versions.Writing(command.command, sections=None if whole else [command.position], force=force)
 
 
 def _drive(
