@@ -2,8 +2,9 @@
 
 Tools: `deep_research` (question, kb, depth → the report's Markdown and its run id, with progress
 notifications while it runs), `search_kb`, `list_runs`, `get_report`, and the commands on one section
-of a finished report: `deepen_section`, `rewrite_section`, `recheck_section` (the run goes on, as
-`deepdraft deepen` does; the call returns the new report version). Resources: each finished
+of a finished report: `deepen_section`, `rewrite_section`, `recheck_section`, `add_source`, and
+`refresh_report` for the whole of it (the run goes on, as `deepdraft deepen` does; the call returns
+the new report version). Resources: each finished
 run's report at ``deepdraft://runs/{run_id}/report``. Transports: stdio (the client starts
 ``deepdraft mcp``) and streamable HTTP on loopback (``deepdraft mcp --transport http``), under the
 same access rules as the REST server (`deepdraft.server.security`).
@@ -13,8 +14,10 @@ Trade-offs: a research run takes minutes, and MCP tool calls are plain request/r
 `progress`/`total` in actions) rather than returning a handle to poll. The run is journaled like
 any other: if the client gives up, the run is cancelled before its next action and can be resumed
 with `deepdraft resume`. Runs are driven in a worker thread so the event loop keeps answering
-other requests. Unlike the REST server, `kb` may also be a folder path: an MCP client runs on the
-user's own machine, with the user's rights, exactly like the CLI.
+other requests. Unlike the REST server, `kb` may also be a folder path, and `add_source` a file
+path: an MCP client runs on the user's own machine, with the user's rights, exactly like the CLI
+(and the HTTP transport never listens beyond loopback). A URL is fetched only for a run that uses
+the web, as `deepdraft add-source` does.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -33,7 +37,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 
 from deepdraft._version import __version__
-from deepdraft.errors import DeepdraftError
+from deepdraft.errors import CommandRefused, DeepdraftError
 from deepdraft.events import ActionFinished, Event, RunStarted
 from deepdraft.http import security
 from deepdraft.policy.sections import MAX_INSTRUCTIONS, SECTION_PATTERN, SectionCommand
@@ -49,7 +53,8 @@ INSTRUCTIONS = (
     "deepdraft writes long, cited research reports from the user's own documents. Use deep_research "
     "for a question that needs a structured report (it takes minutes and reports progress); "
     "search_kb for a quick look-up of passages; list_runs and get_report for earlier reports; "
-    "deepen_section, rewrite_section and recheck_section improve one section of a finished report."
+    "deepen_section, rewrite_section, recheck_section and add_source improve one section of a finished "
+    "report; refresh_report writes again the sections its knowledge base's changes concern."
 )
 
 
@@ -79,6 +84,8 @@ class CommandResult(BaseModel):
     """What that version changed from the one before, in one line."""
     outcome: str
     """Why the command did not do all it was asked (a refused split, a spent budget); "" when it did."""
+    reasons: list[str] = []
+    """refresh: each section it wrote again and why ("3.2: …"), as `deepdraft refresh` prints them."""
     title: str
     markdown: str
 
@@ -110,6 +117,8 @@ MAX_RUNS = 500
 SectionName = Annotated[str, Field(min_length=1, max_length=40, pattern=SECTION_PATTERN)]
 Instructions = Annotated[str, Field(max_length=MAX_INSTRUCTIONS)]
 Subsections = Annotated[int, Field(ge=SUBSECTIONS_RANGE[0], le=SUBSECTIONS_RANGE[1])]
+CommandSteps = Annotated[int, Field(ge=1, le=10_000)]
+SourceRef = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_not_blank)]
 
 
 class ValidatingServer(MCPServer):
@@ -244,6 +253,39 @@ def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPSe
         repair of the claims its sources do not support; the report is finished again."""
         return await section_command(ctx, run_id, SectionCommand("recheck", section), force)
 
+    @server.tool()
+    async def add_source(
+        run_id: RunId,
+        source: SourceRef,
+        to: SectionName,
+        ctx: Context,
+        instructions: Instructions = "",
+        force: bool = False,
+    ) -> CommandResult:
+        """Add a document to a finished run's knowledge base and write one section again with its
+        passages; the report is finished again as a new version (takes minutes, reports progress).
+
+        source: a file on this machine, or a URL when the run uses the web.
+        to: the section to write again, as the report numbers it ("3.2") or by position.
+        instructions, force: as for deepen_section.
+        """
+        command = SectionCommand("add-source", to, None, instructions, source=source)
+        return await section_command(ctx, run_id, command, force)
+
+    @server.tool()
+    async def refresh_report(
+        run_id: RunId, ctx: Context, max_steps: CommandSteps | None = None, force: bool = False
+    ) -> CommandResult:
+        """Write again the sections of a finished report that its knowledge base's changes concern
+        (documents added, changed or removed since); `reasons` says which and why. An error, saying
+        why, when there is nothing to refresh.
+
+        max_steps: most LLM actions it may take (default: the run's own).
+        force: go on over hand edits of those sections in report.md (kept as a version first).
+        """
+        command = SectionCommand("refresh", None, max_steps=max_steps)
+        return await section_command(ctx, run_id, command, force)
+
     @server.resource("deepdraft://runs/{run_id}/report", mime_type="text/markdown")
     async def report_resource(run_id: str) -> str:
         """The Markdown report of a finished run."""
@@ -320,12 +362,20 @@ async def _section_command(
     """A command on a finished run's report, driven here like `deepdraft deepen` (see
     `runner.run_command`), its actions reported as progress; returns the version it wrote."""
     progress = _Progress(ctx, settings.research.max_steps)
+    reasons: list[str] = []
 
     def work() -> runner.Report:
+        nonlocal command
         with Runs.open() as runs:
             record = runs.get(run_id)
         # Refused before a model is built: a busy run, a missing section, a hand edit in the way.
         runner.ensure_commandable(record.id, command, force=force)
+        if command.command == "refresh":  # found here to say which sections and why
+            findings = runner.find_stale(record.id, settings)
+            if not findings.stale:
+                raise CommandRefused(runner.nothing_to_refresh(record.id, findings))
+            command = replace(command, stale=tuple(findings.stale))
+            reasons.extend(stale.describe() for stale in findings.stale)
         llm = llm_factory(record.settings) if llm_factory is not None else None
         return runner.run_command(
             record.id, command, settings, llm=llm, on_event=progress, cancel=progress.cancel, force=force
@@ -341,6 +391,7 @@ async def _section_command(
         version=latest.version.number,
         changed=latest.changed,
         outcome=report.command_outcome,
+        reasons=reasons,
         title=report.title,
         markdown=report.markdown,
     )

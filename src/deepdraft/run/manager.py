@@ -30,17 +30,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from deepdraft.core.outline import Outline
-from deepdraft.errors import DeepdraftError, KnowledgeBaseError, RunCancelled, UserError
+from deepdraft.errors import CommandRefused, DeepdraftError, KnowledgeBaseError, RunCancelled, UserError
 from deepdraft.policy.sections import SectionCommand
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
 from deepdraft.run.pool import RunPool
-from deepdraft.run.runs import RunInfo, Runs, is_active
+from deepdraft.run.refresh import Findings
+from deepdraft.run.runs import RunInfo, Runs, is_active, run_folder
 from deepdraft.settings import Settings
 
 LLMFactory = Callable[[Settings], LLM]
@@ -50,7 +52,7 @@ Status = Literal[
     "queued", "running", "continuing", "awaiting_review", "finished", "failed", "cancelled", "interrupted"
 ]
 """A run as clients see it; "continuing": a command on its finished report is under way (deepen,
-rewrite, recheck), after which it is "finished" again with a new report version."""
+rewrite, recheck, add-source, refresh), after which it is "finished" again with a new report version."""
 RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
 """Statuses (as `RunManager.status` reports them) of runs that nobody drives and that can go on."""
 STALE_AFTER_S = 30.0
@@ -217,14 +219,59 @@ class RunManager:
         not finished, a section it lacks or that cannot take the command, a hand edit of report.md
         in the way unless `force` (see `runner.ensure_commandable`).
         """
+        run_id, after = self._idle(run_id)
+        runner.ensure_commandable(run_id, command, force=force)
+        self._submit(run_id, review=False, force=force, command=command)
+        return run_id, after
+
+    def refresh(
+        self, run_id: str, *, max_steps: int | None = None, force: bool = False
+    ) -> tuple[str, int, Findings]:
+        """Queue `refresh` on a finished run, with the sections its knowledge base's changes
+        concern (`runner.find_stale`); returns them with the run's id and last event, as `command`.
+        `CommandRefused` (saying why) when there is nothing to refresh: no command is queued."""
+        run_id, after = self._idle(run_id)
+        findings = runner.find_stale(run_id, self.settings)
+        if not findings.stale:
+            raise CommandRefused(runner.nothing_to_refresh(run_id, findings))
+        command = SectionCommand("refresh", None, max_steps=max_steps, stale=tuple(findings.stale))
+        runner.ensure_commandable(run_id, command, force=force)
+        self._submit(run_id, review=False, force=force, command=command)
+        return run_id, after, findings
+
+    def add_source(
+        self,
+        run_id: str,
+        command: SectionCommand,
+        *,
+        force: bool = False,
+        upload: Callable[[Path], Path] | None = None,
+    ) -> tuple[str, int, SectionCommand]:
+        """Add the document of an add-source `command` to the run's knowledge base now, then queue
+        the command (returned with the passages it pins, and the rest as `command` returns): a file
+        or URL that cannot be added is refused in the request, before anything is queued
+        (`runner.with_added_source`).
+
+        `upload`: stores a file the client sent in the folder it is given (the run folder's
+        `sources/`) and returns its path, which becomes the command's source; it is called once
+        the run and the command's section are known to be fine, so a refused command stores nothing.
+        """
+        run_id, after = self._idle(run_id)
+        runner.ensure_commandable(run_id, command, force=force)
+        if upload is not None:
+            command = replace(command, source=str(upload(run_folder(run_id) / "sources")))
+        command, _ = runner.with_added_source(run_id, command, self.settings, None)
+        self._submit(run_id, review=False, force=force, command=command)
+        return run_id, after, command
+
+    def _idle(self, run_id: str) -> tuple[str, int]:
+        """The run's full id and its last event's number; `RunConflict` when it is queued or driven."""
         with Runs.open() as runs:
             record = runs.get(run_id)
             events = runs.events(record.id)
         status = self.status(record)
         if status in ("queued", "running", "continuing", "awaiting_review"):
             raise RunConflict(f"run {record.id} is {status.replace('_', ' ')}; wait until it is finished")
-        runner.ensure_commandable(record.id, command, force=force)
-        self._submit(record.id, review=False, force=force, command=command)
         return record.id, events[-1].seq if events else 0
 
     def cancel(self, run_id: str) -> Literal["cancelled", "cancelling"]:

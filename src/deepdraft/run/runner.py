@@ -279,7 +279,7 @@ def run_command(
     """
     ensure_commandable(run_id, command, force=force)
     if command.command == "add-source" and not command.pinned:
-        command, retriever = _with_added_source(run_id, command, settings, retriever)
+        command, retriever = with_added_source(run_id, command, settings, retriever)
     elif command.command == "refresh" and not command.stale:
         findings = find_stale(run_id, settings, retriever=retriever)
         if not findings.stale:
@@ -298,14 +298,15 @@ def run_command(
     )
 
 
-def _with_added_source(
+def with_added_source(
     run_id: str, command: SectionCommand, settings: Settings, retriever: Retriever | None
 ) -> tuple[SectionCommand, Retriever]:
     """`command` with the passages of the document it adds, once that is in the run's knowledge
     base (`run/sources`); and the retriever the command searches (the KB, opened with it).
 
-    Done before the command's first step: adding is idempotent, so a command that is killed before
-    its start is journaled is simply given again."""
+    Done before the command's first step (by a server, before the command is queued, so that a
+    file or URL it cannot add is refused at once): adding is idempotent, so a command that is
+    killed before its start is journaled is simply given again."""
     record, state = load_run(run_id)
     assert state is not None and state.outline is not None and command.section is not None  # checked
     stored = _stored_settings(record, settings)

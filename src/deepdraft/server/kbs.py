@@ -19,6 +19,7 @@ and the KB store lets only one writer in anyway); clients poll the job for progr
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import itertools
 import os
 import re
@@ -89,8 +90,22 @@ def store_upload(
     kb: str, filename: str | None, read: Callable[[int], bytes], max_bytes: int = MAX_FILE_BYTES
 ) -> Path:
     """Stream one uploaded file into the KB's upload folder; returns where it now is."""
+    return store_file(uploads_dir(kb), filename, read, max_bytes)
+
+
+def store_file(
+    folder: Path,
+    filename: str | None,
+    read: Callable[[int], bytes],
+    max_bytes: int = MAX_FILE_BYTES,
+    *,
+    replace: bool = True,
+) -> Path:
+    """Stream one uploaded file into `folder` under its checked name; returns where it now is.
+
+    `replace=False`: a file of that name already there is kept — an upload of the same bytes is
+    taken as that file (sent again), different bytes are refused (409) rather than written over."""
     name = safe_filename(filename)
-    folder = uploads_dir(kb)
     folder.mkdir(parents=True, exist_ok=True)
     target = (folder / name).resolve()
     if target.parent != folder.resolve():  # belt and braces: the name check already rules this out
@@ -108,6 +123,13 @@ def store_upload(
                 out.write(chunk)
         if size == 0:
             raise UploadRejected(f"{name} is empty")
+        if not replace and target.exists():
+            if filecmp.cmp(partial, target, shallow=False):
+                return target
+            raise UploadRejected(
+                f"a different file named {name} was added before; rename your file and send it again",
+                status=409,
+            )
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -107,6 +107,29 @@ class RecheckSection(_Body):
     force: Force = False
 
 
+class RefreshRun(_Body):
+    """Write again the sections of the finished report that its knowledge base's changes concern."""
+
+    max_steps: CommandSteps = None
+    force: Force = False
+
+
+class AddSource(_Body):
+    """Add a web page to the run's knowledge base and write one section again with it (a file is
+    sent as a multipart upload instead, with these as form fields)."""
+
+    to: SectionName = Field(description='The section to write again with it ("3", "3.2", "section-3.2").')
+    url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="A page to fetch (only for a run that uses the web); leave out when uploading a file.",
+    )
+    instructions: Instructions = ""
+    max_steps: CommandSteps = None
+    force: Force = False
+
+
 class RunSummary(BaseModel):
     id: str
     question: str
@@ -129,11 +152,34 @@ class RunDetail(RunSummary):
 
 
 class CommandStarted(RunDetail):
-    command: str = Field(description="deepen, rewrite or recheck")
+    command: str = Field(description="deepen, rewrite, recheck, add-source or refresh")
     section: str | None = Field(description="The section it works on (none: a recheck of the whole report).")
     events_after: int = Field(
         description="The run's last event before the command: `/events?after=N` streams the command's alone."
     )
+
+
+class StaleSectionOut(BaseModel):
+    section: str = Field(description="The section as the report numbers it (3.2).")
+    reason: str = Field(description="Why it is written again, in words.")
+    line: str = Field(description='Both in one line, as `deepdraft refresh` prints it ("3.2: …").')
+
+
+class RefreshPlan(BaseModel):
+    run_id: str
+    changes: str = Field(description='How the knowledge base changed since the report ("1 document added").')
+    stale: list[StaleSectionOut] = Field(description="The sections a refresh would write again, in order.")
+    message: str = Field(description="What `deepdraft refresh` would say first, in one line.")
+
+
+class RefreshStarted(CommandStarted):
+    changes: str = Field(description='How the knowledge base changed since the report ("1 document added").')
+    stale: list[StaleSectionOut] = Field(description="The sections the refresh writes again, in order.")
+
+
+class AddSourceStarted(CommandStarted):
+    source: str = Field(description="The uploaded file's name, or the page's URL.")
+    documents: list[str] = Field(description="The titles of the knowledge base documents it gave.")
 
 
 class EvidencePassageOut(BaseModel):
