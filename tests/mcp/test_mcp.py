@@ -303,6 +303,33 @@ BAD_ARGUMENTS = [
         "force: input should be a valid boolean",
         id="recheck_section-force-not-a-boolean",
     ),
+    pytest.param(
+        "refresh_report",
+        {"run_id": "x", "max_steps": 0},
+        "max_steps: input should be greater than or equal to 1",
+        id="refresh_report-no-steps",
+    ),
+    pytest.param(
+        "refresh_report",
+        {"run_id": "x", "section": "2"},
+        "refresh_report takes no argument 'section'",
+        id="refresh_report-section",
+    ),
+    pytest.param(
+        "add_source",
+        {"run_id": "x", "source": " ", "to": "2"},
+        "source: value error, must not be blank",
+        id="add_source-blank-source",
+    ),
+    pytest.param(
+        "add_source", {"run_id": "x", "source": "a.md"}, "to: field required", id="add_source-no-to"
+    ),
+    pytest.param(
+        "add_source",
+        {"run_id": "x", "source": "a.md", "to": "2.x"},
+        "to: string should match pattern",
+        id="add_source-bad-section",
+    ),
 ]
 
 
@@ -405,3 +432,53 @@ def test_section_tools_continue_a_finished_run_and_return_the_new_version(corpus
     steps = [value for value, _, _ in progress]
     assert steps and steps == sorted(steps) and set(steps) <= set(directed)
     assert progress[0][2] == f"step {steps[0]:g}: deepen section-2"
+
+
+def test_refresh_and_add_source_tools_continue_a_finished_run(corpus_dir: Path, tmp_path: Path) -> None:
+    run_id = runner.start(QUESTION, server_settings(), kb=str(corpus_dir), llm=scenario_llm()).run_id
+
+    async def session() -> None:
+        server = mcp_server.build(server_settings(), llm_factory=lambda _: scenario_llm())
+        async with Client(server) as client:
+            nothing = await client.call_tool("refresh_report", {"run_id": run_id})
+            text = nothing.content[0].text  # type: ignore[union-attr]
+            assert nothing.is_error and text.endswith(
+                f"nothing to refresh: the knowledge base of run {run_id} is as its report saw it"
+            )
+
+            (corpus_dir / "middle-notes.md").write_text(
+                "# Notes on the middle years\n\nIn the middle decades presidents sought a middle course "
+                "between protection and free trade.\n",
+                encoding="utf-8",
+            )
+            lines = [stale.describe() for stale in runner.find_stale(run_id, server_settings()).stale]
+            assert lines
+            refreshed = await client.call_tool("refresh_report", {"run_id": run_id[:12]})
+            assert not refreshed.is_error, refreshed.content
+            result = refreshed.structured_content
+            assert result is not None
+            assert (result["run_id"], result["command"], result["version"]) == (run_id, "refresh", 2)
+            assert result["reasons"] == lines
+
+            notes = tmp_path / "late-notes.md"
+            notes.write_text(
+                "# Late notes\n\nThe late tariff debates turned on reciprocity.\n", encoding="utf-8"
+            )
+            added = await client.call_tool("add_source", {"run_id": run_id, "source": str(notes), "to": "3"})
+            assert not added.is_error, added.content
+            result = added.structured_content
+            assert result is not None
+            assert (result["command"], result["section"], result["version"]) == ("add-source", "3", 3)
+            assert "Late notes" in result["markdown"].split("## References")[1]
+
+            url = await client.call_tool(
+                "add_source", {"run_id": run_id, "source": "https://example.org/page", "to": "2"}
+            )
+            text = url.content[0].text  # type: ignore[union-attr]
+            assert url.is_error and "does not use the web" in text and "\n" not in text
+            missing = await client.call_tool(
+                "add_source", {"run_id": run_id, "source": str(tmp_path / "none.md"), "to": "2"}
+            )
+            assert missing.is_error and "no file" in missing.content[0].text  # type: ignore[union-attr]
+
+    anyio.run(session)
