@@ -288,3 +288,37 @@ def test_a_section_is_deepened_from_the_report_live_and_its_version_appears(
         changes.get_by_text("Version 1 → 2:").wait_for()
         assert "2.1 Facet 1 of section-2 (added)" in changes.inner_text()
         assert no_horizontal_scroll(page)
+
+
+def test_a_report_is_refreshed_from_its_changed_knowledge_base_after_showing_why(
+    browser: sync_api.Browser, corpus_dir: Path
+) -> None:
+    from deepdraft.run import runner
+    from tests.server.conftest import server_settings
+
+    run_id = runner.start(QUESTION, server_settings(), kb=str(corpus_dir), llm=scenario_llm()).run_id
+    with LiveServer(make_app()) as live:
+        page = browser.new_page(viewport=LAPTOP)
+        page.set_default_timeout(30_000)
+        page.goto(f"{live.url}/?view=report&id={run_id}")
+        page.locator("article.report h1").wait_for()
+        refresh = page.get_by_role("button", name="Refresh from the knowledge base")
+        refresh.click()
+        plan = page.get_by_role("region", name="Refresh")
+        plan.get_by_text("nothing to refresh").wait_for()
+        assert plan.get_by_role("button", name="Refresh these sections").count() == 0
+
+        (corpus_dir / "middle-notes.md").write_text(
+            "# Notes on the middle years\n\nIn the middle decades presidents sought a middle course "
+            "between protection and free trade.\n",
+            encoding="utf-8",
+        )
+        reasons = [stale.describe() for stale in runner.find_stale(run_id, server_settings()).stale]
+        refresh.click()
+        plan.get_by_text("the knowledge base changed (1 document added)").wait_for()
+        listed = plan.locator("ul.stale li").all_inner_texts()
+        assert listed == reasons
+        plan.get_by_role("button", name="Refresh these sections").click()
+        sync_api.expect(page.get_by_label("Version")).to_have_value("2")
+        options = page.get_by_label("Version").locator("option").all_inner_texts()
+        assert "refresh (current)" in options[1]

@@ -164,6 +164,20 @@ def test_add_source_refusals_are_one_line_and_store_nothing(corpus_dir: Path) ->
         assert runs.egress(run_id) == []  # nothing was fetched
 
 
+def test_a_file_larger_than_a_json_body_may_be_uploaded_but_a_json_body_is_capped(corpus_dir: Path) -> None:
+    run_id = finished_run(corpus_dir)
+    big = "# Long notes\n\n" + "Tariff notes. " * 100_000  # 1.4 MB, over the 1 MB of a JSON body
+    with LiveServer(make_app()) as live, live.client() as client:
+        # Past the body cap: refused for its section (checked before the file is stored), not its size.
+        answer = upload(client, run_id, "long-notes.md", big, to="9")
+        assert (answer.status_code, "has no section 9" in one_line(answer)) == (404, True)
+        too_big = client.post(
+            f"/api/runs/{run_id}/add-source",
+            json={"to": "2", "url": "https://example.org/" + "x" * 2_000_000},
+        )
+        assert too_big.status_code == 413 and "larger than the limit" in one_line(too_big)
+
+
 def test_a_different_file_under_a_name_added_before_is_refused(corpus_dir: Path) -> None:
     run_id = finished_run(corpus_dir)
     with LiveServer(make_app()) as live, live.client() as client:

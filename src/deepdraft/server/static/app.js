@@ -563,7 +563,12 @@ async function reportView(runId, version) {
     article);
   // Commands work on the run's latest state, which the current version shows: the sections of an
   // older version may be numbered otherwise, so only the current one offers them.
-  if (detail.status === "finished" && (!shown || shown.current)) sectionTools(runId, detail, article, progress);
+  if (detail.status === "finished" && (!shown || shown.current)) {
+    sectionTools(runId, detail, article, progress);
+    main.querySelector(".report-bar .actions").before(h("button", { type: "button", class: "secondary", id: "refresh-kb",
+      title: "Write again the sections that documents added, changed or removed since the report concern",
+      onclick: () => planRefresh(runId, progress) }, "Refresh from the knowledge base"));
+  }
   else if (detail.status === "continuing") followCommand(runId, detail, progress, null);
   if (location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
 }
@@ -628,6 +633,44 @@ function toolsPanel(runId, detail, number, panelId, progress) {
     }
   };
   return panel;
+}
+
+/** Say what a refresh would write again and why (a dry run), then start it if the user agrees. */
+async function planRefresh(runId, box) {
+  const run = encodeURIComponent(runId);
+  const error = h("p", { class: "error", role: "alert" });
+  const card = h("section", { class: "card refresh-plan", "aria-live": "polite", "aria-label": "Refresh" }, h("p", { class: "muted" }, "Comparing the knowledge base with the report…"));
+  box.replaceChildren(card);
+  let plan;
+  try {
+    plan = await api(`/api/runs/${run}/refresh`);
+  } catch (failure) {
+    card.replaceChildren(h("p", { class: "error", role: "alert" }, failure.message));
+    return;
+  }
+  const start = async (force) => {
+    error.replaceChildren();
+    for (const button of card.querySelectorAll("button")) button.disabled = true;
+    try {
+      const started = await postJson(`/api/runs/${run}/refresh`, { force });
+      document.getElementById("refresh-kb")?.remove();
+      followCommand(runId, started, box, `Refreshing ${started.stale.map((item) => item.section).join(", ")}`);
+    } catch (failure) {
+      for (const button of card.querySelectorAll("button")) button.disabled = false;
+      error.append(failure.message);
+      if (failure.status === 409 && /edited by hand/.test(failure.message)) {
+        error.append(" ", h("button", { type: "button", class: "secondary", onclick: () => start(true) },
+          "Go on anyway (keep my edit as a version)"));
+      }
+    }
+  };
+  card.replaceChildren(
+    h("p", {}, plan.message),
+    plan.stale.length ? h("ul", { class: "stale" }, plan.stale.map((item) => h("li", {}, h("strong", {}, item.section), ": ", item.reason))) : null,
+    h("div", { class: "actions" },
+      plan.stale.length ? h("button", { type: "button", onclick: () => start(false) }, "Refresh these sections") : null,
+      h("button", { type: "button", class: "secondary", onclick: () => box.replaceChildren() }, "Close")),
+    error);
 }
 
 async function showEvidence(runId, number, box, error) {
