@@ -164,6 +164,16 @@ def test_add_source_refusals_are_one_line_and_store_nothing(corpus_dir: Path) ->
         assert runs.egress(run_id) == []  # nothing was fetched
 
 
+def test_a_file_that_gives_no_document_is_refused_and_not_kept(corpus_dir: Path) -> None:
+    run_id = finished_run(corpus_dir)
+    with LiveServer(make_app()) as live, live.client() as client:
+        answer = upload(client, run_id, "notes.jsonl", "this is not JSON\n", to="2")
+        assert answer.status_code == 400, answer.text
+        assert "gave no readable document" in one_line(answer)
+        assert not (run_folder(run_id) / "sources" / "notes.jsonl").exists()  # a mended one may be sent
+        assert versions_of(client, run_id) == [(1, "research", True)]
+
+
 def test_a_file_larger_than_a_json_body_may_be_uploaded_but_a_json_body_is_capped(corpus_dir: Path) -> None:
     run_id = finished_run(corpus_dir)
     big = "# Long notes\n\n" + "Tariff notes. " * 100_000  # 1.4 MB, over the 1 MB of a JSON body

@@ -245,7 +245,7 @@ class RunManager:
         command: SectionCommand,
         *,
         force: bool = False,
-        upload: Callable[[Path], Path] | None = None,
+        upload: Callable[[Path], tuple[Path, bool]] | None = None,
     ) -> tuple[str, int, SectionCommand]:
         """Add the document of an add-source `command` to the run's knowledge base now, then queue
         the command (returned with the passages it pins, and the rest as `command` returns): a file
@@ -253,14 +253,23 @@ class RunManager:
         (`runner.with_added_source`).
 
         `upload`: stores a file the client sent in the folder it is given (the run folder's
-        `sources/`) and returns its path, which becomes the command's source; it is called once
-        the run and the command's section are known to be fine, so a refused command stores nothing.
+        `sources/`) and returns its path, which becomes the command's source, and whether it is
+        new there. It is called once the run and the command's section are known to be fine, so a
+        command refused for them stores nothing; a new file that cannot be added is removed again,
+        so that the user can send a mended one under the same name.
         """
         run_id, after = self._idle(run_id)
         runner.ensure_commandable(run_id, command, force=force)
+        stored, new = None, False
         if upload is not None:
-            command = replace(command, source=str(upload(run_folder(run_id) / "sources")))
-        command, _ = runner.with_added_source(run_id, command, self.settings, None)
+            stored, new = upload(run_folder(run_id) / "sources")
+            command = replace(command, source=str(stored))
+        try:
+            command, _ = runner.with_added_source(run_id, command, self.settings, None)
+        except DeepdraftError:
+            if stored is not None and new:
+                stored.unlink(missing_ok=True)
+            raise
         self._submit(run_id, review=False, force=force, command=command)
         return run_id, after, command
 

@@ -213,8 +213,9 @@ async def _add_source(
             raise kbs.UploadRejected(f"{name} is larger than the limit of {limit} MB", status=413)
         read = file.file.read
 
-        def upload(folder: Path) -> Path:
-            return kbs.store_file(folder, name, read, replace=False)
+        def upload(folder: Path) -> tuple[Path, bool]:
+            new = not (folder / name).exists()
+            return kbs.store_file(folder, name, read, replace=False), new
 
     source = body.url if body.url is not None else str(file.filename if file is not None else "")
     command = SectionCommand("add-source", body.to, None, body.instructions, body.max_steps, source=source)
