@@ -9,18 +9,23 @@ continue the same run with WARP's own public steps:
   subsection (`WarpPolicy.draft_all`);
 - **rewrite**: the node's text is set aside, and the node is searched for and written again (the
   user's instructions in both prompts); if no new text can be had, the earlier text is put back;
-- **recheck**: no policy action at all.
+- **recheck**: no policy action at all;
+- **ask** (`deepdraft ask --into-report`): a new top-level section is added at the end, titled
+  with the user's follow-up question, and written with that question's answer (`policy/asks.py`:
+  the run's evidence and a fresh search of its KB).
 
 Then the runner re-runs the finishing passes over what changed (`verify_scope`): verification of
 the changed nodes (the others keep their results) and, after deepen and rewrite, the synthesis,
 whose summary and conclusion speak for the whole report. A recheck verifies its nodes (with repair)
-whatever the run's settings say, and leaves the synthesis as it is.
+whatever the run's settings say, and leaves the synthesis as it is; so does an answer added as a
+section, which verification checks as the settings say.
 
 Resuming: `begin` applies the command to the state and journals it as a step of its own, so from
 then on every checkpoint carries the command (`RunState.continuation`) and how far it got
-(`Continuation.stage`: "split" → "draft" → "finish" → "done"). A stage changes inside the step that
-completes it, or where doing it again is harmless (drafting a draft with nothing left to write), so
-a resumed command takes up exactly where the killed one stopped, like a research run does.
+(`Continuation.stage`: "split" → "draft" → "finish" → "done"; for an answer, "answer" → "finish").
+A stage changes inside the step that completes it, or where doing it again is harmless (drafting a
+draft with nothing left to write), so a resumed command takes up exactly where the killed one
+stopped, like a research run does.
 
 The command's policy actions are bounded by `Continuation.max_steps` (the run's step count when it
 began plus its allowance); a budget that runs out ends the command with what it has, said in
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from deepdraft.core.outline import MAX_DEPTH, WRITTEN_FROM_EVIDENCE, Located, parse_position
 from deepdraft.core.state import Command, Continuation, RunState
 from deepdraft.errors import LLMBudgetExhausted, UserError
+from deepdraft.policy.asks import Asker, checked_question
 from deepdraft.policy.calls import FinishingCalls, PromptsShrunk, StepBudgetSpent
 from deepdraft.policy.warp import WarpPolicy
 from deepdraft.protocol.action_prompts import count_ranges
@@ -43,6 +49,9 @@ from deepdraft.settings import ResearchSettings
 
 FINISHING = ("verify", "synthesis")
 """The finishing passes a command that changes text runs again."""
+QUESTION_TITLE_CHARS = 120
+"""A follow-up question longer than this is shortened in its section's heading (the section's plan
+keeps it whole)."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +66,13 @@ class SectionCommand:
     instructions: str = ""
     max_steps: int | None = None
     """How many policy actions the command may take (None: the run's `max_steps`)."""
+    question: str = ""
+    """ask: the follow-up question whose answer becomes a new section."""
 
     def describe(self) -> str:
         """The command as the user would type it, for messages."""
+        if self.command == "ask":
+            return "ask --into-report"
         return f"{self.command} {self.section or ''}".strip()
 
 
@@ -72,6 +85,11 @@ def check(state: RunState | None, command: SectionCommand, run_id: str) -> Locat
         raise UserError(f"--into must be between {low} and {high} (got {command.into})")
     if command.max_steps is not None and command.max_steps < 1:
         raise UserError(f"--max-steps must be at least 1 (got {command.max_steps})")
+    if command.command == "ask":
+        checked_question(command.question)
+        if command.section is not None:
+            raise UserError("an answer goes into a new section of its own; ask names no section")
+        return None
     if command.section is None:
         if command.command != "recheck":
             raise UserError(
@@ -122,7 +140,17 @@ def begin(state: RunState, command: SectionCommand, budgets: ResearchSettings, r
         stage="finish",
     )
     state.retries, state.feedback, state.researched_again = 0, "", False
-    if command.command == "deepen":
+    if command.command == "ask":
+        question = checked_question(command.question)
+        title = (
+            question if len(question) <= QUESTION_TITLE_CHARS else question[: QUESTION_TITLE_CHARS - 1] + "…"
+        )
+        state.outline.add_tree(None, [(title, f"Answer the user's follow-up question: {question}", [])])
+        continuation.node_id = state.outline.sections[-1].id
+        continuation.position = f"section-{len(state.outline.sections)}"
+        continuation.question, continuation.stage = question, "answer"
+        set_aside_finishing(state, ("verify",))
+    elif command.command == "deepen":
         assert located is not None
         continuation.stage = "split"
         state.target, state.phase = located.position, "extend"
@@ -162,7 +190,7 @@ def verify_scope(state: RunState) -> set[str] | None:
     }
     if command.command == "deepen":
         return under
-    if command.command == "rewrite":
+    if command.command in ("rewrite", "ask"):
         return {command.node_id}
     return {command.node_id, *under}
 
@@ -190,6 +218,7 @@ class SectionSteps:
             "position": command.position,
             "into": command.into,
             "instructions": command.instructions,
+            **({"question": command.question} if command.command == "ask" else {}),
         }
         self.records.record(state, command.command, command.position, parsed=parsed)
 
@@ -197,10 +226,12 @@ class SectionSteps:
         """Take the command's actions up to its finishing passes (`stage` "finish")."""
         command = state.continuation
         assert command is not None
-        while command.stage in ("split", "draft"):
+        while command.stage in ("split", "draft", "answer"):
             try:
                 if command.stage == "split":
                     self._split(state, command)
+                elif command.stage == "answer":
+                    self._answer(state, command)
                 else:
                     self._draft(state, command)
             except PromptsShrunk:
@@ -253,6 +284,26 @@ class SectionSteps:
             self.steps.draft(state, pending.position)
         if command.command == "rewrite":
             self._keep_earlier_unless_rewritten(state, command, "the model could not write it again")
+        command.stage = "finish"
+
+    def _answer(self, state: RunState, command: Continuation) -> None:
+        """Answer the follow-up question and make the answer the new section's text."""
+        assert state.outline is not None and command.node_id is not None
+        steps = self.steps
+        asker = Asker(
+            steps.llm, steps.retriever, steps.budgets, steps.emit, steps.window.limit, steps.window.count
+        )
+        ask = state.ask
+        if ask is None or ask.into != command.position or ask.question != command.question:
+            ask = asker.begin(state, command.question, into=command.position)
+        asker.run(state)
+        located = state.outline.find_id(command.node_id)
+        assert located is not None
+        if ask.answer is not None:
+            located.node.content, located.node.note = ask.answer, None
+        else:
+            located.node.note = f"not written: {ask.note}"
+            command.outcome = f"no answer could be written ({ask.note})"
         command.stage = "finish"
 
     def _stopped(self, state: RunState, command: Continuation, why: str) -> None:
