@@ -253,3 +253,13 @@ def test_an_unknown_or_unfinished_run_is_refused(kb: Path) -> None:
     run_id = runner.create(QUESTION, settings(), kb=str(kb))
     with pytest.raises(UserError, match=f"run {run_id} is not finished"):
         runner.ask(run_id, FOLLOW_UP, settings(), llm=FunctionLLM(Model()))
+
+
+def test_a_question_nothing_can_be_found_for_is_stored_with_why_and_asks_nothing(kb: Path) -> None:
+    first = finished_run(kb)
+    model = Model()
+    answer = runner.ask(first.run_id, "Zyxwv qwrtp?", settings(), llm=FunctionLLM(model))
+    assert model.requests == [] and answer.markdown == ""
+    assert answer.note == "neither the run's evidence nor its knowledge base has passages on it"
+    with Runs.open() as runs:
+        assert [(a.question, a.note) for a in runs.asks(first.run_id)] == [("Zyxwv qwrtp?", answer.note)]

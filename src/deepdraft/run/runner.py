@@ -398,6 +398,8 @@ def _refuse_unless_finished(record: RunRecord, state: RunState | None, *, locked
     if state is not None and state.continuing and state.continuation is not None:
         command = state.continuation
         given = command.command if command.node_id is None else f"{command.command} {command.position}"
+        if command.command == "ask":
+            given = "ask --into-report"
         raise UserError(
             f"run {record.id} stopped during `{given.replace('section-', '')}`; "
             f"finish that first with: deepdraft resume {record.id}"

@@ -25,6 +25,7 @@ from deepdraft.run.manager import LLMFactory, RunConflict, RunManager
 from deepdraft.run.reports import ReportNotReady
 from deepdraft.server import kbs
 from deepdraft.server.body_limit import LimitBody
+from deepdraft.server.routes import asks as ask_routes
 from deepdraft.server.routes import events, page, reports, runs
 from deepdraft.server.routes import kbs as kb_routes
 from deepdraft.settings import Settings
@@ -71,6 +72,8 @@ def create_app(
     security.protect(app, bind_host=host, token=token, cors_origins=cors_origins, token_paths="/api")
     app.middleware("http")(_page_headers)
     for router in (runs.router, events.router, reports.router, kb_routes.router, page.router):
+        app.include_router(router)
+    for router in (ask_routes.router,):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     return app
