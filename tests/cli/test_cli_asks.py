@@ -123,6 +123,40 @@ def test_sigkill_during_an_ask_then_asking_again_repeats_only_the_request_in_fli
 
 
 @pytest.mark.slow
+def test_sigkill_during_ask_into_report_then_resume_repeats_only_the_request_in_flight(kb: Path) -> None:
+    victim: dict[str, subprocess.Popen[str]] = {}
+    start: dict[str, int] = {}
+
+    def kill_client(body: dict[str, Any], index: int) -> None:
+        if "at" in start and index == start["at"]:
+            os.kill(victim["process"].pid, signal.SIGKILL)
+
+    with FakeOpenAIServer(as_responder(MODEL), on_request=kill_client) as server:
+        run_id = research(kb, server.base_url)
+        start["at"] = len(server.requests)
+        victim["process"] = subprocess.Popen(
+            [sys.executable, "-m", "deepdraft", "ask", run_id, FOLLOW_UP, "--into-report",
+             "--base-url", server.base_url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert victim["process"].wait(timeout=120) == -signal.SIGKILL
+        del start["at"]
+        refused = cli("ask", run_id, "Anything else?", "--base-url", server.base_url)
+        assert refused.returncode == 2 and (
+            f"stopped during `ask --into-report`; finish that first with: deepdraft resume {run_id}"
+            in refused.stderr
+        )
+        killed_at = len(server.requests) - 1
+        resumed = cli("resume", run_id, "--base-url", server.base_url)
+        assert resumed.returncode == 0, resumed.stderr
+        requests = server.requests[killed_at:]
+        assert classify_body(requests[0])[0] == "ask" and requests[0] == requests[1]
+        assert [classify_body(body)[0] for body in requests[2:]] == []  # --no-verify: nothing more
+    assert re.search(rf"^## 4 {re.escape(FOLLOW_UP)}$", report(run_id), flags=re.MULTILINE)
+    assert [(row["question"], row["section"]) for row in asks(run_id)] == [(FOLLOW_UP, "section-4")]
+
+
+@pytest.mark.slow
 def test_ask_into_report_writes_a_new_version_and_guards_a_hand_edit(kb: Path) -> None:
     with FakeOpenAIServer(as_responder(MODEL)) as server:
         run_id = research(kb, server.base_url)
