@@ -323,6 +323,8 @@ def test_openapi_schema_documents_every_route(live: LiveServer) -> None:
         ("/api/runs/{run_id}/versions", "get"): None,  # tested in test_versions_api.py
         ("/api/runs/{run_id}/versions/{number}", "get"): None,
         ("/api/runs/{run_id}/diff", "get"): None,
+        ("/api/runs/{run_id}/asks", "post"): "AskQuestion",  # tested in test_asks_api.py
+        ("/api/runs/{run_id}/asks", "get"): None,
         ("/api/kbs", "get"): None,
         ("/api/kbs/{kb}/documents", "post"): None,
         ("/api/kbs/{kb}/search", "get"): None,
