@@ -23,6 +23,7 @@ from deepdraft.run import runner
 from deepdraft.run.answers import NEW_SOURCES
 from deepdraft.run.runs import Runs
 from deepdraft.settings import Settings
+from deepdraft.store.journal import AskRecord, Journal
 from tests.support.scenario import ScenarioModel, evidence_keys, recognise
 
 QUESTION = "How did presidents argue about tariffs?"
@@ -263,3 +264,56 @@ def test_a_question_nothing_can_be_found_for_is_stored_with_why_and_asks_nothing
     assert answer.note == "neither the run's evidence nor its knowledge base has passages on it"
     with Runs.open() as runs:
         assert [(a.question, a.note) for a in runs.asks(first.run_id)] == [("Zyxwv qwrtp?", answer.note)]
+
+
+class Killed(BaseException):
+    """Stands for the process dying where it is raised (nothing after it runs)."""
+
+
+def test_an_answer_journaled_but_not_stored_is_stored_when_asked_again_not_asked_for_again(
+    kb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = finished_run(kb)
+    original = Journal.record_ask
+
+    def die(self: Journal, record: AskRecord) -> bool:
+        raise Killed
+
+    monkeypatch.setattr(Journal, "record_ask", die)
+    with pytest.raises(Killed):
+        runner.ask(first.run_id, FOLLOW_UP, settings(), llm=FunctionLLM(Model()))
+    monkeypatch.setattr(Journal, "record_ask", original)
+    rows = journal_rows(first.run_id)
+
+    model = Model()
+    answer = runner.ask(first.run_id, FOLLOW_UP, settings(), llm=FunctionLLM(model))
+    assert model.requests == [] and journal_rows(first.run_id) == rows
+    with Runs.open() as runs:
+        assert [a.markdown for a in runs.asks(first.run_id)] == [answer.markdown]
+    assert "Coinage quarrel" in answer.markdown
+
+
+def test_an_ask_stopped_mid_call_repeats_that_request_and_another_question_starts_afresh(kb: Path) -> None:
+    first = finished_run(kb)
+    sent: list[ChatRequest] = []
+
+    def dies_while_answering(request: ChatRequest) -> str:
+        sent.append(request)
+        raise Killed
+
+    with pytest.raises(Killed):
+        runner.ask(first.run_id, FOLLOW_UP, settings(), llm=FunctionLLM(dies_while_answering))
+    model = Model()
+    runner.ask(first.run_id, FOLLOW_UP, settings(), llm=FunctionLLM(model))
+    assert model.requests == sent  # the very request in flight, nothing else
+    assert [action for _, action, _ in journal_rows(first.run_id)][-2:] == ["ask", "ask"]
+
+    with pytest.raises(Killed):
+        runner.ask(
+            first.run_id, "Which addresses spoke of debt?", settings(), llm=FunctionLLM(dies_while_answering)
+        )
+    model = Model()
+    runner.ask(first.run_id, "Who paid the duties?", settings(), llm=FunctionLLM(model))
+    assert len(model.requests) == 1 and "Who paid the duties?" in model.requests[0].messages[-1].content
+    with Runs.open() as runs:
+        assert [a.question for a in runs.asks(first.run_id)] == [FOLLOW_UP, "Who paid the duties?"]

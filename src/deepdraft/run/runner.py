@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from deepdraft.core.outline import Outline
-from deepdraft.core.state import RunState
+from deepdraft.core.state import AskProgress, RunState
 from deepdraft.egress import EgressLog
 from deepdraft.errors import (
     DeepdraftError,
@@ -72,7 +72,7 @@ from deepdraft.run.wiring import (
     with_web,
 )
 from deepdraft.settings import Settings
-from deepdraft.store.journal import AskRecord, Journal, RunRecord
+from deepdraft.store.journal import Journal, RunRecord
 
 
 @dataclass
@@ -335,20 +335,22 @@ def ask(
         style = stored.output.references_style
         numbering = _source_numbers(state)
         stored_steps = {row.step for row in journal.asks(record.id)}
-        earlier = state.ask
-        if earlier is not None and earlier.into is None and earlier.begun_at_step not in stored_steps:
-            if earlier.done:  # answered in a session that stopped before storing it
-                journal.record_ask(answers.ask_record(record.id, earlier, state.registry, numbering, style))
-                if earlier.question == question:
-                    return answers.Answer.of(_stored_ask(journal, record.id, earlier.begun_at_step))
-            elif earlier.question == question:
-                asker.run(state)
-                journal.record_ask(answers.ask_record(record.id, earlier, state.registry, numbering, style))
-                return answers.Answer.of(_stored_ask(journal, record.id, earlier.begun_at_step))
-        ask = asker.begin(state, question)
+
+        def store(ask: AskProgress) -> None:
+            journal.record_ask(answers.ask_record(record.id, ask, state.registry, numbering, style))
+
+        # An ask of an earlier session that was stopped before its answer was stored: the same
+        # question goes on from its last step (an answered one is only stored); another question
+        # starts afresh, after storing that one's answer if it has one.
+        ask = state.ask
+        unstored = ask is not None and ask.into is None and ask.begun_at_step not in stored_steps
+        if unstored and ask is not None and ask.done and ask.question != question:
+            store(ask)
+        if not unstored or ask is None or ask.question != question:
+            ask = asker.begin(state, question)
         asker.run(state)
-        journal.record_ask(answers.ask_record(record.id, ask, state.registry, numbering, style))
-        return answers.Answer.of(_stored_ask(journal, record.id, ask.begun_at_step))
+        store(ask)
+        return _stored_ask(journal, record.id, ask.begun_at_step)
 
 
 def ensure_askable(run_id: str, question: str) -> str:
@@ -362,8 +364,8 @@ def ensure_askable(run_id: str, question: str) -> str:
     return question
 
 
-def _stored_ask(journal: Journal, run_id: str, step: int) -> AskRecord:
-    return next(row for row in journal.asks(run_id) if row.step == step)
+def _stored_ask(journal: Journal, run_id: str, step: int) -> Answer:
+    return Answer.of(next(row for row in journal.asks(run_id) if row.step == step))
 
 
 def _store_answer_section(journal: Journal, run_id: str, state: RunState, settings: Settings) -> None:
