@@ -317,3 +317,38 @@ def test_an_ask_stopped_mid_call_repeats_that_request_and_another_question_start
     assert len(model.requests) == 1 and "Who paid the duties?" in model.requests[0].messages[-1].content
     with Runs.open() as runs:
         assert [a.question for a in runs.asks(first.run_id)] == [FOLLOW_UP, "Who paid the duties?"]
+
+
+PROMPT_LIMIT = 500
+"""Tokens for an ask's prompt that hold one of the three passages found for FOLLOW_UP."""
+
+
+def test_a_key_the_fitted_prompt_left_out_may_not_be_cited(kb: Path) -> None:
+    # The run's own window holds the prompt with a few passages only: fitting leaves the
+    # lowest-ranked ones out (an ask fits its prompt as the run was set up).
+    small = settings().model_copy(
+        update={"llm": settings().llm.model_copy(update={"max_tokens": 32768 - PROMPT_LIMIT})}
+    )
+    first = finished_run(kb, small)
+    replies: list[str] = []
+
+    def cites_every_key_it_was_given(request: ChatRequest) -> str:
+        prompt = request.messages[-1].content
+        with Runs.open() as runs:
+            state = runs.state(first.run_id)
+        assert state is not None and state.ask is not None
+        hidden = [key for key in state.ask.keys if key not in evidence_keys(prompt)]
+        assert hidden, "the window should have left a passage out"
+        cite = ", ".join(state.ask.keys if not replies else evidence_keys(prompt))
+        replies.append(cite)
+        return (
+            "<thought>all</thought><action>Farmers in debt wanted cheap money and silver promised it, "
+            f"while creditors held to gold \\cite{{{cite}}}. The quarrel ran between those who "
+            f"borrowed and those who lent, and the record says little more \\cite{{{cite}}}.</action>"
+        )
+
+    answer = runner.ask(first.run_id, FOLLOW_UP, settings(), llm=FunctionLLM(cites_every_key_it_was_given))
+    assert len(replies) == 2 and answer.markdown
+    with Runs.open() as runs:
+        refused = [step for step in runs.steps(first.run_id) if step.action == "ask" and not step.valid]
+    assert len(refused) == 1 and (refused[0].reason or "").startswith("cite only the keys listed; not ")

@@ -170,6 +170,7 @@ class Asker:
         if wants_chinese(ask.question, language):
             low, high = low * 2, high * 2
         target = ask.into or "report"
+        shown = {"keys": list(ask.keys)}  # what the last prompt showed, once fitted into the window
 
         def render(fit: Fit, feedback: str) -> str:
             return prompts.render(
@@ -191,16 +192,17 @@ class Asker:
             prompt = fit_prompt(
                 lambda fit: render(fit, turn.feedback), fit, limit=self.prompt_limit, count=self.count_tokens
             )
+            shown["keys"] = [key for key in ask.keys if f"bibkey:{key}\n" in prompt]
             return self.calls.request(state, prompt, shape=reply_shape("write"))
 
         def read(result: ChatResult, turn: Turn) -> str | Refused:
             after = self.research.attach_citations_after
             attach_from = (
-                {key: state.registry[key].text for key in ask.keys}
+                {key: state.registry[key].text for key in shown["keys"]}
                 if after is not None and turn.refused >= after
                 else None
             )
-            return read_answer(result.text, ask.keys, ask.question, language, attach_from)
+            return read_answer(result.text, shown["keys"], ask.question, language, attach_from)
 
         def keep(attempt: Attempt[str], turn: Turn | None) -> None:
             if turn is not None:  # asked again next, with the reason
