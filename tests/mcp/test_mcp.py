@@ -48,7 +48,16 @@ def test_deep_research_over_stdio_reports_progress_and_returns_the_report(corpus
     async def session(base_url: str) -> None:
         async with Client(server_parameters(base_url), read_timeout_seconds=120) as client:
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert set(tools) == {"deep_research", "search_kb", "list_runs", "get_report", "ask_run"}
+            assert set(tools) == {
+                "deep_research",
+                "search_kb",
+                "list_runs",
+                "get_report",
+                "deepen_section",
+                "rewrite_section",
+                "recheck_section",
+                "ask_run",
+            }
             assert {"question", "kb", "depth"} <= set(tools["deep_research"].input_schema["properties"])
 
             result = await client.call_tool(
@@ -241,6 +250,63 @@ BAD_ARGUMENTS = [
         id="deep_research-unknown-argument",
     ),
     pytest.param(
+        "deepen_section",
+        {"run_id": "20260101-000000-abcdef", "section": "2", "into": 9},
+        "into: input should be less than or equal to 7",
+        id="deepen_section-into-too-many",
+    ),
+    pytest.param(
+        "deepen_section",
+        {"run_id": "20260101-000000-abcdef", "section": "2", "into": 1},
+        "into: input should be greater than or equal to 2",
+        id="deepen_section-into-too-few",
+    ),
+    pytest.param(
+        "deepen_section",
+        {"run_id": "20260101-000000-abcdef", "section": "the middle"},
+        "section: string should match pattern",
+        id="deepen_section-section-not-a-number",
+    ),
+    pytest.param(
+        "deepen_section",
+        {"run_id": "20260101-000000-abcdef", "section": "1.2.3.4"},
+        "section: string should match pattern",
+        id="deepen_section-section-too-deep",
+    ),
+    pytest.param(
+        "deepen_section", {"run_id": "x"}, "section: field required", id="deepen_section-no-section"
+    ),
+    pytest.param(
+        "deepen_section",
+        {"run_id": "../x", "section": "2"},
+        "run_id: string should match pattern",
+        id="deepen_section-path-in-run-id",
+    ),
+    pytest.param(
+        "rewrite_section",
+        {"run_id": "x", "section": "2", "instructions": "y" * 2001},
+        "instructions: string should have at most 2000 characters",
+        id="rewrite_section-long-instructions",
+    ),
+    pytest.param(
+        "rewrite_section",
+        {"run_id": "x", "section": "2", "into": 3},
+        "rewrite_section takes no argument 'into'",
+        id="rewrite_section-unknown-argument",
+    ),
+    pytest.param(
+        "recheck_section",
+        {"run_id": "x", "section": "0"},
+        "section: string should match pattern",
+        id="recheck_section-section-zero",
+    ),
+    pytest.param(
+        "recheck_section",
+        {"run_id": "x", "force": "sometimes"},
+        "force: input should be a valid boolean",
+        id="recheck_section-force-not-a-boolean",
+    ),
+    pytest.param(
         "ask_run",
         {"run_id": "20260101-000000-abcdef", "question": "  "},
         "question: value error, must not be blank",
@@ -290,6 +356,10 @@ def test_the_bounds_are_in_each_tools_schema() -> None:
         "type": "integer",
     }
     assert schemas["list_runs"]["limit"]["maximum"] == 500  # type: ignore[index]
+    into = schemas["deepen_section"]["into"]["anyOf"][0]  # type: ignore[index]
+    assert (into["minimum"], into["maximum"]) == (2, 7)
+    assert schemas["rewrite_section"]["instructions"]["maxLength"] == 2000  # type: ignore[index]
+    assert "pattern" in schemas["recheck_section"]["section"]["anyOf"][0]  # type: ignore[index]
 
 
 def test_a_resource_uri_with_a_path_for_a_run_id_is_refused() -> None:
@@ -301,6 +371,55 @@ def test_a_resource_uri_with_a_path_for_a_run_id_is_refused() -> None:
                 await client.read_resource("deepdraft://runs/a.b/report")
 
     anyio.run(session)
+
+
+# ---- commands on a finished report's sections --------------------------------------------------------
+
+
+def test_section_tools_continue_a_finished_run_and_return_the_new_version(corpus_dir: Path) -> None:
+    run_id = runner.start(QUESTION, server_settings(), kb=str(corpus_dir), llm=scenario_llm()).run_id
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total, message))
+
+    async def session() -> None:
+        server = mcp_server.build(server_settings(), llm_factory=lambda _: scenario_llm())
+        async with Client(server) as client:
+            deepened = await client.call_tool(
+                "deepen_section",
+                {"run_id": run_id[:12], "section": "2", "into": 2, "instructions": "the farm states"},
+                progress_callback=on_progress,
+            )
+            assert not deepened.is_error, deepened.content
+            result = deepened.structured_content
+            assert result is not None
+            assert (result["run_id"], result["command"], result["version"], result["outcome"]) == (
+                run_id,
+                "deepen",
+                2,
+                "",
+            )
+            assert "2 added" in result["changed"]  # the subsections (the synthesis is written again too)
+            assert "### 2.1 Facet 1 of section-2" in result["markdown"]
+
+            rechecked = await client.call_tool("recheck_section", {"run_id": run_id, "section": "2.1"})
+            assert not rechecked.is_error, rechecked.content
+            assert rechecked.structured_content["command"] == "recheck"  # type: ignore[index]
+
+            missing = await client.call_tool("rewrite_section", {"run_id": run_id, "section": "9"})
+            text = missing.content[0].text  # type: ignore[union-attr]
+            assert missing.is_error and f"run {run_id} has no section 9" in text and "\n" not in text
+            split = await client.call_tool("deepen_section", {"run_id": run_id, "section": "2"})
+            assert split.is_error and "already has subsections" in split.content[0].text  # type: ignore[union-attr]
+
+    anyio.run(session)
+    # One notification per action of the command, numbered on from the run's earlier steps.
+    with runner.open_journal() as journal:
+        directed = [step.step for step in journal.steps(run_id) if step.directed]
+    steps = [value for value, _, _ in progress]
+    assert steps and steps == sorted(steps) and set(steps) <= set(directed)
+    assert progress[0][2] == f"step {steps[0]:g}: deepen section-2"
 
 
 def test_ask_run_answers_a_follow_up_question_in_the_reports_numbering(corpus_dir: Path) -> None:

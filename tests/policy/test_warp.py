@@ -395,3 +395,38 @@ def test_the_node_title_is_searched_first_so_it_always_contributes_evidence() ->
         "duties tariffs",
         "protection of industry tariffs",
     ]
+
+
+def test_a_search_puts_documents_the_report_does_not_cite_yet_first_among_those_on_the_subject() -> None:
+    from deepdraft.core.evidence import Source
+    from deepdraft.core.outline import Outline
+    from deepdraft.policy.warp import cited_documents, on_subject_first
+
+    def passage(doc: str, text: str) -> Passage:
+        return Passage(text, Source(doc, doc, f"/{doc}"))
+
+    hits = [
+        passage("a", "The tariff of 1828."),
+        passage("b", "A tariff for revenue."),
+        passage("c", "Railroads and canals."),
+        passage("a", "Canals again."),
+        passage("d", "Tariff reform."),
+    ]
+    ordered = on_subject_first(hits, ["tariff"], cited={"a"})
+    # On the subject first (new documents, then cited ones), then the rest in the same order.
+    assert [(p.source.doc_id, p.text) for p in ordered] == [
+        ("b", "A tariff for revenue."),
+        ("d", "Tariff reform."),
+        ("a", "The tariff of 1828."),
+        ("c", "Railroads and canals."),
+        ("a", "Canals again."),
+    ]
+    assert on_subject_first(hits, ["tariff"]) == [hits[0], hits[1], hits[4], hits[2], hits[3]]
+
+    state = RunState(question=QUESTION)
+    keys = [state.registry.register(p) for p in hits]
+    state.outline = Outline.create("Tariffs", [("One", "p"), ("Two", "p")])
+    state.outline.sections[0].content = f"The tariff of 1828 \\cite{{{keys[0]}}}."
+    state.outline.sections[1].content = f"Revenue \\cite{{{keys[1]}}}."
+    state.target = "section-2"  # the part being searched for: its own citations do not count
+    assert cited_documents(state) == {"a"}

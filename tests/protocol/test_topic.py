@@ -159,6 +159,17 @@ def test_the_last_try_accepts_an_outline_with_too_few_topical_sections_to_drop_i
     assert [s.title for s in last.sections] == [subject, "Background", "Conclusion"]
 
 
+def test_a_closing_essay_part_goes_first_when_not_all_of_them_can() -> None:
+    # Three sections are needed: "Background" stays for want of others, but "Conclusion" goes,
+    # since the conclusion every report gets would say the same again.
+    research = ResearchSettings(depth="quick", max_retries=1)
+    raw = _plan_reply("Gold and Silver", "Introduction", "Background", "Coinage Acts", "Conclusion")
+    last = read_plan(raw, RunState(question=GOLD), research, refused=1)
+    assert isinstance(last, InitPlan)
+    subject = "Gold and silver standard and the currency question"
+    assert [s.title for s in last.sections] == [subject, "Background", "Coinage Acts"]
+
+
 def test_extend_plan_refuses_essay_part_subsections_then_leaves_them_out() -> None:
     outline = Outline(title="Gold and Silver")
     outline.add_tree(None, [("Coinage", "p", []), ("Panics", "p", []), ("Reform", "p", [])])

@@ -250,6 +250,10 @@ def test_recheck_verifies_one_section_again_with_repair() -> None:
         (SectionCommand("deepen", "1"), "section 1 already has subsections (1.1–1.2); deepen one of them"),
         (SectionCommand("deepen", "1.1", max_steps=0), "--max-steps must be at least 1"),
         (SectionCommand("rewrite", None), "rewrite needs a section"),
+        (
+            SectionCommand("rewrite", "2", instructions="x" * 2001),
+            "--instructions may be at most 2000 characters (got 2001)",
+        ),
     ],
 )
 def test_commands_that_cannot_apply_are_refused_in_one_line(command: SectionCommand, message: str) -> None:

@@ -129,10 +129,17 @@ def test_bad_requests_get_one_clear_line(live: LiveServer, corpus_dir: Path) -> 
         # A KB is a name over HTTP, never a server path.
         path_kb = client.post("/api/runs", json={"question": QUESTION, "kb": str(corpus_dir)})
         assert path_kb.status_code == 400 and "invalid knowledge base name" in path_kb.json()["detail"]
+        # Bodies out of their bounds: 422, and one line naming the field like every other error.
         empty = client.post("/api/runs", json={"question": ""})
         assert empty.status_code == 422
+        assert empty.json()["detail"] == (
+            "invalid request: question: string should have at least 1 character (got '')"
+        )
         extra = client.post("/api/runs", json={"question": QUESTION, "temperature": 3})
         assert extra.status_code == 422
+        assert (
+            extra.json()["detail"] == "invalid request: temperature: extra inputs are not permitted (got 3)"
+        )
 
 
 def test_a_run_can_be_cancelled_and_resumed(corpus_dir: Path) -> None:
@@ -323,6 +330,10 @@ def test_openapi_schema_documents_every_route(live: LiveServer) -> None:
         ("/api/runs/{run_id}/versions", "get"): None,  # tested in test_versions_api.py
         ("/api/runs/{run_id}/versions/{number}", "get"): None,
         ("/api/runs/{run_id}/diff", "get"): None,
+        ("/api/runs/{run_id}/deepen", "post"): "DeepenSection",  # tested in test_sections_api.py
+        ("/api/runs/{run_id}/rewrite", "post"): "RewriteSection",
+        ("/api/runs/{run_id}/recheck", "post"): None,  # the body is optional
+        ("/api/runs/{run_id}/sections/{section}/evidence", "get"): None,
         ("/api/runs/{run_id}/asks", "post"): "AskQuestion",  # tested in test_asks_api.py
         ("/api/runs/{run_id}/asks", "get"): None,
         ("/api/kbs", "get"): None,

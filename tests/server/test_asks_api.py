@@ -31,10 +31,20 @@ def test_bad_questions_and_runs_get_one_line_answers(live: LiveServer, corpus_di
     with live.client() as client:
         for run_id, body, status, phrase in [
             ("no-such-run", {"question": "Why?"}, 404, "no run with id no-such-run"),
-            (unfinished, {"question": "Why?"}, 400, "is not finished"),
+            (unfinished, {"question": "Why?"}, 409, "is not finished"),
             (report.run_id, {"question": "   "}, 400, "the question is empty"),
-            (report.run_id, {"question": "why " * 600}, 422, "at most 2000 characters"),
-            (report.run_id, {"question": "Why?", "into": 3}, 422, "Extra inputs are not permitted"),
+            (
+                report.run_id,
+                {"question": "why " * 600},
+                422,
+                "question: string should have at most 2000 characters",
+            ),
+            (
+                report.run_id,
+                {"question": "Why?", "into": 3},
+                422,
+                "invalid request: into: extra inputs are not permitted",
+            ),
         ]:
             answer = client.post(f"/api/runs/{run_id}/asks", json=body)
             assert answer.status_code == status, (body, answer.text)

@@ -241,3 +241,50 @@ def test_the_report_view_switches_versions_and_shows_what_changed(
     sync_api.expect(page.locator("article.report")).not_to_contain_text("A new opening sentence.")
     assert page.get_by_label("Version").input_value() == "1"
     assert page.get_by_role("button", name="What changed").is_disabled()  # nothing before version 1
+
+
+def test_a_section_is_deepened_from_the_report_live_and_its_version_appears(
+    browser: sync_api.Browser, corpus_dir: Path
+) -> None:
+    from deepdraft.run import runner
+    from tests.server.conftest import server_settings
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    run_id = runner.start(QUESTION, server_settings(), kb=str(corpus_dir), llm=scenario_llm()).run_id
+    # The command's model is slowed a little, so the outline can be seen growing while it runs.
+    with LiveServer(make_app(lambda _: scenario_llm(delay_s=0.3))) as live:
+        page = browser.new_page(viewport=LAPTOP)
+        page.set_default_timeout(30_000)
+        page.goto(f"{live.url}/?view=report&id={run_id}")
+        page.locator("article.report h1").wait_for()
+        assert page.get_by_label("Version").input_value() == "1"
+
+        # Clicking a section's heading offers its tools; its evidence names the References' numbers.
+        page.get_by_role("button", name="2 Part middle").click()
+        tools = page.get_by_role("group", name="Section 2")
+        tools.get_by_role("button", name="Show evidence").click()
+        tools.get_by_text("Evidence of 2 Part middle").wait_for()
+        cited = tools.locator(".passages li", has=page.locator(".tag.cited"))
+        assert cited.count() == 2
+        assert cited.first.locator("a.cite").inner_text().startswith("[")
+
+        tools.get_by_label("Instructions for deepen or rewrite (optional)").fill("the farm states")
+        tools.get_by_role("button", name="Deepen").click()
+        status = page.locator("#command-status")
+        # The new subsections appear under the clicked section, highlighted, while the command runs.
+        under = page.locator('.command-live .outline li[data-position="section-2"] li.is-new')
+        under.first.wait_for()
+        assert status.inner_text() == "continuing", "the subsections must appear while the command is live"
+        assert page.locator(".command-live .outline li.is-new").count() == under.count() >= 2
+        page.screenshot(path=str(SCREENSHOTS / "deepen-live-1280x800.png"), full_page=True)
+
+        # Finished: the report again, its new version current in the switcher, and what it changed.
+        sync_api.expect(page.get_by_label("Version")).to_have_value("2")
+        options = page.get_by_label("Version").locator("option").all_inner_texts()
+        assert [text.split(" — ")[0] for text in options] == ["1", "2"] and "deepen (current)" in options[1]
+        assert "2.1 Facet 1 of section-2" in page.locator("article.report").inner_text()
+        page.get_by_role("button", name="What changed").click()
+        changes = page.locator("section.changes")
+        changes.get_by_text("Version 1 → 2:").wait_for()
+        assert "2.1 Facet 1 of section-2 (added)" in changes.inner_text()
+        assert no_horizontal_scroll(page)

@@ -109,7 +109,8 @@ class ScenarioModel:
             return json.dumps({"verdicts": verdicts})
         if kind == "repair":  # restate the first passage's opening words
             keys = evidence_keys(prompt)
-            passage = prompt.split(f"bibkey:{keys[0]}\n", 1)[1].split("\n")[0]
+            lines = prompt.split(f"bibkey:{keys[0]}\n", 1)[1].split("\n")
+            passage = lines[1] if lines[0].startswith("Source: ") else lines[0]  # past its source line
             words = " ".join(passage.split()[:12]).rstrip(".,;")
             return f"<thought>restate</thought><action>{words} \\cite{{{', '.join(keys)}}}.</action>"
         if kind in ("summary", "conclusion"):

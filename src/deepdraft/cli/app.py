@@ -224,7 +224,8 @@ def _section_command(
     with Runs.open() as runs:
         record = runs.get(run_id)
         outline = runs.outline(record.id)
-    runner.ensure_commandable(record.id, command)  # a bad section or a busy run: one line, no display
+    # A bad section, a busy run or a hand edit in the way: one line, before any display.
+    runner.ensure_commandable(record.id, command, force=force)
     allowance = command.max_steps or record.settings.research.max_steps
     with Progress(console, record.steps + allowance, start_step=record.steps, outline=outline) as progress:
         report = _interruptible(

@@ -8,6 +8,8 @@
      │    ├── RunNotFound       an unknown run id
      │    ├── RunAlreadyFinished resuming a run that has its report already
      │    ├── ReportEdited      a command would overwrite what the user edited in report.md
+     │    ├── SectionNotFound   a section number the run's report does not have
+     │    ├── CommandRefused    a command on a report the run or the section cannot take now
      │    └── VersionNotFound   a report version the run does not have
      ├── LLMError               the LLM endpoint failed us
      │    ├── LLMUnreachable    connection refused, DNS, TLS
@@ -66,6 +68,16 @@ class ReportEdited(UserError):
 
 class VersionNotFound(UserError):
     """A report version number the run does not have (the message names those it has)."""
+
+
+class SectionNotFound(UserError):
+    """A section the run's outline does not have (the message names the numbers it has)."""
+
+
+class CommandRefused(UserError):
+    """A command on a finished run's report (deepen, rewrite, recheck) that cannot be given now:
+    the run is being driven, is not finished, or stopped during another command; or the section
+    cannot take it (already split, at the deepest level). Nothing was changed."""
 
 
 class LLMError(DeepdraftError):

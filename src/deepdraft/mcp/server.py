@@ -1,7 +1,9 @@
 """deepdraft as an MCP server: other agents (Claude Desktop, IDE agents) call deep research as a tool.
 
 Tools: `deep_research` (question, kb, depth → the report's Markdown and its run id, with progress
-notifications while it runs), `search_kb`, `list_runs`, `get_report`, `ask_run` (a follow-up
+notifications while it runs), `search_kb`, `list_runs`, `get_report`, the commands on one section
+of a finished report: `deepen_section`, `rewrite_section`, `recheck_section` (the run goes on, as
+`deepdraft deepen` does; the call returns the new report version), and `ask_run` (a follow-up
 question on a finished run, answered in its report's numbering). Resources: each finished
 run's report at ``deepdraft://runs/{run_id}/report``. Transports: stdio (the client starts
 ``deepdraft mcp``) and streamable HTTP on loopback (``deepdraft mcp --transport http``), under the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -35,9 +38,11 @@ from deepdraft.errors import DeepdraftError
 from deepdraft.events import ActionFinished, Event, RunStarted
 from deepdraft.http import security
 from deepdraft.policy.asks import MAX_QUESTION_CHARS
+from deepdraft.policy.sections import MAX_INSTRUCTIONS, SECTION_PATTERN, SectionCommand
 from deepdraft.ports import LLM
+from deepdraft.protocol.actions import SUBSECTIONS_RANGE
 from deepdraft.retrieval.kb import lookup
-from deepdraft.run import reports, runner
+from deepdraft.run import history, reports, runner
 from deepdraft.run.answers import Answer
 from deepdraft.run.manager import LLMFactory, settings_for_run
 from deepdraft.run.runs import Runs, is_active
@@ -46,8 +51,9 @@ from deepdraft.settings import Depth, Settings
 INSTRUCTIONS = (
     "deepdraft writes long, cited research reports from the user's own documents. Use deep_research "
     "for a question that needs a structured report (it takes minutes and reports progress); "
-    "search_kb for a quick look-up of passages; list_runs and get_report for earlier reports; ask_run "
-    "for a follow-up question on a finished report."
+    "search_kb for a quick look-up of passages; list_runs and get_report for earlier reports; "
+    "deepen_section, rewrite_section and recheck_section improve one section of a finished report; "
+    "ask_run answers a follow-up question on one."
 )
 
 
@@ -76,6 +82,20 @@ class AskResult(BaseModel):
     new_sources: list[str]
 
 
+class CommandResult(BaseModel):
+    run_id: str
+    command: str
+    section: str | None
+    version: int
+    """The report version the command wrote (the current one)."""
+    changed: str
+    """What that version changed from the one before, in one line."""
+    outcome: str
+    """Why the command did not do all it was asked (a refused split, a spent budget); "" when it did."""
+    title: str
+    markdown: str
+
+
 class RunEntry(BaseModel):
     id: str
     status: str
@@ -101,6 +121,9 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 RunId = Annotated[str, Field(min_length=1, max_length=200, pattern=RUN_ID_PATTERN)]
 MAX_HITS = 50
 MAX_RUNS = 500
+SectionName = Annotated[str, Field(min_length=1, max_length=40, pattern=SECTION_PATTERN)]
+Instructions = Annotated[str, Field(max_length=MAX_INSTRUCTIONS)]
+Subsections = Annotated[int, Field(ge=SUBSECTIONS_RANGE[0], le=SUBSECTIONS_RANGE[1])]
 
 
 class ValidatingServer(MCPServer):
@@ -189,6 +212,52 @@ def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPSe
             raise ToolError(str(exc)) from exc
         return found.content.decode("utf-8")
 
+    async def section_command(
+        ctx: Context, run_id: str, command: SectionCommand, force: bool
+    ) -> CommandResult:
+        return await _section_command(ctx, run_id, command, force, settings, llm_factory)
+
+    @server.tool()
+    async def deepen_section(
+        run_id: RunId,
+        section: SectionName,
+        ctx: Context,
+        into: Subsections | None = None,
+        instructions: Instructions = "",
+        force: bool = False,
+    ) -> CommandResult:
+        """Split one section of a finished report into subsections, research and write them; the
+        report is finished again as a new version (takes minutes, reports progress).
+
+        section: as the report numbers it ("3", "3.2") or by position ("section-3.2").
+        into: exactly this many subsections (2 to 7; default: the model's choice).
+        instructions: what the user wants of this part, shown to the model.
+        force: go on over a hand edit of that section in report.md (kept as a version first).
+        """
+        command = SectionCommand("deepen", section, into, instructions)
+        return await section_command(ctx, run_id, command, force)
+
+    @server.tool()
+    async def rewrite_section(
+        run_id: RunId,
+        section: SectionName,
+        ctx: Context,
+        instructions: Instructions = "",
+        force: bool = False,
+    ) -> CommandResult:
+        """Search again for one section of a finished report and write it again; the report is
+        finished again as a new version. Arguments as for deepen_section."""
+        command = SectionCommand("rewrite", section, None, instructions)
+        return await section_command(ctx, run_id, command, force)
+
+    @server.tool()
+    async def recheck_section(
+        run_id: RunId, ctx: Context, section: SectionName | None = None, force: bool = False
+    ) -> CommandResult:
+        """Verify the citations of one section of a finished report (default: all of it) again, with
+        repair of the claims its sources do not support; the report is finished again."""
+        return await section_command(ctx, run_id, SectionCommand("recheck", section), force)
+
     @server.resource("deepdraft://runs/{run_id}/report", mime_type="text/markdown")
     async def report_resource(run_id: str) -> str:
         """The Markdown report of a finished run."""
@@ -231,41 +300,90 @@ def _add_ask_tool(server: MCPServer, settings: Settings, llm_factory: LLMFactory
         )
 
 
-async def _research(
-    question: str, ctx: Context, kb: str | None, settings: Settings, llm: LLM | None
-) -> ResearchResult:
-    """One research run in a worker thread, its actions reported to the client as progress."""
-    cancel = threading.Event()
-    total = settings.research.max_steps
+class _Progress:
+    """A run's finished actions as MCP progress notifications; a client that is gone cancels the
+    run before its next action (it stays resumable)."""
 
-    def progress(event: Event) -> None:
-        nonlocal total
+    def __init__(self, ctx: Context, total: int) -> None:
+        self.ctx, self.total = ctx, total
+        self.cancel = threading.Event()
+
+    def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
-            total = event.max_steps or total
+            self.total = event.max_steps or self.total
         if isinstance(event, ActionFinished):
             record = event.record
             verdict = "" if record.valid else " (refused, asking again)"
             message = f"step {record.step}: {record.action} {record.target}{verdict}"
             try:
-                anyio.from_thread.run(ctx.report_progress, record.step, total, message)
+                anyio.from_thread.run(self.ctx.report_progress, record.step, self.total, message)
             except Exception:  # the client is gone: stop before the next action (resumable)
-                cancel.set()
+                self.cancel.set()
 
-    def work() -> runner.Report:
-        return runner.start(question, settings, kb=kb, llm=llm, on_event=progress, cancel=cancel)
 
+async def _driven(work: Callable[[], runner.Report], progress: _Progress) -> runner.Report:
+    """`work` in a worker thread, so the event loop keeps answering; its errors as one-line tool errors."""
     try:
-        report = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
     except DeepdraftError as exc:
         raise ToolError(str(exc)) from exc
     except anyio.get_cancelled_exc_class():
-        cancel.set()  # the client gave up: stop before the next action; the run stays resumable
+        progress.cancel.set()  # the client gave up: stop before the next action; the run stays resumable
         raise
+
+
+async def _research(
+    question: str, ctx: Context, kb: str | None, settings: Settings, llm: LLM | None
+) -> ResearchResult:
+    """One research run in a worker thread, its actions reported to the client as progress."""
+    progress = _Progress(ctx, settings.research.max_steps)
+
+    def work() -> runner.Report:
+        return runner.start(question, settings, kb=kb, llm=llm, on_event=progress, cancel=progress.cancel)
+
+    report = await _driven(work, progress)
     return ResearchResult(
         run_id=report.run_id,
         title=report.title,
         stop_reason=report.stop_reason,
         report_path=str(report.path) if report.path else None,
+        markdown=report.markdown,
+    )
+
+
+async def _section_command(
+    ctx: Context,
+    run_id: str,
+    command: SectionCommand,
+    force: bool,
+    settings: Settings,
+    llm_factory: LLMFactory | None,
+) -> CommandResult:
+    """A command on a finished run's report, driven here like `deepdraft deepen` (see
+    `runner.run_command`), its actions reported as progress; returns the version it wrote."""
+    progress = _Progress(ctx, settings.research.max_steps)
+
+    def work() -> runner.Report:
+        with Runs.open() as runs:
+            record = runs.get(run_id)
+        # Refused before a model is built: a busy run, a missing section, a hand edit in the way.
+        runner.ensure_commandable(record.id, command, force=force)
+        llm = llm_factory(record.settings) if llm_factory is not None else None
+        return runner.run_command(
+            record.id, command, settings, llm=llm, on_event=progress, cancel=progress.cancel, force=force
+        )
+
+    report = await _driven(work, progress)
+    listed = await anyio.to_thread.run_sync(history.listing, report.run_id)
+    latest = listed.entries[-1]
+    return CommandResult(
+        run_id=report.run_id,
+        command=command.command,
+        section=command.section,
+        version=latest.version.number,
+        changed=latest.changed,
+        outcome=report.command_outcome,
+        title=report.title,
         markdown=report.markdown,
     )
 

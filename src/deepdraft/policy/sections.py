@@ -36,9 +36,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deepdraft.core.outline import MAX_DEPTH, WRITTEN_FROM_EVIDENCE, Located, parse_position
+from deepdraft.core.outline import MAX_DEPTH, WRITTEN_FROM_EVIDENCE, Located, Outline, parse_position
 from deepdraft.core.state import Command, Continuation, RunState
-from deepdraft.errors import LLMBudgetExhausted, UserError
+from deepdraft.errors import CommandRefused, LLMBudgetExhausted, SectionNotFound, UserError
 from deepdraft.policy.asks import Asker, checked_question
 from deepdraft.policy.calls import FinishingCalls, PromptsShrunk, StepBudgetSpent
 from deepdraft.policy.warp import WarpPolicy
@@ -52,6 +52,11 @@ FINISHING = ("verify", "synthesis")
 QUESTION_TITLE_CHARS = 120
 """A follow-up question longer than this is shortened in its section's heading (the section's plan
 keeps it whole)."""
+SECTION_PATTERN = r"^(?:section-)?[1-9][0-9]{0,3}(?:\.[1-9][0-9]{0,3}){0,2}$"
+"""A section as an interface accepts it: as the report numbers it ("3.2") or by position
+("section-3.2"), at most three levels; the REST API and the MCP tools check it before anything else."""
+MAX_INSTRUCTIONS = 2000
+"""The most characters of instructions a command takes (they go into every prompt of the command)."""
 
 
 @dataclass(frozen=True)
@@ -77,14 +82,20 @@ class SectionCommand:
 
 
 def check(state: RunState | None, command: SectionCommand, run_id: str) -> Located | None:
-    """The node `command` is about (None: the whole report); `UserError` when it cannot apply."""
+    """The node `command` is about (None: the whole report); `UserError` when it cannot apply
+    (`SectionNotFound` for a section the outline lacks, `CommandRefused` for one that cannot take
+    the command)."""
     if state is None or state.outline is None:
-        raise UserError(f"run {run_id} has no outline to work on")
+        raise CommandRefused(f"run {run_id} has no outline to work on")
     low, high = SUBSECTIONS_RANGE
     if command.into is not None and not low <= command.into <= high:
         raise UserError(f"--into must be between {low} and {high} (got {command.into})")
     if command.max_steps is not None and command.max_steps < 1:
         raise UserError(f"--max-steps must be at least 1 (got {command.max_steps})")
+    if len(command.instructions) > MAX_INSTRUCTIONS:
+        raise UserError(
+            f"--instructions may be at most {MAX_INSTRUCTIONS} characters (got {len(command.instructions)})"
+        )
     if command.command == "ask":
         checked_question(command.question)
         if command.section is not None:
@@ -96,29 +107,36 @@ def check(state: RunState | None, command: SectionCommand, run_id: str) -> Locat
                 f"{command.command} needs a section, e.g. 3 or 3.2 (see: deepdraft show {run_id})"
             )
         return None
-    numbers = parse_position(command.section)
-    if numbers is None:
-        raise UserError(
-            f'"{command.section}" is not a section number; use one as the report prints it, e.g. 3 or 3.2'
-        )
-    located = state.outline.find(command.section) if len(numbers) <= MAX_DEPTH else None
-    if located is None:
-        last = len(state.outline.sections)
-        raise UserError(
-            f"run {run_id} has no section {'.'.join(map(str, numbers))} (its sections are 1–{last}; "
-            f"see: deepdraft show {run_id})"
-        )
+    located = locate(state.outline, command.section, run_id)
     name = located.position.removeprefix("section-")
     if command.command == "deepen":
         if located.level >= MAX_DEPTH:
-            raise UserError(
+            raise CommandRefused(
                 f"section {name} is at level {MAX_DEPTH}, the deepest an outline goes; deepen its parent"
             )
         if located.node.children:
-            raise UserError(
+            raise CommandRefused(
                 f"section {name} already has subsections ({name}.1–{name}.{len(located.node.children)}); "
                 f"deepen one of them, e.g. {name}.1"
             )
+    return located
+
+
+def locate(outline: Outline, section: str, run_id: str) -> Located:
+    """The node the user named as the report numbers it ("3.2") or by position ("section-3.2");
+    `UserError` for a name that is not a section number, `SectionNotFound` for one the outline lacks."""
+    numbers = parse_position(section)
+    if numbers is None:
+        raise UserError(
+            f'"{section}" is not a section number; use one as the report prints it, e.g. 3 or 3.2'
+        )
+    located = outline.find(section) if len(numbers) <= MAX_DEPTH else None
+    if located is None:
+        last = len(outline.sections)
+        raise SectionNotFound(
+            f"run {run_id} has no section {'.'.join(map(str, numbers))} (its sections are 1–{last}; "
+            f"see: deepdraft show {run_id})"
+        )
     return located
 
 
@@ -333,11 +351,14 @@ class SectionSteps:
 
 
 __all__ = [
+    "MAX_INSTRUCTIONS",
+    "SECTION_PATTERN",
     "SectionCommand",
     "SectionSteps",
     "begin",
     "check",
     "concluded",
+    "locate",
     "set_aside_finishing",
     "verify_scope",
 ]

@@ -33,7 +33,7 @@ as an event; the runner journals the checkpoint each `ActionFinished` event carr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from deepdraft.core.citations import cited_keys
@@ -386,14 +386,16 @@ class WarpPolicy:
 
         A small model's keywords are often vague ("economic impact"), so each is searched together
         with the request's subject words it lacks, and the node's own title is searched too; the
-        passages that name the subject come first. The evidence is spread over documents, and a
-        passage already cited in two parts is offered again only when nothing else is found.
+        passages that name the subject come first, those of documents the report cites nowhere yet
+        before the others. The evidence is spread over documents, and a passage already cited in
+        two parts is offered again only when nothing else is found.
         """
         budget = self.budgets.outline_evidence if state.outline is None else self.budgets.node_evidence
         queries = search_queries(state, keywords)
         subject = subject_terms(state.question)
+        cited = cited_documents(state)
         hits = [
-            on_subject_first(self.retriever.search(query, self.budgets.hits_per_keyword), subject)
+            on_subject_first(self.retriever.search(query, self.budgets.hits_per_keyword), subject, cited)
             for query in queries
         ]
         overused = {fingerprint(state.registry[key].text) for key in cited_in_parts(state, 2)}
@@ -443,12 +445,36 @@ def search_queries(state: RunState, keywords: list[str]) -> list[str]:
     return list(dict.fromkeys([*own, *(anchored(keyword) for keyword in keywords)]))
 
 
-def on_subject_first(hits: list[Passage], subject: list[str]) -> list[Passage]:
-    """`hits` with the passages that name a subject word first, each group in its ranked order."""
-    if not subject:
-        return hits
-    naming = [passage for passage in hits if names_subject(passage.text, subject)]
-    return naming + [passage for passage in hits if not names_subject(passage.text, subject)]
+def on_subject_first(hits: list[Passage], subject: list[str], cited: Collection[str] = ()) -> list[Passage]:
+    """`hits` with the passages that name a subject word first; within each group, passages from
+    documents the report does not cite yet (`cited`: document ids) come before the others, each
+    in its ranked order.
+
+    The same few documents rank first for every part of one request (their words are the
+    request's), so without the second rule a report cited five documents over seven parts; a
+    passage that names the subject from a document not cited yet widens what the report draws on
+    (more sources, more of the period) without leaving the subject.
+    """
+
+    def rank(passage: Passage) -> tuple[bool, bool]:
+        naming = not subject or names_subject(passage.text, subject)
+        return (not naming, passage.source.doc_id in cited)
+
+    return sorted(hits, key=rank)  # stable: the retriever's order within each group
+
+
+def cited_documents(state: RunState) -> set[str]:
+    """The documents the report's other written parts cite (the target's own text aside)."""
+    if state.outline is None:
+        return set()
+    keys = {
+        key
+        for located in state.outline.walk()
+        if located.position != state.target
+        for group in cited_keys(located.node.content or "")
+        for key in group
+    }
+    return {state.registry[key].source.doc_id for key in keys if key in state.registry}
 
 
 def cited_in_parts(state: RunState, parts: int) -> set[str]:

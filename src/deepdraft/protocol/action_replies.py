@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from deepdraft.core.citations import keeping_keys
+from deepdraft.core.evidence import attributed
 from deepdraft.core.outline import NodeSpec, parse_position
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_prompts import count_ranges
@@ -104,7 +105,7 @@ def _grounded(plan: InitPlan, state: RunState) -> InitPlan:
 
 
 def _known(state: RunState) -> str:
-    return "\n".join([state.question, *(item.text for item in state.registry.items.values())])
+    return "\n".join([state.question, *(attributed(item) for item in state.registry.items.values())])
 
 
 def _grounded_nodes(nodes: tuple[PlannedNode, ...], known: str) -> tuple[PlannedNode, ...]:
@@ -140,8 +141,16 @@ def _mended_plan(plan: InitPlan, question: str, fewest: int) -> InitPlan:
 
 
 def _without_essay_parts(nodes: tuple[PlannedNode, ...], fewest: int) -> tuple[PlannedNode, ...]:
-    kept = tuple(node for node in nodes if not is_essay_part(node.title))
-    return kept if len(kept) >= fewest else nodes
+    """The nodes without their essay parts, as many as can go while `fewest` remain: the last
+    ones first, since a closing "Conclusion" repeats the conclusion written for every report
+    (measured: a kept one said the same as it in other words)."""
+    kept = list(nodes)
+    for index in reversed(range(len(nodes))):
+        if len(kept) <= fewest:
+            break
+        if is_essay_part(nodes[index].title):
+            del kept[index]
+    return tuple(kept)
 
 
 def read_write(raw: str, state: RunState, research: ResearchSettings, refused: int) -> Action | Refused:
@@ -228,9 +237,8 @@ REASK_SHARE = 0.3
 def _checked(
     action: Write, state: RunState, research: ResearchSettings, *, last_try: bool
 ) -> Action | Refused:
-    evidence = {key: state.registry[key].text for key in state.evidence}
-    faults = sentence_faults(action.text, evidence)
-    pasted = pasted_sentences(action.text, evidence)
+    faults = sentence_faults(action.text, {key: attributed(state.registry[key]) for key in state.evidence})
+    pasted = pasted_sentences(action.text, {key: state.registry[key].text for key in state.evidence})
     if not faults and not pasted:
         return action
     cited = sum(1 for _ in cited_sentences(action.text))

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from deepdraft.core.outline import Outline
 from deepdraft.errors import DeepdraftError, KnowledgeBaseError, RunCancelled, UserError
+from deepdraft.policy.sections import SectionCommand
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
@@ -46,7 +47,11 @@ from deepdraft.settings import Settings
 LLMFactory = Callable[[Settings], LLM]
 """Builds the LLM for a run from that run's settings (tests inject a scripted model here)."""
 
-Status = Literal["queued", "running", "awaiting_review", "finished", "failed", "cancelled", "interrupted"]
+Status = Literal[
+    "queued", "running", "continuing", "awaiting_review", "finished", "failed", "cancelled", "interrupted"
+]
+"""A run as clients see it; "continuing": a command on its finished report is under way (deepen,
+rewrite, recheck), after which it is "finished" again with a new report version."""
 RESUMABLE = frozenset({"interrupted", "failed", "cancelled"})
 """Statuses (as `RunManager.status` reports them) of runs that nobody drives and that can go on."""
 STALE_AFTER_S = 30.0
@@ -98,6 +103,8 @@ class LiveRun:
     started: bool = False
     gate: ReviewGate | None = None
     future: Future[None] | None = None
+    command: SectionCommand | None = None
+    """A command on the finished run's report, driven instead of a resume."""
 
 
 def settings_for_run(base: Settings, overrides: dict[str, dict[str, Any]]) -> Settings:
@@ -118,7 +125,8 @@ def settings_for_run(base: Settings, overrides: dict[str, dict[str, Any]]) -> Se
 
 
 class RunManager:
-    """Creates, queues, drives, cancels and resumes runs for the HTTP API (one per server)."""
+    """Creates, queues, drives, cancels and resumes runs for the HTTP API (one per server), and
+    queues the commands on a finished run's report (`command`) the same way."""
 
     def __init__(self, settings: Settings, *, workers: int, llm_factory: LLMFactory | None = None) -> None:
         if workers < 1:
@@ -164,7 +172,7 @@ class RunManager:
                     continue  # still in an LLM call; its status is fixed by the next start-up
         with Runs.open() as runs:
             for run in live:
-                if runs.get(run.run_id).recorded_status in ("running", "created", "cancelled"):
+                if runs.get(run.run_id).recorded_status in ("running", "continuing", "created", "cancelled"):
                     runs.mark(run.run_id, "interrupted")
 
     # ---- requests --------------------------------------------------------------------------------
@@ -201,6 +209,25 @@ class RunManager:
         self._submit(record.id, review=review, force=force)
         return record.id
 
+    def command(self, run_id: str, command: SectionCommand, *, force: bool = False) -> tuple[str, int]:
+        """Queue a command on a finished run's report (deepen, rewrite, recheck; see
+        `runner.run_command`); returns the run's id and the number of its last event before the
+        command, after which the command's events follow on the run's event stream.
+
+        Refused at once, with nothing changed: a run queued or driven (`RunConflict`), one that is
+        not finished, a section it lacks or that cannot take the command, a hand edit of report.md
+        in the way unless `force` (see `runner.ensure_commandable`).
+        """
+        with Runs.open() as runs:
+            record = runs.get(run_id)
+            events = runs.events(record.id)
+        status = self.status(record)
+        if status in ("queued", "running", "continuing", "awaiting_review"):
+            raise RunConflict(f"run {record.id} is {status.replace('_', ' ')}; wait until it is finished")
+        runner.ensure_commandable(record.id, command, force=force)
+        self._submit(record.id, review=False, force=force, command=command)
+        return record.id, events[-1].seq if events else 0
+
     def cancel(self, run_id: str) -> Literal["cancelled", "cancelling"]:
         """Stop a queued run now ("cancelled"), or a running one before its next action ("cancelling")."""
         with Runs.open() as runs:
@@ -211,10 +238,12 @@ class RunManager:
             raise RunConflict(f"run {record.id} is not queued or running here ({self.status(record)})")
         live.cancel.set()
         if live.future is not None and live.future.cancel():
-            # It never started: nothing will record the cancellation but us.
+            # It never started: nothing will record the cancellation but us. A command that never
+            # started leaves the run as it was: finished, with its report.
             self._forget(record.id)
-            with Runs.open() as runs:
-                runs.record_cancelled(record.id)
+            if live.command is None:
+                with Runs.open() as runs:
+                    runs.record_cancelled(record.id)
             return "cancelled"
         return "cancelling"
 
@@ -245,16 +274,20 @@ class RunManager:
     def status(self, record: RunInfo) -> Status:
         with self._lock:
             live = self._live.get(record.id)
+        recorded = record.recorded_status
         if live is not None:
             if not live.started:
                 return "queued"
+            if live.command is not None or recorded == "continuing":
+                return "continuing"
             return (
                 "awaiting_review" if live.gate is not None and live.gate.proposed is not None else "running"
             )
-        recorded = record.recorded_status
         # "continuing": a command on the finished report (`deepdraft deepen` …) is under way.
         if recorded in ("running", "created", "continuing"):
-            return "running" if is_active(record.id) else "interrupted"
+            if not is_active(record.id):
+                return "interrupted"
+            return "continuing" if recorded == "continuing" else "running"
         if recorded in ("finished", "failed", "cancelled", "interrupted"):
             return recorded  # type: ignore[return-value]  # checked just above
         return "interrupted"
@@ -272,13 +305,15 @@ class RunManager:
         llm = self.llm_factory(record.settings) if self.llm_factory is not None else None
         return runner.ask(record.id, question, self.settings, llm=llm)
 
-    def _submit(self, run_id: str, *, review: bool, force: bool = False) -> None:
+    def _submit(
+        self, run_id: str, *, review: bool, force: bool = False, command: SectionCommand | None = None
+    ) -> None:
         with self._lock:
             if self._closing:
                 raise RunConflict("the server is shutting down")
             if run_id in self._live:
                 raise RunConflict(f"run {run_id} is already queued or running")
-            live = LiveRun(run_id)
+            live = LiveRun(run_id, command=command)
             if review:
                 live.gate = ReviewGate(live.cancel)
             self._live[run_id] = live
@@ -292,25 +327,38 @@ class RunManager:
             if self.llm_factory is not None:
                 with Runs.open() as runs:
                     llm = self.llm_factory(runs.get(live.run_id).settings)
-            runner.resume(
-                live.run_id,
-                self.settings,
-                llm=llm,
-                cancel=live.cancel,
-                review_outline=live.gate,
-                budget=self._pool.budget,
-                force=force,
-            )
+            if live.command is not None:
+                runner.run_command(
+                    live.run_id,
+                    live.command,
+                    self.settings,
+                    llm=llm,
+                    cancel=live.cancel,
+                    budget=self._pool.budget,
+                    force=force,
+                )
+            else:
+                runner.resume(
+                    live.run_id,
+                    self.settings,
+                    llm=llm,
+                    cancel=live.cancel,
+                    review_outline=live.gate,
+                    budget=self._pool.budget,
+                    force=force,
+                )
         except DeepdraftError as exc:
             # Once driving, the runner records the status and the reason itself; an error before
-            # that (the KB was deleted, no LLM) is recorded here so the user sees why.
+            # that (the KB was deleted, no LLM; for a command, the run changed since it was
+            # queued) is recorded here so the user sees why. A command leaves the run finished.
             with Runs.open() as runs:
-                if runs.get(live.run_id).recorded_status == "created":
-                    runs.mark(live.run_id, "failed", error=str(exc))
+                recorded = runs.get(live.run_id).recorded_status
+                if recorded == "created" or (live.command is not None and recorded == "finished"):
+                    runs.mark(live.run_id, recorded if recorded == "finished" else "failed", error=str(exc))
         except Exception as exc:
             # A bug, not a user mistake; still never lose the run: record it and keep serving others.
             with Runs.open() as runs:
-                if runs.get(live.run_id).recorded_status in ("created", "running"):
+                if runs.get(live.run_id).recorded_status in ("created", "running", "continuing"):
                     runs.mark(live.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
         finally:

@@ -28,6 +28,7 @@ from deepdraft.core.outline import Outline
 from deepdraft.core.state import AskProgress, RunState
 from deepdraft.egress import EgressLog
 from deepdraft.errors import (
+    CommandRefused,
     DeepdraftError,
     KnowledgeBaseError,
     ReportEdited,
@@ -265,6 +266,7 @@ def run_command(
     retriever: Retriever | None = None,
     on_event: EventSink = ignore,
     cancel: threading.Event | None = None,
+    budget: Limiter | None = None,
     force: bool = False,
 ) -> Report:
     """Continue a finished run with a command on its report (`policy/sections.py`), and finish it again.
@@ -274,21 +276,37 @@ def run_command(
     it is resumed (`resume`) into the same command. A section the user edited by hand since the
     last report version is not overwritten unless `force` (`ReportEdited`).
     """
-    ensure_commandable(run_id, command)
+    ensure_commandable(run_id, command, force=force)
     return _drive_recorded(
-        run_id, settings, command, llm=llm, retriever=retriever, on_event=on_event, cancel=cancel, force=force
+        run_id,
+        settings,
+        command,
+        llm=llm,
+        retriever=retriever,
+        on_event=on_event,
+        cancel=cancel,
+        budget=budget,
+        force=force,
     )
 
 
-def ensure_commandable(run_id: str, command: SectionCommand) -> None:
+def ensure_commandable(run_id: str, command: SectionCommand, *, force: bool = False) -> None:
     """A `UserError` unless `command` can be given to the run now: the run is finished (not running,
-    not stopped during a command) and the command's section and options fit its outline."""
+    not stopped during a command; `CommandRefused`), the command's section and options fit its
+    outline (`SectionNotFound` for a section it lacks, see `sections.check`), and it would not
+    overwrite a section the user edited in report.md by hand unless `force` (`ReportEdited`).
+
+    Asked before the command is driven (or queued), so that a refusal comes at once and changes
+    nothing; the drive asks again under the run's lock.
+    """
     with open_journal() as journal:
         record = journal.get_run(run_id)
         checkpoint = journal.latest_checkpoint(record.id)
     state = None if checkpoint is None else RunState.restore(checkpoint[1])
     _refuse_unless_finished(record, state)
-    sections.check(state, command, record.id)
+    located = sections.check(state, command, record.id)
+    touched = None if located is None else [located.position]
+    versions.refuse_if_edited(run_dir(record.id), touched, force=force)
 
 
 def ask(
@@ -389,24 +407,25 @@ def _store_answer_section(journal: Journal, run_id: str, state: RunState, settin
 
 
 def _refuse_unless_finished(record: RunRecord, state: RunState | None, *, locked: bool = False) -> None:
-    """A command is given to a finished run only. `locked`: asked under the run's lock, where a run
-    recorded as running or continuing is one whose process died (see `runs.current_status`)."""
+    """A command is given to a finished run only (`CommandRefused` otherwise). `locked`: asked under
+    the run's lock, where a run recorded as running or continuing is one whose process died (see
+    `runs.current_status`)."""
     status = "interrupted" if locked and record.status in ("running", "continuing") else record.status
     status = current_status(record.id, status)
     if status == "finished":
         return
     if status in ("running", "continuing"):
-        raise UserError(f"run {record.id} is being driven right now; wait until it is finished")
+        raise CommandRefused(f"run {record.id} is being driven right now; wait until it is finished")
     if state is not None and state.continuing and state.continuation is not None:
         command = state.continuation
         given = command.command if command.node_id is None else f"{command.command} {command.position}"
         if command.command == "ask":
             given = "ask --into-report"
-        raise UserError(
+        raise CommandRefused(
             f"run {record.id} stopped during `{given.replace('section-', '')}`; "
             f"finish that first with: deepdraft resume {record.id}"
         )
-    raise UserError(
+    raise CommandRefused(
         f"run {record.id} is not finished (it is {status}); "
         f"finish it first with: deepdraft resume {record.id}"
     )

@@ -231,27 +231,39 @@ def ensure_unedited(
     edit = find_hand_edit(run_dir)
     if edit is None:
         return None
-    run = run_dir.name
     if not force:
-        if not edit.headings_match:
-            raise ReportEdited(
-                f"report.md of run {run} was edited by hand and its headings no longer match version "
-                f"{edit.since.number}; add --force to go on (the edit is kept as a version first)"
-            )
-        clashing = [
-            title
-            for key, title in zip(edit.sections, edit.titles, strict=True)
-            if sections is None or any(covers(wanted, key) for wanted in sections)
-        ]
-        if clashing:
-            raise ReportEdited(
-                f"report.md of run {run} was edited by hand in {'; '.join(clashing)} since version "
-                f"{edit.since.number}; this would overwrite it: add --force to go on (the edit is kept "
-                "as a version first)"
-            )
+        _refuse_over(edit, run_dir.name, sections)
     text = _read_report(run_dir)
     assert text is not None  # find_hand_edit found it
     return record_version(run_dir, text, kind="hand-edit", note=edit.describe())
+
+
+def refuse_if_edited(run_dir: Path, sections: Collection[str] | None = None, *, force: bool = False) -> None:
+    """`ensure_unedited`'s refusal alone, writing nothing: for a caller that queues a command and
+    wants to refuse it at once (the server), without the run's lock. The command asks again when
+    it runs, and keeps the edit then."""
+    edit = find_hand_edit(run_dir)
+    if edit is not None and not force:
+        _refuse_over(edit, run_dir.name, sections)
+
+
+def _refuse_over(edit: HandEdit, run: str, sections: Collection[str] | None) -> None:
+    if not edit.headings_match:
+        raise ReportEdited(
+            f"report.md of run {run} was edited by hand and its headings no longer match version "
+            f"{edit.since.number}; add --force to go on (the edit is kept as a version first)"
+        )
+    clashing = [
+        title
+        for key, title in zip(edit.sections, edit.titles, strict=True)
+        if sections is None or any(covers(wanted, key) for wanted in sections)
+    ]
+    if clashing:
+        raise ReportEdited(
+            f"report.md of run {run} was edited by hand in {'; '.join(clashing)} since version "
+            f"{edit.since.number}; this would overwrite it: add --force to go on (the edit is kept "
+            "as a version first)"
+        )
 
 
 def record_version(
@@ -378,6 +390,7 @@ __all__ = [
     "list_versions",
     "read_version",
     "record_version",
+    "refuse_if_edited",
     "replace_report",
     "restore_version",
     "version_number",

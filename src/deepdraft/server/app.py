@@ -15,18 +15,28 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from deepdraft._version import __version__
-from deepdraft.errors import DeepdraftError, RunNotFound, StoreError, UserError, VersionNotFound
+from deepdraft.errors import (
+    CommandRefused,
+    DeepdraftError,
+    ReportEdited,
+    RunNotFound,
+    SectionNotFound,
+    StoreError,
+    UserError,
+    VersionNotFound,
+)
 from deepdraft.http import security
 from deepdraft.run.manager import LLMFactory, RunConflict, RunManager
 from deepdraft.run.reports import ReportNotReady
 from deepdraft.server import kbs
 from deepdraft.server.body_limit import LimitBody
 from deepdraft.server.routes import asks as ask_routes
-from deepdraft.server.routes import events, page, reports, runs
+from deepdraft.server.routes import events, page, reports, runs, sections
 from deepdraft.server.routes import kbs as kb_routes
 from deepdraft.settings import Settings
 
@@ -71,7 +81,8 @@ def create_app(
     app.add_middleware(LimitBody)  # added before `protect`: the access rules answer first
     security.protect(app, bind_host=host, token=token, cors_origins=cors_origins, token_paths="/api")
     app.middleware("http")(_page_headers)
-    for router in (runs.router, events.router, reports.router, kb_routes.router, page.router):
+    routers = (runs.router, sections.router, events.router, reports.router, kb_routes.router, page.router)
+    for router in routers:
         app.include_router(router)
     for router in (ask_routes.router,):
         app.include_router(router)
@@ -98,8 +109,40 @@ def _errors(app: FastAPI) -> None:
 
     app.add_exception_handler(RunNotFound, answer(404))
     app.add_exception_handler(VersionNotFound, answer(404))
+    app.add_exception_handler(SectionNotFound, answer(404))
     app.add_exception_handler(RunConflict, answer(409))
+    app.add_exception_handler(CommandRefused, answer(409))
+    app.add_exception_handler(ReportEdited, answer(409))
     app.add_exception_handler(ReportNotReady, answer(409))
     app.add_exception_handler(UserError, answer(400))
     app.add_exception_handler(StoreError, answer(500))
     app.add_exception_handler(DeepdraftError, answer(500))
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+
+
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    """A request whose body, query or path is out of its bounds: 422 with one line that names each
+    field, like every other error (FastAPI's own answer is a list of objects)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_problems(exc.errors())}, status_code=422)
+
+
+def validation_problems(errors: Any) -> str:
+    """FastAPI's validation errors as one line, e.g. `invalid request: into: input should be less
+    than or equal to 7 (got 9)`."""
+    problems = []
+    for problem in errors:
+        where = [str(part) for part in problem.get("loc", ())]
+        if where and where[0] in ("body", "query", "path", "header") and len(where) > 1:
+            where = where[1:]
+        message = str(problem.get("msg", "invalid"))
+        message = message[:1].lower() + message[1:]
+        shown = problem.get("type") != "missing" and "input" in problem
+        given = f" (got {_short(problem['input'])})" if shown else ""
+        problems.append(f"{'.'.join(where) or 'request'}: {message}{given}")
+    return "invalid request: " + "; ".join(problems)
+
+
+def _short(value: Any) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deepdraft.policy.asks import MAX_QUESTION_CHARS
+from deepdraft.policy.sections import MAX_INSTRUCTIONS, SECTION_PATTERN
+from deepdraft.protocol.actions import SUBSECTIONS_RANGE
 from deepdraft.run.manager import Status
 from deepdraft.settings import Depth, PolicyName, duration_seconds
 
@@ -43,6 +45,69 @@ class ResumeRun(_Body):
     )
 
 
+SectionName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=40,
+        pattern=SECTION_PATTERN,
+        description='A section as the report numbers it ("3", "3.2") or by position ("section-3.2").',
+        examples=["3.2"],
+    ),
+]
+Instructions = Annotated[
+    str,
+    Field(
+        max_length=MAX_INSTRUCTIONS,
+        description="What you want of this part; shown to the model in the command's prompts.",
+    ),
+]
+CommandSteps = Annotated[
+    int | None,
+    Field(
+        ge=1, le=10_000, description="Most LLM actions the command may take (default: the run's max_steps)."
+    ),
+]
+Force = Annotated[
+    bool,
+    Field(
+        description="Go on even over a hand edit of the section in report.md "
+        "(the edit is kept as a version first)."
+    ),
+]
+
+
+class DeepenSection(_Body):
+    """Split a section of the finished report into subsections, research and write them."""
+
+    section: SectionName
+    into: int | None = Field(
+        None,
+        ge=SUBSECTIONS_RANGE[0],
+        le=SUBSECTIONS_RANGE[1],
+        description="Exactly this many subsections (default: the model's choice within the run's bounds).",
+    )
+    instructions: Instructions = ""
+    max_steps: CommandSteps = None
+    force: Force = False
+
+
+class RewriteSection(_Body):
+    """Search again for a section of the finished report and write it again."""
+
+    section: SectionName
+    instructions: Instructions = ""
+    max_steps: CommandSteps = None
+    force: Force = False
+
+
+class RecheckSection(_Body):
+    """Verify the citations of one section of the finished report (or all of it) again, with repair."""
+
+    section: SectionName | None = Field(None, description="The section to check (default: the whole report).")
+    force: Force = False
+
+
 class RunSummary(BaseModel):
     id: str
     question: str
@@ -62,6 +127,39 @@ class RunDetail(RunSummary):
     outline: dict[str, Any] | None
     review: dict[str, Any] | None = Field(description="The outline waiting for review, if any.")
     formats: list[str]
+
+
+class CommandStarted(RunDetail):
+    command: str = Field(description="deepen, rewrite or recheck")
+    section: str | None = Field(description="The section it works on (none: a recheck of the whole report).")
+    events_after: int = Field(
+        description="The run's last event before the command: `/events?after=N` streams the command's alone."
+    )
+
+
+class EvidencePassageOut(BaseModel):
+    key: str = Field(description="The passage's citation key in the run.")
+    text: str
+    title: str = Field(description="The title of the document it comes from.")
+    location: str = Field(description="That document's path or URL.")
+    page: int | None
+    number: int | None = Field(
+        description="Its source's number in the References (none: the report cites no part of it)."
+    )
+    label: str | None = Field(description='How the report cites that source ("[3]", or "Smith 2020").')
+    cited: bool = Field(description="The section's text cites this passage.")
+    written_from: bool = Field(description="The section's text was last written from this passage.")
+
+
+class SectionEvidenceOut(BaseModel):
+    run_id: str
+    number: str = Field(description="The section's number as the report prints it (3.2).")
+    position: str
+    title: str
+    written: bool
+    passages: list[EvidencePassageOut] = Field(
+        description="Those it was written from, in their ranked order, then any other it cites."
+    )
 
 
 class VersionOut(BaseModel):

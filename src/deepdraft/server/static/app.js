@@ -105,11 +105,12 @@ function askForToken() {
 /**
  * Follow a run's Server-Sent Events with fetch (so the token travels in a header, not the URL).
  * Reconnects after a dropped connection with Last-Event-ID: the server then sends only what was
- * missed. Resolves when the server says the run has finished, or when `signal` aborts; a stopped
+ * missed (and `after` > 0 starts there, e.g. at a command's first event). Resolves when the server
+ * says the run has finished, or when `signal` aborts; a stopped
  * run keeps the stream open, and its events go on arriving here once it is resumed.
  */
-async function followEvents(runId, onMessage, signal) {
-  let lastId = 0;
+async function followEvents(runId, onMessage, signal, after = 0) {
+  let lastId = after;
   for (let attempt = 0; !signal.aborted; attempt++) {
     try {
       const headers = { ...authHeaders(), Accept: "text/event-stream" };
@@ -336,9 +337,10 @@ function* walk(outline) {
 function apply(state, { event, data }) {
   switch (event) {
     case "run_started":
-      state.status = "running";
+      state.status = state.command ? "continuing" : "running";
       state.maxSteps = data.max_steps || state.maxSteps;
-      state.log.push(data.resumed_at_step ? `resumed at step ${data.resumed_at_step}` : "started");
+      state.log.push(state.command ? `continued after step ${data.resumed_at_step}`
+        : data.resumed_at_step ? `resumed at step ${data.resumed_at_step}` : "started");
       break;
     case "action_started":
       state.now = `${data.action} ${data.target}`;
@@ -409,7 +411,7 @@ function setNode(outline, position, changes) {
 }
 
 function renderHead(box, state, runId) {
-  const live = ["queued", "running", "awaiting_review"].includes(state.status);
+  const live = ["queued", "running", "continuing", "awaiting_review"].includes(state.status);
   const stopped = ["cancelled", "interrupted", "failed"].includes(state.status);
   const buttons = [];
   if (live) {
@@ -549,14 +551,176 @@ async function reportView(runId, version) {
     onclick: (event) => { if (sessionStorage.getItem(TOKEN_KEY)) { event.preventDefault(); download(runId, format); } },
   }, format.toUpperCase()));
   const changes = h("section", { class: "changes", "aria-live": "polite", hidden: true });
+  const progress = h("div", { class: "command-progress" });
+  const article = h("article", { class: "report" }, renderMarkdown(markdown));
   main.replaceChildren(
     h("div", { class: "report-bar" },
       h("a", { href: `/?view=run&id=${run}`, "data-route": "" }, "← Back to the run"),
       versions.length ? versionPicker(runId, versions, shown, changes) : null,
       h("div", { class: "actions", "aria-label": "Download" }, downloads)),
     changes,
-    h("article", { class: "report" }, renderMarkdown(markdown)));
+    progress,
+    article);
+  // Commands work on the run's latest state, which the current version shows: the sections of an
+  // older version may be numbered otherwise, so only the current one offers them.
+  if (detail.status === "finished" && (!shown || shown.current)) sectionTools(runId, detail, article, progress);
+  else if (detail.status === "continuing") followCommand(runId, detail, progress, null);
   if (location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
+}
+
+// ---- commands on one section of the report ---------------------------------------------------
+
+const COMMANDS = {
+  deepen: { label: "Deepen", doing: "Deepening", help: "Split it into subsections, research and write them." },
+  rewrite: { label: "Rewrite", doing: "Rewriting", help: "Search again and write it again." },
+  recheck: { label: "Re-check", doing: "Re-checking", help: "Verify its citations again, repairing what they do not support." },
+};
+
+/** Make each numbered heading of the report a button that opens the section's tools beneath it. */
+function sectionTools(runId, detail, article, progress) {
+  for (const heading of article.querySelectorAll("h2[id^='sec-'], h3[id^='sec-'], h4[id^='sec-']")) {
+    const number = heading.id.slice("sec-".length);
+    const panelId = `tools-${number.replace(/\./g, "-")}`;
+    const toggle = h("button", { type: "button", class: "heading-button", "aria-expanded": "false", "aria-controls": panelId,
+      title: "Deepen, rewrite, re-check or show the evidence of this section" }, ...heading.childNodes);
+    heading.replaceChildren(toggle);
+    toggle.addEventListener("click", () => {
+      const open = document.getElementById(panelId);
+      if (open) { open.remove(); toggle.setAttribute("aria-expanded", "false"); return; }
+      heading.after(toolsPanel(runId, detail, number, panelId, progress));
+      toggle.setAttribute("aria-expanded", "true");
+    });
+  }
+}
+
+function toolsPanel(runId, detail, number, panelId, progress) {
+  const instructionsId = `${panelId}-instructions`;
+  const instructions = h("textarea", { id: instructionsId, rows: 2, maxlength: 2000,
+    placeholder: "e.g. compare the farm states" });
+  const evidence = h("div", { class: "evidence", "aria-live": "polite" });
+  const error = h("p", { class: "error", role: "alert" });
+  const buttons = Object.entries(COMMANDS).map(([command, { label, help }]) =>
+    h("button", { type: "button", class: command === "deepen" ? "" : "secondary", title: help, dataset: { command },
+      onclick: () => start(command, false) }, label));
+  const panel = h("div", { class: "section-tools card", id: panelId, role: "group", "aria-label": `Section ${number}` },
+    h("div", { class: "field" }, h("label", { for: instructionsId }, "Instructions for deepen or rewrite (optional)"), instructions),
+    h("div", { class: "actions" }, buttons,
+      h("button", { type: "button", class: "secondary", onclick: () => showEvidence(runId, number, evidence, error) }, "Show evidence")),
+    error,
+    evidence);
+  const start = async (command, force) => {
+    error.replaceChildren();
+    const body = { section: number, force };
+    if (command !== "recheck") body.instructions = instructions.value.trim();
+    for (const button of document.querySelectorAll(".section-tools button, .heading-button")) button.disabled = true;
+    try {
+      const started = await postJson(`/api/runs/${encodeURIComponent(runId)}/${command}`, body);
+      panel.remove();
+      followCommand(runId, started, progress, `${COMMANDS[command].doing} section ${number}`);
+    } catch (failure) {
+      for (const button of document.querySelectorAll(".section-tools button, .heading-button")) button.disabled = false;
+      error.append(failure.message);
+      // A hand edit in the way: the user may go on, and the edit is kept as a version first.
+      if (failure.status === 409 && /edited by hand/.test(failure.message)) {
+        error.append(" ", h("button", { type: "button", class: "secondary", onclick: () => start(command, true) },
+          "Go on anyway (keep my edit as a version)"));
+      }
+    }
+  };
+  return panel;
+}
+
+async function showEvidence(runId, number, box, error) {
+  error.replaceChildren();
+  try {
+    const found = await api(`/api/runs/${encodeURIComponent(runId)}/sections/${encodeURIComponent(number)}/evidence`);
+    box.replaceChildren(
+      h("h3", {}, `Evidence of ${found.number} ${found.title}`),
+      found.passages.length
+        ? h("ul", { class: "passages" }, found.passages.map((passage) => h("li", {},
+          h("div", { class: "passage-source" },
+            passage.number !== null
+              ? h("a", { class: "cite", href: `#ref-${passage.number}` }, passage.label || `[${passage.number}]`)
+              : h("span", { class: "muted" }, "not in the References"),
+            " ", h("strong", {}, passage.title),
+            passage.page !== null ? `, p. ${passage.page}` : "",
+            passage.cited ? h("span", { class: "tag cited" }, "cited") : null,
+            passage.written_from ? h("span", { class: "tag" }, "written from") : null),
+          h("blockquote", {}, passage.text))))
+        : h("p", { class: "empty" }, "No passages: this section was not written from the run's evidence."));
+  } catch (failure) {
+    error.textContent = failure.message;
+  }
+}
+
+/**
+ * Watch a command on the run: its outline growing, its actions, then the report again with the
+ * version it wrote. Only the command's events are read (those after `events_after`).
+ */
+function followCommand(runId, started, box, title) {
+  const state = {
+    detail: started,
+    command: true,
+    status: started.status,
+    step: started.steps,
+    maxSteps: started.max_steps,
+    now: "",
+    outline: started.outline,
+    fresh: new Set(),
+    sources: new Set(),
+    texts: new Map(),
+    log: [],
+    review: null,
+  };
+  const status = h("span", { class: `badge ${state.status}`, id: "command-status" });
+  const now = h("p", { class: "muted now" });
+  const outline = h("div", { class: "outline", "aria-live": "polite" });
+  const log = h("ul", { class: "log" });
+  const actions = h("div", { class: "actions" });
+  box.replaceChildren(h("section", { class: "card command-live", "aria-labelledby": "command-h" },
+    h("div", { class: "run-head" }, h("h2", { id: "command-h" }, title || "A command is under way"), status),
+    now, outline, log, actions));
+  const render = () => {
+    status.className = `badge ${state.status}`;
+    status.textContent = label(state.status);
+    now.textContent = state.now && state.status === "continuing" ? `now: ${state.now}` : "";
+    renderOutline(outline, state);
+    log.replaceChildren(...state.log.slice(-30).reverse().map((line) => h("li", {}, line)));
+  };
+  render();
+  if (title) box.scrollIntoView({ block: "start" }); // the user clicked a heading further down
+  const controller = new AbortController();
+  leave = () => controller.abort();
+  let stoppedShown = false;
+  const onMessage = (message) => {
+    apply(state, message);
+    if (message.event === "stopped" && !stoppedShown) {
+      stoppedShown = true;
+      actions.replaceChildren(h("button", { type: "button", onclick: async () => {
+        try { await postJson(`/api/runs/${encodeURIComponent(runId)}/resume`, {}); actions.replaceChildren(); stoppedShown = false; }
+        catch (failure) { show(failure.message, "error"); }
+      } }, "Resume"));
+      api(`/api/runs/${encodeURIComponent(runId)}`).then((detail) => {
+        if (detail.error) state.log.push(detail.error);
+        render();
+      });
+    }
+    render();
+  };
+  followEvents(runId, onMessage, controller.signal, started.events_after || 0)
+    .then(async () => {
+      if (controller.signal.aborted) return;
+      const [detail, listing] = await Promise.all([
+        api(`/api/runs/${encodeURIComponent(runId)}`),
+        api(`/api/runs/${encodeURIComponent(runId)}/versions`),
+      ]);
+      const latest = listing.versions[listing.versions.length - 1];
+      if (detail.error) show(detail.error, "error");
+      else if (latest) show(`Version ${latest.number} (${latest.kind}): ${latest.changed}`);
+      history.replaceState(null, "", `/?view=report&id=${encodeURIComponent(runId)}`);
+      route();
+    })
+    .catch((failure) => show(failure.message, "error"));
 }
 
 /** Choose the version to read, and see in `changes` what it changed from the one before. */
