@@ -334,6 +334,8 @@ def test_openapi_schema_documents_every_route(live: LiveServer) -> None:
         ("/api/runs/{run_id}/rewrite", "post"): "RewriteSection",
         ("/api/runs/{run_id}/recheck", "post"): None,  # the body is optional
         ("/api/runs/{run_id}/sections/{section}/evidence", "get"): None,
+        ("/api/runs/{run_id}/asks", "post"): "AskQuestion",  # tested in test_asks_api.py
+        ("/api/runs/{run_id}/asks", "get"): None,
         ("/api/kbs", "get"): None,
         ("/api/kbs/{kb}/documents", "post"): None,
         ("/api/kbs/{kb}/search", "get"): None,

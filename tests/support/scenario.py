@@ -122,6 +122,15 @@ class ScenarioModel:
                 "sections found, in the order of the report, without adding anything new to it."
             )
             return f"<thought>gather</thought><action>{text}</action>"
+        if kind == "ask":  # every passage shown, cited twice: the report's and the fresh ones
+            cite = ", ".join(evidence_keys(prompt))
+            text = (
+                f"The passages shown answer the question in part: {self.topic} and the matters around "
+                f"them were argued over as revenue, protection and the burden on farmers \\cite{{{cite}}}. "
+                "Where they do not settle it, the record is silent, and this answer says so rather than "
+                f"guess at what the addresses meant \\cite{{{cite}}}."
+            )
+            return f"<thought>answer</thought><action>{text}</action>"
         if kind == "constraints":
             return json.dumps({"required_items": [], "audience": ""})
         raise AssertionError(f"unrecognised prompt: {prompt[:200]}")
