@@ -13,8 +13,6 @@ from deepdraft.core.evidence import (
     EvidenceRegistry,
     Passage,
     Source,
-    attributed,
-    evidence_entry,
     quote_passage,
     render_evidence,
     select_passages,
@@ -180,33 +178,8 @@ def test_render_evidence_format() -> None:
     registry.register(_p("Other passage."))
     registry.register(_p("Third."))
     assert render_evidence(registry, ["textid3", "textid1"]) == (
-        "bibkey:textid3\nSource: Title d1\nThird.\n\n"
-        "bibkey:textid1\nSource: Title d1\nFirst passage.\nSecond line."
+        "bibkey:textid3\nThird.\n\nbibkey:textid1\nFirst passage.\nSecond line."
     )
-
-
-def test_a_passage_is_shown_with_its_source_and_grounded_by_it() -> None:
-    # The key line stays first (the published weights' format); the source's title follows,
-    # quoted like the passage, so a title cannot forge a key or a tag either.
-    registry = EvidenceRegistry()
-    key = registry.register(
-        Passage(
-            "Good wages mean good markets.",
-            Source("sotu-1946", "State of the Union, 1946 — Harry S Truman", "x"),
-        )
-    )
-    assert render_evidence(registry, [key]) == (
-        "bibkey:textid1\nSource: State of the Union, 1946 — Harry S Truman\nGood wages mean good markets."
-    )
-    assert (
-        attributed(registry[key])
-        == "State of the Union, 1946 — Harry S Truman\nGood wages mean good markets."
-    )
-    assert evidence_entry("textid2", "Text.", "Notes <action> bibkey:textid9") == (
-        "bibkey:textid2\nSource: Notes ‹action› bib-key:text-id9\nText."
-    )
-    # An untitled source adds no line.
-    assert evidence_entry("textid2", "Text.") == "bibkey:textid2\nText."
 
 
 def test_render_evidence_without_keys() -> None:

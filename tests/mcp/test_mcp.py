@@ -4,6 +4,7 @@ its LLM the scripted research model behind a real OpenAI-compatible server on lo
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mcp.shared.exceptions import MCPError
 from deepdraft.mcp import server as mcp_server
 from deepdraft.ports import LLM
 from deepdraft.run import runner
+from deepdraft.run.runs import Runs
 from tests.server.conftest import LiveServer, scenario_llm, server_settings
 from tests.support.openai_server import FakeOpenAIServer
 from tests.support.scenario import ScenarioModel, as_responder
@@ -54,6 +56,7 @@ def test_deep_research_over_stdio_reports_progress_and_returns_the_report(corpus
                 "deepen_section",
                 "rewrite_section",
                 "recheck_section",
+                "ask_run",
             }
             assert {"question", "kb", "depth"} <= set(tools["deep_research"].input_schema["properties"])
 
@@ -330,6 +333,18 @@ BAD_ARGUMENTS = [
         "to: string should match pattern",
         id="add_source-bad-section",
     ),
+    pytest.param(
+        "ask_run",
+        {"run_id": "20260101-000000-abcdef", "question": "  "},
+        "question: value error, must not be blank",
+        id="ask_run-blank-question",
+    ),
+    pytest.param(
+        "ask_run",
+        {"run_id": "20260101-000000-abcdef", "question": "why " * 600},
+        "question: string should have at most 2000 characters",
+        id="ask_run-long-question",
+    ),
 ]
 
 
@@ -482,3 +497,28 @@ def test_refresh_and_add_source_tools_continue_a_finished_run(corpus_dir: Path, 
             assert missing.is_error and "no file" in missing.content[0].text  # type: ignore[union-attr]
 
     anyio.run(session)
+
+
+def test_ask_run_answers_a_follow_up_question_in_the_reports_numbering(corpus_dir: Path) -> None:
+    settings = server_settings()
+    report = runner.start(QUESTION, settings, kb=str(corpus_dir), llm=scenario_llm())
+
+    async def session() -> None:
+        async with Client(mcp_server.build(settings, llm_factory=lambda _: scenario_llm())) as client:
+            result = await client.call_tool(
+                "ask_run", {"run_id": report.run_id[:12], "question": "Who paid the duties?"}
+            )
+            assert not result.is_error, result.content
+            answer = result.structured_content
+            assert answer is not None and answer["run_id"] == report.run_id
+            assert answer["question"] == "Who paid the duties?" and re.search(
+                r"\[\d+(, \d+)*\]", answer["answer"]
+            )
+            missing = await client.call_tool(
+                "ask_run", {"run_id": "no-such-run", "question": "Who paid the duties?"}
+            )
+            assert missing.is_error and "no run with id" in missing.content[0].text  # type: ignore[union-attr]
+
+    anyio.run(session)
+    with Runs.open() as runs:
+        assert [a.question for a in runs.asks(report.run_id)] == ["Who paid the duties?"]

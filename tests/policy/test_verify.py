@@ -481,7 +481,6 @@ def test_a_rewrite_that_copies_a_passage_heading_stays_a_sentence() -> None:
 def test_each_passage_is_read_for_word_overlap_once_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-citing weighs sentences against every passage of the run: their words and figures are
     derived once, not once per pair (that made verification quadratic in the run's evidence)."""
-    from deepdraft.core.evidence import attributed
     from deepdraft.policy.finishing.lexical import TextFeatures
     from tests.support.verification_scenario import FactChecker
     from tests.support.verification_scenario import make_state as make_large_state
@@ -495,7 +494,7 @@ def test_each_passage_is_read_for_word_overlap_once_per_pass(monkeypatch: pytest
 
     monkeypatch.setattr(TextFeatures, "of", classmethod(counting))
     state = make_large_state()
-    passages = [attributed(item) for item in state.registry.items.values()]  # as the checks read them
+    passages = [item.text for item in state.registry.items.values()]
     state, _, _ = verify("recite", FactChecker(), state)
     assert state.verification is not None and state.verification.recited > 3
     assert max(derived.count(text) for text in passages) == 1

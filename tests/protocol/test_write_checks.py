@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from deepdraft.core.evidence import Passage, Source
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_replies import UNGROUNDED, read_write
@@ -242,31 +240,3 @@ def test_an_outline_s_plans_lose_what_no_passage_names_and_an_emptied_plan_becom
         "What the panic did to the Treasury.",
         "Johnson and silver",
     ]
-
-
-def test_the_speaker_and_year_a_passage_s_source_names_ground_a_sentence_and_a_plan() -> None:
-    # The writer sees each passage's source ("Source: State of the Union, 1878 — Rutherford B
-    # Hayes"); a sentence crediting the passage to that speaker and year is borne out, one naming
-    # anybody else is still a fault.
-    from deepdraft.protocol.action_replies import read_plan
-    from deepdraft.protocol.actions import InitPlan
-
-    state = RunState(question=QUESTION)
-    source = Source("sotu-1878", "State of the Union, 1878 — Rutherford B Hayes", "/1878")
-    state.evidence.append(state.registry.register(Passage(COINAGE, source)))
-    credited = "<action>In his address, Hayes noted that the Treasury bought silver bullion every month \\cite{textid1}.</action>"
-    written = read_write(credited, state, ResearchSettings(max_retries=1), refused=0)
-    assert isinstance(written, Write) and "Hayes" in written.text
-    ratio = "Silver was to be coined at sixteen to one, a ratio urged in 1878 \\cite{textid1}."
-    miscredited = credited.replace("Hayes", "Clinton").replace("</action>", f" {ratio}</action>")
-    kept = read_write(miscredited, state, ResearchSettings(max_retries=1), refused=1)
-    assert isinstance(kept, Write) and "Clinton" not in kept.text and "sixteen to one" in kept.text
-    sections = [
-        {"title": "Silver purchases", "plan": "What Hayes told the Congress about silver."},
-        {"title": "The Treasury", "plan": "Silver bullion bought every month."},
-        {"title": "Coinage ratio", "plan": "Sixteen to one."},
-    ]
-    data = {"name": "init-plan", "title": "Gold and silver standard", "sections": sections}
-    plan = read_plan(f"<action>{json.dumps(data)}</action>", state, ResearchSettings(depth="quick"))
-    assert isinstance(plan, InitPlan)
-    assert plan.sections[0].plan == "What Hayes told the Congress about silver."

@@ -337,6 +337,8 @@ def test_openapi_schema_documents_every_route(live: LiveServer) -> None:
         ("/api/runs/{run_id}/refresh", "get"): None,  # tested in test_refresh_add_source_api.py
         ("/api/runs/{run_id}/refresh", "post"): None,  # the body is optional
         ("/api/runs/{run_id}/add-source", "post"): None,  # a file upload, or JSON
+        ("/api/runs/{run_id}/asks", "post"): "AskQuestion",  # tested in test_asks_api.py
+        ("/api/runs/{run_id}/asks", "get"): None,
         ("/api/kbs", "get"): None,
         ("/api/kbs/{kb}/documents", "post"): None,
         ("/api/kbs/{kb}/search", "get"): None,

@@ -23,7 +23,7 @@ import deepdraft
 from deepdraft.errors import RunNotFound, StoreError
 from deepdraft.events import StateChanges
 from deepdraft.store import journal as journal_mod
-from deepdraft.store.journal import Journal, Migration, StepRecord
+from deepdraft.store.journal import AskRecord, Journal, Migration, StepRecord
 
 
 def _step(n: int, **overrides: Any) -> StepRecord:
@@ -644,3 +644,50 @@ def test_one_journal_shared_by_threads(journal: Journal) -> None:
         t.join()
     assert failures == []
     assert [e.seq for e in journal.events("r1")] == list(range(1, 201))
+
+
+# -- follow-up questions and the time a run was driven -----------------------------------------------
+
+
+def _ask(run_id: str, step: int, answer: str) -> AskRecord:
+    return AskRecord(
+        run_id=run_id,
+        step=step,
+        question="Why?",
+        asked_at=1.0,
+        answered_at=2.0,
+        answer=answer,
+        note="",
+        detail={"text": answer, "sources": []},
+    )
+
+
+def test_an_answer_is_stored_once_per_question_and_listed_in_order(journal: Journal) -> None:
+    journal.create_run("r1", "q", "warp", {})
+    assert journal.record_ask(_ask("r1", 7, "later")) is True
+    assert journal.record_ask(_ask("r1", 3, "first")) is True
+    assert journal.record_ask(_ask("r1", 7, "again")) is False  # a resumed ask storing it again
+    assert [(a.step, a.answer, a.detail["text"]) for a in journal.asks("r1")] == [
+        (3, "first", "first"),
+        (7, "later", "later"),
+    ]
+    with pytest.raises(RunNotFound):
+        journal.record_ask(_ask("nope", 1, "x"))
+
+
+def test_time_after_a_run_finished_does_not_count_as_driving_it(journal: Journal) -> None:
+    journal.create_run("r1", "q", "warp", {})
+    for kind in ("run_started", "action_started", "run_finished", "action_started", "action_finished"):
+        journal.append_event("r1", kind, {})
+    # Driven from 100 to 130; a follow-up question's steps a day later are not the run being driven.
+    times = {1: 100.0, 2: 110.0, 3: 130.0, 4: 86_500.0, 5: 86_510.0}
+    with sqlite3.connect(journal.path) as db:
+        for seq, at in times.items():
+            db.execute("UPDATE events SET created_at = ? WHERE run_id = 'r1' AND seq = ?", (at, seq))
+    assert journal.spending("r1")[1] == pytest.approx(30.0)
+    journal.append_event("r1", "run_started", {})  # a later command on the run counts again
+    journal.append_event("r1", "action_started", {})
+    with sqlite3.connect(journal.path) as db:
+        db.execute("UPDATE events SET created_at = 90000 WHERE run_id = 'r1' AND seq = 6")
+        db.execute("UPDATE events SET created_at = 90005 WHERE run_id = 'r1' AND seq = 7")
+    assert journal.spending("r1")[1] == pytest.approx(35.0)

@@ -14,7 +14,8 @@ in the request (max_tokens, temperature, roles) differs between them; over HTTP 
 sent. They are told apart by the protocol *data* the prompt carries, never by template wording:
 a write shows the Analyst's instruction line (`prompts.instruction`, the line the WARP model was
 trained with); a repair shows evidence as `bibkey:textidN` blocks; a synthesis shows neither, and
-its `part_name` value says which part it writes. Verdict requests likewise: verification shows
+its `part_name` value says which part it writes; a follow-up question's answer shows evidence
+too, and names its task with `asks.TASK`. Verdict requests likewise: verification shows
 evidence blocks, the constraint check shows none.
 """
 
@@ -24,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from deepdraft.policy.asks import TASK as ASK_TASK
 from deepdraft.policy.finishing.synthesis import PART_NAMES
 from deepdraft.ports import ChatRequest, Message, ReplyShape
 from deepdraft.protocol.prompts import instruction
@@ -40,6 +42,7 @@ Kind = Literal[
     "conclusion",
     "constraints",
     "constraint-check",
+    "ask",
 ]
 
 _INSTRUCTION = re.compile("^" + re.escape(instruction("")) + r"(\S+)$", flags=re.MULTILINE)
@@ -74,6 +77,8 @@ def recognise(request: ChatRequest) -> Recognised:
         return Recognised(kind, target if targeted else "outline")  # type: ignore[arg-type]
     if _INSTRUCTION.search(prompt):
         return Recognised("write", target)
+    if ASK_TASK in prompt:  # a follow-up question's answer says what it is by `asks.TASK`
+        return Recognised("ask")
     if evidence_keys(prompt):
         return Recognised("repair")
     return Recognised("summary" if PART_NAMES["summary"] in prompt else "conclusion")

@@ -109,8 +109,7 @@ class ScenarioModel:
             return json.dumps({"verdicts": verdicts})
         if kind == "repair":  # restate the first passage's opening words
             keys = evidence_keys(prompt)
-            lines = prompt.split(f"bibkey:{keys[0]}\n", 1)[1].split("\n")
-            passage = lines[1] if lines[0].startswith("Source: ") else lines[0]  # past its source line
+            passage = prompt.split(f"bibkey:{keys[0]}\n", 1)[1].split("\n")[0]
             words = " ".join(passage.split()[:12]).rstrip(".,;")
             return f"<thought>restate</thought><action>{words} \\cite{{{', '.join(keys)}}}.</action>"
         if kind in ("summary", "conclusion"):
@@ -123,6 +122,15 @@ class ScenarioModel:
                 "sections found, in the order of the report, without adding anything new to it."
             )
             return f"<thought>gather</thought><action>{text}</action>"
+        if kind == "ask":  # every passage shown, cited twice: the report's and the fresh ones
+            cite = ", ".join(evidence_keys(prompt))
+            text = (
+                f"The passages shown answer the question in part: {self.topic} and the matters around "
+                f"them were argued over as revenue, protection and the burden on farmers \\cite{{{cite}}}. "
+                "Where they do not settle it, the record is silent, and this answer says so rather than "
+                f"guess at what the addresses meant \\cite{{{cite}}}."
+            )
+            return f"<thought>answer</thought><action>{text}</action>"
         if kind == "constraints":
             return json.dumps({"required_items": [], "audience": ""})
         raise AssertionError(f"unrecognised prompt: {prompt[:200]}")

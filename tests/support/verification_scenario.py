@@ -111,7 +111,7 @@ class FactChecker:
             ]
             return json.dumps({"verdicts": verdicts})
         if kind == "repair":
-            passages = re.findall(r"^bibkey:(textid\d+)\n(?:Source: .*\n)?(.*)$", prompt, flags=re.MULTILINE)
+            passages = re.findall(r"^bibkey:(textid\d+)\n(.*)$", prompt, flags=re.MULTILINE)
             choice = _digest(_sentence_under_repair(prompt)) % 5
             key, text = passages[0]
             if choice == 0:
@@ -131,8 +131,7 @@ def _sentence_under_repair(prompt: str) -> str:
     not a passage (a passage follows its `bibkey:` line). Found from the data, not the wording."""
     words = {*VOCABULARY, *YEARS, "never", "not"}
     lines = prompt.splitlines()
-    # A passage's line follows its `bibkey:` line, or the `Source:` line after it.
-    passages = {after for before, after in pairwise(lines) if before.startswith(("bibkey:", "Source: "))}
+    passages = {after for before, after in pairwise(lines) if before.startswith("bibkey:")}
     return next(
         line
         for line in lines

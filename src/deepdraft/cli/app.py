@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +44,7 @@ from deepdraft.errors import DeepdraftError, LLMError, RunAlreadyFinished, UserE
 from deepdraft.llm import embedded_models as models
 from deepdraft.policy.sections import SectionCommand
 from deepdraft.run import runner, wiring
+from deepdraft.run.answers import Answer
 from deepdraft.run.runs import Runs, run_exists
 from deepdraft.settings import Settings
 
@@ -291,6 +293,53 @@ def _section_command(run_id: str, command: SectionCommand, settings: Settings, f
 
 
 @app.command()
+def ask(
+    run_id: Annotated[str, typer.Argument(help="A finished run (an id or a unique prefix).")],
+    question: Annotated[str, typer.Argument(help="The follow-up question.")],
+    into_report: Annotated[
+        bool,
+        typer.Option(
+            "--into-report", help="Add the answer to the report as a new section (a new report version)."
+        ),
+    ] = False,
+    force: cli_versions.ForceOption = False,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Answer a follow-up question from a finished run's evidence and its knowledge base.
+
+    The answer cites in the report's numbering and is kept with the run (deepdraft show RUN --asks);
+    the report is left as it is unless --into-report.
+    """
+    if into_report:
+        command = SectionCommand("ask", None, question=question)
+        _section_command(run_id, command, _llm_settings(config, base_url, model, api_key), force)
+        return
+    if force:
+        raise UserError("--force is for --into-report (the report is left as it is without it)")
+    settings = _settings(config, llm={"base_url": base_url, "model": model, "api_key": api_key})
+    with Runs.open() as runs:
+        record = runs.get(run_id)
+    asked = runner.ensure_askable(record.id, question)  # one line for a bad question or an unfinished run
+    with console.status("answering") if console.is_terminal else nullcontext():
+        try:
+            answer = runner.ask(record.id, asked, settings)
+        except KeyboardInterrupt:
+            typer.echo(f'\ninterrupted — ask again to finish it: deepdraft ask {record.id} "…"', err=True)
+            raise typer.Exit(130) from None
+    _print_answer(answer)
+
+
+def _print_answer(answer: Answer) -> None:
+    if not answer.markdown:
+        console.print(f"[yellow]no answer:[/yellow] {escape(answer.note)}", soft_wrap=True)
+        return
+    typer.echo(answer.markdown.rstrip("\n"))
+
+
+@app.command()
 def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -340,10 +389,17 @@ def show(
         bool,
         typer.Option("--versions", help="List the report's versions: why each was written, what changed."),
     ] = False,
+    asks: Annotated[
+        bool,
+        typer.Option("--asks", help="List the follow-up questions asked of the run, with their answers."),
+    ] = False,
 ) -> None:
     """Show a run: status, outline and where its report is."""
-    if egress and versions:
-        raise UserError("--egress and --versions are two listings: ask for one at a time")
+    if egress + versions + asks > 1:
+        raise UserError("--egress, --versions and --asks are separate listings: ask for one at a time")
+    if asks:
+        _show_asks(run_id, as_json)
+        return
     if egress:
         _show_egress(run_id, as_json)
         return
@@ -386,6 +442,44 @@ def show(
         console.print(f"report: {record.report_path}")
     elif status in ("interrupted", "failed"):
         console.print(f"continue with: deepdraft resume {record.id}")
+
+
+def _show_asks(run_id: str, as_json: bool) -> None:
+    """The follow-up questions asked of the run: question, when, answer."""
+    with Runs.open() as runs:
+        record = runs.get(run_id)
+        answers = runs.asks(record.id)
+    if as_json:
+        rows = [
+            {
+                "question": answer.question,
+                "asked_at": datetime.fromtimestamp(answer.asked_at).isoformat(timespec="seconds"),
+                "answer": answer.markdown,
+                "note": answer.note or None,
+                "section": answer.section,
+            }
+            for answer in answers
+        ]
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not answers:
+        console.print(
+            f'no questions asked of run {record.id} yet — ask one with: deepdraft ask {record.id} "…"',
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    for number, answer in enumerate(answers, start=1):
+        when = datetime.fromtimestamp(answer.asked_at).isoformat(timespec="seconds")
+        where = (
+            f" (added to the report as section {answer.section.removeprefix('section-')})"
+            if answer.section
+            else ""
+        )
+        console.print(f"[bold]{number}. {escape(answer.question)}[/bold]", soft_wrap=True)
+        console.print(f"asked {when}{where}", markup=False, highlight=False)
+        text = answer.markdown.rstrip("\n") if answer.markdown else f"no answer: {answer.note}"
+        console.print(text + "\n", markup=False, highlight=False, soft_wrap=True)
 
 
 def _show_egress(run_id: str, as_json: bool) -> None:

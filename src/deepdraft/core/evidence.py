@@ -159,33 +159,15 @@ def quote_passage(text: str) -> str:
     return _TAG.sub(lambda m: f"‹{m.group(1)}›" if m.group(1) is not None else "‹|", text)
 
 
-SOURCE_LABEL = "Source: "
-
-
-def evidence_entry(key: str, text: str, source_title: str = "") -> str:
-    """One passage of a prompt's evidence: `bibkey:<key>` on its own line, then the line naming
-    its source (when it has a title), then the quoted text.
-
-    A passage alone rarely says who wrote it or when; without its source a small model supplies
-    a speaker and a year of its own (measured: a 1947 address credited to Clinton). The key line
-    stays first, as the published weights expect it.
-    """
-    title = " ".join(source_title.split())
-    label = f"{SOURCE_LABEL}{quote_passage(title)}\n" if title else ""
-    return f"bibkey:{key}\n{label}{quote_passage(text)}"
-
-
-def attributed(item: EvidenceItem) -> str:
-    """What a passage tells the model: its source's title and its text. The names and dates of
-    the title (the speaker, the year) ground a claim like the passage's own words do."""
-    title = " ".join(item.source.title.split())
-    return f"{title}\n{item.text}" if title else item.text
+def evidence_entry(key: str, text: str) -> str:
+    """One passage of a prompt's evidence: `bibkey:<key>` on its own line, then the quoted text."""
+    return f"bibkey:{key}\n{quote_passage(text)}"
 
 
 def render_evidence(
     registry: EvidenceRegistry, keys: Sequence[str], passage_tokens: int | None = None
 ) -> str:
-    """The evidence block of a prompt: `bibkey:textidN` on its own line, its source, then the passage.
+    """The evidence block of a prompt: `bibkey:textidN` on its own line, then the passage.
 
     `passage_tokens` cuts long passages to their first tokens, for models with slow prefill.
     """
@@ -196,4 +178,4 @@ def render_evidence(
         passage = registry[key].text
         return passage if passage_tokens is None else head_tail(passage, passage_tokens, 0)
 
-    return "\n\n".join(evidence_entry(key, text(key), registry[key].source.title) for key in keys)
+    return "\n\n".join(evidence_entry(key, text(key)) for key in keys)

@@ -22,8 +22,38 @@ from deepdraft.core.verification import (
 Phase = Literal["search", "plan", "write", "extend", "done"]
 STATE_FORMAT = 1
 
-Command = Literal["deepen", "rewrite", "recheck", "add-source", "refresh"]
-Stage = Literal["split", "draft", "finish", "done"]
+Command = Literal["deepen", "rewrite", "recheck", "add-source", "refresh", "ask"]
+Stage = Literal["split", "draft", "answer", "finish", "done"]
+
+
+class AskProgress(BaseModel):
+    """A follow-up question on the finished run (`deepdraft ask`), as far as it got.
+
+    It lives in the state so that the journal step of each exchange carries it: an ask killed
+    mid-call and asked again re-asks exactly the request in flight, from the evidence chosen when
+    it began (the KB may have changed since), and an ask whose answer was journaled but not yet
+    stored is stored, not asked again.
+    """
+
+    question: str
+    keys: list[str]
+    """The evidence shown to the model, in order: the run's passages first, then fresh ones."""
+    begun_at_step: int
+    """The journal step that began it: together with the run, the ask's identity."""
+    asked_at: float
+    tries: int = 0
+    """Replies refused so far, and why the last one was (the turn a resumed ask goes on with)."""
+    feedback: str = ""
+    answer: str | None = None
+    """The answer, citing `\\cite{textidN}` like a section; None until one was read."""
+    note: str = ""
+    """Why no answer could be had (every reply refused), when none was."""
+    into: str | None = None
+    """`--into-report`: the position of the section the answer becomes (None: a stored answer)."""
+
+    @property
+    def done(self) -> bool:
+        return self.answer is not None or bool(self.note)
 
 
 class SetAside(BaseModel):
@@ -65,6 +95,8 @@ class Continuation(BaseModel):
     earlier_text: str | None = None
     earlier_note: str | None = None
     """rewrite: the node's text and note before the command, put back if it cannot be written again."""
+    question: str = ""
+    """ask: the follow-up question whose answer becomes the command's new section."""
     outcome: str = ""
     """How the command ended when it did not do what was asked (the model refused the split, a
     budget ran out); "" when it did."""
@@ -135,6 +167,8 @@ class RunState(BaseModel):
     continuation: Continuation | None = None
     """The user's latest command on the finished run; while its stage is not "done", the run is
     continuing and a resume takes the command up where it stopped."""
+    ask: AskProgress | None = None
+    """The latest follow-up question asked of the finished run (see `AskProgress`)."""
 
     @property
     def continuing(self) -> bool:

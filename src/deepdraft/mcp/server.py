@@ -1,10 +1,11 @@
 """deepdraft as an MCP server: other agents (Claude Desktop, IDE agents) call deep research as a tool.
 
 Tools: `deep_research` (question, kb, depth → the report's Markdown and its run id, with progress
-notifications while it runs), `search_kb`, `list_runs`, `get_report`, and the commands on one section
+notifications while it runs), `search_kb`, `list_runs`, `get_report`, the commands on one section
 of a finished report: `deepen_section`, `rewrite_section`, `recheck_section`, `add_source`, and
 `refresh_report` for the whole of it (the run goes on, as `deepdraft deepen` does; the call returns
-the new report version). Resources: each finished
+the new report version), and `ask_run` (a follow-up question on a finished run, answered in its
+report's numbering). Resources: each finished
 run's report at ``deepdraft://runs/{run_id}/report``. Transports: stdio (the client starts
 ``deepdraft mcp``) and streamable HTTP on loopback (``deepdraft mcp --transport http``), under the
 same access rules as the REST server (`deepdraft.server.security`).
@@ -40,11 +41,13 @@ from deepdraft._version import __version__
 from deepdraft.errors import CommandRefused, DeepdraftError
 from deepdraft.events import ActionFinished, Event, RunStarted
 from deepdraft.http import security
+from deepdraft.policy.asks import MAX_QUESTION_CHARS
 from deepdraft.policy.sections import MAX_INSTRUCTIONS, SECTION_PATTERN, SectionCommand
 from deepdraft.ports import LLM
 from deepdraft.protocol.actions import SUBSECTIONS_RANGE
 from deepdraft.retrieval.kb import lookup
 from deepdraft.run import history, reports, runner
+from deepdraft.run.answers import Answer
 from deepdraft.run.manager import LLMFactory, settings_for_run
 from deepdraft.run.runs import Runs, is_active
 from deepdraft.settings import Depth, Settings
@@ -54,7 +57,8 @@ INSTRUCTIONS = (
     "for a question that needs a structured report (it takes minutes and reports progress); "
     "search_kb for a quick look-up of passages; list_runs and get_report for earlier reports; "
     "deepen_section, rewrite_section, recheck_section and add_source improve one section of a finished "
-    "report; refresh_report writes again the sections its knowledge base's changes concern."
+    "report; refresh_report writes again the sections its knowledge base's changes concern; ask_run "
+    "answers a follow-up question on one."
 )
 
 
@@ -72,6 +76,15 @@ class PassageHit(BaseModel):
     location: str
     page: int | None
     score: float
+
+
+class AskResult(BaseModel):
+    run_id: str
+    question: str
+    answer: str
+    """Markdown citing in the report's numbering, the sources the report lacks listed under it."""
+    note: str
+    new_sources: list[str]
 
 
 class CommandResult(BaseModel):
@@ -110,6 +123,7 @@ def _not_blank(text: str) -> str:
 Question = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_not_blank)]
 KBName = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_not_blank)]
 Query = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_not_blank)]
+FollowUp = Annotated[str, Field(min_length=1, max_length=MAX_QUESTION_CHARS), AfterValidator(_not_blank)]
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 RunId = Annotated[str, Field(min_length=1, max_length=200, pattern=RUN_ID_PATTERN)]
 MAX_HITS = 50
@@ -297,7 +311,35 @@ def build(settings: Settings, *, llm_factory: LLMFactory | None = None) -> MCPSe
             raise ResourceError(str(exc)) from exc
         return found.content.decode("utf-8")
 
+    _add_ask_tool(server, settings, llm_factory)
     return server
+
+
+def _add_ask_tool(server: MCPServer, settings: Settings, llm_factory: LLMFactory | None) -> None:
+    @server.tool()
+    async def ask_run(run_id: RunId, question: FollowUp) -> AskResult:
+        """Answer a follow-up question on a finished run from the passages it gathered and a fresh
+        search of its knowledge base. Citations use the report's numbers; sources the report does not
+        cite take the next numbers and are listed under the answer. The report is not changed."""
+
+        def work() -> Answer:
+            llm = None
+            if llm_factory is not None:
+                with Runs.open() as runs:
+                    llm = llm_factory(runs.get(run_id).settings)
+            return runner.ask(run_id, question, settings, llm=llm)
+
+        try:
+            answer = await anyio.to_thread.run_sync(work)
+        except DeepdraftError as exc:
+            raise ToolError(str(exc)) from exc
+        return AskResult(
+            run_id=answer.run_id,
+            question=answer.question,
+            answer=answer.markdown,
+            note=answer.note,
+            new_sources=answer.sources,
+        )
 
 
 class _Progress:

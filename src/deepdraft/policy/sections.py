@@ -15,17 +15,22 @@ continue the same run with WARP's own public steps:
   when the command begins and shown to the writer first (`RunState.pinned_evidence`);
 - **refresh**: a rewrite of several nodes in turn — those the runner found out of date after the
   knowledge base changed (`run/refresh`), each with the reason the user is told.
+- **ask** (`deepdraft ask --into-report`): a new top-level section is added at the end, titled
+  with the user's follow-up question, and written with that question's answer (`policy/asks.py`:
+  the run's evidence and a fresh search of its KB).
 
 Then the runner re-runs the finishing passes over what changed (`verify_scope`): verification of
 the changed nodes (the others keep their results) and, after deepen and rewrite, the synthesis,
 whose summary and conclusion speak for the whole report. A recheck verifies its nodes (with repair)
-whatever the run's settings say, and leaves the synthesis as it is.
+whatever the run's settings say, and leaves the synthesis as it is; so does an answer added as a
+section, which verification checks as the settings say.
 
 Resuming: `begin` applies the command to the state and journals it as a step of its own, so from
 then on every checkpoint carries the command (`RunState.continuation`) and how far it got
-(`Continuation.stage`: "split" → "draft" → "finish" → "done"). A stage changes inside the step that
-completes it, or where doing it again is harmless (drafting a draft with nothing left to write), so
-a resumed command takes up exactly where the killed one stopped, like a research run does.
+(`Continuation.stage`: "split" → "draft" → "finish" → "done"; for an answer, "answer" → "finish").
+A stage changes inside the step that completes it, or where doing it again is harmless (drafting a
+draft with nothing left to write), so a resumed command takes up exactly where the killed one
+stopped, like a research run does.
 
 The command's policy actions are bounded by `Continuation.max_steps` (the run's step count when it
 began plus its allowance); a budget that runs out ends the command with what it has, said in
@@ -41,6 +46,7 @@ from deepdraft.core.evidence import Passage
 from deepdraft.core.outline import MAX_DEPTH, WRITTEN_FROM_EVIDENCE, Located, Outline, parse_position
 from deepdraft.core.state import Command, Continuation, RunState, SetAside
 from deepdraft.errors import CommandRefused, LLMBudgetExhausted, SectionNotFound, UserError
+from deepdraft.policy.asks import Asker, checked_question
 from deepdraft.policy.calls import FinishingCalls, PromptsShrunk, StepBudgetSpent
 from deepdraft.policy.warp import WarpPolicy
 from deepdraft.protocol.action_prompts import count_ranges
@@ -50,6 +56,9 @@ from deepdraft.settings import ResearchSettings
 
 FINISHING = ("verify", "synthesis")
 """The finishing passes a command that changes text runs again."""
+QUESTION_TITLE_CHARS = 120
+"""A follow-up question longer than this is shortened in its section's heading (the section's plan
+keeps it whole)."""
 SECTION_PATTERN = r"^(?:section-)?[1-9][0-9]{0,3}(?:\.[1-9][0-9]{0,3}){0,2}$"
 """A section as an interface accepts it: as the report numbers it ("3.2") or by position
 ("section-3.2"), at most three levels; the REST API and the MCP tools check it before anything else."""
@@ -87,9 +96,13 @@ class SectionCommand:
     """add-source: the added document's passages for the node (the runner finds them)."""
     stale: tuple[Stale, ...] = ()
     """refresh: the nodes to write again (the runner finds them)."""
+    question: str = ""
+    """ask: the follow-up question whose answer becomes a new section."""
 
     def describe(self) -> str:
         """The command as the user would type it, for messages."""
+        if self.command == "ask":
+            return "ask --into-report"
         return f"{self.command} {self.section or ''}".strip()
 
 
@@ -116,6 +129,11 @@ def check(state: RunState | None, command: SectionCommand, run_id: str) -> Locat
         return None
     if command.command == "add-source" and not command.source.strip():
         raise UserError("add-source needs a file to add (or, when the run uses the web, a URL)")
+    if command.command == "ask":
+        checked_question(command.question)
+        if command.section is not None:
+            raise UserError("an answer goes into a new section of its own; ask names no section")
+        return None
     if command.section is None:
         if command.command == "add-source":
             raise UserError(
@@ -177,7 +195,17 @@ def begin(state: RunState, command: SectionCommand, budgets: ResearchSettings, r
         stage="finish",
     )
     state.retries, state.feedback, state.researched_again = 0, "", False
-    if command.command == "deepen":
+    if command.command == "ask":
+        question = checked_question(command.question)
+        title = (
+            question if len(question) <= QUESTION_TITLE_CHARS else question[: QUESTION_TITLE_CHARS - 1] + "…"
+        )
+        state.outline.add_tree(None, [(title, f"Answer the user's follow-up question: {question}", [])])
+        continuation.node_id = state.outline.sections[-1].id
+        continuation.position = f"section-{len(state.outline.sections)}"
+        continuation.question, continuation.stage = question, "answer"
+        set_aside_finishing(state, ("verify",))
+    elif command.command == "deepen":
         assert located is not None
         continuation.stage = "split"
         state.target, state.phase = located.position, "extend"
@@ -253,7 +281,7 @@ def verify_scope(state: RunState) -> set[str] | None:
     }
     if command.command == "deepen":
         return under
-    if command.command in ("rewrite", "add-source"):
+    if command.command in ("rewrite", "add-source", "ask"):
         return {command.node_id}
     return {command.node_id, *under}
 
@@ -281,6 +309,7 @@ class SectionSteps:
             "position": command.position,
             "into": command.into,
             "instructions": command.instructions,
+            **({"question": command.question} if command.command == "ask" else {}),
         }
         if command.command == "add-source":
             parsed["source"] = command.source
@@ -295,10 +324,12 @@ class SectionSteps:
         """Take the command's actions up to its finishing passes (`stage` "finish")."""
         command = state.continuation
         assert command is not None
-        while command.stage in ("split", "draft"):
+        while command.stage in ("split", "draft", "answer"):
             try:
                 if command.stage == "split":
                     self._split(state, command)
+                elif command.stage == "answer":
+                    self._answer(state, command)
                 else:
                     self._draft(state, command)
             except PromptsShrunk:
@@ -352,6 +383,26 @@ class SectionSteps:
         self._keep_earlier_unless_rewritten(state, command, "the model could not write it again")
         if command.command == "add-source":
             self._say_if_uncited(state, command)
+        command.stage = "finish"
+
+    def _answer(self, state: RunState, command: Continuation) -> None:
+        """Answer the follow-up question and make the answer the new section's text."""
+        assert state.outline is not None and command.node_id is not None
+        steps = self.steps
+        asker = Asker(
+            steps.llm, steps.retriever, steps.budgets, steps.emit, steps.window.limit, steps.window.count
+        )
+        ask = state.ask
+        if ask is None or ask.into != command.position or ask.question != command.question:
+            ask = asker.begin(state, command.question, into=command.position)
+        asker.run(state)
+        located = state.outline.find_id(command.node_id)
+        assert located is not None
+        if ask.answer is not None:
+            located.node.content, located.node.note = ask.answer, None
+        else:
+            located.node.note = f"not written: {ask.note}"
+            command.outcome = f"no answer could be written ({ask.note})"
         command.stage = "finish"
 
     def _stopped(self, state: RunState, command: Continuation, why: str) -> None:

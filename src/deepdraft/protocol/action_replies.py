@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from deepdraft.core.citations import keeping_keys
-from deepdraft.core.evidence import attributed
 from deepdraft.core.outline import NodeSpec, parse_position
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_prompts import count_ranges
@@ -105,7 +104,7 @@ def _grounded(plan: InitPlan, state: RunState) -> InitPlan:
 
 
 def _known(state: RunState) -> str:
-    return "\n".join([state.question, *(attributed(item) for item in state.registry.items.values())])
+    return "\n".join([state.question, *(item.text for item in state.registry.items.values())])
 
 
 def _grounded_nodes(nodes: tuple[PlannedNode, ...], known: str) -> tuple[PlannedNode, ...]:
@@ -237,8 +236,9 @@ REASK_SHARE = 0.3
 def _checked(
     action: Write, state: RunState, research: ResearchSettings, *, last_try: bool
 ) -> Action | Refused:
-    faults = sentence_faults(action.text, {key: attributed(state.registry[key]) for key in state.evidence})
-    pasted = pasted_sentences(action.text, {key: state.registry[key].text for key in state.evidence})
+    evidence = {key: state.registry[key].text for key in state.evidence}
+    faults = sentence_faults(action.text, evidence)
+    pasted = pasted_sentences(action.text, evidence)
     if not faults and not pasted:
         return action
     cited = sum(1 for _ in cited_sentences(action.text))

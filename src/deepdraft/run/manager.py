@@ -40,6 +40,7 @@ from deepdraft.policy.sections import SectionCommand
 from deepdraft.ports import LLM
 from deepdraft.retrieval.kb import names as kbs
 from deepdraft.run import runner
+from deepdraft.run.answers import Answer
 from deepdraft.run.pool import RunPool
 from deepdraft.run.refresh import Findings
 from deepdraft.run.runs import RunInfo, Runs, is_active, run_folder
@@ -348,6 +349,17 @@ class RunManager:
         return "interrupted"
 
     # ---- internals -------------------------------------------------------------------------------
+
+    def ask(self, run_id: str, question: str) -> Answer:
+        """Answer a follow-up question on a finished run in the caller's thread (`runner.ask`); the
+        run's lock keeps it apart from a command driven on the same run meanwhile."""
+        with Runs.open() as runs:
+            record = runs.get(run_id)
+        with self._lock:
+            if record.id in self._live:
+                raise RunConflict(f"run {record.id} is queued or running; ask once it is finished")
+        llm = self.llm_factory(record.settings) if self.llm_factory is not None else None
+        return runner.ask(record.id, question, self.settings, llm=llm)
 
     def _submit(
         self, run_id: str, *, review: bool, force: bool = False, command: SectionCommand | None = None

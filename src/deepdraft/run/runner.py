@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from deepdraft.core.outline import Outline
-from deepdraft.core.state import RunState
+from deepdraft.core.state import AskProgress, RunState
 from deepdraft.egress import EgressLog
 from deepdraft.errors import (
     CommandRefused,
@@ -52,13 +52,14 @@ from deepdraft.events import RunFinished as RunFinishedEvent
 from deepdraft.export.report import Reference, render_markdown
 from deepdraft.llm.cache import CachingLLM
 from deepdraft.llm.limits import Budget, LimitedLLM, Limiter
-from deepdraft.policy import sections
+from deepdraft.policy import asks, sections
 from deepdraft.policy.finishing.synthesis import Synthesizer
 from deepdraft.policy.finishing.verify import Verifier
 from deepdraft.policy.sections import SectionCommand, SectionSteps
 from deepdraft.policy.warp import ReviewOutline, WarpPolicy
 from deepdraft.ports import LLM, Retriever
-from deepdraft.run import refresh, versions
+from deepdraft.run import answers, refresh, versions
+from deepdraft.run.answers import Answer
 from deepdraft.run.interrupts import ctrl_c_recorded
 from deepdraft.run.locks import held_alone
 from deepdraft.run.refresh import Findings
@@ -387,6 +388,103 @@ def ensure_commandable(run_id: str, command: SectionCommand, *, force: bool = Fa
     versions.refuse_if_edited(run_dir(record.id), touched, force=force)
 
 
+def ask(
+    run_id: str,
+    question: str,
+    settings: Settings,
+    *,
+    llm: LLM | None = None,
+    retriever: Retriever | None = None,
+    on_event: EventSink = ignore,
+) -> Answer:
+    """Answer a follow-up question on a finished run from its evidence and a fresh search of its KB
+    (`policy/asks.py`), cited in the report's numbering; the answer is stored with the run
+    (`Runs.asks`) and the report is left as it is (`run_command` with an "ask" command writes the
+    answer into it instead).
+
+    Every LLM call is a directed journal step: an ask stopped on the way and asked again with the
+    same question goes on from its last step, re-asking the request that was in flight, and an
+    answer journaled but not yet stored is stored rather than asked for again. A different question
+    starts afresh (the unanswered one is dropped: it has nothing to keep).
+    """
+    question = ensure_askable(run_id, question)
+    with open_journal() as journal:
+        record = journal.get_run(run_id)
+    stored = Settings.model_validate(_restore_secret(record.settings["settings"], settings))
+    egress = EgressLog()
+    retriever = _recorded_retriever(record, stored, retriever, egress)
+    llm = llm or build_llm(stored)
+    folder = run_dir(record.id)
+    with _exclusive(folder, record.id), open_journal() as journal, egress.attached(journal, record.id):
+        # Read again under the lock: a command may have changed the run meanwhile.
+        record = journal.get_run(record.id)
+        checkpoint = journal.latest_checkpoint(record.id)
+        state = None if checkpoint is None else RunState.restore(checkpoint[1])
+        _refuse_unless_finished(record, state, locked=True)
+        assert state is not None and state.outline is not None  # a finished run has both
+        prompt_limit = (
+            getattr(llm, "context_window", None) or stored.llm.context_window
+        ) - stored.llm.max_tokens
+        counter = getattr(llm, "count_tokens", None)
+        llm, _ = _run_models(record.id, stored, llm, retriever, egress, journal)
+        sink = _JournalSink(journal, record.id, on_event, directed=True)
+        asker = asks.Asker(llm, retriever, stored.research, sink, prompt_limit, counter)
+        style = stored.output.references_style
+        numbering = _source_numbers(state)
+        stored_steps = {row.step for row in journal.asks(record.id)}
+
+        def store(ask: AskProgress) -> None:
+            journal.record_ask(answers.ask_record(record.id, ask, state.registry, numbering, style))
+
+        # An ask of an earlier session that was stopped before its answer was stored: the same
+        # question goes on from its last step (an answered one is only stored); another question
+        # starts afresh, after storing that one's answer if it has one.
+        ask = state.ask
+        unstored = ask is not None and ask.into is None and ask.begun_at_step not in stored_steps
+        if unstored and ask is not None and ask.done and ask.question != question:
+            store(ask)
+        if not unstored or ask is None or ask.question != question:
+            ask = asker.begin(state, question)
+        asker.run(state)
+        store(ask)
+        return _stored_ask(journal, record.id, ask.begun_at_step)
+
+
+def ensure_askable(run_id: str, question: str) -> str:
+    """`question` as it will be asked (`UserError` when it is empty or too long), once the run is
+    known to be finished (not running, not stopped during a command)."""
+    question = asks.checked_question(question)
+    with open_journal() as journal:
+        record = journal.get_run(run_id)
+        checkpoint = journal.latest_checkpoint(record.id)
+    _refuse_unless_finished(record, None if checkpoint is None else RunState.restore(checkpoint[1]))
+    return question
+
+
+def _stored_ask(journal: Journal, run_id: str, step: int) -> Answer:
+    return Answer.of(next(row for row in journal.asks(run_id) if row.step == step))
+
+
+def _store_answer_section(journal: Journal, run_id: str, state: RunState, settings: Settings) -> None:
+    """An "ask" command's answer, kept with the run's answers once its section is in the report."""
+    command, ask = state.continuation, state.ask
+    if command is None or command.command != "ask" or ask is None or ask.into != command.position:
+        return
+    assert state.outline is not None and command.node_id is not None
+    section = state.outline.find_id(command.node_id)
+    journal.record_ask(
+        answers.ask_record(
+            run_id,
+            ask,
+            state.registry,
+            _source_numbers(state),
+            settings.output.references_style,
+            report_sources=state.source_numbers,
+            text=section.node.content if section is not None else None,
+        )
+    )
+
+
 def _refuse_unless_finished(record: RunRecord, state: RunState | None, *, locked: bool = False) -> None:
     """A command is given to a finished run only (`CommandRefused` otherwise). `locked`: asked under
     the run's lock, where a run recorded as running or continuing is one whose process died (see
@@ -400,6 +498,8 @@ def _refuse_unless_finished(record: RunRecord, state: RunState | None, *, locked
     if state is not None and state.continuing and state.continuation is not None:
         command = state.continuation
         given = command.command if command.node_id is None else f"{command.command} {command.position}"
+        if command.command == "ask":
+            given = "ask --into-report"
         raise CommandRefused(
             f"run {record.id} stopped during `{given.replace('section-', '')}`; "
             f"finish that first with: deepdraft resume {record.id}"
@@ -431,14 +531,7 @@ def _drive_recorded(
         _refuse_finished(record)
     stored = _stored_settings(record, settings)
     egress = EgressLog()
-    if retriever is None and not stored.web.only:
-        kb = record.settings.get("kb")
-        if kb is None:
-            raise KnowledgeBaseError(
-                f"run {record.id} was started with a retriever object; pass it to resume"
-            )
-        retriever, _ = resolve_kb(kb, stored)  # "kb:NAME" or the path recorded at the start
-    retriever = with_web(retriever, stored, egress)  # the same web search, answered from its cache
+    retriever = _recorded_retriever(record, stored, retriever, egress)
     llm = llm or build_llm(stored)
     state = RunState(question=record.question) if checkpoint is None else RunState.restore(checkpoint[1])
     output = record.settings.get("output")
@@ -458,6 +551,20 @@ def _drive_recorded(
         kind="resumed",
         force=force,
     )
+
+
+def _recorded_retriever(
+    record: RunRecord, stored: Settings, retriever: Retriever | None, egress: EgressLog
+) -> Retriever:
+    """The run's own KB (the one it recorded), with the web search its settings allow."""
+    if retriever is None and not stored.web.only:
+        kb = record.settings.get("kb")
+        if kb is None:
+            raise KnowledgeBaseError(
+                f"run {record.id} was started with a retriever object; pass it to resume"
+            )
+        retriever, _ = resolve_kb(kb, stored)  # "kb:NAME" or the path recorded at the start
+    return with_web(retriever, stored, egress)  # the same web search, answered from its cache
 
 
 def ensure_unfinished(run_id: str) -> None:
@@ -627,6 +734,7 @@ def _drive(
         except ReportEdited as exc:  # the user edited report.md meanwhile: resume --force goes on
             journal.update_run(run_id, status="interrupted", error=str(exc))
             raise
+        _store_answer_section(journal, run_id, state, settings)
         journal.update_run(run_id, status="finished", report_path=str(report.path))
         sink(RunFinishedEvent(state.stop_reason, str(report.path)))
         return report

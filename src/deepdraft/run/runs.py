@@ -37,6 +37,7 @@ from deepdraft.export.document import ReportDocument, build_document
 from deepdraft.export.report import STYLES, CitationStyle
 from deepdraft.fsutil import atomic_write_bytes
 from deepdraft.run import versions
+from deepdraft.run.answers import Answer
 from deepdraft.run.manifest import build_manifest
 from deepdraft.settings import Settings
 from deepdraft.store.journal import Journal, RunRecord
@@ -217,6 +218,10 @@ class Runs:
     def egress(self, run_id: str) -> list[EgressRecord]:
         """What the run sent off this machine: web queries, page fetches, remote endpoints."""
         return self._journal.egress(self._journal.get_run(run_id).id)
+
+    def asks(self, run_id: str) -> list[Answer]:
+        """The follow-up questions asked of the run and their answers, in the order asked."""
+        return [Answer.of(record) for record in self._journal.asks(self._journal.get_run(run_id).id)]
 
     # ---- a finished run's outputs ----------------------------------------------------------------
 

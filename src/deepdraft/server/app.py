@@ -35,6 +35,7 @@ from deepdraft.run.manager import LLMFactory, RunConflict, RunManager
 from deepdraft.run.reports import ReportNotReady
 from deepdraft.server import kbs
 from deepdraft.server.body_limit import LimitBody
+from deepdraft.server.routes import asks as ask_routes
 from deepdraft.server.routes import events, page, reports, runs, sections
 from deepdraft.server.routes import kbs as kb_routes
 from deepdraft.settings import Settings
@@ -82,6 +83,8 @@ def create_app(
     app.middleware("http")(_page_headers)
     routers = (runs.router, sections.router, events.router, reports.router, kb_routes.router, page.router)
     for router in routers:
+        app.include_router(router)
+    for router in (ask_routes.router,):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     return app

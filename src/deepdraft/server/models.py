@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deepdraft.policy.asks import MAX_QUESTION_CHARS
 from deepdraft.policy.sections import MAX_INSTRUCTIONS, SECTION_PATTERN
 from deepdraft.protocol.actions import SUBSECTIONS_RANGE
 from deepdraft.run.manager import Status
@@ -241,6 +242,25 @@ class VersionDiff(BaseModel):
     sections: list[SectionChangeOut]
     sources_added: list[str]
     sources_removed: list[str]
+
+
+class AskQuestion(_Body):
+    question: str = Field(
+        min_length=1, max_length=MAX_QUESTION_CHARS, description="A follow-up question on the finished run."
+    )
+
+
+class AskAnswer(BaseModel):
+    """A follow-up question and its answer, cited in the report's numbering."""
+
+    run_id: str
+    question: str
+    answer: str = Field(description="Markdown; sources the report does not cite are listed under it.")
+    note: str = Field(description='Why there is no answer ("" when there is one).')
+    new_sources: list[str] = Field(description="The entries of the sources only the answer cites.")
+    section: str | None = Field(description="The section the answer became (`ask --into-report`).")
+    asked_at: float
+    answered_at: float
 
 
 class CancelResult(BaseModel):

@@ -20,6 +20,8 @@ What it stores
                      until its step is journaled, since a recorded step is never asked again.
     ``egress``       the run's requests off this machine (web searches, page fetches, remote LLM and
                      embedding endpoints), numbered per run; see `deepdraft.egress`.
+    ``asks``         follow-up questions asked of a finished run and their answers, one row per
+                     question, named by the step that began it (see `deepdraft.policy.asks`).
     ``migrations``   the names of the schema migrations applied to this file.
 
 Trade-offs, chosen on purpose
@@ -65,8 +67,10 @@ from deepdraft.events import StateChanges, StepRecord
 from deepdraft.store.checkpoints import encode_checkpoint, load_state
 from deepdraft.store.connection import BUSY_TIMEOUT_S, Database
 from deepdraft.store.records import (
+    AskRecord,
     EventRecord,
     RunRecord,
+    ask_from_row,
     dumps,
     egress_from_row,
     event_from_row,
@@ -78,6 +82,7 @@ from deepdraft.store.schema import MIGRATIONS, Migration, split_sql
 __all__ = [
     "BUSY_TIMEOUT_S",
     "MIGRATIONS",
+    "AskRecord",
     "EventRecord",
     "Journal",
     "Migration",
@@ -91,6 +96,9 @@ LONG_TEXT = 4096
 """Replies longer than this (characters) are stored once in `texts` and pointed at."""
 REFUSED_REPLY_KEEP = 65_536
 """How much of a refused reply a step keeps: enough to see what went wrong, not a 40 MB flood."""
+
+_DRIVE_ENDS = frozenset({"run_finished", "run_failed", "run_cancelled"})
+"""Events that end a drive of a run (see `Journal.spending`)."""
 
 _STEP_COLUMNS = (
     "steps.run_id, steps.step, action, prompt, coalesce(texts.text, reply) AS reply, parsed, valid,"
@@ -358,6 +366,9 @@ class Journal(Database):
         was paid for by the process that stopped before journaling it). Seconds: each time the run
         was driven, from its `run_started` event to the last event journaled before the next one;
         the time between a crash and the last journaled step is not known, so it is not counted.
+        A drive ends at its run_finished (run_failed, run_cancelled) event: what is journaled after
+        it without a new start (a follow-up question's steps) is not the run being driven, and the
+        days a finished run lay unused must not count.
         """
         with self._read("read spending") as conn:
             self._require_run(conn, run_id)
@@ -374,7 +385,11 @@ class Journal(Database):
                 if started is not None and last is not None:
                     seconds += last - started
                 started = at
-            last = at
+            if started is not None:
+                last = at
+            if kind in _DRIVE_ENDS and started is not None and last is not None:
+                seconds += last - started
+                started = last = None
         if started is not None and last is not None:
             seconds += last - started
         return int(tokens), seconds
@@ -469,6 +484,38 @@ class Journal(Database):
             self._require_run(conn, run_id)
             rows = conn.execute("SELECT * FROM egress WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
         return [egress_from_row(r) for r in rows]
+
+    # -- follow-up questions --------------------------------------------------------------------
+
+    def record_ask(self, record: AskRecord) -> bool:
+        """Store an answered question; False when it was stored already (a resumed ask's second
+        try at storing it), which leaves the first row as it is."""
+        detail = dumps(record.detail)
+        with self._write("record ask") as conn:
+            self._require_run(conn, record.run_id)
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO asks (run_id, step, question, asked_at, answered_at, answer, note,"
+                " detail, section) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.run_id,
+                    record.step,
+                    record.question,
+                    record.asked_at,
+                    record.answered_at,
+                    record.answer,
+                    record.note,
+                    detail,
+                    record.section,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def asks(self, run_id: str) -> list[AskRecord]:
+        """The run's stored questions and answers, in the order they were asked."""
+        with self._read("read asks") as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute("SELECT * FROM asks WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
+        return [ask_from_row(row) for row in rows]
 
     # -- LLM cache -------------------------------------------------------------------------------
 

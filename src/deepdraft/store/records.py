@@ -34,6 +34,40 @@ class EventRecord:
     created_at: float
 
 
+@dataclass(frozen=True)
+class AskRecord:
+    """A follow-up question asked of a finished run, and its answer (`deepdraft ask`)."""
+
+    run_id: str
+    step: int
+    """The journal step that began the question (its identity within the run)."""
+    question: str
+    asked_at: float
+    answered_at: float
+    answer: str
+    """Markdown citing in the report's numbering, new sources listed under it; "" when none."""
+    note: str
+    """Why there is no answer; "" when there is one."""
+    detail: dict[str, Any]
+    """The answer citing passage keys (``text``) and its new sources (``sources``)."""
+    section: str | None = None
+    """`--into-report`: the section the answer became."""
+
+
+def ask_from_row(row: sqlite3.Row) -> AskRecord:
+    return AskRecord(
+        run_id=row["run_id"],
+        step=row["step"],
+        question=row["question"],
+        asked_at=row["asked_at"],
+        answered_at=row["answered_at"],
+        answer=row["answer"],
+        note=row["note"],
+        detail=json.loads(row["detail"]),
+        section=row["section"],
+    )
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 

@@ -110,6 +110,23 @@ _DIRECTED_SCHEMA = """
 ALTER TABLE steps ADD COLUMN directed INTEGER NOT NULL DEFAULT 0;
 """
 
+# Follow-up questions asked of a finished run (`deepdraft ask`) and their answers. An answer is
+# named by the journal step that began its question: a resumed ask stores its answer once.
+_ASKS_SCHEMA = """
+CREATE TABLE asks (
+    run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step        INTEGER NOT NULL,           -- the journal step that began the question
+    question    TEXT NOT NULL,
+    asked_at    REAL NOT NULL,
+    answered_at REAL NOT NULL,
+    answer      TEXT NOT NULL,              -- Markdown, citing in the report's numbering; "" when none
+    note        TEXT NOT NULL,              -- why there is no answer ("" when there is one)
+    detail      TEXT NOT NULL,              -- JSON object: the cited text and the new sources
+    section     TEXT,                       -- --into-report: the section the answer became
+    PRIMARY KEY (run_id, step)
+);
+"""
+
 # Append only: never edit, reorder or remove an entry once released — files in the wild record
 # these names, and a renamed migration would be reapplied or make the file look newer.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -117,6 +134,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0002_egress", _EGRESS_SCHEMA),
     Migration("0003_texts", _TEXTS_SCHEMA),
     Migration("0004_directed_steps", _DIRECTED_SCHEMA),
+    Migration("0005_asks", _ASKS_SCHEMA),
 )
 
 

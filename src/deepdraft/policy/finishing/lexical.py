@@ -17,7 +17,7 @@ from itertools import islice
 from typing import Literal
 
 from deepdraft.core.citations import CITE
-from deepdraft.core.evidence import EvidenceRegistry, attributed
+from deepdraft.core.evidence import EvidenceRegistry
 from deepdraft.protocol.attach import content_words
 
 SUPPORTED_SHARE = 0.75
@@ -135,7 +135,7 @@ class PassageIndex:
     def __init__(self, registry: EvidenceRegistry, features: Callable[[str], TextFeatures]) -> None:
         self.registry, self.size = registry, len(registry.items)
         self.keys = list(registry.items)
-        self.features = [features(attributed(item)) for item in registry.items.values()]
+        self.features = [features(item.text) for item in registry.items.values()]
         self.holding: dict[str, list[int]] = {}
         for position, passage in enumerate(self.features):
             for word in passage.words:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deepdraft.core.citations import cited_keys
-from deepdraft.core.evidence import EvidenceRegistry, attributed, evidence_entry
+from deepdraft.core.evidence import EvidenceRegistry, evidence_entry
 from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
@@ -322,9 +322,7 @@ class Verifier:
 
         return prompts.render(
             "verify",
-            passages="\n\n".join(
-                evidence_entry(key, passage(key), state.registry[key].source.title) for key in keys
-            ),
+            passages="\n\n".join(evidence_entry(key, passage(key)) for key in keys),
             claims="\n".join(
                 f"{number}. {claim.text} [cites: {', '.join(claim.keys)}]"
                 for number, claim in enumerate(claims, start=1)
@@ -378,9 +376,7 @@ class Verifier:
             sentence=claim_text(check.sentence),
             citation="\\cite{" + ", ".join(check.keys) + "}",
             passages="\n\n".join(
-                evidence_entry(k, state.registry[k].text, state.registry[k].source.title)
-                for k in check.keys
-                if k in state.registry
+                evidence_entry(k, state.registry[k].text) for k in check.keys if k in state.registry
             ),
             language=self.research.language or "",
         )
@@ -547,8 +543,7 @@ class Verifier:
 
 
 def _passages(registry: EvidenceRegistry, keys: Sequence[str]) -> list[str]:
-    # With their sources' titles: "Truman" in a sentence citing his address is borne out.
-    return [attributed(registry[key]) for key in keys if key in registry]
+    return [registry[key].text for key in keys if key in registry]
 
 
 def _is_table_row(sentence: str) -> bool:
