@@ -171,6 +171,7 @@ def test_a_file_that_gives_no_document_is_refused_and_not_kept(corpus_dir: Path)
         assert answer.status_code == 400, answer.text
         assert "gave no readable document" in one_line(answer)
         assert not (run_folder(run_id) / "sources" / "notes.jsonl").exists()  # a mended one may be sent
+        assert not (corpus_dir / "notes.jsonl").exists()  # nor is it left in the run's folder of documents
         assert versions_of(client, run_id) == [(1, "research", True)]
 
 

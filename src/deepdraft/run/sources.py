@@ -78,19 +78,22 @@ def add_source(
             f"run {run_id} searched the corpus file {corpus}; add the document to that file, or start a "
             "run on a named knowledge base (deepdraft kb add) to add documents with add-source"
         )
+    copied = False
     if _URL.match(source):
         where = corpus if corpus is not None else folder / "sources"
         file = _fetch_page(run_id, source, settings, where, egress, section)
     else:
         file = _checked_file(source)
         if corpus is not None:
-            file = _copy_into(file, corpus)
+            file, copied = _copy_into(file, corpus)
     if named:
         _add_to_named_kb(kb_ref.removeprefix("kb:"), file, settings)
     kb, _ = resolve_kb(kb_ref, settings)  # a folder KB takes the copied file in as it opens
     listing = list(getattr(kb, "documents", list)())
     doc_ids = _documents_of(listing, file, source if _URL.match(source) else None)
     if not doc_ids:
+        if copied:  # not left in the user's folder of documents, where it would block a mended copy
+            file.unlink(missing_ok=True)
         raise KnowledgeBaseError(f"{source} gave no readable document for the knowledge base of run {run_id}")
     titles = {row["doc_id"]: str(row.get("title") or row["doc_id"]) for row in listing}
     return AddedSource(kb, tuple(doc_ids), tuple(titles[doc_id] for doc_id in doc_ids))
@@ -105,20 +108,21 @@ def _checked_file(source: str) -> Path:
     return path.absolute()
 
 
-def _copy_into(file: Path, corpus: Path) -> Path:
-    """`file` in the folder KB `corpus` (copied there unless it already is); never overwrites."""
+def _copy_into(file: Path, corpus: Path) -> tuple[Path, bool]:
+    """`file` in the folder KB `corpus` (copied there unless it already is), and whether this
+    copied it; never overwrites."""
     if file.resolve().is_relative_to(corpus.resolve()):
-        return file
+        return file, False
     target = corpus / file.name
     if target.exists():
         if target.is_file() and filecmp.cmp(file, target, shallow=False):
-            return target.absolute()  # added before (the same command again): nothing to do
+            return target.absolute(), False  # added before (the same command again): nothing to do
         raise UserError(
             f"{target} exists already and differs from {file}; rename your file, or replace the "
             "one in the folder yourself and run deepdraft refresh"
         )
     shutil.copy2(file, target)
-    return target.absolute()
+    return target.absolute(), True
 
 
 def _add_to_named_kb(name: str, file: Path, settings: Settings) -> None:
