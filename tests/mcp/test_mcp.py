@@ -56,6 +56,8 @@ def test_deep_research_over_stdio_reports_progress_and_returns_the_report(corpus
                 "deepen_section",
                 "rewrite_section",
                 "recheck_section",
+                "refresh_report",
+                "add_source",
                 "ask_run",
             }
             assert {"question", "kb", "depth"} <= set(tools["deep_research"].input_schema["properties"])
