@@ -206,13 +206,45 @@ def test_step_budget_before_any_outline_fails_clearly() -> None:
         run(llm, ResearchSettings(max_steps=1))
 
 
-def test_refused_extend_plans_spend_the_expansion_budget() -> None:
+def test_a_refused_deepening_is_asked_again_and_spends_no_expansion() -> None:
+    # One refused reply used to spend the expansion it was refused for: the quick preset's second
+    # deepening ended there, without the re-ask `max_retries` allows (10 of 15 measured runs).
+    bad_extend = reply({"name": "extend-plan", "position": "section-9", "subsections": []})
+    good_extend = reply(
+        {
+            "name": "extend-plan",
+            "position": "section-1",
+            "subsections": [
+                {"title": "Tariffs of the early years", "plan": "Revenue duties."},
+                {"title": "Tariffs and manufactures", "plan": "Protection."},
+            ],
+        }
+    )
+    llm = ScriptedLLM(
+        [
+            SEARCH,
+            THREE_SECTIONS,
+            *[SEARCH, GOOD_WRITE] * 3,
+            bad_extend,
+            good_extend,
+            *[SEARCH, GOOD_WRITE] * 2,
+        ]
+    )
+    state, _ = run(llm, ResearchSettings(max_expansions=1, max_retries=1))
+    assert "there is no section-9" in llm.requests[9].messages[-1].content  # the re-ask says why
+    assert state.expansions == 1
+    assert state.outline is not None and len(state.outline.sections[0].children) == 2
+    assert state.stop_reason == "expansion budget of 1 reached"
+    assert llm.remaining == 0
+
+
+def test_deepening_stops_when_every_re_ask_is_refused() -> None:
     bad_extend = reply({"name": "extend-plan", "position": "section-9", "subsections": []})
     llm = ScriptedLLM([SEARCH, THREE_SECTIONS, *[SEARCH, GOOD_WRITE] * 3, bad_extend, bad_extend])
-    state, _ = run(llm, ResearchSettings(max_expansions=2))
-    assert state.expansions == 2
-    assert state.stop_reason == "expansion budget of 2 reached"
-    assert "there is no section-9" in llm.requests[-1].messages[-1].content
+    state, _ = run(llm, ResearchSettings(max_expansions=2, max_retries=1))
+    assert state.expansions == 0
+    assert state.stop_reason is not None
+    assert state.stop_reason.startswith("the model gave no valid deepening decision (there is no section-9")
     assert llm.remaining == 0
 
 
