@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 
 from deepdraft.config import ENVIRONMENT
 from deepdraft.http import security
-from deepdraft.server.routes import events, kbs, page, reports, runs
+from deepdraft.server.routes import asks, events, kbs, page, reports, runs, sections
 from tests.server.conftest import TOKEN, LiveServer, make_app
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ class Route:
 def declared_routes() -> list[Route]:
     """Every route deepdraft declares, from its routers (no app needed to collect the probes)."""
     found = []
-    for module in (runs, events, reports, kbs, page):
+    for module in (runs, events, reports, kbs, page, sections, asks):
         for route in module.router.routes:
             assert isinstance(route, APIRoute)
             found += [Route(method, route.path) for method in sorted(route.methods or ())]
