@@ -33,7 +33,7 @@ as an event; the runner journals the checkpoint each `ActionFinished` event carr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Protocol
 
 from deepdraft.core.citations import cited_keys
@@ -479,25 +479,22 @@ def on_subject_first(hits: list[Passage], subject: list[str], cited: Collection[
 
 def cited_documents(state: RunState) -> set[str]:
     """The documents the report's other written parts cite (the target's own text aside)."""
-    if state.outline is None:
-        return set()
-    keys = {
-        key
-        for located in state.outline.walk()
-        if located.position != state.target
-        for group in cited_keys(located.node.content or "")
-        for key in group
-    }
+    keys = {key for position, cited in _citations_by_node(state) if position != state.target for key in cited}
     return {state.registry[key].source.doc_id for key in keys if key in state.registry}
 
 
 def cited_in_parts(state: RunState, parts: int) -> set[str]:
     """Evidence keys cited in at least `parts` written nodes of the outline."""
-    if state.outline is None:
-        return set()
     counts: dict[str, int] = {}
-    for located in state.outline.walk():
-        keys = {key for group in cited_keys(located.node.content or "") for key in group}
-        for key in keys:
+    for _, cited in _citations_by_node(state):
+        for key in cited:
             counts[key] = counts.get(key, 0) + 1
     return {key for key, count in counts.items() if count >= parts and key in state.registry}
+
+
+def _citations_by_node(state: RunState) -> Iterator[tuple[str, set[str]]]:
+    """Each node of the outline (by position) with the keys its text cites."""
+    if state.outline is None:
+        return
+    for located in state.outline.walk():
+        yield located.position, {key for group in cited_keys(located.node.content or "") for key in group}
