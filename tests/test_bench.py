@@ -193,3 +193,75 @@ def test_training_bench_scores_the_rule_components_of_an_action() -> None:
     assert training.components(cited, "How did tariffs change?")["citation_validity"] == 1.0
     search = step("search", "section-1", False, '<action>{"name": "search"}</action>')
     assert training.components(search, "How did tariffs change?") == {"format_validity": 0.5}
+
+
+@pytest.mark.slow
+def test_deepen_bench_deepens_the_thinnest_section_and_scores_before_and_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/deepen.py end to end against a scripted model on loopback: a quick report, its
+    thinnest section deepened through the runner, both versions scored, done once."""
+    from tests.conftest import SPEECHES
+    from tests.support.openai_server import FakeOpenAIServer
+    from tests.support.scenario import ScenarioModel, as_responder
+
+    corpus = tmp_path / "speeches.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"id": name, "title": name, "text": text}) + "\n" for name, text in SPEECHES.items()
+        ),
+        encoding="utf-8",
+    )
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        json.dumps({"id": "q1", "question": "How did presidents argue about tariffs?"}) + "\n"
+    )
+    scorer = tmp_path / "scorer.py"
+    scorer.write_text(SCORER, encoding="utf-8")
+    out = tmp_path / "deepened"
+    args = [str(questions), str(corpus), "--scorer", str(scorer), "--kb", str(corpus), "--out", str(out)]
+    with FakeOpenAIServer(as_responder(ScenarioModel(expansions=1))) as server:
+        env = {"DEEPDRAFT_BASE_URL": server.base_url, "DEEPDRAFT_MODEL": "fake"}
+        table = run_bench_env("deepen.py", env, *args)
+        asked = len(server.requests)
+        again = run_bench_env("deepen.py", env, *args)
+        assert len(server.requests) == asked  # a run is deepened once
+    [row] = [json.loads(line) for line in (out / "deepened.jsonl").read_text().splitlines()]
+    before = json.loads((out / "q1.before.json").read_text())
+    after = json.loads((out / "q1.after.json").read_text())
+    monkeypatch.syspath_prepend(str(BENCH))
+    bench = load_bench("deepen")
+    assert row["section"] == bench.weakest_section(before)["number"]
+    deepened = next(node for node in after["outline"] if node["number"] == row["section"].split(".")[0])
+    split = (
+        deepened
+        if "." not in row["section"]
+        else next(child for child in deepened["children"] if child["number"] == row["section"])
+    )
+    assert split["children"] and row["calls"] > 0 and row["minutes"] >= 0
+    assert f"q1\t{row['section']}\t" in table and "median minutes" in table and table == again
+
+
+def test_the_weakest_section_is_the_thinnest_one_deepen_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))  # the deepen bench imports the quality bench as a sibling
+    bench = load_bench("deepen")
+
+    def node(number: str, words: int, refs: list[int], children: list[Any] | None = None) -> dict[str, Any]:
+        level = number.count(".") + 1
+        sentences = [{"references": refs}]
+        text = " ".join(["word"] * words)
+        return {"number": number, "level": level, "status": "written", "markdown": text,
+                "sentences": sentences, "children": children or []}  # fmt: skip
+
+    report = {
+        "run_id": "r",
+        "outline": [
+            node("1", 90, [1]),
+            node("2", 10, [1], children=[node("2.1", 5, [2], children=[node("2.1.1", 1, [3])])]),
+            node("3", 30, [1, 2]),
+            node("4", 30, [3]),
+        ],
+    }
+    # 2.1.1 is the thinnest but at the deepest level, 2 and 2.1 are split already; 3 and 4 tie
+    # on words, and 4 cites fewer sources.
+    assert bench.weakest_section(report)["number"] == "4"
