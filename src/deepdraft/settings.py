@@ -37,7 +37,7 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "max_sections": 4,
             "max_subsections": 3,
             "outline_evidence": 6,
-            "node_evidence": 4,
+            "node_evidence": 6,
             "hits_per_keyword": 8,
             "passage_tokens": 110,
             "attach_citations_after": 0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -123,7 +124,7 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
 
 def test_explicit_settings_win_over_the_depth_preset() -> None:
     research = load_settings(flags={"research": {"depth": "quick", "max_steps": 99}}).research
-    assert research.max_steps == 99 and research.node_evidence == 4
+    assert research.max_steps == 99 and research.node_evidence == 6
     deep = load_settings(flags={"research": {"depth": "deep"}}).research
     assert deep.max_steps == 220 and deep.max_expansions == 12
 
@@ -384,3 +385,17 @@ def test_the_quick_preset_asks_each_part_for_a_length_and_standard_does_not() ->
         writes = [r.messages[-1].content for r in llm.requests if classify(r)[0] == "write"]
         assert writes
         assert all((expected in w) if expected else ("Aim for about" not in w) for w in writes)
+
+
+def test_a_quick_write_lists_the_passages_it_shows_as_a_checklist_and_a_standard_one_does_not() -> None:
+    for depth, listed in (("quick", True), ("standard", False)):
+        research = load_settings(flags={"research": {"depth": depth}}).research
+        llm = FunctionLLM(ScenarioModel(expansions=0))
+        WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
+        write = next(r for r in llm.requests if classify(r)[0] == "write").messages[-1].content
+        shown = re.findall(r"^bibkey:(textid\d+)$", write, flags=re.MULTILINE)
+        assert shown
+        checklist = "Take the passages in this order, leaving out any that is not about “"
+        assert (checklist in write) is listed
+        if listed:
+            assert write.split(checklist)[1].split("”: ")[1].startswith(", ".join(shown) + ".")

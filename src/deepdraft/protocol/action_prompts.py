@@ -109,6 +109,10 @@ def write_prompt(state: RunState, research: ResearchSettings, fit: Fit, length: 
         title=located.node.title,
         plan=located.node.plan,
         length=length,
+        # The passages in the order shown, as a checklist: asked for "a paragraph per passage", a
+        # small model wrote two or three sentences whatever the evidence. Bare keys, not \cite{}
+        # commands: listed as those, two of nine writes of a measured run were the worked example.
+        paragraph_keys=", ".join(state.evidence[: fit.passages]) if length else "",
         instructions=state.user_instructions(),
         evidence=_evidence(state, fit),
         feedback=state.feedback,
@@ -166,9 +170,9 @@ def node_length(state: RunState, research: ResearchSettings) -> str:
         # A small model left to itself writes two sentences; one short paragraph per passage
         # gives the part its length, its citations and its spread over the evidence.
         return (
-            f"Aim for about {research.node_words} words in this part: for each passage above that "
-            "bears on it, write two or three sentences of your own on what that passage says, "
-            "citing it."
+            f"Aim for about {research.node_words} words in this part: one paragraph for each passage "
+            "that bears on it, two or three sentences in your own words on what that passage says, "
+            "each sentence ending with the passage's citation."
         )
     return ""
 
