@@ -42,6 +42,7 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "passage_tokens": 110,
             "attach_citations_after": 0,
             "node_words": 180,
+            "subject_titles": 0.8,
             "search_budget_tokens": 300,
             "draft_budget_tokens": 500,
             "report_budget_tokens": 900,
@@ -179,6 +180,11 @@ class ResearchSettings(_Section):
     node_words: int | None = Field(None, ge=30, le=5_000)
     """Words to aim for in each part when no `length_words` is asked; None: no guidance. The quick
     preset sets it: a small model left to itself writes two or three sentences a part."""
+    subject_titles: float | None = Field(None, ge=0, le=1)
+    """Least share of an outline's section titles (and of a split's subsections) that name the
+    request's subject words; an outline below it is asked for once more, then taken as it is.
+    None: no such rule. The quick preset sets it: a small model titles sections after one speech
+    or one person ("George W Bush: The First President"), and the section's search follows."""
     attach_citations_after: int | None = Field(1, ge=0, le=10)
     """After this many re-asks of a write with no citations at all, cite it from the evidence by
     word overlap (sentences with no support are dropped); None: never (the write is re-asked)."""

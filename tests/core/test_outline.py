@@ -597,3 +597,10 @@ def test_focus_outside_the_outline_is_treated_as_no_focus() -> None:
     for loc in outline.walk():
         loc.node.content = _long("w", 400)
     assert outline.condensed_view(2000, focus="section-9") == outline.condensed_view(2000)
+
+
+def test_splittable_nodes_are_those_without_subsections_above_the_deepest_level() -> None:
+    outline = Outline(title="T")
+    outline.add_tree(None, [("A", "p", [("A1", "p", [("A1x", "p", [])]), ("A2", "p", [])]), ("B", "p", [])])
+    # A and A1 are split already; A1x is at level 3, the deepest.
+    assert outline.splittable() == ["section-1.2", "section-2"]

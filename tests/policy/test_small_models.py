@@ -110,7 +110,7 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
     five = {
         "name": "init-plan",
         "title": "Tariff debates",
-        "sections": [{"title": f"S{i}", "plan": "p"} for i in range(5)],
+        "sections": [{"title": f"Tariffs, part {i}", "plan": "p"} for i in range(5)],
     }
     outcome = read_plan(
         f"<thought/><action>{json.dumps(five)}</action>", RunState(question=QUESTION), research
@@ -399,3 +399,39 @@ def test_a_quick_write_lists_the_passages_it_shows_as_a_checklist_and_a_standard
         assert (checklist in write) is listed
         if listed:
             assert write.split(checklist)[1].split("”: ")[1].startswith(", ".join(shown) + ".")
+
+
+def test_a_deepening_step_may_name_only_a_node_it_can_split() -> None:
+    llm = FunctionLLM(ScenarioModel(expansions=2))
+    state = WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings()).run(
+        RunState(question=QUESTION)
+    )
+    assert state.outline is not None
+    first, second = [request for request in llm.requests if classify(request)[0] == "extend-plan"][:2]
+
+    def allowed(request: Any) -> list[str]:
+        assert request.reply_shape is not None and request.reply_shape.action_schema is not None
+        positions: list[str] = request.reply_shape.action_schema["anyOf"][0]["properties"]["position"]["enum"]
+        for position in positions:  # the grammar offers the same, and nothing else
+            assert f'"\\"{position}\\""' in request.reply_shape.grammar
+        assert "[1-9] [0-9]{0,2}" not in request.reply_shape.grammar.split("extend ::=")[1]
+        assert f"can be split: {', '.join(positions)}." in request.messages[-1].content
+        return positions
+
+    sections = [f"section-{n}" for n in range(1, len(state.outline.sections) + 1)]
+    assert allowed(first) == sections  # a fresh outline: every section
+    # After the first split, that node is no longer offered and its new subsections are.
+    [split] = set(sections) - set(allowed(second))
+    added = set(allowed(second)) - set(sections)
+    assert added and all(position.startswith(split + ".") for position in added)
+
+
+def test_the_position_constrained_grammars_compile_in_llama_cpp() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for positions in (None, ("section-1", "section-2.3"), ()):
+        grammar = reply_shape("extend-plan", (3, 4), (2, 3), positions=positions).grammar
+        assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None
+    only_stop = reply_shape("extend-plan", (3, 4), (2, 3), positions=())
+    assert "extend ::=" not in only_stop.grammar
+    assert only_stop.action_schema == {"anyOf": [only_stop.action_schema["anyOf"][0]]}
+    assert only_stop.action_schema["anyOf"][0]["properties"]["name"] == {"const": "nop"}

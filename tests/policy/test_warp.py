@@ -462,3 +462,35 @@ def test_a_search_puts_documents_the_report_does_not_cite_yet_first_among_those_
     state.outline.sections[1].content = f"Revenue \\cite{{{keys[1]}}}."
     state.target = "section-2"  # the part being searched for: its own citations do not count
     assert cited_documents(state) == {"a"}
+
+
+def test_a_split_is_held_to_what_the_actions_left_can_write() -> None:
+    # 8 actions open and draft three sections; with 13 in all, a split leaves room for 2 parts
+    # (a search and a write each), not the 3 the settings allow.
+    two_parts = reply(
+        {
+            "name": "extend-plan",
+            "position": "section-1",
+            "subsections": [
+                {"title": "Tariffs of the early years", "plan": "Revenue duties."},
+                {"title": "Tariffs and manufactures", "plan": "Protection."},
+            ],
+        }
+    )
+    llm = ScriptedLLM(
+        [SEARCH, THREE_SECTIONS, *[SEARCH, GOOD_WRITE] * 3, two_parts, *[SEARCH, GOOD_WRITE] * 2]
+    )
+    state, _ = run(llm, ResearchSettings(max_steps=13, max_expansions=2, max_subsections=3))
+    split = llm.requests[8]
+    assert split.reply_shape is not None and "{1,1}" in split.reply_shape.grammar  # exactly two
+    assert "between 2 and 2 new subsections" in split.messages[-1].content
+    assert state.outline is not None and all(found.node.content for found in state.outline.walk())
+    assert state.stop_reason == "too few of the 13 actions left to deepen again"
+    assert llm.remaining == 0
+
+
+def test_no_split_is_asked_for_when_the_actions_left_cannot_write_two_parts() -> None:
+    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, *[SEARCH, GOOD_WRITE] * 3])
+    state, _ = run(llm, ResearchSettings(max_steps=12, max_expansions=2))
+    assert state.expansions == 0 and state.stop_reason == "too few of the 12 actions left to deepen again"
+    assert llm.remaining == 0

@@ -32,6 +32,7 @@ VARIABLES: dict[str, dict[str, str]] = {
     "extend_plan": {
         "question": "Q-TEXT",
         "outline": "OUTLINE-TEXT",
+        "splittable": "SPLITTABLE-TEXT",
         "min_subsections": "21",
         "max_subsections": "29",
     },

@@ -12,10 +12,12 @@ from deepdraft.protocol.action_replies import read_extend, read_plan
 from deepdraft.protocol.actions import (
     ESSAY_PART,
     OFF_SUBJECT,
+    TITLES_OFF_SUBJECT,
     ExtendPlan,
     InitPlan,
     PlannedNode,
     Refused,
+    check_subject_titles,
     validate_extend_plan,
     validate_init_plan,
 )
@@ -210,3 +212,50 @@ def test_the_plan_prompt_shows_the_documents_and_terms_the_first_search_found() 
     prompt = plan_prompt(state, ResearchSettings(), Fit(draft=1000, passages=6, passage_tokens=None))
     assert "These passages come from: 1878 Address; 1893 Address.\nWords they share: silver." in prompt
     assert "What the search found" not in prompt  # no header of its own: models list headers as sections
+
+
+def test_titles_after_one_speech_or_person_are_refused_below_the_share_that_names_the_subject() -> None:
+    named = _nodes("Gold and the Panic of 1893", "Free Silver", "Currency Reform", "Greenbacks")
+    assert check_subject_titles(named, GOLD, "sections", 0.75) is None  # three of four name it
+    refused = check_subject_titles(named, GOLD, "sections", 0.8)
+    assert isinstance(refused, Refused) and refused.code == TITLES_OFF_SUBJECT
+    assert "“Greenbacks” does not say what it has to do with the request" in refused.reason
+    assert 'after one aspect of "gold", "silver", "standard", "currency", in those words' in refused.reason
+    # Held to the question's words only when the report is in the question's script.
+    assert (
+        check_subject_titles(
+            _nodes("起源", "保护"), "How did presidents argue about tariffs?", "sections", 1.0, "zh"
+        )
+        is None
+    )
+
+
+def test_a_preset_with_the_rule_asks_for_an_outline_once_more_then_takes_it() -> None:
+    research = ResearchSettings(depth="quick", max_retries=1, subject_titles=0.8)
+    raw = _plan_reply("Gold and Silver", "Grover Cleveland, 1893", "Silver Purchases", "Gold Reserve")
+    first = read_plan(raw, RunState(question=GOLD), research, refused=0)
+    assert isinstance(first, Refused) and first.code == TITLES_OFF_SUBJECT
+    last = read_plan(raw, RunState(question=GOLD), research, refused=1)
+    assert isinstance(last, InitPlan) and last.sections[0].title == "Grover Cleveland, 1893"
+    without_rule = ResearchSettings(depth="quick", max_retries=1, subject_titles=None)
+    assert isinstance(read_plan(raw, RunState(question=GOLD), without_rule, refused=0), InitPlan)
+
+
+def test_a_split_off_the_subject_is_asked_for_once_more_then_deepens_the_report() -> None:
+    outline = Outline(title="Gold and Silver")
+    outline.add_tree(None, [("Gold", "p", []), ("Silver", "p", []), ("Currency", "p", [])])
+    split = {
+        "name": "extend-plan",
+        "position": "section-1",
+        "subsections": [{"title": t, "plan": "p"} for t in ("Cleveland in 1893", "McKinley in 1897")],
+    }
+    raw = f"<action>{json.dumps(split)}</action>"
+    state = RunState(question=GOLD, outline=outline)
+    research = ResearchSettings(depth="quick", max_retries=1, subject_titles=0.8)
+    first = read_extend(raw, state, research, refused=0)
+    assert isinstance(first, Refused) and first.code == TITLES_OFF_SUBJECT
+    last = read_extend(raw, state, research, refused=1)
+    assert isinstance(last, ExtendPlan) and [n.title for n in last.subsections] == [
+        "Cleveland in 1893",
+        "McKinley in 1897",
+    ]

@@ -158,6 +158,12 @@ class Outline(BaseModel):
     def count(self) -> int:
         return sum(1 for _ in self.walk())
 
+    def splittable(self) -> list[str]:
+        """The positions a deepening step may split: nodes without subsections above the deepest level."""
+        return [
+            found.position for found in self.walk() if not found.node.children and found.level < MAX_DEPTH
+        ]
+
     # ---- views for prompts --------------------------------------------------------------------
 
     def prompt_view(self, body: Callable[[Located], str] | None = None) -> str:

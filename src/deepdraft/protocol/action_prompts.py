@@ -131,6 +131,8 @@ def extend_prompt(state: RunState, research: ResearchSettings, fit: Fit) -> str:
         question=state.question,
         length=report_length(state, research),
         outline=_draft_view(state, fit.draft, focus=None),
+        # Named, since a small model picked a part it had split already (then asked again).
+        splittable=", ".join(state.outline.splittable()) if state.outline is not None else "",
         feedback=state.feedback,
         language=research.language or "",
         **_bounds(research),

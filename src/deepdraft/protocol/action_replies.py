@@ -18,6 +18,7 @@ from deepdraft.protocol.actions import (
     LOOPING,
     NO_CITATIONS,
     OFF_SUBJECT,
+    TITLES_OFF_SUBJECT,
     TOO_MANY_CITATIONS,
     Action,
     ExtendPlan,
@@ -27,6 +28,7 @@ from deepdraft.protocol.actions import (
     Refused,
     Search,
     Write,
+    check_subject_titles,
     parse,
     parse_full_plan,
     validate_extend_plan,
@@ -51,7 +53,7 @@ from deepdraft.protocol.write_checks import (
 from deepdraft.settings import ResearchSettings
 
 UNGROUNDED = "ungrounded"  # cited sentences that their passages do not bear out
-_MENDABLE = {OFF_SUBJECT, ESSAY_PART}
+_MENDABLE = {OFF_SUBJECT, ESSAY_PART, TITLES_OFF_SUBJECT}
 """Outline faults mended on the last try instead of failing the plan (see `_mended_plan`)."""
 
 
@@ -82,6 +84,13 @@ def read_plan(
             return validate_full_plan(plan, state.question, sections, subsections, research.language)
         return validate_init_plan(plan, state.question, sections, research.language)
 
+    def on_subject(plan: InitPlan) -> Refused | None:
+        if research.subject_titles is None:
+            return None
+        return check_subject_titles(
+            plan.sections, state.question, "sections", research.subject_titles, research.language
+        )
+
     problem = validate(action)
     if problem and problem.code == ESSAY_PART:
         # Leaving the essay parts out costs nothing when enough topical sections remain; a re-ask
@@ -89,6 +98,7 @@ def read_plan(
         topical = InitPlan(action.title, _without_essay_parts(action.sections, sections[0]))
         if topical.sections != action.sections:
             action, problem = topical, validate(topical)
+    problem = problem or on_subject(action)
     if problem and problem.code in _MENDABLE and refused >= research.max_retries:
         mended = _mended_plan(action, state.question, sections[0])
         left = validate(mended)
@@ -267,6 +277,12 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
             # As for an outline: mended at once when enough subsections remain, else on the last try.
             if still is None or refused >= research.max_retries:
                 return still or _grounded_extension(mended, state)
+        if problem is None and research.subject_titles is not None and refused < research.max_retries:
+            # Asked for once more; on the last try the split is taken as it is, since a refused
+            # one would end the report's deepening.
+            problem = check_subject_titles(
+                action.subsections, state.question, "subsections", research.subject_titles, research.language
+            )
         return problem or _grounded_extension(action, state)
     return action
 

@@ -90,6 +90,7 @@ class Refused:
 NO_CITATIONS = "no-citations"
 OFF_SUBJECT = "off-subject"  # a report title that does not name what the request is about
 ESSAY_PART = "essay-part"  # a section titled as a part of an essay ("Background"), not a topic
+TITLES_OFF_SUBJECT = "titles-off-subject"  # too few section titles name what the request is about
 TOO_MANY_CITATIONS = "too-many-citations"
 LOOPING = "looping"  # a text that repeats itself over and over
 FOREIGN_KEYS = "foreign-keys"  # citations of passages this write was not shown
@@ -275,6 +276,23 @@ def essay_part_reason(title: str, what: str, question: str) -> str:
     return (
         f"“{title}” is a part of an essay, not a topic: title each of the {what} after {aspect} "
         "that the evidence shows (the summary and the conclusion are written separately)"
+    )
+
+
+def check_subject_titles(
+    nodes: Sequence[PlannedNode], question: str, what: str, share: float, language: str | None = None
+) -> Refused | None:
+    """Refused when fewer than `share` of the nodes' titles name the request's subject (a report
+    asked in another script than the question's is not held to its words)."""
+    translated = wants_chinese(question, language) != wants_chinese(question)
+    subject = [] if translated else subject_terms(question)
+    off = [node.title for node in nodes if subject and not names_subject(node.title, subject)]
+    if not off or len(nodes) - len(off) >= share * len(nodes):
+        return None
+    return Refused(
+        f"“{off[0]}” does not say what it has to do with the request: title each of the {what} "
+        f"after one aspect of {subject_phrase(question)}, in those words",
+        TITLES_OFF_SUBJECT,
     )
 
 

@@ -62,11 +62,16 @@ def _init(sections: tuple[int, int]) -> str:
     )
 
 
-def _extend(subsections: tuple[int, int]) -> str:
+def _extend(subsections: tuple[int, int], positions: tuple[str, ...] | None) -> str:
+    """`positions`: the nodes that may be split (None: any position); with none, only a stop."""
+    nop = f'nop ::= {_name("nop")} ws "}}"\n'
+    if positions == ():
+        return "action ::= nop\n" + nop
+    position = _POSITION if positions is None else " | ".join(f'"\\"{p}\\""' for p in positions)
     return (
         "action ::= extend | nop\n"
-        f'nop ::= {_name("nop")} ws "}}"\n'
-        f'extend ::= {_name("extend-plan")} ws "," ws {_key("position")} {_POSITION} ws "," ws '
+        + nop
+        + f'extend ::= {_name("extend-plan")} ws "," ws {_key("position")} ( {position} ) ws "," ws '
         f'{_key("subsections")} {_list("node", *subsections)} ws "}}"\n'
     )
 
@@ -115,8 +120,10 @@ def reply_shape(
     name: ShapeName,
     sections: tuple[int, int] = SECTIONS_RANGE,
     subsections: tuple[int, int] = SUBSECTIONS_RANGE,
+    positions: tuple[str, ...] | None = None,
 ) -> ReplyShape:
-    """The constraint for a reply to the prompt of action `name`, with the run's count bounds."""
+    """The constraint for a reply to the prompt of action `name`, with the run's count bounds;
+    for extend-plan, `positions` are the nodes it may split (None: any)."""
     if name == "search":
         keywords = {"type": "array", "items": _string_schema(), "minItems": 1, "maxItems": MAX_KEYWORDS}
         return ReplyShape(_FRAME + _SEARCH + _COMMON, _action_schema("search", keywords=keywords))
@@ -131,7 +138,10 @@ def reply_shape(
         schema = _action_schema("init-plan", title=_string_schema(), sections=nested)
         return ReplyShape(_FRAME + _full(sections, subsections) + _COMMON, schema)
     if name == "extend-plan":
-        position = {"type": "string", "pattern": r"^section-[1-9][0-9]*(\.[1-9][0-9]*)?$"}
+        position: dict[str, Any] = {"type": "string", "pattern": r"^section-[1-9][0-9]*(\.[1-9][0-9]*)?$"}
+        if positions is not None:
+            position = {"type": "string", "enum": list(positions)}
         extend = _action_schema("extend-plan", position=position, subsections=_nodes_schema(*subsections))
-        return ReplyShape(_FRAME + _extend(subsections) + _COMMON, {"anyOf": [extend, _action_schema("nop")]})
+        choices = [extend, _action_schema("nop")] if positions != () else [_action_schema("nop")]
+        return ReplyShape(_FRAME + _extend(subsections, positions) + _COMMON, {"anyOf": choices})
     return ReplyShape(_FRAME + _WRITE + _COMMON, None)
