@@ -268,3 +268,34 @@ def test_a_named_kb_is_shipped_to_workers_without_shared_storage(
         and "PostgreSQL" in refusal.error
         and "shared storage" in refusal.error
     )
+
+
+def test_a_batch_after_ray_was_started_again_in_the_same_process_gets_workers_of_the_new_ray(
+    local_ray: None, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """A finished batch keeps its workers for the next batch of the process; a Ray shut down and
+    started again numbers its first job as the last one's, and the kept workers of the earlier Ray
+    were taken for the new one's: the second batch waited for workers that no longer existed."""
+    from deepdraft.run import cluster
+
+    lines = LINES[:1]
+    with FakeOpenAIServer(as_responder(MODEL)) as server:
+        settings = settings_for(server.base_url)
+        first = run_batch(lines, settings, tmp_path / "first", default_kb=str(corpus_dir), ray="auto")
+        earlier = cluster._this_ray()
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        assert cluster._this_ray() != earlier
+        outcome: list[Any] = []
+        # The batch runs in a thread so that a wait for workers that never come fails the test
+        # (after a generous bound) instead of hanging the suite.
+        second = threading.Thread(
+            target=lambda: outcome.append(
+                run_batch(lines, settings, tmp_path / "second", default_kb=str(corpus_dir), ray="auto")
+            ),
+            daemon=True,
+        )
+        second.start()
+        second.join(timeout=600)
+    assert [line.status for line in first.lines] == ["finished"]
+    assert outcome and [line.status for line in outcome[0].lines] == ["finished"]

@@ -473,7 +473,8 @@ class _Crew:
     journal and corpus actors, and the line workers with their slots."""
 
     key: tuple[str, str, str]
-    """Ray's job, the workspace offered to the workers, the driver's journal: what they are bound to."""
+    """The Ray they run in (`_this_ray`), the workspace offered to the workers, the driver's
+    journal: what they are bound to."""
     journal: Any
     corpora: Any
     workers: list[tuple[Any, int]]
@@ -486,7 +487,7 @@ class _Crew:
         # notebook, a test), their handles must not be used — Ray ends a process that sends to a
         # Ray it left (measured: the whole test suite exited when a kept crew expired after the
         # fixture's shutdown).
-        if not ray.is_initialized() or ray.get_runtime_context().get_job_id() != self.key[0]:
+        if not ray.is_initialized() or _this_ray() != self.key[0]:
             return
         _close_quietly(up if up is not None else [worker for worker, _ in self.workers])
         for actor in [self.journal, self.corpora, *(worker for worker, _ in self.workers)]:
@@ -668,13 +669,24 @@ def _on_driver_node() -> dict[str, Any]:
     return {"num_cpus": 0, "scheduling_strategy": here}
 
 
+def _this_ray() -> str:
+    """The Ray this process is connected to: its job on its driver's node. The job alone does not
+    tell: a Ray started again in the same process numbers its first job as the last one's (a kept
+    crew of the earlier Ray was then taken for this one's, and the batch waited for workers that
+    no longer existed)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return f"{context.get_job_id()}@{context.get_node_id()}"
+
+
 def _crew_for(slots: int) -> _Crew:
     """The journal and corpus actors and line workers for `slots` runs: those a batch of this
     process left, as far as they go, and new ones for the rest (they start now, in the background)."""
     import ray
 
     workspace, journal_path = offered_workspace(), str(home_dir() / "journal.sqlite")
-    key = (ray.get_runtime_context().get_job_id(), workspace, journal_path)
+    key = (_this_ray(), workspace, journal_path)
     crew = _take_kept(key)
     if crew is None:
         journal = ray.remote(JournalService).options(**_on_driver_node()).remote(journal_path)
