@@ -802,7 +802,9 @@ def test_write_validation_never_raises(text: str, question: str) -> None:
 def test_a_write_that_repeats_the_worked_example_is_refused_with_what_to_do() -> None:
     from deepdraft.protocol.prompts import WRITE_EXAMPLE_ACTION
 
-    echoed = validate_write(Write(WRITE_EXAMPLE_ACTION.replace("textid5", "textid3")), EN, KEYS)
+    # The example with keys this part was shown: refused as an echo, not for its keys.
+    with_shown_keys = WRITE_EXAMPLE_ACTION.replace("textid91", "textid1").replace("textid94", "textid2")
+    echoed = validate_write(Write(with_shown_keys.replace("textid97", "textid3")), EN, KEYS)
     assert isinstance(echoed, Refused) and "worked example" in echoed.reason
     # Its own words on the same subject are fine: only a run of the example's words is an echo.
     own = f"{LONG_EN} \\cite{{textid1}}. They react with moist air, so cells are built in dry rooms \\cite{{textid2}}."

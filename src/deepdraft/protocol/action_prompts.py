@@ -110,8 +110,7 @@ def write_prompt(state: RunState, research: ResearchSettings, fit: Fit, length: 
         plan=located.node.plan,
         length=length,
         # The passages in the order shown, as a checklist: asked for "a paragraph per passage", a
-        # small model wrote two or three sentences whatever the evidence. Bare keys, not \cite{}
-        # commands: listed as those, two of nine writes of a measured run were the worked example.
+        # small model wrote two or three sentences whatever the evidence.
         paragraph_keys=", ".join(state.evidence[: fit.passages]) if length else "",
         instructions=state.user_instructions(),
         evidence=_evidence(state, fit),

@@ -19,20 +19,23 @@ FinishingTemplateName = Literal["verify", "repair", "synthesis", "constraints", 
 JSON verdicts or free text."""
 
 
+# Keys no early passage of a run has: when a part's evidence opened with the example's own first
+# key (textid2, as it once was), a small model answered with the example (measured: 3 of the 4
+# echoed writes of two runs).
 WRITE_EXAMPLE_THOUGHT = (
-    "textid2 gives the conductivity of sulfides and their reaction with air; "
-    "textid5 confirms the air sensitivity; textid7 gives the cost of dry rooms."
+    "textid91 gives the conductivity of sulfides and their reaction with air; "
+    "textid94 confirms the air sensitivity; textid97 gives the cost of dry rooms."
 )
 # A paragraph per passage, every sentence cited: a small model copies the example's length and
 # shape more than it follows a word count (measured: with a two-sentence example its parts ran to
 # about 66 words whatever length was asked).
 WRITE_EXAMPLE_ACTION = (
-    "Sulfide electrolytes conduct lithium ions about as well as liquid electrolytes \\cite{textid2}. "
+    "Sulfide electrolytes conduct lithium ions about as well as liquid electrolytes \\cite{textid91}. "
     "That makes them the strongest candidate for solid-state cells, since conductivity was the "
-    "long-standing weakness of solid electrolytes \\cite{textid2}.\n\n"
+    "long-standing weakness of solid electrolytes \\cite{textid91}.\n\n"
     "Their weakness is chemical: they react with moist air and release hydrogen sulfide "
-    "\\cite{textid2, textid5}. Cells must therefore be assembled in dry rooms \\cite{textid5}, "
-    "and the cost of keeping those rooms dry adds to every cell made \\cite{textid7}."
+    "\\cite{textid91, textid94}. Cells must therefore be assembled in dry rooms \\cite{textid94}, "
+    "and the cost of keeping those rooms dry adds to every cell made \\cite{textid97}."
 )
 """The write prompt's worked example, on a subject far from any request. Kept here so that a
 reply repeating it can be recognised (a small model with weak evidence sometimes answers with
