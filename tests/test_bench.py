@@ -51,29 +51,36 @@ for pair in sys.argv[3:]:
 """
 
 
-@pytest.mark.slow
-def test_quality_bench_scores_every_run_and_skips_finished_ones_when_run_again(tmp_path: Path) -> None:
-    """bench/quality.py end to end against a scripted model on loopback, with a stand-in scorer
-    (the real one lives outside the repository): a report per question, scored, in a table."""
+def quality_inputs(folder: Path) -> list[str]:
+    """A quality bench's arguments over the test speeches: one question, the corpus as the KB, and
+    the stand-in scorer."""
     from tests.conftest import SPEECHES
-    from tests.support.openai_server import FakeOpenAIServer
-    from tests.support.scenario import ScenarioModel, as_responder
 
-    corpus = tmp_path / "speeches.jsonl"
+    corpus = folder / "speeches.jsonl"
     corpus.write_text(
         "".join(
             json.dumps({"id": name, "title": name, "text": text}) + "\n" for name, text in SPEECHES.items()
         ),
         encoding="utf-8",
     )
-    questions = tmp_path / "questions.jsonl"
+    questions = folder / "questions.jsonl"
     questions.write_text(
         json.dumps({"id": "q1", "question": "How did presidents argue about tariffs?"}) + "\n"
     )
-    scorer = tmp_path / "scorer.py"
+    scorer = folder / "scorer.py"
     scorer.write_text(SCORER, encoding="utf-8")
+    return [str(questions), str(corpus), "--scorer", str(scorer), "--kb", str(corpus)]
+
+
+@pytest.mark.slow
+def test_quality_bench_scores_every_run_and_skips_finished_ones_when_run_again(tmp_path: Path) -> None:
+    """bench/quality.py end to end against a scripted model on loopback, with a stand-in scorer
+    (the real one lives outside the repository): a report per question, scored, in a table."""
+    from tests.support.openai_server import FakeOpenAIServer
+    from tests.support.scenario import ScenarioModel, as_responder
+
     out = tmp_path / "runs"
-    args = [str(questions), str(corpus), "--scorer", str(scorer), "--kb", str(corpus), "--out", str(out)]
+    args = [*quality_inputs(tmp_path), "--out", str(out)]
     with FakeOpenAIServer(as_responder(ScenarioModel(expansions=1))) as server:
         env = {"DEEPDRAFT_BASE_URL": server.base_url, "DEEPDRAFT_MODEL": "fake"}
         first = run_bench_env("quality.py", env, *args, "--json")
@@ -201,25 +208,11 @@ def test_deepen_bench_deepens_the_thinnest_section_and_scores_before_and_after(
 ) -> None:
     """bench/deepen.py end to end against a scripted model on loopback: a quick report, its
     thinnest section deepened through the runner, both versions scored, done once."""
-    from tests.conftest import SPEECHES
     from tests.support.openai_server import FakeOpenAIServer
     from tests.support.scenario import ScenarioModel, as_responder
 
-    corpus = tmp_path / "speeches.jsonl"
-    corpus.write_text(
-        "".join(
-            json.dumps({"id": name, "title": name, "text": text}) + "\n" for name, text in SPEECHES.items()
-        ),
-        encoding="utf-8",
-    )
-    questions = tmp_path / "questions.jsonl"
-    questions.write_text(
-        json.dumps({"id": "q1", "question": "How did presidents argue about tariffs?"}) + "\n"
-    )
-    scorer = tmp_path / "scorer.py"
-    scorer.write_text(SCORER, encoding="utf-8")
     out = tmp_path / "deepened"
-    args = [str(questions), str(corpus), "--scorer", str(scorer), "--kb", str(corpus), "--out", str(out)]
+    args = [*quality_inputs(tmp_path), "--out", str(out)]
     with FakeOpenAIServer(as_responder(ScenarioModel(expansions=1))) as server:
         env = {"DEEPDRAFT_BASE_URL": server.base_url, "DEEPDRAFT_MODEL": "fake"}
         table = run_bench_env("deepen.py", env, *args)

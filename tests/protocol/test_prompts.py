@@ -32,7 +32,6 @@ VARIABLES: dict[str, dict[str, str]] = {
     "extend_plan": {
         "question": "Q-TEXT",
         "outline": "OUTLINE-TEXT",
-        "splittable": "SPLITTABLE-TEXT",
         "min_subsections": "21",
         "max_subsections": "29",
     },
@@ -197,3 +196,9 @@ def test_split_prompt_asks_for_an_exact_count_when_one_was_given() -> None:
     exact = render("split_section", **{**VARIABLES["split_section"], **counts})
     assert "into exactly 3 new subsections" in exact
     assert "between 21 and 29" in render("split_section", **VARIABLES["split_section"])
+
+
+def test_the_deepening_prompt_names_the_parts_that_can_be_split_when_told_them() -> None:
+    told = render("extend_plan", **VARIABLES["extend_plan"], splittable="section-1, section-2.1")
+    assert "that has no subsections yet can be split: section-1, section-2.1." in told
+    assert "that has no subsections yet can be split. " in render("extend_plan", **VARIABLES["extend_plan"])

@@ -67,6 +67,7 @@ def render(name: TemplateName | FinishingTemplateName, **variables: str | int) -
     variables.setdefault("found", "")
     variables.setdefault("instructions", "")
     variables.setdefault("paragraph_keys", "")
+    variables.setdefault("splittable", "")
     variables.setdefault("example_thought", WRITE_EXAMPLE_THOUGHT)
     variables.setdefault("example_action", WRITE_EXAMPLE_ACTION)
     return _environment().get_template(name).render(**variables).strip() + "\n"
