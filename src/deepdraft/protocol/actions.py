@@ -279,13 +279,19 @@ def essay_part_reason(title: str, what: str, question: str) -> str:
     )
 
 
+def _subject_words(question: str, language: str | None) -> list[str]:
+    """The request's subject words a title is held to; none for a report asked in another script
+    than the question's, which cannot repeat its words."""
+    translated = wants_chinese(question, language) != wants_chinese(question)
+    return [] if translated else subject_terms(question)
+
+
 def check_subject_titles(
     nodes: Sequence[PlannedNode], question: str, what: str, share: float, language: str | None = None
 ) -> Refused | None:
     """Refused when fewer than `share` of the nodes' titles name the request's subject (a report
     asked in another script than the question's is not held to its words)."""
-    translated = wants_chinese(question, language) != wants_chinese(question)
-    subject = [] if translated else subject_terms(question)
+    subject = _subject_words(question, language)
     off = [node.title for node in nodes if subject and not names_subject(node.title, subject)]
     if not off or len(nodes) - len(off) >= share * len(nodes):
         return None
@@ -310,9 +316,7 @@ def validate_init_plan(
         return Refused(f"title: {problem}")
     if refused := _validate_nodes(action.sections, sections, "sections", question, language):
         return refused
-    # A report asked in another script than the question's cannot repeat its words.
-    translated = wants_chinese(question, language) != wants_chinese(question)
-    subject = [] if translated else subject_terms(question)
+    subject = _subject_words(question, language)
     if subject and not names_subject(action.title, subject):
         return Refused(
             f"the title “{action.title}” does not say what the report is about: "
