@@ -33,6 +33,7 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # A small model writes two or three sentences a part: the second deepening adds the
             # parts that give the report its length (one gave about 230 words over six parts).
             "max_expansions": 2,
+            "force_expansions": 2,
             "max_retries": 1,  # each re-ask costs a minute on a CPU: fall back sooner
             "max_sections": 4,
             "max_subsections": 3,
@@ -42,6 +43,7 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "passage_tokens": 110,
             "attach_citations_after": 0,
             "node_words": 180,
+            "write_notes_chars": 300,
             "subject_titles": 0.8,
             "search_budget_tokens": 300,
             "draft_budget_tokens": 500,
@@ -180,9 +182,14 @@ class ResearchSettings(_Section):
     node_words: int | None = Field(None, ge=30, le=5_000)
     """Words to aim for in each part when no `length_words` is asked; None: no guidance. The quick
     preset sets it: a small model left to itself writes two or three sentences a part."""
+    write_notes_chars: int | None = Field(None, ge=0, le=100_000)
+    """Most characters of the writer's notes (the `<thought>` before a part's text) where the
+    backend takes a grammar; None: no bound. The quick preset bounds them: a small model restated
+    its passages there at length, once for all 480 tokens of its reply, cutting off the text."""
     subject_titles: float | None = Field(None, ge=0, le=1)
     """Least share of an outline's section titles (and of a split's subsections) that name the
-    request's subject words; an outline below it is asked for once more, then taken as it is.
+    request's subject words; an outline below it is asked for once more, then (like a split at
+    once) mended: the subject's first words go before the titles that do not name it.
     None: no such rule. The quick preset sets it: a small model titles sections after one speech
     or one person ("George W Bush: The First President"), and the section's search follows."""
     attach_citations_after: int | None = Field(1, ge=0, le=10)
@@ -191,8 +198,11 @@ class ResearchSettings(_Section):
     seed: int | None = None
     """Base seed for sampling; each action asks with seed + step, so a retry is a new sample."""
     force_expansions: int | None = Field(None, ge=1, le=100)
-    """Training-data collection (spec §2.10): refuse `nop` until this many deepening steps were
-    taken, so a teacher's trajectory passes through ever finer drafts; None: the model decides."""
+    """Refuse `nop` until this many deepening steps were taken (while the step budget allows
+    one); None: the model decides. For training-data collection (spec §2.10), so a teacher's
+    trajectory passes through ever finer drafts; and in the quick preset, whose two steps give
+    the report most of its length: a small model judged 200- and 280-word reports complete with
+    ten of their actions left (two of three smoke runs)."""
 
     @field_validator("max_time", mode="before")
     @classmethod

@@ -122,6 +122,49 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
     )
 
 
+def test_quick_writes_bound_the_writers_notes_in_the_grammar() -> None:
+    research = load_settings(flags={"research": {"depth": "quick"}}).research
+    assert research.write_notes_chars == 300
+    llm = FunctionLLM(ScenarioModel(expansions=1))
+    WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
+    writes = [r for r in llm.requests if classify(r)[0] == "write"]
+    assert writes and all(r.reply_shape == reply_shape("write", notes=300) for r in writes)
+    assert "thought ::= [^<]{0,300}\n" in reply_shape("write", notes=300).grammar
+    # Only the write's thought is bounded, and only where a preset asks for it.
+    assert "thought ::= [^<]*\n" in reply_shape("write").grammar
+    assert ResearchSettings().write_notes_chars is None
+
+
+def test_quick_reports_take_both_deepening_steps_unless_nothing_can_be_split() -> None:
+    research = load_settings(flags={"research": {"depth": "quick"}}).research
+    assert (research.force_expansions, research.max_expansions) == (2, 2)
+    # An outline with nothing left to split: the model's stop is taken at once, not refused
+    # (its grammar allows nothing else).
+    outline = Outline(title="Tariffs")
+    outline.add_tree(
+        None,
+        [
+            (
+                f"Tariffs {i}",
+                "p",
+                [
+                    (f"Tariffs {i}.{j}", "p", [(f"Tariffs {i}.{j}.{k}", "p", []) for k in (1, 2)])
+                    for j in (1, 2)
+                ],
+            )
+            for i in (1, 2, 3)
+        ],
+    )
+    for located in outline.walk():
+        located.node.content = "Written \\cite{textid1}."
+    assert outline.splittable() == []
+    llm = FunctionLLM(lambda request: '<thought></thought><action>{"name": "nop"}</action>')
+    policy = WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research, force_expansions=2)
+    state = RunState(question=QUESTION, outline=outline)
+    policy.deepen(state)
+    assert len(llm.requests) == 1 and state.stop_reason == "the model judged the report complete"
+
+
 def test_explicit_settings_win_over_the_depth_preset() -> None:
     research = load_settings(flags={"research": {"depth": "quick", "max_steps": 99}}).research
     assert research.max_steps == 99 and research.node_evidence == 6
@@ -430,6 +473,9 @@ def test_the_position_constrained_grammars_compile_in_llama_cpp() -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     for positions in (None, ("section-1", "section-2.3"), ()):
         grammar = reply_shape("extend-plan", (3, 4), (2, 3), positions=positions).grammar
+        assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None
+    for notes in (None, 300):
+        grammar = reply_shape("write", notes=notes).grammar
         assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None
     only_stop = reply_shape("extend-plan", (3, 4), (2, 3), positions=())
     assert "extend ::=" not in only_stop.grammar

@@ -6,7 +6,12 @@ from deepdraft.core.evidence import Passage, Source
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_replies import UNGROUNDED, read_write
 from deepdraft.protocol.actions import Refused, Write
-from deepdraft.protocol.write_checks import pasted_sentences, sentence_faults, without_debris
+from deepdraft.protocol.write_checks import (
+    pasted_sentences,
+    sentence_faults,
+    without_debris,
+    without_own_title,
+)
 from deepdraft.settings import ResearchSettings
 
 QUESTION = "How did presidents discuss the gold and silver standard?"
@@ -41,7 +46,7 @@ def test_a_name_or_number_no_cited_passage_holds_is_a_fault() -> None:
 
 def test_a_sentence_sharing_nothing_with_its_passage_is_a_fault() -> None:
     (fault,) = sentence_faults("Railroads crossed the prairie quickly \\cite{textid1}.", {"textid1": COINAGE})
-    assert "says nothing its cited passage says" in fault.problem and fault.droppable
+    assert "says little that its cited passage says" in fault.problem and fault.droppable
 
 
 def test_a_pasted_passage_is_a_fault_whether_cited_or_not() -> None:
@@ -86,6 +91,46 @@ def test_on_the_last_try_the_unsupported_sentences_are_dropped() -> None:
     written = read_write(BAD, _state(), ResearchSettings(max_retries=1), refused=1)
     assert isinstance(written, Write)
     assert written.text == "The panic drained gold from the Treasury over the winter \\cite{textid2}."
+
+
+def test_a_long_write_keeps_its_sound_sentences_rather_than_being_asked_again() -> None:
+    # Two faults of five cited sentences ask again, unless what is left once they are gone still
+    # holds half the words the part aims for: a re-ask of a long write came back short.
+    weak = "The Treasury silver purchases changed prices across markets \\cite{textid1}."  # 2 of 7 words
+    raw = BAD.replace("<action>", f"<action>{SILVER} {weak} ")
+    kept = f"{SILVER} {DRAIN}"  # what is kept is held to the stricter floor: `weak` goes too
+    assert len(kept.split()) == 25
+    asks_again = read_write(raw, _state(), ResearchSettings(max_retries=1, node_words=60), refused=0)
+    assert isinstance(asks_again, Refused) and asks_again.code == UNGROUNDED
+    written = read_write(raw, _state(), ResearchSettings(max_retries=1, node_words=48), refused=0)
+    assert isinstance(written, Write) and written.text == kept
+    # Without a word aim (the standard preset), much at fault is asked again whatever is left.
+    assert isinstance(read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0), Refused)
+    # On the last try the usual floor applies: only the sentences at fault are dropped.
+    last = read_write(raw, _state(), ResearchSettings(max_retries=1, node_words=60), refused=1)
+    assert isinstance(last, Write) and last.text == f"{SILVER} {weak} {DRAIN}"
+
+
+def test_a_first_line_repeating_the_title_is_cut_and_a_title_alone_is_no_part() -> None:
+    title = "Gold and silver standard: The Fall of Bimetallism"
+    body = "The fall of bimetallism contracted the currency \\cite{textid1}."
+    for heading in (title, f"## {title}", f"**{title}:**"):
+        assert without_own_title(f"{heading}\n\n{body}", title) == body
+    assert without_own_title(f"{title}: {body}", title) == body  # the title as the text's opening
+    assert without_debris(f"{title}: <p>{body}") == f"{title}:\n\n{body}"  # HTML is no Markdown
+    # A sentence that begins with the title's words is the part's text, not its title.
+    sentence = "Gold and silver standard: the fall of bimetallism came in 1873."
+    assert without_own_title(sentence, title) == sentence
+    state = _state()
+    from deepdraft.core.outline import Outline
+
+    state.outline = Outline(title="Gold and silver")
+    state.outline.add_tree(None, [(title, "p", []), ("Coinage", "p", []), ("Panic", "p", [])])
+    state.target = "section-1"
+    alone = read_write(
+        f"<action>{title}</action>", state, ResearchSettings(attach_citations_after=0), refused=0
+    )
+    assert isinstance(alone, Refused) and "too short" in alone.reason
 
 
 def test_debris_is_cut_without_asking_again() -> None:

@@ -73,7 +73,7 @@ from deepdraft.protocol.prompts import TemplateName
 from deepdraft.protocol.topic import names_subject, subject_terms
 from deepdraft.settings import ResearchSettings
 
-MUST_DEEPEN = "must-deepen"  # a stop refused because the run collects training data (force_expansions)
+MUST_DEEPEN = "must-deepen"  # a stop refused before `force_expansions` deepening steps were taken
 
 ReviewOutline = Callable[[Outline], Outline | None]
 """Plan review: shown the first outline, returns the user's edited outline, or None to keep it."""
@@ -243,7 +243,7 @@ class WarpPolicy:
             state,
             "write",
             lambda: self._fit(lambda fit: ask.write_prompt(state, self.budgets, fit, length), budget, state),
-            reply_shape("write"),
+            reply_shape("write", notes=self.budgets.write_notes_chars),
             lambda raw: reply.read_write(raw, state, self.budgets, state.retries),
             settle,
         )
@@ -340,9 +340,10 @@ class WarpPolicy:
         ended the quick preset's second deepening at its first refused reply, with no re-ask, in
         10 of 15 measured runs (two or three parts never written)."""
         forced = self.force_expansions
-        if isinstance(outcome, Nop) and forced is not None and state.expansions < forced:
-            # The teacher may not stop yet, so that every finer draft exists and pruning can later
-            # choose where stopping would have been best.
+        splittable = state.outline is not None and bool(state.outline.splittable())
+        if isinstance(outcome, Nop) and forced is not None and state.expansions < forced and splittable:
+            # Not yet: a teacher's trajectory must pass through every finer draft (pruning later
+            # chooses where stopping would have been best), and a quick report gets its length.
             return Refused(ask.must_deepen(forced), MUST_DEEPEN)
         if isinstance(outcome, ExtendPlan):
             state.expansions += 1

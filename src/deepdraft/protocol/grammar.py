@@ -25,13 +25,22 @@ from deepdraft.protocol.actions import MAX_KEYWORDS, SECTIONS_RANGE, SUBSECTIONS
 
 ShapeName = Literal["search", "init-plan", "full-plan", "extend-plan", "write"]
 
-_COMMON = r"""
+_WS = r"""
 ws ::= [ \t\n]{0,12}
-thought ::= [^<]*
-string ::= "\"" char+ "\""
+"""
+_VALUES = r"""string ::= "\"" char+ "\""
 char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
 node ::= "{" ws "\"title\"" ws ":" ws string ws "," ws "\"plan\"" ws ":" ws string ws "}"
 """
+
+
+def _common(thought_chars: int | None = None) -> str:
+    """The rules every reply shares; its thought is free text of at most `thought_chars` (None: any)."""
+    thought = "[^<]*" if thought_chars is None else f"[^<]{{0,{thought_chars}}}"
+    return f"{_WS}thought ::= {thought}\n{_VALUES}"
+
+
+_COMMON = _common()
 
 _FRAME = 'root ::= ws "<thought>" thought "</thought>" ws "<action>" ws action ws "</action>" ws\n'
 
@@ -121,9 +130,12 @@ def reply_shape(
     sections: tuple[int, int] = SECTIONS_RANGE,
     subsections: tuple[int, int] = SUBSECTIONS_RANGE,
     positions: tuple[str, ...] | None = None,
+    *,
+    notes: int | None = None,
 ) -> ReplyShape:
     """The constraint for a reply to the prompt of action `name`, with the run's count bounds;
-    for extend-plan, `positions` are the nodes it may split (None: any)."""
+    for extend-plan, `positions` are the nodes it may split (None: any); for write, `notes` is
+    the most characters its thought may have (None: any)."""
     if name == "search":
         keywords = {"type": "array", "items": _string_schema(), "minItems": 1, "maxItems": MAX_KEYWORDS}
         return ReplyShape(_FRAME + _SEARCH + _COMMON, _action_schema("search", keywords=keywords))
@@ -144,4 +156,4 @@ def reply_shape(
         extend = _action_schema("extend-plan", position=position, subsections=_nodes_schema(*subsections))
         choices = [extend, _action_schema("nop")] if positions != () else [_action_schema("nop")]
         return ReplyShape(_FRAME + _extend(subsections, positions) + _COMMON, {"anyOf": choices})
-    return ReplyShape(_FRAME + _WRITE + _COMMON, None)
+    return ReplyShape(_FRAME + _WRITE + _common(notes), None)

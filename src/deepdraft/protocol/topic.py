@@ -188,6 +188,24 @@ def subject_title(question: str) -> str:
     return rest[:1].upper() + rest[1:]
 
 
+def subject_label(question: str, most: int = 3) -> str:
+    """The first phrase of `subject_title`, at most `most` words, as a label to put before another
+    title ("Gold: The rise of bimetallism"): it ends before the first "and", "or" or comma, and
+    never on a word that names no subject."""
+    title = subject_title(question)
+    if _HAN_RUN.search(title):
+        return title
+    words = title.split()
+    for index in range(1, len(words)):
+        if words[index].lower() in {"and", "or"} or words[index - 1].endswith(","):
+            words = words[:index]
+            break
+    words = words[:most]
+    while len(words) > 1 and words[-1].lower() in _STOPWORDS | _FRAME:
+        words.pop()
+    return " ".join(words).rstrip(",;:")
+
+
 def salient_terms(texts: Iterable[str], most: int = 12) -> list[str]:
     """The content words found in the most of `texts` (at least two), most widespread first: what
     a set of search results is about, for an outline to be made of facets of the evidence."""

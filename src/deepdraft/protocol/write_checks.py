@@ -7,10 +7,12 @@ pastes a passage whole, or leaves the numbering of a list it never finished (`3.
 instead of a repaired or dropped sentence in the finished report.
 
 - `without_debris` removes numbering left without text: it is never content, so it is cut at
-  once, without asking the model again;
+  once, without asking the model again; `without_own_title` likewise a first line repeating the
+  part's title;
 - `sentence_faults` lists each cited sentence's faults, phrased for the model to read:
   a number (3+ digits) or a name (a capitalised word inside the sentence) that none of its cited
-  passages contains, no content word in common with them, or a verbatim run of `COPIED_RUN` words;
+  passages contains, few content words in common with them (under `min_support` of its own), or
+  a verbatim run of `COPIED_RUN` words;
 - `without_sentences` drops the sentences whose faults cannot be mended by rewording alone (the
   unsupported, unrelated and pasted ones), for when asking again is not worth it;
 - `pasted_sentences` lists the uncited sentences that copy a passage word for word;
@@ -42,6 +44,7 @@ MIN_SUPPORT = 0.2
 # outline numbering before a paragraph ("1.2. Background: ...").
 _LONE_NUMBER_LINE = re.compile(r"(?m)^[ \t]*(?:\d+\.)+\d*[ \t]*$\n?")
 _NUMBER_RUN_AT_END = re.compile(r"(?m)[ \t]*(?:\b\d+\.[ \t]*){2,}$")
+_HTML_PARAGRAPH = re.compile(r"<(?:p|br)\s*/?>", re.IGNORECASE)  # a small model's HTML in Markdown
 _NUMBER_AFTER_STOP = re.compile(r"(?m)(?<=[.!?。！？])[ \t]+\d+\.[ \t]*$")
 _OUTLINE_NUMBER = re.compile(r"(?m)^([ \t]*)\d+\.\d+(?:\.\d+)*\.?[ \t]+")
 _NUMBER = re.compile(r"(?<![\d.,])\d{3,}(?![\d])")
@@ -49,9 +52,28 @@ _NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]{2,}")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
+def without_own_title(text: str, title: str) -> str:
+    """`text` without the part's `title` repeated at its start — alone on the first line (as a
+    heading, in bold, or bare) or before a colon that opens the text: the title is printed above
+    the part already, and a small model asked for the part's text sometimes answered with its title
+    alone (which citations placed by deepdraft would then have passed off as a part)."""
+    name = title.strip()
+    body = re.sub(r"^[\s#*_]+", "", text)
+    if not name or not body.lower().startswith(name.lower()):
+        return text
+    rest = body[len(name) :]
+    if alone := re.match(r"[*_]*[ \t]*[:：]?[*_]*[ \t]*(?:\n|$)", rest):
+        return rest[alone.end() :].strip()
+    if opening := re.match(r"[*_]*[ \t]*[:：][*_]*\s*", rest):
+        return rest[opening.end() :].strip()
+    return text
+
+
 def without_debris(text: str) -> str:
     """`text` with numbering that has no text of its own removed, and without a last sentence cut
     off by the token limit (a reply that stops mid-sentence)."""
+    text = _HTML_PARAGRAPH.sub("\n\n", text)
+    text = re.sub(r"[ \t]+\n", "\n", text)
     text = _LONE_NUMBER_LINE.sub("", text)
     text = _NUMBER_RUN_AT_END.sub("", text)
     text = _NUMBER_AFTER_STOP.sub("", text)
@@ -93,7 +115,7 @@ def _runs(text: str, size: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
 
 
-def sentence_faults(text: str, evidence: Mapping[str, str]) -> list[Fault]:
+def sentence_faults(text: str, evidence: Mapping[str, str], min_support: float = MIN_SUPPORT) -> list[Fault]:
     """The faults of each sentence of `text` that cites passages of `evidence` (keys to texts)."""
     faults: list[Fault] = []
     for start, end in sentence_spans(text):
@@ -112,8 +134,8 @@ def sentence_faults(text: str, evidence: Mapping[str, str]) -> list[Fault]:
             faults.append(Fault(start, end, f"“{shown}” names {missing}, which its passages do not", True))
             continue
         words = content_words(claim)
-        if words and len(words & content_words(passages)) / len(words) < MIN_SUPPORT:
-            faults.append(Fault(start, end, f"“{shown}” says nothing its cited passage says", True))
+        if words and len(words & content_words(passages)) / len(words) < min_support:
+            faults.append(Fault(start, end, f"“{shown}” says little that its cited passage says", True))
             continue
         if _runs(claim, COPIED_RUN) & _runs(passages, COPIED_RUN):
             faults.append(Fault(start, end, f"“{shown}” copies its passage word for word", True))

@@ -694,7 +694,7 @@ def _drive(
             count_tokens=counter,
             roles=roles,
             review_outline=review_outline,
-            force_expansions=settings.research.force_expansions,  # training-data collection only
+            force_expansions=settings.research.force_expansions,
         )
         # A command: "continuing" before its start is journaled, so a kill in between leaves a run
         # that a resume simply finishes again, never a finished run whose state is mid-command.
