@@ -340,8 +340,14 @@ class WarpPolicy:
         ended the quick preset's second deepening at its first refused reply, with no re-ask, in
         10 of 15 measured runs (two or three parts never written)."""
         forced = self.force_expansions
-        splittable = state.outline is not None and bool(state.outline.splittable())
-        if isinstance(outcome, Nop) and forced is not None and state.expansions < forced and splittable:
+        outline = state.outline
+        if (
+            isinstance(outcome, Nop)
+            and forced is not None
+            and state.expansions < forced
+            and outline is not None
+            and outline.splittable()  # else the grammar allows nothing but the stop
+        ):
             # Not yet: a teacher's trajectory must pass through every finer draft (pruning later
             # chooses where stopping would have been best), and a quick report gets its length.
             return Refused(ask.must_deepen(forced), MUST_DEEPEN)

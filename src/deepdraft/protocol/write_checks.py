@@ -44,7 +44,7 @@ MIN_SUPPORT = 0.2
 # outline numbering before a paragraph ("1.2. Background: ...").
 _LONE_NUMBER_LINE = re.compile(r"(?m)^[ \t]*(?:\d+\.)+\d*[ \t]*$\n?")
 _NUMBER_RUN_AT_END = re.compile(r"(?m)[ \t]*(?:\b\d+\.[ \t]*){2,}$")
-_HTML_PARAGRAPH = re.compile(r"<(?:p|br)\s*/?>", re.IGNORECASE)  # a small model's HTML in Markdown
+_HTML_PARAGRAPH = re.compile(r"[ \t]*<(?:p|br)\s*/?>[ \t]*", re.IGNORECASE)  # a small model's HTML
 _NUMBER_AFTER_STOP = re.compile(r"(?m)(?<=[.!?。！？])[ \t]+\d+\.[ \t]*$")
 _OUTLINE_NUMBER = re.compile(r"(?m)^([ \t]*)\d+\.\d+(?:\.\d+)*\.?[ \t]+")
 _NUMBER = re.compile(r"(?<![\d.,])\d{3,}(?![\d])")
@@ -62,18 +62,15 @@ def without_own_title(text: str, title: str) -> str:
     if not name or not body.lower().startswith(name.lower()):
         return text
     rest = body[len(name) :]
-    if alone := re.match(r"[*_]*[ \t]*[:：]?[*_]*[ \t]*(?:\n|$)", rest):
-        return rest[alone.end() :].strip()
-    if opening := re.match(r"[*_]*[ \t]*[:：][*_]*\s*", rest):
-        return rest[opening.end() :].strip()
-    return text
+    # The title's own end: a colon opening the text, or the end of its line (emphasis marks aside).
+    end = re.match(r"[*_]*[ \t]*(?:[:：][*_]*\s*|[*_]*[ \t]*(?:\n|$))", rest)
+    return rest[end.end() :].strip() if end else text
 
 
 def without_debris(text: str) -> str:
     """`text` with numbering that has no text of its own removed, and without a last sentence cut
     off by the token limit (a reply that stops mid-sentence)."""
     text = _HTML_PARAGRAPH.sub("\n\n", text)
-    text = re.sub(r"[ \t]+\n", "\n", text)
     text = _LONE_NUMBER_LINE.sub("", text)
     text = _NUMBER_RUN_AT_END.sub("", text)
     text = _NUMBER_AFTER_STOP.sub("", text)
