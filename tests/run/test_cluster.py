@@ -167,9 +167,8 @@ NOT_DRIVING = (  # Ray's own processes, idle workers, and the batch's actors on 
     b"ray::IDLE",
     b"ray::DashboardAgent",
     b"ray::RuntimeEnvAgent",
-    b"ray::JournalService",
+    b"ray::DriverNodeService",
     b"ray::BudgetService",
-    b"ray::CorpusService",
 )
 
 
