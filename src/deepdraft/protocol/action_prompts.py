@@ -82,7 +82,7 @@ def search_findings(state: RunState, *, with_titles: bool = True) -> str:
     items = [state.registry[key] for key in state.evidence]
     if not items:
         return ""
-    titles = [] if not with_titles else list(dict.fromkeys(i.source.title for i in items if i.source.title))
+    titles = list(dict.fromkeys(i.source.title for i in items if i.source.title)) if with_titles else []
     # Plain sentences under the evidence, not a header of their own: a small model lists a
     # prompt's headers as the sections of its outline.
     lines = []
