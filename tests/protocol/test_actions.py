@@ -511,6 +511,7 @@ def test_question_language() -> None:
         ("A (textid3; textid4).", "A \\cite{textid3, textid4}."),
         ("A （textid3，textid4）。", "A \\cite{textid3, textid4}。"),
         ("A 【textid3】。", "A \\cite{textid3}。"),
+        ("A <textid18>, <textid11>.", "A \\cite{textid18}, \\cite{textid11}."),
         ("as textid3 shows", "as \\cite{textid3} shows"),
         ("see bibkey:textid3.", "see \\cite{textid3}."),
         ("A [bibkey:textid3]", "A \\cite{textid3}"),

@@ -13,9 +13,10 @@ from deepdraft.core.evidence import KEY_PREFIX
 CITE = re.compile(r"\\cite\{([^{}]*)\}")
 """One citation command; group 1 holds its keys."""
 _KEY = re.compile(rf"(?:bibkey\s*[:：]\s*)?({KEY_PREFIX}\d+)", re.IGNORECASE)
-# Keys mentioned outside \cite{...}: "[textid3]", "(textid3, textid4)", "bibkey:textid3", "textid3".
+# Keys mentioned outside \cite{...}: "[textid3]", "(textid3, textid4)", "<textid3>", "bibkey:textid3",
+# "textid3". The brackets go with the keys: left behind, "<textid3>" was printed as "<[1]>".
 _LOOSE_KEYS = re.compile(
-    rf"[\[(（【]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+(?:\s*[,，;；]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+)*\s*[\])）】]"
+    rf"[\[(（【<]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+(?:\s*[,，;；]\s*(?:bibkey\s*[:：]\s*)?{KEY_PREFIX}\d+)*\s*[\])）】>]"
     rf"|(?:bibkey\s*[:：]\s*)?\b{KEY_PREFIX}\d+\b",
     re.IGNORECASE,
 )
