@@ -196,6 +196,11 @@ def test_extend_plan_refuses_essay_part_subsections_then_leaves_them_out() -> No
         assert [n.title for n in mended.subsections] == ["The Act of 1873", "Free Silver"]
     lone = raw.replace('"Free Silver"', '"Conclusion"')  # one would remain: asked again, then mended
     assert isinstance(read_extend(lone, state, ResearchSettings(max_retries=1), refused=0), Refused)
+    # On the last try the "Conclusion" goes and the "Overview" kept for want of others is named
+    # after the subject: a refused split would end the report's deepening.
+    last = read_extend(lone, state, ResearchSettings(max_retries=1), refused=1)
+    assert isinstance(last, ExtendPlan)
+    assert [n.title for n in last.subsections] == ["Gold: Overview", "The Act of 1873"]
 
 
 def test_the_plan_prompt_shows_the_documents_and_terms_the_first_search_found() -> None:

@@ -317,6 +317,16 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
                 mended, state.outline, state.question, subsections, research.language
             )
             # As for an outline: mended at once when enough subsections remain, else on the last try.
+            if still is not None and still.code == ESSAY_PART and refused >= research.max_retries:
+                # The essay parts kept for want of others are named after the subject, as an
+                # outline's are: a refused split ends the report's deepening (seen twice in the
+                # README's main job: a split with an "Overview" ended it with no subsection).
+                mended = ExtendPlan(
+                    mended.position, _essay_parts_on_subject(mended.subsections, state.question)
+                )
+                still = validate_extend_plan(
+                    mended, state.outline, state.question, subsections, research.language
+                )
             if still is None or refused >= research.max_retries:
                 return still or _grounded_extension(mended, state)
         if problem is None:
@@ -326,6 +336,14 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
             action = ExtendPlan(action.position, named)
         return problem or _grounded_extension(action, state)
     return action
+
+
+def _essay_parts_on_subject(nodes: tuple[PlannedNode, ...], question: str) -> tuple[PlannedNode, ...]:
+    """The nodes, with the subject's first words before each essay-part title ("Tariffs: Overview")."""
+    label = subject_label(question)
+    return tuple(
+        replace(node, title=f"{label}: {node.title}") if is_essay_part(node.title) else node for node in nodes
+    )
 
 
 def _grounded_extension(action: ExtendPlan, state: RunState) -> ExtendPlan:
