@@ -237,3 +237,52 @@ def test_steps_the_user_directed_are_left_out_of_the_training_data(collected: Pa
         whole = replace(pruned, cut_step=max(directed) + 1)
         samples = trajectory_samples(runs, whole, runs.get(run_id).question)
     assert samples and not {sample.step for sample in samples} & directed
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        # No server: the embedded model teaches, with the quick preset's budget and deepening, one run at a time.
+        ((), {"base_url": None, "depth": "quick", "max_steps": 26, "force": 2, "workers": None, "pool": 1}),
+        (
+            ("--base-url", "http://127.0.0.1:9/v1", "--model", "m"),
+            {
+                "base_url": "http://127.0.0.1:9/v1",
+                "depth": "standard",
+                "force": 12,
+                "workers": None,
+                "pool": 4,
+            },
+        ),
+        (("--force-expansions", "5", "--workers", "3"), {"depth": "quick", "force": 5, "workers": 3}),
+    ],
+)
+def test_collect_command_picks_the_teacher_and_its_budget(
+    flags: tuple[str, ...], expected: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import deepdraft.train.collect as collect_module
+    from deepdraft.cli.train import train_app
+    from deepdraft.run.pool import default_concurrency
+
+    seen: dict[str, object] = {}
+
+    def capture(queries: object, settings: Settings, folder: Path, **options: object) -> list[object]:
+        research = settings.research
+        seen.update(
+            base_url=settings.llm.base_url,
+            depth=research.depth,
+            max_steps=research.max_steps,
+            force=research.force_expansions,
+            workers=options["workers"],
+            pool=default_concurrency(settings),
+        )
+        return []
+
+    monkeypatch.setattr(collect_module, "collect", capture)
+    result = CliRunner().invoke(
+        train_app, ["collect", str(DATA / "criteria.jsonl"), "--out", "unused", *flags]
+    )
+    assert result.exit_code == 0, result.output
+    assert {key: seen[key] for key in expected} == expected

@@ -108,14 +108,28 @@ def collect(
     model: Model = None,
     api_key: ApiKey = None,
     force_expansions: Annotated[
-        int, typer.Option("--force-expansions", help="Deepening steps the teacher must take (spec §2.10).")
-    ] = 12,
-    workers: Annotated[int, typer.Option("--workers", help="Queries run at the same time.")] = 4,
+        int | None,
+        typer.Option(
+            "--force-expansions",
+            help="Deepening steps the teacher must take (spec §2.10; default: 12, or the quick "
+            "preset's 2 with the embedded model).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Queries run at the same time (default: 4 with --base-url, 1 with the embedded model).",
+        ),
+    ] = None,
     ray: RayOption = None,
     config: ConfigFile = None,
 ) -> None:
-    """Run a teacher model over a query set with forced deepening; journals are the trajectories."""
-    from deepdraft.train.collect import CollectOutcome, collection_settings
+    """Run a teacher model over a query set with forced deepening; journals are the trajectories.
+
+    Without --base-url the embedded model is the teacher, with the quick preset (as `research`).
+    """
+    from deepdraft.train.collect import DEFAULT_FORCED_EXPANSIONS, CollectOutcome, collection_settings
     from deepdraft.train.collect import collect as run_collect
     from deepdraft.train.queries import load_queries
 
@@ -123,7 +137,11 @@ def collect(
         config, flags={"llm": {"base_url": base_url, "model": model, "api_key": api_key}}
     )
     if not settings.llm.base_url:
-        raise UserError("collection needs a teacher model: pass --base-url (and --model)")
+        # Only the quick preset finishes a run in minutes on a CPU; its forced deepening (2) is
+        # what such a teacher can afford within its step budget.
+        settings = settings.with_default_depth("quick")
+    if force_expansions is None:
+        force_expansions = settings.research.force_expansions or DEFAULT_FORCED_EXPANSIONS
 
     def show(outcome: CollectOutcome) -> None:
         state = "skipped (done)" if outcome.skipped else outcome.status

@@ -116,17 +116,18 @@ def collect(
     llm: LLM | None = None,
     kb: str | None = None,
     retriever: Retriever | None = None,
-    workers: int = 4,
+    workers: int | None = None,
     on_done: Callable[[CollectOutcome], None] = lambda outcome: None,
     ray: str | None = None,
 ) -> list[CollectOutcome]:
     """Run (or resume) one WARP run per query; `settings` should come from `collection_settings`.
 
     `llm`: the teacher (default: the endpoint `settings` name); `kb` or `retriever`: what it
-    searches. A run that fails is reported, not fatal: the others go on. `ray`: run the queries
+    searches. `workers`: queries at once (default: 4 with a server, 1 with the embedded model).
+    A run that fails is reported, not fatal: the others go on. `ray`: run the queries
     on Ray ("auto" or a cluster address, as `deepdraft batch --ray`).
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise UserError("--workers must be at least 1")
     folder.mkdir(parents=True, exist_ok=True)
     known = read_collection(folder)
