@@ -190,18 +190,22 @@ def line_drivers() -> dict[int, bytes]:
     return pids
 
 
-def test_eight_runs_at_once_are_driven_by_two_worker_processes_not_eight(
+def test_ten_runs_at_once_are_driven_by_two_worker_processes_not_ten(
     local_ray: None, corpus_dir: Path, tmp_path: Path
 ) -> None:
     """A worker process per run in flight made a batch wait for as many processes to start."""
+    from deepdraft.run.cluster import RUNS_PER_WORKER
+
+    count = RUNS_PER_WORKER + 2  # a full worker and one more
     lines = [
-        BatchLine(n, f"q{n}", f"How did presidents argue about tariffs? (report {n})") for n in range(1, 9)
+        BatchLine(n, f"q{n}", f"How did presidents argue about tariffs? (report {n})")
+        for n in range(1, count + 1)
     ]
     respond = as_responder(MODEL)
     seen: set[str] = set()
     lock = threading.Lock()
     drivers: list[dict[int, bytes]] = []
-    # Every run's first request waits here until all eight are in flight: then they are counted.
+    # Every run's first request waits here until all of them are in flight: then they are counted.
     all_in_flight = threading.Barrier(len(lines), action=lambda: drivers.append(line_drivers()), timeout=600)
 
     def answer(body: dict[str, Any], index: int) -> str:
@@ -225,7 +229,7 @@ def test_eight_runs_at_once_are_driven_by_two_worker_processes_not_eight(
             ray="auto",
         )
     assert [line.status for line in outcome.lines] == ["finished"] * len(lines)
-    assert len(drivers) == 1 and len(drivers[0]) == 2, drivers  # four runs each, in threads
+    assert len(drivers) == 1 and len(drivers[0]) == 2, drivers  # eight runs in one, two in the other
 
 
 def test_a_named_kb_is_shipped_to_workers_without_shared_storage(

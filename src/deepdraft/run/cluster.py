@@ -73,10 +73,12 @@ if TYPE_CHECKING:
 
 __all__ = ["RUNS_PER_WORKER", "TASK_CPUS", "TASK_RETRIES", "RayDriver"]
 
-TASK_CPUS = 0.25
-"""CPU a run reserves on its node: a run mostly waits on the endpoint, so four share a core."""
-RUNS_PER_WORKER = 4
-"""Runs one worker process drives at once (threads): one core's worth of runs, by `TASK_CPUS`."""
+TASK_CPUS = 0.125
+"""CPU a run reserves on its node: a run mostly waits on the endpoint, so eight share a core."""
+RUNS_PER_WORKER = 8
+"""Runs one worker process drives at once (threads): one core's worth of runs, by `TASK_CPUS`.
+Each process is one more that a fresh Ray must start before its lines begin (a second one took
+0.3 s more on a 2-CPU Ray), and its threads share one core anyway (the GIL), as a local batch's do."""
 TASK_RETRIES = 3
 """How many times Ray gives a line to its worker again after that worker's process or node died."""
 _POLL_S = 0.5  # how often a waiting driver thread looks for a Ctrl-C
