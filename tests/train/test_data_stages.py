@@ -199,6 +199,32 @@ def test_collect_resumes_interrupted_runs_and_skips_finished_ones(tmp_path: Path
         assert len(decision_points(journal_runs, runs["51"])) == 3
 
 
+def test_checklists_made_after_collection_began_are_taken_and_a_changed_question_is_refused(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from deepdraft.errors import UserError
+    from deepdraft.train.collect import collection_queries
+
+    with_checklist = load_queries(DATA / "criteria.jsonl", require_checklist=True)[0]
+    prompt_only = replace(with_checklist, checklist=None)
+    settings = small(collection_settings(Settings(), 1))
+    folder, kb = tmp_path / "c", str(write_kb(tmp_path / "kb"))
+    teacher = FunctionLLM(ForcedTeacher(expansions=0, topic="history"))
+    assert [o.status for o in collect([prompt_only], settings, folder, llm=teacher, kb=kb)] == ["finished"]
+    assert collection_queries(folder)[0].checklist is None
+
+    # The same question, now with its checklist: the finished run is kept, and prune can score it.
+    again = collect([with_checklist], settings, folder, llm=teacher, kb=kb)
+    assert [(o.status, o.skipped) for o in again] == [("finished", True)]
+    assert collection_queries(folder) == [with_checklist]
+
+    changed = replace(with_checklist, prompt="Something else entirely?")
+    with pytest.raises(UserError, match="asks something else"):
+        collect([changed], settings, folder, llm=teacher, kb=kb)
+
+
 def test_prune_skips_trajectories_already_pruned(collected: Path) -> None:
     first_judge = FunctionLLM(scripted_judge())
     prune(collected, ChecklistScorer(Judge(first_judge)))

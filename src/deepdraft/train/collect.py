@@ -132,6 +132,15 @@ def collect(
     folder.mkdir(parents=True, exist_ok=True)
     known = read_collection(folder)
     previous = {q.id: q for q in load_queries(folder / QUERIES)} if (folder / QUERIES).is_file() else {}
+    for query in queries:
+        known_query = previous.get(query.id)
+        if known_query is not None and known_query.prompt != query.prompt:
+            raise UserError(
+                f"query {query.id} asks something else than when {folder} was collected; "
+                "give it a new id, or collect it into another folder"
+            )
+        if known_query is not None and query.checklist is not None:
+            previous[query.id] = query  # checklists made after collection began (prune needs them)
     write_queries(folder / QUERIES, [*previous.values(), *(q for q in queries if q.id not in previous)])
     teacher = llm or (wiring.build_llm(settings) if ray is None else None)
     manifest_lock = threading.Lock()
