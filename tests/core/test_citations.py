@@ -48,3 +48,19 @@ def test_a_repaired_command_counts_as_one_citation() -> None:
         ["textid1"],
         ["textid2", "textid3"],
     ]
+
+
+def test_a_passage_named_by_its_key_as_a_subject_becomes_a_cited_source() -> None:
+    text = (
+        "No silver country has gold in circulation.\n\n"
+        "Bibkey:textid7 discusses how the government can pay its debts. It shows more.\n\n"
+        "[textid2] provides evidence that the ratio was 25.35 per cent."
+    )
+    assert normalise_citations(text) == (
+        "No silver country has gold in circulation.\n\n"
+        "One source discusses how the government can pay its debts \\cite{textid7}. It shows more.\n\n"
+        "One source provides evidence that the ratio was 25.35 per cent \\cite{textid2}."
+    )
+    # Citations inside a sentence, or two cited subjects, are left as they are.
+    kept = "Also \\cite{textid4} notes it. \\cite{textid1} and \\cite{textid3} show much."
+    assert normalise_citations(kept) == kept

@@ -81,6 +81,37 @@ def normalise_citations(text: str) -> str:
         pieces.append("\\cite{" + ", ".join(keys) + "}" if keys else match.group(0))
         last = match.end()
     pieces.append(_cite_loose(text[last:]))
+    return _cited_subjects_named("".join(pieces))
+
+
+# A citation starting a sentence and followed by its verb: the model named the passage by its key
+# ("bibkey:textid7 discusses how …", "[2] shows that …"). Not "\cite{a} and \cite{b} show".
+_CITED_SUBJECT = re.compile(r"\\cite\{[^{}]*\}[ \t]*[:,]?[ \t]+(?=[a-z]+\b(?![ \t]+\\cite))")
+_BEFORE_SENTENCE = re.compile(r"(?:^|\n|[.!?][\"'”’)]*)[ \t]*$")
+_SENTENCE_STOP = re.compile(r"[.!?]+[\"'”’)]*(?=\s|$)")
+CITED_SUBJECT = "One source"
+"""What stands for a passage a model named by its key as a sentence's subject."""
+
+
+def _cited_subjects_named(text: str) -> str:
+    """Each sentence whose subject is a citation gets `CITED_SUBJECT` as its subject and the
+    citation at its end ("One source discusses how … \\cite{textid7}.").
+
+    Left alone, the citation was read as the end of the sentence before it (a citation may follow
+    a full stop), and the report printed "… in circulation.discusses how …".
+    """
+    pieces, cursor = [], 0
+    for match in _CITED_SUBJECT.finditer(text):
+        if match.start() < cursor or not _BEFORE_SENTENCE.search(text, 0, match.start()):
+            continue
+        stop = _SENTENCE_STOP.search(text, match.end())
+        end = stop.start() if stop else len(text.rstrip())
+        citation = CITE.match(text, match.start())
+        assert citation is not None  # the pattern begins with one
+        pieces += [text[cursor : match.start()], f"{CITED_SUBJECT} ", text[match.end() : end].rstrip()]
+        pieces.append(f" {citation.group(0)}")
+        cursor = end
+    pieces.append(text[cursor:])
     return "".join(pieces)
 
 
