@@ -285,3 +285,20 @@ def test_an_outline_s_plans_lose_what_no_passage_names_and_an_emptied_plan_becom
         "What the panic did to the Treasury.",
         "Johnson and silver",
     ]
+
+
+def test_a_part_quoted_from_its_evidence_takes_whole_sentences_only() -> None:
+    from deepdraft.protocol.attach import extract_from_evidence
+
+    # Cut from a longer speech: it begins and ends with pieces of sentences about commerce.
+    passage = (
+        "to deal with commerce in its broadest sense, including labor and the business corporations. "
+        "The Department of Commerce and Labor should gather the labor laws of every State. "
+        "Its bureau should report upon the wages paid in the manufacturing towns and on the "
+        "strikes that closed them, and upon the commerce of the"
+    )
+    quoted = extract_from_evidence("labor laws wages strikes commerce", {"textid1": passage})
+    assert (
+        quoted
+        == "The Department of Commerce and Labor should gather the labor laws of every State \\cite{textid1}."
+    )

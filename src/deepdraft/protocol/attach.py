@@ -163,7 +163,7 @@ def extract_from_evidence(focus: str, evidence: Mapping[str, str], most: int = 3
         best, best_shared = "", 0
         for start, end in sentence_spans(passage):
             sentence = " ".join(passage[start:end].split())
-            if not EXTRACT_WORDS[0] <= len(sentence.split()) <= EXTRACT_WORDS[1]:
+            if not EXTRACT_WORDS[0] <= len(sentence.split()) <= EXTRACT_WORDS[1] or not _whole(sentence):
                 continue
             shared = len(content_words(sentence) & wanted)
             if shared > best_shared:
@@ -174,6 +174,13 @@ def extract_from_evidence(focus: str, evidence: Mapping[str, str], most: int = 3
         return None
     chosen = sorted(sorted(picked)[:most], key=lambda item: item[1])  # the best, in evidence order
     return " ".join(sentence for _, _, sentence in chosen)
+
+
+def _whole(sentence: str) -> bool:
+    """Whether `sentence` is a whole one: a passage cut from a longer text begins and ends with
+    pieces of sentences ("to deal with commerce in its broadest sense; …"), which read as debris."""
+    first = next((char for char in sentence if char.isalnum()), "")
+    return not first.islower() and sentence.rstrip("\"'”’)]").endswith((".", "!", "?"))
 
 
 def merged_citations(text: str) -> str:
