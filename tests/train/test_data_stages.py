@@ -269,7 +269,7 @@ def test_steps_the_user_directed_are_left_out_of_the_training_data(collected: Pa
     ("flags", "expected"),
     [
         # No server: the embedded model teaches, with the quick preset's budget and deepening, one run at a time.
-        ((), {"base_url": None, "depth": "quick", "max_steps": 26, "force": 2, "workers": None, "pool": 1}),
+        ((), {"base_url": None, "depth": "quick", "max_steps": 40, "force": 2, "workers": None, "pool": 1}),
         (
             ("--base-url", "http://127.0.0.1:9/v1", "--model", "m"),
             {

@@ -99,6 +99,10 @@ def make_queries(
     console.print(f"written: {output}", markup=False, highlight=False)
 
 
+EMBEDDED_TEACHER_STEPS = 40
+"""The embedded teacher's step budget: the quick preset's, with room for its forced deepening."""
+
+
 @train_app.command()
 def collect(
     queries: Annotated[Path, typer.Argument(help="Query set (JSONL in DRB criteria format, or .txt).")],
@@ -139,7 +143,14 @@ def collect(
     if not settings.llm.base_url:
         # Only the quick preset finishes a run in minutes on a CPU; its forced deepening (2) is
         # what such a teacher can afford within its step budget.
+        steps_chosen = "max_steps" in settings.research.model_fields_set
         settings = settings.with_default_depth("quick")
+        if not steps_chosen and settings.research.depth == "quick":
+            # The quick preset's 26 actions left a teacher whose writes were refused short of its
+            # forced deepening (measured: 1 of 2 splits, stopped at 22 steps); a trajectory
+            # that never reaches its later drafts teaches nothing about when to stop.
+            research = settings.research.model_copy(update={"max_steps": EMBEDDED_TEACHER_STEPS})
+            settings = settings.model_copy(update={"research": research})
     if force_expansions is None:
         force_expansions = settings.research.force_expansions or DEFAULT_FORCED_EXPANSIONS
 
