@@ -7,8 +7,10 @@ from deepdraft.core.state import RunState
 from deepdraft.protocol.action_replies import UNGROUNDED, read_write
 from deepdraft.protocol.actions import Refused, Write
 from deepdraft.protocol.write_checks import (
+    before_protocol_tags,
     pasted_sentences,
     sentence_faults,
+    without_broken_start,
     without_debris,
     without_own_title,
 )
@@ -137,6 +139,29 @@ def test_debris_is_cut_without_asking_again() -> None:
     raw = "<action>The panic drained gold from the Treasury over the winter \\cite{textid2}.\n3.4.5.</action>"
     written = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0)
     assert isinstance(written, Write) and "3.4" not in written.text
+
+
+def test_a_second_reply_block_written_into_the_text_is_cut_off() -> None:
+    # As a 1.5B model wrote it: the text closed with a misspelt tag, then notes and a new block.
+    raw = (
+        f"<thought>notes</thought><action>{SILVER}< /action>\nfrom textid2\n\n<thought>\n"
+        f"The passage from textid2 discusses the panic.\n<action>\n{DRAIN}"
+    )
+    written = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0)
+    assert isinstance(written, Write) and written.text == SILVER
+    assert before_protocol_tags(f"{SILVER}\n<Thought>more notes") == SILVER
+    assert before_protocol_tags("Tariffs rose where x <t and y > 2.") == "Tariffs rose where x <t and y > 2."
+
+
+def test_the_end_of_a_sentence_begun_in_the_notes_is_not_the_start_of_the_text() -> None:
+    # The notes bound closed the thought mid-sentence; the model finished the sentence as its text.
+    raw = f"<thought>textid1 says that the Treasury bought</thought><action>silver every month. {DRAIN}</action>"
+    written = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0)
+    assert isinstance(written, Write) and written.text == DRAIN
+    assert without_broken_start(DRAIN) == DRAIN
+    assert without_broken_start("- silver every month") == "- silver every month"  # a list item
+    assert without_broken_start("历史上关税很高。") == "历史上关税很高。"  # no case to go by
+    assert without_broken_start("only a fragment") == "only a fragment"  # nothing would be left
 
 
 def test_a_last_sentence_cut_off_by_the_token_limit_is_removed() -> None:

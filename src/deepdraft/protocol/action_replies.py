@@ -41,10 +41,12 @@ from deepdraft.protocol.attach import attach_citations, merged_citations
 from deepdraft.protocol.topic import is_essay_part, names_subject, subject_label, subject_terms, subject_title
 from deepdraft.protocol.write_checks import (
     before_loop,
+    before_protocol_tags,
     cited_sentences,
     faults_reason,
     pasted_sentences,
     sentence_faults,
+    without_broken_start,
     without_debris,
     without_own_title,
     without_repeats,
@@ -201,7 +203,8 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
         return action
     located = state.outline.find(state.target) if state.outline is not None else None
     title = located.node.title if located is not None else ""
-    action = Write(without_debris(without_own_title(action.text, title)))
+    text = without_broken_start(without_own_title(before_protocol_tags(action.text), title))
+    action = Write(without_debris(text))
     problem = validate_write(action, state.question, state.evidence, research.language)
     attach_after = research.attach_citations_after
     may_attach = attach_after is not None and refused >= attach_after

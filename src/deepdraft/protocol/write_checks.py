@@ -8,7 +8,8 @@ instead of a repaired or dropped sentence in the finished report.
 
 - `without_debris` removes numbering left without text: it is never content, so it is cut at
   once, without asking the model again; `without_own_title` likewise a first line repeating the
-  part's title;
+  part's title, `before_protocol_tags` a second `<thought>`/`<action>` block written into the
+  text, and `without_broken_start` the end of a sentence its notes began;
 - `sentence_faults` lists each cited sentence's faults, phrased for the model to read:
   a number (3+ digits) or a name (a capitalised word inside the sentence) that none of its cited
   passages contains, few content words in common with them (under `min_support` of its own), or
@@ -65,6 +66,35 @@ def without_own_title(text: str, title: str) -> str:
     # The title's own end: a colon opening the text, or the end of its line (emphasis marks aside).
     end = re.match(r"[*_]*[ \t]*(?:[:：][*_]*\s*|[*_]*[ \t]*(?:\n|$))", rest)
     return rest[end.end() :].strip() if end else text
+
+
+# A tag of the reply's frame inside a part's text: the model closed its text with a misspelt tag
+# ("< /action>") or began a new <thought>/<action> block, and what follows is notes, not text.
+_PROTOCOL_TAG = re.compile(r"<\s*/?\s*(?:thought|action)\s*>", re.IGNORECASE)
+
+
+def before_protocol_tags(text: str) -> str:
+    """`text` up to the first tag of the reply's frame in it (all of it when there is none).
+
+    Seen in the README's main job: a write closed with "< /action>", went on with "from textid4",
+    a second <thought> and <action>, and the tags and notes were printed as the part's text."""
+    tag = _PROTOCOL_TAG.search(text)
+    return text if tag is None else text[: tag.start()].rstrip()
+
+
+def without_broken_start(text: str) -> str:
+    """`text` without the words before its first finished sentence when it begins inside one (with
+    a lowercase letter), unless nothing would be left.
+
+    The writer's notes are bounded (`write_notes_chars`); a small model whose notes were cut off
+    mid-sentence finished that sentence as the first words of its text ("standard is necessary for
+    monetary use …")."""
+    body = text.lstrip()
+    if not body[:1].islower():  # capitals, digits, list marks, and scripts without case start well
+        return text
+    first = _FINISHED.search(body)
+    rest = body[first.end() :].strip() if first is not None else ""
+    return rest or text
 
 
 def without_debris(text: str) -> str:
