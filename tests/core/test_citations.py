@@ -64,3 +64,13 @@ def test_a_passage_named_by_its_key_as_a_subject_becomes_a_cited_source() -> Non
     # Citations inside a sentence, or two cited subjects, are left as they are.
     kept = "Also \\cite{textid4} notes it. \\cite{textid1} and \\cite{textid3} show much."
     assert normalise_citations(kept) == kept
+
+
+def test_a_passage_named_as_the_passage_from_its_key_becomes_a_cited_source() -> None:
+    # As the embedded model wrote a part and a conclusion: the passage, not the subject, as subject.
+    text = "Gold left. The passage from textid6 mentions the dangers of bimetallism. This source [textid3]: shows it."
+    assert normalise_citations(text) == (
+        "Gold left. One source mentions the dangers of bimetallism \\cite{textid6}. One source shows it \\cite{textid3}."
+    )
+    kept = "Much is said in the text \\cite{textid4} about gold. Texts of that year are lost."
+    assert normalise_citations(kept) == kept

@@ -8,7 +8,7 @@ import pytest
 
 from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
-from deepdraft.protocol.action_replies import read_extend, read_plan
+from deepdraft.protocol.action_replies import REPEATED_TITLE, read_extend, read_plan
 from deepdraft.protocol.actions import (
     ESSAY_PART,
     OFF_SUBJECT,
@@ -283,3 +283,27 @@ def test_a_split_off_the_subject_is_titled_after_the_subject_at_once() -> None:
     # Without the rule (the standard preset) the split is taken as the model wrote it.
     taken = read_extend(raw, state, ResearchSettings(max_retries=1), refused=0)
     assert isinstance(taken, ExtendPlan) and taken.subsections[0].title == "Cleveland in 1893"
+
+
+def test_a_subsection_titled_as_a_part_the_outline_has_is_left_out_or_asked_again() -> None:
+    # As a 1.5B model split "Bimetallism" in a quick run: one subsection titled as the part itself,
+    # one as its next sibling (with the subject label the mend had put before that one's title).
+    outline = Outline(title="Gold and Silver")
+    outline.add_tree(None, [("Bimetallism", "p", []), ("Gold: Creditors", "p", []), ("Currency", "p", [])])
+    state = RunState(question=GOLD, outline=outline)
+
+    def split(*titles: str) -> str:
+        subsections = [{"title": title, "plan": "p"} for title in titles]
+        return f"<action>{json.dumps({'name': 'extend-plan', 'position': 'section-1', 'subsections': subsections})}</action>"
+
+    research = ResearchSettings(max_retries=1)
+    kept = read_extend(split("BIMETALLISM", "Silver coinage", "Free silver", "creditors"), state, research, 0)
+    assert isinstance(kept, ExtendPlan)
+    assert [n.title for n in kept.subsections] == ["Silver coinage", "Free silver"]
+    twice = read_extend(split("Free silver", "Free Silver!"), state, research, 0)  # one facet, said twice
+    assert isinstance(twice, Refused) and twice.code == REPEATED_TITLE and "“Free Silver!”" in twice.reason
+    asked_again = read_extend(split("Bimetallism", "Silver coinage"), state, research, 0)
+    assert isinstance(asked_again, Refused) and "“Bimetallism” is already a title" in asked_again.reason
+    # On the last try the split is taken as it is: a refused split would end the report's deepening.
+    last = read_extend(split("Bimetallism", "Silver coinage"), state, research, 1)
+    assert isinstance(last, ExtendPlan) and len(last.subsections) == 2

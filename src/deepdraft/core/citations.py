@@ -85,8 +85,13 @@ def normalise_citations(text: str) -> str:
 
 
 # A citation starting a sentence and followed by its verb: the model named the passage by its key
-# ("bibkey:textid7 discusses how …", "[2] shows that …"). Not "\cite{a} and \cite{b} show".
-_CITED_SUBJECT = re.compile(r"\\cite\{[^{}]*\}[ \t]*[:,]?[ \t]+(?=[a-z]+\b(?![ \t]+\\cite))")
+# ("bibkey:textid7 discusses how …", "[2] shows that …", "The passage from textid6 mentions …").
+# Not "\cite{a} and \cite{b} show".
+_CITED_SUBJECT = re.compile(
+    r"(?:(?i:(?:the|this|that)[ \t]+)?(?i:passage|source|text|document|excerpt|evidence)s?[ \t]+"
+    r"(?i:(?:from|in|of|at)[ \t]+)?)?"
+    r"\\cite\{[^{}]*\}[ \t]*[:,]?[ \t]+(?=[a-z]+\b(?![ \t]+\\cite))"
+)
 _BEFORE_SENTENCE = re.compile(r"(?:^|\n|[.!?][\"'”’)]*)[ \t]*$")
 _SENTENCE_STOP = re.compile(r"[.!?]+[\"'”’)]*(?=\s|$)")
 CITED_SUBJECT = "One source"
@@ -106,8 +111,8 @@ def _cited_subjects_named(text: str) -> str:
             continue
         stop = _SENTENCE_STOP.search(text, match.end())
         end = stop.start() if stop else len(text.rstrip())
-        citation = CITE.match(text, match.start())
-        assert citation is not None  # the pattern begins with one
+        citation = CITE.search(text, match.start(), match.end())
+        assert citation is not None  # the pattern holds one
         pieces += [text[cursor : match.start()], f"{CITED_SUBJECT} ", text[match.end() : end].rstrip()]
         pieces.append(f" {citation.group(0)}")
         cursor = end

@@ -6,10 +6,11 @@ asked again. `describe` is how an action is written into the journal.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from deepdraft.core.citations import keeping_keys
-from deepdraft.core.outline import NodeSpec, parse_position
+from deepdraft.core.outline import NodeSpec, Outline, parse_position
 from deepdraft.core.state import RunState
 from deepdraft.protocol.action_prompts import count_ranges
 from deepdraft.protocol.actions import (
@@ -307,12 +308,18 @@ def _valid(action: Write, state: RunState, research: ResearchSettings) -> bool:
 
 
 def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: int = 0) -> Action | Refused:
-    """A deepening decision; essay-part subsections are left out when enough others remain, and on
-    the last try in any case (see `read_plan`)."""
+    """A deepening decision; essay-part subsections, and those titled as a part the outline has
+    already, are left out when enough others remain, and on the last try in any case (see
+    `read_plan`); a split left with too few is asked for again while a re-ask is left."""
     assert state.outline is not None
     action = parse(raw, {"extend-plan", "nop"})
     if isinstance(action, ExtendPlan):
         subsections = count_ranges(research)[1]
+        fresh = _new_titles(action.subsections, state.outline, state.question)
+        if len(fresh) >= subsections[0]:
+            action = ExtendPlan(action.position, fresh)
+        elif refused < research.max_retries:
+            return Refused(_repeated_titles_reason(action, fresh), REPEATED_TITLE)
         problem = validate_extend_plan(action, state.outline, state.question, subsections, research.language)
         if problem and problem.code == ESSAY_PART:
             mended = ExtendPlan(action.position, _without_essay_parts(action.subsections, subsections[0]))
@@ -339,6 +346,46 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
             action = ExtendPlan(action.position, named)
         return problem or _grounded_extension(action, state)
     return action
+
+
+REPEATED_TITLE = "repeated-title"
+"""A split whose subsections repeat titles of the outline (its parent's own, or another part's)."""
+
+
+def _new_titles(nodes: tuple[PlannedNode, ...], outline: Outline, question: str) -> tuple[PlannedNode, ...]:
+    """The subsections whose titles no node of the outline (nor an earlier subsection) has.
+
+    A small model split a part into a subsection titled as the part itself and another titled as
+    the part's next sibling; each was searched and written again, and the report printed the
+    same title twice, one heading under the other. Titles compare by their words, ignoring case
+    and the subject label that `_named_after_subject` puts before some of them."""
+    label = subject_label(question)
+    known = {_title_words(located.node.title, label) for located in outline.walk()}
+    fresh = []
+    for node in nodes:
+        words = _title_words(node.title, label)
+        if words not in known:
+            known.add(words)
+            fresh.append(node)
+    return tuple(fresh)
+
+
+def _title_words(title: str, label: str) -> tuple[str, ...]:
+    words, prefix = _WORDS.findall(title.casefold()), _WORDS.findall(label.casefold())
+    while prefix and len(words) > len(prefix) and words[: len(prefix)] == prefix:
+        words = words[len(prefix) :]  # "Gold: Bimetallism" and "Bimetallism" are one title
+    return tuple(words)
+
+
+_WORDS = re.compile(r"[^\W_]+")
+
+
+def _repeated_titles_reason(action: ExtendPlan, fresh: tuple[PlannedNode, ...]) -> str:
+    repeated = next(node.title for node in action.subsections if node not in fresh)
+    return (
+        f"“{repeated}” is already a title in the outline: give {action.position} subsections that are "
+        "new, distinct facets of it, each with a title of its own"
+    )
 
 
 def _essay_parts_on_subject(nodes: tuple[PlannedNode, ...], question: str) -> tuple[PlannedNode, ...]:
