@@ -468,7 +468,7 @@ def test_a_rewrite_that_copies_a_passage_heading_stays_a_sentence() -> None:
 
     passage = "# Address of 1832\n\nThe tariff of 1832 lowered duties on many goods to calm the South."
     rewrite = read_rewrite(
-        "<action># Address of 1832 The tariff of 1832 lowered duties on many goods \\cite{textid1}.</action>",
+        "<action># Address of 1832 The tariff of 1832 cut duties on many goods \\cite{textid1}.</action>",
         ["textid1"],
         [passage],
         "How did presidents argue about tariffs?",
@@ -581,3 +581,17 @@ def test_a_runaway_repair_reply_is_refused_before_it_is_read_word_by_word() -> N
     flood = "<thought>restate</thought><action>" + "The tariffs protect manufactures. " * 30_000 + "</action>"
     refusal = read_rewrite(flood, ["textid1"], passages, "Why tariffs?", None)
     assert refusal == "the rewrite is 1,019,999 characters long: write one sentence"
+
+
+def test_a_repair_that_pastes_its_passage_is_refused() -> None:
+    # As the embedded model repaired one sentence: with five sentences of its passage, word for word.
+    passage = (
+        "Such an event would be at once fatal to the further progress of the silver movement. "
+        "Bimetallism is the desired end, and the true friends of silver will be careful not to overrun "
+        "the goal and bring in silver monometallism."
+    )
+    pasted = f"<action>{passage.lower()} \\cite{{textid4}}</action>"
+    refusal = read_rewrite(pasted, ["textid4"], [passage], "Gold or silver?", None)
+    assert isinstance(refusal, str) and "copies its passage word for word" in refusal
+    own = "<action>Bimetallism was the aim, and a silver-only standard would halt the silver movement \\cite{textid4}.</action>"
+    assert read_rewrite(own, ["textid4"], [passage], "Gold or silver?", None).text.startswith("Bimetallism")

@@ -16,7 +16,8 @@ instead of a repaired or dropped sentence in the finished report.
   a verbatim run of `COPIED_RUN` words;
 - `without_sentences` drops the sentences whose faults cannot be mended by rewording alone (the
   unsupported, unrelated and pasted ones), for when asking again is not worth it;
-- `pasted_sentences` lists the uncited sentences that copy a passage word for word;
+- `pasted_sentences` lists the uncited sentences that copy a passage word for word, and
+  `copies_passage` tells whether a text does;
 - `without_repeats` drops the sentences another part of the report (or the part itself) already
   says word for word;
 - `before_loop` keeps what a model wrote before it started repeating itself;
@@ -167,6 +168,12 @@ def sentence_faults(text: str, evidence: Mapping[str, str], min_support: float =
         if _runs(claim, COPIED_RUN) & _runs(passages, COPIED_RUN):
             faults.append(Fault(start, end, f"“{shown}” copies its passage word for word", True))
     return faults
+
+
+def copies_passage(text: str, passages: Iterable[str]) -> bool:
+    """Whether `text` shares a verbatim run of `COPIED_RUN` words with one of the `passages`."""
+    runs = _runs(text, COPIED_RUN)
+    return any(runs & _runs(passage, COPIED_RUN) for passage in passages) if runs else False
 
 
 def pasted_sentences(text: str, evidence: Mapping[str, str]) -> list[Fault]:

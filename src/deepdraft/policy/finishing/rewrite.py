@@ -11,6 +11,7 @@ from deepdraft.core.verification import SentenceCheck
 from deepdraft.policy.finishing.lexical import PREFIX, TextFeatures, claim_text, lexical_support
 from deepdraft.protocol.actions import language_problem, split_reply
 from deepdraft.protocol.attach import cite_sentence, content_words
+from deepdraft.protocol.write_checks import copies_passage
 
 REWRITE_SHARE = 0.5
 """Share a repaired sentence must reach: it was written from the passages, so it should echo them."""
@@ -54,6 +55,10 @@ def read_rewrite(
         text = cite_sentence(text, ", ".join(keys))
     if problem := language_problem(text, question, language):
         return problem
+    if copies_passage(claim_text(text), passages):
+        # Measured in the README's main job: a one-sentence repair came back as five sentences of
+        # its passage, which the report then printed as the part's text.
+        return "the rewrite copies its passage word for word: say what it says in one sentence of your own"
     lexical = lexical_support(claim_text(text), passages, features)
     if lexical.verdict == "unsupported" or lexical.share < REWRITE_SHARE:
         return f"the rewrite does not follow its passages ({lexical.reason})"
