@@ -304,6 +304,9 @@ def test_a_subsection_titled_as_a_part_the_outline_has_is_left_out_or_asked_agai
     assert isinstance(twice, Refused) and twice.code == REPEATED_TITLE and "“Free Silver!”" in twice.reason
     asked_again = read_extend(split("Bimetallism", "Silver coinage"), state, research, 0)
     assert isinstance(asked_again, Refused) and "“Bimetallism” is already a title" in asked_again.reason
+    # Too few subsections, none repeated: the count's own reason, not this one.
+    lone = read_extend(split("Silver coinage"), state, research, 0)
+    assert isinstance(lone, Refused) and lone.code != REPEATED_TITLE and "between 2 and" in lone.reason
     # On the last try the split is taken as it is: a refused split would end the report's deepening.
     last = read_extend(split("Bimetallism", "Silver coinage"), state, research, 1)
     assert isinstance(last, ExtendPlan) and len(last.subsections) == 2

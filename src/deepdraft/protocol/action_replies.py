@@ -316,10 +316,11 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
     if isinstance(action, ExtendPlan):
         subsections = count_ranges(research)[1]
         fresh = _new_titles(action.subsections, state.outline, state.question)
-        if len(fresh) >= subsections[0]:
-            action = ExtendPlan(action.position, fresh)
-        elif refused < research.max_retries:
-            return Refused(_repeated_titles_reason(action, fresh), REPEATED_TITLE)
+        if len(fresh) < len(action.subsections):
+            if len(fresh) >= subsections[0]:
+                action = ExtendPlan(action.position, fresh)
+            elif refused < research.max_retries:
+                return Refused(_repeated_titles_reason(action, fresh), REPEATED_TITLE)
         problem = validate_extend_plan(action, state.outline, state.question, subsections, research.language)
         if problem and problem.code == ESSAY_PART:
             mended = ExtendPlan(action.position, _without_essay_parts(action.subsections, subsections[0]))
