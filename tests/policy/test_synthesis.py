@@ -344,6 +344,22 @@ def test_a_summary_loses_its_numbering_debris_and_its_cut_off_last_sentence() ->
     assert text.endswith("slump \\cite{textid1}.") and "3.4" not in text
 
 
+def test_a_conclusion_that_says_its_findings_twice_says_them_once() -> None:
+    from deepdraft.policy.finishing.synthesis import read_part
+
+    # As the embedded model concluded a quick run: the findings, then "In conclusion," and again.
+    findings = (
+        "Efficiency standards and tax credits for insulation were urged to cut long-term consumption "
+        "and improve energy security \\cite{textid1}. Oil imports left the economy open to shocks, "
+        "and every disruption in the Gulf raised the call for domestic supply \\cite{textid2}. "
+        "Later addresses tied clean energy to jobs at home \\cite{textid2}."
+    )
+    again = findings.replace("Efficiency", "In conclusion, the findings highlight that efficiency")
+    raw = f"<action>{findings}\n\n{again}</action>"
+    text = read_part(raw, "conclusion", ["textid1", "textid2"], "How did presidents discuss energy?", None)
+    assert text == findings
+
+
 def test_a_summary_that_restates_its_instructions_is_refused_and_asked_again() -> None:
     """A 1.5B model asked for a summary answered with what a summary should be; the pass refuses
     that draft with a reason and keeps the next one, about the findings."""

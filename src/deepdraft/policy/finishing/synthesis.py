@@ -60,7 +60,7 @@ from deepdraft.protocol.exchange import Attempt, Turn
 from deepdraft.protocol.fitting import Fit, fit_prompt
 from deepdraft.protocol.grammar import reply_shape
 from deepdraft.protocol.json_reply import find_json
-from deepdraft.protocol.write_checks import before_loop, without_debris
+from deepdraft.protocol.write_checks import before_loop, without_debris, without_repeats
 from deepdraft.settings import ResearchSettings
 
 PHASE = "synthesis"
@@ -132,6 +132,9 @@ def read_part(
         text = "\n".join(lines[1:]).strip()  # the heading is the renderer's job
     if repetition(text) and (start := before_loop(text)):
         text = start  # what came before a loop is kept; it is then held to the bounds as a whole
+    # A sentence said twice is said once: a quick run's conclusion was one paragraph, then "In
+    # conclusion, …" and the same four sentences again.
+    text = without_repeats(text, ())
     words = count_words(text)
     if not low <= words <= high:
         return None, f"write between {low} and {high} {unit} (this has {words})"
