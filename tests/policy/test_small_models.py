@@ -334,14 +334,21 @@ def test_attach_citations_cites_supported_sentences_and_drops_the_rest() -> None
 
 
 def test_a_write_without_citations_is_cited_from_its_evidence_after_the_allowed_re_asks() -> None:
-    uncited = (
-        "<thought>x</thought><action>The tariffs on imports protect manufactures and raise revenue for "
-        "the debt, presidents said. Unicorns voted for free trade in every single election.</action>"
-    )
+    # A part of its own for each section (a part repeating another's sentences is asked again).
+    claims = [
+        "The tariffs on imports protect manufactures and raise revenue for the debt, presidents said.",
+        "High tariffs burden the farmer, and the history of tariffs shows that reform is needed.",
+        "Tariffs and trade walls deepened the depression, which became a lesson of history.",
+    ]
+    writes_asked: list[ChatRequest] = []
 
     def respond(request: ChatRequest) -> str:
         kind, _ = classify(request)
-        return uncited if kind == "write" else ScenarioModel(expansions=0)(request)
+        if kind != "write":
+            return ScenarioModel(expansions=0)(request)
+        writes_asked.append(request)
+        claim = claims[(len(writes_asked) - 1) // 2 % len(claims)]  # two tries a section
+        return f"<thought>x</thought><action>{claim} Unicorns voted for free trade in every single election.</action>"
 
     events: list[Event] = []
     llm = FunctionLLM(respond)

@@ -56,6 +56,21 @@ THREE_SECTIONS = reply(
     }
 )
 GOOD_WRITE = "<thought>x</thought><action>Presidents defended tariffs as protection for manufactures \\cite{textid1}.</action>"
+
+
+def good_write(part: int) -> str:
+    """A valid write whose sentence is its own (a part repeating another's sentences is asked again)."""
+    return (
+        "<thought>x</thought><action>Presidents defended tariffs as protection for manufactures "
+        f"in part {part} \\cite{{textid1}}.</action>"
+    )
+
+
+def drafts(parts: int, first: int = 1) -> list[str]:
+    """The search and the write of `parts` parts in a row, numbered from `first`."""
+    return [reply for part in range(first, first + parts) for reply in (SEARCH, good_write(part))]
+
+
 NO_CITATION = "<thought>x</thought><action>Presidents defended tariffs as protection for manufactures, said many.</action>"
 NOP = reply({"name": "nop"})
 
@@ -141,7 +156,7 @@ def test_refused_reply_is_asked_again_with_the_reason() -> None:
         }
     )
     llm = ScriptedLLM([SEARCH, two_sections, THREE_SECTIONS])
-    llm.enqueue(*[SEARCH, GOOD_WRITE] * 3, NOP)
+    llm.enqueue(*drafts(3), NOP)
     state, events = run(llm)
     assert state.outline is not None and state.outline.count() == 3
     retry_prompt = llm.requests[2].messages[-1].content
@@ -158,7 +173,7 @@ def test_a_node_that_keeps_failing_gets_one_fresh_search_then_is_quoted_from_its
     llm = ScriptedLLM([SEARCH, THREE_SECTIONS])
     llm.enqueue(SEARCH, *[NO_CITATION] * 4)  # first try + 3 re-asks
     llm.enqueue(SEARCH, *[NO_CITATION] * 4)  # one fresh search, then 4 more tries
-    llm.enqueue(*[SEARCH, GOOD_WRITE] * 2, NOP)
+    llm.enqueue(*drafts(2), NOP)
     state, events = run(llm)
 
     assert actions_of(llm)[2:13] == [("search", "section-1")] + [("write", "section-1")] * 4 + [
@@ -177,7 +192,7 @@ def test_a_node_that_keeps_failing_gets_one_fresh_search_then_is_quoted_from_its
 
 def test_write_may_cite_only_the_current_evidence() -> None:
     stale = "<thought>x</thought><action>Presidents defended tariffs as protection for manufactures \\cite{textid99}.</action>"
-    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, SEARCH, stale, GOOD_WRITE, *[SEARCH, GOOD_WRITE] * 2, NOP])
+    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, SEARCH, stale, good_write(1), *drafts(2, first=2), NOP])
     state, events = run(llm)
     refused = [e.record for e in events if isinstance(e, ActionFinished) and not e.record.valid]
     assert len(refused) == 1 and refused[0].reason and "textid99" in refused[0].reason
@@ -224,10 +239,10 @@ def test_a_refused_deepening_is_asked_again_and_spends_no_expansion() -> None:
         [
             SEARCH,
             THREE_SECTIONS,
-            *[SEARCH, GOOD_WRITE] * 3,
+            *drafts(3),
             bad_extend,
             good_extend,
-            *[SEARCH, GOOD_WRITE] * 2,
+            *drafts(2, first=4),
         ]
     )
     state, _ = run(llm, ResearchSettings(max_expansions=1, max_retries=1))
@@ -240,7 +255,7 @@ def test_a_refused_deepening_is_asked_again_and_spends_no_expansion() -> None:
 
 def test_deepening_stops_when_every_re_ask_is_refused() -> None:
     bad_extend = reply({"name": "extend-plan", "position": "section-9", "subsections": []})
-    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, *[SEARCH, GOOD_WRITE] * 3, bad_extend, bad_extend])
+    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, *drafts(3), bad_extend, bad_extend])
     state, _ = run(llm, ResearchSettings(max_expansions=2, max_retries=1))
     assert state.expansions == 0
     assert state.stop_reason is not None
@@ -477,9 +492,7 @@ def test_a_split_is_held_to_what_the_actions_left_can_write() -> None:
             ],
         }
     )
-    llm = ScriptedLLM(
-        [SEARCH, THREE_SECTIONS, *[SEARCH, GOOD_WRITE] * 3, two_parts, *[SEARCH, GOOD_WRITE] * 2]
-    )
+    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, *drafts(3), two_parts, *drafts(2, first=4)])
     state, _ = run(llm, ResearchSettings(max_steps=13, max_expansions=2, max_subsections=3))
     split = llm.requests[8]
     assert split.reply_shape is not None and "{1,1}" in split.reply_shape.grammar  # exactly two
@@ -490,7 +503,7 @@ def test_a_split_is_held_to_what_the_actions_left_can_write() -> None:
 
 
 def test_no_split_is_asked_for_when_the_actions_left_cannot_write_two_parts() -> None:
-    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, *[SEARCH, GOOD_WRITE] * 3])
+    llm = ScriptedLLM([SEARCH, THREE_SECTIONS, *drafts(3)])
     state, _ = run(llm, ResearchSettings(max_steps=12, max_expansions=2))
     assert state.expansions == 0 and state.stop_reason == "too few of the 12 actions left to deepen again"
     assert llm.remaining == 0
