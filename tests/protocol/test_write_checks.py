@@ -135,6 +135,15 @@ def test_a_first_line_repeating_the_title_is_cut_and_a_title_alone_is_no_part() 
     assert isinstance(alone, Refused) and "too short" in alone.reason
 
 
+def test_a_list_begun_on_the_line_of_the_sentence_before_it_gets_lines_of_its_own() -> None:
+    # As a quick run's summary began its list: "… question \cite{textid1}.1. There was …".
+    glued = "Presidents argued over gold \\cite{textid1}.1. There was no silver country.\n2. Gold left."
+    assert without_debris(glued) == (
+        "Presidents argued over gold \\cite{textid1}.\n\n1. There was no silver country.\n2. Gold left."
+    )
+    assert without_debris("It rose 2.1. The rest fell.") == "It rose 2.1. The rest fell."
+
+
 def test_debris_is_cut_without_asking_again() -> None:
     raw = "<action>The panic drained gold from the Treasury over the winter \\cite{textid2}.\n3.4.5.</action>"
     written = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0)

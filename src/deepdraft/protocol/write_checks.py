@@ -48,6 +48,9 @@ _LONE_NUMBER_LINE = re.compile(r"(?m)^[ \t]*(?:\d+\.)+\d*[ \t]*$\n?")
 _NUMBER_RUN_AT_END = re.compile(r"(?m)[ \t]*(?:\b\d+\.[ \t]*){2,}$")
 _HTML_PARAGRAPH = re.compile(r"[ \t]*<(?:p|br)\s*/?>[ \t]*", re.IGNORECASE)  # a small model's HTML
 _NUMBER_AFTER_STOP = re.compile(r"(?m)(?<=[.!?。！？])[ \t]+\d+\.[ \t]*$")
+# A list begun on the line of the sentence before it ("… currency question [1].1. There was …"):
+# the item goes on a line of its own. Not "version 2.1. The": the stop follows no digit.
+_LIST_AFTER_STOP = re.compile(r"(?<![\d\s])([.!?])[ \t]*(\d{1,2}\.[ \t]+)(?=[A-Z])")
 _OUTLINE_NUMBER = re.compile(r"(?m)^([ \t]*)\d+\.\d+(?:\.\d+)*\.?[ \t]+")
 _NUMBER = re.compile(r"(?<![\d.,])\d{3,}(?![\d])")
 _NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]{2,}")
@@ -105,6 +108,7 @@ def without_debris(text: str) -> str:
     text = _LONE_NUMBER_LINE.sub("", text)
     text = _NUMBER_RUN_AT_END.sub("", text)
     text = _NUMBER_AFTER_STOP.sub("", text)
+    text = _LIST_AFTER_STOP.sub(r"\1\n\n\2", text)
     text = _OUTLINE_NUMBER.sub(r"\1", text)
     return _without_unfinished_tail(re.sub(r"\n{3,}", "\n\n", text).strip())
 
