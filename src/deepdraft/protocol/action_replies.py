@@ -193,8 +193,9 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     CPU: numbering debris is cut; a loop is cut where it began; keys of passages the part was not
     shown are dropped (where citations may be placed); a run of sentences citing the same
     passages is cited once when there are too many citations; sentences said already in another
-    part are left out (a text of little else is asked again while a re-ask is left). A text whose cited sentences do not hold up against their passages
-    (`write_checks`) is asked again when much of it is at fault and a re-ask is left, unless
+    part are left out (a text of little else is asked again while a re-ask is left). A text
+    whose cited sentences do not hold up against their passages (`write_checks`) is asked again
+    when much of it is at fault and a re-ask is left, unless
     enough of it holds up to a stricter test (`KEEP_SUPPORT`); otherwise the sentences at fault
     are dropped, and so are uncited sentences pasted from a passage (a text with nothing left once
     they are gone is kept as it is).
