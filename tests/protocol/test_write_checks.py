@@ -170,7 +170,11 @@ def test_the_end_of_a_sentence_begun_in_the_notes_is_not_the_start_of_the_text()
     assert without_broken_start(DRAIN) == DRAIN
     assert without_broken_start("- silver every month") == "- silver every month"  # a list item
     assert without_broken_start("历史上关税很高。") == "历史上关税很高。"  # no case to go by
-    assert without_broken_start("only a fragment") == "only a fragment"  # nothing would be left
+    # A piece of a sentence and nothing else is no part: refused as too short, so asked again.
+    assert without_broken_start("reliable supplies of energy \\cite{textid1}.") == ""
+    fragment = "<thought>the Treasury bought</thought><action>silver every month \\cite{textid1}.</action>"
+    refused = read_write(fragment, _state(), ResearchSettings(max_retries=1), refused=0)
+    assert isinstance(refused, Refused) and "too short" in refused.reason
 
 
 def test_a_last_sentence_cut_off_by_the_token_limit_is_removed() -> None:

@@ -88,17 +88,17 @@ def before_protocol_tags(text: str) -> str:
 
 def without_broken_start(text: str) -> str:
     """`text` without the words before its first finished sentence when it begins inside one (with
-    a lowercase letter), unless nothing would be left.
+    a lowercase letter); nothing when that piece is all there is.
 
     The writer's notes are bounded (`write_notes_chars`); a small model whose notes were cut off
     mid-sentence finished that sentence as the first words of its text ("standard is necessary for
-    monetary use …")."""
+    monetary use …"), or as its whole text ("reliable supplies of energy to keep our economy
+    growing …" was once a subsection), which is then no part at all."""
     body = text.lstrip()
     if not body[:1].islower():  # capitals, digits, list marks, and scripts without case start well
         return text
     first = _FINISHED.search(body)
-    rest = body[first.end() :].strip() if first is not None else ""
-    return rest or text
+    return body[first.end() :].strip() if first is not None else ""
 
 
 def without_debris(text: str) -> str:
