@@ -90,7 +90,10 @@ class EmbeddedLLM:
                     temperature=self.temperature if request.temperature is None else request.temperature,
                     top_p=self.top_p if request.top_p is None else request.top_p,
                     max_tokens=max_tokens,
-                    seed=self.seed if request.seed is None else request.seed,
+                    # No seed asked: llama.cpp draws the next one of a sequence that starts from
+                    # the model's seed, so a prompt asked again gets a new sample (with a fixed 0,
+                    # a part searched again with the same result got its refused reply back).
+                    seed=request.seed,
                     repeat_penalty=self.repeat_penalty,
                     grammar=None if shape is None else self._grammar(shape.grammar),
                 )
