@@ -55,11 +55,21 @@ def test_english_transcript_in_the_published_format() -> None:
         },
         pretty=True,
     )
-    write = act(
-        "textid1 and textid2 give the two sides.",
-        "Early presidents defended duties as a source of revenue and protection \\cite{textid1}, while critics "
-        "pointed to the burden on farmers \\cite{textid2, textid1}.",
-    )
+    # Each part says something of its own: a part repeating another's sentences is asked again.
+    sides = [
+        ("Early presidents defended duties as revenue", "critics pointed to the burden on farmers"),
+        ("Reformers asked for lower duties on imports", "others feared for the mills of the North"),
+        ("Later leaders argued for open markets abroad", "some still wanted shelter for new industry"),
+        ("The debt made duties a source of federal income", "planters counted what the duties cost them"),
+        ("Protection for manufactures was a national aim", "farm states answered that it raised prices"),
+    ]
+    writes = [
+        act(
+            "textid1 and textid2 give the two sides.",
+            f"{first} \\cite{{textid1}}, while {second} \\cite{{textid2, textid1}}.",
+        )
+        for first, second in sides
+    ]
     extend = act(
         "The first section is thin; split it.",
         {
@@ -78,16 +88,16 @@ def test_english_transcript_in_the_published_format() -> None:
             search,
             plan,
             search,
-            write,
+            writes[0],
             search,
-            write,
+            writes[1],
             search,
-            write,
+            writes[2],
             extend,
             search,
-            write,
+            writes[3],
             search,
-            write,
+            writes[4],
             nop,
         ],
     )

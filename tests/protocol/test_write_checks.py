@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from deepdraft.core.evidence import Passage, Source
 from deepdraft.core.state import RunState
-from deepdraft.protocol.action_replies import REPEATS, UNGROUNDED, read_write
+from deepdraft.protocol.action_replies import UNGROUNDED, read_write
 from deepdraft.protocol.actions import Refused, Write
 from deepdraft.protocol.write_checks import (
     before_protocol_tags,
@@ -226,14 +226,11 @@ def test_a_sentence_said_twice_within_a_part_is_said_once() -> None:
     assert isinstance(written, Write) and written.text == f"{DRAIN} {SILVER}"
 
 
-def test_a_part_made_only_of_repeats_is_asked_again_then_kept_rather_than_emptied() -> None:
+def test_a_part_made_only_of_repeats_is_kept_rather_than_emptied() -> None:
     state = _state()
     _written(state, "section-1", DRAIN)
     state.target = "section-2"
-    research = ResearchSettings(max_retries=1)
-    asked_again = read_write(f"<action>{DRAIN}</action>", state, research, refused=0)
-    assert isinstance(asked_again, Refused) and asked_again.code == REPEATS
-    written = read_write(f"<action>{DRAIN}</action>", state, research, refused=1)
+    written = read_write(f"<action>{DRAIN}</action>", state, ResearchSettings(), refused=0)
     assert isinstance(written, Write) and written.text == DRAIN
 
 

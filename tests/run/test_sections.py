@@ -47,7 +47,10 @@ class Model:
         self.requests.append(request)
         reply = self.scenario(request)
         if WISH in request.messages[-1].content and recognise(request).kind == "write":
-            reply = reply.replace(" explains how ", " explains, as the user asked, how ")
+            # Numbered, so the parts written on one wish are not word-for-word repeats of each other.
+            reply = reply.replace(
+                " explains how ", f" explains, as the user asked ({len(self.requests)}), how "
+            )
         return reply
 
 

@@ -107,10 +107,10 @@ class ScenarioModel:
         if kind in ("verify", "constraint-check"):  # every claim holds
             verdicts = [{"claim": n, "supported": "yes"} for n in range(1, recognised.count + 1)]
             return json.dumps({"verdicts": verdicts})
-        if kind == "repair":  # restate the first passage's opening words
+        if kind == "repair":  # restate the first passage's opening words (fewer than a pasted run)
             keys = evidence_keys(prompt)
             passage = prompt.split(f"bibkey:{keys[0]}\n", 1)[1].split("\n")[0]
-            words = " ".join(passage.split()[:12]).rstrip(".,;")
+            words = " ".join(passage.split()[:10]).rstrip(".,;")
             return f"<thought>restate</thought><action>{words} \\cite{{{', '.join(keys)}}}.</action>"
         if kind in ("summary", "conclusion"):
             keys = listed_keys(prompt)

@@ -193,9 +193,8 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     CPU: numbering debris is cut; a loop is cut where it began; keys of passages the part was not
     shown are dropped (where citations may be placed); a run of sentences citing the same
     passages is cited once when there are too many citations; sentences said already in another
-    part are left out (a text of little else is asked again while a re-ask is left). A text
-    whose cited sentences do not hold up against their passages (`write_checks`) is asked again
-    when much of it is at fault and a re-ask is left, unless
+    part are left out. A text whose cited sentences do not hold up against their passages
+    (`write_checks`) is asked again when much of it is at fault and a re-ask is left, unless
     enough of it holds up to a stricter test (`KEEP_SUPPORT`); otherwise the sentences at fault
     are dropped, and so are uncited sentences pasted from a passage (a text with nothing left once
     they are gone is kept as it is).
@@ -219,11 +218,8 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
         action, problem = mended, left
     if problem:
         return problem
-    last_try = refused >= research.max_retries
-    trimmed = _without_repeats(action, state, research, last_try=last_try)
-    if isinstance(trimmed, Refused):
-        return trimmed
-    return _checked(trimmed, state, research, last_try=last_try)
+    action = _without_repeats(action, state, research)
+    return _checked(action, state, research, last_try=refused >= research.max_retries)
 
 
 _MENDS = (LOOPING, FOREIGN_KEYS, NO_CITATIONS, TOO_MANY_CITATIONS)
@@ -249,34 +245,16 @@ def _mended(action: Write, fault: str, state: RunState, may_attach: bool) -> Wri
     return None
 
 
-REPEATS = "repeats"
-"""A write that says little but what other parts of the report say already."""
-
-
-def _without_repeats(
-    action: Write, state: RunState, research: ResearchSettings, *, last_try: bool
-) -> Write | Refused:
+def _without_repeats(action: Write, state: RunState, research: ResearchSettings) -> Write:
     """The write without the sentences other written parts hold already, when what is left is
-    still a valid write; else asked again while a re-ask is left and affordable, and on the last
-    try taken as it is (a part is never left empty for this).
-
-    Kept at once, a quick run's third section was the first section's two sentences and the
-    second's, word for word."""
+    still a valid write; else the write as it is (a part is never left empty for this)."""
     walk = state.outline.walk() if state.outline is not None else ()
     others = [item.node.content for item in walk if item.position != state.target and item.node.content]
     text = without_repeats(action.text, others)
     if text == action.text:
         return action
     trimmed = Write(text, action.citations_attached)
-    if _valid(trimmed, state, research):
-        return trimmed
-    if not last_try and _room_to_ask_again(state, research):
-        return Refused(
-            "your text says what other parts of the report say already, word for word: write what the "
-            "evidence shown now says about this part",
-            REPEATS,
-        )
-    return action
+    return trimmed if _valid(trimmed, state, research) else action
 
 
 def _room_to_ask_again(state: RunState, research: ResearchSettings) -> bool:
