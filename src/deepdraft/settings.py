@@ -50,6 +50,10 @@ DEPTH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "report_budget_tokens": 900,
         },
         "llm": {"max_tokens": 480},
+        # A small model's rewrite of an unsupported sentence was refused in 19 of 23 tries over
+        # seven smoke runs (it pasted its passage or left it), each a call of about 20 s: the
+        # sentence is cited to a passage that supports it instead, else removed.
+        "output": {"verify_policy": "recite"},
     },
     "standard": {},
     "deep": {
