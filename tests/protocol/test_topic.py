@@ -285,6 +285,28 @@ def test_a_split_off_the_subject_is_titled_after_the_subject_at_once() -> None:
     assert isinstance(taken, ExtendPlan) and taken.subsections[0].title == "Cleveland in 1893"
 
 
+def test_a_split_left_without_its_essay_part_is_titled_after_the_subject_too() -> None:
+    # A quick run's split of "Gold: Background Evidence": "Historical Context" was left out as an
+    # essay part, and the two titles left, neither naming the subject, were taken as they were.
+    outline = Outline(title="Gold and Silver")
+    outline.add_tree(None, [("Gold", "p", []), ("Silver", "p", []), ("Currency", "p", [])])
+    split = {
+        "name": "extend-plan",
+        "position": "section-1",
+        "subsections": [
+            {"title": t, "plan": "p"}
+            for t in ("Impact on Creditors", "Reputation and Trust", "Historical Context")
+        ],
+    }
+    raw = f"<action>{json.dumps(split)}</action>"
+    research = ResearchSettings(depth="quick", max_retries=1, subject_titles=0.8)
+    mended = read_extend(raw, RunState(question=GOLD, outline=outline), research, refused=0)
+    assert isinstance(mended, ExtendPlan) and [n.title for n in mended.subsections] == [
+        "Gold: Impact on Creditors",
+        "Gold: Reputation and Trust",
+    ]
+
+
 def test_a_subsection_titled_as_a_part_the_outline_has_is_left_out_or_asked_again() -> None:
     # As a 1.5B model split "Bimetallism" in a quick run: one subsection titled as the part itself,
     # one as its next sibling (with the subject label the mend had put before that one's title).

@@ -338,8 +338,11 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
                 still = validate_extend_plan(
                     mended, state.outline, state.question, subsections, research.language
                 )
-            if still is None or refused >= research.max_retries:
-                return still or _grounded_extension(mended, state)
+            if still is None:  # what is left is named after the subject as any split is
+                named = _named_after_subject(mended.subsections, state.question, research)
+                return _grounded_extension(ExtendPlan(mended.position, named), state)
+            if refused >= research.max_retries:
+                return still
         if problem is None:
             # Mended at once, not asked for again: asked again, a small model answered with a stop
             # once in seven (the report's deepening ended there), and a re-ask costs an action.
