@@ -123,6 +123,12 @@ def _plan_reply(title: str, *sections: str) -> str:
     return f"<thought>t</thought><action>{json.dumps(data)}</action>"
 
 
+def _split_reply(*titles: str) -> str:
+    """A reply that splits section-1 into subsections with these titles."""
+    subsections = [{"title": title, "plan": "p"} for title in titles]
+    return f"<action>{json.dumps({'name': 'extend-plan', 'position': 'section-1', 'subsections': subsections})}</action>"
+
+
 def test_the_last_try_mends_the_outline_instead_of_failing_the_run() -> None:
     research = ResearchSettings(depth="quick", max_retries=1)
     raw = _plan_reply("Overview", "Background", "Coinage Acts", "Bimetallism", "Panics of the Era")
@@ -265,12 +271,7 @@ def test_a_preset_with_the_rule_asks_for_an_outline_once_more_then_names_the_sub
 def test_a_split_off_the_subject_is_titled_after_the_subject_at_once() -> None:
     outline = Outline(title="Gold and Silver")
     outline.add_tree(None, [("Gold", "p", []), ("Silver", "p", []), ("Currency", "p", [])])
-    split = {
-        "name": "extend-plan",
-        "position": "section-1",
-        "subsections": [{"title": t, "plan": "p"} for t in ("Cleveland in 1893", "Silver in 1897")],
-    }
-    raw = f"<action>{json.dumps(split)}</action>"
+    raw = _split_reply("Cleveland in 1893", "Silver in 1897")
     state = RunState(question=GOLD, outline=outline)
     research = ResearchSettings(depth="quick", max_retries=1, subject_titles=0.8)
     # No re-ask (asked again, a small model may stop deepening): the title that does not name the
@@ -290,15 +291,7 @@ def test_a_split_left_without_its_essay_part_is_titled_after_the_subject_too() -
     # essay part, and the two titles left, neither naming the subject, were taken as they were.
     outline = Outline(title="Gold and Silver")
     outline.add_tree(None, [("Gold", "p", []), ("Silver", "p", []), ("Currency", "p", [])])
-    split = {
-        "name": "extend-plan",
-        "position": "section-1",
-        "subsections": [
-            {"title": t, "plan": "p"}
-            for t in ("Impact on Creditors", "Reputation and Trust", "Historical Context")
-        ],
-    }
-    raw = f"<action>{json.dumps(split)}</action>"
+    raw = _split_reply("Impact on Creditors", "Reputation and Trust", "Historical Context")
     research = ResearchSettings(depth="quick", max_retries=1, subject_titles=0.8)
     mended = read_extend(raw, RunState(question=GOLD, outline=outline), research, refused=0)
     assert isinstance(mended, ExtendPlan) and [n.title for n in mended.subsections] == [
@@ -314,21 +307,21 @@ def test_a_subsection_titled_as_a_part_the_outline_has_is_left_out_or_asked_agai
     outline.add_tree(None, [("Bimetallism", "p", []), ("Gold: Creditors", "p", []), ("Currency", "p", [])])
     state = RunState(question=GOLD, outline=outline)
 
-    def split(*titles: str) -> str:
-        subsections = [{"title": title, "plan": "p"} for title in titles]
-        return f"<action>{json.dumps({'name': 'extend-plan', 'position': 'section-1', 'subsections': subsections})}</action>"
-
     research = ResearchSettings(max_retries=1)
-    kept = read_extend(split("BIMETALLISM", "Silver coinage", "Free silver", "creditors"), state, research, 0)
+    kept = read_extend(
+        _split_reply("BIMETALLISM", "Silver coinage", "Free silver", "creditors"), state, research, 0
+    )
     assert isinstance(kept, ExtendPlan)
     assert [n.title for n in kept.subsections] == ["Silver coinage", "Free silver"]
-    twice = read_extend(split("Free silver", "Free Silver!"), state, research, 0)  # one facet, said twice
+    twice = read_extend(
+        _split_reply("Free silver", "Free Silver!"), state, research, 0
+    )  # one facet, said twice
     assert isinstance(twice, Refused) and twice.code == REPEATED_TITLE and "“Free Silver!”" in twice.reason
-    asked_again = read_extend(split("Bimetallism", "Silver coinage"), state, research, 0)
+    asked_again = read_extend(_split_reply("Bimetallism", "Silver coinage"), state, research, 0)
     assert isinstance(asked_again, Refused) and "“Bimetallism” is already a title" in asked_again.reason
     # Too few subsections, none repeated: the count's own reason, not this one.
-    lone = read_extend(split("Silver coinage"), state, research, 0)
+    lone = read_extend(_split_reply("Silver coinage"), state, research, 0)
     assert isinstance(lone, Refused) and lone.code != REPEATED_TITLE and "between 2 and" in lone.reason
     # On the last try the split is taken as it is: a refused split would end the report's deepening.
-    last = read_extend(split("Bimetallism", "Silver coinage"), state, research, 1)
+    last = read_extend(_split_reply("Bimetallism", "Silver coinage"), state, research, 1)
     assert isinstance(last, ExtendPlan) and len(last.subsections) == 2

@@ -338,10 +338,9 @@ def read_extend(raw: str, state: RunState, research: ResearchSettings, refused: 
                 still = validate_extend_plan(
                     mended, state.outline, state.question, subsections, research.language
                 )
-            if still is None:  # what is left is named after the subject as any split is
-                named = _named_after_subject(mended.subsections, state.question, research)
-                return _grounded_extension(ExtendPlan(mended.position, named), state)
-            if refused >= research.max_retries:
+            if still is None:  # what is left is named after the subject below, as any split is
+                action, problem = mended, None
+            elif refused >= research.max_retries:
                 return still
         if problem is None:
             # Mended at once, not asked for again: asked again, a small model answered with a stop
