@@ -305,5 +305,7 @@ def test_a_default_depth_applies_only_where_nothing_was_chosen() -> None:
     quick = load_settings(environ={}, flags={"research": {"max_steps": 50}}).with_default_depth("quick")
     assert quick.research.depth == "quick" and quick.research.max_steps == 50  # explicit value kept
     assert quick.research.max_expansions == 2 and quick.llm.max_tokens == 480
+    assert quick.output.verify_policy == "recite" and quick.output.judge_floor == 0.5
+    assert load_settings(environ={}).output.judge_floor == 0.0  # a served model judges alone
     chosen = load_settings(environ={}, flags={"research": {"depth": "deep"}})
     assert chosen.with_default_depth("quick") == chosen

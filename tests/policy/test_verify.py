@@ -252,6 +252,49 @@ def test_remove_policy_removes_every_unsupported_sentence_with_one_batched_judge
     assert len(finished) == 1 and finished[0].removed == 4 and finished[0].llm_calls == 1
 
 
+def test_below_the_judge_floor_a_sentence_is_unsupported_without_asking_the_judge() -> None:
+    # The planted paraphrase shares a quarter of its content words with its passage: word overlap
+    # leaves it unclear, and the judge would pass it; a small model's judge passes nearly anything.
+    paraphrase = lexical_support(claim_text(JUDGED_YES), [PASSAGES[1][1]])
+    assert paraphrase.verdict == "unclear" and paraphrase.share == 0.25
+    floored = lexical_support(claim_text(JUDGED_YES), [PASSAGES[1][1]], floor=0.5)
+    assert floored.verdict == "unsupported" and floored.reason == (
+        "only 25% of its content words are in its passages (under 50%)"
+    )
+    # A figure the passages lack is still named as the reason, floor or not.
+    assert "1929" in lexical_support(claim_text(WRONG_YEAR), [PASSAGES[3][1]], floor=0.9).reason
+
+    llm = FunctionLLM(truthful)
+    verifier = Verifier(
+        llm, ResearchSettings(), OutputSettings(verify_policy="remove", judge_floor=0.5), [].append
+    )
+    state = verifier.run(make_state())
+    # Only the sentence above the floor (71% of its words in its passage) reached the judge.
+    assert kinds(llm) == ["verify"]
+    assert [claim for claim, _ in judge_claims(llm.requests[0].messages[-1].content)] == [
+        "The tariff act lowered duties and hurt industry and labor."
+    ]
+    assert verdict_of(state, "High duties") == "removed"
+    assert figures(state)["supported"] == 1 and figures(state)["removed"] == 5
+
+
+def test_re_citing_under_a_judge_floor_offers_the_judge_no_passage_below_it() -> None:
+    # The 1929 claim's other passage (the 1931 address) shares too few of its words to clear the
+    # floor, so no judge is asked about it and the claim goes; without the floor the judge
+    # re-cites it to that passage (`test_recite_policy_finds_other_passages_by_overlap_then_by_the_judge`).
+    llm = FunctionLLM(truthful)
+    verifier = Verifier(
+        llm, ResearchSettings(), OutputSettings(verify_policy="recite", judge_floor=0.7), [].append
+    )
+    state = verifier.run(make_state())
+    assert verdict_of(state, "Tariffs deepened") == "removed"
+    assert all(
+        "textid6" not in keys
+        for request in llm.requests
+        for _, keys in judge_claims(request.messages[-1].content)
+    )
+
+
 def test_a_node_whose_every_claim_fails_is_quoted_from_the_passages_it_cited_and_says_so() -> None:
     state, _, _ = verify("remove")
     assert state.outline is not None

@@ -3,9 +3,11 @@
 A sentence whose content words nearly all occur in its passages, with no figure or negation the
 passages lack, is supported; one that shares (almost) nothing with them, or states a number or a
 name (a capitalised word inside the sentence) that none of them contains, is unsupported; anything
-between is unclear and goes to the judge. Overlap is not entailment, so the thresholds are strict on
-the "supported" side: a wrongly passed claim is worse than a call. Also here: a sentence's claim
-(its words without citations or list marker).
+between is unclear and goes to the judge. Where a caller sets a floor (`judge_floor`: a judge too
+weak to trust on loose paraphrase), a sentence with less than that share is unsupported too.
+Overlap is not entailment, so the thresholds are strict on the "supported" side: a wrongly passed
+claim is worse than a call. Also here: a sentence's claim (its words without citations or list
+marker).
 """
 
 from __future__ import annotations
@@ -86,16 +88,21 @@ class Lexical:
 
 
 def lexical_support(
-    claim: str, passages: Sequence[str], features: Callable[[str], TextFeatures] = TextFeatures.of
+    claim: str,
+    passages: Sequence[str],
+    features: Callable[[str], TextFeatures] = TextFeatures.of,
+    floor: float = 0.0,
 ) -> Lexical:
     """Judge `claim` against `passages` by word overlap (see the module docstring).
 
     `features` derives a passage's features; a caller judging many claims passes a cached one.
+    Below the `floor` share of its content words in them, a claim is unsupported rather than
+    unclear: a judge is not asked to pass it.
     """
-    return lexical_verdict(TextFeatures.of(claim), [features(text) for text in passages])
+    return lexical_verdict(TextFeatures.of(claim), [features(text) for text in passages], floor)
 
 
-def lexical_verdict(claim: TextFeatures, passages: Sequence[TextFeatures]) -> Lexical:
+def lexical_verdict(claim: TextFeatures, passages: Sequence[TextFeatures], floor: float = 0.0) -> Lexical:
     """`lexical_support` from features. The passages count as one text: a word, figure or negation
     found in any of them is found (none of the three can span two passages)."""
     words = claim.words
@@ -120,6 +127,9 @@ def lexical_verdict(claim: TextFeatures, passages: Sequence[TextFeatures]) -> Le
         )
     if shared <= 1 and share < UNSUPPORTED_SHARE:
         return Lexical("unsupported", share, f"it shares almost no words with its passages ({share:.0%})")
+    if share < floor:
+        reason = f"only {share:.0%} of its content words are in its passages (under {floor:.0%})"
+        return Lexical("unsupported", share, reason)
     negated = claim.negated and not any(passage.negated for passage in passages)
     if share >= SUPPORTED_SHARE and shared >= SUPPORTED_MIN_SHARED and not negated:
         return Lexical("supported", share, f"{share:.0%} of its content words are in its passages")
@@ -144,7 +154,9 @@ class PassageIndex:
     def describes(self, registry: EvidenceRegistry) -> bool:
         return registry is self.registry and len(registry.items) == self.size
 
-    def best(self, claim: TextFeatures, exclude: Sequence[str], count: int) -> list[tuple[Lexical, str]]:
+    def best(
+        self, claim: TextFeatures, exclude: Sequence[str], count: int, floor: float = 0.0
+    ) -> list[tuple[Lexical, str]]:
         """The `count` passages, other than `exclude`, holding the largest share of the claim's
         content words (ties in the run's order), each with what word overlap says of it.
 
@@ -163,4 +175,4 @@ class PassageIndex:
             else range(len(self.keys))
         )
         chosen = islice((p for p in order if self.keys[p] not in exclude), count)
-        return [(lexical_verdict(claim, [self.features[p]]), self.keys[p]) for p in chosen]
+        return [(lexical_verdict(claim, [self.features[p]], floor), self.keys[p]) for p in chosen]

@@ -16,6 +16,8 @@ Deciding support, cheapest first:
    is supported without a call; one that shares (almost) nothing with them, or states a number
    that none of them contains, is unsupported without a call. Overlap is not entailment, so the
    thresholds are strict on the "supported" side: a wrongly passed claim is worse than a call.
+   Under `output.judge_floor` of its words in its passages, a sentence is unsupported too: a small
+   model as judge passes nearly every sentence it is shown, however loosely it follows its passage.
 2. Otherwise an LLM judge, through the same `LLM` port as the policy, several claims per request
    (packed up to a prompt budget, each passage shown once), answering a strict JSON schema with a
    yes/no per claim. The reply is parsed tolerantly (code fences, text around the JSON, a plain
@@ -166,7 +168,9 @@ class Verifier:
                 claim = claim_text(sentence)
                 if not keys or not content_words(claim) or sentence.lstrip().startswith("#"):
                     continue  # no claim to check: uncited text, a bare citation, a heading
-                lexical = lexical_support(claim, _passages(state.registry, keys), self._passage_features)
+                lexical = lexical_support(
+                    claim, _passages(state.registry, keys), self._passage_features, self.output.judge_floor
+                )
                 index = len(verification.sentences)
                 verification.sentences.append(
                     SentenceCheck(
@@ -441,7 +445,8 @@ class Verifier:
         claim = claim_text(check.sentence)
         if self._index is None or not self._index.describes(state.registry):
             self._index = PassageIndex(state.registry, self._passage_features)
-        ranked = self._index.best(TextFeatures.of(claim), check.keys, RECITE_CANDIDATES)
+        floor = self.output.judge_floor  # a passage below it is no candidate: the judge would pass it
+        ranked = self._index.best(TextFeatures.of(claim), check.keys, RECITE_CANDIDATES, floor)
         if ranked and ranked[0][0].verdict == "supported":
             return conclude(self._recited(check, ranked[0][1], "lexical", ranked[0][0].reason))
         candidates = [key for lexical, key in ranked[:RECITE_CANDIDATES] if lexical.verdict == "unclear"]
