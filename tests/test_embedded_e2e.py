@@ -104,9 +104,10 @@ def test_quick_research_with_the_embedded_model_in_process(tmp_path: Path) -> No
         assert keys, f"{step.target}: the accepted text cites nothing"
         assert keys <= shown <= seen, f"{step.target}: cites evidence it was not shown: {keys - shown}"
         model_cited = "\\cite" in step.reply or re.search(r"textid\d+", step.reply) is not None
-        if step.parsed.get("citations_attached"):
-            attached.add(step.target)
+        if step.parsed.get("citations_attached") or step.parsed.get("sentences_cited"):
+            attached.add(step.target)  # deepdraft cited all of it, or what the model left uncited
         else:
+            attached.discard(step.target)  # the manifest counts a part's last accepted write
             assert model_cited, f"{step.target}: the model cited nothing and no citations were attached"
 
     # The report: [n] citations that all resolve to References entries naming demo documents.

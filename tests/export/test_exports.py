@@ -522,21 +522,28 @@ def test_the_manifest_and_the_about_block_count_the_citations_deepdraft_placed()
     from deepdraft.export.facts import readable_facts
     from deepdraft.run.manifest import build_manifest
 
-    def write(target: str, text: str, attached: bool) -> StepRecord:
-        parsed = {"name": "write", "text": text, "citations_attached": attached}
+    def write(target: str, text: str, attached: bool, cited: int = 0) -> StepRecord:
+        parsed = {"name": "write", "text": text, "citations_attached": attached, "sentences_cited": cited}
         return StepRecord(1, "write", "", "", parsed, True, None, 0, 0, 0.0, 0.0, False, target)
 
     steps = [
         write("section-1", "Tariffs rose \\cite{textid1}. Duties fell \\cite{textid2}.", True),
         write("section-2", "Trade grew \\cite{textid3}.", False),
+        # Three sentences the model left uncited beside its own citations, cited by deepdraft; then
+        # a later write of section-4 replaced its first, which counts no more.
+        write("section-3", "Trade grew \\cite{textid3}. Duties fell \\cite{textid2}.", False, cited=3),
+        write("section-4", "Tariffs rose \\cite{textid1}.", True),
+        write("section-4", "Tariffs rose \\cite{textid1}.", False),
     ]
     manifest = build_manifest(
         run_id="r", question="q", settings={}, model="m", state=RunState(question="q"), steps=steps
     )
-    assert manifest["report"]["citations_attached"] == {"sections": 1, "sentences": 2}
+    assert manifest["report"]["citations_attached"] == {"sections": 2, "sentences": 5}
     facts = dict(readable_facts(manifest))
-    assert facts["Citations placed by deepdraft"].startswith("2 sentences in 1 sections")
+    assert facts["Citations placed by deepdraft"].startswith(
+        "5 sentences in 2 sections that the model left uncited"
+    )
     unaided = build_manifest(
-        run_id="r", question="q", settings={}, model="m", state=RunState(question="q"), steps=steps[1:]
+        run_id="r", question="q", settings={}, model="m", state=RunState(question="q"), steps=steps[1:2]
     )
     assert "citations_attached" not in unaided["report"]

@@ -312,7 +312,7 @@ def real_tokenizer() -> Callable[[str], int]:
 
 
 def test_attach_citations_cites_supported_sentences_and_drops_the_rest() -> None:
-    from deepdraft.protocol.attach import attach_citations
+    from deepdraft.protocol.attach import attach_citations, cite_uncited
 
     evidence = {
         "textid1": "The tariffs on imports protect our manufactures and raise revenue to pay the public debt.",
@@ -327,6 +327,11 @@ def test_attach_citations_cites_supported_sentences_and_drops_the_rest() -> None
         "Farmers in the South felt the burden of high tariffs \\cite{textid2}!"
     )
     assert attach_citations("Nothing here matches at all.", evidence) is None
+    # A text the model cited in part: its own citations stay, the rest is cited or left out.
+    mixed = "Tariffs raised revenue to pay the public debt \\cite{textid1}. " + text
+    cited, placed = cite_uncited(mixed, evidence)
+    assert placed == 2 and cited.startswith("Tariffs raised revenue to pay the public debt \\cite{textid1}. ")
+    assert cited.endswith("high tariffs \\cite{textid2}!") and "Mars" not in cited
     assert (
         attach_citations("关税保护了本国的制造业。", {"textid1": "关税保护制造业"})
         == "关税保护了本国的制造业 \\cite{textid1}。"

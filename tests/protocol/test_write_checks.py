@@ -69,6 +69,25 @@ def test_uncited_pasted_sentences_are_left_out_without_asking_again() -> None:
     assert pasted not in written.text
 
 
+def test_with_every_sentence_cited_an_uncited_one_is_cited_from_its_evidence_or_left_out() -> None:
+    # The model cited two sentences and left two uncited: one recasts the panic passage's words,
+    # the other is a claim of its own that no passage holds.
+    recast = "Confidence in the currency was shaken by the panic, and gold left the Treasury."
+    own = "Economists later agreed that bimetallism was doomed from the start."
+    raw = f"<action>{SILVER} {recast} {own} {DRAIN}</action>"
+    research = ResearchSettings(max_retries=1, cite_every_sentence=True)
+    written = read_write(raw, _state(), research, refused=0)
+    assert isinstance(written, Write)
+    assert written.text == (
+        f"{SILVER} Confidence in the currency was shaken by the panic, and gold left the Treasury "
+        f"\\cite{{textid2}}. {DRAIN}"
+    )
+    assert written.sentences_cited == 1 and not written.citations_attached
+    # Without the setting the uncited sentences stay as the model wrote them.
+    kept = read_write(raw, _state(), ResearchSettings(max_retries=1), refused=0)
+    assert isinstance(kept, Write) and own in kept.text and kept.sentences_cited == 0
+
+
 def _state() -> RunState:
     state = RunState(question=QUESTION)
     for text in (COINAGE, PANIC):

@@ -106,8 +106,9 @@ def readable_facts(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
         facts.append(
             (
                 "Citations placed by deepdraft",
-                f"{attached.get('sentences', 0)} sentences in {attached['sections']} sections, where the "
-                "model cited nothing: each was cited from the passage it shares most words with",
+                f"{attached.get('sentences', 0)} sentences in {attached['sections']} sections that the "
+                "model left uncited: each was cited from the passage it shares most words with, and "
+                "those no passage shares enough words with were left out",
             )
         )
     quoted = report.get("written_from_evidence") or []

@@ -38,7 +38,7 @@ from deepdraft.protocol.actions import (
     validate_search,
     validate_write,
 )
-from deepdraft.protocol.attach import attach_citations, merged_citations
+from deepdraft.protocol.attach import attach_citations, cite_uncited, merged_citations
 from deepdraft.protocol.topic import is_essay_part, names_subject, subject_label, subject_terms, subject_title
 from deepdraft.protocol.write_checks import (
     before_loop,
@@ -197,7 +197,8 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     (`write_checks`) is asked again when much of it is at fault and a re-ask is left, unless
     enough of it holds up to a stricter test (`KEEP_SUPPORT`); otherwise the sentences at fault
     are dropped, and so are uncited sentences pasted from a passage (a text with nothing left once
-    they are gone is kept as it is).
+    they are gone is kept as it is). With `research.cite_every_sentence`, the uncited sentences
+    left are then cited from the evidence, or dropped where no passage holds their words.
     """
     action = parse(raw, {"write"})
     if not isinstance(action, Write):
@@ -219,7 +220,22 @@ def read_write(raw: str, state: RunState, research: ResearchSettings, refused: i
     if problem:
         return problem
     action = _without_repeats(action, state, research)
-    return _checked(action, state, research, last_try=refused >= research.max_retries)
+    checked = _checked(action, state, research, last_try=refused >= research.max_retries)
+    if isinstance(checked, Write) and research.cite_every_sentence and not checked.citations_attached:
+        return _every_sentence_cited(checked, state, research)
+    return checked
+
+
+def _every_sentence_cited(action: Write, state: RunState, research: ResearchSettings) -> Write:
+    """The write with its uncited sentences cited from the part's evidence, or dropped where no
+    passage holds their words (`cite_uncited`), when what is left is still a valid write; else
+    the write as it is."""
+    evidence = {key: state.registry[key].text for key in state.evidence}
+    text, placed = cite_uncited(action.text, evidence)
+    if text == action.text:
+        return action
+    cited = Write(text, sentences_cited=placed)
+    return cited if _valid(cited, state, research) else action
 
 
 _MENDS = (LOOPING, FOREIGN_KEYS, NO_CITATIONS, TOO_MANY_CITATIONS)

@@ -73,6 +73,8 @@ class Write:
     text: str
     citations_attached: bool = False
     """True when deepdraft placed the citations (see `attach_citations`), not the model."""
+    sentences_cited: int = 0
+    """Sentences the model left uncited beside cited ones that deepdraft cited (`cite_uncited`)."""
 
 
 Action = Search | InitPlan | ExtendPlan | Nop | Write

@@ -11,8 +11,9 @@ each sentence is matched against the evidence it was written from:
 
 This is lexical overlap, not entailment: it places citations where the words came from, and the
 journal marks such a write (`citations_attached`), so a later verification step knows to check
-it. The model's own citations, when it gives any, are never touched (this only runs when there are
-none).
+it. The model's own citations, when it gives any, are never touched. Where the settings ask that
+every sentence be cited (`cite_every_sentence`, the `quick` preset), the sentences a model left
+uncited beside cited ones are dealt with the same way (`cite_uncited`).
 """
 
 from __future__ import annotations
@@ -112,9 +113,18 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
 
     None when no sentence is supported by any passage.
     """
+    result, _ = cite_uncited(text, evidence)
+    return result if "\\cite{" in result else None
+
+
+def cite_uncited(text: str, evidence: Mapping[str, str]) -> tuple[str, int]:
+    """`text` with each sentence that cites nothing cited from the passage of `evidence` it shares
+    most content words with, or dropped when no passage shares enough of them (`MIN_SHARED`,
+    `MIN_SHARE`); sentences the model cited stay as they are. Also: how many sentences were cited.
+    """
     passages = {key: content_words(passage) for key, passage in evidence.items()}
     kept: list[str] = []
-    cursor = 0
+    cursor, placed = 0, 0
     for start, end in sentence_spans(text):
         # Line breaks between two sentences (a paragraph break after a full stop) are kept whether
         # or not the sentences around them are: they are the text's structure, not a claim.
@@ -122,7 +132,7 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
         cursor = end
         sentence = text[start:end]
         words = content_words(sentence)
-        if not words:  # a heading, a list marker, a table rule: keep the structure
+        if not words or cited_keys(sentence):  # structure (a heading, a table rule), or cited
             kept.append(sentence)
             continue
         best_key, best_shared = "", 0
@@ -132,8 +142,8 @@ def attach_citations(text: str, evidence: Mapping[str, str]) -> str | None:
                 best_key, best_shared = key, shared
         if best_shared >= MIN_SHARED and best_shared / len(words) >= MIN_SHARE:
             kept.append(cite_sentence(sentence, best_key))
-    result = re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip()
-    return result if "\\cite{" in result else None
+            placed += 1
+    return re.sub(r"\n{3,}", "\n\n", "".join(kept)).strip(), placed
 
 
 def cite_sentence(sentence: str, key: str) -> str:

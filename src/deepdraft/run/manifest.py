@@ -132,17 +132,23 @@ def build_manifest(
 
 
 def _citations_attached(steps: Sequence[StepRecord]) -> dict[str, Any]:
-    """Where deepdraft, not the model, placed a node's citations (a write that cited nothing, cited
-    by word overlap): {"citations_attached": {"sections": n, "sentences": m}}, or {} when nowhere."""
-    texts = {
-        step.target: str(step.parsed.get("text", ""))
-        for step in steps
-        if step.action == "write" and step.valid and step.parsed and step.parsed.get("citations_attached")
-    }
-    if not texts:
+    """Where deepdraft, not the model, placed citations by word overlap — a write that cited
+    nothing (all its cited sentences), or the sentences a write left uncited beside cited ones
+    (`sentences_cited`), in each node's last accepted write: {"citations_attached": {"sections":
+    n, "sentences": m}}, or {} when nowhere."""
+    placed: dict[str, int] = {}
+    for step in steps:
+        if step.action != "write" or not step.valid or not step.parsed:
+            continue
+        if step.parsed.get("citations_attached"):
+            text = str(step.parsed.get("text", ""))
+            placed[step.target] = sum(1 for sentence in sentences(text) if CITE.search(sentence))
+        else:
+            placed[step.target] = int(step.parsed.get("sentences_cited") or 0)
+    placed = {target: count for target, count in placed.items() if count}
+    if not placed:
         return {}
-    cited = sum(1 for text in texts.values() for sentence in sentences(text) if CITE.search(sentence))
-    return {"citations_attached": {"sections": len(texts), "sentences": cited}}
+    return {"citations_attached": {"sections": len(placed), "sentences": sum(placed.values())}}
 
 
 def _written_from_evidence(outline: Any) -> dict[str, Any]:
