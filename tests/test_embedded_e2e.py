@@ -89,10 +89,12 @@ def test_quick_research_with_the_embedded_model_in_process(tmp_path: Path) -> No
     assert len(written) >= 2, [s.note for s in outline.sections]
 
     # Citations, read from the accepted write replies as journaled: every key cited was in the
-    # evidence shown for that very write (the prompt lists it), and the key is known. A write
+    # evidence shown for that very write (the prompt lists it), and the key is known. A whole write
     # the model left uncited is accepted only with citations deepdraft placed itself (the quick
     # preset's `attach_citations_after = 0`), flagged as such in the journal and counted in the
     # manifest; every other accepted write carries the model's own citations.
+    # With the quick preset the model writes each part passage by passage (one passage shown per
+    # request, plain sentences back), and deepdraft cites each paragraph to its passage.
     accepted_writes = [s for s in steps if s.action == "write" and s.valid]
     assert accepted_writes
     seen = set(state.registry.items)
@@ -103,6 +105,10 @@ def test_quick_research_with_the_embedded_model_in_process(tmp_path: Path) -> No
         shown = set(re.findall(r"^bibkey:(textid\d+)$", step.prompt, flags=re.MULTILINE))
         assert keys, f"{step.target}: the accepted text cites nothing"
         assert keys <= shown <= seen, f"{step.target}: cites evidence it was not shown: {keys - shown}"
+        if run.settings.research.write_by_passage:
+            for paragraph in step.parsed["text"].split("\n\n"):
+                assert len({key for group in cited_keys(paragraph) for key in group}) == 1, paragraph
+            continue
         model_cited = "\\cite" in step.reply or re.search(r"textid\d+", step.reply) is not None
         if step.parsed.get("citations_attached") or step.parsed.get("sentences_cited"):
             attached.add(step.target)  # deepdraft cited all of it, or what the model left uncited

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,14 @@ QUESTION = "How did presidents argue about tariffs?"
 # quick preset re-cites an unsupported sentence rather than have it rewritten: here it is
 # rewritten, so that the repair request is asked too.
 EXPECTED_KINDS = {"search", "init-plan", "write", "extend-plan", "repair", "summary", "conclusion"}
+# The quick preset writes each part passage by passage, and the sentences kept from the fake's
+# replies hold up against their passages, so nothing is left to repair.
+PASSAGE_KINDS = {"search", "init-plan", "write-passage", "extend-plan", "summary", "conclusion"}
 FLAGS = {"research": {"depth": "quick"}, "output": {"verify_policy": "repair"}}
+WHOLE_WRITES = {
+    "research": {"depth": "quick", "write_by_passage": False},
+    "output": {"verify_policy": "repair"},
+}
 
 
 @pytest.fixture
@@ -38,9 +46,9 @@ def reworded_templates(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     prompts._environment.cache_clear()
 
 
-def kinds_in_process(corpus_dir: Path, run_id: str) -> list[tuple[str, str]]:
+def kinds_in_process(corpus_dir: Path, run_id: str, flags: dict[str, Any] = FLAGS) -> list[tuple[str, str]]:
     llm = FunctionLLM(ScenarioModel(expansions=1))
-    settings = load_settings(flags=FLAGS)
+    settings = load_settings(flags=flags)
     report = runner.start(QUESTION, settings, kb=str(corpus_dir), llm=llm, run_id=run_id)
     assert "This summary gathers" in report.markdown and "This conclusion gathers" in report.markdown
     return [classify(request) for request in llm.requests]
@@ -50,10 +58,13 @@ def test_the_fake_recognises_the_same_requests_when_every_template_is_reworded(
     corpus_dir: Path, request: pytest.FixtureRequest
 ) -> None:
     as_written = kinds_in_process(corpus_dir, "as-written")
-    assert {kind for kind, _ in as_written} == EXPECTED_KINDS
+    assert {kind for kind, _ in as_written} == PASSAGE_KINDS
+    whole = kinds_in_process(corpus_dir, "whole-writes", WHOLE_WRITES)
+    assert {kind for kind, _ in whole} == EXPECTED_KINDS
     request.getfixturevalue("reworded_templates")
     assert "Please note: " in prompts.render("verify", passages="", claims="", count=1)
     assert kinds_in_process(corpus_dir, "reworded") == as_written
+    assert kinds_in_process(corpus_dir, "reworded-whole-writes", WHOLE_WRITES) == whole
 
 
 def test_over_http_the_grammar_tells_the_same_kinds(corpus_dir: Path, reworded_templates: None) -> None:
@@ -62,5 +73,6 @@ def test_over_http_the_grammar_tells_the_same_kinds(corpus_dir: Path, reworded_t
         flags = {**FLAGS, "llm": {"base_url": server.base_url, "model": "m"}}
         runner.start(QUESTION, load_settings(flags=flags), kb=str(corpus_dir), run_id="http")
         bodies = server.requests
-    assert all("grammar" in body for body in bodies)
+    # Every request but a passage's constrains its reply with a grammar; a passage's is plain text.
+    assert all(("grammar" in body) != (classify_body(body)[0] == "write-passage") for body in bodies)
     assert [classify_body(body) for body in bodies] == as_written

@@ -547,3 +547,14 @@ def test_the_manifest_and_the_about_block_count_the_citations_deepdraft_placed()
         run_id="r", question="q", settings={}, model="m", state=RunState(question="q"), steps=steps[1:2]
     )
     assert "citations_attached" not in unaided["report"]
+
+
+def test_the_about_block_says_when_parts_were_written_passage_by_passage() -> None:
+    from deepdraft.export.facts import readable_facts
+
+    def facts(by_passage: bool) -> dict[str, str]:
+        research = {"depth": "quick", "write_by_passage": by_passage}
+        return dict(readable_facts({"deepdraft": "x", "policy": "warp", "policy_settings": research}))
+
+    assert facts(True)["Writing"].startswith("passage by passage: the model reported each passage")
+    assert "Writing" not in facts(False)

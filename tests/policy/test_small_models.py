@@ -123,7 +123,8 @@ def test_quick_depth_narrows_outline_bounds_in_prompt_grammar_and_validation() -
 
 
 def test_quick_writes_bound_the_writers_notes_in_the_grammar() -> None:
-    research = load_settings(flags={"research": {"depth": "quick"}}).research
+    # A whole write's prompt (the quick preset writes passage by passage: see test_passage_write).
+    research = load_settings(flags={"research": {"depth": "quick", "write_by_passage": False}}).research
     assert research.write_notes_chars == 300
     llm = FunctionLLM(ScenarioModel(expansions=1))
     WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
@@ -434,7 +435,7 @@ def test_a_target_length_guides_writes_and_the_deepening_decision() -> None:
 
 def test_the_quick_preset_asks_each_part_for_a_length_and_standard_does_not() -> None:
     for depth, expected in (("quick", "Aim for about 180 words in this part"), ("standard", None)):
-        research = load_settings(flags={"research": {"depth": depth}}).research
+        research = load_settings(flags={"research": {"depth": depth, "write_by_passage": False}}).research
         llm = FunctionLLM(ScenarioModel(expansions=0))
         WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
         writes = [r.messages[-1].content for r in llm.requests if classify(r)[0] == "write"]
@@ -444,7 +445,7 @@ def test_the_quick_preset_asks_each_part_for_a_length_and_standard_does_not() ->
 
 def test_a_quick_write_lists_the_passages_it_shows_as_a_checklist_and_a_standard_one_does_not() -> None:
     for depth, listed in (("quick", True), ("standard", False)):
-        research = load_settings(flags={"research": {"depth": depth}}).research
+        research = load_settings(flags={"research": {"depth": depth, "write_by_passage": False}}).research
         llm = FunctionLLM(ScenarioModel(expansions=0))
         WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research).run(RunState(question=QUESTION))
         write = next(r for r in llm.requests if classify(r)[0] == "write").messages[-1].content

@@ -15,7 +15,9 @@ sent. They are told apart by the protocol *data* the prompt carries, never by te
 a write shows the Analyst's instruction line (`prompts.instruction`, the line the WARP model was
 trained with); a repair shows evidence as `bibkey:textidN` blocks; a synthesis shows neither, and
 its `part_name` value says which part it writes; a follow-up question's answer shows evidence
-too, and names its task with `asks.TASK`. Verdict requests likewise: verification shows
+too, and names its task with `asks.TASK`. One passage of a part written passage by passage
+(`research.write_by_passage`) is the one request with no reply constraint at all, and shows
+exactly one evidence block. Verdict requests likewise: verification shows
 evidence blocks, the constraint check shows none.
 """
 
@@ -36,6 +38,7 @@ Kind = Literal[
     "full-plan",
     "extend-plan",
     "write",
+    "write-passage",
     "verify",
     "repair",
     "summary",
@@ -67,6 +70,9 @@ def recognise(request: ChatRequest) -> Recognised:
     constraint = _constraint(request)
     target = _target(prompt)
     if constraint is None:
+        # The one request asked as plain text: a part written passage by passage, one passage each.
+        if len(evidence_keys(prompt)) == 1:
+            return Recognised("write-passage")
         raise AssertionError(f"an unconstrained request has no recognisable kind: {prompt[:200]}")
     kind, count = constraint
     if kind == "verdicts":

@@ -83,6 +83,11 @@ class ScenarioModel:
                 f"<thought>Use {cite}.</thought><action>This part ({target}) explains how {self.topic} "
                 f"were argued over, as the sources show \\cite{{{cite}}}. It adds context.</action>"
             )
+        if kind == "write-passage":  # report the passage's opening words, framed as a small model does
+            key = evidence_keys(prompt)[0]
+            passage = prompt.split(f"bibkey:{key}\n", 1)[1].split("\n")[0]
+            words = " ".join(passage.split()[:10]).rstrip(".,;")
+            return f"The source states that {words}, on {self.topic}. It adds context."
         if kind == "extend-plan" and target != "outline":  # the node the user chose: split it
             low, _ = subsection_bounds(request)
             subsections = [

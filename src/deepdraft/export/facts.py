@@ -59,6 +59,14 @@ def readable_facts(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
             if name in research
         )
         facts.append(("Policy", f"{policy}" + (f" ({detail})" if detail else "")))
+        if research.get("write_by_passage"):
+            facts.append(
+                (
+                    "Writing",
+                    "passage by passage: the model reported each passage found for a part in a sentence "
+                    "or two, and each paragraph holds what one source says that held up against it",
+                )
+            )
     kb = manifest.get("kb") or {}
     if kb.get("ref") or kb.get("fingerprint"):
         count = kb.get("document_count")

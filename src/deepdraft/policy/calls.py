@@ -39,6 +39,10 @@ def journal_step(state: RunState) -> int:
     return state.step + state.finishing_steps
 
 
+Compose = Callable[[ChatRequest, LLM], ChatResult]
+"""Puts an action's reply together from several requests to the model (see `ActionCalls.act`)."""
+
+
 class StepBudgetSpent(Exception):
     """`max_steps` actions were taken; raised instead of asking for one more."""
 
@@ -69,12 +73,15 @@ class ActionCalls:
         read: Callable[[str], Action | Refused],
         settle: Callable[[Attempt[Action]], None],
         give_up: Callable[[Attempt[Action]], bool] = lambda attempt: False,
+        compose: Compose | None = None,
     ) -> Attempt[Action]:
         """Ask `action` about `state.target` until a reply is read or the retries are spent.
 
         The turn (refusals so far, the last reason) lives in the state, so the prompt shows the
         reason and a resumed run re-asks from where it stopped; `settle` applies the last outcome
-        to the state before its checkpoint is journaled.
+        to the state before its checkpoint is journaled. `compose`: the reply is put together
+        from several smaller requests rather than asked for whole (a part written passage by
+        passage); it is one action all the same.
         """
         target = state.target
 
@@ -97,7 +104,7 @@ class ActionCalls:
             )
 
         return exchange(
-            lambda sent: self._complete(state, action, target, sent),
+            lambda sent: self._complete(state, action, target, sent, compose),
             request,
             lambda result, turn: read(result.text),
             tries=self.budgets.max_retries + 1,
@@ -107,12 +114,15 @@ class ActionCalls:
             give_up=give_up,
         )
 
-    def _complete(self, state: RunState, action: str, target: str, request: ChatRequest) -> ChatResult:
+    def _complete(
+        self, state: RunState, action: str, target: str, request: ChatRequest, compose: Compose | None
+    ) -> ChatResult:
         if state.step >= self.budgets.max_steps:
             raise StepBudgetSpent
         self.emit(ActionStarted(journal_step(state) + 1, action, target))
+        llm = self.roles.get(ROLES.get(action, ""), self.llm)
         try:
-            result = self.roles.get(ROLES.get(action, ""), self.llm).complete(request)
+            result = compose(request, llm) if compose is not None else llm.complete(request)
         except LLMContextOverflow:
             # Prompts are budgeted with an estimate; if the server still finds one too long, every
             # later prompt is fitted under a smaller limit and this action is asked again.

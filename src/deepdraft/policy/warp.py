@@ -6,7 +6,8 @@ The loop, as in AgentCPM-Report (arXiv 2602.06540), written out in `WarpPolicy.r
    3–12 top-level sections, each with a one-line plan;
 2. **draft**: for every node without text, in document order, search with keywords chosen for
    that node (the model sees the question, the node's plan and the draft so far), then write the
-   node from that fresh evidence, citing only it;
+   node from that fresh evidence, citing only it (for a small model, `write_by_passage`: one short
+   request per passage, the replies held to their passages and put together as the one write);
 3. **deepen**: once every node has text, read the whole draft and either split one childless
    level-1 or level-2 node into 2–7 subsections — which sends the loop back to step 2 for the new,
    empty nodes — or stop;
@@ -34,6 +35,7 @@ as an event; the runner journals the checkpoint each `ActionFinished` event carr
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 from deepdraft.core.citations import cited_keys
@@ -52,7 +54,7 @@ from deepdraft.events import (
     ignore,
 )
 from deepdraft.policy.calls import ActionCalls, PromptsShrunk, StepBudgetSpent
-from deepdraft.ports import LLM, Retriever
+from deepdraft.ports import LLM, ChatRequest, ChatResult, Retriever, Usage
 from deepdraft.protocol import action_prompts as ask
 from deepdraft.protocol import action_replies as reply
 from deepdraft.protocol.actions import (
@@ -69,11 +71,18 @@ from deepdraft.protocol.attach import extract_from_evidence
 from deepdraft.protocol.exchange import Attempt
 from deepdraft.protocol.fitting import ContextWindow, Fit
 from deepdraft.protocol.grammar import ShapeName, reply_shape
+from deepdraft.protocol.passage_write import REPLY_TOKENS as PASSAGE_REPLY_TOKENS
+from deepdraft.protocol.passage_write import PassageReport, passage_paragraph, passage_prompt, write_reply
 from deepdraft.protocol.prompts import TemplateName
 from deepdraft.protocol.topic import names_subject, subject_terms
 from deepdraft.settings import ResearchSettings
 
 MUST_DEEPEN = "must-deepen"  # a stop refused before `force_expansions` deepening steps were taken
+PASSAGE_BREAK = "\n\n-----\n\n"
+"""Between the prompts of a part written passage by passage, as the journal shows them."""
+PASSAGE_SEED_STRIDE = 1000
+"""A passage's seed is its write's plus this many times its place: no two passages of a run's
+writes share one (a run takes far fewer than this many steps)."""
 
 ReviewOutline = Callable[[Outline], Outline | None]
 """Plan review: shown the first outline, returns the user's edited outline, or None to keep it."""
@@ -239,14 +248,59 @@ class WarpPolicy:
             else:
                 self._research_again(state)
 
+        by_passage = self.budgets.write_by_passage
+
+        def prompt() -> str:
+            if by_passage:  # one short prompt per passage (`protocol/passage_write.py`), all journaled
+                return PASSAGE_BREAK.join(text for _, text in self._passage_prompts(state))
+            return self._fit(lambda fit: ask.write_prompt(state, self.budgets, fit, length), budget, state)
+
         self.calls.act(
             state,
             "write",
-            lambda: self._fit(lambda fit: ask.write_prompt(state, self.budgets, fit, length), budget, state),
+            prompt,
             reply_shape("write", notes=self.budgets.write_notes_chars),
             lambda raw: reply.read_write(raw, state, self.budgets, state.retries),
             settle,
+            compose=partial(self._write_by_passage, state) if by_passage else None,
         )
+
+    def _passage_prompts(self, state: RunState) -> list[tuple[str, str]]:
+        """The prompts of a part written passage by passage: one per passage to write from."""
+        assert state.outline is not None
+        located = state.outline.find(state.target)
+        assert located is not None
+        title, language = located.node.title, self.budgets.language
+        return [
+            (key, passage_prompt(state.question, title, key, state.registry[key].text, language))
+            for key in passages_to_write(state)
+        ]
+
+    def _write_by_passage(self, state: RunState, request: ChatRequest, llm: LLM) -> ChatResult:
+        """A write put together from one reply per passage, each held to its passage, as the
+        reply `read_write` reads (`passage_write.write_reply`)."""
+        assert state.outline is not None
+        located = state.outline.find(state.target)
+        assert located is not None
+        reports: list[PassageReport] = []
+        usage, cached = Usage(), True
+        for index, (key, prompt) in enumerate(self._passage_prompts(state), start=1):
+            result = llm.complete(
+                ChatRequest.user(
+                    prompt,
+                    max_tokens=PASSAGE_REPLY_TOKENS,
+                    # Each passage gets its own sample and its own cache entry, so a resumed run
+                    # replays exactly these replies.
+                    seed=None if request.seed is None else request.seed + PASSAGE_SEED_STRIDE * index,
+                    tag=f"{request.tag}-{key}",
+                )
+            )
+            usage, cached = usage + result.usage, cached and result.cached
+            text = passage_paragraph(
+                result.text, key, state.registry[key].text, state.question, located.node.title
+            )
+            reports.append(PassageReport(key, result.text, text))
+        return ChatResult(write_reply(reports), usage, cached=cached)
 
     def deepen(self, state: RunState) -> None:
         """Split one childless node into subsections (more empty nodes to draft), or stop."""
@@ -461,6 +515,30 @@ def find_evidence(
     ]
     overused = {fingerprint(state.registry[key].text) for key in cited_in_parts(state, 2)}
     return select_passages(hits, budget, per_document=max(1, budget // 4), avoid=overused)
+
+
+def passages_to_write(state: RunState) -> list[str]:
+    """The evidence a part written passage by passage is written from, in the order shown.
+
+    Every passage is reported in a paragraph of its own, so one that names none of the request's
+    subject words gives a paragraph about something else, and one another part cites already gives
+    a paragraph that part has; both are left out while `FEWEST_PASSAGES` others remain.
+    """
+    subject = subject_terms(state.question)
+    elsewhere = {key for part, cited in _citations_by_node(state) if part != state.target for key in cited}
+    keys = list(state.evidence)
+    wanted = [
+        key
+        for key in keys
+        if key not in elsewhere and (not subject or names_subject(state.registry[key].text, subject))
+    ]
+    if len(wanted) >= FEWEST_PASSAGES:
+        return wanted
+    return [*wanted, *(key for key in keys if key not in wanted)][:FEWEST_PASSAGES]
+
+
+FEWEST_PASSAGES = 2
+"""A part written passage by passage is written from at least this many passages when it has them."""
 
 
 ANCHOR_TERMS = 3

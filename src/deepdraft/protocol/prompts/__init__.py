@@ -14,8 +14,9 @@ import jinja2
 
 TemplateName = Literal["search", "init_plan", "write", "extend_plan", "full_plan", "split_section"]
 """The policy's action prompts (the WARP protocol's answer format)."""
-FinishingTemplateName = Literal["verify", "repair", "synthesis", "constraints", "ask"]
-"""The finishing passes' prompts (verify.py, synthesis.py) and a follow-up question's (asks.py):
+FinishingTemplateName = Literal["verify", "repair", "synthesis", "constraints", "ask", "write_passage"]
+"""The finishing passes' prompts (verify.py, synthesis.py), a follow-up question's (asks.py) and
+the prompt for one passage of a part written passage by passage (`protocol/passage_write.py`):
 JSON verdicts or free text."""
 
 

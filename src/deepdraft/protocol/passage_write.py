@@ -1,0 +1,149 @@
+"""Writing a part one passage at a time: the writer for a small model (`research.write_by_passage`).
+
+Shown a part's six passages at once and asked for a paragraph on each, a 1.5B model wrote two to
+four sentences in all (35-77 words a part over one smoke run), often about none of them: of the
+write in one recorded step, three of four sentences named figures no passage held. Shown one
+passage at a time with a short prompt, the same model reported what each one said (380-490
+words from the same six passages, in about the minute the whole write took), so the part is
+built from those reports: one paragraph per passage, every sentence cited to it.
+
+What the model hands back is held to its passage here, sentence by sentence, before the part's
+text is read like any write (`action_replies.read_write`):
+
+- a sentence cut off by the token limit is left out, and at most `SENTENCES` are kept (a list's
+  marks are taken off: each paragraph is prose);
+- the frame a small model puts around a report ("The source states that ...") is taken off, and
+  a source as the sentence's subject (or "it" reporting, at a paragraph's start) becomes "One
+  source" (the citation says which);
+- a sentence that names neither the request's subject nor the part's is left out: the model
+  reports whatever its passage says, and a State of the Union passage says many things;
+- a sentence with a number or name the passage lacks, with under `SUPPORT` of its content words
+  in the passage, or copying `COPIED_RUN` words of it is left out (`write_checks`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from deepdraft.core.citations import CITE_WITH_SPACE
+from deepdraft.core.evidence import evidence_entry
+from deepdraft.core.sentences import sentence_spans
+from deepdraft.protocol import prompts
+from deepdraft.protocol.topic import names_subject, subject_terms, subject_title
+from deepdraft.protocol.write_checks import sentence_faults, without_sentences
+
+SENTENCES = 2
+"""Most sentences kept from one passage's reply (the prompt asks for one or two)."""
+REPLY_TOKENS = 80
+"""Most tokens of one passage's reply: two short sentences, and a little room."""
+SUPPORT = 0.5
+"""Least share of a sentence's content words found in its passage: the quick preset's judge
+floor (`output.judge_floor`), so verification keeps what is kept here."""
+_SOURCE_NOUN = (
+    r"(?:source(?:\s+text)?|passage|text|excerpt|document|address|speech|author|speaker|writer|report)"
+)
+_VERB = (
+    r"(?:also\s+)?(?:states?|says?|notes?|mentions?|argues?|explains?|reports?|suggests?|emphasi[sz]es?|"
+    r"stresses?|highlights?|indicates?|adds?|describes?|discuss(?:es)?|proposes?|urges?|claims?|"
+    r"points?\s+out|underscores?|acknowledges?|asserts?|warns?|calls?\s+for|outlines?|focus(?:es)?\s+on)"
+)
+_FRAME_THAT = re.compile(
+    rf"^(?:(?:the|this)\s+{_SOURCE_NOUN}|it|he|she|they)\s+{_VERB}\s+that\s+", re.IGNORECASE
+)
+_FRAME_STATING = re.compile(  # "The source discusses the tariff, stating that ..."
+    rf"^(?:the|this)\s+{_SOURCE_NOUN}\s+{_VERB}\b[^.;]{{0,160}}?,?\s+(?:by\s+)?(?:stating|saying|noting|"
+    r"mentioning|arguing|explaining|emphasi[sz]ing|suggesting|highlighting|pointing\s+out)\s+that\s+",
+    re.IGNORECASE,
+)
+_ACCORDING = re.compile(rf"^according\s+to\s+(?:the|this)\s+{_SOURCE_NOUN},\s*", re.IGNORECASE)
+_SOURCE_SUBJECT = re.compile(rf"^(?:the|this)\s+{_SOURCE_NOUN}\b", re.IGNORECASE)
+_PRONOUN_REPORTING = re.compile(rf"^(?:it|they)\s+(?={_VERB}\b)", re.IGNORECASE)
+_LIST_MARK = re.compile(r"^(?:[-*•]|\d{1,2}[.)])\s+")  # a reply written as a list
+_FINISHED = re.compile(r"[.!?。！？][\"'”’)\]]*$")
+
+
+def subject_of(question: str) -> str:
+    """What the prompt asks about: the request from its first subject word on, in the request's
+    own case ("tariffs", not "Tariffs")."""
+    title = subject_title(question)
+    lowered = title[:1].lower() + title[1:]
+    return lowered if lowered in question else title
+
+
+def passage_prompt(question: str, title: str, key: str, passage: str, language: str | None) -> str:
+    """The prompt for the passage `key` of the part titled `title`, shown as an evidence block
+    (`bibkey:KEY`, then its text) like every passage the protocol shows."""
+    return prompts.render(
+        "write_passage",
+        question=question,
+        title=title,
+        passage=evidence_entry(key, passage),
+        subject=subject_of(question),
+        language=language or "",
+    )
+
+
+def passage_paragraph(reply: str, key: str, passage: str, question: str, title: str) -> str:
+    """The sentences of `reply` that hold up against `passage`, each cited to `key`; "" for none."""
+    terms = [*subject_terms(question), *subject_terms(title)]
+    kept: list[str] = []
+    text = reply.strip().strip('"“”').strip()
+    for start, end in sentence_spans(text):
+        if len(kept) == SENTENCES:
+            break
+        # Keys the model wrote itself go: the passage's own citation is placed below.
+        sentence = _LIST_MARK.sub("", " ".join(CITE_WITH_SPACE.sub("", text[start:end]).split()))
+        if not _FINISHED.search(sentence):
+            continue  # cut off by the token limit
+        sentence = _unframed(sentence, first=not kept)
+        if len(sentence.split()) < 4 or not names_subject(sentence, terms):
+            continue
+        kept.append(_cited(sentence, key))
+    paragraph = " ".join(kept)
+    faults = sentence_faults(paragraph, {key: passage}, min_support=SUPPORT)
+    return without_sentences(paragraph, faults) if faults else paragraph
+
+
+def _unframed(sentence: str, *, first: bool) -> str:
+    """`sentence` without the frame of a report on a source: "The source states that X" gives X;
+    "The passage discusses X" gives "One source discusses X" ("The same source ..." after the
+    paragraph's first sentence)."""
+    for frame in (_FRAME_THAT, _FRAME_STATING, _ACCORDING):
+        if match := frame.match(sentence):
+            rest = sentence[match.end() :]
+            return rest[:1].upper() + rest[1:]
+    if first and (match := _PRONOUN_REPORTING.match(sentence)):
+        # "It also mentions X" opening a paragraph: "it" can only be the source.
+        return "One source " + re.sub(r"^also\s+", "", sentence[match.end() :])
+    return _SOURCE_SUBJECT.sub("One source" if first else "The same source", sentence, count=1)
+
+
+def _cited(sentence: str, key: str) -> str:
+    """`sentence` with `\\cite{key}` before its final punctuation."""
+    match = _FINISHED.search(sentence)
+    assert match is not None
+    return f"{sentence[: match.start()].rstrip()} \\cite{{{key}}}{sentence[match.start() :]}"
+
+
+@dataclass(frozen=True)
+class PassageReport:
+    """What the model said of one passage, and the paragraph kept from it ("" for nothing)."""
+
+    key: str
+    reply: str
+    paragraph: str
+
+
+def write_reply(reports: list[PassageReport]) -> str:
+    """The part put together as a write's reply: in the thought, each passage's key, how many
+    sentences were kept and the model's own words (so the journal shows what it said); then one
+    paragraph per passage that kept a sentence, in the order given."""
+    notes = "\n".join(
+        f"{report.key} ({len(list(sentence_spans(report.paragraph)))} kept): "
+        # The notes may not close the thought early: a "<" of the model's becomes a look-alike.
+        + " ".join(report.reply.split()).replace("<", "‹")
+        for report in reports
+    )
+    body = "\n\n".join(report.paragraph for report in reports if report.paragraph)
+    return f"<thought>{notes}</thought>\n<action>{body}</action>"

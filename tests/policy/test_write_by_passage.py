@@ -1,0 +1,76 @@
+"""WARP with `research.write_by_passage`: one write action, one short plain-text request per passage."""
+
+from __future__ import annotations
+
+from deepdraft.config import load_settings
+from deepdraft.core.citations import cited_keys
+from deepdraft.core.evidence import Passage, Source
+from deepdraft.core.outline import Outline
+from deepdraft.core.state import RunState
+from deepdraft.events import ActionFinished, Event
+from deepdraft.llm.scripted import FunctionLLM
+from deepdraft.policy.warp import PASSAGE_BREAK, WarpPolicy, passages_to_write
+from deepdraft.protocol.passage_write import REPLY_TOKENS
+from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
+
+QUESTION = "How did presidents argue about tariffs?"
+
+
+def test_each_part_is_one_write_action_made_of_one_request_per_passage() -> None:
+    research = load_settings(flags={"research": {"depth": "quick", "seed": 3}}).research
+    assert research.write_by_passage
+    llm, events = FunctionLLM(ScenarioModel(expansions=0)), list[Event]()
+    state = WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research, on_event=events.append).run(
+        RunState(question=QUESTION)
+    )
+    writes = [e.record for e in events if isinstance(e, ActionFinished) and e.record.action == "write"]
+    passages = [r for r in llm.requests if classify(r)[0] == "write-passage"]
+    assert writes and not [r for r in llm.requests if classify(r)[0] == "write"]
+    # The journal row of a write shows every prompt its passages were asked with, and its reply
+    # is the part as put together; each passage request is plain text, short, and tagged after
+    # its write's step and its key, so a resumed run replays it from the cache.
+    asked = [r.messages[-1].content for r in passages]
+    assert PASSAGE_BREAK.join(asked) == PASSAGE_BREAK.join(row.prompt for row in writes)
+    assert {r.tag.rsplit("-", 1)[0] for r in passages} == {f"step-{row.step}" for row in writes}
+    assert all(r.reply_shape is None and r.max_tokens == REPLY_TOKENS for r in passages)
+    assert len({r.seed for r in passages}) == len(passages)
+    assert state.outline is not None
+    for located in state.outline.walk():
+        paragraphs = located.node.content.split("\n\n")
+        # A paragraph per passage, every sentence cited to that passage only, the frame taken off.
+        assert len(paragraphs) >= 2
+        for paragraph in paragraphs:
+            assert len({key for group in cited_keys(paragraph) for key in group}) == 1
+            assert not paragraph.startswith("The source states")
+    assert len(writes) == len(list(state.outline.walk()))  # one action a part, however many passages
+
+
+def tariff_state() -> RunState:
+    state = RunState(question=QUESTION)
+    texts = [
+        ("A 1790", "The tariffs on imports protect our manufactures."),
+        ("A 1832", "High tariffs burden the farmer."),
+        ("A 1850", "The railways crossed the continent."),  # names no subject word
+        ("A 1890", "The tariffs act brought protection to industry."),
+        ("A 1930", "Tariffs deepened the depression."),
+    ]
+    keys = [
+        state.registry.register(Passage(text, Source(f"d{i}", title, f"{title}.txt"), 0.5))
+        for i, (title, text) in enumerate(texts)
+    ]
+    state.outline = Outline(title="Tariffs")
+    state.outline.add_tree(None, [("Early tariffs", "", []), ("Late tariffs", "", [])])
+    state.outline.sections[0].content = f"Protection came first \\cite{{{keys[0]}}}."
+    state.target, state.evidence = "section-2", keys
+    return state
+
+
+def test_a_part_leaves_out_passages_another_part_cites_and_those_off_the_subject() -> None:
+    state = tariff_state()
+    assert passages_to_write(state) == [state.evidence[1], state.evidence[3], state.evidence[4]]
+
+
+def test_with_too_few_left_the_others_fill_in_up_to_the_fewest() -> None:
+    state = tariff_state()
+    state.evidence = state.evidence[:3]  # the cited one, one on the subject, one off it
+    assert passages_to_write(state) == [state.evidence[1], state.evidence[0]]
