@@ -92,6 +92,9 @@ def test_the_prompt_shows_the_passage_as_an_evidence_block_and_the_subject_in_th
     assert "says about tariffs:" in prompt and TITLE in prompt and QUESTION in prompt
     assert "the language of the user's request" in prompt
     assert "Write in French." in passage_prompt(QUESTION, TITLE, "textid4", PASSAGE, "French")
+    assert "instructions" not in prompt
+    asked = passage_prompt(QUESTION, TITLE, "textid4", PASSAGE, None, "Keep to the wool trade.")
+    assert "The user's own instructions for this section: Keep to the wool trade." in asked
 
 
 def test_the_part_is_a_paragraph_per_passage_with_the_models_words_and_reads_as_a_write() -> None:

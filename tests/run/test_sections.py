@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from deepdraft.config import load_settings
 from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.errors import UserError
 from deepdraft.llm.scripted import FunctionLLM
@@ -328,3 +329,16 @@ def test_a_command_keeps_the_users_hand_edit_and_overwrites_only_its_own_section
     assert "as the user asked" in sections_of(report.markdown)["3"]
     kinds = [version.kind for version in versions.list_versions(report_md.parent)]
     assert kinds[-2:] == ["hand-edit", "rewrite"]  # the edit is kept as a version of its own
+
+
+def test_a_rewrite_written_passage_by_passage_shows_the_users_instructions_with_every_passage() -> None:
+    retriever = WordOverlapRetriever(SOTU_LIKE)
+    flags = {"research": {"depth": "quick"}, "output": {"verify": False, "synthesis": False}}
+    first = finished_run(retriever, load_settings(flags=flags))
+    model = Model()
+    runner.run_command(
+        first.run_id, SectionCommand("rewrite", "section-3", instructions=WISH), load_settings(flags=flags),
+        llm=FunctionLLM(model), retriever=retriever,
+    )  # fmt: skip
+    passages = [r.messages[-1].content for r in model.requests if recognise(r).kind == "write-passage"]
+    assert passages and all(WISH in prompt for prompt in passages)

@@ -270,9 +270,12 @@ class WarpPolicy:
         assert state.outline is not None
         located = state.outline.find(state.target)
         assert located is not None
-        title, language = located.node.title, self.budgets.language
+        title, language, instructions = located.node.title, self.budgets.language, state.user_instructions()
         return [
-            (key, passage_prompt(state.question, title, key, state.registry[key].text, language))
+            (
+                key,
+                passage_prompt(state.question, title, key, state.registry[key].text, language, instructions),
+            )
             for key in passages_to_write(state)
         ]
 

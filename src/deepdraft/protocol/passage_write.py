@@ -71,9 +71,12 @@ def subject_of(question: str) -> str:
     return lowered if lowered in question else title
 
 
-def passage_prompt(question: str, title: str, key: str, passage: str, language: str | None) -> str:
+def passage_prompt(
+    question: str, title: str, key: str, passage: str, language: str | None, instructions: str = ""
+) -> str:
     """The prompt for the passage `key` of the part titled `title`, shown as an evidence block
-    (`bibkey:KEY`, then its text) like every passage the protocol shows."""
+    (`bibkey:KEY`, then its text) like every passage the protocol shows; `instructions`: the
+    user's own for this part (a command on a finished run, e.g. `deepdraft rewrite --instructions`)."""
     return prompts.render(
         "write_passage",
         question=question,
@@ -81,6 +84,7 @@ def passage_prompt(question: str, title: str, key: str, passage: str, language: 
         passage=evidence_entry(key, passage),
         subject=subject_of(question),
         language=language or "",
+        instructions=instructions,
     )
 
 
