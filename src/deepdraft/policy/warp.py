@@ -528,7 +528,7 @@ def passages_to_write(state: RunState) -> list[str]:
     a paragraph that part has; both are left out while `FEWEST_PASSAGES` others remain.
     """
     subject = subject_terms(state.question)
-    elsewhere = {key for part, cited in _citations_by_node(state) if part != state.target for key in cited}
+    elsewhere = cited_elsewhere(state)
     keys = list(state.evidence)
     wanted = [
         key
@@ -587,8 +587,12 @@ def on_subject_first(hits: list[Passage], subject: list[str], cited: Collection[
 
 def cited_documents(state: RunState) -> set[str]:
     """The documents the report's other written parts cite (the target's own text aside)."""
-    keys = {key for position, cited in _citations_by_node(state) if position != state.target for key in cited}
-    return {state.registry[key].source.doc_id for key in keys if key in state.registry}
+    return {state.registry[key].source.doc_id for key in cited_elsewhere(state) if key in state.registry}
+
+
+def cited_elsewhere(state: RunState) -> set[str]:
+    """The evidence keys the report's other written parts cite (the target's own text aside)."""
+    return {key for position, cited in _citations_by_node(state) if position != state.target for key in cited}
 
 
 def cited_in_parts(state: RunState, parts: int) -> set[str]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from deepdraft.core.citations import CITE_WITH_SPACE
+from deepdraft.core.citations import CITE_WITH_SPACE, CITED_SUBJECT
 from deepdraft.core.evidence import evidence_entry
 from deepdraft.core.sentences import sentence_spans
 from deepdraft.protocol import prompts
@@ -119,8 +119,8 @@ def _unframed(sentence: str, *, first: bool) -> str:
             return rest[:1].upper() + rest[1:]
     if first and (match := _PRONOUN_REPORTING.match(sentence)):
         # "It also mentions X" opening a paragraph: "it" can only be the source.
-        return "One source " + re.sub(r"^also\s+", "", sentence[match.end() :])
-    return _SOURCE_SUBJECT.sub("One source" if first else "The same source", sentence, count=1)
+        return f"{CITED_SUBJECT} " + re.sub(r"^also\s+", "", sentence[match.end() :])
+    return _SOURCE_SUBJECT.sub(CITED_SUBJECT if first else "The same source", sentence, count=1)
 
 
 def _cited(sentence: str, key: str) -> str:
