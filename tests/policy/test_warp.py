@@ -442,6 +442,28 @@ def test_the_node_title_is_searched_first_so_it_always_contributes_evidence() ->
         "duties tariffs",
         "protection of industry tariffs",
     ]
+    # Before the outline, the request's subject is searched rather than its wording: the frame
+    # words ("how did presidents talk about") would be scored like any other.
+    railroads = RunState(question="How did presidents talk about railroads and their regulation?")
+    assert search_queries(railroads, []) == ["Railroads and their regulation"]
+
+
+def test_passages_naming_two_subject_words_rank_before_those_naming_one() -> None:
+    from deepdraft.core.evidence import Source
+    from deepdraft.policy.warp import on_subject_first
+
+    def passage(doc: str, text: str) -> Passage:
+        return Passage(text, Source(doc, doc, f"/{doc}"))
+
+    hits = [
+        passage("a", "Foreign fleets and our harbour forts."),  # one subject word, in passing
+        passage("b", "Oil and more oil."),
+        passage("c", "Imported oil made us dependent on foreign supply."),
+        passage("d", "Canals."),
+        passage("e", "Energy from foreign oil."),
+    ]
+    subject = ["energy", "supply", "dependence", "foreign", "oil"]
+    assert [p.source.doc_id for p in on_subject_first(hits, subject)] == ["c", "e", "a", "b", "d"]
 
 
 def test_a_search_puts_documents_the_report_does_not_cite_yet_first_among_those_on_the_subject() -> None:

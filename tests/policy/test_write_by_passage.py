@@ -74,3 +74,29 @@ def test_with_too_few_left_the_others_fill_in_up_to_the_fewest() -> None:
     state = tariff_state()
     state.evidence = state.evidence[:3]  # the cited one, one on the subject, one off it
     assert passages_to_write(state) == [state.evidence[1], state.evidence[0]]
+
+
+def test_a_part_whose_passages_all_come_back_empty_is_asked_again_with_that_reason() -> None:
+    from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
+    from deepdraft.ports import ChatRequest
+    from deepdraft.protocol.passage_write import NOTHING_KEPT
+
+    scenario = ScenarioModel(expansions=0)
+
+    def off_the_subject(request: ChatRequest) -> str:
+        if classify(request)[0] == "write-passage":
+            return "The weather was mild and the harvest came in early that year."
+        return scenario(request)
+
+    research = load_settings(flags={"research": {"depth": "quick"}}).research
+    events = list[Event]()
+    state = WarpPolicy(
+        FunctionLLM(off_the_subject), WordOverlapRetriever(SOTU_LIKE), research, on_event=events.append
+    ).run(RunState(question=QUESTION))
+    writes = [e.record for e in events if isinstance(e, ActionFinished) and e.record.action == "write"]
+    assert writes and all(not row.valid and row.reason == NOTHING_KEPT for row in writes)
+    # Every try refused, even after a fresh search: the part is quoted from its passages, with a note.
+    assert state.outline is not None
+    assert all(
+        (located.node.note or "").startswith(WRITTEN_FROM_EVIDENCE) for located in state.outline.walk()
+    )

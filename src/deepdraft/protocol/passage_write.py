@@ -139,6 +139,16 @@ class PassageReport:
     paragraph: str
 
 
+NOTHING_KEPT = "no passage gave a sentence on the subject that held up against it"
+"""Why a part written passage by passage is asked again when every paragraph came back empty."""
+
+
+def nothing_kept(reply: str) -> bool:
+    """Whether `reply` (as `write_reply` puts it together) holds no paragraph at all."""
+    body = reply.partition("<action>")[2].rpartition("</action>")[0]
+    return not body.strip()
+
+
 def write_reply(reports: list[PassageReport]) -> str:
     """The part put together as a write's reply: in the thought, each passage's key, how many
     sentences were kept and the model's own words (so the journal shows what it said); then one
