@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from deepdraft.core.citations import cited_keys
+from deepdraft.protocol.action_prompts import PLANNED_SEARCH
 from deepdraft.run.runs import Runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded]
@@ -97,6 +98,9 @@ def test_quick_research_with_the_embedded_model_in_process(tmp_path: Path) -> No
     # request, plain sentences back), and deepdraft cites each paragraph to its passage.
     accepted_writes = [s for s in steps if s.action == "write" and s.valid]
     assert accepted_writes
+    # The quick preset's searches are deepdraft's own (a part's title and plan): no model call.
+    searches = [s for s in steps if s.action == "search"]
+    assert searches and all(s.prompt == PLANNED_SEARCH and s.completion_tokens == 0 for s in searches)
     seen = set(state.registry.items)
     attached: set[str | None] = set()
     for step in accepted_writes:

@@ -27,12 +27,14 @@ QUESTION = "How did presidents argue about tariffs?"
 # quick preset re-cites an unsupported sentence rather than have it rewritten: here it is
 # rewritten, so that the repair request is asked too.
 EXPECTED_KINDS = {"search", "init-plan", "write", "extend-plan", "repair", "summary", "conclusion"}
-# The quick preset writes each part passage by passage, and the sentences kept from the fake's
-# replies hold up against their passages, so nothing is left to repair.
-PASSAGE_KINDS = {"search", "init-plan", "write-passage", "extend-plan", "summary", "conclusion"}
+# The quick preset searches with each part's own title and plan (no request) and writes each part
+# passage by passage; the sentences kept from the fake's replies hold up against their passages,
+# so nothing is left to repair.
+PASSAGE_KINDS = {"init-plan", "write-passage", "extend-plan", "summary", "conclusion"}
 FLAGS = {"research": {"depth": "quick"}, "output": {"verify_policy": "repair"}}
 WHOLE_WRITES = {
-    "research": {"depth": "quick", "write_by_passage": False},
+    # ... and here the model chooses the keywords and writes each part whole, as in `standard`.
+    "research": {"depth": "quick", "write_by_passage": False, "plan_searches": False},
     "output": {"verify_policy": "repair"},
 }
 

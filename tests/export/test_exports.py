@@ -549,12 +549,14 @@ def test_the_manifest_and_the_about_block_count_the_citations_deepdraft_placed()
     assert "citations_attached" not in unaided["report"]
 
 
-def test_the_about_block_says_when_parts_were_written_passage_by_passage() -> None:
+def test_the_about_block_says_when_parts_were_written_passage_by_passage_or_searched_from_the_plan() -> None:
     from deepdraft.export.facts import readable_facts
 
-    def facts(by_passage: bool) -> dict[str, str]:
-        research = {"depth": "quick", "write_by_passage": by_passage}
+    def facts(by_passage: bool, planned: bool = False) -> dict[str, str]:
+        research = {"depth": "quick", "write_by_passage": by_passage, "plan_searches": planned}
         return dict(readable_facts({"deepdraft": "x", "policy": "warp", "policy_settings": research}))
 
     assert facts(True)["Writing"].startswith("passage by passage: the model reported each passage")
     assert "Writing" not in facts(False)
+    assert facts(False, planned=True)["Searching"].startswith("by deepdraft, not the model")
+    assert "Searching" not in facts(True)

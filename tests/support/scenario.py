@@ -160,8 +160,10 @@ class WordOverlapRetriever:
         ]
 
     def search(self, query: str, k: int) -> list[Passage]:
-        words = set(query.lower().split())
-        scored = [(len(words & set(p.text.lower().split())), i, p) for i, p in enumerate(self.passages)]
+        words = set(re.findall(r"\w+", query.lower()))
+        scored = [
+            (len(words & set(re.findall(r"\w+", p.text.lower()))), i, p) for i, p in enumerate(self.passages)
+        ]
         return [p for score, _, p in sorted(scored, key=lambda t: (-t[0], t[1])) if score > 0][:k]
 
     def fingerprint(self) -> str:

@@ -129,6 +129,20 @@ def test_forced_deepening_refuses_stopping_without_spending_the_budget(
     assert state.stop_reason == "the model judged the report complete"
 
 
+def test_the_teacher_answers_every_action_itself_even_with_the_quick_preset() -> None:
+    from deepdraft.config import load_settings
+    from deepdraft.train.dataset import not_the_models
+
+    quick = load_settings(flags={"research": {"depth": "quick"}})
+    assert quick.research.plan_searches and quick.research.write_by_passage
+    collecting = collection_settings(quick, 2).research
+    assert not collecting.plan_searches and not collecting.write_by_passage
+    # A journal whose searches or writes deepdraft put together gives no samples of them.
+    assert not_the_models("search", quick.research) and not_the_models("write", quick.research)
+    assert not not_the_models("extend-plan", quick.research)
+    assert not not_the_models("search", collecting) and not not_the_models("write", collecting)
+
+
 def test_collect_prune_export_keeps_the_policys_exact_prompts(collected: Path, tmp_path: Path) -> None:
     judge = Judge(FunctionLLM(scripted_judge(best_parts=7)))
     results = prune(collected, ChecklistScorer(judge))

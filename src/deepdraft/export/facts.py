@@ -59,6 +59,14 @@ def readable_facts(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
             if name in research
         )
         facts.append(("Policy", f"{policy}" + (f" ({detail})" if detail else "")))
+        if research.get("plan_searches"):
+            facts.append(
+                (
+                    "Searching",
+                    "by deepdraft, not the model: each part's title and the sentences of its plan "
+                    "were its search keywords",
+                )
+            )
         if research.get("write_by_passage"):
             facts.append(
                 (

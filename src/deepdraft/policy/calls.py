@@ -40,7 +40,8 @@ def journal_step(state: RunState) -> int:
 
 
 Compose = Callable[[ChatRequest, LLM], ChatResult]
-"""Puts an action's reply together from several requests to the model (see `ActionCalls.act`)."""
+"""Puts an action's reply together from several requests to the model, or from none when deepdraft
+decides the action itself (see `ActionCalls.act`)."""
 
 
 class StepBudgetSpent(Exception):
@@ -81,7 +82,7 @@ class ActionCalls:
         reason and a resumed run re-asks from where it stopped; `settle` applies the last outcome
         to the state before its checkpoint is journaled. `compose`: the reply is put together
         from several smaller requests rather than asked for whole (a part written passage by
-        passage); it is one action all the same.
+        passage), or decided without the model (a planned search); it is one action all the same.
         """
         target = state.target
 

@@ -6,8 +6,9 @@ The loop, as in AgentCPM-Report (arXiv 2602.06540), written out in `WarpPolicy.r
    3–12 top-level sections, each with a one-line plan;
 2. **draft**: for every node without text, in document order, search with keywords chosen for
    that node (the model sees the question, the node's plan and the draft so far), then write the
-   node from that fresh evidence, citing only it (for a small model, `write_by_passage`: one short
-   request per passage, the replies held to their passages and put together as the one write);
+   node from that fresh evidence, citing only it (for a small model, `plan_searches`: the node's
+   title and plan are the keywords, no model call; `write_by_passage`: one short request per
+   passage, the replies held to their passages and put together as the one write);
 3. **deepen**: once every node has text, read the whole draft and either split one childless
    level-1 or level-2 node into 2–7 subsections — which sends the loop back to step 2 for the new,
    empty nodes — or stop;
@@ -197,12 +198,26 @@ class WarpPolicy:
 
         def settle(attempt: Attempt[Action]) -> None:
             # Out of tries: search with the node's own words rather than stall the report.
-            fallback = ask.fallback_keywords(state)
+            fallback = ask.plan_keywords(state)
             if attempt.refusal and not self._retrieve(state, fallback) and state.target != "outline":
                 return self._give_up(state, "no evidence for it was found in the documents")
             state.phase = "plan" if state.target == "outline" else "write"
             state.retries, state.feedback = 0, ""
 
+        if self.budgets.plan_searches:
+            # Decided here, not asked: a journaled step all the same, so the run reads, resumes and
+            # counts its steps as one whose model chose the keywords.
+            keywords = ask.plan_keywords(state)
+            self.calls.act(
+                state,
+                "search",
+                lambda: ask.PLANNED_SEARCH,
+                reply_shape("search"),
+                lambda raw: self._searched(state, reply.read_search(raw)),
+                settle,
+                compose=lambda request, llm: ChatResult(ask.planned_search_reply(keywords), Usage()),
+            )
+            return
         self.calls.act(
             state,
             "search",

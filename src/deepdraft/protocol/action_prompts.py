@@ -7,14 +7,17 @@ model reads lives here and in the templates, so the policy itself holds no model
 
 from __future__ import annotations
 
+import json
+
 from deepdraft.core.citations import without_citations
 from deepdraft.core.evidence import render_evidence
 from deepdraft.core.outline import empty_outline_view
+from deepdraft.core.sentences import sentences
 from deepdraft.core.state import RunState
 from deepdraft.protocol import prompts
-from deepdraft.protocol.actions import SECTIONS_RANGE, SUBSECTIONS_RANGE
+from deepdraft.protocol.actions import MAX_KEYWORDS, SECTIONS_RANGE, SUBSECTIONS_RANGE
 from deepdraft.protocol.fitting import Fit
-from deepdraft.protocol.topic import salient_terms
+from deepdraft.protocol.topic import salient_terms, subject_title
 from deepdraft.settings import ResearchSettings
 
 NOTHING_FOUND = "these keywords matched nothing in the documents; try other, broader ones"
@@ -25,13 +28,32 @@ def must_deepen(forced: int) -> str:
     return f"do not stop yet: choose one node to split ({forced} deepening steps required)"
 
 
-def fallback_keywords(state: RunState) -> list[str]:
-    """What to search when the model gave no usable keywords: the question, or the node's own words."""
+def plan_keywords(state: RunState) -> list[str]:
+    """What a search decided by deepdraft looks for (`research.plan_searches`, and a search whose
+    keywords the model never gave usably): before there is an outline, the request's subject; for
+    a part, its title and each sentence of its plan, which say what the part is to cover in the
+    planner's own words."""
     if state.outline is None or state.target == "outline":
-        return [state.question]
+        return [subject_title(state.question)]
     located = state.outline.find(state.target)
     assert located is not None
-    return [located.node.title, f"{located.node.title} {located.node.plan}"]
+    node = located.node
+    wanted = [node.title, *sentences(node.plan, lines="every")]
+    return list(dict.fromkeys(text.strip() for text in wanted if text.strip()))[:MAX_KEYWORDS]
+
+
+PLANNED_SEARCH = (
+    "No request to the model: this search was decided by deepdraft (research.plan_searches), "
+    "from the part's title and the sentences of its plan, or before an outline the request's subject."
+)
+"""The journal's prompt for a search decided without the model, saying what was done instead."""
+
+
+def planned_search_reply(keywords: list[str]) -> str:
+    """A search decided without the model, written as the model's reply would be, for the journal
+    and the reader that takes any search."""
+    action = json.dumps({"name": "search", "keywords": keywords}, ensure_ascii=False)
+    return f"<thought>searched by deepdraft, not chosen by the model</thought>\n<action>{action}</action>"
 
 
 def count_ranges(research: ResearchSettings) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -2,13 +2,15 @@
 
 Each query becomes one ordinary deepdraft run (same policy, prompts, validation and journal as
 `deepdraft research`), so what the student later learns from is byte for byte what a policy sees.
-Two settings differ from research, both recorded in the run's settings:
+Three settings differ from research, all recorded in the run's settings:
 
 - forced deepening (spec §2.10): `force_expansions = N` refuses `nop` until N deepening steps were
   taken, and `max_expansions = N + 1` leaves one free decision after them. So the run passes
   through drafts D_0 … D_N, and *each* of them was followed by a deepening decision whose exact
   prompt is in the journal — pruning can relabel any of them as "stop here";
-- the finishing passes (verification, synthesis) are off: they are not policy actions.
+- the finishing passes (verification, synthesis) are off: they are not policy actions;
+- every action is asked of the teacher: a preset's searches from the plan and writes put together
+  passage by passage (the quick preset's) are off.
 
 The drafts are not stored a second time: `decision_points` reads them back from the checkpoints
 (the state after the write that completed each draft).
@@ -72,7 +74,13 @@ class CollectOutcome:
 
 def collection_settings(base: Settings, force_expansions: int | None) -> Settings:
     """`base` adjusted for trajectory collection (see the module docstring)."""
-    research: dict[str, Any] = {"force_expansions": force_expansions}
+    # The teacher answers every action itself: a search or write deepdraft put together (the quick
+    # preset's `plan_searches`, `write_by_passage`) is no reply a student could learn from.
+    research: dict[str, Any] = {
+        "force_expansions": force_expansions,
+        "plan_searches": False,
+        "write_by_passage": False,
+    }
     if force_expansions is not None:
         research["max_expansions"] = force_expansions + 1
     return base.model_copy(

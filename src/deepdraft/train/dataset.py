@@ -35,6 +35,7 @@ from deepdraft.core.citations import cited_keys
 from deepdraft.core.state import RunState
 from deepdraft.errors import UserError
 from deepdraft.run.runs import Runs
+from deepdraft.settings import ResearchSettings
 from deepdraft.train.collect import collection_queries, policy_steps
 from deepdraft.train.prune import PruneResult, read_pruned
 from deepdraft.train.rewards import passage_id
@@ -49,6 +50,14 @@ TERMINATE_REPLY = (
     '<action>{"name": "nop"}</action>'
 )
 _TYPE_OF = {"init-plan": "init", "search": "search", "write": "write", "extend-plan": "extend"}
+
+
+def not_the_models(action: str, research: ResearchSettings) -> bool:
+    """Whether the run's replies to `action` were put together by deepdraft rather than said by the
+    model (searches with `plan_searches`, writes with `write_by_passage`): no reply to learn from."""
+    return (action == "search" and research.plan_searches) or (
+        action == "write" and research.write_by_passage
+    )
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,7 @@ def trajectory_samples(runs: Runs, pruned: PruneResult, question: str) -> list[S
                 )
             )
             continue
-        if not step.valid or step.action not in _TYPE_OF:
+        if not step.valid or step.action not in _TYPE_OF or not_the_models(step.action, research):
             continue
         reference = {**common, "action": step.action}
         if step.action == "extend-plan":
