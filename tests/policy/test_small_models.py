@@ -166,6 +166,23 @@ def test_quick_reports_take_both_deepening_steps_unless_nothing_can_be_split() -
     assert len(llm.requests) == 1 and state.stop_reason == "the model judged the report complete"
 
 
+def test_a_required_deepening_is_asked_with_a_shape_that_allows_only_a_split() -> None:
+    research = load_settings(flags={"research": {"depth": "quick"}}).research
+    llm = FunctionLLM(ScenarioModel(expansions=2))
+    WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), research, force_expansions=2).run(
+        RunState(question=QUESTION)
+    )
+    deepenings = [r for r in llm.requests if classify(r)[0] == "extend-plan"]
+    assert len(deepenings) == 2
+    for request in deepenings:
+        assert request.reply_shape is not None and "nop" not in request.reply_shape.grammar
+    # Without a required deepening (the standard preset), a stop stays one of the replies.
+    llm = FunctionLLM(ScenarioModel(expansions=0))
+    WarpPolicy(llm, WordOverlapRetriever(SOTU_LIKE), ResearchSettings()).run(RunState(question=QUESTION))
+    [stop] = [r for r in llm.requests if classify(r)[0] == "extend-plan"]
+    assert stop.reply_shape is not None and "nop ::=" in stop.reply_shape.grammar
+
+
 def test_explicit_settings_win_over_the_depth_preset() -> None:
     research = load_settings(flags={"research": {"depth": "quick", "max_steps": 99}}).research
     assert research.max_steps == 99 and research.node_evidence == 6
@@ -494,3 +511,8 @@ def test_the_position_constrained_grammars_compile_in_llama_cpp() -> None:
     assert "extend ::=" not in only_stop.grammar
     assert only_stop.action_schema == {"anyOf": [only_stop.action_schema["anyOf"][0]]}
     assert only_stop.action_schema["anyOf"][0]["properties"]["name"] == {"const": "nop"}
+    # A deepening the settings still require: a split is the only reply, in grammar and schema.
+    must_split = reply_shape("extend-plan", (3, 4), (2, 3), positions=("section-1",), may_stop=False)
+    assert llama_cpp.LlamaGrammar.from_string(must_split.grammar, verbose=False) is not None
+    assert "nop" not in must_split.grammar
+    assert [c["properties"]["name"] for c in must_split.action_schema["anyOf"]] == [{"const": "extend-plan"}]

@@ -177,7 +177,7 @@ def _constraint(request: ChatRequest) -> tuple[str, int] | None:
 def _from_schema(schema: dict[str, Any]) -> tuple[str, int]:
     if "anyOf" in schema:
         names = {alternative["properties"]["name"]["const"] for alternative in schema["anyOf"]}
-        if names == {"extend-plan", "nop"}:
+        if names and names <= {"extend-plan", "nop"}:  # a split, a stop, or (required) only a split
             return "extend-plan", 0
     properties = schema.get("properties", {})
     name = properties.get("name", {}).get("const")
@@ -198,7 +198,7 @@ def _from_grammar(grammar: str) -> tuple[str, int]:
         repeat = _GRAMMAR_REPEAT.search(grammar)
         return "verdicts", 1 + (int(repeat.group(1)) if repeat else 0)
     names = set(_GRAMMAR_NAME.findall(grammar))
-    if names == {"extend-plan", "nop"}:
+    if names == {"extend-plan", "nop"} or names == {"extend-plan"}:
         return "extend-plan", 0
     if names == {"search"}:
         return "search", 0

@@ -362,11 +362,19 @@ class WarpPolicy:
             elif attempt.refusal is not None:
                 self.stop(state, f"the model gave no valid deepening decision ({attempt.refusal.reason})")
 
+        # A deepening the settings require is the only reply a grammar lets through: asked to
+        # split, a quick run's model answered "stop" to both tries, in one of three smoke runs,
+        # and its report lost the second deepening's parts.
+        splittable = tuple(outline.splittable())
+        required = self.force_expansions is not None and state.expansions < self.force_expansions
+        shape = reply_shape(
+            "extend-plan", *ask.count_ranges(budgets), positions=splittable, may_stop=not required
+        )
         self.calls.act(
             state,
             "extend-plan",
             lambda: self._fit(lambda fit: ask.extend_prompt(state, budgets, fit), budget),
-            reply_shape("extend-plan", *ask.count_ranges(budgets), positions=tuple(outline.splittable())),
+            shape,
             lambda raw: self._deepening(state, reply.read_extend(raw, state, budgets, state.retries)),
             settle,
         )

@@ -71,15 +71,15 @@ def _init(sections: tuple[int, int]) -> str:
     )
 
 
-def _extend(subsections: tuple[int, int], positions: tuple[str, ...] | None) -> str:
-    """`positions`: the nodes that may be split (None: any position); with none, only a stop."""
+def _extend(subsections: tuple[int, int], positions: tuple[str, ...] | None, may_stop: bool) -> str:
+    """`positions`: the nodes that may be split (None: any position); with none, only a stop.
+    `may_stop` False: only a split, while some node can still be split."""
     nop = f'nop ::= {_name("nop")} ws "}}"\n'
     if positions == ():
         return "action ::= nop\n" + nop
     position = _POSITION if positions is None else " | ".join(f'"\\"{p}\\""' for p in positions)
     return (
-        "action ::= extend | nop\n"
-        + nop
+        ("action ::= extend | nop\n" + nop if may_stop else "action ::= extend\n")
         + f'extend ::= {_name("extend-plan")} ws "," ws {_key("position")} ( {position} ) ws "," ws '
         f'{_key("subsections")} {_list("node", *subsections)} ws "}}"\n'
     )
@@ -132,10 +132,11 @@ def reply_shape(
     positions: tuple[str, ...] | None = None,
     *,
     notes: int | None = None,
+    may_stop: bool = True,
 ) -> ReplyShape:
     """The constraint for a reply to the prompt of action `name`, with the run's count bounds;
-    for extend-plan, `positions` are the nodes it may split (None: any); for write, `notes` is
-    the most characters its thought may have (None: any)."""
+    for extend-plan, `positions` are the nodes it may split (None: any) and `may_stop` whether it
+    may stop instead; for write, `notes` is the most characters its thought may have (None: any)."""
     if name == "search":
         keywords = {"type": "array", "items": _string_schema(), "minItems": 1, "maxItems": MAX_KEYWORDS}
         return ReplyShape(_FRAME + _SEARCH + _COMMON, _action_schema("search", keywords=keywords))
@@ -154,6 +155,9 @@ def reply_shape(
         if positions is not None:
             position = {"type": "string", "enum": list(positions)}
         extend = _action_schema("extend-plan", position=position, subsections=_nodes_schema(*subsections))
-        choices = [extend, _action_schema("nop")] if positions != () else [_action_schema("nop")]
-        return ReplyShape(_FRAME + _extend(subsections, positions) + _COMMON, {"anyOf": choices})
+        if positions == ():
+            choices = [_action_schema("nop")]
+        else:
+            choices = [extend, _action_schema("nop")] if may_stop else [extend]
+        return ReplyShape(_FRAME + _extend(subsections, positions, may_stop) + _COMMON, {"anyOf": choices})
     return ReplyShape(_FRAME + _WRITE + _common(notes), None)
