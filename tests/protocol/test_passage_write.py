@@ -46,6 +46,22 @@ def test_a_source_as_subject_becomes_one_source_then_the_same_source() -> None:
     assert paragraph(second).split(" \\cite{textid4}. ")[1].startswith("The same source describes")
 
 
+def test_a_frame_in_the_past_tense_comes_off_too_and_no_paragraph_opens_with_the_same_source() -> None:
+    reply = "The source stated that the tariff on wool was raised to protect the growers."
+    assert paragraph(reply) == "The tariff on wool was raised to protect the growers \\cite{textid4}."
+    # The first sentence names what the passage lacks and is left out: the second opens the paragraph.
+    reply = (
+        "Senator Blaine raised the tariff on wool to protect the growers. "
+        "The report noted that the tariff duties paid the interest of the public debt."
+    )
+    assert paragraph(reply) == "The tariff duties paid the interest of the public debt \\cite{textid4}."
+    reply = (
+        "Senator Blaine raised the tariff on wool to protect the growers. "
+        "The report described the tariff duties that paid the interest of the public debt."
+    )
+    assert paragraph(reply).startswith("One source described the tariff duties")
+
+
 def test_a_sentence_that_names_neither_the_subject_nor_the_part_is_left_out() -> None:
     reply = "The tariff on wool was raised to protect growers. The surplus was returned to the people."
     assert paragraph(reply) == "The tariff on wool was raised to protect growers \\cite{textid4}."
@@ -87,13 +103,14 @@ def test_at_most_two_sentences_are_kept_and_keys_the_model_wrote_are_replaced() 
 
 
 def test_the_prompt_shows_the_passage_as_an_evidence_block_and_the_subject_in_the_requests_case() -> None:
-    prompt = passage_prompt(QUESTION, TITLE, "textid4", PASSAGE, None)
+    prompt = passage_prompt(QUESTION, "textid4", PASSAGE, None)
     assert f"bibkey:textid4\n{PASSAGE}" in prompt
-    assert "says about tariffs:" in prompt and TITLE in prompt and QUESTION in prompt
+    assert "says about tariffs:" in prompt and QUESTION in prompt
+    assert TITLE not in prompt  # a small model puts the part's title (a name, say) into every sentence
     assert "the language of the user's request" in prompt
-    assert "Write in French." in passage_prompt(QUESTION, TITLE, "textid4", PASSAGE, "French")
+    assert "Write in French." in passage_prompt(QUESTION, "textid4", PASSAGE, "French")
     assert "instructions" not in prompt
-    asked = passage_prompt(QUESTION, TITLE, "textid4", PASSAGE, None, "Keep to the wool trade.")
+    asked = passage_prompt(QUESTION, "textid4", PASSAGE, None, "Keep to the wool trade.")
     assert "The user's own instructions for this section: Keep to the wool trade." in asked
 
 

@@ -294,15 +294,9 @@ class WarpPolicy:
 
     def _passage_prompts(self, state: RunState) -> list[tuple[str, str]]:
         """The prompts of a part written passage by passage: one per passage to write from."""
-        assert state.outline is not None
-        located = state.outline.find(state.target)
-        assert located is not None
-        title, language, instructions = located.node.title, self.budgets.language, state.user_instructions()
+        language, instructions = self.budgets.language, state.user_instructions()
         return [
-            (
-                key,
-                passage_prompt(state.question, title, key, state.registry[key].text, language, instructions),
-            )
+            (key, passage_prompt(state.question, key, state.registry[key].text, language, instructions))
             for key in passages_to_write(state)
         ]
 
