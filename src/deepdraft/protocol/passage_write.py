@@ -81,8 +81,8 @@ def passage_prompt(
     on a finished run, e.g. `deepdraft rewrite --instructions`).
 
     The part's title is not shown: the passage was found for it already, and a small model shown
-    "Jimmy Carter's Oil Supply Policy" put that name into its sentence on every passage, none of
-    which named him (27 of the 38 passages of one smoke run's first parts kept nothing)."""
+    "Jimmy Carter's Oil Supply Policy" put that name into its sentences on passages that never name
+    him (in one smoke run 30 of 47 passages kept nothing, 22 of them for that name)."""
     return prompts.render(
         "write_passage",
         question=question,
