@@ -226,6 +226,7 @@ class Synthesizer:
                 lambda fit: prompts.render(
                     "synthesis",
                     part=part,
+                    part_name=PART_NAMES[part],
                     question=state.question,
                     report=outline.condensed_view(fit.draft),
                     min_words=low,
