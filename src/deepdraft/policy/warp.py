@@ -204,27 +204,25 @@ class WarpPolicy:
             state.phase = "plan" if state.target == "outline" else "write"
             state.retries, state.feedback = 0, ""
 
-        if self.budgets.plan_searches:
-            # Decided here, not asked: a journaled step all the same, so the run reads, resumes and
-            # counts its steps as one whose model chose the keywords.
-            keywords = ask.plan_keywords(state)
-            self.calls.act(
-                state,
-                "search",
-                lambda: ask.PLANNED_SEARCH,
-                reply_shape("search"),
-                lambda raw: self._searched(state, reply.read_search(raw)),
-                settle,
-                compose=lambda request, llm: ChatResult(ask.planned_search_reply(keywords), Usage()),
-            )
-            return
+        # With `plan_searches` the keywords are decided here, not asked: a journaled step all the
+        # same, so the run reads, resumes and counts its steps as one whose model chose them.
+        planned = ask.plan_keywords(state) if self.budgets.plan_searches else None
+
+        def prompt() -> str:
+            if planned is not None:
+                return ask.PLANNED_SEARCH
+            return self._fit(lambda fit: ask.search_prompt(state, self.budgets, fit), budget)
+
         self.calls.act(
             state,
             "search",
-            lambda: self._fit(lambda fit: ask.search_prompt(state, self.budgets, fit), budget),
+            prompt,
             reply_shape("search"),
             lambda raw: self._searched(state, reply.read_search(raw)),
             settle,
+            compose=None
+            if planned is None
+            else lambda request, llm: ChatResult(ask.planned_search_reply(planned), Usage()),
         )
 
     def plan(self, state: RunState, *, full: bool = False) -> None:
