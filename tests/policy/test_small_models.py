@@ -516,3 +516,15 @@ def test_the_position_constrained_grammars_compile_in_llama_cpp() -> None:
     assert llama_cpp.LlamaGrammar.from_string(must_split.grammar, verbose=False) is not None
     assert "nop" not in must_split.grammar
     assert [c["properties"]["name"] for c in must_split.action_schema["anyOf"]] == [{"const": "extend-plan"}]
+
+
+def test_a_string_in_an_action_cannot_hold_an_angle_bracket() -> None:
+    # A model that wrote `</action>` inside a plan string, then commas to the token limit, lost a
+    # whole extend-plan reply: without "<" the string has to close instead.
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for name in ("search", "init-plan", "full-plan", "extend-plan"):
+        grammar = reply_shape(name).grammar
+        [char] = [line for line in grammar.splitlines() if line.startswith("char ::=")]
+        unescaped = char.split("|")[0]
+        assert unescaped.startswith("char ::= [^") and "<" in unescaped
+        assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None

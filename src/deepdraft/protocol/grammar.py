@@ -28,8 +28,11 @@ ShapeName = Literal["search", "init-plan", "full-plan", "extend-plan", "write"]
 _WS = r"""
 ws ::= [ \t\n]{0,12}
 """
+# A string may not hold "<": no title, plan or keyword needs one, and a model that wrote
+# `</action>` inside a plan (then commas to the token limit) lost a whole extend-plan reply; without
+# "<" the string has to close. (Measured: once in 442 plan and search steps, 68 s.)
 _VALUES = r"""string ::= "\"" char+ "\""
-char ::= [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
+char ::= [^"\\<\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
 node ::= "{" ws "\"title\"" ws ":" ws string ws "," ws "\"plan\"" ws ":" ws string ws "}"
 """
 
