@@ -9,7 +9,7 @@ from deepdraft.core.outline import Outline
 from deepdraft.core.state import RunState
 from deepdraft.events import ActionFinished, Event
 from deepdraft.llm.scripted import FunctionLLM
-from deepdraft.policy.warp import PASSAGE_BREAK, WarpPolicy, passages_to_write
+from deepdraft.policy.warp import PASSAGE_BREAK, WarpPolicy, find_evidence, passages_to_write
 from deepdraft.protocol.passage_write import REPLY_TOKENS
 from tests.support.scenario import SOTU_LIKE, ScenarioModel, WordOverlapRetriever, classify
 
@@ -100,3 +100,46 @@ def test_a_part_whose_passages_all_come_back_empty_is_asked_again_with_that_reas
     assert all(
         (located.node.note or "").startswith(WRITTEN_FROM_EVIDENCE) for located in state.outline.walk()
     )
+
+
+class _RankedRetriever:
+    """Every query finds the same passages, in the order given."""
+
+    def __init__(self, passages: list[Passage]) -> None:
+        self.passages = passages
+
+    def search(self, query: str, k: int) -> list[Passage]:
+        return self.passages[:k]
+
+    def fingerprint(self) -> str:
+        return "ranked"
+
+
+def test_a_part_written_by_passage_is_shown_passages_no_other_part_cites() -> None:
+    # The passage the first part cites names both subject words, so it ranks first for the second
+    # part too: written passage by passage it would be left out anyway, so its place goes to a
+    # passage that part can use.
+    state = RunState(question="How did presidents argue about tariffs and trade?")
+    texts = [
+        "Tariffs shape the trade of the nation.",
+        "High tariffs burden the farmer.",
+        "The tariffs act brought protection to industry.",
+        "Tariffs deepened the depression.",
+    ]
+    passages = [Passage(text, Source(f"d{i}", f"A {i}", f"a{i}.txt"), 0.5) for i, text in enumerate(texts)]
+    cited = state.registry.register(passages[0])
+    state.outline = Outline(title="Tariffs")
+    state.outline.add_tree(None, [("Early tariffs", "", []), ("Late tariffs", "", [])])
+    state.outline.sections[0].content = f"Protection came first \\cite{{{cited}}}."
+    state.target = "section-2"
+    retriever = _RankedRetriever(passages)
+    by_passage = load_settings(flags={"research": {"depth": "quick"}}).research
+    assert by_passage.write_by_passage
+    assert [p.text for p in find_evidence(retriever, state, ["tariffs"], by_passage, 3)] == texts[1:]
+    # Written in one go, a part may see what one other part cites (cited twice, it is held back).
+    whole = load_settings(flags={"research": {"depth": "standard"}}).research
+    assert not whole.write_by_passage
+    assert texts[0] in [p.text for p in find_evidence(retriever, state, ["tariffs"], whole, 3)]
+    # With nothing else found, the cited passage fills the place rather than leave it empty.
+    alone = _RankedRetriever(passages[:2])
+    assert [p.text for p in find_evidence(alone, state, ["tariffs"], by_passage, 3)] == [texts[1], texts[0]]

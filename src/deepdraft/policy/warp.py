@@ -498,7 +498,8 @@ class WarpPolicy:
         with the request's subject words it lacks, and the node's own title is searched too; the
         passages that name the subject come first, those of documents the report cites nowhere yet
         before the others. The evidence is spread over documents, and a passage already cited in
-        two parts is offered again only when nothing else is found.
+        two parts (written passage by passage: in another part) is offered again only when nothing
+        else is found.
         """
         budget = self.budgets.outline_evidence if state.outline is None else self.budgets.node_evidence
         # Passages the user added for this node (`deepdraft add-source`) come first, whatever the
@@ -543,7 +544,12 @@ def find_evidence(
         on_subject_first(retriever.search(query, budgets.hits_per_keyword), subject, cited)
         for query in search_queries(state, keywords)
     ]
-    overused = {fingerprint(state.registry[key].text) for key in cited_in_parts(state, 2)}
+    # A part written passage by passage leaves out what another part cites (`passages_to_write`),
+    # so those passages would only take its places: shown them, the subsections of three smoke runs
+    # had two to four passages of their six left to write from (and kept a sentence from 0-2).
+    # Otherwise a passage is held back once two parts cite it.
+    held = cited_elsewhere(state) if budgets.write_by_passage else cited_in_parts(state, 2)
+    overused = {fingerprint(state.registry[key].text) for key in held if key in state.registry}
     return select_passages(hits, budget, per_document=max(1, budget // 4), avoid=overused)
 
 
