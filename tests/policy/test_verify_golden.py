@@ -6,7 +6,8 @@ Everything the pass produces — every request (by hash), every sentence's verdi
 final text, the rewritten node texts — is compared with `data/verify_golden.json`. Its decisions
 were first pinned with the code of f8e2dce, before passage features were cached and re-cite
 candidates pre-filtered; it was regenerated at 057f156 (same decisions under the old fact-checker)
-when the fact-checker stopped hashing the template's wording.
+when the fact-checker stopped hashing the template's wording, and at 7d4c3f5 when the grammar's
+strings stopped allowing "<" (the repair requests' hashes only).
 Regenerate it only for an intended change of behaviour:
 ``python -m tests.policy.test_verify_golden > tests/data/verify_golden.json``.
 """
