@@ -143,3 +143,21 @@ def test_a_part_written_by_passage_is_shown_passages_no_other_part_cites() -> No
     # With nothing else found, the cited passage fills the place rather than leave it empty.
     alone = _RankedRetriever(passages[:2])
     assert [p.text for p in find_evidence(alone, state, ["tariffs"], by_passage, 3)] == [texts[1], texts[0]]
+
+
+def test_a_part_searched_again_after_refused_drafts_is_shown_other_passages() -> None:
+    # The planned search asks the same queries again, which find the same passages: those the
+    # refused drafts were shown give way to others, and come back only when nothing else is found.
+    state = tariff_state()
+    refused_on = [state.evidence[1], state.evidence[3]]
+    passages = [state.registry[key] for key in (*refused_on, state.evidence[4])]
+    state.evidence, state.researched_again = list(refused_on), True
+    research = load_settings(flags={"research": {"depth": "quick"}}).research
+    assert [p.text for p in find_evidence(_RankedRetriever(passages), state, ["tariffs"], research, 1)] == [
+        passages[2].text
+    ]
+    assert len(find_evidence(_RankedRetriever(passages), state, ["tariffs"], research, 3)) == 3
+    state.researched_again = False  # the first search of a part holds nothing back for this
+    assert [p.text for p in find_evidence(_RankedRetriever(passages), state, ["tariffs"], research, 1)] == [
+        passages[0].text
+    ]

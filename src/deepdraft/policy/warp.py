@@ -499,7 +499,7 @@ class WarpPolicy:
         passages that name the subject come first, those of documents the report cites nowhere yet
         before the others. The evidence is spread over documents, and a passage already cited in
         two parts (written passage by passage: in another part) is offered again only when nothing
-        else is found.
+        else is found, as is one shown to the part's refused drafts when it is searched again.
         """
         budget = self.budgets.outline_evidence if state.outline is None else self.budgets.node_evidence
         # Passages the user added for this node (`deepdraft add-source`) come first, whatever the
@@ -549,6 +549,11 @@ def find_evidence(
     # had two to four passages of their six left to write from (and kept a sentence from 0-2).
     # Otherwise a passage is held back once two parts cite it.
     held = cited_elsewhere(state) if budgets.write_by_passage else cited_in_parts(state, 2)
+    if state.researched_again and state.outline is not None:
+        # Searched again because every draft of the part was refused: the same queries find the
+        # same passages (in one smoke run a part was drafted three times from the same three
+        # passages, the search between them finding those again).
+        held |= set(state.evidence) - set(state.pinned_evidence())
     overused = {fingerprint(state.registry[key].text) for key in held if key in state.registry}
     return select_passages(hits, budget, per_document=max(1, budget // 4), avoid=overused)
 
