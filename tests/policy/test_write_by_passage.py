@@ -161,3 +161,41 @@ def test_a_part_searched_again_after_refused_drafts_is_shown_other_passages() ->
     assert [p.text for p in find_evidence(_RankedRetriever(passages), state, ["tariffs"], research, 1)] == [
         passages[0].text
     ]
+
+
+FILLER = "The harbours were dredged and the lighthouses of the coast were lit again that season."
+
+
+def test_a_long_passage_is_shown_around_the_subject_and_the_fact_checker_sees_the_same() -> None:
+    # Cut to the quick preset's 110 tokens, a passage used to lose whatever came after its start:
+    # here the subject is in the middle of each passage, among sentences about something else.
+    from deepdraft.policy.finishing.verify import Verifier
+    from deepdraft.protocol.topic import subject_excerpt
+    from deepdraft.settings import OutputSettings
+
+    long_texts = [(title, " ".join([FILLER] * 8 + [text] + [FILLER] * 8)) for title, text in SOTU_LIKE]
+    research = load_settings(flags={"research": {"depth": "quick", "seed": 3}}).research
+    assert research.passage_tokens is not None
+    llm = FunctionLLM(ScenarioModel(expansions=0))
+    state = WarpPolicy(llm, WordOverlapRetriever(long_texts), research).run(RunState(question=QUESTION))
+    excerpts = {text: subject_excerpt(text, QUESTION, research.passage_tokens) for _, text in long_texts}
+    assert all(excerpt.startswith("... ") and excerpt.endswith(" ...") for excerpt in excerpts.values())
+    asked = [r.messages[-1].content for r in llm.requests if classify(r)[0] == "write-passage"]
+    assert asked and not [prompt for prompt in asked if any(text in prompt for text in excerpts)]
+    shown = [excerpt for excerpt in excerpts.values() if any(excerpt in prompt for prompt in asked)]
+    assert shown and all("tariff" in excerpt.lower() for excerpt in shown)
+    # The sentences written from an excerpt are held to it, and kept.
+    assert state.outline is not None and all(located.node.content for located in state.outline.walk())
+
+    # The fact-checker, asked about a sentence word overlap leaves unclear, is shown that excerpt.
+    checked_state = RunState(question=QUESTION)
+    passage = long_texts[0][1]
+    key = checked_state.registry.register(Passage(passage, Source("d1", "A 1790", "a.txt"), 0.5))
+    checked_state.outline = Outline(title="Tariffs")
+    checked_state.outline.add_tree(None, [("Early tariffs", "", [])])
+    unclear = "The tariffs protect manufactures, which some called unfair to farmers"
+    checked_state.outline.sections[0].content = f"{unclear} \\cite{{{key}}}."
+    judge = FunctionLLM(lambda request: '{"verdicts": [{"claim": 1, "supported": "yes"}]}')
+    Verifier(judge, research, OutputSettings(verify_policy="remove"), [].append).run(checked_state)
+    [checked] = [r.messages[-1].content for r in judge.requests]
+    assert excerpts[passage] in checked and passage not in checked

@@ -325,3 +325,24 @@ def test_a_subsection_titled_as_a_part_the_outline_has_is_left_out_or_asked_agai
     # On the last try the split is taken as it is: a refused split would end the report's deepening.
     last = read_extend(_split_reply("Bimetallism", "Silver coinage"), state, research, 1)
     assert isinstance(last, ExtendPlan) and len(last.subsections) == 2
+
+
+def test_a_long_passage_is_cut_to_the_sentences_that_name_the_subject() -> None:
+    from deepdraft.core.tokens import count_tokens
+    from deepdraft.protocol.topic import subject_excerpt
+
+    filler = "The harbours were dredged and the lighthouses were lit again that season."
+    on_subject = "High tariffs on imports burden the farmer. Tariff reform is needed."
+    text = " ".join([filler] * 6 + [on_subject] + [filler] * 6)
+    question = "How did presidents argue about tariffs?"
+    excerpt = subject_excerpt(text, question, 45)
+    assert on_subject in excerpt and excerpt.startswith("... ") and excerpt.endswith(" ...")
+    assert count_tokens(excerpt) <= 45 + 4  # the two marks aside
+    # Whole sentences only, and the earliest of equally good windows.
+    assert excerpt.removeprefix("... ").removesuffix(" ...") in text
+    assert subject_excerpt(text, "How did presidents argue about railways?", 45).startswith(filler)
+    # What fits, or with no budget, is shown whole; one sentence longer than the budget is cut.
+    assert subject_excerpt(on_subject, question, 45) == on_subject
+    assert subject_excerpt(text, question, None) == text
+    run_on = "Tariffs " + "and duties " * 80 + "end."
+    assert count_tokens(subject_excerpt(run_on, question, 30)) <= 34

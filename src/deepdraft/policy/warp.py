@@ -82,7 +82,7 @@ from deepdraft.protocol.passage_write import (
 )
 from deepdraft.protocol.passage_write import REPLY_TOKENS as PASSAGE_REPLY_TOKENS
 from deepdraft.protocol.prompts import TemplateName
-from deepdraft.protocol.topic import names_subject, subject_terms, subject_title
+from deepdraft.protocol.topic import names_subject, subject_excerpt, subject_terms, subject_title
 from deepdraft.settings import ResearchSettings
 
 MUST_DEEPEN = "must-deepen"  # a stop refused before `force_expansions` deepening steps were taken
@@ -294,9 +294,14 @@ class WarpPolicy:
         """The prompts of a part written passage by passage: one per passage to write from."""
         language, instructions = self.budgets.language, state.user_instructions()
         return [
-            (key, passage_prompt(state.question, key, state.registry[key].text, language, instructions))
+            (key, passage_prompt(state.question, key, self._shown(state, key), language, instructions))
             for key in passages_to_write(state)
         ]
+
+    def _shown(self, state: RunState, key: str) -> str:
+        """What a passage write shows of passage `key`, and what its sentences are held to: the
+        excerpt the fact-checker is shown too (`topic.subject_excerpt`)."""
+        return subject_excerpt(state.registry[key].text, state.question, self.budgets.passage_tokens)
 
     def _write_by_passage(self, state: RunState, request: ChatRequest, llm: LLM) -> ChatResult:
         """A write put together from one reply per passage, each held to its passage, as the
@@ -319,7 +324,7 @@ class WarpPolicy:
             )
             usage, cached = usage + result.usage, cached and result.cached
             text = passage_paragraph(
-                result.text, key, state.registry[key].text, state.question, located.node.title
+                result.text, key, self._shown(state, key), state.question, located.node.title
             )
             reports.append(PassageReport(key, result.text, text))
         return ChatResult(write_reply(reports), usage, cached=cached)

@@ -51,7 +51,6 @@ from deepdraft.core.outline import WRITTEN_FROM_EVIDENCE
 from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
-from deepdraft.core.tokens import head_tail
 from deepdraft.core.verification import Remedy, SentenceCheck, Verification, VerificationProgress
 from deepdraft.errors import LLMBudgetExhausted, LLMContextOverflow
 from deepdraft.events import EventSink, VerificationFinished
@@ -72,6 +71,7 @@ from deepdraft.protocol.actions import Refused
 from deepdraft.protocol.attach import cite_sentence, content_words, extract_from_evidence
 from deepdraft.protocol.exchange import Attempt, Turn
 from deepdraft.protocol.grammar import reply_shape
+from deepdraft.protocol.topic import subject_excerpt
 from deepdraft.settings import OutputSettings, ResearchSettings
 
 PHASE = "verify"
@@ -321,8 +321,9 @@ class Verifier:
         cut = self.research.passage_tokens
 
         def passage(key: str) -> str:
-            text = state.registry[key].text
-            return text if cut is None else head_tail(text, cut, 0)
+            # The part of a long passage that names the request's subject: what a part written
+            # passage by passage was written from.
+            return subject_excerpt(state.registry[key].text, state.question, cut)
 
         return prompts.render(
             "verify",
