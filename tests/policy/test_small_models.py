@@ -185,7 +185,7 @@ def test_a_required_deepening_is_asked_with_a_shape_that_allows_only_a_split() -
 
 def test_explicit_settings_win_over_the_depth_preset() -> None:
     research = load_settings(flags={"research": {"depth": "quick", "max_steps": 99}}).research
-    assert research.max_steps == 99 and research.node_evidence == 6
+    assert research.max_steps == 99 and research.node_evidence == 8
     deep = load_settings(flags={"research": {"depth": "deep"}}).research
     assert deep.max_steps == 220 and deep.max_expansions == 12
 
