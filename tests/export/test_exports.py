@@ -557,6 +557,10 @@ def test_the_about_block_says_when_parts_were_written_passage_by_passage_or_sear
         return dict(readable_facts({"deepdraft": "x", "policy": "warp", "policy_settings": research}))
 
     assert facts(True)["Writing"].startswith("passage by passage: the model reported each passage")
+    assert "excerpt" not in facts(True)["Writing"]
+    excerpted = {"depth": "quick", "write_by_passage": True, "passage_tokens": 110}
+    about = dict(readable_facts({"deepdraft": "x", "policy": "warp", "policy_settings": excerpted}))
+    assert about["Writing"].endswith("the excerpt the fact-checker saw too")
     assert "Writing" not in facts(False)
     assert facts(False, planned=True)["Searching"].startswith("by deepdraft, not the model")
     assert "Searching" not in facts(True)

@@ -68,11 +68,19 @@ def readable_facts(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
                 )
             )
         if research.get("write_by_passage"):
+            # A reader checking a paragraph against its source should know where in it to look.
+            excerpted = (
+                "; a long passage was shown as its sentences that name the request's subject, the "
+                "excerpt the fact-checker saw too"
+                if research.get("passage_tokens")
+                else ""
+            )
             facts.append(
                 (
                     "Writing",
                     "passage by passage: the model reported each passage found for a part in a sentence "
-                    "or two, and each paragraph holds what one source says that held up against it",
+                    "or two, and each paragraph holds what one source says that held up against it"
+                    + excerpted,
                 )
             )
     kb = manifest.get("kb") or {}
