@@ -272,7 +272,7 @@ class WarpPolicy:
 
         def prompt() -> str:
             if by_passage:  # one short prompt per passage (`protocol/passage_write.py`), all journaled
-                return PASSAGE_BREAK.join(text for _, text in self._passage_prompts(state))
+                return PASSAGE_BREAK.join(prompt for _, _, prompt in self._passage_prompts(state))
             return self._fit(lambda fit: ask.write_prompt(state, self.budgets, fit, length), budget, state)
 
         self.calls.act(
@@ -290,18 +290,19 @@ class WarpPolicy:
             compose=partial(self._write_by_passage, state) if by_passage else None,
         )
 
-    def _passage_prompts(self, state: RunState) -> list[tuple[str, str]]:
-        """The prompts of a part written passage by passage: one per passage to write from."""
+    def _passage_prompts(self, state: RunState) -> list[tuple[str, str, str]]:
+        """The passages of a part written passage by passage, each as (key, what is shown of it,
+        its prompt). What is shown is what the passage's sentences are held to: the excerpt the
+        fact-checker is shown too (`topic.subject_excerpt`)."""
         language, instructions = self.budgets.language, state.user_instructions()
-        return [
-            (key, passage_prompt(state.question, key, self._shown(state, key), language, instructions))
+        shown = {
+            key: subject_excerpt(state.registry[key].text, state.question, self.budgets.passage_tokens)
             for key in passages_to_write(state)
+        }
+        return [
+            (key, text, passage_prompt(state.question, key, text, language, instructions))
+            for key, text in shown.items()
         ]
-
-    def _shown(self, state: RunState, key: str) -> str:
-        """What a passage write shows of passage `key`, and what its sentences are held to: the
-        excerpt the fact-checker is shown too (`topic.subject_excerpt`)."""
-        return subject_excerpt(state.registry[key].text, state.question, self.budgets.passage_tokens)
 
     def _write_by_passage(self, state: RunState, request: ChatRequest, llm: LLM) -> ChatResult:
         """A write put together from one reply per passage, each held to its passage, as the
@@ -311,7 +312,7 @@ class WarpPolicy:
         assert located is not None
         reports: list[PassageReport] = []
         usage, cached = Usage(), True
-        for index, (key, prompt) in enumerate(self._passage_prompts(state), start=1):
+        for index, (key, shown, prompt) in enumerate(self._passage_prompts(state), start=1):
             result = llm.complete(
                 ChatRequest.user(
                     prompt,
@@ -323,9 +324,7 @@ class WarpPolicy:
                 )
             )
             usage, cached = usage + result.usage, cached and result.cached
-            text = passage_paragraph(
-                result.text, key, self._shown(state, key), state.question, located.node.title
-            )
+            text = passage_paragraph(result.text, key, shown, state.question, located.node.title)
             reports.append(PassageReport(key, result.text, text))
         return ChatResult(write_reply(reports), usage, cached=cached)
 
