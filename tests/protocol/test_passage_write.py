@@ -38,12 +38,19 @@ def test_a_source_as_subject_becomes_one_source_then_the_same_source() -> None:
         "Duties on imports paid the interest of the debt, a tariff revenue \\cite{textid4}."
     )
     opening = paragraph(
-        "It also mentions the wool tariff raised to protect growers. It was raised to protect the growers of wool."
+        "It also mentions the wool tariff raised to protect growers. It was a tariff to protect the growers of wool."
     )
     assert opening.startswith("One source mentions the wool tariff")
-    assert "\\cite{textid4}. It was raised" in opening  # only an opening "it" can only be the source
+    assert "\\cite{textid4}. It was a tariff" in opening  # only an opening "it" can only be the source
     second = "Tariff duties paid the debt. The passage describes the wool tariff raised to protect growers."
     assert paragraph(second).split(" \\cite{textid4}. ")[1].startswith("The same source describes")
+
+
+def test_a_source_named_twice_over_is_one_source() -> None:
+    reply = "The text of the source describes the wool tariff raised to protect growers."
+    assert (
+        paragraph(reply) == "One source describes the wool tariff raised to protect growers \\cite{textid4}."
+    )
 
 
 def test_a_frame_in_the_past_tense_comes_off_too_and_no_paragraph_opens_with_the_same_source() -> None:
@@ -65,6 +72,30 @@ def test_a_frame_in_the_past_tense_comes_off_too_and_no_paragraph_opens_with_the
 def test_a_sentence_that_names_neither_the_subject_nor_the_part_is_left_out() -> None:
     reply = "The tariff on wool was raised to protect growers. The surplus was returned to the people."
     assert paragraph(reply) == "The tariff on wool was raised to protect growers \\cite{textid4}."
+
+
+def test_a_subject_word_counts_only_where_the_passage_names_it_too() -> None:
+    question = "How did presidents address energy supply and dependence on foreign oil?"
+    title = "Ronald Reagan's Energy Policies"
+    foreign_aid = (
+        "That is why we laid such stress on our vital foreign assistance program. The Foreign "
+        "Assistance Act sent a signal to the world that America will make the investments needed "
+        "for peace and security. Our foreign policy must be rooted in realism."
+    )
+    reply = (
+        "The administration's energy security policies focus on realism. "
+        "The foreign assistance program signals that America will invest in peace and security."
+    )
+    # "energy" is the request's but not the passage's; "policies" is the part's, and the passage
+    # names a word of the request ("foreign"), so the part's words do not count.
+    assert passage_paragraph(reply, "textid35", foreign_aid, question, title) == (
+        "The foreign assistance program signals that America will invest in peace and security \\cite{textid35}."
+    )
+    # A passage that names none of the request's words is held to the part's words instead.
+    growers = "The growers of wool asked again for protection against the imports of foreign wool."
+    assert paragraph("The wool growers asked for protection against imports.", growers) == (
+        "The wool growers asked for protection against imports \\cite{textid4}."
+    )
 
 
 def test_sentences_the_passage_does_not_hold_are_left_out() -> None:

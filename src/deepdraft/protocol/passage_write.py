@@ -15,8 +15,10 @@ text is read like any write (`action_replies.read_write`):
 - the frame a small model puts around a report ("The source states that ...") is taken off, and
   a source as the sentence's subject (or "it" reporting, at a paragraph's start) becomes "One
   source" (the citation says which);
-- a sentence that names neither the request's subject nor the part's is left out: the model
-  reports whatever its passage says, and a State of the Union passage says many things;
+- a sentence that names no subject word of the request that its passage names too is left out
+  (the part's words count where the passage names none of the request's): the model reports
+  whatever its passage says, a State of the Union passage says many things, and a subject word
+  the passage lacks was taken from the prompt;
 - a sentence with a number or name the passage lacks, with under `SUPPORT` of its content words
   in the passage, or copying `COPIED_RUN` words of it is left out (`write_checks`).
 """
@@ -61,7 +63,9 @@ _FRAME_STATING = re.compile(  # "The source discusses the tariff, stating that .
     re.IGNORECASE,
 )
 _ACCORDING = re.compile(rf"^according\s+to\s+(?:the|this)\s+{_SOURCE_NOUN},\s*", re.IGNORECASE)
-_SOURCE_SUBJECT = re.compile(rf"^(?:the|this)\s+{_SOURCE_NOUN}\b", re.IGNORECASE)
+_SOURCE_SUBJECT = re.compile(  # "The text of the source ...": the whole phrase is the source
+    rf"^(?:the|this)\s+{_SOURCE_NOUN}(?:\s+(?:of|from|in)\s+(?:the|this)\s+{_SOURCE_NOUN})?\b", re.IGNORECASE
+)
 _PRONOUN_REPORTING = re.compile(rf"^(?:it|they)\s+(?={_VERB}\b)", re.IGNORECASE)
 _LIST_MARK = re.compile(r"^(?:[-*•]|\d{1,2}[.)])\s+")  # a reply written as a list
 _FINISHED = re.compile(r"[.!?。！？][\"'”’)\]]*$")
@@ -97,7 +101,7 @@ def passage_prompt(
 
 def passage_paragraph(reply: str, key: str, passage: str, question: str, title: str) -> str:
     """The sentences of `reply` that hold up against `passage`, each cited to `key`; "" for none."""
-    terms = [*subject_terms(question), *subject_terms(title)]
+    terms = subject_words_of(passage, question, title)
     kept: list[str] = []
     text = reply.strip().strip('"“”').strip()
     for start, end in sentence_spans(text):
@@ -116,6 +120,18 @@ def passage_paragraph(reply: str, key: str, passage: str, question: str, title: 
     paragraph = without_sentences(paragraph, faults) if faults else paragraph
     # "The same source" follows a sentence that the checks may have just left out.
     return re.sub(r"^The same source\b", CITED_SUBJECT, paragraph)
+
+
+def subject_words_of(passage: str, question: str, title: str) -> list[str]:
+    """The subject words a sentence on `passage` must name one of: the request's that the passage
+    names too (the part's, when it names none of the request's).
+
+    A subject word the passage lacks came from the prompt, not the passage: a small model asked
+    about "energy supply and dependence on foreign oil" wrote "The administration's energy security
+    policies focus on realism" of a passage on foreign aid that never names energy. Counting the
+    part's words too let "policy" carry a sentence on trade into "Ronald Reagan's Energy Policies"."""
+    named = [term for term in subject_terms(question) if names_subject(passage, [term])]
+    return named or [term for term in subject_terms(title) if names_subject(passage, [term])]
 
 
 def _unframed(sentence: str, *, first: bool) -> str:
