@@ -413,3 +413,46 @@ def test_a_summary_that_goes_round_in_circles_keeps_what_came_before() -> None:
         None,
     )
     assert text == opening + "The tariff debate went on and on in every era."
+
+
+def test_what_the_model_wrote_about_the_summary_goes_and_the_findings_stay() -> None:
+    """As the embedded model summed up two quick runs: a description of the summary with the
+    answer quoted as an example, and findings followed by lines of section names and keys."""
+    from deepdraft.policy.finishing.synthesis import read_part
+
+    question = "How did presidents argue about tariffs?"
+    described = (
+        "<action>The executive summary should begin with a clear statement that answers the request. "
+        'This could be something like "Presidents defended tariffs first as revenue and later as '
+        'protection \\cite{textid1}."\n'
+        "Next, the report should provide the main findings, most important first. This could include:\n"
+        "1. Early tariffs paid the interest of the public debt and the costs of a small government \\cite{textid1}.\n"
+        "2. Protection for manufactures and wool growers was argued over for a century, in every depression \\cite{textid2}.\n"
+        "</action>"
+    )
+    assert read_part(described, "summary", ["textid1", "textid2"], question, None) == (
+        "Presidents defended tariffs first as revenue and later as protection \\cite{textid1}.\n"
+        "1. Early tariffs paid the interest of the public debt and the costs of a small government \\cite{textid1}.\n"
+        "2. Protection for manufactures and wool growers was argued over for a century, in every depression \\cite{textid2}."
+    )
+    listed = (
+        "<action>The executive summary should start with two sentences that answer the request:\n"
+        "1. Tariffs were defended as the revenue that paid the public debt, the army and the navy in the years of peace \\cite{textid1}.\n"
+        "2. Later presidents argued that high duties protected industry and labor at a cost to farmers and consumers \\cite{textid2}.\n"
+        "The main findings behind these answers are supported by:\n"
+        "- Section-1: <textid1>, <textid2>\n"
+        "- Section-2.1: <textid2>\n"
+        "</action>"
+    )
+    text = read_part(listed, "summary", ["textid1", "textid2"], question, None)
+    assert text == (
+        "1. Tariffs were defended as the revenue that paid the public debt, the army and the navy in the years of peace \\cite{textid1}.\n"
+        "2. Later presidents argued that high duties protected industry and labor at a cost to farmers and consumers \\cite{textid2}."
+    )
+    # Only what is about the part goes: a conclusion that says what its findings mean is kept whole.
+    kept = (
+        "The tariff was argued over as revenue \\cite{textid1} and then as protection \\cite{textid2}. "
+        "This conclusion rests on the addresses shown, which say little about the duties actually paid, "
+        "and the report leaves open how far the arguments moved the schedules that Congress wrote in each decade."
+    )
+    assert read_part(f"<action>{kept}</action>", "conclusion", ["textid1", "textid2"], question, None) == kept

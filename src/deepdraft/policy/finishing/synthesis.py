@@ -33,8 +33,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deepdraft.core.citations import cited_keys, normalise_citations
+from deepdraft.core.citations import CITE, cited_keys, normalise_citations
 from deepdraft.core.language import wants_chinese
+from deepdraft.core.sentences import sentence_spans
 from deepdraft.core.state import RunState
 from deepdraft.core.tokens import count_tokens as estimate_tokens
 from deepdraft.core.verification import ConstraintCheck, SynthesisProgress
@@ -134,7 +135,10 @@ def read_part(
         text = start  # what came before a loop is kept; it is then held to the bounds as a whole
     # A sentence said twice is said once: a quick run's conclusion was one paragraph, then "In
     # conclusion, …" and the same four sentences again.
-    text = without_repeats(text, ())
+    text = without_repeats(without_scaffolding(text), ())
+    if instructions and shares_run(text, instructions, INSTRUCTION_RUN):
+        name = PART_NAMES.get(part, part)
+        return None, f"write the {name} itself, about the findings; do not restate these instructions"
     words = count_words(text)
     if not low <= words <= high:
         return None, f"write between {low} and {high} {unit} (this has {words})"
@@ -151,10 +155,53 @@ def read_part(
         return None, "a \\cite{} holds no key"
     if problem := repetition(text) or language_problem(text, question, language):
         return None, problem
-    if instructions and shares_run(text, instructions, INSTRUCTION_RUN):
-        name = PART_NAMES.get(part, part)
-        return None, f"write the {name} itself, about the findings; do not restate these instructions"
     return text
+
+
+# What a small model writes about the part rather than in it. Asked for a summary, the embedded
+# model wrote "The executive summary should begin with a clear statement that answers the user's
+# request directly. This could be something like "<the statement>". Next, the report should
+# provide the main findings ..." (a quick run's summary opened with the first two), or listed its
+# findings after "The main findings behind these answers are supported by:" as lines of section
+# names and keys ("- Section-1: <textid8>, <textid9>"), which the report printed.
+_ABOUT_THE_PART = re.compile(
+    r"\bexecutive\s+summary\b|\b(?:the|this)\s+(?:summary|conclusion|report)\s+"
+    r"(?:should|must|needs?\s+to|could|would)\b|^\W*this\s+could\s+include\b",
+    re.IGNORECASE,
+)
+_QUOTED_EXAMPLE = re.compile(  # 'This could be something like "X"': X is the text itself
+    r"\b(?:this|it)\s+(?:could|might|would|can)\s+(?:be|read)\s+(?:something\s+)?like\s*:?\s*[\"“]\s*"
+    r"([^\"”]+?)\s*[\"”]",
+    re.IGNORECASE,
+)
+_SECTION_NAME = re.compile(r"\b(?:section|part)[-\s]?\d+(?:\.\d+)*", re.IGNORECASE)
+_LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
+
+
+def without_scaffolding(text: str) -> str:
+    """`text` without what was written about the part instead of in it (`_ABOUT_THE_PART`): a
+    sentence on what the summary or report should do goes, the text it quotes as an example
+    stays; a line that introduces a list (ending in ":") goes, and so does a line of nothing but
+    section names, citations and list marks. The findings themselves are left as written."""
+    lines = []
+    for line in text.split("\n"):
+        mark = _LIST_MARK.match(line)
+        body = _QUOTED_EXAMPLE.sub(r"\1", line[mark.end() :] if mark else line).rstrip()
+        if body.endswith((":", "：")) or (
+            body and len(_WORD.findall(_SECTION_NAME.sub("", CITE.sub("", body)))) < 2
+        ):
+            continue
+        sentences = [body[start:end].strip() for start, end in sentence_spans(body)]
+        kept = [sentence for sentence in sentences if not _ABOUT_THE_PART.search(sentence)]
+        if sentences and not kept:
+            continue
+        lines.append(
+            (mark.group(0) if mark else "") + (" ".join(kept) if len(kept) < len(sentences) else body)
+        )
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+_WORD = re.compile(r"[^\W\d_]{2,}")
 
 
 INSTRUCTION_RUN = 6
