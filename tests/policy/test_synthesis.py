@@ -456,3 +456,8 @@ def test_what_the_model_wrote_about_the_summary_goes_and_the_findings_stay() -> 
         "and the report leaves open how far the arguments moved the schedules that Congress wrote in each decade."
     )
     assert read_part(f"<action>{kept}</action>", "conclusion", ["textid1", "textid2"], question, None) == kept
+    # A line of Chinese is one run of letters without spaces, and is kept.
+    from deepdraft.policy.finishing.synthesis import without_scaffolding
+
+    chinese = "关税先是财政收入 \\cite{textid1}。\n后来成为保护工业的手段 \\cite{textid2}。"
+    assert without_scaffolding(chinese) == chinese

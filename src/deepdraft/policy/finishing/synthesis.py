@@ -187,9 +187,7 @@ def without_scaffolding(text: str) -> str:
     for line in text.split("\n"):
         mark = _LIST_MARK.match(line)
         body = _QUOTED_EXAMPLE.sub(r"\1", line[mark.end() :] if mark else line).rstrip()
-        if body.endswith((":", "：")) or (
-            body and len(_WORD.findall(_SECTION_NAME.sub("", CITE.sub("", body)))) < 2
-        ):
+        if body.endswith((":", "：")) or (body and _bare(_SECTION_NAME.sub("", CITE.sub("", body)))):
             continue
         sentences = [body[start:end].strip() for start, end in sentence_spans(body)]
         kept = [sentence for sentence in sentences if not _ABOUT_THE_PART.search(sentence)]
@@ -201,7 +199,14 @@ def without_scaffolding(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+def _bare(text: str) -> bool:
+    """Whether `text` says nothing: under two words of two letters or more, and no two Chinese
+    characters together (Chinese has no spaces between its words)."""
+    return len(_WORD.findall(text)) < 2 and not _HAN_PAIR.search(text)
+
+
 _WORD = re.compile(r"[^\W\d_]{2,}")
+_HAN_PAIR = re.compile(r"[\u4e00-\u9fff]{2}")
 
 
 INSTRUCTION_RUN = 6
