@@ -418,7 +418,7 @@ def test_a_summary_that_goes_round_in_circles_keeps_what_came_before() -> None:
 def test_what_the_model_wrote_about_the_summary_goes_and_the_findings_stay() -> None:
     """As the embedded model summed up two quick runs: a description of the summary with the
     answer quoted as an example, and findings followed by lines of section names and keys."""
-    from deepdraft.policy.finishing.synthesis import read_part
+    from deepdraft.policy.finishing.synthesis import read_part, without_scaffolding
 
     question = "How did presidents argue about tariffs?"
     described = (
@@ -456,8 +456,17 @@ def test_what_the_model_wrote_about_the_summary_goes_and_the_findings_stay() -> 
         "and the report leaves open how far the arguments moved the schedules that Congress wrote in each decade."
     )
     assert read_part(f"<action>{kept}</action>", "conclusion", ["textid1", "textid2"], question, None) == kept
+    # The answer quoted after a sentence about the summary is kept, and nothing before it goes.
+    quoted = (
+        'Tariffs paid the debt \\cite{textid1}. The first sentence of the executive summary is: "Tariffs '
+        'were first revenue and then protection \\cite{textid2}."'
+    )
+    assert without_scaffolding(quoted) == (
+        "Tariffs paid the debt \\cite{textid1}. Tariffs were first revenue and then protection \\cite{textid2}."
+    )
+    # A quotation in a finding is the finding's.
+    finding = 'Carter called conservation "the cheapest energy we have" \\cite{textid2}.'
+    assert without_scaffolding(finding) == finding
     # A line of Chinese is one run of letters without spaces, and is kept.
-    from deepdraft.policy.finishing.synthesis import without_scaffolding
-
     chinese = "关税先是财政收入 \\cite{textid1}。\n后来成为保护工业的手段 \\cite{textid2}。"
     assert without_scaffolding(chinese) == chinese

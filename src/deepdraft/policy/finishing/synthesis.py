@@ -169,8 +169,11 @@ _ABOUT_THE_PART = re.compile(
     r"(?:should|must|needs?\s+to|could|would)\b|^\W*this\s+could\s+include\b",
     re.IGNORECASE,
 )
-_QUOTED_EXAMPLE = re.compile(  # 'This could be something like "X"': X is the text itself
-    r"\b(?:this|it)\s+(?:could|might|would|can)\s+(?:be|read)\s+(?:something\s+)?like\s*:?\s*[\"“]\s*"
+# 'This could be something like "X"', 'The first sentence of the executive summary is: "X"': X is
+# the text itself (a sentence about the part that quotes none goes, `_ABOUT_THE_PART`).
+_QUOTED_EXAMPLE = re.compile(
+    r"(?:^|(?<=[.!?]\s))[^\"“\n.!?]*?(?:\b(?:this|it)\s+(?:could|might|would|can)\s+(?:be|read)\s+(?:something\s+)?like|"
+    r"\b(?:executive\s+summary|(?:the|this)\s+summary)\b[^\"“\n.!?]*?(?:\bis|\breads|:))\s*:?\s*[\"“]\s*"
     r"([^\"”]+?)\s*[\"”]",
     re.IGNORECASE,
 )
